@@ -1,0 +1,5 @@
+from pathlib import Path
+
+from shared.cli import service_main
+
+raise SystemExit(service_main("membership", Path(__file__).parent, "services.membership.main:create_app"))

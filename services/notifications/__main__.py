@@ -1,0 +1,5 @@
+from pathlib import Path
+
+from shared.cli import service_main
+
+raise SystemExit(service_main("notifications", Path(__file__).parent, "services.notifications.main:create_app"))

@@ -1,0 +1,205 @@
+"""Consumers: one Kafka consumer group per `EventConsumer`, handlers by event type, inbox, retries, dead letters.
+
+Delivery is at least once: offsets are committed only after a message was handled (or dead-lettered).
+A failing message is retried with backoff a bounded number of times, then goes to the group's
+dead-letter topic with the error in its headers, and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from faststream import AckPolicy
+from faststream.kafka.fastapi import KafkaRouter
+from faststream.kafka.message import KafkaMessage
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import metrics
+from shared.config import Settings
+from shared.events.envelope import Envelope, EventData
+from shared.inbox import Inbox
+from shared.logging import correlation_id_var, get_logger
+from shared.topics import dead_letter_topic
+
+log = get_logger(__name__)
+
+Handler = Callable[[Envelope, Any, AsyncSession], Awaitable[None]]
+TombstoneHandler = Callable[[str, AsyncSession], Awaitable[None]]
+
+# Headers on dead letters (and on replays).
+H_ERROR_TYPE = "x-dlq-error-type"
+H_ERROR_MESSAGE = "x-dlq-error-message"
+H_ORIGINAL_TOPIC = "x-dlq-original-topic"
+H_ORIGINAL_PARTITION = "x-dlq-original-partition"
+H_ORIGINAL_OFFSET = "x-dlq-original-offset"
+H_ORIGINAL_KEY = "x-dlq-original-key"
+H_CONSUMER_GROUP = "x-dlq-consumer-group"
+H_ATTEMPTS = "x-dlq-attempts"
+H_FAILED_AT = "x-dlq-failed-at"
+H_REPLAY_FOR_GROUP = "x-replay-for-group"
+
+
+class EventConsumer:
+    """A consumer group: which events it handles and how; attached to a service's FastStream router."""
+
+    def __init__(self, group: str, topics: tuple[str, ...], description: str = "") -> None:
+        self.group = group
+        self.topics = topics
+        self.description = description
+        self.handlers: dict[str, tuple[type[EventData], Handler]] = {}
+        self.tombstone_handler: TombstoneHandler | None = None
+        self.service = ""
+        self._inbox: Inbox | None = None
+        self._dlq: DeadLetterPublisher | None = None
+        self._settings: Settings | None = None
+
+    def on(self, model: type[EventData]) -> Callable[[Handler], Handler]:
+        """Register the handler of one event type: `async def handler(envelope, data, session)`."""
+
+        def register(fn: Handler) -> Handler:
+            self.handlers[model.event_type] = (model, fn)
+            return fn
+
+        return register
+
+    def on_tombstone(self, fn: TombstoneHandler) -> TombstoneHandler:
+        """Register what a null value (a compacted topic's deletion marker) means: `async def f(key, session)`."""
+        self.tombstone_handler = fn
+        return fn
+
+    def attach(self, router: KafkaRouter, inbox: Inbox, dlq: DeadLetterPublisher, settings: Settings) -> None:
+        self._inbox, self._dlq, self._settings = inbox, dlq, settings
+        self.service = settings.service_name
+
+        async def consume(msg: KafkaMessage) -> None:
+            await self.handle_record(msg.raw_message)  # type: ignore[arg-type]
+
+        consume.__name__ = f"consume_{self.group.replace('.', '_')}"
+        router.subscriber(
+            *self.topics,
+            group_id=self.group,
+            ack_policy=AckPolicy.ACK,
+            auto_offset_reset="earliest",
+            max_poll_records=200,
+            title=f"{self.group}:consume",
+            description=self.description
+            or f"Consumer group {self.group}; handles {', '.join(sorted(self.handlers))}",
+        )(consume)
+
+    async def handle_record(self, record: Any) -> None:
+        """Handle one Kafka record with bounded retries; dead-letter it when they run out."""
+        assert self._settings is not None and self._dlq is not None
+        headers = {k: v.decode(errors="replace") for k, v in (record.headers or [])}
+        replay_for = headers.get(H_REPLAY_FOR_GROUP)
+        if replay_for and replay_for != self.group:
+            return  # a replay meant for another group's dead letters
+        settings = self._settings
+        attempts = 0
+        delay = settings.consumer_retry_backoff_s
+        while True:
+            attempts += 1
+            try:
+                outcome = await self._handle_once(record)
+                metrics.EVENTS_CONSUMED.labels(self.service, self.group, outcome).inc()
+                return
+            except Exception as exc:
+                if attempts > settings.consumer_max_retries:
+                    log.error(
+                        "event dead-lettered",
+                        consumer=self.group,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        error=repr(exc),
+                        attempts=attempts,
+                    )
+                    await self._dlq.publish(self.group, record, exc, attempts)
+                    metrics.EVENTS_DEAD_LETTERED.labels(self.service, self.group).inc()
+                    metrics.EVENTS_CONSUMED.labels(self.service, self.group, "dead_lettered").inc()
+                    return
+                metrics.EVENTS_RETRIED.labels(self.service, self.group).inc()
+                log.warning(
+                    "handler failed; retrying",
+                    consumer=self.group,
+                    error=repr(exc),
+                    attempt=attempts,
+                    retry_in_s=delay,
+                    trace=traceback.format_exc(limit=3),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, settings.consumer_retry_backoff_max_s)
+
+    async def _handle_once(self, record: Any) -> str:
+        assert self._inbox is not None
+        if record.value is None:
+            if self.tombstone_handler is None or record.key is None:
+                return "ignored"
+            key = record.key.decode() if isinstance(record.key, bytes) else str(record.key)
+            async with self._inbox.db.transaction() as session:  # deleting is idempotent: no inbox row needed
+                await self.tombstone_handler(key, session)
+            return "handled"
+        envelope = Envelope.from_bytes(record.value)
+        entry = self.handlers.get(envelope.type)
+        if entry is None:
+            return "ignored"
+        model, handler = entry
+        data = model.model_validate(envelope.data) if envelope.version == model.event_version else envelope.payload()
+        token = correlation_id_var.set(envelope.correlation_id)
+        try:
+            done = await self._inbox.process(
+                self.group, envelope.event_id, envelope.type, lambda s: handler(envelope, data, s)
+            )
+        finally:
+            correlation_id_var.reset(token)
+        return "handled" if done else "duplicate"
+
+
+class DeadLetterPublisher:
+    """Sends failed records to their group's dead-letter topic, with what went wrong in the headers."""
+
+    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ensure(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers,
+                    enable_idempotence=True,
+                    acks="all",
+                    client_id=self.client_id,
+                )
+                await producer.start()
+                self._producer = producer
+            return self._producer
+
+    async def publish(self, group: str, record: Any, exc: BaseException, attempts: int) -> None:
+        from datetime import UTC, datetime
+
+        producer = await self._ensure()
+        original = [(k, v) for k, v in (record.headers or []) if not k.startswith("x-dlq-")]
+        headers = original + [
+            (H_ERROR_TYPE, type(exc).__name__.encode()),
+            (H_ERROR_MESSAGE, str(exc)[:2000].encode()),
+            (H_ORIGINAL_TOPIC, record.topic.encode()),
+            (H_ORIGINAL_PARTITION, str(record.partition).encode()),
+            (H_ORIGINAL_OFFSET, str(record.offset).encode()),
+            (H_CONSUMER_GROUP, group.encode()),
+            (H_ATTEMPTS, str(attempts).encode()),
+            (H_FAILED_AT, datetime.now(UTC).isoformat().encode()),
+        ]
+        if record.key is not None:
+            headers.append((H_ORIGINAL_KEY, record.key if isinstance(record.key, bytes) else str(record.key).encode()))
+        await producer.send_and_wait(dead_letter_topic(group), value=record.value, key=record.key, headers=headers)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

@@ -1,0 +1,114 @@
+"""Per-subject encryption of personal fields in events (crypto-shredding).
+
+The owning service keeps one AES-256 key per subject in its `subject_keys` table and publishes it on a
+compacted, access-restricted key topic; services that need the plaintext (notifications, to email a
+member) keep a copy in their own `subject_keys` table. Erasing a subject deletes its key everywhere and
+writes a tombstone on the key topic, so every copy of the subject's sealed fields in Kafka's logs
+becomes unreadable.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.events.envelope import Sealed
+
+
+class KeyDestroyed(LookupError):
+    """The subject's key is gone (erased) or was never known here."""
+
+
+def subject_keys_table(metadata: MetaData) -> Table:
+    return Table(
+        "subject_keys",
+        metadata,
+        Column("key_id", String(64), primary_key=True),
+        Column("key", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+def new_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def seal(value: str, key: bytes, *, key_id: str, owner: str) -> Sealed:
+    nonce = os.urandom(12)
+    # The key id is bound as associated data: a value cannot be moved to another subject.
+    ciphertext = AESGCM(key).encrypt(nonce, value.encode(), key_id.encode())
+    return Sealed(
+        key_owner=owner,
+        key_id=key_id,
+        nonce=base64.b64encode(nonce).decode(),
+        ciphertext=base64.b64encode(ciphertext).decode(),
+    )
+
+
+def unseal(sealed: Sealed, key: bytes) -> str:
+    plaintext = AESGCM(key).decrypt(
+        base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext), sealed.key_id.encode()
+    )
+    return plaintext.decode()
+
+
+class KeyStore:
+    """A service's table of subject keys: the owner's originals or a consumer's copies."""
+
+    def __init__(self, table: Table, owner: str) -> None:
+        self.table = table
+        self.owner = owner
+
+    async def get(self, session: AsyncSession, key_id: str) -> bytes | None:
+        return (await session.execute(select(self.table.c.key).where(self.table.c.key_id == key_id))).scalar()
+
+    async def get_or_create(self, session: AsyncSession, key_id: str) -> tuple[bytes, bool]:
+        """The subject's key, creating it if needed; the flag tells whether it is new."""
+        candidate = new_key()
+        inserted = await session.execute(
+            pg_insert(self.table)
+            .values(key_id=key_id, key=candidate)
+            .on_conflict_do_nothing()
+            .returning(self.table.c.key)
+        )
+        row = inserted.first()
+        if row is not None:
+            return row[0], True
+        key = await self.get(session, key_id)
+        assert key is not None
+        return key, False
+
+    async def put(self, session: AsyncSession, key_id: str, key: bytes) -> None:
+        await session.execute(
+            pg_insert(self.table)
+            .values(key_id=key_id, key=key)
+            .on_conflict_do_update(index_elements=[self.table.c.key_id], set_={"key": key})
+        )
+
+    async def destroy(self, session: AsyncSession, key_id: str) -> None:
+        await session.execute(delete(self.table).where(self.table.c.key_id == key_id))
+
+    async def seal(self, session: AsyncSession, key_id: str, value: str) -> Sealed:
+        key, _ = await self.get_or_create(session, key_id)
+        return seal(value, key, key_id=key_id, owner=self.owner)
+
+    async def unseal(self, session: AsyncSession, sealed: Sealed | None) -> str | None:
+        if sealed is None:
+            return None
+        key = await self.get(session, sealed.key_id)
+        if key is None:
+            raise KeyDestroyed(f"no key for subject {sealed.key_id}")
+        return unseal(sealed, key)
+
+
+def encode_key(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def decode_key(text: str) -> bytes:
+    return base64.b64decode(text)

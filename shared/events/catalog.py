@@ -1,0 +1,370 @@
+"""Every event type in the system, one pydantic model per type and version.
+
+Within a version, changes are additive only (new optional fields); `tests/contracts` compares these
+models with the JSON Schemas committed in `shared/events/schemas/` and fails on anything else.
+Personal data travels only as `Sealed` values; everything else is ids and facts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from shared import topics
+from shared.events.envelope import EventData, Sealed
+
+ScopeType = Literal["network", "region", "group", "subteam"]
+MeetingKind = Literal["in_person", "online", "hybrid"]
+AskKind = Literal["petition", "pledge", "write_to_mp", "attend", "share"]
+
+
+class _MemberEvent(EventData):
+    topic = topics.MEMBERSHIP_MEMBERS
+    source_service = "membership"
+    member_id: str
+
+    def subject(self) -> str:
+        return self.member_id
+
+
+class MemberJoined(_MemberEvent):
+    event_type = "MemberJoined"
+    email: Sealed
+    name: Sealed
+    postcode: Sealed | None = None
+    region_id: str | None = None
+    group_ids: list[str] = []
+    suggested_group_id: str | None = None
+    subteam_ids: list[str] = []
+    interests: list[str] = []
+    engagement_level: str
+    organisation_id: str | None = None
+    email_consent: bool
+    consent_wording_version: str
+    source: str
+    confirmation_required: bool
+    joined_at: datetime
+
+
+class MemberConfirmed(_MemberEvent):
+    event_type = "MemberConfirmed"
+    confirmed_at: datetime
+
+
+class MemberProfileUpdated(_MemberEvent):
+    event_type = "MemberProfileUpdated"
+    changed: list[str]
+    name: Sealed | None = None
+    email: Sealed | None = None
+    region_id: str | None = None
+    group_ids: list[str] = []
+    subteam_ids: list[str] = []
+    interests: list[str] = []
+    engagement_level: str | None = None
+    organisation_id: str | None = None
+
+
+class ConsentChanged(_MemberEvent):
+    event_type = "ConsentChanged"
+    channel: Literal["email"] = "email"
+    granted: bool
+    wording_version: str | None = None
+    source: str
+    topics: list[str] = Field(default=[], description="kinds of email still wanted, when granted")
+
+
+class EngagementLevelChosen(_MemberEvent):
+    event_type = "EngagementLevelChosen"
+    level: str
+    previous_level: str | None = None
+
+
+class MemberLeft(_MemberEvent):
+    event_type = "MemberLeft"
+    reason: str | None = None
+
+
+class MemberErased(_MemberEvent):
+    event_type = "MemberErased"
+    erased_at: datetime
+
+
+class _OrganisationEvent(EventData):
+    topic = topics.MEMBERSHIP_ORGANISATION
+    source_service = "membership"
+
+
+class OrganisationUnitDefined(_OrganisationEvent):
+    """A region, local group, sub-team or partner organisation was created or renamed."""
+
+    event_type = "OrganisationUnitDefined"
+    unit_id: str
+    kind: Literal["region", "group", "subteam", "partner"]
+    name: str
+    parent_id: str | None = None
+    slug: str | None = None
+
+    def subject(self) -> str:
+        return self.unit_id
+
+
+class RoleGranted(_OrganisationEvent):
+    event_type = "RoleGranted"
+    organiser_id: str
+    member_id: str | None = None
+    role: Literal["organiser", "subteam_lead", "constituency_rep"]
+    scope_type: ScopeType
+    scope_id: str | None = None
+    email: Sealed | None = None
+    name: Sealed | None = None
+
+    def subject(self) -> str:
+        return self.organiser_id
+
+
+class SubjectKeyIssued(EventData):
+    """A data key for one subject's personal fields, on a compacted topic; a tombstone destroys it."""
+
+    event_type = "SubjectKeyIssued"
+    topic = topics.MEMBERSHIP_SUBJECT_KEYS
+    source_service = "membership"
+    key_id: str
+    key: str = Field(description="base64 AES-256 key")
+
+    def subject(self) -> str:
+        return self.key_id
+
+
+class _MeetingEvent(EventData):
+    topic = topics.EVENTS_MEETINGS
+    source_service = "events"
+    meeting_id: str
+
+    def subject(self) -> str:
+        return self.meeting_id
+
+
+class Speaker(BaseModel):
+    """A speaker in a meeting's or conference's programme."""
+
+    name: str
+    title: str | None = None
+    session_title: str | None = None
+
+
+class MeetingScheduled(_MeetingEvent):
+    event_type = "MeetingScheduled"
+    title: str
+    description: str = ""
+    kind: MeetingKind
+    scope_type: ScopeType
+    scope_id: str | None = None
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str = "Europe/London"
+    venue: str | None = None
+    capacity: int | None = None
+    rsvp_deadline: datetime | None = None
+    campaign_id: str | None = None
+    parent_meeting_id: str | None = None
+    speakers: list[Speaker] = []
+    public_url: str
+    sequence: int = 0
+
+
+class MeetingUpdated(MeetingScheduled):
+    event_type = "MeetingUpdated"
+    changed: list[str] = []
+
+
+class MeetingCancelled(_MeetingEvent):
+    event_type = "MeetingCancelled"
+    reason: str | None = None
+    sequence: int = 0
+
+
+class MeetingReminderDue(_MeetingEvent):
+    event_type = "MeetingReminderDue"
+    reminder_id: str
+    minutes_before: int
+    starts_at: datetime
+
+
+class _RsvpEvent(EventData):
+    topic = topics.EVENTS_RSVPS
+    source_service = "events"
+    meeting_id: str
+    rsvp_id: str
+
+    def subject(self) -> str:
+        return self.meeting_id
+
+
+class RsvpReceived(_RsvpEvent):
+    event_type = "RsvpReceived"
+    member_id: str | None = None
+    status: Literal["going", "waitlisted"]
+    waitlist_position: int | None = None
+    guests: int = 0
+    email: Sealed | None = Field(default=None, description="for someone not yet a member who also joins")
+    name: Sealed | None = None
+    join_network: bool = False
+
+
+class RsvpCancelled(_RsvpEvent):
+    event_type = "RsvpCancelled"
+    member_id: str | None = None
+
+
+class PromotedFromWaitlist(_RsvpEvent):
+    event_type = "PromotedFromWaitlist"
+    member_id: str | None = None
+
+
+class AttendanceRecorded(_RsvpEvent):
+    event_type = "AttendanceRecorded"
+    member_id: str | None = None
+    method: Literal["organiser", "self_check_in", "walk_in"]
+    attended_at: datetime
+
+
+class _CampaignEvent(EventData):
+    topic = topics.CAMPAIGNS_CAMPAIGNS
+    source_service = "campaigns"
+    campaign_id: str
+
+    def subject(self) -> str:
+        return self.campaign_id
+
+
+class CampaignLaunched(_CampaignEvent):
+    event_type = "CampaignLaunched"
+    title: str
+    scope_type: ScopeType
+    scope_id: str | None = None
+    goal: str = ""
+    issues: list[str] = []
+    partner_ids: list[str] = []
+
+
+class AskPublished(_CampaignEvent):
+    event_type = "AskPublished"
+    ask_id: str
+    kind: AskKind
+    title: str
+    target: int | None = None
+    meeting_id: str | None = None
+
+
+class ActionTaken(EventData):
+    event_type = "ActionTaken"
+    topic = topics.CAMPAIGNS_ACTIONS
+    source_service = "campaigns"
+    action_id: str
+    ask_id: str
+    campaign_id: str
+    kind: AskKind
+    member_id: str | None = None
+    region_id: str | None = None
+    group_id: str | None = None
+    email: Sealed | None = Field(default=None, description="for someone not yet a member who also joins")
+    name: Sealed | None = None
+    join_network: bool = False
+    taken_at: datetime
+
+    def subject(self) -> str:
+        return self.ask_id
+
+
+class EngagementLevelChanged(EventData):
+    event_type = "EngagementLevelChanged"
+    topic = topics.CAMPAIGNS_ENGAGEMENT
+    source_service = "campaigns"
+    member_id: str
+    level: str
+    previous_level: str | None = None
+    reason: str = ""
+
+    def subject(self) -> str:
+        return self.member_id
+
+
+class _DeliveryEvent(EventData):
+    topic = topics.NOTIFICATIONS_DELIVERIES
+    source_service = "notifications"
+    delivery_id: str
+    kind: str
+    recipient_id: str
+
+    def subject(self) -> str:
+        return self.recipient_id
+
+
+class NotificationSent(_DeliveryEvent):
+    event_type = "NotificationSent"
+    sent_at: datetime
+
+
+class NotificationFailed(_DeliveryEvent):
+    event_type = "NotificationFailed"
+    error: str
+    permanent: bool
+
+
+class DigestPublished(EventData):
+    event_type = "DigestPublished"
+    topic = topics.NOTIFICATIONS_DIGESTS
+    source_service = "notifications"
+    digest_id: str
+    organiser_id: str
+    period: Literal["daily", "weekly"]
+    scope_type: ScopeType
+    scope_id: str | None = None
+    entries: int
+
+    def subject(self) -> str:
+        return self.organiser_id
+
+
+EVENT_MODELS: tuple[type[EventData], ...] = (
+    MemberJoined,
+    MemberConfirmed,
+    MemberProfileUpdated,
+    ConsentChanged,
+    EngagementLevelChosen,
+    MemberLeft,
+    MemberErased,
+    OrganisationUnitDefined,
+    RoleGranted,
+    SubjectKeyIssued,
+    MeetingScheduled,
+    MeetingUpdated,
+    MeetingCancelled,
+    MeetingReminderDue,
+    RsvpReceived,
+    RsvpCancelled,
+    PromotedFromWaitlist,
+    AttendanceRecorded,
+    CampaignLaunched,
+    AskPublished,
+    ActionTaken,
+    EngagementLevelChanged,
+    NotificationSent,
+    NotificationFailed,
+    DigestPublished,
+)
+
+_BY_KEY: dict[tuple[str, int], type[EventData]] = {(m.event_type, m.event_version): m for m in EVENT_MODELS}
+
+
+class UnknownEventType(LookupError):
+    pass
+
+
+def model_for(event_type: str, version: int) -> type[EventData]:
+    try:
+        return _BY_KEY[(event_type, version)]
+    except KeyError:
+        raise UnknownEventType(f"no model for event {event_type} v{version}") from None

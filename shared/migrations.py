@@ -1,0 +1,67 @@
+"""Alembic, driven from code: each service keeps its revisions in `services/<name>/migrations/`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData, pool
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import async_engine_from_config
+
+
+def alembic_config(service_dir: Path, database_url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(service_dir / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(service_dir: Path, database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(service_dir, database_url), revision)
+
+
+def run_env(metadata: MetaData) -> None:
+    """The body of every service's `migrations/env.py`."""
+    config = context.config
+    if context.is_offline_mode():
+        context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+
+    def do_run(connection: Connection) -> None:
+        context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def run_async() -> None:
+        engine = async_engine_from_config(
+            config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool
+        )
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run)
+        await engine.dispose()
+
+    asyncio.run(run_async())
+
+
+def create_outbox_notify() -> None:
+    """Call at the end of a service's initial revision: the outbox's NOTIFY trigger and its shard rows."""
+    from alembic import op
+
+    from shared.outbox import NOTIFY_TRIGGER_SQL
+
+    for statement in NOTIFY_TRIGGER_SQL:
+        op.execute(statement)
+
+
+def drop_outbox_notify() -> None:
+    from alembic import op
+
+    from shared.outbox import DROP_TRIGGER_SQL
+
+    for statement in DROP_TRIGGER_SQL:
+        op.execute(statement)

@@ -1,0 +1,365 @@
+"""Transactional outbox: events are written with the state change, then relayed to Kafka.
+
+A use case calls `add_to_outbox(session, envelope)` inside its transaction. `OutboxRelay` publishes
+pending rows with an idempotent producer (acks=all). Rows are spread over a fixed number of shards
+by their Kafka key; a relay locks the shards it works on with FOR UPDATE SKIP LOCKED, so several
+relay instances share the work, never publish the same row twice, and keep each key's order.
+It is woken by LISTEN/NOTIFY, with a periodic poll as backstop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import zlib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    Uuid,
+    func,
+    insert,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import metrics
+from shared.db import Database
+from shared.events.envelope import Envelope, EventData
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+OUTBOX_SHARDS = 16
+NOTIFY_CHANNEL = "outbox"
+
+
+def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The outbox and its shard-lock table, added to a service's own metadata."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("event_id", Uuid, nullable=False, unique=True),
+        Column("event_type", String(80), nullable=False),
+        Column("topic", String(200), nullable=False),
+        Column("key", Text, nullable=False),
+        Column("shard", SmallInteger, nullable=False),
+        Column("payload", LargeBinary, nullable=True),  # NULL: a tombstone (compacted topics)
+        Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Index("ix_outbox_pending", "shard", "id", postgresql_where=text("published_at IS NULL")),
+        Index("ix_outbox_published_at", "published_at", postgresql_where=text("published_at IS NOT NULL")),
+    )
+    shards = Table("outbox_shard", metadata, Column("shard", SmallInteger, primary_key=True, autoincrement=False))
+    return outbox, shards
+
+
+# Used by migrations: a statement-level trigger so a transaction that writes many rows notifies once.
+NOTIFY_TRIGGER_SQL = (
+    f"""
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger AS $$
+BEGIN
+  PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+  RETURN NULL;
+END;
+$$ LANGUAGE plpgsql
+""",
+    "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify()",
+    f"INSERT INTO outbox_shard (shard) SELECT generate_series(0, {OUTBOX_SHARDS - 1}) ON CONFLICT DO NOTHING",
+)
+DROP_TRIGGER_SQL = ("DROP TRIGGER IF EXISTS outbox_notify ON outbox", "DROP FUNCTION IF EXISTS outbox_notify()")
+
+
+def shard_of(key: str) -> int:
+    return zlib.crc32(key.encode()) % OUTBOX_SHARDS
+
+
+class Outbox:
+    """Writes events into the outbox table of the service that owns it."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    async def add(self, session: AsyncSession, *envelopes: Envelope) -> None:
+        if not envelopes:
+            return
+        rows = []
+        for env in envelopes:
+            topic = _topic_of(env)
+            rows.append(
+                {
+                    "event_id": env.event_id,
+                    "event_type": env.type,
+                    "topic": topic,
+                    "key": env.subject_id,
+                    "shard": shard_of(env.subject_id),
+                    "payload": env.to_bytes(),
+                    "headers": {"type": env.type, "version": str(env.version), "correlation_id": env.correlation_id},
+                }
+            )
+        await session.execute(insert(self.table), rows)
+
+    async def add_tombstone(self, session: AsyncSession, topic: str, key: str) -> None:
+        """A null value for `key` on a compacted topic: the log cleaner then drops the key's records."""
+        await session.execute(
+            insert(self.table),
+            [{"event_id": uuid.uuid4(), "event_type": "tombstone", "topic": topic, "key": key,
+              "shard": shard_of(key), "payload": None, "headers": {"type": "tombstone"}}],
+        )
+
+    async def add_events(
+        self,
+        session: AsyncSession,
+        events: Sequence[EventData],
+        *,
+        correlation_id: str | None,
+        causation_id: str | None = None,
+    ) -> list[Envelope]:
+        envelopes = [Envelope.wrap(e, correlation_id=correlation_id, causation_id=causation_id) for e in events]
+        await self.add(session, *envelopes)
+        return envelopes
+
+
+def _topic_of(env: Envelope) -> str:
+    from shared.events.catalog import model_for
+
+    return model_for(env.type, env.version).topic
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows to Kafka; run one or more per service."""
+
+    def __init__(
+        self,
+        db: Database,
+        bootstrap_servers: str,
+        service: str,
+        *,
+        batch_size: int = 500,
+        poll_interval_s: float = 1.0,
+        retention: timedelta = timedelta(hours=72),
+        shards_per_batch: int = OUTBOX_SHARDS // 2,
+    ) -> None:
+        self.db = db
+        self.bootstrap_servers = bootstrap_servers
+        self.service = service
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.retention = retention
+        self.shards_per_batch = shards_per_batch
+        self._wake = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+        self._listen_task: asyncio.Task | None = None
+        self._last_prune = 0.0
+        self.published_total = 0
+
+    # lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.service}")
+        self._listen_task = asyncio.create_task(self._listen(), name=f"outbox-listen-{self.service}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for task in (self._task, self._listen_task):
+            if task:
+                task.cancel()
+        for task in (self._task, self._listen_task):
+            if task:
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        if self._producer is not None:
+            try:
+                await self._producer.stop()
+            except Exception:
+                pass
+            self._producer = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # internals -----------------------------------------------------------------------------------
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=2,
+                request_timeout_ms=15000,
+                client_id=f"{self.service}-outbox-relay",
+            )
+            try:
+                await producer.start()
+            except Exception:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection; reconnect forever (PostgreSQL may restart)."""
+        dsn = _asyncpg_dsn(self.db)
+        while not self._stopping:
+            conn = None
+            try:
+                conn = await asyncpg.connect(dsn)
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                self._wake.set()  # catch up on anything written while we were not listening
+                while not self._stopping and not conn.is_closed():
+                    await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox listen connection failed", error=str(exc))
+                await asyncio.sleep(1.0)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    try:
+                        await conn.close()
+                    except Exception:
+                        pass
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.drain()
+                await self._update_backlog_metrics()
+                await self._maybe_prune()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox relay pass failed; will retry", error=repr(exc), retry_in_s=backoff)
+                await self._reset_producer()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _reset_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                await self._producer.stop()
+            except Exception:
+                pass
+            self._producer = None
+
+    async def drain(self) -> int:
+        """Publish until no unlocked shard has pending rows; return how many were published."""
+        total = 0
+        while True:
+            n = await self.publish_batch()
+            total += n
+            if n == 0:
+                return total
+
+    async def publish_batch(self) -> int:
+        producer = await self._ensure_producer()
+        async with self.db.transaction() as session:
+            shard_rows = await session.execute(
+                text(
+                    "SELECT s.shard FROM outbox_shard s WHERE EXISTS "
+                    "(SELECT 1 FROM outbox o WHERE o.shard = s.shard AND o.published_at IS NULL) "
+                    "ORDER BY random() LIMIT :k FOR UPDATE OF s SKIP LOCKED"
+                ),
+                {"k": self.shards_per_batch},
+            )
+            shards = [r[0] for r in shard_rows]
+            if not shards:
+                return 0
+            rows = (
+                await session.execute(
+                    text(
+                        "SELECT id, topic, key, payload, headers FROM outbox "
+                        "WHERE shard = ANY(:shards) AND published_at IS NULL ORDER BY id LIMIT :n"
+                    ),
+                    {"shards": shards, "n": self.batch_size},
+                )
+            ).all()
+            if not rows:
+                return 0
+            futures = []
+            for row in rows:
+                headers = [(k, str(v).encode()) for k, v in (row.headers or {}).items()]
+                fut = await producer.send(row.topic, value=row.payload, key=row.key.encode(), headers=headers)
+                futures.append(fut)
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            published: list[int] = []
+            failed_keys: set[str] = set()
+            first_error: BaseException | None = None
+            for row, result in zip(rows, results, strict=True):
+                if isinstance(result, BaseException) or row.key in failed_keys:
+                    failed_keys.add(row.key)
+                    first_error = first_error or (result if isinstance(result, BaseException) else None)
+                    continue
+                published.append(row.id)
+                metrics.EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
+            if published:
+                await session.execute(
+                    text("UPDATE outbox SET published_at = now() WHERE id = ANY(:ids)"), {"ids": published}
+                )
+            self.published_total += len(published)
+        if first_error is not None:
+            raise first_error
+        return len(published)
+
+    async def _update_backlog_metrics(self) -> None:
+        async with self.db.transaction() as session:
+            row = (
+                await session.execute(
+                    text("SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL")
+                )
+            ).one()
+        metrics.OUTBOX_BACKLOG.labels(self.service).set(row[0])
+        age = (datetime.now(UTC) - row[1]).total_seconds() if row[1] else 0.0
+        metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(age)
+
+    async def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now - self._last_prune < 60:
+            return
+        self._last_prune = now
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                text("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < :cutoff"),
+                {"cutoff": datetime.now(UTC) - self.retention},
+            )
+        if result.rowcount:
+            log.info("outbox pruned", rows=result.rowcount)
+
+
+def _asyncpg_dsn(db: Database) -> str:
+    url = db.engine.url
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def headers_dict(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in (headers or [])}
+
+
+__all__ = ["Outbox", "OutboxRelay", "outbox_tables", "shard_of", "headers_dict"]

@@ -1,0 +1,108 @@
+"""What every service's composition root assembles: database, outbox relay, consumers, Kafka router, web app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from faststream.kafka.fastapi import KafkaRouter
+from sqlalchemy import MetaData, Table
+
+from shared.config import Settings, get_settings
+from shared.consumer import DeadLetterPublisher, EventConsumer
+from shared.db import Database
+from shared.events.envelope import Envelope
+from shared.inbox import Inbox, inbox_table
+from shared.logging import configure_logging, get_logger
+from shared.outbox import Outbox, OutboxRelay, outbox_tables
+from shared.web import RequestIdMiddleware, add_operational_routes
+
+log = get_logger(__name__)
+
+
+class DeliveryTables:
+    """The outbox and inbox tables, added to a service's own metadata."""
+
+    def __init__(self, metadata: MetaData) -> None:
+        self.outbox, self.outbox_shard = outbox_tables(metadata)
+        self.inbox: Table = inbox_table(metadata)
+
+
+class ServiceRuntime:
+    """One process of a service: its settings, database, outbox, inbox, relay and Kafka router."""
+
+    def __init__(self, name: str, tables: DeliveryTables, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.name = name
+        self.db = Database(self.settings.database_url, self.settings.database_pool_size)
+        self.outbox = Outbox(tables.outbox)
+        self.inbox = Inbox(self.db, tables.inbox)
+        self.router = KafkaRouter(
+            self.settings.kafka_bootstrap_servers,
+            client_id=f"{self.settings.service_instance}",
+            schema_url="/asyncapi",
+            include_in_schema=True,
+            description=f"Groundswell {name} service",
+        )
+        self.relay = OutboxRelay(
+            self.db,
+            self.settings.kafka_bootstrap_servers,
+            name,
+            batch_size=self.settings.outbox_batch_size,
+            poll_interval_s=self.settings.outbox_poll_interval_s,
+            retention=timedelta(hours=self.settings.outbox_retention_hours),
+        )
+        self.dlq = DeadLetterPublisher(self.settings.kafka_bootstrap_servers, f"{self.settings.service_instance}-dlq")
+        self.consumers: list[EventConsumer] = []
+        self.background: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task] = []
+
+    def document_publisher(self, topic: str, description: str) -> None:
+        """Declare what this service publishes on `topic`, for the AsyncAPI document (the relay does the sending)."""
+        self.router.publisher(topic, title=f"{topic}:publish", description=description, schema=Envelope)
+
+    def add_consumer(self, consumer: EventConsumer) -> None:
+        consumer.attach(self.router, self.inbox, self.dlq, self.settings)
+        self.consumers.append(consumer)
+
+    def add_background(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """A long-running coroutine started with the service and cancelled when it stops."""
+        self.background.append(loop)
+
+    async def readiness(self) -> dict[str, bool]:
+        db_ok = await self.db.ping()
+        try:
+            kafka_ok = bool(await self.router.broker.ping(timeout=2.0))
+        except Exception:
+            kafka_ok = False
+        return {"database": db_ok, "kafka": kafka_ok}
+
+    def build_app(self, title: str, routers: Sequence[APIRouter] = (), **fastapi_kwargs: Any) -> FastAPI:
+        configure_logging(self.settings.service_instance, self.settings.log_level, self.settings.log_json)
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            await self.relay.start()
+            self._tasks = [asyncio.create_task(loop()) for loop in self.background]
+            async with self.router.lifespan_context(app):
+                log.info("service started", port=self.settings.http_port)
+                yield
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.relay.stop()
+            await self.dlq.stop()
+            await self.db.dispose()
+
+        app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
+        app.state.runtime = self
+        app.add_middleware(RequestIdMiddleware, service=self.name)
+        add_operational_routes(app, self.name, self.readiness)
+        app.include_router(self.router)
+        for r in routers:
+            app.include_router(r)
+        return app

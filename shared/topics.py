@@ -1,0 +1,144 @@
+"""The one registry of Kafka topics: names, partitions, replication and retention.
+
+Topics are created explicitly by `python -m shared.topics create` (broker auto-creation is off).
+Domain topics keep their history forever: the campaigns service rebuilds its reporting read model
+from the beginning of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.config import get_settings
+
+FOREVER = -1
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    description: str
+    partitions: int | None = None  # None: the configured default (KAFKA_PARTITIONS)
+    retention_ms: int = FOREVER
+    compacted: bool = False
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        cfg = {"retention.ms": str(self.retention_ms), "min.insync.replicas": "1"}
+        if self.compacted:
+            cfg["cleanup.policy"] = "compact"
+        cfg.update(self.extra_config)
+        return cfg
+
+
+MEMBERSHIP_MEMBERS = "membership.members"
+MEMBERSHIP_ORGANISATION = "membership.organisation"
+MEMBERSHIP_SUBJECT_KEYS = "membership.subject-keys"
+EVENTS_MEETINGS = "events.meetings"
+EVENTS_RSVPS = "events.rsvps"
+CAMPAIGNS_CAMPAIGNS = "campaigns.campaigns"
+CAMPAIGNS_ACTIONS = "campaigns.actions"
+CAMPAIGNS_ENGAGEMENT = "campaigns.engagement"
+NOTIFICATIONS_DELIVERIES = "notifications.deliveries"
+NOTIFICATIONS_DIGESTS = "notifications.digests"
+
+DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(MEMBERSHIP_MEMBERS, "Members joining, confirming, changing consent, leaving, erased; key: member id"),
+    TopicSpec(MEMBERSHIP_ORGANISATION, "Regions, local groups, sub-teams, roles; key: the unit's id"),
+    TopicSpec(
+        MEMBERSHIP_SUBJECT_KEYS,
+        "Per-member data keys for personal fields in events; a tombstone on erasure (crypto-shredding)",
+        compacted=True,
+        # Clean aggressively so an erased member's key leaves the log soon after the tombstone.
+        extra_config={
+            "segment.ms": str(60 * 1000),
+            "min.cleanable.dirty.ratio": "0.01",
+            "delete.retention.ms": str(60 * 1000),
+            "max.compaction.lag.ms": str(5 * 60 * 1000),
+        },
+    ),
+    TopicSpec(EVENTS_MEETINGS, "Meetings scheduled, updated, cancelled, reminders due; key: meeting id"),
+    TopicSpec(EVENTS_RSVPS, "RSVPs, waitlist promotions, attendance; key: meeting id"),
+    TopicSpec(CAMPAIGNS_CAMPAIGNS, "Campaigns launched and asks published; key: campaign id"),
+    TopicSpec(CAMPAIGNS_ACTIONS, "Actions taken on asks; key: ask id"),
+    TopicSpec(CAMPAIGNS_ENGAGEMENT, "Engagement level changes; key: member id"),
+    TopicSpec(NOTIFICATIONS_DELIVERIES, "Notifications sent or failed; key: recipient member id", retention_ms=90 * DAY_MS),
+    TopicSpec(NOTIFICATIONS_DIGESTS, "Digests published; key: organiser id", retention_ms=90 * DAY_MS),
+)
+
+
+def dead_letter_topic(consumer_group: str) -> str:
+    """One dead-letter topic per consumer group."""
+    return f"dlq.{consumer_group}"
+
+
+# Every consumer group in the system, so their dead-letter topics exist before anyone needs them.
+CONSUMER_GROUPS: tuple[str, ...] = (
+    "notifications",
+    "notifications.keys",
+    "events.members",
+    "membership.reactions",
+    "campaigns.engagement",
+    "campaigns.reporting",
+)
+
+
+def dead_letter_specs() -> tuple[TopicSpec, ...]:
+    return tuple(
+        TopicSpec(dead_letter_topic(g), f"Dead letters of consumer group {g}", partitions=1, retention_ms=30 * DAY_MS)
+        for g in CONSUMER_GROUPS
+    )
+
+
+def all_topics() -> tuple[TopicSpec, ...]:
+    return DOMAIN_TOPICS + dead_letter_specs()
+
+
+async def create_topics(bootstrap: str | None = None, extra: tuple[TopicSpec, ...] = ()) -> list[str]:
+    """Create every registered topic that does not exist yet; return the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    settings = get_settings()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in (*all_topics(), *extra) if t.name not in existing]
+        if wanted:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        name=t.name,
+                        num_partitions=t.partitions or settings.kafka_partitions,
+                        replication_factor=settings.kafka_replication_factor,
+                        topic_configs=t.config(),
+                    )
+                    for t in wanted
+                ]
+            )
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import asyncio
+
+    parser = argparse.ArgumentParser(prog="python -m shared.topics", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("create", help="create every registered topic that is missing")
+    sub.add_parser("list", help="print the registry")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for t in all_topics():
+            print(f"{t.name:32} partitions={t.partitions or get_settings().kafka_partitions:<3} {t.description}")
+        return 0
+    created = asyncio.run(create_topics())
+    print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else " (all existed)"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
