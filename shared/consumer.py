@@ -14,8 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
-from faststream.kafka.fastapi import KafkaRouter
-from faststream.kafka.message import KafkaMessage
+from faststream.kafka.fastapi import KafkaMessage, KafkaRouter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import metrics
