@@ -170,7 +170,10 @@ class DeliveryWorker:
         return handled
 
     async def send_one(self) -> bool:
-        async with self.db.transaction() as session:
+        """Lock one due delivery, send it, and commit it as sent at the relay's point of acceptance."""
+        table = tables.deliveries
+        async with self.db.sessions() as session:
+            await session.begin()
             row = (
                 await session.execute(
                     text(
@@ -181,52 +184,67 @@ class DeliveryWorker:
                 )
             ).first()
             if row is None:
+                await session.rollback()
                 return False
             token = correlation_id_var.set(row.correlation_id)
+            attempts = row.attempts + 1
+            committed = False
+
+            async def commit_as_sent() -> None:
+                nonlocal committed
+                now = datetime.now(UTC)
+                await session.execute(
+                    update(table).where(table.c.id == row.id).values(status="sent", attempts=attempts, sent_at=now)
+                )
+                await self.outbox.add_events(
+                    session,
+                    [NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now)],
+                    correlation_id=row.correlation_id,
+                )
+                await session.commit()
+                committed = True
+
             try:
-                await self._deliver(session, row)
+                await self.mailer.send(self._email(row), commit_point=commit_as_sent)
+                metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
+            except (TemporaryFailure, PermanentFailure) as exc:
+                if committed:
+                    await session.begin()  # the relay refused after we recorded it as sent: correct the record
+                await self._record_failure(session, row, exc, attempts)
+                await session.commit()
             finally:
                 correlation_id_var.reset(token)
         return True
 
-    async def _deliver(self, session: AsyncSession, row: Any) -> None:
-        table = tables.deliveries
-        now = datetime.now(UTC)
-        attempts = row.attempts + 1
-        email = OutgoingEmail(
+    @staticmethod
+    def _email(row: Any) -> OutgoingEmail:
+        return OutgoingEmail(
             to=row.recipient_email,
             subject=row.subject,
             text=row.body_text,
             html=row.body_html,
             message_id=f"<{row.id}@groundswell.local>",
         )
-        try:
-            await self.mailer.send(email)
-        except TemporaryFailure as exc:
-            if attempts >= self.max_attempts:
-                await self._fail(session, row, str(exc), attempts, permanent=False)
-                return
-            backoff = timedelta(seconds=min(2 ** attempts, 3600))
-            await session.execute(
-                update(table)
-                .where(table.c.id == row.id)
-                .values(attempts=attempts, next_attempt_at=now + backoff, last_error=str(exc)[:2000])
-            )
-            metrics.EMAILS_FAILED.labels(self.service, row.kind, "false").inc()
-            log.info("delivery deferred", delivery_id=row.id, error=str(exc), retry_in_s=backoff.total_seconds())
+
+    async def _record_failure(self, session: AsyncSession, row: Any, exc: Exception, attempts: int) -> None:
+        table = tables.deliveries
+        permanent = isinstance(exc, PermanentFailure)
+        if permanent or attempts >= self.max_attempts:
+            await self._fail(session, row, str(exc), attempts, permanent=permanent)
             return
-        except PermanentFailure as exc:
-            await self._fail(session, row, str(exc), attempts, permanent=True)
-            return
+        backoff = timedelta(seconds=min(2**attempts, 3600))
         await session.execute(
-            update(table).where(table.c.id == row.id).values(status="sent", attempts=attempts, sent_at=now)
+            update(table)
+            .where(table.c.id == row.id)
+            .values(
+                status="pending",
+                attempts=attempts,
+                next_attempt_at=datetime.now(UTC) + backoff,
+                last_error=str(exc)[:2000],
+            )
         )
-        await self.outbox.add_events(
-            session,
-            [NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now)],
-            correlation_id=row.correlation_id,
-        )
-        metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
+        metrics.EMAILS_FAILED.labels(self.service, row.kind, "false").inc()
+        log.info("delivery deferred", delivery_id=row.id, error=str(exc), retry_in_s=backoff.total_seconds())
 
     async def _fail(self, session: AsyncSession, row: Any, error: str, attempts: int, *, permanent: bool) -> None:
         table = tables.deliveries

@@ -64,8 +64,9 @@ def test_checker_catches_a_changed_nested_sealed_field():
 
 
 def test_envelope_round_trips_and_keys_by_subject():
-    from shared.events.catalog import MemberConfirmed
     from datetime import UTC, datetime
+
+    from shared.events.catalog import MemberConfirmed
 
     env = Envelope.wrap(MemberConfirmed(member_id="m-1", confirmed_at=datetime.now(UTC)), correlation_id="req-1")
     again = Envelope.from_bytes(env.to_bytes())
