@@ -70,7 +70,8 @@ class EventConsumer:
         self.tombstone_handler = fn
         return fn
 
-    def attach(self, router: KafkaRouter, inbox: Inbox, dlq: DeadLetterPublisher, settings: Settings) -> None:
+    def attach(self, router: KafkaRouter | Any, inbox: Inbox, dlq: DeadLetterPublisher, settings: Settings) -> None:
+        """Subscribe on a FastStream router or broker (anything with `.subscriber`)."""
         self._inbox, self._dlq, self._settings = inbox, dlq, settings
         self.service = settings.service_name
 

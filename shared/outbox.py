@@ -96,17 +96,18 @@ class Outbox:
     def __init__(self, table: Table) -> None:
         self.table = table
 
-    async def add(self, session: AsyncSession, *envelopes: Envelope) -> None:
+    async def add(self, session: AsyncSession, *envelopes: Envelope, topic: str | None = None) -> None:
+        """Queue envelopes for publishing; each goes to its event type's topic unless `topic` is given."""
         if not envelopes:
             return
         rows = []
         for env in envelopes:
-            topic = _topic_of(env)
+            target = topic or _topic_of(env)
             rows.append(
                 {
                     "event_id": env.event_id,
                     "event_type": env.type,
-                    "topic": topic,
+                    "topic": target,
                     "key": env.subject_id,
                     "shard": shard_of(env.subject_id),
                     "payload": env.to_bytes(),

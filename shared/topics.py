@@ -37,6 +37,7 @@ MEMBERSHIP_ORGANISATION = "membership.organisation"
 MEMBERSHIP_SUBJECT_KEYS = "membership.subject-keys"
 EVENTS_MEETINGS = "events.meetings"
 EVENTS_RSVPS = "events.rsvps"
+EVENTS_SUBJECT_KEYS = "events.subject-keys"
 CAMPAIGNS_CAMPAIGNS = "campaigns.campaigns"
 CAMPAIGNS_ACTIONS = "campaigns.actions"
 CAMPAIGNS_ENGAGEMENT = "campaigns.engagement"
@@ -60,6 +61,17 @@ DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(EVENTS_MEETINGS, "Meetings scheduled, updated, cancelled, reminders due; key: meeting id"),
     TopicSpec(EVENTS_RSVPS, "RSVPs, waitlist promotions, attendance; key: meeting id"),
+    TopicSpec(
+        EVENTS_SUBJECT_KEYS,
+        "Per-RSVP data keys for the personal fields events seals; a tombstone on erasure (crypto-shredding)",
+        compacted=True,
+        extra_config={
+            "segment.ms": str(60 * 1000),
+            "min.cleanable.dirty.ratio": "0.01",
+            "delete.retention.ms": str(60 * 1000),
+            "max.compaction.lag.ms": str(5 * 60 * 1000),
+        },
+    ),
     TopicSpec(CAMPAIGNS_CAMPAIGNS, "Campaigns launched and asks published; key: campaign id"),
     TopicSpec(CAMPAIGNS_ACTIONS, "Actions taken on asks; key: ask id"),
     TopicSpec(CAMPAIGNS_ENGAGEMENT, "Engagement level changes; key: member id"),

@@ -211,6 +211,21 @@ class RsvpReceived(_RsvpEvent):
     email: Sealed | None = Field(default=None, description="for someone not yet a member who also joins")
     name: Sealed | None = None
     join_network: bool = False
+    postcode: Sealed | None = Field(default=None, description="given when the person also joins the network")
+    email_consent: bool = Field(default=False, description="the person agreed to be emailed when joining")
+
+
+class RsvpKeyIssued(EventData):
+    """A data key for one RSVP's personal fields (sealed by events), on a compacted topic; a tombstone destroys it."""
+
+    event_type = "RsvpKeyIssued"
+    topic = topics.EVENTS_SUBJECT_KEYS
+    source_service = "events"
+    key_id: str
+    key: str = Field(description="base64 AES-256 key")
+
+    def subject(self) -> str:
+        return self.key_id
 
 
 class RsvpCancelled(_RsvpEvent):
@@ -344,6 +359,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     MeetingCancelled,
     MeetingReminderDue,
     RsvpReceived,
+    RsvpKeyIssued,
     RsvpCancelled,
     PromotedFromWaitlist,
     AttendanceRecorded,

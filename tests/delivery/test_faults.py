@@ -1,0 +1,123 @@
+"""Delivery guarantees of the running system, each proven by injecting a fault through the launcher."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from deploy.local import launcher
+from shared.events.envelope import Envelope
+from shared.topics import MEMBERSHIP_MEMBERS
+from tests.support.joins import join, join_many, member_ids, wait_for_welcomes
+from tests.support.kafka import produce, read_topic, wait_for_records
+
+pytestmark = pytest.mark.fault
+
+
+def _emails(tag: str, n: int) -> list[str]:
+    run = uuid.uuid4().hex[:6]
+    return [f"{tag}-{run}-{i}@example.org" for i in range(n)]
+
+
+async def test_joins_accepted_while_kafka_is_down_are_all_published_in_order_and_welcomed(
+    gateway, mail, membership_db
+):
+    emails = _emails("outage", 200)
+    launcher.stop_kafka()
+    try:
+        assert await join_many(gateway, emails) == [303] * 200
+        # Each member changes their postcode too, so each has two events whose order matters.
+        assert await join_many(gateway, emails, postcode="CV1 5FB") == [303] * 200
+    finally:
+        launcher.start_kafka()
+
+    ids = await member_ids(membership_db, emails)
+    assert len(ids) == 200
+    subjects = set(ids.values())
+    records = await wait_for_records(
+        MEMBERSHIP_MEMBERS, lambda r: r.key.decode() in subjects, count=400, timeout=180
+    )
+    by_member: dict[str, list[str]] = {}
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_member.setdefault(r.key.decode(), []).append(Envelope.from_bytes(r.value).type)
+    assert sum(types.count("MemberJoined") for types in by_member.values()) == 200
+    assert all(types == ["MemberJoined", "MemberProfileUpdated"] for types in by_member.values()), by_member
+
+    counts = await wait_for_welcomes(mail, emails, timeout=180)
+    assert set(counts.values()) == {1}, {e: c for e, c in counts.items() if c != 1}
+
+
+async def test_the_same_event_delivered_twice_has_one_effect(gateway, mail, membership_db, notifications_db):
+    [email] = _emails("twice", 1)
+    assert await join(gateway, email) == 303
+    await mail.wait_for(email)
+    member_id = (await member_ids(membership_db, [email]))[email]
+    [record] = await wait_for_records(MEMBERSHIP_MEMBERS, lambda r: r.key.decode() == member_id, count=1)
+
+    await produce(MEMBERSHIP_MEMBERS, record.value, key=record.key, headers=list(record.headers))
+
+    event_id = Envelope.from_bytes(record.value).event_id
+    for _ in range(50):  # until notifications has seen the copy (its offset moves past it)
+        await asyncio.sleep(0.2)
+    assert len(await mail.settle(email, seconds=2)) == 1
+    assert await notifications_db.fetchval(
+        "SELECT count(*) FROM inbox WHERE consumer = 'notifications' AND event_id = $1", event_id
+    ) == 1
+    assert await notifications_db.fetchval(
+        "SELECT count(*) FROM deliveries WHERE kind = 'welcome' AND recipient_id = $1", member_id
+    ) == 1
+
+
+async def test_consumer_killed_mid_batch_and_restarted_handles_every_event_once(gateway, mail, notifications_db):
+    emails = _emails("sigkill", 150)
+    launcher.stop_service("notifications")
+    try:
+        assert await join_many(gateway, emails) == [303] * 150
+    finally:
+        launcher.start_service("notifications")
+        assert launcher.service_ready("notifications", 60)
+
+    # Kill it with SIGKILL once it is part-way through the backlog.
+    for _ in range(600):
+        done = sum(1 for c in (await wait_for_welcomes(mail, emails, timeout=0)).values() if c)
+        if done >= 20:
+            break
+        await asyncio.sleep(0.05)
+    launcher.kill_service("notifications")
+    launcher.start_service("notifications")
+    assert launcher.service_ready("notifications", 60)
+
+    counts = await wait_for_welcomes(mail, emails, timeout=180)
+    await asyncio.sleep(2)
+    counts = await wait_for_welcomes(mail, emails, timeout=0)
+    assert set(counts.values()) == {1}, {e: c for e, c in counts.items() if c != 1}
+    duplicates = await notifications_db.fetchval(
+        "SELECT count(*) FROM (SELECT recipient_email FROM deliveries WHERE recipient_email = ANY($1) "
+        "GROUP BY recipient_email HAVING count(*) > 1) d",
+        emails,
+    )
+    assert duplicates == 0
+
+
+async def test_postgresql_restart_while_services_run_loses_nothing(gateway, mail, membership_db):
+    before, after = _emails("pgrestart-before", 20), _emails("pgrestart-after", 20)
+    assert await join_many(gateway, before) == [303] * 20
+    await membership_db.close()
+    launcher.restart_postgres()
+
+    # The services reconnect by themselves; a request right after the restart may need a moment.
+    statuses: list[int] = []
+    for _ in range(30):
+        statuses = await join_many(gateway, after)
+        if statuses == [303] * 20:
+            break
+        await asyncio.sleep(1)
+    assert statuses == [303] * 20
+
+    counts = await wait_for_welcomes(mail, before + after, timeout=180)
+    assert set(counts.values()) == {1}, {e: c for e, c in counts.items() if c != 1}
+    records = await read_topic(MEMBERSHIP_MEMBERS)
+    joined = [Envelope.from_bytes(r.value) for r in records if r.value and b'"MemberJoined"' in r.value]
+    assert len({e.subject_id for e in joined}) == len({e.event_id for e in joined}), "a join was published twice"
