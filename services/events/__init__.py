@@ -1,0 +1,1 @@
+"""Events: meetings, conferences and online sessions; RSVPs, waitlists, reminders, attendance, calendars."""

@@ -1,0 +1,47 @@
+"""The events service's composition root: wires the runtime, the service layer and the entrypoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.events import db as tables
+from services.events.consumers import MEMBERS_GROUP, build_consumers
+from services.events.service import EventsService, ReminderLoop
+from shared import topics
+from shared.config import Settings
+from shared.runtime import ServiceRuntime
+from shared.web import make_templates
+
+NAME = "events"
+HERE = Path(__file__).parent
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    members_group: str = MEMBERS_GROUP,
+    reminder_poll_interval_s: float = 5.0,
+) -> FastAPI:
+    """The service's app; tests pass their own settings, consumer group and a shorter reminder poll."""
+    from services.events import api, calendar, organise, osdi, web
+
+    runtime = ServiceRuntime(NAME, tables.delivery, settings)
+    settings = runtime.settings
+    service = EventsService(
+        runtime.db, runtime.outbox, secret_key=settings.secret_key, public_base_url=settings.public_base_url
+    )
+    for consumer in build_consumers(service, members_group):
+        runtime.add_consumer(consumer)
+    runtime.document_publisher(topics.EVENTS_MEETINGS, "Meetings scheduled, updated, cancelled; reminders due")
+    runtime.document_publisher(topics.EVENTS_RSVPS, "RSVPs, cancellations, waitlist promotions, attendance")
+    runtime.document_publisher(topics.EVENTS_SUBJECT_KEYS, "Per-RSVP data keys (compacted; tombstone on erasure)")
+    runtime.add_background(ReminderLoop(service, reminder_poll_interval_s).run)
+    app = runtime.build_app(
+        "Groundswell events",
+        routers=[web.router, organise.router, api.router, calendar.router, osdi.router],
+    )
+    app.state.events = service
+    app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
+    return app

@@ -1,0 +1,4 @@
+from services.events.db import metadata
+from shared.migrations import run_env
+
+run_env(metadata)
