@@ -25,6 +25,7 @@ import glob
 import hashlib
 import http.client
 import json
+import logging
 import os
 import pwd
 import re
@@ -327,6 +328,23 @@ def _pid_alive(pid: int, proc_start: int = 0) -> bool:
     return not (proc_start and int(stat[19]) != proc_start)
 
 
+def _descendants(pid: int) -> list[tuple[int, int]]:
+    """(pid, start time) of every process below pid; PostgreSQL's children leave its process group."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat:
+                children.setdefault(int(stat[1]), []).append(int(entry))
+    found: list[tuple[int, int]] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append((child, _proc_start(child)))
+        todo.extend(children.get(child, []))
+    return found
+
+
 def _group_members(pgid: int) -> list[int]:
     members = []
     for entry in os.listdir("/proc"):
@@ -525,6 +543,7 @@ def _wait_gone(record: ProcessRecord, timeout: float) -> bool:
 def stop_records(records: Iterable[ProcessRecord], sig: int | None = None, timeout: float | None = None) -> None:
     """Stop several processes at once: signal all, wait, SIGKILL the groups of any that stay."""
     records = list(records)
+    family = {record.pid: _descendants(record.pid) for record in records}
     for record in records:
         _signal_record(record, sig if sig is not None else _stop_signal(record.kind))
     for record in records:
@@ -534,8 +553,23 @@ def stop_records(records: Iterable[ProcessRecord], sig: int | None = None, timeo
             _signal_record(record, signal.SIGKILL)
             _wait_gone(record, 10.0)
         _kill_group_leftovers(record.pid, record.proc_start)
+        _kill_orphans(family[record.pid])
         _reap(record.pid)
         record.forget()
+
+
+def _kill_orphans(processes: list[tuple[int, int]], grace: float = 5.0) -> None:
+    """Give a dead server's children a moment to exit by themselves, then SIGKILL the rest."""
+    deadline = time.monotonic() + grace
+    alive = processes
+    while alive and time.monotonic() < deadline:
+        alive = [(pid, start) for pid, start in alive if _pid_alive(pid, start)]
+        if alive:
+            time.sleep(0.05)
+    for pid, start in alive:
+        if _pid_alive(pid, start):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def stop_process(name: str, sig: int | None = None, timeout: float | None = None) -> bool:
@@ -917,7 +951,24 @@ def kafka_command(libs: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library logger for a moment (aiokafka logs every refused connection while we poll)."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 async def _kafka_metadata_ok(bootstrap: str, timeout: float) -> bool:
+    with _quiet_logger("aiokafka"):
+        return await _poll_kafka_metadata(bootstrap, timeout)
+
+
+async def _poll_kafka_metadata(bootstrap: str, timeout: float) -> bool:
     from aiokafka import AIOKafkaClient  # type: ignore[attr-defined]
 
     deadline = time.monotonic() + timeout
@@ -1438,16 +1489,42 @@ def service_instances(name: str) -> list[str]:
     return [n for n in recorded_names() if n == name or n.startswith(name + "-")]
 
 
-def _run_step(name: str, command: list[str], env: Mapping[str, str], what: str) -> None:
+def _start_step(name: str, command: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start a one-off command (topics, migrations) with its output appended to .run/logs/<name>.log."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with log_path(name).open("ab") as out:
         out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
         out.flush()
-        result = subprocess.run(command, env=dict(env), cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-    if result.returncode != 0:
-        raise LauncherError(f"{what} failed (exit {result.returncode}).\nLast lines of {_rel(log_path(name))}:\n"
-                            f"{log_tail(name)}")  # fmt: skip
+        return subprocess.Popen(command, env=dict(env), cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def _finish_steps(steps: list[tuple[str, str, subprocess.Popen[bytes]]], timeout: float = 300.0) -> None:
+    """Wait for one-off commands [(log name, what, process)]; raise for the first that failed."""
+    failures = []
+    deadline = time.monotonic() + timeout
+    try:
+        for name, what, process in steps:
+            try:
+                code = process.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                code = process.wait()
+                what += f" (timed out after {timeout:.0f}s)"
+            if code != 0:
+                failures.append(f"{what} failed (exit {code}). Last lines of {_rel(log_path(name))}:\n{log_tail(name)}")
+    finally:
+        for _, _, process in steps:  # interrupted: leave nothing running
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    if failures:
+        raise LauncherError("\n".join(failures))
+
+
+def _run_step(name: str, command: list[str], env: Mapping[str, str], what: str) -> None:
+    _finish_steps([(name, what, _start_step(name, command, env))])
 
 
 def create_topics() -> None:
@@ -1456,11 +1533,26 @@ def create_topics() -> None:
     _run_step("topics", [sys.executable, "-m", "shared.topics", "create"], env, "Creating Kafka topics")
 
 
+def migrate_services(names: Iterable[str], *, with_topics: bool = False) -> None:
+    """`python -m services.<name> migrate` for each (in parallel): Alembic migrations of their databases.
+
+    with_topics: also `python -m shared.topics create` at the same time.
+    """
+    steps = []
+    if with_topics:
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP, "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "shared.topics", "create"]
+        steps.append(("topics", "Creating Kafka topics", _start_step("topics", command, env)))
+    for name in names:
+        _check_service_name(name)
+        command = [sys.executable, "-m", f"services.{name}", "migrate"]
+        steps.append((f"migrate-{name}", f"Migrating the {name} database", _start_step(f"migrate-{name}", command,
+                                                                                     service_env(name))))  # fmt: skip
+    _finish_steps(steps)
+
+
 def migrate_service(name: str) -> None:
-    """`python -m services.<name> migrate`: Alembic migrations of the service's database."""
-    _check_service_name(name)
-    _run_step(f"migrate-{name}", [sys.executable, "-m", f"services.{name}", "migrate"], service_env(name),
-              f"Migrating the {name} database")  # fmt: skip
+    migrate_services([name])
 
 
 def _service_has_code(name: str) -> bool:
@@ -1543,11 +1635,8 @@ def _ensure_up(services: bool, started: list[str]) -> None:
     service_names = [c for c in components if c in SERVICE_PORTS]
     new_services = [c for c in service_names if c in to_start]
     if new_services:
-        _say("creating Kafka topics ...")
-        create_topics()
-        for name in new_services:
-            _say(f"migrating the {name} database ...")
-            migrate_service(name)
+        _say(f"creating Kafka topics and migrating the databases of {', '.join(new_services)} ...")
+        migrate_services(new_services, with_topics=True)
         for name in new_services:
             _say(f"starting {name} on port {SERVICE_PORTS[name]} ...")
             processes[name] = start_service(name)
