@@ -1,0 +1,106 @@
+# Groundswell: the commands you need. How it works: docs/operations.md.
+#
+#   make run      start everything in the foreground (Ctrl-C stops it all)
+#   make up       start everything in the background; make stop stops it
+#   make test     start (or reuse) everything, run the tests, stop what it started
+#
+# Variables: PYTEST_ARGS="-k welcome -x" make test, BENCH_ARGS=..., GROUNDSWELL_STATE_DIR (default .run).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+UV_VERSION ?= 0.13.9
+VENV := .venv
+PY := $(VENV)/bin/python
+# stop/status work without the virtualenv too: the launcher only needs the standard library for them.
+PY_ANY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+LAUNCHER := $(PY) -m deploy.local.launcher
+STATE := $(or $(GROUNDSWELL_STATE_DIR),.run)
+PYTEST_ARGS ?= -ra
+BENCH_ARGS ?=
+
+export UV_PYTHON_DOWNLOADS ?= never
+
+.PHONY: help install run up infra stop down status test lint bench demo
+
+help:
+	@echo "make install   bootstrap: uv, system packages (postgresql nginx-light chromium java maven), .venv"
+	@echo "make run       run everything in the foreground; Ctrl-C stops it"
+	@echo "make up        start everything in the background (reuses what runs); prints the addresses"
+	@echo "make infra     start only Kafka, PostgreSQL and the SMTP catcher"
+	@echo "make stop      stop everything the launcher started (also: make down)"
+	@echo "make status    what runs"
+	@echo "make test      start or reuse the system, run pytest \$$PYTEST_ARGS, stop what test started"
+	@echo "make lint      ruff and mypy"
+	@echo "make bench     run the benchmarks (bench/run.py \$$BENCH_ARGS)"
+	@echo "make demo      load a sample network into the running system"
+
+install:
+	@if ! command -v uv >/dev/null 2>&1 && ! $(PYTHON) -m uv --version >/dev/null 2>&1; then \
+	  echo "installing uv $(UV_VERSION) with $(PYTHON) -m pip"; \
+	  $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"; \
+	fi
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || missing="$$missing nginx-light"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y --no-install-recommends $$missing </dev/null \
+	      || { apt-get update </dev/null && apt-get install -y --no-install-recommends $$missing </dev/null; }; \
+	  else \
+	    echo "Missing system packages:$$missing. Install them with: sudo apt-get install -y$$missing" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	@if command -v uv >/dev/null 2>&1; then uv=uv; else uv="$(PYTHON) -m uv"; fi; \
+	$$uv sync --frozen --python $(PYTHON) --all-groups --quiet
+
+run: install
+	@$(LAUNCHER) run
+
+up: install
+	@$(LAUNCHER) up
+
+infra: install
+	@$(LAUNCHER) infra
+
+stop down:
+	@$(PY_ANY) -m deploy.local.launcher stop
+
+status:
+	@$(PY_ANY) -m deploy.local.launcher status || true
+
+# `make test` reuses whatever already runs; what it had to start itself it stops afterwards
+# (the names are in $(STATE)/test-started.txt). pytest's exit code is make's and is also kept in
+# $(STATE)/pytest.rc for .ci/run.
+test: install
+	@mkdir -p $(STATE); rm -f $(STATE)/pytest.rc $(STATE)/test-started.txt
+	@$(LAUNCHER) up --started-file $(STATE)/test-started.txt
+	@set +e; \
+	cleanup() { \
+	  if [ -s $(STATE)/test-started.txt ]; then \
+	    echo "make test: stopping what it started: $$(tr '\n' ' ' < $(STATE)/test-started.txt)"; \
+	    $(LAUNCHER) stop --from-file $(STATE)/test-started.txt; \
+	  fi; \
+	}; \
+	trap cleanup EXIT; trap 'exit 130' INT TERM; \
+	$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	echo $$rc > $(STATE)/pytest.rc; \
+	exit $$rc
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy shared services deploy
+
+bench: install
+	@test -f bench/run.py || { echo "bench/run.py does not exist yet" >&2; exit 1; }
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+demo: install
+	$(PY) -m deploy.local.demo
