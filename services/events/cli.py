@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import uuid
 
-from services.events.auth import OSDI_API, ORGANISER_SESSION, OrganiserScope, issue
+from services.events.auth import ORGANISER_SESSION, OSDI_API, OrganiserScope, issue
 from shared.cli import ExtraCommand
 from shared.config import get_settings
 

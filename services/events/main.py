@@ -25,7 +25,7 @@ def create_app(
     reminder_poll_interval_s: float = 5.0,
 ) -> FastAPI:
     """The service's app; tests pass their own settings, consumer group and a shorter reminder poll."""
-    from services.events import api, calendar, organise, osdi, web
+    from services.events import api, calendar, organise, osdi, views, web
 
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
     settings = runtime.settings
@@ -40,8 +40,9 @@ def create_app(
     runtime.add_background(ReminderLoop(service, reminder_poll_interval_s).run)
     app = runtime.build_app(
         "Groundswell events",
-        routers=[web.router, organise.router, api.router, calendar.router, osdi.router],
+        routers=[organise.router, web.router, api.router, calendar.router, osdi.router],
     )
     app.state.events = service
     app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
+    views.install_filters(app.state.templates)
     return app

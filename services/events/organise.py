@@ -1,4 +1,165 @@
-"""placeholder"""
-from fastapi import APIRouter
+"""Organisers' pages under /events/organise: their meetings, scheduling form, check-in desk (search, mark, walk-in)."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from services.events import auth, views
+from services.events.auth import OrganiserScope, require_organiser
+from services.events.domain import KINDS, CheckInRefused, InvalidInput, validate_rsvp
+from services.events.service import MeetingNotFound, NotYourMeeting, RsvpNotFound
+from shared import tokens
+
+router = APIRouter(prefix="/events/organise", tags=["organiser pages"])
+Organiser = Annotated[OrganiserScope, Depends(require_organiser)]
+
+
+def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    return views.templates(request).TemplateResponse(request, name, context, status_code=status)
+
+
+@router.get("/sign-in")
+async def sign_in(request: Request, token: str) -> Response:
+    """Exchange a signed organiser token (from `python -m services.events organiser-token`) for a session cookie."""
+    try:
+        tokens.verify(views.secret_key(request), auth.ORGANISER_SESSION, token, auth.SESSION_MAX_AGE_S)
+    except tokens.InvalidToken:
+        raise HTTPException(401, "This sign-in link is not valid or has expired") from None
+    response = RedirectResponse("/events/organise", status_code=303)
+    response.set_cookie(auth.SESSION_COOKIE, token, max_age=auth.SESSION_MAX_AGE_S, httponly=True, samesite="lax",
+                        path="/")
+    return response
+
+
+@router.get("", response_class=HTMLResponse)
+async def my_meetings(request: Request, organiser: Organiser) -> HTMLResponse:
+    rows = await views.service(request).list_meetings(upcoming_only=False, include_cancelled=True, limit=500)
+    mine = [r for r in rows if organiser.covers(r.scope_type, r.scope_id, r.region_id)]
+    return _page(request, "organise_list.html", {"meetings": mine, "organiser": organiser})
+
+
+def _form_context(values: dict[str, Any], errors: dict[str, str], organiser: OrganiserScope) -> dict[str, Any]:
+    return {"values": values, "errors": errors, "kinds": KINDS, "organiser": organiser}
+
+
+@router.get("/new", response_class=HTMLResponse)
+async def new_meeting_form(request: Request, organiser: Organiser) -> HTMLResponse:
+    values = {"kind": "in_person", "timezone": "Europe/London", "scope_type": organiser.scope_type,
+              "scope_id": organiser.scope_id or "", "reminders": "1440, 60"}
+    return _page(request, "organise_new.html", _form_context(values, {}, organiser))
+
+
+@router.post("/new", response_class=HTMLResponse)
+async def new_meeting(
+    request: Request,
+    organiser: Organiser,
+    title: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    kind: Annotated[str, Form()] = "in_person",
+    scope_type: Annotated[str, Form()] = "network",
+    scope_id: Annotated[str, Form()] = "",
+    starts_at: Annotated[str, Form()] = "",
+    ends_at: Annotated[str, Form()] = "",
+    timezone: Annotated[str, Form()] = "Europe/London",
+    venue: Annotated[str, Form()] = "",
+    online_url: Annotated[str, Form()] = "",
+    capacity: Annotated[str, Form()] = "",
+    rsvp_deadline: Annotated[str, Form()] = "",
+    reminders: Annotated[str, Form()] = "1440, 60",
+) -> Response:
+    values = dict(title=title, description=description, kind=kind, scope_type=scope_type, scope_id=scope_id,
+                  starts_at=starts_at, ends_at=ends_at, timezone=timezone, venue=venue, online_url=online_url,
+                  capacity=capacity, rsvp_deadline=rsvp_deadline, reminders=reminders)
+    raw: dict[str, Any] = {k: v for k, v in values.items() if k != "reminders"}
+    try:
+        raw["reminder_offsets"] = [int(x) for x in reminders.replace(",", " ").split()]
+    except ValueError:
+        raw["reminder_offsets"] = ["x"]
+    try:
+        meeting_id = await views.service(request).schedule(raw, organiser)
+    except InvalidInput as exc:
+        errors = dict(exc.errors)
+        if "reminder_offsets" in errors:
+            errors["reminders"] = errors.pop("reminder_offsets")
+        return _page(request, "organise_new.html", _form_context(values, errors, organiser), 422)
+    except NotYourMeeting as exc:
+        return _page(request, "organise_new.html", _form_context(values, {"scope_id": str(exc)}, organiser), 403)
+    return RedirectResponse(f"/events/organise/{meeting_id}/check-in", status_code=303)
+
+
+async def _own(request: Request, meeting_id: str, organiser: OrganiserScope) -> Any:
+    try:
+        meeting = await views.service(request).get_meeting(meeting_id)
+    except MeetingNotFound:
+        raise HTTPException(404, "There is no meeting with that id") from None
+    if not organiser.covers(meeting.scope_type, meeting.scope_id, meeting.region_id):
+        raise HTTPException(403, "This meeting is outside the part of the network you organise")
+    return meeting
+
+
+async def _check_in_page(request: Request, meeting: Any, *, search: str = "", values: dict[str, Any] | None = None,
+                         errors: dict[str, str] | None = None, notice: str = "", status: int = 200) -> HTMLResponse:
+    svc = views.service(request)
+    rsvps = await svc.list_rsvps(meeting.id, search=search, statuses=("going", "waitlisted"))
+    return _page(
+        request,
+        "organise_check_in.html",
+        {"meeting": meeting, "rsvps": rsvps, "counts": await svc.count_rsvps(meeting.id), "search": search,
+         "values": values or {}, "errors": errors or {}, "notice": notice},
+        status,
+    )
+
+
+@router.get("/{meeting_id}/check-in", response_class=HTMLResponse)
+async def check_in_desk(request: Request, meeting_id: str, organiser: Organiser, search: str = "",
+                        notice: str = "") -> HTMLResponse:
+    meeting = await _own(request, meeting_id, organiser)
+    return await _check_in_page(request, meeting, search=search, notice=notice)
+
+
+@router.post("/{meeting_id}/check-in/{rsvp_id}")
+async def mark_attended(request: Request, meeting_id: str, rsvp_id: str, organiser: Organiser,
+                        search: Annotated[str, Form()] = "") -> Response:
+    meeting = await _own(request, meeting_id, organiser)
+    try:
+        await views.service(request).record_attendance(meeting_id, rsvp_id, "organiser", organiser)
+    except RsvpNotFound:
+        raise HTTPException(404, "There is no such RSVP for this meeting") from None
+    except CheckInRefused as exc:
+        return await _check_in_page(request, meeting, errors={"search": str(exc)}, status=409)
+    return RedirectResponse(f"/events/organise/{meeting_id}/check-in?notice=checked-in&search={search}",
+                            status_code=303)
+
+
+@router.post("/{meeting_id}/walk-ins", response_class=HTMLResponse)
+async def walk_in(
+    request: Request,
+    meeting_id: str,
+    organiser: Organiser,
+    name: Annotated[str, Form()] = "",
+    email: Annotated[str, Form()] = "",
+    join_network: Annotated[str, Form()] = "",
+    postcode: Annotated[str, Form()] = "",
+) -> Response:
+    meeting = await _own(request, meeting_id, organiser)
+    values = {"name": name, "email": email, "join_network": bool(join_network), "postcode": postcode}
+    try:
+        form = validate_rsvp(name=name, email=email, join_network=bool(join_network), postcode=postcode)
+        await views.service(request).walk_in(meeting_id, form, organiser)
+    except InvalidInput as exc:
+        return await _check_in_page(request, meeting, values=values, errors=exc.errors, status=422)
+    except CheckInRefused as exc:
+        return await _check_in_page(request, meeting, values=values, errors={"name": str(exc)}, status=409)
+    return RedirectResponse(f"/events/organise/{meeting_id}/check-in?notice=walk-in", status_code=303)
+
+
+@router.get("/{meeting_id}/no-shows", response_class=HTMLResponse)
+async def no_shows(request: Request, meeting_id: str, organiser: Organiser) -> HTMLResponse:
+    meeting = await _own(request, meeting_id, organiser)
+    svc = views.service(request)
+    rsvps = [r for r in await svc.list_rsvps(meeting_id, statuses=("going",)) if r.attended_at is None]
+    return _page(request, "organise_no_shows.html",
+                 {"meeting": meeting, "rsvps": rsvps, "counts": await svc.count_rsvps(meeting_id)})

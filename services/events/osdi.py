@@ -1,4 +1,206 @@
-"""placeholder"""
-from fastapi import APIRouter
+"""OSDI as Action Network serves it: events, their attendances and the record attendance helper (HAL+JSON).
 
-router = APIRouter()
+Authentication is the `OSDI-API-Token` header; collections page with `page` and `per_page` (at most 25).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from services.events import views
+from services.events.auth import OrganiserScope, require_api_token
+from services.events.domain import InvalidInput, RsvpRefused, validate_rsvp
+from services.events.service import MeetingNotFound
+
+router = APIRouter(prefix="/api/v2", tags=["OSDI"])
+ApiCaller = Annotated[OrganiserScope, Depends(require_api_token)]
+HAL = "application/hal+json"
+MAX_PER_PAGE = 25
+CURIES = [{"name": "osdi", "href": "https://opensupporter.github.io/osdi-docs/{rel}", "templated": True}]
+
+
+def hal(body: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=HAL)
+
+
+def hal_error(status: int, message: str) -> JSONResponse:
+    return hal({"error": message}, status)
+
+
+def _api(request: Request) -> str:
+    return request.app.state.runtime.settings.public_base_url.rstrip("/") + "/api/v2"
+
+
+def _event(request: Request, m: Any, counts: dict[str, int]) -> dict[str, Any]:
+    api = _api(request)
+    base = request.app.state.runtime.settings.public_base_url.rstrip("/")
+    location: dict[str, Any] = {"venue": m.venue} if m.venue else {}
+    return {
+        "identifiers": [f"groundswell:{m.id}"],
+        "origin_system": "Groundswell",
+        "title": m.title,
+        "name": m.title,
+        "description": m.description,
+        "browser_url": f"{base}/events/{m.id}",
+        "start_date": m.starts_at.isoformat(),
+        "end_date": m.ends_at.isoformat(),
+        "time_zone": m.timezone,
+        "status": "cancelled" if m.status == "cancelled" else "confirmed",
+        "type": "open",
+        "capacity": m.capacity,
+        "location": location,
+        "created_date": m.created_at.isoformat(),
+        "modified_date": m.updated_at.isoformat(),
+        "total_accepted": counts.get("going", 0),
+        "groundswell:kind": m.kind,
+        "groundswell:scope": {"type": m.scope_type, "id": m.scope_id},
+        "_links": {
+            "self": {"href": f"{api}/events/{m.id}"},
+            "osdi:attendances": {"href": f"{api}/events/{m.id}/attendances"},
+            "osdi:record_attendance_helper": {"href": f"{api}/events/{m.id}/attendances"},
+        },
+    }
+
+
+def _attendance(request: Request, r: Any) -> dict[str, Any]:
+    api = _api(request)
+    att: dict[str, Any] = {
+        "identifiers": [f"groundswell:{r.id}"],
+        "created_date": r.created_at.isoformat(),
+        "modified_date": r.updated_at.isoformat(),
+        "status": {"going": "accepted", "waitlisted": "tentative", "cancelled": "declined"}[r.status],
+        "attended": r.attended_at is not None,
+        "groundswell:waitlist_position": r.waitlist_position,
+        "_links": {
+            "self": {"href": f"{api}/events/{r.meeting_id}/attendances/{r.id}"},
+            "osdi:event": {"href": f"{api}/events/{r.meeting_id}"},
+        },
+    }
+    if r.member_id:
+        att["_links"]["osdi:person"] = {"href": f"{api}/people/{r.member_id}"}
+    return att
+
+
+def _collection(request: Request, name: str, items: list[dict[str, Any]], total: int, page: int,
+                per_page: int) -> dict[str, Any]:
+    url = str(request.url.remove_query_params(["page", "per_page"]))
+    sep = "&" if "?" in url else "?"
+    pages = max(1, math.ceil(total / per_page))
+    links: dict[str, Any] = {
+        "self": {"href": f"{url}{sep}page={page}&per_page={per_page}"},
+        f"osdi:{name}": [item["_links"]["self"] for item in items],
+        "curies": CURIES,
+    }
+    if page < pages:
+        links["next"] = {"href": f"{url}{sep}page={page + 1}&per_page={per_page}"}
+    if page > 1:
+        links["previous"] = {"href": f"{url}{sep}page={page - 1}&per_page={per_page}"}
+    return {"total_pages": pages, "per_page": per_page, "page": page, "total_records": total,
+            "_links": links, "_embedded": {f"osdi:{name}": items}}
+
+
+Page = Annotated[int, Query(ge=1)]
+PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
+
+
+@router.get("/events")
+async def list_events(
+    request: Request, caller: ApiCaller, page: Page = 1, per_page: PerPage = MAX_PER_PAGE
+) -> JSONResponse:
+    svc = views.service(request)
+    rows = await svc.list_meetings(upcoming_only=False, include_cancelled=True, limit=per_page,
+                                   offset=(page - 1) * per_page)
+    total = await svc.count_meetings()
+    items = [_event(request, m, await svc.count_rsvps(m.id)) for m in rows]
+    return hal(_collection(request, "events", items, total, page, per_page))
+
+
+@router.get("/events/{meeting_id}")
+async def get_event(request: Request, meeting_id: str, caller: ApiCaller) -> JSONResponse:
+    svc = views.service(request)
+    try:
+        m = await svc.get_meeting(meeting_id)
+    except MeetingNotFound:
+        return hal_error(404, "There is no event with that id")
+    return hal(_event(request, m, await svc.count_rsvps(m.id)))
+
+
+@router.get("/events/{meeting_id}/attendances")
+async def list_attendances(request: Request, meeting_id: str, caller: ApiCaller, page: Page = 1,
+                           per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
+    svc = views.service(request)
+    try:
+        await svc.get_meeting(meeting_id)
+    except MeetingNotFound:
+        return hal_error(404, "There is no event with that id")
+    counts = await svc.count_rsvps(meeting_id)
+    rows = await svc.list_rsvps(meeting_id, limit=per_page, offset=(page - 1) * per_page)
+    items = [_attendance(request, r) for r in rows]
+    return hal(_collection(request, "attendances", items, counts["total"], page, per_page))
+
+
+@router.get("/events/{meeting_id}/attendances/{rsvp_id}")
+async def get_attendance(request: Request, meeting_id: str, rsvp_id: str, caller: ApiCaller) -> JSONResponse:
+    svc = views.service(request)
+    rows = [r for r in await svc.list_rsvps(meeting_id) if r.id == rsvp_id]
+    if not rows:
+        return hal_error(404, "There is no attendance with that id for this event")
+    return hal(_attendance(request, rows[0]))
+
+
+class EmailAddress(BaseModel):
+    address: str = ""
+    primary: bool | None = None
+
+
+class PostalAddress(BaseModel):
+    postal_code: str = ""
+
+
+class OsdiPerson(BaseModel):
+    given_name: str = ""
+    family_name: str = ""
+    email_addresses: list[EmailAddress] = []
+    postal_addresses: list[PostalAddress] = []
+
+
+class AttendanceHelperRequest(BaseModel):
+    """Action Network's record attendance helper: a person (matched or added) RSVPs to the event."""
+
+    person: OsdiPerson
+    attended: bool = False
+    add_tags: list[str] = []
+
+
+@router.post("/events/{meeting_id}/attendances")
+async def record_attendance_helper(request: Request, meeting_id: str, body: AttendanceHelperRequest,
+                                   caller: ApiCaller) -> JSONResponse:
+    svc = views.service(request)
+    try:
+        await svc.get_meeting(meeting_id)
+    except MeetingNotFound:
+        return hal_error(404, "There is no event with that id")
+    p = body.person
+    email = next((e.address for e in p.email_addresses if e.primary), None) or (
+        p.email_addresses[0].address if p.email_addresses else "")
+    postcode = p.postal_addresses[0].postal_code if p.postal_addresses else ""
+    try:
+        form = validate_rsvp(name=f"{p.given_name} {p.family_name}", email=email, join_network=bool(postcode),
+                             postcode=postcode)
+        if body.attended:
+            rsvp_id = await svc.walk_in(meeting_id, form, None, source="osdi")
+            status = 201
+        else:
+            outcome = await svc.rsvp(meeting_id, form, source="osdi")
+            rsvp_id, status = outcome.rsvp_id, 200 if outcome.already else 201
+    except InvalidInput as exc:
+        return hal_error(400, "; ".join(exc.errors.values()))
+    except RsvpRefused as exc:
+        return hal_error(409, str(exc))
+    rsvp = await svc.get_rsvp(rsvp_id)
+    return hal(_attendance(request, rsvp), status)
