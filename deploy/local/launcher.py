@@ -64,14 +64,20 @@ NGINX_TEMPLATE = REPO_ROOT / "deploy" / "nginx" / "gateway.conf.template"
 # Addresses (environment variables of docs/operations.md override the defaults)
 # --------------------------------------------------------------------------------------------------
 HOST = "127.0.0.1"
-GATEWAY_PORT = int(os.environ.get("GATEWAY_PORT", "8000"))
-SERVICE_PORTS: dict[str, int] = {"membership": 8001, "events": 8002, "notifications": 8003, "campaigns": 8004}
+# GROUNDSWELL_PORT_OFFSET=1000 shifts every default port (8000 -> 9000 ...): a second, separate stack
+# (with its own GROUNDSWELL_STATE_DIR) can then run beside the usual one.
+PORT_OFFSET = int(os.environ.get("GROUNDSWELL_PORT_OFFSET") or 0)
+GATEWAY_PORT = int(os.environ.get("GATEWAY_PORT") or 8000 + PORT_OFFSET)
+SERVICE_PORTS: dict[str, int] = {
+    name: port + PORT_OFFSET
+    for name, port in {"membership": 8001, "events": 8002, "notifications": 8003, "campaigns": 8004}.items()
+}
 SERVICES: tuple[str, ...] = tuple(SERVICE_PORTS)
-KAFKA_PORT = 9092
-KAFKA_CONTROLLER_PORT = 9093
-PG_PORT = 5433
-SMTP_CATCHER_SMTP_PORT = 1025
-SMTP_CATCHER_HTTP_PORT = 1080
+KAFKA_PORT = 9092 + PORT_OFFSET
+KAFKA_CONTROLLER_PORT = 9093 + PORT_OFFSET
+PG_PORT = 5433 + PORT_OFFSET
+SMTP_CATCHER_SMTP_PORT = 1025 + PORT_OFFSET
+SMTP_CATCHER_HTTP_PORT = 1080 + PORT_OFFSET
 
 GATEWAY_URL = f"http://{HOST}:{GATEWAY_PORT}"
 SMTP_CATCHER_URL = f"http://{HOST}:{SMTP_CATCHER_HTTP_PORT}"
@@ -762,7 +768,7 @@ def preflight(components: Iterable[str]) -> None:
                 "Install it with: sudo apt-get install -y maven"
             )
     if "postgres" in components:
-        if not (pg_bin_dir() / "postgres").exists():
+        if not (pg_bin_dir() / "postgres").exists() and not os.environ.get("PG_BIN"):
             _apt_install("postgresql", "PostgreSQL (server binaries in /usr/lib/postgresql/<version>/bin)")
         if not (pg_bin_dir() / "postgres").exists():
             raise LauncherError(f"PostgreSQL binaries not found in {pg_bin_dir()}; set PG_BIN to their directory.")
@@ -1782,6 +1788,8 @@ def _cmd_up(services: bool, started_file: Path | None) -> int:
 def _cmd_run(services: bool) -> int:
     global _tie_children_to_launcher
     _tie_children_to_launcher = True
+    # Ctrl-C must work even when started from a script that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_stop)
     try:
