@@ -130,7 +130,9 @@ class EventsServer:
 
 
 @pytest.fixture(scope="session")
-async def events_server(events_settings: Settings, events_port: int, kafka: KafkaWatcher) -> AsyncIterator[EventsServer]:
+async def events_server(
+    events_settings: Settings, events_port: int, kafka: KafkaWatcher
+) -> AsyncIterator[EventsServer]:
     server = EventsServer(events_settings, events_port, f"events.members.test-{uuid.uuid4().hex[:8]}")
     await server.start()
     yield server

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
 from playwright.async_api import async_playwright
 
 from tests.events.conftest import of_meeting, schedule

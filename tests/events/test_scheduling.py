@@ -102,8 +102,8 @@ async def test_bad_meeting_is_refused_with_a_clear_error_and_nothing_stored(clie
 async def test_updating_to_end_before_start_changes_nothing(client, organiser, db):
     meeting = await schedule(client, organiser)
     start = datetime.fromisoformat(meeting["starts_at"])
-    response = await client.patch(f"/meetings/{meeting['id']}", json={"ends_at": (start - timedelta(minutes=1)).isoformat()},
-                                  headers=organiser)
+    too_early = (start - timedelta(minutes=1)).isoformat()
+    response = await client.patch(f"/meetings/{meeting['id']}", json={"ends_at": too_early}, headers=organiser)
     assert response.status_code == 422 and "ends_at" in response.json()["errors"]
     row = await db.fetchrow("SELECT ends_at, sequence FROM meetings WHERE id = $1", meeting["id"])
     assert row["sequence"] == 0 and row["ends_at"] == datetime.fromisoformat(meeting["ends_at"])
