@@ -121,8 +121,6 @@ UPDATABLE_FIELDS = (
     "speakers",
     "reminder_offsets",
 )
-# Changes that matter to someone's calendar (and raise the iCalendar SEQUENCE).
-SCHEDULE_FIELDS = ("title", "description", "starts_at", "ends_at", "timezone", "venue", "online_url", "kind")
 
 
 def _clean(value: Any) -> str:
