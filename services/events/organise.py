@@ -156,6 +156,14 @@ async def walk_in(
     return RedirectResponse(f"/events/organise/{meeting_id}/check-in?notice=walk-in", status_code=303)
 
 
+@router.post("/{meeting_id}/cancel")
+async def cancel_meeting(request: Request, meeting_id: str, organiser: Organiser,
+                         reason: Annotated[str, Form()] = "") -> Response:
+    await _own(request, meeting_id, organiser)
+    await views.service(request).cancel(meeting_id, reason, organiser)
+    return RedirectResponse("/events/organise", status_code=303)
+
+
 @router.get("/{meeting_id}/no-shows", response_class=HTMLResponse)
 async def no_shows(request: Request, meeting_id: str, organiser: Organiser) -> HTMLResponse:
     meeting = await _own(request, meeting_id, organiser)

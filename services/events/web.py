@@ -162,12 +162,12 @@ async def rsvp_submit(
 
 # Self check-in with the code shown at the venue ------------------------------------------------------
 @router.get("/events/{meeting_id}/check-in", response_class=HTMLResponse)
-async def self_check_in_form(request: Request, meeting_id: str) -> HTMLResponse:
+async def self_check_in_form(request: Request, meeting_id: str, member: str = "") -> HTMLResponse:
     try:
         meeting = await views.service(request).get_meeting(meeting_id)
     except MeetingNotFound:
         return _message(request, "Meeting not found", "There is no meeting at this address.", 404)
-    return _page(request, "self_check_in.html", {"meeting": meeting, "values": {}, "errors": {}})
+    return _page(request, "self_check_in.html", {"meeting": meeting, "values": {"member": member}, "errors": {}})
 
 
 @router.post("/events/{meeting_id}/check-in", response_class=HTMLResponse)
@@ -183,7 +183,7 @@ async def self_check_in(
         meeting = await svc.get_meeting(meeting_id)
     except MeetingNotFound:
         return _message(request, "Meeting not found", "There is no meeting at this address.", 404)
-    values = {"code": code, "email": email}
+    values = {"code": code, "email": email, "member": member}
     errors: dict[str, str] = {}
     if not code.strip():
         errors["code"] = "Enter the code shown at the venue"

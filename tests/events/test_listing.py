@@ -1,0 +1,54 @@
+"""The public listing at /events: upcoming meetings, filtered by region, group, kind and date."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from tests.events.conftest import schedule
+
+
+def _at(days: int) -> dict[str, str]:
+    start = (datetime.now(UTC) + timedelta(days=days)).replace(hour=18, minute=0, second=0, microsecond=0)
+    return {"starts_at": start.isoformat(), "ends_at": (start + timedelta(hours=2)).isoformat()}
+
+
+async def test_listing_filters_by_region_kind_and_date(client, organiser):
+    region = f"region-{uuid.uuid4().hex[:6]}"
+    soon = await schedule(client, organiser, scope_type="region", scope_id=region, **_at(3))
+    later_online = await schedule(client, organiser, scope_type="region", scope_id=region, kind="online",
+                                  venue=None, online_url="https://meet.example.org/x", **_at(20))
+    other_region = await schedule(client, organiser, scope_type="region", scope_id="region-other", **_at(3))
+    listing = (await client.get("/events", params={"region": region})).text
+    assert soon["title"] in listing and later_online["title"] in listing and other_region["title"] not in listing
+    online = (await client.get("/events", params={"region": region, "kind": "online"})).text
+    assert later_online["title"] in online and soon["title"] not in online
+    day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+    dated = (await client.get("/events", params={"region": region, "date_from": day, "date_to": day})).text
+    assert soon["title"] in dated and later_online["title"] not in dated
+
+
+async def test_cancelled_meetings_leave_the_listing(client, organiser):
+    meeting = await schedule(client, organiser)
+    await client.post(f"/meetings/{meeting['id']}/cancel", json={}, headers=organiser)
+    assert meeting["title"] not in (await client.get("/events")).text
+    page = await client.get(f"/events/{meeting['id']}")
+    assert page.status_code == 200 and "This meeting has been cancelled" in page.text
+
+
+async def test_a_bad_date_filter_says_what_to_type(client):
+    response = await client.get("/events", params={"date_from": "next tuesday"})
+    assert response.status_code == 400 and "Enter the first date like 2027-03-14" in response.text
+
+
+async def test_an_organiser_cancels_from_their_meetings_page(client, organiser, db):
+    meeting = await schedule(client, organiser)
+    client.cookies.update({"gs_organiser": organiser["Authorization"][7:]})
+    try:
+        listed = await client.get("/events/organise")
+        assert meeting["title"] in listed.text and meeting["check_in_code"] in listed.text
+        response = await client.post(f"/events/organise/{meeting['id']}/cancel", data={"reason": "Snow"})
+    finally:
+        client.cookies.clear()
+    assert response.status_code == 303
+    assert await db.fetchval("SELECT cancel_reason FROM meetings WHERE id = $1", meeting["id"]) == "Snow"
