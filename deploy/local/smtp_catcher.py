@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import email.policy
 import html
 import json
@@ -81,6 +82,7 @@ class MailStore:
     rejections: list[Rejection] = field(default_factory=list)
     _parsed: OrderedDict[int, EmailMessage] = field(default_factory=OrderedDict)
     _by_id: dict[int, CaughtMail] = field(default_factory=dict)
+    _by_rcpt: dict[str, list[CaughtMail]] = field(default_factory=dict)
     _index_file: Any = None
     _arrived: asyncio.Event | None = None
     _pending: dict[int, bytes] = field(default_factory=dict)
@@ -135,6 +137,8 @@ class MailStore:
     def _append(self, mail: CaughtMail) -> None:
         self.messages.append(mail)
         self._by_id[mail.id] = mail
+        for rcpt in {r.lower() for r in mail.rcpt_tos}:
+            self._by_rcpt.setdefault(rcpt, []).append(mail)
 
     def add(self, mail_from: str, rcpt_tos: list[str], raw: bytes, peer: str = "") -> CaughtMail:
         """Index a message at once; its file is written by the writer thread, off the SMTP path."""
@@ -194,6 +198,7 @@ class MailStore:
         self.directory.mkdir(parents=True)
         self.messages.clear()
         self._by_id.clear()
+        self._by_rcpt.clear()
         self._parsed.clear()
         self.tempfail_attempts.clear()
         self.rejections.clear()
@@ -225,16 +230,13 @@ class MailStore:
 
     def select(self, to: str | None = None, since: str | None = None) -> list[CaughtMail]:
         """Messages matching the filters, oldest first."""
-        items: list[CaughtMail] = self.messages
+        items: list[CaughtMail] = self._by_rcpt.get(to.strip().lower(), []) if to else self.messages
         if since:
             since_id, since_ts = parse_since(since)
             if since_id is not None:
-                items = [m for m in items if m.id > since_id]
+                items = items[bisect.bisect_right(items, since_id, key=lambda m: m.id) :]
             else:
                 items = [m for m in items if m.received_at > since_ts]
-        if to:
-            wanted = to.strip().lower()
-            items = [m for m in items if any(r.lower() == wanted for r in m.rcpt_tos)]
         return items
 
 
@@ -347,9 +349,7 @@ class CatcherHandler:
         return f"250 OK id={mail.id}"
 
 
-def _accept_any_login(
-    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
-) -> AuthResult:
+def _accept_any_login(server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
     """Services may be configured with SMTP credentials; the catcher accepts whatever they send."""
     return AuthResult(success=True)
 
@@ -551,9 +551,7 @@ def create_app(store: MailStore) -> FastAPI:
     async def show(mail_id: int) -> HTMLResponse:
         mail = _lookup(mail_id)
         data = message_json(store, mail)
-        headers = "".join(
-            f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in data["header_list"]
-        )
+        headers = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in data["header_list"])
         attachments = "".join(
             f"<li><a href='/api/messages/{mail_id}/attachments/{i}'>"
             f"{html.escape(a['filename'] or '(unnamed)')}"
@@ -620,16 +618,10 @@ async def serve(host: str, smtp_port: int, http_port: int, mail_dir: Path) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default=os.environ.get("SMTP_CATCHER_HOST", "127.0.0.1"))
-    parser.add_argument(
-        "--smtp-port", type=int, default=int(os.environ.get("SMTP_CATCHER_SMTP_PORT", "1025"))
-    )
-    parser.add_argument(
-        "--http-port", type=int, default=int(os.environ.get("SMTP_CATCHER_HTTP_PORT", "1080"))
-    )
+    parser.add_argument("--smtp-port", type=int, default=int(os.environ.get("SMTP_CATCHER_SMTP_PORT", "1025")))
+    parser.add_argument("--http-port", type=int, default=int(os.environ.get("SMTP_CATCHER_HTTP_PORT", "1080")))
     mail_dir = Path(os.environ.get("SMTP_CATCHER_DIR") or default_mail_dir())
     parser.add_argument("--mail-dir", type=Path, default=mail_dir)
     args = parser.parse_args(argv)

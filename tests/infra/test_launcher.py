@@ -238,14 +238,14 @@ def test_gateway_config_routes_every_prefix_and_nginx_accepts_it(tmp_path: Path)
             assert f"location ^~ {path}/ {{\n            proxy_pass http://{service};" in conf
     assert launcher.ROUTES["/preferences"] == launcher.ROUTES["/unsubscribe"] == "membership"
     for target in ("local", "docker"):
-        path = tmp_path / f"{target}.conf"
-        path.write_text(
+        conf_file = tmp_path / f"{target}.conf"
+        conf_file.write_text(
             launcher.render_nginx_conf(target).replace("/var/run/nginx.pid", str(tmp_path / "nginx.pid"))
             .replace("/var/cache/nginx", str(tmp_path)).replace("user nginx;", "")
             .replace("server events:", "server 127.0.0.1:").replace("server membership:", "server 127.0.0.1:")
             .replace("server notifications:", "server 127.0.0.1:").replace("server campaigns:", "server 127.0.0.1:")
         )  # fmt: skip
-        check = subprocess.run([launcher.nginx_binary(), "-t", "-q", "-p", str(tmp_path), "-c", str(path),
+        check = subprocess.run([launcher.nginx_binary(), "-t", "-q", "-p", str(tmp_path), "-c", str(conf_file),
                                 "-e", "stderr"], capture_output=True, text=True)  # fmt: skip
         assert check.returncode == 0, check.stderr
 
