@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     consumer_max_retries: int = 3
     consumer_retry_backoff_s: float = 0.2
     consumer_retry_backoff_max_s: float = 5.0
+    consumer_retry_later_budget_s: float = 120.0
 
     @property
     def service_instance(self) -> str:

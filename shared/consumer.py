@@ -8,6 +8,7 @@ dead-letter topic with the error in its headers, and the partition moves on.
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +41,11 @@ H_CONSUMER_GROUP = "x-dlq-consumer-group"
 H_ATTEMPTS = "x-dlq-attempts"
 H_FAILED_AT = "x-dlq-failed-at"
 H_REPLAY_FOR_GROUP = "x-replay-for-group"
+
+
+class RetryLater(Exception):
+    """Something the handler needs has not arrived yet (e.g. a key from another topic): keep retrying,
+    with backoff, for up to CONSUMER_RETRY_LATER_BUDGET_S before dead-lettering."""
 
 
 class EventConsumer:
@@ -100,6 +106,7 @@ class EventConsumer:
         settings = self._settings
         attempts = 0
         delay = settings.consumer_retry_backoff_s
+        started = time.monotonic()
         while True:
             attempts += 1
             try:
@@ -107,7 +114,10 @@ class EventConsumer:
                 metrics.EVENTS_CONSUMED.labels(self.service, self.group, outcome).inc()
                 return
             except Exception as exc:
-                if attempts > settings.consumer_max_retries:
+                waiting = isinstance(exc, RetryLater) and (
+                    time.monotonic() - started < settings.consumer_retry_later_budget_s
+                )
+                if attempts > settings.consumer_max_retries and not waiting:
                     log.error(
                         "event dead-lettered",
                         consumer=self.group,

@@ -59,8 +59,8 @@ async def read_dead_letters(group: str, bootstrap: str | None = None) -> list[De
     )
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
+        cluster = await consumer._client.fetch_all_metadata()  # topics() does not keep what it learns
+        partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or set())]
         if not partitions:
             return []
         consumer.assign(partitions)

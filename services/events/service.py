@@ -38,7 +38,7 @@ from services.events.domain import (
     validate_meeting,
 )
 from shared import topics
-from shared.crypto import KeyStore, encode_key
+from shared.crypto import KeyStore, encode_key, seal
 from shared.db import Database
 from shared.events import catalog as ev
 from shared.events.envelope import EventData
@@ -375,7 +375,7 @@ class EventsService:
             for name in ("email", "name", "postcode"):
                 value = getattr(form, name)
                 if value:
-                    sealed[name] = await self.keys.seal(session, rsvp_id, value)
+                    sealed[name] = seal(value, key, key_id=rsvp_id, owner=OWNER)
         events.append(
             ev.RsvpReceived(meeting_id=meeting_id, rsvp_id=rsvp_id, member_id=form.member_id, status=status,
                             waitlist_position=position, guests=form.guests, join_network=form.join_network,

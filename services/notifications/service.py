@@ -17,6 +17,7 @@ from services.notifications import db as tables
 from services.notifications.mailer import Mailer, OutgoingEmail, PermanentFailure, TemporaryFailure
 from shared import metrics, tokens
 from shared.config import Settings
+from shared.consumer import RetryLater
 from shared.crypto import KeyStore, decode_key
 from shared.db import Database
 from shared.events.catalog import MemberJoined, NotificationFailed, NotificationSent
@@ -28,7 +29,7 @@ log = get_logger(__name__)
 EMAIL_TEMPLATES = Path(__file__).parent / "templates" / "email"
 
 
-class KeyNotYetKnown(LookupError):
+class KeyNotYetKnown(RetryLater):
     """An event's personal fields arrived before their key; retried, the key normally follows at once."""
 
 
@@ -42,11 +43,12 @@ class EmailRenderer:
             autoescape=select_autoescape(["html"]),
         )
 
-    def render(self, name: str, **context: object) -> tuple[str, str]:
+    def render(self, template: str, **context: object) -> tuple[str, str]:
+        """The plain-text and HTML parts of email `template` (templates/email/<template>.txt and .html)."""
         context = {"network_name": self.network_name, **context}
         return (
-            self.text_env.get_template(f"{name}.txt").render(context),
-            self.html_env.get_template(f"{name}.html").render(context),
+            self.text_env.get_template(f"{template}.txt").render(context),
+            self.html_env.get_template(f"{template}.html").render(context),
         )
 
 

@@ -75,7 +75,7 @@ def events_settings(events_db_url: str, events_port: int) -> Settings:
         service_name="events",
         instance="test",
         database_url=events_db_url,
-        database_pool_size=10,
+        database_pool_size=25,  # 50 connections: 500 simultaneous RSVPs wait on the meeting's lock, not the pool
         kafka_bootstrap_servers=launcher.KAFKA_BOOTSTRAP,
         public_base_url=f"http://127.0.0.1:{events_port}",
         secret_key=SECRET,
@@ -129,11 +129,26 @@ class EventsServer:
         return self.app.state.events
 
 
+async def _group_starts_at_the_end(group: str, topic_names: tuple[str, ...]) -> None:
+    """Commit the current end offsets for a new consumer group, so it skips the topics' history."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=launcher.KAFKA_BOOTSTRAP, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(t, p) for t in topic_names for p in sorted(await consumer._client._wait_on_metadata(t))]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        await consumer.commit({tp: offset for tp, offset in ends.items()})
+    finally:
+        await consumer.stop()
+
+
 @pytest.fixture(scope="session")
 async def events_server(
     events_settings: Settings, events_port: int, kafka: KafkaWatcher
 ) -> AsyncIterator[EventsServer]:
-    server = EventsServer(events_settings, events_port, f"events.members.test-{uuid.uuid4().hex[:8]}")
+    group = f"events.members.test-{uuid.uuid4().hex[:8]}"
+    await _group_starts_at_the_end(group, (topics.MEMBERSHIP_MEMBERS, topics.MEMBERSHIP_ORGANISATION))
+    server = EventsServer(events_settings, events_port, group)
     await server.start()
     yield server
     await server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,12 +29,10 @@ def chromium_path() -> str:
 
 @asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
-    with tempfile.TemporaryDirectory(prefix="gs-chromium-") as profile:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=chromium_path(), args=[*CHROMIUM_ARGS, f"--user-data-dir={profile}"]
-            )
-            try:
-                yield browser
-            finally:
-                await browser.close()
+    # Playwright gives each launch a new, empty profile of its own.
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
