@@ -489,12 +489,20 @@ class EventsService:
             raise CheckInRefused("This meeting was cancelled")
         if rsvp.attended_at is not None:
             return False
-        r = tables.rsvps
+        r, m = tables.rsvps, tables.meetings
         now = utcnow()
+        events: list[EventData] = []
+        if rsvp.status == "waitlisted":
+            # Someone from the waitlist who came anyway has a place now: it counts, and they leave the waitlist.
+            await session.execute(update(r).where(r.c.id == rsvp.id).values(status="going", waitlist_position=None))
+            await session.execute(
+                update(m).where(m.c.id == meeting.id).values(going_count=m.c.going_count + 1 + rsvp.guests)
+            )
+            events.append(ev.PromotedFromWaitlist(meeting_id=meeting.id, rsvp_id=rsvp.id, member_id=rsvp.member_id))
         await session.execute(
             update(r).where(r.c.id == rsvp.id).values(attended_at=now, attendance_method=method, updated_at=now)
         )
-        await self._emit(session, [ev.AttendanceRecorded(meeting_id=meeting.id, rsvp_id=rsvp.id,
+        await self._emit(session, [*events, ev.AttendanceRecorded(meeting_id=meeting.id, rsvp_id=rsvp.id,
                                                          member_id=rsvp.member_id, method=method,  # type: ignore[arg-type]
                                                          attended_at=now)])
         return True
@@ -542,8 +550,10 @@ class EventsService:
             meeting = await self._locked_meeting(session, meeting_id)
             if meeting.status == "cancelled":
                 raise CheckInRefused("This meeting was cancelled.")
-            if not (meeting.starts_at - SELF_CHECK_IN_OPENS <= now <= meeting.ends_at + SELF_CHECK_IN_CLOSES):
+            if now < meeting.starts_at - SELF_CHECK_IN_OPENS:
                 raise CheckInRefused("Check-in opens an hour before the meeting starts.")
+            if now > meeting.ends_at + SELF_CHECK_IN_CLOSES:
+                raise CheckInRefused("Check-in for this meeting has closed.")
             if not hmac.compare_digest(normalise_code(code), meeting.check_in_code):
                 raise CheckInRefused("That code does not match the one shown at the venue. Check it and try again.")
             refs = [person_ref(member_id=None, email=email, secret_key=self.secret_key)]

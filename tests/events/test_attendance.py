@@ -126,3 +126,27 @@ async def test_another_regions_organiser_cannot_use_the_check_in_desk(client, or
                                  json={"name": "Sneaky", "email": "sneaky@example.org"})
     assert response.status_code == 403
     assert await db.fetchval("SELECT count(*) FROM rsvps WHERE meeting_id = $1", meeting["id"]) == 0
+
+
+async def test_someone_from_the_waitlist_who_comes_is_given_the_place_when_checked_in(client, organiser, db, kafka):
+    meeting = await _starting_soon(client, organiser, capacity=1)
+    await _rsvp(client, meeting["id"], "Has Place")
+    email, _ = await _rsvp(client, meeting["id"], "On Waitlist")
+    response = await client.post(f"/events/{meeting['id']}/check-in",
+                                 data={"code": meeting["check_in_code"], "email": email})
+    assert response.status_code == 200
+    row = await db.fetchrow("SELECT id, status, waitlist_position, attended_at FROM rsvps WHERE email = $1", email)
+    assert row["status"] == "going" and row["waitlist_position"] is None and row["attended_at"] is not None
+    assert await db.fetchval("SELECT going_count FROM meetings WHERE id = $1", meeting["id"]) == 2
+    promoted = of_meeting(meeting["id"], "PromotedFromWaitlist")
+    await kafka.wait_for(lambda e: promoted(e) and e.data["rsvp_id"] == row["id"])
+
+
+async def test_self_check_in_a_day_early_is_refused(client, organiser, db):
+    meeting = await schedule(client, organiser)  # a week away
+    email, _ = await _rsvp(client, meeting["id"], "Too Early")
+    response = await client.post(f"/events/{meeting['id']}/check-in",
+                                 data={"code": meeting["check_in_code"], "email": email})
+    assert response.status_code == 422 and "Check-in opens an hour before" in response.text
+    assert await db.fetchval("SELECT count(*) FROM rsvps WHERE meeting_id = $1 AND attended_at IS NOT NULL",
+                             meeting["id"]) == 0
