@@ -15,7 +15,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
-from faststream.kafka.fastapi import KafkaMessage, KafkaRouter
+from faststream.kafka import annotations as broker_annotations
+from faststream.kafka import fastapi as fastapi_integration
+from faststream.kafka.fastapi import KafkaRouter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import metrics
@@ -81,8 +83,17 @@ class EventConsumer:
         self._inbox, self._dlq, self._settings = inbox, dlq, settings
         self.service = settings.service_name
 
-        async def consume(msg: KafkaMessage) -> None:
-            await self.handle_record(msg.raw_message)  # type: ignore[arg-type]
+        async def consume(msg: Any) -> None:
+            await self.handle_record(msg.raw_message)
+
+        # FastStream injects the raw message through a context annotation, spelt differently for its
+        # FastAPI integration and for a plain broker (tests use one).
+        consume.__annotations__ = {
+            "msg": fastapi_integration.KafkaMessage
+            if isinstance(router, KafkaRouter)
+            else broker_annotations.KafkaMessage,
+            "return": None,
+        }
 
         consume.__name__ = f"consume_{self.group.replace('.', '_')}"
         router.subscriber(

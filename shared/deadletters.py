@@ -67,7 +67,7 @@ async def read_dead_letters(group: str, bootstrap: str | None = None) -> list[De
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         letters: list[DeadLetter] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
             batch = await consumer.getmany(timeout_ms=1000)
             for records in batch.values():
                 for r in records:

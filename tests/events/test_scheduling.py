@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -146,3 +147,25 @@ async def test_organiser_pages_schedule_a_meeting_from_the_form(client, db):
     good = await client.post("/events/organise/new", data=form, cookies=cookies)
     assert good.status_code == 303
     assert await db.fetchval("SELECT capacity IS NULL FROM meetings WHERE title = $1", title) is True
+
+
+async def test_organiser_pages_change_a_meeting_and_refuse_a_bad_change(client, organiser, db, kafka):
+    meeting = await schedule(client, organiser, capacity=10)
+    client.cookies.update({"gs_organiser": organiser["Authorization"][7:]})
+    try:
+        form_page = await client.get(f"/events/organise/{meeting['id']}/edit")
+        assert form_page.status_code == 200 and f'value="{meeting["title"]}"' in form_page.text
+        values = dict(re.findall(r'<input type="[^"]+" id="[^"]+" name="([^"]+)" value="([^"]*)"', form_page.text))
+        values["kind"] = "in_person"
+        bad = await client.post(f"/events/organise/{meeting['id']}/edit", data={**values, "capacity": "-3"})
+        assert bad.status_code == 422 and "Capacity must be a whole number" in bad.text
+        assert await db.fetchval("SELECT sequence FROM meetings WHERE id = $1", meeting["id"]) == 0
+        good = await client.post(f"/events/organise/{meeting['id']}/edit", data={**values, "capacity": "12"})
+        assert good.status_code == 303
+    finally:
+        client.cookies.clear()
+    row = await db.fetchrow("SELECT capacity, sequence, starts_at FROM meetings WHERE id = $1", meeting["id"])
+    assert row["capacity"] == 12 and row["sequence"] == 1
+    assert row["starts_at"] == datetime.fromisoformat(meeting["starts_at"])  # unchanged through the local-time form
+    [event] = await kafka.wait_for(of_meeting(meeting["id"], "MeetingUpdated"))
+    assert event.data["changed"] == ["capacity"]

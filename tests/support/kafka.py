@@ -25,7 +25,8 @@ async def read_topic(topic: str, *, timeout: float = 20.0) -> list[Any]:
         records: list[Any] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(await consumer.position(tp) >= ends[tp] for tp in partitions):
+            positions = [await consumer.position(tp) for tp in partitions]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
                 break
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for tp_records in batch.values():
