@@ -52,42 +52,66 @@ async def new_meeting_form(request: Request, organiser: Organiser) -> HTMLRespon
     return _page(request, "organise_new.html", _form_context(values, {}, organiser))
 
 
-@router.post("/new", response_class=HTMLResponse)
-async def new_meeting(
-    request: Request,
-    organiser: Organiser,
-    title: Annotated[str, Form()] = "",
-    description: Annotated[str, Form()] = "",
-    kind: Annotated[str, Form()] = "in_person",
-    scope_type: Annotated[str, Form()] = "network",
-    scope_id: Annotated[str, Form()] = "",
-    starts_at: Annotated[str, Form()] = "",
-    ends_at: Annotated[str, Form()] = "",
-    timezone: Annotated[str, Form()] = "Europe/London",
-    venue: Annotated[str, Form()] = "",
-    online_url: Annotated[str, Form()] = "",
-    capacity: Annotated[str, Form()] = "",
-    rsvp_deadline: Annotated[str, Form()] = "",
-    reminders: Annotated[str, Form()] = "1440, 60",
-) -> Response:
-    values = dict(title=title, description=description, kind=kind, scope_type=scope_type, scope_id=scope_id,
-                  starts_at=starts_at, ends_at=ends_at, timezone=timezone, venue=venue, online_url=online_url,
-                  capacity=capacity, rsvp_deadline=rsvp_deadline, reminders=reminders)
+FORM_FIELDS = ("title", "description", "kind", "scope_type", "scope_id", "starts_at", "ends_at", "timezone", "venue",
+               "online_url", "capacity", "rsvp_deadline", "reminders")
+
+
+async def _read_meeting_form(request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the organiser typed (to show again) and the same as the service layer takes it."""
+    form = await request.form()
+    values: dict[str, Any] = {k: str(form.get(k, "")) for k in FORM_FIELDS}
     raw: dict[str, Any] = {k: v for k, v in values.items() if k != "reminders"}
     try:
-        raw["reminder_offsets"] = [int(x) for x in reminders.replace(",", " ").split()]
+        raw["reminder_offsets"] = [int(x) for x in values["reminders"].replace(",", " ").split()]
     except ValueError:
         raw["reminder_offsets"] = ["x"]
+    return values, raw
+
+
+def _form_errors(exc: InvalidInput) -> dict[str, str]:
+    errors = dict(exc.errors)
+    if "reminder_offsets" in errors:
+        errors["reminders"] = errors.pop("reminder_offsets")
+    return errors
+
+
+@router.post("/new", response_class=HTMLResponse)
+async def new_meeting(request: Request, organiser: Organiser) -> Response:
+    values, raw = await _read_meeting_form(request)
     try:
         meeting_id = await views.service(request).schedule(raw, organiser)
     except InvalidInput as exc:
-        errors = dict(exc.errors)
-        if "reminder_offsets" in errors:
-            errors["reminders"] = errors.pop("reminder_offsets")
-        return _page(request, "organise_new.html", _form_context(values, errors, organiser), 422)
+        return _page(request, "organise_new.html", _form_context(values, _form_errors(exc), organiser), 422)
     except NotYourMeeting as exc:
         return _page(request, "organise_new.html", _form_context(values, {"scope_id": str(exc)}, organiser), 403)
     return RedirectResponse(f"/events/organise/{meeting_id}/check-in", status_code=303)
+
+
+@router.get("/{meeting_id}/edit", response_class=HTMLResponse)
+async def edit_meeting_form(request: Request, meeting_id: str, organiser: Organiser) -> HTMLResponse:
+    m = await _own(request, meeting_id, organiser)
+    values = {
+        "title": m.title, "description": m.description, "kind": m.kind, "scope_type": m.scope_type,
+        "scope_id": m.scope_id or "", "timezone": m.timezone, "venue": m.venue or "",
+        "online_url": m.online_url or "", "capacity": m.capacity if m.capacity is not None else "",
+        "starts_at": views.local_time(m.starts_at, m.timezone, "input"),
+        "ends_at": views.local_time(m.ends_at, m.timezone, "input"),
+        "rsvp_deadline": views.local_time(m.rsvp_deadline, m.timezone, "input") if m.rsvp_deadline else "",
+        "reminders": ", ".join(str(o) for o in m.reminder_offsets),
+    }
+    return _page(request, "organise_new.html", {**_form_context(values, {}, organiser), "meeting": m})
+
+
+@router.post("/{meeting_id}/edit", response_class=HTMLResponse)
+async def edit_meeting(request: Request, meeting_id: str, organiser: Organiser) -> Response:
+    m = await _own(request, meeting_id, organiser)
+    values, raw = await _read_meeting_form(request)
+    try:
+        await views.service(request).update(meeting_id, raw, organiser)
+    except InvalidInput as exc:
+        context = {**_form_context(values, _form_errors(exc), organiser), "meeting": m}
+        return _page(request, "organise_new.html", context, 422)
+    return RedirectResponse("/events/organise", status_code=303)
 
 
 async def _own(request: Request, meeting_id: str, organiser: OrganiserScope) -> Any:

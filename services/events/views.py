@@ -61,8 +61,8 @@ def local_time(value: datetime | None, zone: str = "Europe/London", fmt: str = "
     clock = local.strftime("%I:%M%p").lstrip("0").lower().replace(":00", "")
     if fmt == "time":
         return clock
-    if fmt == "input":  # for <input type="datetime-local">
-        return local.strftime("%Y-%m-%dT%H:%M")
+    if fmt == "input":  # for <input type="datetime-local">; seconds only when there are some, so nothing is lost
+        return local.strftime("%Y-%m-%dT%H:%M:%S" if local.second else "%Y-%m-%dT%H:%M")
     return f"{local.strftime('%A')} {local.day} {local.strftime('%B %Y')}, {clock}"
 
 

@@ -157,6 +157,8 @@ async def test_organiser_pages_change_a_meeting_and_refuse_a_bad_change(client, 
         assert form_page.status_code == 200 and f'value="{meeting["title"]}"' in form_page.text
         values = dict(re.findall(r'<input type="[^"]+" id="[^"]+" name="([^"]+)" value="([^"]*)"', form_page.text))
         values["kind"] = "in_person"
+        textarea = re.search(r'<textarea[^>]*name="description"[^>]*>([^<]*)</textarea>', form_page.text)
+        values["description"] = textarea[1]
         bad = await client.post(f"/events/organise/{meeting['id']}/edit", data={**values, "capacity": "-3"})
         assert bad.status_code == 422 and "Capacity must be a whole number" in bad.text
         assert await db.fetchval("SELECT sequence FROM meetings WHERE id = $1", meeting["id"]) == 0
