@@ -296,6 +296,10 @@ class ProcessRecord:
         self.pid_file.write_text(f"{self.pid}\n")
 
     def forget(self) -> None:
+        """Remove the pid files, unless they meanwhile describe a newer process of the same name."""
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+            if int(json.loads(self.meta_file.read_text())["pid"]) != self.pid:
+                return
         for path in (self.pid_file, self.meta_file):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -1495,6 +1499,9 @@ def service_instances(name: str) -> list[str]:
     return [n for n in recorded_names() if n == name or n.startswith(name + "-")]
 
 
+Step = tuple[str, str, "subprocess.Popen[bytes]"]  # (log name, what it does, the process)
+
+
 def _start_step(name: str, command: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start a one-off command (topics, migrations) with its output appended to .run/logs/<name>.log."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -1505,7 +1512,7 @@ def _start_step(name: str, command: list[str], env: Mapping[str, str]) -> subpro
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
-def _finish_steps(steps: list[tuple[str, str, subprocess.Popen[bytes]]], timeout: float = 300.0) -> None:
+def _finish_steps(steps: list[Step], timeout: float = 300.0) -> None:
     """Wait for one-off commands [(log name, what, process)]; raise for the first that failed."""
     failures = []
     deadline = time.monotonic() + timeout
@@ -1520,13 +1527,17 @@ def _finish_steps(steps: list[tuple[str, str, subprocess.Popen[bytes]]], timeout
             if code != 0:
                 failures.append(f"{what} failed (exit {code}). Last lines of {_rel(log_path(name))}:\n{log_tail(name)}")
     finally:
-        for _, _, process in steps:  # interrupted: leave nothing running
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        _kill_steps(steps)  # interrupted: leave nothing running
     if failures:
         raise LauncherError("\n".join(failures))
+
+
+def _kill_steps(steps: list[Step]) -> None:
+    for _, _, process in steps:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _run_step(name: str, command: list[str], env: Mapping[str, str], what: str) -> None:
@@ -1539,22 +1550,28 @@ def create_topics() -> None:
     _run_step("topics", [sys.executable, "-m", "shared.topics", "create"], env, "Creating Kafka topics")
 
 
-def migrate_services(names: Iterable[str], *, with_topics: bool = False) -> None:
-    """`python -m services.<name> migrate` for each (in parallel): Alembic migrations of their databases.
+def _start_topics_step() -> Step:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "shared.topics", "create"]
+    return ("topics", "Creating Kafka topics", _start_step("topics", command, env))
 
-    with_topics: also `python -m shared.topics create` at the same time.
-    """
+
+def _start_migration_steps(names: Iterable[str]) -> list[Step]:
     steps = []
-    if with_topics:
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP, "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "shared.topics", "create"]
-        steps.append(("topics", "Creating Kafka topics", _start_step("topics", command, env)))
     for name in names:
         _check_service_name(name)
         command = [sys.executable, "-m", f"services.{name}", "migrate"]
         steps.append((f"migrate-{name}", f"Migrating the {name} database", _start_step(f"migrate-{name}", command,
                                                                                      service_env(name))))  # fmt: skip
-    _finish_steps(steps)
+    return steps
+
+
+def migrate_services(names: Iterable[str], *, with_topics: bool = False) -> None:
+    """`python -m services.<name> migrate` for each (in parallel): Alembic migrations of their databases.
+
+    with_topics: also `python -m shared.topics create` at the same time.
+    """
+    _finish_steps(([_start_topics_step()] if with_topics else []) + _start_migration_steps(names))
 
 
 def migrate_service(name: str) -> None:
@@ -1631,18 +1648,31 @@ def _ensure_up(services: bool, started: list[str]) -> None:
             _say(f"starting {name} ...")
             processes[name] = spawners[name]()
             started.append(name)
-    for name in ("postgres", "kafka", "smtp_catcher"):
-        if name in components:
-            _component_ready(name, processes.get(name), _timeout(_kind(name)))
+    if "postgres" in components:
+        _component_ready("postgres", processes.get("postgres"), _timeout("postgres"))
     ensure_databases()  # cheap when they exist; keeps an older cluster in line with the service list
+
+    service_names = [c for c in components if c in SERVICE_PORTS] if services else []
+    new_services = [c for c in service_names if c in to_start]
+    steps: list[Step] = []
+    try:
+        if new_services:  # migrations need only PostgreSQL: run them while Kafka is still starting
+            _say(f"migrating the databases of {', '.join(new_services)} ...")
+            steps = _start_migration_steps(new_services)
+        for name in ("kafka", "smtp_catcher"):
+            if name in components:
+                _component_ready(name, processes.get(name), _timeout(name))
+        if new_services:
+            _say("creating Kafka topics ...")
+            steps.append(_start_topics_step())
+    except BaseException:
+        _kill_steps(steps)
+        raise
+    _finish_steps(steps)
     if not services:
         return
 
-    service_names = [c for c in components if c in SERVICE_PORTS]
-    new_services = [c for c in service_names if c in to_start]
     if new_services:
-        _say(f"creating Kafka topics and migrating the databases of {', '.join(new_services)} ...")
-        migrate_services(new_services, with_topics=True)
         for name in new_services:
             _say(f"starting {name} on port {SERVICE_PORTS[name]} ...")
             processes[name] = start_service(name)
