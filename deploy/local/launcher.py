@@ -849,7 +849,8 @@ def kafka_classpath() -> str:
 
 def kafka_tool_command(main_class: str, *args: str, heap: str = "256m") -> list[str]:
     """A command running a Kafka tool class, e.g. org.apache.kafka.tools.ProducerPerformance."""
-    _write_kafka_config()
+    KAFKA_DIR.mkdir(parents=True, exist_ok=True)
+    (KAFKA_DIR / "log4j2-tools.xml").write_text(LOG4J2_TOOLS)
     return [
         "java", f"-Xmx{heap}", f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2-tools.xml'}",
         "-cp", kafka_classpath(), main_class, *args,
