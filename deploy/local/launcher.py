@@ -1827,16 +1827,18 @@ def _cmd_run(services: bool) -> int:
         ensure_up(services)
         print("\nGroundswell is running:\n" + addresses(services))
         print("\nPress Ctrl-C to stop everything.", flush=True)
-        reported: set[str] = set()
+        down: set[str] = set()  # reported as stopped, not seen running since
         while True:
             time.sleep(1.0)
             for name in planned_components(services):
-                if name in reported or (name == "kafka" and KAFKA_EXTERNAL):
+                if (name == "kafka" and KAFKA_EXTERNAL) or (name == "postgres" and POSTGRES_EXTERNAL):
                     continue
-                if name == "postgres" and POSTGRES_EXTERNAL:
-                    continue
-                if read_record(name) is None:
-                    reported.add(name)
+                if read_record(name) is not None:
+                    if name in down:
+                        down.discard(name)
+                        _say(f"{name} runs again")
+                elif name not in down:
+                    down.add(name)
                     _say(f"{name} has stopped. Last lines of {_rel(log_path(name))}:\n{log_tail(name, 15)}")
     except (KeyboardInterrupt, _Stop):
         print()
