@@ -13,7 +13,7 @@ import base64
 import os
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, delete, func, select
+from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,8 +29,9 @@ def subject_keys_table(metadata: MetaData) -> Table:
         "subject_keys",
         metadata,
         Column("key_id", String(64), primary_key=True),
-        Column("key", LargeBinary, nullable=False),
+        Column("key", LargeBinary, nullable=True),  # NULL once destroyed: the row remembers the erasure
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("destroyed_at", DateTime(timezone=True), nullable=True),
     )
 
 
@@ -84,14 +85,32 @@ class KeyStore:
         return key, False
 
     async def put(self, session: AsyncSession, key_id: str, key: bytes) -> None:
+        """Keep a copy of a key; a key destroyed here is never brought back (a replayed topic cannot undo erasure)."""
         await session.execute(
             pg_insert(self.table)
             .values(key_id=key_id, key=key)
-            .on_conflict_do_update(index_elements=[self.table.c.key_id], set_={"key": key})
+            .on_conflict_do_update(
+                index_elements=[self.table.c.key_id],
+                set_={"key": key},
+                where=self.table.c.destroyed_at.is_(None),
+            )
         )
 
     async def destroy(self, session: AsyncSession, key_id: str) -> None:
-        await session.execute(delete(self.table).where(self.table.c.key_id == key_id))
+        """Destroy the key material and leave a marker, so 'erased' and 'not arrived yet' stay distinguishable."""
+        await session.execute(
+            pg_insert(self.table)
+            .values(key_id=key_id, key=None, destroyed_at=func.now())
+            .on_conflict_do_update(
+                index_elements=[self.table.c.key_id], set_={"key": None, "destroyed_at": func.now()}
+            )
+        )
+
+    async def is_destroyed(self, session: AsyncSession, key_id: str) -> bool:
+        row = (
+            await session.execute(select(self.table.c.destroyed_at).where(self.table.c.key_id == key_id))
+        ).first()
+        return row is not None and row[0] is not None
 
     async def seal(self, session: AsyncSession, key_id: str, value: str) -> Sealed:
         key, _ = await self.get_or_create(session, key_id)

@@ -72,6 +72,8 @@ class NotificationService:
     async def member_joined(self, session: AsyncSession, envelope: Envelope, event: MemberJoined) -> None:
         """Mirror the new member and queue their welcome email (with a confirmation link when needed)."""
         if await self.keys.get(session, event.member_id) is None:
+            if await self.keys.is_destroyed(session, event.member_id):
+                return  # erased before we got here: nothing to read, nobody to welcome
             raise KeyNotYetKnown(f"key for member {event.member_id} not received yet")
         email = await self.keys.unseal(session, event.email)
         name = await self.keys.unseal(session, event.name)
