@@ -17,7 +17,9 @@ OUTBOX_OLDEST_AGE = Gauge(
     "groundswell_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", ["service"]
 )
 CONSUMER_LAG = Gauge(
-    "groundswell_consumer_lag", "Messages behind the end of the partition", ["service", "consumer", "topic", "partition"]
+    "groundswell_consumer_lag",
+    "Messages behind the end of the partition",
+    ["service", "consumer", "topic", "partition"],
 )
 HTTP_REQUESTS = Histogram(
     "groundswell_http_request_seconds", "HTTP request duration", ["service", "method", "route", "status"]

@@ -350,8 +350,9 @@ class OutboxRelay:
                 text("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < :cutoff"),
                 {"cutoff": datetime.now(UTC) - self.retention},
             )
-        if result.rowcount:
-            log.info("outbox pruned", rows=result.rowcount)
+        pruned = getattr(result, "rowcount", 0)
+        if pruned:
+            log.info("outbox pruned", rows=pruned)
 
 
 def _asyncpg_dsn(db: Database) -> str:

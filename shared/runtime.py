@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -58,7 +58,7 @@ class ServiceRuntime:
         )
         self.dlq = DeadLetterPublisher(self.settings.kafka_bootstrap_servers, f"{self.settings.service_instance}-dlq")
         self.consumers: list[EventConsumer] = []
-        self.background: list[Callable[[], Awaitable[None]]] = []
+        self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task] = []
 
     def document_publisher(self, topic: str, description: str) -> None:
@@ -69,7 +69,7 @@ class ServiceRuntime:
         consumer.attach(self.router, self.inbox, self.dlq, self.settings)
         self.consumers.append(consumer)
 
-    def add_background(self, loop: Callable[[], Awaitable[None]]) -> None:
+    def add_background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """A long-running coroutine started with the service and cancelled when it stops."""
         self.background.append(loop)
 

@@ -75,7 +75,9 @@ DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(CAMPAIGNS_CAMPAIGNS, "Campaigns launched and asks published; key: campaign id"),
     TopicSpec(CAMPAIGNS_ACTIONS, "Actions taken on asks; key: ask id"),
     TopicSpec(CAMPAIGNS_ENGAGEMENT, "Engagement level changes; key: member id"),
-    TopicSpec(NOTIFICATIONS_DELIVERIES, "Notifications sent or failed; key: recipient member id", retention_ms=90 * DAY_MS),
+    TopicSpec(
+        NOTIFICATIONS_DELIVERIES, "Notifications sent or failed; key: recipient member id", retention_ms=90 * DAY_MS
+    ),
     TopicSpec(NOTIFICATIONS_DIGESTS, "Digests published; key: organiser id", retention_ms=90 * DAY_MS),
 )
 

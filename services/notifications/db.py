@@ -17,11 +17,13 @@ from sqlalchemy import (
 
 from shared.crypto import subject_keys_table
 from shared.db import new_metadata
+from shared.parking import parked_events_table
 from shared.runtime import DeliveryTables
 
 metadata = new_metadata()
 delivery = DeliveryTables(metadata)
 subject_keys = subject_keys_table(metadata)
+parked_events = parked_events_table(metadata)
 
 recipients = Table(
     "recipients",

@@ -17,20 +17,16 @@ from services.notifications import db as tables
 from services.notifications.mailer import Mailer, OutgoingEmail, PermanentFailure, TemporaryFailure
 from shared import metrics, tokens
 from shared.config import Settings
-from shared.consumer import RetryLater
 from shared.crypto import KeyStore, decode_key
 from shared.db import Database
 from shared.events.catalog import MemberJoined, NotificationFailed, NotificationSent
 from shared.events.envelope import Envelope
 from shared.logging import correlation_id_var, get_logger
 from shared.outbox import Outbox
+from shared.parking import ParkingLot
 
 log = get_logger(__name__)
 EMAIL_TEMPLATES = Path(__file__).parent / "templates" / "email"
-
-
-class KeyNotYetKnown(RetryLater):
-    """An event's personal fields arrived before their key; retried, the key normally follows at once."""
 
 
 class EmailRenderer:
@@ -58,12 +54,22 @@ class NotificationService:
         self.outbox = outbox
         self.settings = settings
         self.keys = KeyStore(tables.subject_keys, owner="membership")
+        self.parking = ParkingLot(tables.parked_events)
         self.renderer = EmailRenderer(settings.network_name)
         self.deliveries_queued = asyncio.Event()
 
     # keys ------------------------------------------------------------------------------------------
     async def remember_key(self, session: AsyncSession, key_id: str, key_b64: str) -> None:
+        """Keep a member's key, then handle whatever waited for it."""
+        await self.parking.lock_subject(session, key_id)
         await self.keys.put(session, key_id, decode_key(key_b64))
+        for envelope in await self.parking.release(session, key_id):
+            await self.dispatch(session, envelope)
+
+    async def dispatch(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Handle a member event that was parked until its key arrived."""
+        if envelope.type == MemberJoined.event_type:
+            await self.member_joined(session, envelope, MemberJoined.model_validate(envelope.data))
 
     async def forget_key(self, session: AsyncSession, key_id: str) -> None:
         await self.keys.destroy(session, key_id)
@@ -71,10 +77,13 @@ class NotificationService:
     # members ---------------------------------------------------------------------------------------
     async def member_joined(self, session: AsyncSession, envelope: Envelope, event: MemberJoined) -> None:
         """Mirror the new member and queue their welcome email (with a confirmation link when needed)."""
+        await self.parking.lock_subject(session, event.member_id)
         if await self.keys.get(session, event.member_id) is None:
             if await self.keys.is_destroyed(session, event.member_id):
                 return  # erased before we got here: nothing to read, nobody to welcome
-            raise KeyNotYetKnown(f"key for member {event.member_id} not received yet")
+            # The key travels on another topic and may still be on its way: wait for it off the partition.
+            await self.parking.park(session, envelope, reason="member key not received yet")
+            return
         email = await self.keys.unseal(session, event.email)
         name = await self.keys.unseal(session, event.name)
         r = tables.recipients

@@ -72,7 +72,9 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any], path: str = "") -
         old_nested, new_nested = _resolve(old_schema, old), _resolve(new_props[name], new)
         if "properties" in old_nested:
             problems += breaking_changes(
-                {**old_nested, "$defs": old.get("$defs", {})}, {**new_nested, "$defs": new.get("$defs", {})}, where + "."
+                {**old_nested, "$defs": old.get("$defs", {})},
+                {**new_nested, "$defs": new.get("$defs", {})},
+                where + ".",
             )
     for name in sorted(new_required - old_required):
         problems.append(f"{path}{name}: " + ("became required" if name in old_props else "added as required"))

@@ -1,0 +1,71 @@
+"""Parking: an event that needs something not yet here (its subject's key) waits in a table, not on its partition.
+
+A consumer parks the event in the same transaction as its inbox row, so the partition keeps flowing;
+when the missing piece arrives, the events parked for that subject are released, in their original order.
+Events that follow a parked one for the same subject are parked too, so a subject's order is kept.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.events.envelope import Envelope
+
+
+def parked_events_table(metadata: MetaData) -> Table:
+    return Table(
+        "parked_events",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("subject_id", String(64), nullable=False, index=True),
+        Column("reason", String(200), nullable=False),
+        Column("envelope", LargeBinary, nullable=False),
+        Column("parked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+class ParkingLot:
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    async def lock_subject(self, session: AsyncSession, subject_id: str) -> None:
+        """Serialise, until commit, the handlers that park or release this subject's events.
+
+        Without it, a key arriving while its event is being parked in another transaction would find
+        nothing to release, and the event would wait for ever.
+        """
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": subject_id})
+
+    async def park(self, session: AsyncSession, envelope: Envelope, reason: str) -> None:
+        await session.execute(
+            insert(self.table).values(subject_id=envelope.subject_id, reason=reason, envelope=envelope.to_bytes())
+        )
+
+    async def has_parked(self, session: AsyncSession, subject_id: str) -> bool:
+        row = (await session.execute(select(self.table.c.id).where(self.table.c.subject_id == subject_id).limit(1)))
+        return row.first() is not None
+
+    async def release(self, session: AsyncSession, subject_id: str) -> list[Envelope]:
+        """Remove and return the subject's parked events, oldest first."""
+        rows = (
+            await session.execute(
+                delete(self.table)
+                .where(self.table.c.subject_id == subject_id)
+                .returning(self.table.c.id, self.table.c.envelope)
+            )
+        ).all()
+        return [Envelope.from_bytes(r.envelope) for r in sorted(rows, key=lambda r: r.id)]
