@@ -28,6 +28,11 @@ def service_main(
     if args.command in (None, "serve"):
         import uvicorn
 
+        from shared.logging import configure_logging
+
+        # Before uvicorn starts, so an error while importing or starting the app reaches the log too.
+        configure_logging(settings.service_instance, settings.log_level, settings.log_json)
+
         uvicorn.run(
             app_path,
             factory=True,
