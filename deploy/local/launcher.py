@@ -53,7 +53,29 @@ CACHE_DIR = Path(os.environ.get("GROUNDSWELL_CACHE") or STATE_DIR / "cache")
 LOG_DIR = STATE_DIR / "logs"
 PID_DIR = STATE_DIR / "pids"
 KAFKA_DIR = STATE_DIR / "kafka"
-PG_DIR = STATE_DIR / "pg"
+
+
+def _others_can_traverse(path: Path) -> bool:
+    """Can an unprivileged user (the `postgres` account) reach `path`? Checks the parts that exist."""
+    for part in path.parents:
+        if part.exists() and not part.stat().st_mode & 0o001:
+            return False
+    return True
+
+
+def _pg_dir() -> Path:
+    """Where the private cluster lives: in the state dir, unless the server's unprivileged user could not
+    reach it there (a checkout inside a private directory, as `mktemp -d` makes), then in /var/tmp."""
+    if os.environ.get("GROUNDSWELL_PG_DIR"):
+        return Path(os.environ["GROUNDSWELL_PG_DIR"])
+    inside = STATE_DIR / "pg"
+    if os.geteuid() != 0 or _others_can_traverse(inside):
+        return inside
+    digest = hashlib.sha1(str(STATE_DIR.resolve()).encode()).hexdigest()[:10]
+    return Path("/var/tmp") / f"groundswell-pg-{digest}"
+
+
+PG_DIR = _pg_dir()
 NGINX_DIR = STATE_DIR / "nginx"
 MAIL_DIR = STATE_DIR / "mail"
 SECRET_KEY_FILE = STATE_DIR / "secret_key"
