@@ -34,3 +34,16 @@ def verify(secret_key: str, purpose: str, token: str, max_age_s: int) -> Any:
 
 CONFIRM_EMAIL = "confirm-email"
 CONFIRM_MAX_AGE_S = 30 * 24 * 3600
+
+# Links in emails that act for a member without a password. Payload: {"m": member_id}.
+# Notifications makes them (List-Unsubscribe, footers); membership, which owns consent, honours them at
+# GET/POST /unsubscribe?token=… (RFC 8058 one-click) and GET /preferences?token=….
+UNSUBSCRIBE = "unsubscribe"
+UNSUBSCRIBE_MAX_AGE_S = 365 * 24 * 3600
+PREFERENCES = "preferences"
+PREFERENCES_MAX_AGE_S = 90 * 24 * 3600
+
+
+def member_link(secret_key: str, base_url: str, purpose: str, member_id: str) -> str:
+    """An absolute signed link to `/<purpose>?token=…` for one member."""
+    return f"{base_url.rstrip('/')}/{purpose}?token={sign(secret_key, purpose, {'m': member_id})}"
