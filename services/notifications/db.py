@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -14,6 +16,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.crypto import subject_keys_table
 from shared.db import new_metadata
@@ -35,7 +38,97 @@ recipients = Table(
     Column("status", String(20), nullable=False, server_default="pending"),
     Column("region_id", String(36), nullable=True),
     Column("engagement_level", String(40), nullable=True),
+    Column("group_ids", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("subteam_ids", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    # Kinds of non-transactional email the member still wants; NULL means all of them.
+    Column("email_topics", ARRAY(Text), nullable=True),
+    Column("joined_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    # An address that is never emailed (except the transactional mail it asked for, when allowed).
+    Column("email", String(254), primary_key=True),
+    Column("reason", String(40), nullable=False),  # unsubscribed, left, erased, hard_bounces
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+address_health = Table(
+    "address_health",
+    metadata,
+    Column("email", String(254), primary_key=True),
+    Column("hard_failures", Integer, nullable=False, server_default=text("0")),
+    Column("last_failure_at", DateTime(timezone=True), nullable=True),
+)
+
+meetings = Table(
+    "meetings",
+    metadata,
+    Column("meeting_id", String(36), primary_key=True),
+    Column("title", String(300), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("kind", String(20), nullable=False),
+    Column("scope_type", String(20), nullable=False),
+    Column("scope_id", String(36), nullable=True),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("timezone", String(60), nullable=False),
+    Column("venue", Text, nullable=True),
+    Column("public_url", Text, nullable=False),
+    Column("sequence", Integer, nullable=False, server_default=text("0")),
+    Column("status", String(20), nullable=False, server_default="scheduled"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+rsvps = Table(
+    "rsvps",
+    metadata,
+    Column("rsvp_id", String(36), primary_key=True),
+    Column("meeting_id", String(36), nullable=False, index=True),
+    Column("member_id", String(36), nullable=True, index=True),
+    Column("email", String(254), nullable=True),
+    Column("name", String(120), nullable=True),
+    Column("status", String(20), nullable=False),  # going, waitlisted, cancelled, attended
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+announcements = Table(
+    "announcements",
+    metadata,
+    # One fan-out per meeting announcement; `cursor` is the last member id queued, so a crash resumes there.
+    Column("meeting_id", String(36), primary_key=True),
+    Column("status", String(20), nullable=False, server_default="pending"),
+    Column("cursor", String(36), nullable=True),
+    Column("queued", Integer, nullable=False, server_default=text("0")),
+    Column("correlation_id", String(100), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+participation = Table(
+    "participation",
+    metadata,
+    # Whether a member has taken part (RSVP, attendance, an action): follow-ups skip those who have.
+    Column("member_id", String(36), primary_key=True),
+    Column("first_at", DateTime(timezone=True), nullable=False),
+    Column("last_at", DateTime(timezone=True), nullable=False),
+    Column("count", Integer, nullable=False, server_default=text("1")),
+)
+
+activity = Table(
+    "activity",
+    metadata,
+    # What happened in the network, by place: the material of organisers' digests.
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("kind", String(40), nullable=False),  # member_joined, meeting_scheduled, action_taken, ...
+    Column("occurred_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("region_id", String(36), nullable=True),
+    Column("group_id", String(36), nullable=True),
+    Column("subject_id", String(36), nullable=True),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
 
 deliveries = Table(
