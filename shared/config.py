@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     smtp_password: str = ""
     smtp_starttls: bool = False
     mail_from: str = "Groundswell <hello@groundswell.localhost>"
+    smtp_max_per_second: float = 0.0  # the relay's allowed rate; 0: no limit
+    smtp_connections: int = 4  # concurrent SMTP connections per notifications process
 
     public_base_url: str = "http://localhost:8000"
     secret_key: str = Field(default="dev-insecure-secret-key-change-me", min_length=16)

@@ -50,13 +50,18 @@ class ParkingLot:
         """
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": subject_id})
 
-    async def park(self, session: AsyncSession, envelope: Envelope, reason: str) -> None:
+    async def park(
+        self, session: AsyncSession, envelope: Envelope, reason: str, *, waits_for: str | None = None
+    ) -> None:
+        """Park `envelope` until `waits_for` (default: its subject) is released."""
         await session.execute(
-            insert(self.table).values(subject_id=envelope.subject_id, reason=reason, envelope=envelope.to_bytes())
+            insert(self.table).values(
+                subject_id=waits_for or envelope.subject_id, reason=reason, envelope=envelope.to_bytes()
+            )
         )
 
     async def has_parked(self, session: AsyncSession, subject_id: str) -> bool:
-        row = (await session.execute(select(self.table.c.id).where(self.table.c.subject_id == subject_id).limit(1)))
+        row = await session.execute(select(self.table.c.id).where(self.table.c.subject_id == subject_id).limit(1))
         return row.first() is not None
 
     async def release(self, session: AsyncSession, subject_id: str) -> list[Envelope]:

@@ -49,7 +49,7 @@ recipients = Table(
 suppressions = Table(
     "suppressions",
     metadata,
-    # An address that is never emailed (except the transactional mail it asked for, when allowed).
+    # An address not to email (see suppression.py); `email` holds a keyed hash of it, never the address.
     Column("email", String(254), primary_key=True),
     Column("reason", String(40), nullable=False),  # unsubscribed, left, erased, hard_bounces
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -58,7 +58,7 @@ suppressions = Table(
 address_health = Table(
     "address_health",
     metadata,
-    Column("email", String(254), primary_key=True),
+    Column("email", String(254), primary_key=True),  # keyed hash, as in suppressions
     Column("hard_failures", Integer, nullable=False, server_default=text("0")),
     Column("last_failure_at", DateTime(timezone=True), nullable=True),
 )

@@ -6,22 +6,35 @@ from fastapi import FastAPI
 
 from services.notifications import db as tables
 from services.notifications.consumers import build_consumers
-from services.notifications.mailer import Mailer
-from services.notifications.service import DeliveryWorker, NotificationService
+from services.notifications.delivery import DeliveryWorker
+from services.notifications.fanout import AnnouncementFanOut
+from services.notifications.meetings import MeetingNotifications
+from services.notifications.service import NotificationService
 from shared import topics
 from shared.runtime import ServiceRuntime
 
 NAME = "notifications"
+RSVP_EMAIL_KINDS = ("rsvp_confirmation", "rsvp_promoted", "meeting_changed", "meeting_cancelled", "reminder")
 
 
 def create_app() -> FastAPI:
     runtime = ServiceRuntime(NAME, tables.delivery)
-    service = NotificationService(runtime.db, runtime.outbox, runtime.settings)
-    for consumer in build_consumers(service):
+    settings = runtime.settings
+    service = NotificationService(runtime.db, runtime.outbox, settings)
+    meetings = MeetingNotifications(service)
+    for consumer in build_consumers(service, meetings):
         runtime.add_consumer(consumer)
     runtime.document_publisher(topics.NOTIFICATIONS_DELIVERIES, "Notifications sent or failed")
-    worker = DeliveryWorker(runtime.db, runtime.outbox, Mailer(runtime.settings), service.deliveries_queued)
+
+    worker = DeliveryWorker(
+        runtime.db, runtime.outbox, settings, service.deliveries_queued, connections=settings.smtp_connections
+    )
+    for kind in RSVP_EMAIL_KINDS:
+        worker.attach_for(kind, meetings.ics_for_delivery)
+    fanout = AnnouncementFanOut(service)
     runtime.add_background(worker.run)
+    runtime.add_background(fanout.run)
+
     app = runtime.build_app("Groundswell notifications")
     app.state.notifications = service
     return app

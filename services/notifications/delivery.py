@@ -1,0 +1,261 @@
+"""Sending: due deliveries go out through SMTP once each, throttled, with unsubscribe headers and attachments.
+
+Several senders (one SMTP connection each) run per process and any number of processes may run: each
+delivery is locked with FOR UPDATE SKIP LOCKED while it is sent, and committed as sent at the relay's
+point of acceptance (see mailer.py), so a crash or a second instance never sends one twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifications import db as tables
+from services.notifications.mailer import Mailer, OutgoingEmail, PermanentFailure, TemporaryFailure
+from services.notifications.suppression import MARKETING_KINDS, Suppressions
+from shared import metrics, tokens
+from shared.config import Settings
+from shared.db import Database
+from shared.events.catalog import NotificationFailed, NotificationSent
+from shared.logging import correlation_id_var, get_logger
+from shared.outbox import Outbox
+
+log = get_logger(__name__)
+
+# What a kind of email attaches, computed when it is sent: (session, delivery row) -> [(name, mime, bytes)].
+AttachmentProvider = Callable[[AsyncSession, Any], Awaitable[list[tuple[str, str, bytes]]]]
+
+HARD_FAILURES_BEFORE_SUPPRESSION = 3
+
+DUE_SQL = text(
+    "SELECT id, kind, subject_ref, recipient_id, recipient_email, subject, body_text, body_html, attempts, "
+    "correlation_id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
+    "ORDER BY next_attempt_at, created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+
+
+class RateLimiter:
+    """A token bucket shared by a process's senders: at most `per_second` emails a second (0: no limit)."""
+
+    def __init__(self, per_second: float) -> None:
+        self.per_second = per_second
+        self._next = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if self.per_second <= 0:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            self._next = max(self._next, now) + 1.0 / self.per_second
+
+
+class DeliveryWorker:
+    """Sends due deliveries over `connections` SMTP connections."""
+
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        settings: Settings,
+        wake: asyncio.Event,
+        *,
+        connections: int = 1,
+        max_attempts: int = 8,
+        poll_interval_s: float = 1.0,
+        mailer_factory: Callable[[], Mailer] | None = None,
+    ) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.settings = settings
+        self.wake = wake
+        self.connections = max(1, connections)
+        self.max_attempts = max_attempts
+        self.poll_interval_s = poll_interval_s
+        self.mailer_factory = mailer_factory or (lambda: Mailer(settings))
+        self.limiter = RateLimiter(settings.smtp_max_per_second)
+        self.suppressions = Suppressions(settings.secret_key)
+        self.attachments: dict[str, AttachmentProvider] = {}
+        self.service = settings.service_name
+
+    def attach_for(self, kind: str, provider: AttachmentProvider) -> None:
+        self.attachments[kind] = provider
+
+    async def run(self) -> None:
+        """Run the senders until cancelled."""
+        await asyncio.gather(*(self._sender(self.mailer_factory()) for _ in range(self.connections)))
+
+    async def _sender(self, mailer: Mailer) -> None:
+        try:
+            while True:
+                try:
+                    sent = await self.send_due(mailer)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("delivery pass failed", error=repr(exc))
+                    await asyncio.sleep(self.poll_interval_s)
+                    sent = 0
+                if sent == 0:
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), timeout=self.poll_interval_s)
+                    except TimeoutError:
+                        pass
+                    self.wake.clear()
+        finally:
+            await mailer.close()
+
+    async def send_due(self, mailer: Mailer, limit: int = 500) -> int:
+        handled = 0
+        while handled < limit:
+            if not await self.send_one(mailer):
+                break
+            handled += 1
+        return handled
+
+    async def send_one(self, mailer: Mailer) -> bool:
+        """Lock one due delivery, send it, and commit it as sent at the relay's point of acceptance."""
+        table = tables.deliveries
+        async with self.db.sessions() as session:
+            await session.begin()
+            row = (await session.execute(DUE_SQL)).first()
+            if row is None:
+                await session.rollback()
+                return False
+            token = correlation_id_var.set(row.correlation_id)
+            try:
+                if await self.suppressions.blocks(session, row.recipient_email, row.kind):
+                    await session.execute(
+                        update(table).where(table.c.id == row.id).values(status="suppressed")
+                    )
+                    await session.commit()
+                    return True
+                email = await self._email(session, row)
+                await self.limiter.wait()
+                attempts = row.attempts + 1
+                committed = False
+
+                async def commit_as_sent() -> None:
+                    nonlocal committed
+                    now = datetime.now(UTC)
+                    await session.execute(
+                        update(table)
+                        .where(table.c.id == row.id)
+                        .values(status="sent", attempts=attempts, sent_at=now)
+                    )
+                    await self.outbox.add_events(
+                        session,
+                        [
+                            NotificationSent(
+                                delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now
+                            )
+                        ],
+                        correlation_id=row.correlation_id,
+                    )
+                    await session.commit()
+                    committed = True
+
+                try:
+                    await mailer.send(email, commit_point=commit_as_sent)
+                    metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
+                except (TemporaryFailure, PermanentFailure) as exc:
+                    if committed:
+                        await session.begin()  # the relay refused after we recorded it as sent: correct it
+                    await self._record_failure(session, row, exc, attempts)
+                    await session.commit()
+            finally:
+                correlation_id_var.reset(token)
+        return True
+
+    async def _email(self, session: AsyncSession, row: Any) -> OutgoingEmail:
+        headers: dict[str, str] = {}
+        if row.kind in MARKETING_KINDS:
+            # RFC 8058 one-click unsubscribe, honoured by membership (which owns consent).
+            url = tokens.member_link(
+                self.settings.secret_key, self.settings.public_base_url, tokens.UNSUBSCRIBE, row.recipient_id
+            )
+            headers["List-Unsubscribe"] = f"<{url}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        provider = self.attachments.get(row.kind)
+        attachments = await provider(session, row) if provider else []
+        return OutgoingEmail(
+            to=row.recipient_email,
+            subject=row.subject,
+            text=row.body_text,
+            html=row.body_html,
+            headers=headers,
+            attachments=attachments,
+            message_id=f"<{row.id}@groundswell.local>",
+        )
+
+    async def _record_failure(self, session: AsyncSession, row: Any, exc: Exception, attempts: int) -> None:
+        table = tables.deliveries
+        permanent = isinstance(exc, PermanentFailure)
+        if permanent or attempts >= self.max_attempts:
+            await self._fail(session, row, str(exc), attempts, permanent=permanent)
+            return
+        backoff = timedelta(seconds=min(2**attempts, 3600))
+        await session.execute(
+            update(table)
+            .where(table.c.id == row.id)
+            .values(
+                status="pending",
+                attempts=attempts,
+                next_attempt_at=datetime.now(UTC) + backoff,
+                last_error=str(exc)[:2000],
+            )
+        )
+        metrics.EMAILS_FAILED.labels(self.service, row.kind, "false").inc()
+        log.info("delivery deferred", delivery_id=row.id, error=str(exc), retry_in_s=backoff.total_seconds())
+
+    async def _fail(self, session: AsyncSession, row: Any, error: str, attempts: int, *, permanent: bool) -> None:
+        table = tables.deliveries
+        await session.execute(
+            update(table)
+            .where(table.c.id == row.id)
+            .values(status="failed", attempts=attempts, last_error=error[:2000])
+        )
+        await self.outbox.add_events(
+            session,
+            [
+                NotificationFailed(
+                    delivery_id=row.id,
+                    kind=row.kind,
+                    recipient_id=row.recipient_id,
+                    error=error[:2000],
+                    permanent=permanent,
+                )
+            ],
+            correlation_id=row.correlation_id,
+        )
+        if permanent and row.recipient_email:
+            await self._count_hard_failure(session, row.recipient_email)
+        metrics.EMAILS_FAILED.labels(self.service, row.kind, str(permanent).lower()).inc()
+        log.warning("delivery failed", delivery_id=row.id, error=error, permanent=permanent)
+
+    async def _count_hard_failure(self, session: AsyncSession, email: str) -> None:
+        """Repeated permanent refusals suppress the address: a relay's reputation depends on it."""
+        health = tables.address_health
+        key = self.suppressions.address_key(email)
+        failures = (
+            await session.execute(
+                pg_insert(health)
+                .values(email=key, hard_failures=1, last_failure_at=datetime.now(UTC))
+                .on_conflict_do_update(
+                    index_elements=[health.c.email],
+                    set_={"hard_failures": health.c.hard_failures + 1, "last_failure_at": datetime.now(UTC)},
+                )
+                .returning(health.c.hard_failures)
+            )
+        ).scalar_one()
+        if failures >= HARD_FAILURES_BEFORE_SUPPRESSION:
+            await self.suppressions.suppress(session, email, "hard_bounces")

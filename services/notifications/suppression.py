@@ -1,0 +1,62 @@
+"""The suppression list: addresses that must not be emailed, kept as keyed hashes (not the address itself).
+
+Reasons and what they stop:
+- `left`, `erased`, `hard_bounces`: every email.
+- `unsubscribed` (ConsentChanged granted=false): every email that is not strictly transactional; the
+  transactional ones a person asks for themselves (an RSVP confirmation, a reminder of a meeting they
+  RSVPed to, a change or cancellation of it) still go, as UK PECR and GDPR allow.
+An erased member's address survives only as this hash, so they are never emailed again without the
+network keeping their address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifications import db as tables
+
+# Kinds that are not strictly transactional: they carry List-Unsubscribe and stop on unsubscribe.
+MARKETING_KINDS = frozenset({"announcement", "follow_up"})
+STOPS_EVERYTHING = frozenset({"left", "erased", "hard_bounces"})
+
+
+class Suppressions:
+    def __init__(self, secret_key: str) -> None:
+        self.secret = secret_key.encode()
+
+    def address_key(self, email: str) -> str:
+        return hmac.new(self.secret, email.strip().lower().encode(), hashlib.sha256).hexdigest()
+
+    async def suppress(self, session: AsyncSession, email: str | None, reason: str) -> None:
+        if not email:
+            return
+        s = tables.suppressions
+        await session.execute(
+            pg_insert(s)
+            .values(email=self.address_key(email), reason=reason)
+            .on_conflict_do_update(index_elements=[s.c.email], set_={"reason": reason})
+        )
+
+    async def lift(self, session: AsyncSession, email: str | None, reason: str) -> None:
+        """Undo a suppression of one reason (consent given again lifts `unsubscribed`, nothing else)."""
+        if not email:
+            return
+        s = tables.suppressions
+        await session.execute(delete(s).where(s.c.email == self.address_key(email), s.c.reason == reason))
+
+    async def reason(self, session: AsyncSession, email: str | None) -> str | None:
+        if not email:
+            return None
+        s = tables.suppressions
+        return (await session.execute(select(s.c.reason).where(s.c.email == self.address_key(email)))).scalar()
+
+    async def blocks(self, session: AsyncSession, email: str | None, kind: str) -> bool:
+        reason = await self.reason(session, email)
+        if reason is None:
+            return False
+        return reason in STOPS_EVERYTHING or kind in MARKETING_KINDS
