@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Index,
     Integer,
     String,
     Table,
@@ -151,4 +152,109 @@ deliveries = Table(
     Column("sent_at", DateTime(timezone=True), nullable=True),
     # One delivery per (kind, subject, recipient): a redelivered event or a second instance never sends twice.
     UniqueConstraint("kind", "subject_ref", "recipient_id", name="uq_deliveries_kind_subject_recipient"),
+)
+
+
+# Organisers' digests and follow-ups (digests.py, followups.py, feeds.py, web.py) -------------------------
+
+units = Table(
+    "units",
+    metadata,
+    # The network's regions, local groups and sub-teams by name (OrganisationUnitDefined): digests name places.
+    Column("unit_id", String(36), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("parent_id", String(36), nullable=True, index=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+organisers = Table(
+    "organisers",
+    metadata,
+    # Organisers who get digests (RoleGranted). The address is read once their key is here.
+    Column("organiser_id", String(36), primary_key=True),
+    Column("member_id", String(36), nullable=True, index=True),
+    Column("email", String(254), nullable=True),
+    Column("name", String(120), nullable=True),
+    Column("digest_period", String(10), nullable=False, server_default="weekly"),  # daily | weekly
+    # The secret part of their private Atom feed's address; replacing it revokes the old address.
+    Column("feed_token", String(64), nullable=False, unique=True),
+    Column("feed_token_created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+digest_subscriptions = Table(
+    "digest_subscriptions",
+    metadata,
+    # One per organiser and scope they were granted: each gets its own digest on the organiser's schedule.
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("organiser_id", String(36), nullable=False, index=True),
+    Column("role", String(40), nullable=False),
+    Column("scope_type", String(20), nullable=False),
+    Column("scope_id", String(36), nullable=False, server_default=""),  # '' for the whole network
+    Column("next_digest_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("last_digest_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("organiser_id", "scope_type", "scope_id", name="uq_digest_subscriptions_scope"),
+)
+
+digests = Table(
+    "digests",
+    metadata,
+    # Each digest built, as sent by email and served in the organiser's Atom feed.
+    Column("id", String(36), primary_key=True),
+    Column("organiser_id", String(36), nullable=False),
+    Column("subscription_id", BigInteger, nullable=False),
+    Column("scope_type", String(20), nullable=False),
+    Column("scope_id", String(36), nullable=False, server_default=""),
+    Column("scope_name", String(200), nullable=False),
+    Column("period", String(10), nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("title", String(300), nullable=False),
+    Column("content", JSONB, nullable=False),
+    Column("body_text", Text, nullable=False),
+    Column("body_html", Text, nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_digests_organiser_created", "organiser_id", "created_at"),
+)
+
+follow_up_steps = Table(
+    "follow_up_steps",
+    metadata,
+    # The sequence after joining, editable by organisers: which email goes how many days after a member joins.
+    Column("step_key", String(40), primary_key=True),
+    Column("position", Integer, nullable=False, server_default=text("0")),
+    Column("day_offset", Integer, nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("body", Text, nullable=False),  # plain text with {placeholders}; paragraphs split by blank lines
+    Column("cta_label", String(100), nullable=True),
+    Column("cta_url", Text, nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+follow_ups = Table(
+    "follow_ups",
+    metadata,
+    # One row per member and step, due at a time: queued once, or skipped with the reason.
+    Column("member_id", String(36), primary_key=True),
+    Column("step_key", String(40), primary_key=True),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(20), nullable=False, server_default="due"),  # due, queued, skipped
+    Column("reason", String(60), nullable=True),
+    Column("handled_at", DateTime(timezone=True), nullable=True),
+    Index("ix_follow_ups_due", "due_at", postgresql_where=text("status = 'due'")),
+)
+
+email_settings = Table(
+    "email_settings",
+    metadata,
+    # What organisers edit in emails: the network's name, the sender's name, the sign-off, digest wording.
+    Column("key", String(80), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_by", String(36), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
