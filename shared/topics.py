@@ -91,6 +91,8 @@ def dead_letter_topic(consumer_group: str) -> str:
 CONSUMER_GROUPS: tuple[str, ...] = (
     "notifications",
     "notifications.keys",
+    "notifications.organisers",
+    "notifications.activity",
     "events.members",
     "membership.reactions",
     "campaigns.engagement",

@@ -6,12 +6,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.notifications.digests import Digests
+from services.notifications.followups import FollowUps
 from services.notifications.meetings import MeetingNotifications
 from services.notifications.service import NotificationService
 from shared import topics
 from shared.consumer import EventConsumer
 from shared.events.catalog import (
+    ActionTaken,
     AttendanceRecorded,
+    CampaignLaunched,
     ConsentChanged,
     MeetingCancelled,
     MeetingReminderDue,
@@ -22,7 +26,9 @@ from shared.events.catalog import (
     MemberJoined,
     MemberLeft,
     MemberProfileUpdated,
+    OrganisationUnitDefined,
     PromotedFromWaitlist,
+    RoleGranted,
     RsvpCancelled,
     RsvpKeyIssued,
     RsvpReceived,
@@ -80,3 +86,54 @@ def build_consumers(service: NotificationService, meetings: MeetingNotifications
     ):
         _route(members, model, handler)
     return [keys, members]
+
+
+def build_digest_consumers(digests: Digests, follow_ups: FollowUps) -> list[EventConsumer]:
+    """Organisers' digests and follow-ups: who organises where, and the activity log digests are made of."""
+    organisers = EventConsumer(
+        "notifications.organisers",
+        (topics.MEMBERSHIP_ORGANISATION,),
+        "Organisers and their scopes (RoleGranted) for digests; the network's regions and groups by name",
+    )
+    _route(organisers, RoleGranted, digests.role_granted)
+    _route(organisers, OrganisationUnitDefined, digests.unit_defined)
+
+    activity = EventConsumer(
+        "notifications.activity",
+        (
+            topics.MEMBERSHIP_MEMBERS,
+            topics.EVENTS_MEETINGS,
+            topics.EVENTS_RSVPS,
+            topics.CAMPAIGNS_CAMPAIGNS,
+            topics.CAMPAIGNS_ACTIONS,
+        ),
+        "What happens where (joins, meetings, RSVPs, campaigns, actions) for organisers' digests; follow-ups",
+    )
+
+    async def member_joined(session: AsyncSession, envelope: Envelope, event: MemberJoined) -> None:
+        await digests.member_joined(session, envelope, event)
+        await follow_ups.schedule(session, event)
+
+    async def action_taken(session: AsyncSession, envelope: Envelope, event: ActionTaken) -> None:
+        await digests.action_taken(session, envelope, event)
+        await follow_ups.action_taken(session, envelope, event)
+
+    async def member_erased(session: AsyncSession, envelope: Envelope, event: MemberErased) -> None:
+        await digests.member_erased(session, envelope, event)
+        await follow_ups.member_erased(session, envelope, event)
+
+    for model, handler in (
+        (MemberJoined, member_joined),
+        (MemberProfileUpdated, digests.member_profile_updated),
+        (MemberErased, member_erased),
+        (MeetingScheduled, digests.meeting_changed),
+        (MeetingUpdated, digests.meeting_changed),
+        (MeetingCancelled, digests.meeting_cancelled),
+        (RsvpReceived, digests.rsvp_changed),
+        (RsvpCancelled, digests.rsvp_changed),
+        (PromotedFromWaitlist, digests.rsvp_changed),
+        (CampaignLaunched, digests.campaign_launched),
+        (ActionTaken, action_taken),
+    ):
+        _route(activity, model, handler)
+    return [organisers, activity]

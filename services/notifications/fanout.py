@@ -68,7 +68,7 @@ class AnnouncementFanOut:
             if job is None:
                 return False
             meeting = await self._meeting(session, job["meeting_id"])
-            if meeting is None or meeting["status"] == "cancelled":
+            if meeting is None or meeting["status"] == "cancelled" or meeting["starts_at"] < datetime.now(UTC):
                 await session.execute(update(a).where(a.c.meeting_id == job["meeting_id"]).values(status="cancelled"))
                 return True
             batch = await self._next_recipients(session, meeting, job["cursor"])

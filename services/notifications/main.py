@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.notifications import db as tables
+from services.notifications import web as organiser_web
 from services.notifications.consumers import build_consumers
 from services.notifications.delivery import DeliveryWorker
 from services.notifications.fanout import AnnouncementFanOut
@@ -35,6 +36,9 @@ def create_app() -> FastAPI:
     runtime.add_background(worker.run)
     runtime.add_background(fanout.run)
 
-    app = runtime.build_app("Groundswell notifications")
+    digests, follow_ups = organiser_web.install(runtime, service)
+
+    app = runtime.build_app("Groundswell notifications", routers=organiser_web.ROUTERS)
     app.state.notifications = service
+    organiser_web.attach(app, digests, follow_ups)
     return app

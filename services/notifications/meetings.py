@@ -30,6 +30,7 @@ from shared.events.catalog import (
 from shared.events.envelope import Envelope
 
 RSVP_LINK_PURPOSE = "events-rsvp"  # the events service's own page of one RSVP (see docs/events.md)
+STALE_AFTER = timedelta(days=2)
 CHANGES_WORTH_AN_EMAIL = {"starts_at", "ends_at", "venue", "kind", "timezone", "title"}
 
 
@@ -123,7 +124,7 @@ class MeetingNotifications:
                 subject=f"Reminder: {meeting['title']} {when_phrase(event.minutes_before)}",
                 template="reminder",
                 meeting=meeting,
-                extra={"when": when_phrase(event.minutes_before)},
+                extra={"soon": when_phrase(event.minutes_before)},
             )
 
     # RSVPs -----------------------------------------------------------------------------------------
@@ -308,6 +309,11 @@ class MeetingNotifications:
     ) -> None:
         if rsvp is None or not rsvp.get("email"):
             return
+        now = datetime.now(UTC)
+        if kind != "meeting_cancelled" and meeting["ends_at"] < now:
+            return  # about a meeting that is over: of no use to anyone any more
+        if envelope.occurred_at < now - STALE_AFTER:
+            return  # an old event met late (a new consumer reading history, a long outage): don't email about it
         secret, base = self.settings.secret_key, self.settings.public_base_url
         rsvp_url = f"{base.rstrip('/')}/events/rsvps/{tokens.sign(secret, RSVP_LINK_PURPOSE, {'r': rsvp['rsvp_id']})}"
         footer = self.service.footer(rsvp["member_id"]) if rsvp.get("member_id") else {}

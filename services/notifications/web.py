@@ -1,0 +1,530 @@
+"""Organisers' pages of notifications, under /notifications/organise: their digests (daily or weekly, the
+private feed's address), the emails' editable wording with a preview, the follow-up sequence, and the
+delivery log of their scope. Also `install`, which wires digests and follow-ups into the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import text
+
+from services.notifications.digests import PERIODS, DigestLoop, Digests, EmailSettings
+from services.notifications.feeds import feed_url
+from services.notifications.feeds import router as feeds_router
+from services.notifications.followups import PLACEHOLDERS, FollowUpLoop, FollowUps, InvalidStep, StepInput
+from services.notifications.service import NotificationService
+from shared import tokens, topics
+from shared.runtime import ServiceRuntime
+from shared.web import make_templates
+
+TEMPLATES = Path(__file__).parent / "templates"
+templates = make_templates(TEMPLATES, {"service": "notifications"})
+router = APIRouter(prefix="/notifications/organise", tags=["organiser pages"])
+LOG_PAGE_SIZE = 50
+
+
+# Composition -------------------------------------------------------------------------------------------
+
+
+def install(
+    runtime: ServiceRuntime,
+    notifications: NotificationService,
+    *,
+    group_suffix: str = "",
+    loop_interval_s: float = 60.0,
+) -> tuple[Digests, FollowUps]:
+    """Organisers' digests and follow-ups: their consumers, background passes and what they publish.
+
+    Tests pass a `group_suffix` so their consumer groups start apart from a running service's."""
+    from services.notifications.consumers import build_digest_consumers
+
+    digests = Digests(notifications)
+    follow_ups = FollowUps(notifications, digests)
+    for consumer in build_digest_consumers(digests, follow_ups):
+        consumer.group += group_suffix
+        runtime.add_consumer(consumer)
+    runtime.document_publisher(topics.NOTIFICATIONS_DIGESTS, "Digests published to organisers")
+    runtime.add_background(DigestLoop(digests, loop_interval_s).run)
+    runtime.add_background(FollowUpLoop(follow_ups, loop_interval_s).run)
+    return digests, follow_ups
+
+
+ROUTERS = (feeds_router, router)
+
+
+def attach(app: FastAPI, digests: Digests, follow_ups: FollowUps) -> None:
+    app.state.digests = digests
+    app.state.follow_ups = follow_ups
+
+
+# Who is asking -----------------------------------------------------------------------------------------
+
+ORGANISER_SESSION = "organiser-session"  # the purpose every service's organiser sessions are signed for
+SESSION_COOKIE = "gs_organiser"
+SESSION_MAX_AGE_S = 12 * 3600
+
+
+@dataclass(frozen=True)
+class OrganiserScope:
+    """A signed-in organiser and the part of the network they look after."""
+
+    organiser_id: str
+    scope_type: str  # network | region | group | subteam
+    scope_id: str | None = None
+
+    @property
+    def whole_network(self) -> bool:
+        return self.scope_type == "network"
+
+
+def current_organiser(request: Request) -> OrganiserScope:
+    """The signed-in organiser (session token as Bearer header or `gs_organiser` cookie), or 401."""
+    secret_key = request.app.state.runtime.settings.secret_key
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else request.cookies.get(SESSION_COOKIE, "")
+    if not token:
+        raise HTTPException(401, "Sign in as an organiser to see this page", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        payload = tokens.verify(secret_key, ORGANISER_SESSION, token, SESSION_MAX_AGE_S)
+        return OrganiserScope(str(payload["o"]), str(payload["t"]), payload.get("s"))
+    except (tokens.InvalidToken, KeyError, TypeError):
+        raise HTTPException(
+            401,
+            "Your organiser sign-in is not valid or has expired: sign in again",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from None
+
+
+Organiser = Annotated[OrganiserScope, Depends(current_organiser)]
+
+
+def _digests(request: Request) -> Digests:
+    return request.app.state.digests  # type: ignore[no-any-return]
+
+
+def _follow_ups(request: Request) -> FollowUps:
+    return request.app.state.follow_ups  # type: ignore[no-any-return]
+
+
+async def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    digests = _digests(request)
+    async with digests.db.transaction() as session:
+        wording = await digests.email_settings.load(session)
+    return templates.TemplateResponse(
+        request, name, {"network_name": wording["network_name"], **context}, status_code=status
+    )
+
+
+def _require_network(organiser: OrganiserScope) -> None:
+    if not organiser.whole_network:
+        raise HTTPException(403, "Only organisers of the whole network can change this; ask one of them")
+
+
+# Pages -------------------------------------------------------------------------------------------------
+
+
+@router.get("/sign-in")
+async def sign_in(request: Request, token: str, next: str = "/notifications/organise") -> Response:
+    """Exchange a signed organiser token for a session cookie."""
+    try:
+        tokens.verify(request.app.state.runtime.settings.secret_key, ORGANISER_SESSION, token, SESSION_MAX_AGE_S)
+    except tokens.InvalidToken:
+        raise HTTPException(401, "This sign-in link is not valid or has expired") from None
+    target = next if next.startswith("/") and not next.startswith("//") else "/notifications/organise"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_AGE_S, httponly=True, samesite="lax", path="/")
+    return response
+
+
+@router.get("", response_class=HTMLResponse)
+async def home(request: Request, organiser: Organiser) -> HTMLResponse:
+    return await _page(request, "organise_home.html", {"organiser": organiser})
+
+
+@router.get("/digests", response_class=HTMLResponse)
+async def my_digests(request: Request, organiser: Organiser, saved: str = "") -> HTMLResponse:
+    digests = _digests(request)
+    async with digests.db.transaction() as session:
+        me = await digests.organiser(session, organiser.organiser_id)
+        subscriptions = await digests.subscriptions_of(session, organiser.organiser_id) if me else []
+        past = await digests.digests_of(session, organiser.organiser_id, 20) if me else []
+        names = {
+            s.id: await digests.scope_name(session, s.scope_type, s.scope_id, "the whole network")
+            for s in subscriptions
+        }
+    return await _page(
+        request,
+        "organise_digests.html",
+        {
+            "organiser": organiser,
+            "me": me,
+            "periods": PERIODS,
+            "subscriptions": subscriptions,
+            "scope_names": names,
+            "past": past,
+            "feed_url": feed_url(digests.settings.public_base_url, me.feed_token) if me else None,
+            "saved": saved,
+        },
+    )
+
+
+@router.post("/digests/period")
+async def choose_period(request: Request, organiser: Organiser) -> Response:
+    period = str((await request.form()).get("period", ""))
+    if period not in PERIODS:
+        raise HTTPException(422, "Choose daily or weekly")
+    digests = _digests(request)
+    async with digests.db.transaction() as session:
+        if await digests.organiser(session, organiser.organiser_id) is None:
+            raise HTTPException(404, "Your organiser role has not reached notifications yet: try again in a minute")
+        await digests.choose_period(session, organiser.organiser_id, period)
+    return RedirectResponse("/notifications/organise/digests?saved=period", status_code=303)
+
+
+@router.post("/digests/feed")
+async def renew_feed(request: Request, organiser: Organiser) -> Response:
+    """Revoke the feed's address and make a new one (for a leaked address, or a feed reader you stopped using)."""
+    digests = _digests(request)
+    async with digests.db.transaction() as session:
+        if await digests.organiser(session, organiser.organiser_id) is None:
+            raise HTTPException(404, "Your organiser role has not reached notifications yet: try again in a minute")
+        await digests.renew_feed_token(session, organiser.organiser_id)
+    return RedirectResponse("/notifications/organise/digests?saved=feed", status_code=303)
+
+
+@router.get("/digests/{digest_id}", response_class=HTMLResponse)
+async def one_digest(request: Request, digest_id: str, organiser: Organiser) -> HTMLResponse:
+    digests = _digests(request)
+    async with digests.db.transaction() as session:
+        rows = [d for d in await digests.digests_of(session, organiser.organiser_id, 500) if d.id == digest_id]
+    if not rows:
+        raise HTTPException(404, "No digest of yours has this address")
+    d = rows[0]
+    return await _page(
+        request,
+        "organise_preview.html",
+        {
+            "organiser": organiser,
+            "heading": d.title,
+            "subject": d.title,
+            "html": d.body_html,
+            "text": d.body_text,
+            "back": "/notifications/organise/digests",
+        },
+    )
+
+
+# Emails: the wording organisers edit, with a preview ---------------------------------------------------
+
+
+def _sample_digest(network_name: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "title": f"{network_name}: your weekly digest (sample)",
+        "scope_name": network_name,
+        "period": "weekly",
+        "since": "Monday",
+        "new_members": {"total": 5, "by_level": [{"label": "Supporter", "count": 3}, {"label": "Active", "count": 2}]},
+        "upcoming_meetings": [
+            {
+                "title": "Monthly organising meeting",
+                "when": "Thu 12 Mar, 19:00",
+                "venue": "Community Centre",
+                "going": 14,
+                "capacity": 30,
+                "waitlisted": 0,
+                "new_rsvps": 4,
+                "public_url": "#",
+            }
+        ],
+        "actions": {"total": 27, "campaigns": [{"title": "Fair Pay Now", "total": 27, "by_kind": {"petition": 27}}]},
+        "campaigns_launched": [],
+        "elsewhere": {
+            "heading": "Your region's groups",
+            "units": [
+                {
+                    "name": "Northfield group",
+                    "new_members": 2,
+                    "actions": 9,
+                    "meetings": ["Street stall"],
+                    "campaigns": [],
+                }
+            ],
+        },
+        "period_end": now.isoformat(),
+    }
+
+
+async def _previews(request: Request, wording: dict[str, str]) -> list[dict[str, str]]:
+    """The digest and the first follow-up step as they would look with `wording`."""
+    digests, follow_ups = _digests(request), _follow_ups(request)
+    previews = []
+    text_part, html_part = digests.render(_sample_digest(wording["network_name"]), wording, "Alex Organiser")
+    previews.append(
+        {"heading": "Organisers' digest", "subject": "(the digest's title)", "text": text_part, "html": html_part}
+    )
+    async with digests.db.transaction() as session:
+        steps = await follow_ups.steps(session)
+        if steps:
+            subject, text_part, html_part = await follow_ups.preview(session, steps[0], wording)
+            previews.append(
+                {"heading": f"Follow-up: {steps[0].step_key}", "subject": subject, "text": text_part, "html": html_part}
+            )
+    return previews
+
+
+@router.get("/emails", response_class=HTMLResponse)
+async def email_settings(request: Request, organiser: Organiser, saved: str = "") -> HTMLResponse:
+    digests = _digests(request)
+    async with digests.db.transaction() as session:
+        values = await digests.email_settings.load(session)
+    return await _page(
+        request,
+        "organise_emails.html",
+        {"organiser": organiser, "values": values, "labels": EmailSettings.LABELS, "saved": saved, "previews": []},
+    )
+
+
+@router.post("/emails", response_class=HTMLResponse)
+async def save_email_settings(request: Request, organiser: Organiser) -> Response:
+    """Save the wording, or (the Preview button) show the emails with it without saving."""
+    form = await request.form()
+    digests = _digests(request)
+    submitted = {k: str(form.get(k, "")).strip() for k in EmailSettings.LABELS}
+    errors = {k: "Enter some text" for k in ("network_name", "sender_name") if not submitted[k]}
+    errors |= {k: "Keep it under 2,000 characters" for k, v in submitted.items() if len(v) > 2000}
+    if form.get("action") == "preview" or errors:
+        async with digests.db.transaction() as session:
+            current = await digests.email_settings.load(session)
+        wording = {**current, **{k: v for k, v in submitted.items() if v}}
+        return await _page(
+            request,
+            "organise_emails.html",
+            {
+                "organiser": organiser,
+                "values": submitted,
+                "labels": EmailSettings.LABELS,
+                "errors": errors,
+                "previews": [] if errors else await _previews(request, wording),
+                "saved": "",
+            },
+            status=422 if errors else 200,
+        )
+    _require_network(organiser)
+    async with digests.db.transaction() as session:
+        await digests.email_settings.save(session, submitted, organiser.organiser_id)
+    return RedirectResponse("/notifications/organise/emails?saved=1", status_code=303)
+
+
+# Follow-up sequence ------------------------------------------------------------------------------------
+
+
+@router.get("/follow-ups", response_class=HTMLResponse)
+async def follow_up_steps(request: Request, organiser: Organiser, saved: str = "") -> HTMLResponse:
+    follow_ups = _follow_ups(request)
+    async with follow_ups.db.transaction() as session:
+        steps = await follow_ups.steps(session)
+        counts = await follow_ups.status_counts(session)
+    return await _page(
+        request,
+        "organise_follow_ups.html",
+        {"organiser": organiser, "steps": steps, "counts": counts, "saved": saved},
+    )
+
+
+def _step_form_values(step: Any) -> dict[str, Any]:
+    if step is None:
+        return {
+            "step_key": "",
+            "day_offset": 7,
+            "subject": "",
+            "body": "",
+            "cta_label": "",
+            "cta_url": "",
+            "enabled": True,
+            "position": 0,
+        }
+    return {
+        k: getattr(step, k) or ("" if k not in ("enabled", "day_offset", "position") else getattr(step, k))
+        for k in ("step_key", "day_offset", "subject", "body", "cta_label", "cta_url", "enabled", "position")
+    }
+
+
+@router.get("/follow-ups/new", response_class=HTMLResponse)
+async def new_step(request: Request, organiser: Organiser) -> HTMLResponse:
+    return await _page(
+        request,
+        "organise_follow_up_step.html",
+        {
+            "organiser": organiser,
+            "values": _step_form_values(None),
+            "errors": {},
+            "new": True,
+            "placeholders": PLACEHOLDERS,
+            "preview": None,
+        },
+    )
+
+
+@router.get("/follow-ups/{step_key}", response_class=HTMLResponse)
+async def edit_step(request: Request, step_key: str, organiser: Organiser) -> HTMLResponse:
+    follow_ups = _follow_ups(request)
+    async with follow_ups.db.transaction() as session:
+        step = await follow_ups.step(session, step_key)
+        if step is None:
+            raise HTTPException(404, "There is no follow-up step with this name")
+        subject, text_part, html_part = await follow_ups.preview(session, step)
+    return await _page(
+        request,
+        "organise_follow_up_step.html",
+        {
+            "organiser": organiser,
+            "values": _step_form_values(step),
+            "errors": {},
+            "new": False,
+            "placeholders": PLACEHOLDERS,
+            "preview": {"heading": "Preview", "subject": subject, "text": text_part, "html": html_part},
+        },
+    )
+
+
+@router.post("/follow-ups", response_class=HTMLResponse)
+async def save_step(request: Request, organiser: Organiser) -> Response:
+    form = await request.form()
+    values: dict[str, Any] = {k: str(form.get(k, "")) for k in ("step_key", "subject", "body", "cta_label", "cta_url")}
+    values["enabled"] = form.get("enabled") == "on"
+    errors: dict[str, str] = {}
+    for number in ("day_offset", "position"):
+        raw = str(form.get(number, "0") or "0").strip()
+        try:
+            values[number] = int(raw)
+        except ValueError:
+            values[number] = raw
+            errors[number] = "Enter a whole number"
+    follow_ups = _follow_ups(request)
+    step = StepInput(
+        step_key=values["step_key"].strip(),
+        day_offset=values["day_offset"] if isinstance(values["day_offset"], int) else 0,
+        subject=values["subject"],
+        body=values["body"],
+        cta_label=values["cta_label"],
+        cta_url=values["cta_url"],
+        enabled=values["enabled"],
+        position=values["position"] if isinstance(values["position"], int) else 0,
+    )
+    try:
+        step.validate()
+    except InvalidStep as exc:
+        errors = exc.errors | errors
+    new = form.get("new") == "1"
+    if errors or form.get("action") == "preview":
+        preview = None
+        if not errors:
+            async with follow_ups.db.transaction() as session:
+                subject, text_part, html_part = await follow_ups.preview(session, step)
+            preview = {"heading": "Preview", "subject": subject, "text": text_part, "html": html_part}
+        return await _page(
+            request,
+            "organise_follow_up_step.html",
+            {
+                "organiser": organiser,
+                "values": values,
+                "errors": errors,
+                "new": new,
+                "placeholders": PLACEHOLDERS,
+                "preview": preview,
+            },
+            status=422 if errors else 200,
+        )
+    _require_network(organiser)
+    async with follow_ups.db.transaction() as session:
+        if new and await follow_ups.step(session, step.step_key) is not None:
+            raise HTTPException(409, "A step with this name exists already: choose another name")
+        await follow_ups.save_step(session, step)
+    return RedirectResponse("/notifications/organise/follow-ups?saved=1", status_code=303)
+
+
+# Delivery log ------------------------------------------------------------------------------------------
+
+
+def _scope_condition(organiser: OrganiserScope) -> str:
+    """SQL over `r` (recipients): is this member in the organiser's scope?"""
+    if organiser.whole_network:
+        return "TRUE"
+    if organiser.scope_type == "region":
+        return (
+            "(r.region_id = :scope_id OR r.group_ids && "
+            "ARRAY(SELECT unit_id::text FROM units WHERE parent_id = :scope_id))"
+        )
+    if organiser.scope_type == "subteam":
+        return ":scope_id = ANY(r.subteam_ids)"
+    return ":scope_id = ANY(r.group_ids)"
+
+
+@router.get("/deliveries", response_class=HTMLResponse)
+async def delivery_log(
+    request: Request, organiser: Organiser, status: str = "", kind: str = "", page: int = 1
+) -> HTMLResponse:
+    """Emails sent (or not) to members in the organiser's scope, newest first."""
+    page = max(1, page)
+    # Members of a region or group are known from the recipients mirror; the whole network also sees
+    # emails to people no longer there (erased members' rows keep no address).
+    join = "LEFT JOIN" if organiser.whole_network else "JOIN"
+    filters = [_scope_condition(organiser)]
+    params: dict[str, Any] = {
+        "scope_id": organiser.scope_id or "",
+        "limit": LOG_PAGE_SIZE + 1,
+        "offset": (page - 1) * LOG_PAGE_SIZE,
+    }
+    if status:
+        filters.append("d.status = :status")
+        params["status"] = status
+    if kind:
+        filters.append("d.kind = :kind")
+        params["kind"] = kind
+    digests = _digests(request)
+    async with digests.db.transaction() as session:
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT d.id, d.kind, d.recipient_id, d.recipient_email, d.subject, d.status, d.attempts, "
+                    "d.created_at, d.sent_at, d.last_error, r.name FROM deliveries d "
+                    f"{join} recipients r ON r.member_id = d.recipient_id WHERE {' AND '.join(filters)} "
+                    "ORDER BY d.created_at DESC, d.id LIMIT :limit OFFSET :offset"
+                ),
+                params,
+            )
+        ).all()
+        kinds = (await session.execute(text("SELECT DISTINCT kind FROM deliveries ORDER BY kind"))).scalars().all()
+        since = datetime.now(UTC) - timedelta(days=7)
+        summary = (
+            await session.execute(
+                text(
+                    f"SELECT d.status, count(*) AS n FROM deliveries d {join} recipients r "
+                    f"ON r.member_id = d.recipient_id WHERE {filters[0]} AND d.created_at >= :since "
+                    "GROUP BY d.status ORDER BY d.status"
+                ),
+                {"scope_id": organiser.scope_id or "", "since": since},
+            )
+        ).all()
+    return await _page(
+        request,
+        "organise_deliveries.html",
+        {
+            "organiser": organiser,
+            "rows": rows[:LOG_PAGE_SIZE],
+            "has_more": len(rows) > LOG_PAGE_SIZE,
+            "page": page,
+            "status": status,
+            "kind": kind,
+            "kinds": kinds,
+            "statuses": ("pending", "sent", "failed", "suppressed"),
+            "summary": summary,
+        },
+    )
