@@ -41,6 +41,7 @@ EVENTS_SUBJECT_KEYS = "events.subject-keys"
 CAMPAIGNS_CAMPAIGNS = "campaigns.campaigns"
 CAMPAIGNS_ACTIONS = "campaigns.actions"
 CAMPAIGNS_ENGAGEMENT = "campaigns.engagement"
+CAMPAIGNS_SUBJECT_KEYS = "campaigns.subject-keys"
 NOTIFICATIONS_DELIVERIES = "notifications.deliveries"
 NOTIFICATIONS_DIGESTS = "notifications.digests"
 
@@ -73,8 +74,19 @@ DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
         },
     ),
     TopicSpec(CAMPAIGNS_CAMPAIGNS, "Campaigns launched and asks published; key: campaign id"),
-    TopicSpec(CAMPAIGNS_ACTIONS, "Actions taken on asks; key: ask id"),
+    TopicSpec(CAMPAIGNS_ACTIONS, "Actions taken on asks (key: ask id); letters to MPs (key: action id)"),
     TopicSpec(CAMPAIGNS_ENGAGEMENT, "Engagement level changes; key: member id"),
+    TopicSpec(
+        CAMPAIGNS_SUBJECT_KEYS,
+        "Per-action data keys for the personal fields campaigns seals; a tombstone on erasure (crypto-shredding)",
+        compacted=True,
+        extra_config={
+            "segment.ms": str(60 * 1000),
+            "min.cleanable.dirty.ratio": "0.01",
+            "delete.retention.ms": str(60 * 1000),
+            "max.compaction.lag.ms": str(5 * 60 * 1000),
+        },
+    ),
     TopicSpec(
         NOTIFICATIONS_DELIVERIES, "Notifications sent or failed; key: recipient member id", retention_ms=90 * DAY_MS
     ),

@@ -273,6 +273,13 @@ class AskPublished(_CampaignEvent):
     meeting_id: str | None = None
 
 
+class CampaignClosed(_CampaignEvent):
+    """A campaign stopped taking actions."""
+
+    event_type = "CampaignClosed"
+    closed_at: datetime
+
+
 class ActionTaken(EventData):
     event_type = "ActionTaken"
     topic = topics.CAMPAIGNS_ACTIONS
@@ -288,9 +295,54 @@ class ActionTaken(EventData):
     name: Sealed | None = None
     join_network: bool = False
     taken_at: datetime
+    postcode: Sealed | None = Field(default=None, description="given when the person also joins the network")
+    email_consent: bool = Field(default=False, description="the person agreed to be emailed when joining")
 
     def subject(self) -> str:
         return self.ask_id
+
+
+class ActionKeyIssued(EventData):
+    """A data key for one action's personal fields (sealed by campaigns), on a compacted topic; a tombstone
+    destroys it."""
+
+    event_type = "ActionKeyIssued"
+    topic = topics.CAMPAIGNS_SUBJECT_KEYS
+    source_service = "campaigns"
+    key_id: str = Field(description="the action id")
+    key: str = Field(description="base64 AES-256 key")
+
+    def subject(self) -> str:
+        return self.key_id
+
+
+class MpLetterRequested(EventData):
+    """Someone wrote to their MP from a campaign: notifications emails the letter to the MP, a copy to the sender.
+
+    Every field the sender typed is sealed with the action's key (`key_id` = `action_id`, owner `campaigns`).
+    """
+
+    event_type = "MpLetterRequested"
+    topic = topics.CAMPAIGNS_ACTIONS
+    source_service = "campaigns"
+    action_id: str
+    ask_id: str
+    campaign_id: str
+    member_id: str | None = None
+    constituency_code: str
+    constituency_name: str
+    mp_name: str
+    mp_email: str = Field(description="the MP's public parliamentary address, from the organisers' dataset")
+    letter_subject: Sealed
+    letter_body: Sealed
+    sender_name: Sealed
+    sender_email: Sealed = Field(description="Reply-To of the letter and recipient of the copy")
+    sender_postcode: Sealed
+    copy_to_sender: bool = True
+    requested_at: datetime
+
+    def subject(self) -> str:
+        return self.action_id
 
 
 class EngagementLevelChanged(EventData):
@@ -365,7 +417,10 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     AttendanceRecorded,
     CampaignLaunched,
     AskPublished,
+    CampaignClosed,
     ActionTaken,
+    ActionKeyIssued,
+    MpLetterRequested,
     EngagementLevelChanged,
     NotificationSent,
     NotificationFailed,

@@ -1,0 +1,148 @@
+"""Operator commands of the campaigns service, beside `serve` and `migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+
+from shared.cli import ExtraCommand
+from shared.config import get_settings
+
+SAMPLE_MPS = Path(__file__).parent / "data" / "mps_sample.csv"
+
+
+def _token(purpose: str) -> ExtraCommand:
+    def run(args: argparse.Namespace) -> int:
+        from services.campaigns.auth import OrganiserScope, issue
+
+        scope = OrganiserScope(args.organiser or str(uuid.uuid4()), args.scope, args.scope_id)
+        print(issue(get_settings().secret_key, scope, purpose))
+        return 0
+
+    return run
+
+
+def _database():  # type: ignore[no-untyped-def]
+    from shared.db import Database
+
+    settings = get_settings()
+    return Database(settings.database_url, 4)
+
+
+def _load_mps(args: argparse.Namespace) -> int:
+    from services.campaigns.domain import InvalidInput
+    from services.campaigns.service import CampaignsService
+    from shared.outbox import Outbox
+
+    path = Path(args.file) if args.file else SAMPLE_MPS
+    csv_text = path.read_text(encoding="utf-8")
+
+    async def run() -> int:
+        from services.campaigns import db as tables
+
+        db = _database()
+        try:
+            svc = CampaignsService(db, Outbox(tables.delivery.outbox), secret_key=get_settings().secret_key,
+                                   public_base_url=get_settings().public_base_url)
+            try:
+                n, k = await svc.load_mp_dataset(csv_text, replace=not args.add)
+            except InvalidInput as exc:
+                print(f"{path}: {exc.errors['file']}", file=sys.stderr)
+                return 1
+            print(f"loaded {n} constituencies and {k} postcode keys from {path}")
+            return 0
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from services.campaigns import db as tables
+    from services.campaigns.engagement import EngagementService
+    from services.campaigns.rebuild import rebuild
+    from services.campaigns.reporting import Reports
+    from shared.logging import configure_logging
+    from shared.outbox import Outbox
+
+    settings = get_settings()
+    configure_logging(settings.service_instance, settings.log_level, settings.log_json)
+
+    async def run() -> int:
+        db = _database()
+        try:
+            ladder = await EngagementService(db, Outbox(tables.delivery.outbox)).ladder()
+            result = await rebuild(db, settings.kafka_bootstrap_servers, Reports(ladder), group=args.group,
+                                   check=args.check)
+        finally:
+            await db.dispose()
+        print(f"read {result.records} records, projected {result.applied} events, skipped {result.skipped}")
+        if args.check:
+            if result.differences:
+                print("the rebuilt figures differ from the live ones for: " + ", ".join(result.differences))
+                return 1
+            print("the rebuilt figures equal the live ones (nothing was changed)")
+            return 0
+        print("the reporting read model was replaced by the rebuilt one")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _ladder(args: argparse.Namespace) -> int:
+    from services.campaigns import db as tables
+    from services.campaigns.domain import InvalidInput, validate_ladder
+    from services.campaigns.engagement import EngagementService
+    from shared.outbox import Outbox
+
+    raw = Path(args.file).read_text(encoding="utf-8") if args.file else None
+
+    async def run() -> int:
+        db = _database()
+        try:
+            svc = EngagementService(db, Outbox(tables.delivery.outbox))
+            if raw is not None:
+                try:
+                    ladder = validate_ladder(json.loads(raw))
+                except (InvalidInput, ValueError) as exc:
+                    print(f"{args.file}: {exc}", file=sys.stderr)
+                    return 1
+                changed = await svc.set_ladder(ladder)
+                print(f"ladder saved; {changed} member(s) changed level")
+            print(json.dumps([r.as_dict() for r in await svc.ladder()], indent=2))
+            return 0
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def extra_commands(sub: argparse._SubParsersAction) -> dict[str, ExtraCommand]:
+    for name, helptext in (
+        ("organiser-token", "print a signed organiser session token (until the shared organiser sign-in exists)"),
+        ("api-token", "print an OSDI-API-Token for an integration"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--scope", choices=["network", "region", "group", "subteam"], default="network")
+        p.add_argument("--scope-id", default=None)
+        p.add_argument("--organiser", default=None, help="organiser id (default: a new one)")
+    p = sub.add_parser("load-mps", help="load the constituency and MP dataset from a CSV (docs/campaigns.md)")
+    p.add_argument("file", nargs="?", help=f"the CSV (default: the sample, {SAMPLE_MPS.name})")
+    p.add_argument("--add", action="store_true", help="add to the dataset instead of replacing it")
+    p = sub.add_parser("rebuild-reporting", help="rebuild the reporting read model from the beginning of the topics")
+    p.add_argument("--check", action="store_true", help="rebuild aside, compare with the live figures, change nothing")
+    p.add_argument("--group", default="campaigns.reporting", help="the reporting consumer group (its inbox rows)")
+    p = sub.add_parser("engagement-ladder", help="show the engagement ladder, or replace it from a JSON file")
+    p.add_argument("file", nargs="?", help='[{"level": "supporter", "label": "Supporter"}, {"level": …, '
+                                          '"min_actions": 1, "min_attended": 0, "min_total": 0, "roles": []}, …]')
+    return {
+        "organiser-token": _token("organiser-session"),
+        "api-token": _token("osdi-api"),
+        "load-mps": _load_mps,
+        "rebuild-reporting": _rebuild,
+        "engagement-ladder": _ladder,
+    }

@@ -1,0 +1,163 @@
+"""The organisers' dashboard at /dashboard: the reporting read model as charts (inline SVG), tables and CSV.
+
+An organiser sees their own scope (the network, a region, a group or a sub-team) and may narrow it to a region
+or group inside it; never wider.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy import text
+
+from services.campaigns import charts, views
+from services.campaigns.auth import OrganiserScope, current_organiser
+from services.campaigns.reporting import Scope
+
+router = APIRouter(prefix="/dashboard", tags=["dashboard"])
+REPORTS = ("growth", "funnel", "attendance", "actions", "partners")
+
+
+def _signed_in(request: Request) -> OrganiserScope:
+    organiser = current_organiser(request)
+    if organiser is None:
+        raise HTTPException(401, "Sign in as an organiser to see the dashboard")
+    return organiser
+
+
+async def _units(request: Request) -> dict[str, Any]:
+    async with views.service(request).db.transaction() as session:
+        rows = (await session.execute(text("SELECT unit_id, kind, name, parent_id FROM rpt_units"))).all()
+    return {r.unit_id: r for r in rows}
+
+
+def _ancestors(units: dict[str, Any], unit_id: str) -> list[str]:
+    found: list[str] = []
+    current = units.get(unit_id)
+    while current is not None and current.parent_id and len(found) < 5:
+        found.append(current.parent_id)
+        current = units.get(current.parent_id)
+    return found
+
+
+async def scope_for(request: Request, organiser: OrganiserScope, region: str = "", group: str = "") -> Scope:
+    """The organiser's scope, or the region or group inside it they asked for (403 outside it)."""
+    own = Scope.of(organiser)
+    wanted = ("group", group) if group else ("region", region) if region else None
+    if wanted is None:
+        return own
+    units = await _units(request)
+    if own.network or own.scope_id == wanted[1] or own.scope_id in _ancestors(units, wanted[1]):
+        return Scope(*wanted)
+    raise HTTPException(403, f"You organise {organiser.describe()}: you can only see figures inside it")
+
+
+async def _snapshot(request: Request, scope: Scope, weeks: int) -> dict[str, Any]:
+    reports = await views.reports(request)
+    async with views.service(request).db.transaction() as session:
+        return await reports.snapshot(session, scope, weeks=weeks)
+
+
+def _scope_name(scope: Scope, units: dict[str, Any], network_name: str) -> str:
+    if scope.network:
+        return network_name
+    unit = units.get(scope.scope_id or "")
+    return f"{unit.name if unit else scope.scope_id} ({scope.scope_type})"
+
+
+def _charts(data: dict[str, Any]) -> dict[str, Any]:
+    growth = data["growth"]
+    labels = [w[5:] for w in growth["weeks"]]  # MM-DD of each week's Monday
+    top = growth["series"][:6]
+    place = "region" if growth["place_kind"] == "region" else "group"
+    attended = [m for m in data["attendance"]["meetings"] if m["rate"] is not None][:10][::-1]
+    return {
+        "growth": charts.line_chart(
+            f"Members per {place}, week by week", labels,
+            [("All", growth["totals"]["members"])] + [(s["name"], s["members"]) for s in top]),
+        "joins": charts.bar_chart("People joining each week", labels, growth["totals"]["joined"]),
+        "funnel": charts.horizontal_bars(
+            "Engagement funnel: members at each level or above",
+            [(f["label"], f["members"]) for f in data["funnel"]], kind="funnel"),
+        "attendance": charts.bar_chart(
+            "Share of people with a place who came, by meeting", [m["title"] for m in attended],
+            [m["rate"] for m in attended], percent=True),
+        "actions": charts.horizontal_bars(
+            "Actions per ask", [(f"{a['campaign'][:14]}: {a['ask']}", a["actions"]) for a in data["actions"][:15]]),
+        "partners": charts.horizontal_bars(
+            "Actions on partner organisations' campaigns", [(p["name"], p["actions"]) for p in data["partners"][:10]]),
+    }
+
+
+@router.get("", response_class=HTMLResponse)
+async def dashboard(request: Request, region: str = "", group: str = "", weeks: int = 12) -> HTMLResponse:
+    organiser = current_organiser(request)
+    if organiser is None:
+        return views.templates(request).TemplateResponse(request, "message.html", {
+            "title": "Sign in to see the dashboard",
+            "message": "The dashboard is for organisers. Use the sign-in link you were given, then come back here."},
+            status_code=401)
+    weeks = max(4, min(weeks, 104))
+    scope = await scope_for(request, organiser, region, group)
+    data = await _snapshot(request, scope, weeks)
+    units = await _units(request)
+    own = Scope.of(organiser)
+    narrower = sorted(
+        (u for u in units.values() if u.kind in ("region", "group")
+         and (own.network or own.scope_id in _ancestors(units, u.unit_id))),
+        key=lambda u: (u.kind != "region", u.name))
+    query = "&".join(f"{k}={v}" for k, v in (("region", region), ("group", group), ("weeks", weeks)) if v)
+    return views.templates(request).TemplateResponse(request, "dashboard.html", {
+        "data": data, "charts": _charts(data), "organiser": organiser, "scope": scope,
+        "scope_name": _scope_name(scope, units, request.app.state.runtime.settings.network_name),
+        "narrower": narrower, "filters": {"region": region, "group": group, "weeks": weeks}, "query": query,
+        "reports": REPORTS})
+
+
+@router.get("/data.json")
+async def dashboard_data(request: Request, region: str = "", group: str = "", weeks: int = 12) -> JSONResponse:
+    organiser = _signed_in(request)
+    scope = await scope_for(request, organiser, region, group)
+    return JSONResponse(await _snapshot(request, scope, max(4, min(weeks, 104))))
+
+
+def csv_rows(report: str, data: dict[str, Any]) -> list[list[Any]]:
+    """One report of a snapshot as CSV rows, header first."""
+    if report == "growth":
+        g = data["growth"]
+        rows: list[list[Any]] = [["week_starting", g["place_kind"] + "_id", g["place_kind"], "members", "joined"]]
+        for s in g["series"]:
+            rows += [[w, s["id"] or "", s["name"], s["members"][i], s["joined"][i]] for i, w in enumerate(g["weeks"])]
+        rows += [[w, "", "all", g["totals"]["members"][i], g["totals"]["joined"][i]] for i, w in enumerate(g["weeks"])]
+        return rows
+    if report == "funnel":
+        return [["level", "label", "members_at_or_above", "members_at_level"]] + [
+            [f["level"], f["label"], f["members"], f["at_level"]] for f in data["funnel"]]
+    if report == "attendance":
+        return [["meeting_id", "title", "starts_at", "places_taken", "attended", "rate"]] + [
+            [m["meeting_id"], m["title"], m["starts_at"], m["going"], m["attended"],
+             "" if m["rate"] is None else m["rate"]] for m in data["attendance"]["meetings"]]
+    if report == "actions":
+        return [["campaign_id", "campaign", "ask_id", "ask", "kind", "actions", "joined_network"]] + [
+            [a["campaign_id"], a["campaign"], a["ask_id"], a["ask"], a["kind"], a["actions"], a["joined_network"]]
+            for a in data["actions"]]
+    return [["partner_id", "partner", "campaigns", "actions", "members"]] + [
+        [p["partner_id"], p["name"], p["campaigns"], p["actions"], p["members"]] for p in data["partners"]]
+
+
+@router.get("/export/{report}.csv")
+async def export(request: Request, report: str, region: str = "", group: str = "", weeks: int = 12) -> Response:
+    organiser = _signed_in(request)
+    if report not in REPORTS:
+        raise HTTPException(404, f"Choose one of: {', '.join(REPORTS)}")
+    scope = await scope_for(request, organiser, region, group)
+    data = await _snapshot(request, scope, max(4, min(weeks, 104)))
+    out = io.StringIO()
+    csv.writer(out).writerows(csv_rows(report, data))
+    name = f"{report}-{scope.scope_type}{'-' + scope.scope_id if scope.scope_id else ''}.csv"
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

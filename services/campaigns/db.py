@@ -1,0 +1,317 @@
+"""The campaigns service's tables (its own database).
+
+Three groups: what campaigns owns (campaigns, asks, actions, the MP dataset, the engagement ladder); what it
+keeps from other services' events for its own use (members, units, meetings, engagement facts); and the
+reporting read model (`rpt_*`), written only by the `campaigns.reporting` consumer and rebuildable from Kafka.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+    text,
+)
+
+from shared.crypto import subject_keys_table
+from shared.db import new_metadata
+from shared.runtime import DeliveryTables
+
+metadata = new_metadata()
+delivery = DeliveryTables(metadata)
+# One key per action that carries personal fields (see docs/campaigns.md): campaigns is that key's owner.
+subject_keys = subject_keys_table(metadata)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column("summary", Text, nullable=False, server_default=""),
+    Column("goal", Text, nullable=False, server_default=""),
+    Column("issues", ARRAY(String(80)), nullable=False, server_default=text("'{}'")),
+    Column("scope_type", String(20), nullable=False),
+    Column("scope_id", String(36), nullable=True),
+    Column("region_id", String(36), nullable=True, index=True),  # the scope's region, for scoping
+    Column("partner_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),
+    Column("status", String(20), nullable=False, server_default="live"),  # live | closed
+    Column("created_by", String(64), nullable=True),
+    Column("launched_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+)
+
+asks = Table(
+    "asks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("campaign_id", String(36), ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),  # petition | pledge | write_to_mp | attend | share
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    # the petition's text, the pledge prompt, the letter template or the message to share
+    Column("body", Text, nullable=False, server_default=""),
+    Column("addressee", String(300), nullable=True),  # the petition's target
+    Column("goal", Integer, nullable=True),
+    Column("letter_subject", String(200), nullable=True),
+    Column("meeting_id", String(36), nullable=True, index=True),
+    Column("share_url", String(1000), nullable=True),
+    Column("position", Integer, nullable=False, server_default=text("0")),
+    Column("status", String(20), nullable=False, server_default="open"),  # open | closed
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("ask_id", String(36), ForeignKey("asks.id", ondelete="CASCADE"), nullable=False),
+    Column("campaign_id", String(36), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),
+    # member:<id> or email:<keyed hash>: one action per person and ask. NULL for anonymous shares.
+    Column("person_ref", String(80), nullable=True),
+    Column("member_id", String(36), nullable=True, index=True),
+    # Kept for the organisers (a petition is handed in with its names); blanked when the person is erased.
+    Column("name", String(120), nullable=True),
+    Column("email", String(254), nullable=True),
+    Column("postcode", String(10), nullable=True),
+    Column("comment", Text, nullable=True),
+    Column("pledge_text", Text, nullable=True),
+    Column("moderation", String(20), nullable=True),  # pledges: pending | approved | rejected
+    Column("moderated_by", String(64), nullable=True),
+    Column("moderated_at", DateTime(timezone=True), nullable=True),
+    Column("constituency_code", String(20), nullable=True),
+    Column("mp_name", String(200), nullable=True),
+    Column("letter_subject", String(200), nullable=True),
+    Column("letter_body", Text, nullable=True),
+    Column("channel", String(20), nullable=True),  # shares
+    Column("rsvp_id", String(36), nullable=True, index=True),  # attend: the RSVP it came from
+    Column("join_network", Boolean, nullable=False, server_default=text("false")),
+    Column("source", String(20), nullable=False, server_default="form"),  # form | osdi | meeting
+    Column("region_id", String(36), nullable=True),
+    Column("group_id", String(36), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("ask_id", "person_ref", name="uq_actions_ask_person"),
+    Index("ix_actions_ask_created", "ask_id", "created_at"),
+    Index("ix_actions_pending_pledges", "campaign_id", postgresql_where=text("moderation = 'pending'")),
+)
+
+# The MP dataset organisers load (docs/campaigns.md): constituencies and the postcode keys that lead to them.
+constituencies = Table(
+    "constituencies",
+    metadata,
+    Column("code", String(20), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("mp_name", String(200), nullable=False),
+    Column("mp_party", String(120), nullable=False, server_default=""),
+    Column("mp_email", String(254), nullable=False, server_default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+constituency_postcodes = Table(
+    "constituency_postcodes",
+    metadata,
+    Column("postcode_key", String(10), primary_key=True),  # a unit (B1 1AA), sector (B1 1), district (B1) or area (B)
+    Column("constituency_code", String(20), ForeignKey("constituencies.code", ondelete="CASCADE"), nullable=False),
+)
+
+# The ladder of engagement levels, lowest first; empty means the built-in default.
+engagement_ladder = Table(
+    "engagement_ladder",
+    metadata,
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("level", String(40), nullable=False, unique=True),
+    Column("label", String(80), nullable=False),
+    Column("min_actions", Integer, nullable=False, server_default=text("0")),
+    Column("min_attended", Integer, nullable=False, server_default=text("0")),
+    Column("min_total", Integer, nullable=False, server_default=text("0")),
+    Column("roles", ARRAY(String(40)), nullable=False, server_default=text("'{}'")),
+)
+
+# Kept from membership's events (consumer group campaigns.engagement): ids and places, never names.
+members = Table(
+    "members",
+    metadata,
+    Column("member_id", String(36), primary_key=True),
+    Column("region_id", String(36), nullable=True, index=True),
+    Column("group_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),
+    Column("subteam_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),
+    Column("status", String(20), nullable=False, server_default="active"),  # active | left
+    Column("source", String(500), nullable=True),  # action:<id> / rsvp:<id> when they joined from one
+    Column("joined_at", DateTime(timezone=True), nullable=True),
+    Column("roles", ARRAY(String(40)), nullable=False, server_default=text("'{}'")),
+    Column("actions", Integer, nullable=False, server_default=text("0")),
+    Column("attended", Integer, nullable=False, server_default=text("0")),
+    Column("level", String(40), nullable=True),
+    Column("level_since", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_members_source", "source"),
+)
+
+# What counts toward a member's level: each action and each attendance once. A fact by someone who joined
+# in the same step has no member id yet: `link_ref` (action:<id> / rsvp:<id>) ties it to them once they join.
+engagement_facts = Table(
+    "engagement_facts",
+    metadata,
+    Column("kind", String(20), nullable=False),  # action | attendance
+    Column("fact_id", String(64), nullable=False),
+    Column("member_id", String(36), nullable=True, index=True),
+    Column("link_ref", String(80), nullable=True, index=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("kind", "fact_id"),
+)
+
+units = Table(
+    "units",
+    metadata,
+    Column("unit_id", String(36), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("parent_id", String(36), nullable=True),
+)
+
+meetings = Table(
+    "meetings",
+    metadata,
+    Column("meeting_id", String(36), primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("venue", String(500), nullable=True),
+    Column("public_url", String(1000), nullable=False),
+    Column("campaign_id", String(36), nullable=True, index=True),
+    Column("status", String(20), nullable=False, server_default="scheduled"),  # scheduled | cancelled
+)
+
+
+# The reporting read model ------------------------------------------------------------------------------
+def _inbox(metadata: MetaData, name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("consumer", String(120), nullable=False),
+        Column("event_id", Uuid, nullable=False),
+        Column("event_type", String(80), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        PrimaryKeyConstraint("consumer", "event_id"),
+    )
+
+
+# Its own inbox, so a rebuild can swap the read model and its record of handled events in one transaction.
+rpt_inbox = _inbox(metadata, "rpt_inbox")
+
+rpt_units = Table(
+    "rpt_units",
+    metadata,
+    Column("unit_id", String(36), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("parent_id", String(36), nullable=True),
+)
+
+rpt_members = Table(
+    "rpt_members",
+    metadata,
+    Column("member_id", String(36), primary_key=True),
+    Column("region_id", String(36), nullable=True),
+    Column("group_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),
+    Column("subteam_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),
+    Column("organisation_id", String(36), nullable=True),
+    Column("source", String(500), nullable=True),
+    Column("joined_at", DateTime(timezone=True), nullable=False),
+    Column("left_at", DateTime(timezone=True), nullable=True),
+    Column("status", String(20), nullable=False, server_default="active"),  # active | left | erased
+    Index("ix_rpt_members_source", "source"),
+)
+
+rpt_meetings = Table(
+    "rpt_meetings",
+    metadata,
+    Column("meeting_id", String(36), primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column("scope_type", String(20), nullable=False),
+    Column("scope_id", String(36), nullable=True),
+    Column("campaign_id", String(36), nullable=True),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(20), nullable=False, server_default="scheduled"),
+)
+
+rpt_rsvps = Table(
+    "rpt_rsvps",
+    metadata,
+    Column("rsvp_id", String(36), primary_key=True),
+    Column("meeting_id", String(36), nullable=False, index=True),
+    Column("member_id", String(36), nullable=True),
+    Column("status", String(20), nullable=False),  # going | waitlisted | cancelled
+    Column("attended_at", DateTime(timezone=True), nullable=True),
+)
+
+rpt_campaigns = Table(
+    "rpt_campaigns",
+    metadata,
+    Column("campaign_id", String(36), primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column("scope_type", String(20), nullable=False),
+    Column("scope_id", String(36), nullable=True),
+    Column("partner_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),
+    Column("launched_at", DateTime(timezone=True), nullable=False),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+)
+
+rpt_asks = Table(
+    "rpt_asks",
+    metadata,
+    Column("ask_id", String(36), primary_key=True),
+    Column("campaign_id", String(36), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("title", String(200), nullable=False),
+)
+
+rpt_actions = Table(
+    "rpt_actions",
+    metadata,
+    Column("action_id", String(36), primary_key=True),
+    Column("ask_id", String(36), nullable=False),
+    Column("campaign_id", String(36), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),
+    Column("member_id", String(36), nullable=True),
+    Column("region_id", String(36), nullable=True),
+    Column("group_id", String(36), nullable=True),
+    Column("join_network", Boolean, nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+)
+
+rpt_levels = Table(
+    "rpt_levels",
+    metadata,
+    Column("member_id", String(36), primary_key=True),
+    Column("level", String(40), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+)
+
+# Swapped together by `rebuild-reporting`, in this order.
+REPORTING_TABLES: tuple[Table, ...] = (
+    rpt_inbox,
+    rpt_units,
+    rpt_members,
+    rpt_meetings,
+    rpt_rsvps,
+    rpt_campaigns,
+    rpt_asks,
+    rpt_actions,
+    rpt_levels,
+)

@@ -1,0 +1,463 @@
+"""The campaigns service's rules, with no I/O: valid campaigns and asks, what an action needs, the engagement
+ladder, postcodes and the MP dataset's format, the letter template."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+SCOPE_TYPES = ("network", "region", "group", "subteam")
+ASK_KINDS: tuple[tuple[str, str], ...] = (
+    ("petition", "Sign the petition"),
+    ("pledge", "Make a pledge"),
+    ("write_to_mp", "Write to your MP"),
+    ("attend", "Come to a meeting"),
+    ("share", "Share the campaign"),
+)
+ASK_KIND_LABELS = dict(ASK_KINDS)
+SHARE_CHANNELS: tuple[tuple[str, str], ...] = (
+    ("email", "Email"),
+    ("whatsapp", "WhatsApp"),
+    ("bluesky", "Bluesky"),
+    ("facebook", "Facebook"),
+    ("x", "X"),
+)
+MAX_TITLE = 200
+MAX_TEXT = 10_000
+MAX_NAME = 120
+MAX_EMAIL = 254
+MAX_COMMENT = 500
+MAX_PLEDGE = 1000
+MAX_LETTER = 6000
+MAX_LETTER_SUBJECT = 200
+MAX_ISSUES = 20
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+UK_POSTCODE_RE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
+# What a letter template may use; anything else in braces is left as typed.
+LETTER_PLACEHOLDERS = ("mp_name", "constituency", "name", "postcode")
+
+
+class InvalidInput(ValueError):
+    """Input that cannot be accepted; `errors` maps each field to what a person should fix."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+class ActionRefused(Exception):
+    """The ask takes no action now (its campaign is closed, the ask is closed, or it is not an action form)."""
+
+
+class NoConstituency(InvalidInput):
+    """The postcode matches no constituency in the organisers' dataset."""
+
+
+def clean(value: Any) -> str:
+    return " ".join(str(value or "").split())
+
+
+def normalise_email(raw: str) -> str:
+    return unicodedata.normalize("NFC", raw or "").strip().lower()
+
+
+def normalise_postcode(raw: str) -> str:
+    """`b11aa`, ` B1  1AA ` → `B1 1AA`; partial codes (`B1`, `B1 1`) are kept as typed, upper-cased."""
+    compact = re.sub(r"\s+", "", (raw or "").upper())
+    if len(compact) >= 5 and compact[-3].isdigit() and compact[-2:].isalpha():
+        return f"{compact[:-3]} {compact[-3:]}"
+    return re.sub(r"\s+", " ", (raw or "").upper().strip())
+
+
+def postcode_keys(postcode: str) -> list[str]:
+    """The dataset keys a full postcode may match, most precise first: unit, sector, district, area.
+
+    `B15 2TT` → `B15 2TT`, `B15 2`, `B15`, `B`.
+    """
+    p = normalise_postcode(postcode)
+    if " " not in p:
+        return [p] if p else []
+    outward, inward = p.split(" ", 1)
+    area = re.match(r"^[A-Z]+", outward)
+    keys = [p, f"{outward} {inward[:1]}", outward]
+    if area:
+        keys.append(area.group(0))
+    return keys
+
+
+def person_ref(*, member_id: str | None, email: str | None, secret_key: str) -> str | None:
+    """Who took an action, to count them once per ask: the member, or a keyed hash of their email address."""
+    if member_id:
+        return f"member:{member_id}"
+    if not email:
+        return None
+    digest = hmac.new(secret_key.encode(), normalise_email(email).encode(), hashlib.sha256).hexdigest()
+    return f"email:{digest[:40]}"
+
+
+# Campaigns and asks ---------------------------------------------------------------------------------
+@dataclass
+class CampaignPlan:
+    title: str
+    summary: str
+    goal: str
+    scope_type: str
+    scope_id: str | None
+    issues: list[str] = field(default_factory=list)
+    partner_ids: list[str] = field(default_factory=list)
+
+
+def validate_campaign(raw: dict[str, Any]) -> CampaignPlan:
+    errors: dict[str, str] = {}
+    title = clean(raw.get("title"))
+    if not title:
+        errors["title"] = "Enter a title"
+    elif len(title) > MAX_TITLE:
+        errors["title"] = f"Title must be {MAX_TITLE} characters or fewer"
+    summary = str(raw.get("summary") or "").strip()
+    goal = str(raw.get("goal") or "").strip()
+    for name, value in (("summary", summary), ("goal", goal)):
+        if len(value) > MAX_TEXT:
+            errors[name] = f"{name.capitalize()} must be {MAX_TEXT} characters or fewer"
+    if not goal:
+        errors["goal"] = "Say what the campaign wants to achieve"
+    scope_type = raw.get("scope_type") or "network"
+    scope_id = clean(raw.get("scope_id")) or None
+    if scope_type not in SCOPE_TYPES:
+        errors["scope_type"] = "Choose who runs the campaign: the network, a region, a group or a sub-team"
+    elif scope_type == "network":
+        scope_id = None
+    elif not scope_id:
+        errors["scope_id"] = f"Choose the {scope_type} the campaign belongs to"
+    issues = [clean(i) for i in _as_list(raw.get("issues")) if clean(i)]
+    if len(issues) > MAX_ISSUES or any(len(i) > 80 for i in issues):
+        errors["issues"] = f"Give at most {MAX_ISSUES} issues of 80 characters or fewer"
+    partners = [clean(p) for p in _as_list(raw.get("partner_ids")) if clean(p)]
+    if errors:
+        raise InvalidInput(errors)
+    return CampaignPlan(title, summary, goal, scope_type, scope_id, issues, list(dict.fromkeys(partners)))
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [v for v in re.split(r"[,\n]", value)]
+    return list(value)
+
+
+@dataclass
+class AskPlan:
+    kind: str
+    title: str
+    description: str = ""
+    body: str = ""  # petition text, pledge prompt, letter template, share message
+    addressee: str | None = None  # the petition's target (who it is addressed to)
+    goal: int | None = None  # how many actions the organisers aim for
+    letter_subject: str | None = None
+    meeting_id: str | None = None
+    share_url: str | None = None
+
+
+def validate_ask(raw: dict[str, Any]) -> AskPlan:
+    errors: dict[str, str] = {}
+    kind = raw.get("kind") or ""
+    if kind not in ASK_KIND_LABELS:
+        errors["kind"] = "Choose a petition, a pledge, write to your MP, a meeting or share"
+    title = clean(raw.get("title")) or ASK_KIND_LABELS.get(kind, "")
+    if len(title) > MAX_TITLE:
+        errors["title"] = f"Title must be {MAX_TITLE} characters or fewer"
+    description = str(raw.get("description") or "").strip()
+    body = str(raw.get("body") or "").strip()
+    if len(description) > MAX_TEXT or len(body) > MAX_TEXT:
+        errors["body"] = f"Texts must be {MAX_TEXT} characters or fewer"
+    addressee = clean(raw.get("addressee")) or None
+    goal = None
+    if raw.get("goal") not in (None, ""):
+        try:
+            goal = int(str(raw.get("goal")).strip())
+            if goal < 1:
+                raise ValueError
+        except ValueError:
+            errors["goal"] = "The goal must be a whole number of 1 or more, or empty"
+    letter_subject = clean(raw.get("letter_subject")) or None
+    meeting_id = clean(raw.get("meeting_id")) or None
+    share_url = str(raw.get("share_url") or "").strip() or None
+    if kind == "petition":
+        if not addressee:
+            errors["addressee"] = "Say who the petition is addressed to"
+        if not body:
+            errors["body"] = "Enter the text of the petition"
+    elif kind == "pledge" and not body:
+        errors["body"] = "Enter what people pledge, for example 'I pledge to…'"
+    elif kind == "write_to_mp":
+        if not body:
+            errors["body"] = "Enter the letter template people start from"
+        if not letter_subject:
+            errors["letter_subject"] = "Enter the subject of the letter"
+        elif len(letter_subject) > MAX_LETTER_SUBJECT:
+            errors["letter_subject"] = f"The subject must be {MAX_LETTER_SUBJECT} characters or fewer"
+    elif kind == "attend" and not meeting_id:
+        errors["meeting_id"] = "Choose the meeting people are asked to come to"
+    elif kind == "share" and share_url and not re.match(r"^https?://\S+$", share_url):
+        errors["share_url"] = "Enter the address to share as a web address starting with https://"
+    if errors:
+        raise InvalidInput(errors)
+    return AskPlan(kind, title, description, body, addressee, goal, letter_subject, meeting_id, share_url)
+
+
+# Actions ---------------------------------------------------------------------------------------------
+@dataclass
+class ActionForm:
+    """What someone typed to take an action, validated."""
+
+    member_id: str | None = None
+    name: str | None = None
+    email: str | None = None
+    postcode: str | None = None
+    join_network: bool = False
+    comment: str | None = None
+    pledge_text: str | None = None
+    letter_subject: str | None = None
+    letter_body: str | None = None
+    channel: str | None = None
+
+    @property
+    def email_consent(self) -> bool:
+        return self.join_network
+
+
+def _person(errors: dict[str, str], *, member_id: str | None, name: str,
+            email: str) -> tuple[str | None, str | None]:
+    """A member (known by a signed link) needs to give nothing; anyone else a name and an email address."""
+    name_c = clean(name)
+    email_n = normalise_email(email)
+    if member_id and not name_c and not email_n:
+        return None, None
+    if not name_c:
+        errors["name"] = "Enter your name"
+    elif len(name_c) > MAX_NAME:
+        errors["name"] = f"Name must be {MAX_NAME} characters or fewer"
+    if not email_n:
+        errors["email"] = "Enter your email address"
+    elif len(email_n) > MAX_EMAIL or not EMAIL_RE.match(email_n):
+        errors["email"] = "Enter an email address in the correct format, like name@example.org"
+    return name_c or None, email_n or None
+
+
+def _postcode(errors: dict[str, str], raw: str, *, required: bool, why: str) -> str | None:
+    p = normalise_postcode(raw)
+    if not p:
+        if required:
+            errors["postcode"] = f"Enter your postcode, {why}"
+        return None
+    if not UK_POSTCODE_RE.match(p):
+        errors["postcode"] = "Enter a real UK postcode, like B1 1AA"
+    return p
+
+
+def validate_action(kind: str, *, member_id: str | None = None, name: str = "", email: str = "",
+                    postcode: str = "", join_network: bool = False, comment: str = "", pledge_text: str = "",
+                    letter_subject: str = "", letter_body: str = "", channel: str = "") -> ActionForm:
+    """Check an action as typed for an ask of `kind`; every problem at once, so the form can show them all."""
+    errors: dict[str, str] = {}
+    join = bool(join_network) and member_id is None
+    form = ActionForm(member_id=member_id, join_network=join)
+    if kind == "share":
+        if channel not in dict(SHARE_CHANNELS):
+            errors["channel"] = "Choose where to share"
+        form.channel = channel
+        if errors:
+            raise InvalidInput(errors)
+        return form
+    # write_to_mp always needs the sender's name and address: the MP answers constituents only.
+    form.name, form.email = _person(errors, member_id=None if kind == "write_to_mp" else member_id,
+                                    name=name, email=email)
+    form.postcode = _postcode(
+        errors, postcode, required=join or kind == "write_to_mp",
+        why="so we can find your MP" if kind == "write_to_mp" else "so we can put you in touch with your local group",
+    )
+    if kind == "petition":
+        text = str(comment or "").strip()
+        if len(text) > MAX_COMMENT:
+            errors["comment"] = f"Your comment must be {MAX_COMMENT} characters or fewer (it has {len(text)})"
+        form.comment = text or None
+    elif kind == "pledge":
+        text = str(pledge_text or "").strip()
+        if not text:
+            errors["pledge_text"] = "Write your pledge in your own words"
+        elif len(text) > MAX_PLEDGE:
+            errors["pledge_text"] = (
+                f"Your pledge must be {MAX_PLEDGE:,} characters or fewer (it has {len(text):,}): shorten it a little"
+            )
+        form.pledge_text = text or None
+    elif kind == "write_to_mp":
+        subject = clean(letter_subject)
+        body = str(letter_body or "").strip()
+        if not subject:
+            errors["letter_subject"] = "Enter a subject for your letter"
+        elif len(subject) > MAX_LETTER_SUBJECT:
+            errors["letter_subject"] = f"The subject must be {MAX_LETTER_SUBJECT} characters or fewer"
+        if not body:
+            errors["letter_body"] = "Write your letter"
+        elif len(body) > MAX_LETTER:
+            errors["letter_body"] = f"Your letter must be {MAX_LETTER:,} characters or fewer (it has {len(body):,})"
+        form.letter_subject, form.letter_body = subject or None, body or None
+    if errors:
+        raise InvalidInput(errors)
+    return form
+
+
+def closed_reason(*, campaign_status: str, ask_status: str) -> str | None:
+    """Why an ask takes no action now, in words for the person, or None when it does."""
+    if campaign_status == "closed":
+        return "This campaign has closed, so it is no longer taking actions. Thank you for your support."
+    if ask_status == "closed":
+        return "This action has closed. Thank you for your support."
+    return None
+
+
+def render_letter(template: str, **values: str) -> str:
+    """Fill `{mp_name}`, `{constituency}`, `{name}`, `{postcode}`; anything else in braces stays as typed."""
+
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        return (values.get(key) or match.group(0)) if key in LETTER_PLACEHOLDERS else match.group(0)
+
+    return re.sub(r"\{(\w+)\}", fill, template)
+
+
+# The MP dataset ---------------------------------------------------------------------------------------
+MP_CSV_COLUMNS = ("postcode", "constituency_code", "constituency_name", "mp_name", "mp_party", "mp_email")
+
+
+@dataclass(frozen=True)
+class Constituency:
+    code: str
+    name: str
+    mp_name: str
+    mp_party: str
+    mp_email: str
+
+
+def parse_mp_csv(text: str) -> tuple[dict[str, Constituency], dict[str, str]]:
+    """The organisers' dataset: constituencies by code and postcode keys (unit, sector, district or area) to codes.
+
+    Raises InvalidInput naming the lines that are wrong, so an organiser can fix the file.
+    """
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    missing = [c for c in MP_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InvalidInput({"file": f"The file needs the columns {', '.join(MP_CSV_COLUMNS)}; missing: "
+                                    f"{', '.join(missing)}"})
+    constituencies: dict[str, Constituency] = {}
+    postcodes: dict[str, str] = {}
+    problems: list[str] = []
+    for line, row in enumerate(reader, start=2):
+        code = clean(row.get("constituency_code"))
+        name = clean(row.get("constituency_name"))
+        mp_name = clean(row.get("mp_name"))
+        email = normalise_email(row.get("mp_email") or "")
+        key = normalise_postcode(row.get("postcode") or "")
+        if not (code and name and mp_name and key):
+            problems.append(f"line {line}: postcode, constituency_code, constituency_name and mp_name are needed")
+            continue
+        if email and not EMAIL_RE.match(email):
+            problems.append(f"line {line}: mp_email is not an email address")
+            continue
+        c = Constituency(code, name, mp_name, clean(row.get("mp_party")), email)
+        if code in constituencies and constituencies[code] != c:
+            problems.append(f"line {line}: constituency {code} is described differently on an earlier line")
+            continue
+        constituencies[code] = c
+        if key in postcodes and postcodes[key] != code:
+            problems.append(f"line {line}: postcode {key} is already given to constituency {postcodes[key]}")
+            continue
+        postcodes[key] = code
+    if problems:
+        raise InvalidInput({"file": "; ".join(problems[:20])})
+    if not constituencies:
+        raise InvalidInput({"file": "The file has no constituencies"})
+    return constituencies, postcodes
+
+
+# The engagement ladder --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LadderRung:
+    """A level and what reaches it: at least these many actions, meetings attended and both together, or a role."""
+
+    level: str
+    label: str
+    min_actions: int = 0
+    min_attended: int = 0
+    min_total: int = 0
+    roles: tuple[str, ...] = ()
+
+    def reached(self, actions: int, attended: int, roles: Iterable[str]) -> bool:
+        if self.roles and set(self.roles) & set(roles):
+            return True
+        return actions >= self.min_actions and attended >= self.min_attended and actions + attended >= self.min_total
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "label": self.label, "min_actions": self.min_actions,
+                "min_attended": self.min_attended, "min_total": self.min_total, "roles": list(self.roles)}
+
+
+DEFAULT_LADDER: tuple[LadderRung, ...] = (
+    LadderRung("supporter", "Supporter"),
+    LadderRung("participant", "Participant", min_total=1),
+    LadderRung("activist", "Activist", min_actions=3, min_attended=1),
+    LadderRung("organiser", "Organiser", min_actions=5, min_attended=3,
+               roles=("organiser", "subteam_lead", "constituency_rep")),
+)
+
+
+def validate_ladder(raw: Sequence[dict[str, Any]]) -> tuple[LadderRung, ...]:
+    """A ladder as an organiser wrote it: two or more distinct levels, lowest first, the first open to everyone."""
+    errors: dict[str, str] = {}
+    rungs: list[LadderRung] = []
+    if not isinstance(raw, Sequence) or isinstance(raw, str | bytes) or len(raw) < 2:
+        raise InvalidInput({"levels": "Give at least two levels, lowest first"})
+    for i, r in enumerate(raw):
+        try:
+            level = re.sub(r"[^a-z0-9_]", "_", clean(r.get("level")).lower())
+            rung = LadderRung(
+                level=level,
+                label=clean(r.get("label")) or level.capitalize(),
+                min_actions=int(r.get("min_actions") or 0),
+                min_attended=int(r.get("min_attended") or 0),
+                min_total=int(r.get("min_total") or 0),
+                roles=tuple(clean(x) for x in r.get("roles") or [] if clean(x)),
+            )
+        except (AttributeError, TypeError, ValueError):
+            errors[f"levels[{i}]"] = "Each level needs a name and whole numbers for its thresholds"
+            continue
+        if not rung.level:
+            errors[f"levels[{i}]"] = "Each level needs a name"
+        if min(rung.min_actions, rung.min_attended, rung.min_total) < 0:
+            errors[f"levels[{i}]"] = "Thresholds cannot be negative"
+        rungs.append(rung)
+    if len({r.level for r in rungs}) != len(rungs):
+        errors["levels"] = "Each level must have its own name"
+    if rungs and (rungs[0].min_actions or rungs[0].min_attended or rungs[0].min_total):
+        errors["levels"] = "The first level is where everyone starts: it cannot have thresholds"
+    if errors:
+        raise InvalidInput(errors)
+    return tuple(rungs)
+
+
+def level_for(ladder: Sequence[LadderRung], *, actions: int, attended: int, roles: Iterable[str] = ()) -> str:
+    """The highest level whose rule the member meets (the first level always)."""
+    roles = list(roles)
+    level = ladder[0].level
+    for rung in ladder[1:]:
+        if rung.reached(actions, attended, roles):
+            level = rung.level
+    return level

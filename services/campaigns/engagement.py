@@ -1,0 +1,230 @@
+"""The engagement ladder: each member's level, computed from the actions they took and the meetings they attended.
+
+Facts (an action, an attendance) are stored once each; a member's counts and level are recomputed under their
+row lock whenever a fact, a role or the ladder changes, and a changed level is published as
+EngagementLevelChanged in the same transaction. Someone who took an action (or RSVPed) before joining has facts
+without a member id; the `action:<id>` / `rsvp:<id>` source of their MemberJoined links them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.campaigns import db as tables
+from services.campaigns.auth import OrganiserScope
+from services.campaigns.domain import DEFAULT_LADDER, LadderRung, level_for
+from shared.db import Database
+from shared.events import catalog as ev
+from shared.logging import correlation_id_var
+from shared.outbox import Outbox
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LongTail:
+    """Members who joined and never took part: counts by region and group, and the members themselves."""
+
+    by_place: list[dict[str, Any]]
+    members: list[dict[str, Any]]
+    total: int
+
+
+class EngagementService:
+    def __init__(self, db: Database, outbox: Outbox) -> None:
+        self.db = db
+        self.outbox = outbox
+
+    # the ladder ----------------------------------------------------------------------------------------
+    async def ladder(self, session: AsyncSession | None = None) -> tuple[LadderRung, ...]:
+        if session is None:
+            async with self.db.transaction() as s:
+                return await self.ladder(s)
+        t = tables.engagement_ladder
+        rows = (await session.execute(select(t).order_by(t.c.position))).all()
+        if not rows:
+            return DEFAULT_LADDER
+        return tuple(LadderRung(r.level, r.label, r.min_actions, r.min_attended, r.min_total, tuple(r.roles))
+                     for r in rows)
+
+    async def set_ladder(self, ladder: Sequence[LadderRung]) -> int:
+        """Replace the ladder and recompute every member; returns how many changed level (each published)."""
+        t, m = tables.engagement_ladder, tables.members
+        async with self.db.transaction() as session:
+            await session.execute(delete(t))
+            await session.execute(pg_insert(t).values([
+                {"position": i, "level": r.level, "label": r.label, "min_actions": r.min_actions,
+                 "min_attended": r.min_attended, "min_total": r.min_total, "roles": list(r.roles)}
+                for i, r in enumerate(ladder)
+            ]))
+            changed = 0
+            member_ids = (await session.execute(
+                select(m.c.member_id).where(m.c.status == "active").order_by(m.c.member_id))).scalars().all()
+            for member_id in member_ids:
+                changed += await self.recompute(session, member_id, ladder=ladder, reason="the ladder changed")
+        return changed
+
+    # members, units and roles (membership's events) ----------------------------------------------------
+    async def member_joined(self, session: AsyncSession, event: ev.MemberJoined) -> None:
+        m, f = tables.members, tables.engagement_facts
+        values = {"region_id": event.region_id, "group_ids": event.group_ids, "subteam_ids": event.subteam_ids,
+                  "status": "active", "source": event.source, "joined_at": event.joined_at, "updated_at": utcnow()}
+        await session.execute(
+            pg_insert(m).values(member_id=event.member_id, **values)
+            .on_conflict_do_update(index_elements=[m.c.member_id], set_=values)
+        )
+        if event.source.startswith(("action:", "rsvp:")):
+            await session.execute(
+                update(f).where(f.c.link_ref == event.source, f.c.member_id.is_(None)).values(member_id=event.member_id)
+            )
+        await self.recompute(session, event.member_id)
+
+    async def member_profile_updated(self, session: AsyncSession, event: ev.MemberProfileUpdated) -> None:
+        m = tables.members
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if {"region_id", "region"} & set(event.changed):
+            values["region_id"] = event.region_id
+        if {"group_ids", "groups"} & set(event.changed):
+            values["group_ids"] = event.group_ids
+        if {"subteam_ids", "subteams"} & set(event.changed):
+            values["subteam_ids"] = event.subteam_ids
+        await session.execute(update(m).where(m.c.member_id == event.member_id).values(**values))
+
+    async def member_left(self, session: AsyncSession, member_id: str) -> None:
+        m = tables.members
+        await session.execute(update(m).where(m.c.member_id == member_id).values(status="left", updated_at=utcnow()))
+
+    async def member_erased(self, session: AsyncSession, member_id: str) -> None:
+        """Forget the member here: their row and the link from their facts (the facts still count for campaigns)."""
+        await session.execute(delete(tables.members).where(tables.members.c.member_id == member_id))
+        f = tables.engagement_facts
+        await session.execute(update(f).where(f.c.member_id == member_id).values(member_id=None, link_ref=None))
+
+    async def unit_defined(self, session: AsyncSession, event: ev.OrganisationUnitDefined) -> None:
+        u = tables.units
+        values = {"kind": event.kind, "name": event.name, "parent_id": event.parent_id}
+        await session.execute(
+            pg_insert(u).values(unit_id=event.unit_id, **values)
+            .on_conflict_do_update(index_elements=[u.c.unit_id], set_=values)
+        )
+
+    async def role_granted(self, session: AsyncSession, event: ev.RoleGranted) -> None:
+        if not event.member_id:
+            return
+        m = tables.members
+        await session.execute(
+            update(m).where(m.c.member_id == event.member_id, ~m.c.roles.any(event.role))
+            .values(roles=func.array_append(m.c.roles, event.role))
+        )
+        await self.recompute(session, event.member_id, reason=f"became {event.role.replace('_', ' ')}")
+
+    # facts -------------------------------------------------------------------------------------------
+    async def _fact(self, session: AsyncSession, kind: str, fact_id: str, member_id: str | None,
+                    link_ref: str | None, occurred_at: datetime) -> None:
+        f, m = tables.engagement_facts, tables.members
+        if member_id is None and link_ref is not None:  # they may have joined already
+            member_id = (await session.execute(
+                select(m.c.member_id).where(m.c.source == link_ref).limit(1))).scalar()
+        inserted = (await session.execute(
+            pg_insert(f).values(kind=kind, fact_id=fact_id, member_id=member_id, link_ref=link_ref,
+                                occurred_at=occurred_at)
+            .on_conflict_do_nothing().returning(f.c.fact_id)
+        )).first()
+        if inserted is not None and member_id is not None:
+            await self.recompute(session, member_id)
+
+    async def action_taken(self, session: AsyncSession, event: ev.ActionTaken) -> None:
+        link = f"action:{event.action_id}" if event.member_id is None else None
+        await self._fact(session, "action", event.action_id, event.member_id, link, event.taken_at)
+
+    async def attendance_recorded(self, session: AsyncSession, event: ev.AttendanceRecorded) -> None:
+        link = f"rsvp:{event.rsvp_id}" if event.member_id is None else None
+        await self._fact(session, "attendance", event.rsvp_id, event.member_id, link, event.attended_at)
+
+    async def recompute(self, session: AsyncSession, member_id: str, *, ladder: Sequence[LadderRung] | None = None,
+                        reason: str = "") -> int:
+        """Count the member's facts, find their level and publish EngagementLevelChanged if it moved (returns 1)."""
+        m, f = tables.members, tables.engagement_facts
+        member = (await session.execute(select(m).where(m.c.member_id == member_id).with_for_update())).first()
+        if member is None:
+            return 0  # not joined (yet): their facts wait for MemberJoined
+        counts = dict((await session.execute(
+            select(f.c.kind, func.count()).where(f.c.member_id == member_id).group_by(f.c.kind))).all())
+        actions, attended = int(counts.get("action", 0)), int(counts.get("attendance", 0))
+        ladder = ladder or await self.ladder(session)
+        level = level_for(ladder, actions=actions, attended=attended, roles=member.roles)
+        values: dict[str, Any] = {"actions": actions, "attended": attended}
+        changed = level != member.level
+        if changed:
+            values.update(level=level, level_since=utcnow())
+        await session.execute(update(m).where(m.c.member_id == member_id).values(**values))
+        if changed and (member.level is not None or level != ladder[0].level):
+            why = reason or f"{actions} action{'s' if actions != 1 else ''}, {attended} meeting" \
+                            f"{'s' if attended != 1 else ''} attended"
+            await self.outbox.add_events(
+                session,
+                [ev.EngagementLevelChanged(member_id=member_id, level=level, previous_level=member.level,
+                                           reason=why)],
+                correlation_id=correlation_id_var.get(),
+            )
+            return 1
+        return 0
+
+    # queries -----------------------------------------------------------------------------------------
+    async def member(self, member_id: str) -> Any:
+        m = tables.members
+        async with self.db.transaction() as session:
+            return (await session.execute(select(m).where(m.c.member_id == member_id))).first()
+
+    async def long_tail(self, organiser: OrganiserScope, *, region_id: str | None = None, group_id: str | None = None,
+                        joined_before: datetime | None = None, limit: int = 500) -> LongTail:
+        """Active members in the organiser's scope who have taken no action and attended no meeting."""
+        m, u = tables.members, tables.units
+        q = select(m).where(m.c.status == "active", m.c.actions == 0, m.c.attended == 0)
+        q = scope_members(q, m, organiser)
+        if region_id:
+            q = q.where(m.c.region_id == region_id)
+        if group_id:
+            q = q.where(m.c.group_ids.any(group_id))
+        if joined_before is not None:
+            q = q.where(m.c.joined_at < joined_before)
+        async with self.db.transaction() as session:
+            rows = (await session.execute(q.order_by(m.c.joined_at, m.c.member_id))).all()
+            names = dict((await session.execute(select(u.c.unit_id, u.c.name))).all())
+        places: dict[tuple[str | None, str | None], int] = {}
+        for r in rows:
+            for g in (r.group_ids or [None]):
+                if group_id and g != group_id:
+                    continue
+                places[(r.region_id, g)] = places.get((r.region_id, g), 0) + 1
+        by_place = [
+            {"region_id": region, "region": names.get(region, region or "No region"), "group_id": group,
+             "group": names.get(group, group or "No group"), "members": n}
+            for (region, group), n in sorted(places.items(), key=lambda kv: (-kv[1], str(kv[0])))
+        ]
+        members = [
+            {"member_id": r.member_id, "region_id": r.region_id, "region": names.get(r.region_id, r.region_id or ""),
+             "groups": [names.get(g, g) for g in r.group_ids or []], "joined_at": r.joined_at}
+            for r in rows[:limit]
+        ]
+        return LongTail(by_place, members, len(rows))
+
+
+def scope_members(query: Any, m: Any, organiser: OrganiserScope) -> Any:
+    """Only the members an organiser looks after: their region's, group's or sub-team's."""
+    if organiser.network:
+        return query
+    if organiser.scope_type == "region":
+        return query.where(m.c.region_id == organiser.scope_id)
+    if organiser.scope_type == "group":
+        return query.where(m.c.group_ids.any(organiser.scope_id))
+    return query.where(m.c.subteam_ids.any(organiser.scope_id))

@@ -1,0 +1,59 @@
+"""The campaigns service's composition root: wires the runtime, the service layer and the entrypoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.campaigns import db as tables
+from services.campaigns.consumers import (
+    ENGAGEMENT_GROUP,
+    REPORTING_GROUP,
+    build_engagement_consumer,
+    build_reporting_consumer,
+)
+from services.campaigns.engagement import EngagementService
+from services.campaigns.service import CampaignsService
+from shared import topics
+from shared.config import Settings
+from shared.inbox import Inbox
+from shared.runtime import ServiceRuntime
+from shared.web import make_templates
+
+NAME = "campaigns"
+HERE = Path(__file__).parent
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engagement_group: str = ENGAGEMENT_GROUP,
+    reporting_group: str = REPORTING_GROUP,
+) -> FastAPI:
+    """The service's app; tests pass their own settings and consumer groups."""
+    from services.campaigns import api, dashboard, organise, osdi, views, web
+
+    runtime = ServiceRuntime(NAME, tables.delivery, settings)
+    settings = runtime.settings
+    campaigns = CampaignsService(runtime.db, runtime.outbox, secret_key=settings.secret_key,
+                                 public_base_url=settings.public_base_url)
+    engagement = EngagementService(runtime.db, runtime.outbox)
+    runtime.add_consumer(build_engagement_consumer(campaigns, engagement, engagement_group))
+    # The read model has an inbox of its own, so a rebuild swaps both in one transaction (rebuild.py).
+    reporting = build_reporting_consumer(reporting_group)
+    reporting.attach(runtime.router, Inbox(runtime.db, tables.rpt_inbox), runtime.dlq, settings)
+    runtime.consumers.append(reporting)
+    runtime.document_publisher(topics.CAMPAIGNS_CAMPAIGNS, "Campaigns launched and closed; asks published")
+    runtime.document_publisher(topics.CAMPAIGNS_ACTIONS, "Actions taken on asks; letters to MPs for notifications")
+    runtime.document_publisher(topics.CAMPAIGNS_ENGAGEMENT, "Members' engagement levels changing")
+    runtime.document_publisher(topics.CAMPAIGNS_SUBJECT_KEYS, "Per-action data keys (compacted; tombstone on erasure)")
+    app = runtime.build_app(
+        "Groundswell campaigns",
+        routers=[organise.router, dashboard.router, api.router, osdi.router, web.router],
+    )
+    app.state.campaigns = campaigns
+    app.state.engagement = engagement
+    app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
+    views.install_filters(app.state.templates)
+    return app
