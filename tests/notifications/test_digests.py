@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +40,9 @@ async def _latest_digest_of(db, organiser_id: str):
     )
 
 
-async def test_a_regions_digest_has_its_news_and_nothing_from_another_region(notifications_server, network, db, catcher):
+async def test_a_regions_digest_has_its_news_and_nothing_from_another_region(
+    notifications_server, network, db, catcher
+):
     west = await network.unit("region", "West Midlands")
     east = await network.unit("region", "East Midlands")
     selly = await network.unit("group", "Selly Oak", west)
@@ -172,12 +174,26 @@ async def test_send_digests_command_builds_everyones_digest_now(notifications_se
     member_id, _ = await network.member(region_id=region, group_id=None)
     await poll(lambda: _organiser_ready(db, organiser_id))
     await poll(lambda: _activity_rows_at_least(db, [member_id], 1))
-    env = {**os.environ, "DATABASE_URL": digests_db_url, "SECRET_KEY": notifications_server.settings.secret_key,
-           "LOG_JSON": "false"}
-    done = subprocess.run(
-        [sys.executable, "-m", "services.notifications", "send-digests", "--now", "--organiser", organiser_id],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    env = {
+        **os.environ,
+        "DATABASE_URL": digests_db_url,
+        "SECRET_KEY": notifications_server.settings.secret_key,
+        "LOG_JSON": "false",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.notifications",
+        "send-digests",
+        "--now",
+        "--organiser",
+        organiser_id,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert done.returncode == 0, done.stderr
-    assert "1 digest(s) built" in done.stdout
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    assert "1 digest(s) built" in stdout.decode()
     assert await db.fetchval("SELECT count(*) FROM digests WHERE organiser_id = $1", organiser_id) == 1
