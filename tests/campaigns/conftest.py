@@ -315,11 +315,19 @@ class KafkaWatcher:
                 if r.value is not None and predicate(e := Envelope.from_bytes(r.value))]
 
     async def wait_for(self, predicate: Callable[[Envelope], bool], count: int = 1,
-                       timeout: float = 30.0) -> list[Envelope]:
-        """At least `count` envelopes matching, within `timeout` seconds."""
+                       timeout: float = 30.0, ours: asyncpg.Connection | None = None) -> list[Envelope]:
+        """At least `count` envelopes matching, within `timeout` seconds.
+
+        With `ours` (the test database), only events this test server published (found in its outbox) count:
+        the system's own campaigns service may publish level changes for the same test members too.
+        """
         deadline = time.monotonic() + timeout
         while True:
             found = self.envelopes(predicate)
+            if ours is not None and found:
+                mine = {r[0] for r in await ours.fetch("SELECT event_id FROM outbox WHERE event_id = ANY($1::uuid[])",
+                                                       [e.event_id for e in found])}
+                found = [e for e in found if e.event_id in mine]
             if len(found) >= count:
                 return found
             remaining = deadline - time.monotonic()
