@@ -308,7 +308,7 @@ class Reports:
                 "rate": round(attended / going, 3) if going else None}
 
     async def actions(self, session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
-        """Actions per campaign and ask by people in scope, with the asks of the scope's own campaigns at zero."""
+        """Actions per ask by people in scope: every ask of the campaigns they took part in or the scope runs."""
         counts = (await session.execute(text(
             PLACED_ACTIONS + "SELECT p.ask_id, count(*) AS n, count(*) FILTER (WHERE p.join_network) AS joined "
             f"FROM placed p WHERE {scope.actions('p')} GROUP BY p.ask_id"
@@ -318,11 +318,12 @@ class Reports:
             "SELECT k.ask_id, k.kind, k.title, k.campaign_id, c.title AS campaign, "
             f"({scope.scoped('c')}) AS own FROM rpt_asks k LEFT JOIN rpt_campaigns c ON c.campaign_id = k.campaign_id"
         ), scope.params())).all()
+        active = {a.campaign_id for a in asks if a.ask_id in by_ask}  # campaigns people in scope took part in
         out = [
             {"campaign_id": a.campaign_id, "campaign": a.campaign or a.campaign_id, "ask_id": a.ask_id,
              "ask": a.title, "kind": a.kind, "kind_label": ASK_KIND_LABELS.get(a.kind, a.kind),
              "actions": by_ask.get(a.ask_id, (0, 0))[0], "joined_network": by_ask.get(a.ask_id, (0, 0))[1]}
-            for a in asks if a.ask_id in by_ask or (a.own and a.campaign is not None)
+            for a in asks if a.campaign_id in active or (a.own and a.campaign is not None)
         ]
         return sorted(out, key=lambda r: (r["campaign"], r["campaign_id"], r["ask"], r["ask_id"]))
 
