@@ -1,44 +1,177 @@
-"""Membership's tables (its own database) and the queries over them."""
+"""Membership's tables (its own database) and the queries over them.
+
+Configuration that organisers edit (interests, levels of engagement, consent wordings, the network's
+regions, groups, sub-teams and partner organisations, the postcode table, allowed origins, rate limits)
+lives in tables too, seeded by migrations, so every instance of the service reads the same.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
     ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.crypto import subject_keys_table
 from shared.db import new_metadata
+from shared.parking import parked_events_table
 from shared.runtime import DeliveryTables
 
 metadata = new_metadata()
 delivery = DeliveryTables(metadata)
 subject_keys = subject_keys_table(metadata)
+parked_events = parked_events_table(metadata)
+
+# -- the network's shape ---------------------------------------------------------------------------
+
+regions = Table(
+    "regions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("slug", String(80), nullable=False, unique=True),
+    Column("name", String(120), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+local_groups = Table(
+    "local_groups",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("slug", String(80), nullable=False, unique=True),
+    Column("name", String(120), nullable=False),
+    Column("region_id", String(36), ForeignKey("regions.id"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+subteams = Table(
+    "subteams",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("slug", String(80), nullable=False, unique=True),
+    Column("name", String(120), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+partner_organisations = Table(
+    "partner_organisations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("slug", String(80), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Postcode outward codes ("B15") or areas ("B") -> region and the nearest local group; longest match wins.
+postcode_districts = Table(
+    "postcode_districts",
+    metadata,
+    Column("prefix", String(8), primary_key=True),
+    Column("region_id", String(36), ForeignKey("regions.id", ondelete="CASCADE"), nullable=False),
+    Column("group_id", String(36), ForeignKey("local_groups.id", ondelete="SET NULL"), nullable=True),
+)
+
+# -- what the join form offers ---------------------------------------------------------------------
+
+interests = Table(
+    "interests",
+    metadata,
+    Column("key", String(60), primary_key=True),
+    Column("label", String(200), nullable=False),
+    Column("position", Integer, nullable=False, server_default=text("0")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+)
+
+engagement_levels = Table(
+    "engagement_levels",
+    metadata,
+    Column("key", String(40), primary_key=True),
+    Column("label", String(200), nullable=False),
+    Column("position", Integer, nullable=False, server_default=text("0")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+)
+
+# Every wording a person was ever asked to agree to stays here: a consent record names its version.
+consent_wordings = Table(
+    "consent_wordings",
+    metadata,
+    Column("version", String(40), primary_key=True),
+    Column("channel", String(20), nullable=False, server_default="email"),
+    Column("wording", Text, nullable=False),
+    Column("introduced_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("retired_at", DateTime(timezone=True), nullable=True),
+)
+
+# Sites that may host the join form and be redirected back to (scheme://host[:port]).
+allowed_origins = Table(
+    "allowed_origins",
+    metadata,
+    Column("origin", String(200), primary_key=True),
+    Column("note", String(200), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# -- members ---------------------------------------------------------------------------------------
 
 members = Table(
     "members",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("email_normalised", String(254), nullable=False, unique=True),
+    Column("email_normalised", String(254), nullable=True, unique=True),  # NULL once erased
     Column("name", String(120), nullable=False),
-    Column("postcode", String(10), nullable=False),
+    Column("postcode", String(10), nullable=True),
     Column("region_id", String(36), nullable=True),
+    Column("suggested_group_id", String(36), nullable=True),
     Column("engagement_level", String(40), nullable=False),
     Column("interests", ARRAY(Text), nullable=False, server_default=text("'{}'")),
-    Column("status", String(20), nullable=False, server_default="pending"),
+    Column("skills", Text, nullable=True),
+    Column("time_available", String(200), nullable=True),
+    Column("organisation_id", String(36), nullable=True),
+    Column("organisation_name", String(200), nullable=True),
+    Column("status", String(20), nullable=False, server_default="pending"),  # pending confirmed left erased
     Column("email_consent", Boolean, nullable=False),
     Column("source", String(500), nullable=False),
     Column("joined_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("confirmed_at", DateTime(timezone=True), nullable=True),
+    Column("left_at", DateTime(timezone=True), nullable=True),
+    Column("erased_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_members_region_id", "region_id"),
+)
+
+member_groups = Table(
+    "member_groups",
+    metadata,
+    Column("member_id", String(36), ForeignKey("members.id", ondelete="CASCADE"), nullable=False),
+    Column("group_id", String(36), ForeignKey("local_groups.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("joined_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("member_id", "group_id"),
+)
+
+member_subteams = Table(
+    "member_subteams",
+    metadata,
+    Column("member_id", String(36), ForeignKey("members.id", ondelete="CASCADE"), nullable=False),
+    Column("subteam_id", String(36), ForeignKey("subteams.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("joined_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("member_id", "subteam_id"),
 )
 
 consent_records = Table(
@@ -50,6 +183,49 @@ consent_records = Table(
     Column("granted", Boolean, nullable=False),
     Column("wording_version", String(40), nullable=False),
     Column("source", String(500), nullable=False),
+    Column("site", String(200), nullable=True),  # the origin of an embedded form
     Column("ip_hash", String(64), nullable=True),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# -- spam protection -------------------------------------------------------------------------------
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("max_count", Integer, nullable=False),
+    Column("window_s", Integer, nullable=False),
+)
+
+# Networks never rate limited (the operator's own machine, a conference stall's connection): CIDR text.
+trusted_networks = Table(
+    "trusted_networks",
+    metadata,
+    Column("cidr", String(50), primary_key=True),
+    Column("note", String(200), nullable=False, server_default=""),
+)
+
+# Counters per (limit, keyed hash of the IP or email, fixed window): shared by every instance.
+rate_limit_hits = Table(
+    "rate_limit_hits",
+    metadata,
+    Column("bucket", String(120), nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("hits", Integer, nullable=False, server_default=text("1")),
+    PrimaryKeyConstraint("bucket", "window_start"),
+    Index("ix_rate_limit_hits_window_start", "window_start"),
+)
+
+# -- the audit trail -------------------------------------------------------------------------------
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", String(80), nullable=False),  # organiser:<id>, api-key:<id>, member:<id>, system
+    Column("action", String(60), nullable=False),
+    Column("member_id", String(36), nullable=True, index=True),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )

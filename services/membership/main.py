@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -10,23 +11,37 @@ from services.membership import db as tables
 from services.membership import web
 from services.membership.service import MembershipService
 from shared import topics
+from shared.config import Settings
+from shared.logging import get_logger
 from shared.runtime import ServiceRuntime
 from shared.web import make_templates
 
 NAME = "membership"
 HERE = Path(__file__).parent
+log = get_logger(__name__)
 
 
-def create_app() -> FastAPI:
-    runtime = ServiceRuntime(NAME, tables.delivery)
+def create_app(settings: Settings | None = None, *, reactions_group: str = "membership.reactions") -> FastAPI:
+    """The service's app; tests pass their own settings and consumer group."""
+    runtime = ServiceRuntime(NAME, tables.delivery, settings)
     settings = runtime.settings
     runtime.document_publisher(topics.MEMBERSHIP_MEMBERS, "Members joining, confirming, updating, leaving, erased")
     runtime.document_publisher(topics.MEMBERSHIP_SUBJECT_KEYS, "Per-member data keys (compacted; tombstone on erasure)")
-    app = runtime.build_app("Groundswell membership", routers=[web.router])
-    app.state.membership = MembershipService(
+    runtime.document_publisher(topics.MEMBERSHIP_ORGANISATION, "Regions, local groups, sub-teams, partners, roles")
+    membership = MembershipService(
         runtime.db, runtime.outbox, settings.secret_key, double_opt_in=settings.double_opt_in
     )
-    app.state.templates = make_templates(
-        HERE / "templates", {"network_name": settings.network_name, "service": NAME}
-    )
+
+    async def prune_rate_limits() -> None:
+        while True:
+            try:
+                await membership.prune_rate_limits()
+            except Exception as exc:  # the next pass tries again
+                log.warning("pruning rate limit counters failed", error=repr(exc))
+            await asyncio.sleep(3600)
+
+    runtime.add_background(prune_rate_limits)
+    app = runtime.build_app("Groundswell membership", routers=[web.router])
+    app.state.membership = membership
+    app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
     return app

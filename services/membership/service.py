@@ -1,4 +1,4 @@
-"""Membership's use cases: each is one transaction that writes state and its outbox rows together."""
+"""Membership's use cases for members: each is one transaction that writes state and its outbox rows together."""
 
 from __future__ import annotations
 
@@ -7,15 +7,26 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
-from services.membership.domain import CONSENT_WORDING_VERSION, JoinApplication
+from services.membership.domain import Choice, JoinApplication, JoinOptions, Unit, merged
+from services.membership.ratelimit import JOIN_PER_EMAIL, JOIN_PER_IP, RateLimiter, Verdict
 from shared.crypto import KeyStore, encode_key
 from shared.db import Database
-from shared.events.catalog import MemberJoined, MemberProfileUpdated, SubjectKeyIssued
+from shared.events.catalog import (
+    ConsentChanged,
+    EngagementLevelChosen,
+    MemberConfirmed,
+    MemberJoined,
+    MemberProfileUpdated,
+    SubjectKeyIssued,
+)
+from shared.events.envelope import EventData
 from shared.logging import correlation_id_var
 from shared.outbox import Outbox
 
@@ -28,6 +39,48 @@ class JoinOutcome:
     new_member: bool
 
 
+class MemberNotFound(LookupError):
+    """No member with that id (or they were erased)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def load_join_options(session: AsyncSession) -> JoinOptions:
+    """The join form's choices as organisers configured them."""
+    i, lv, cw = tables.interests, tables.engagement_levels, tables.consent_wordings
+    interests = (await session.execute(select(i.c.key, i.c.label).where(i.c.active).order_by(i.c.position))).all()
+    levels = (await session.execute(select(lv.c.key, lv.c.label).where(lv.c.active).order_by(lv.c.position))).all()
+    wordings = (
+        await session.execute(
+            select(cw.c.version, cw.c.wording, cw.c.retired_at)
+            .where(cw.c.channel == "email")
+            .order_by(cw.c.introduced_at, cw.c.version)
+        )
+    ).all()
+    current = [w for w in wordings if w.retired_at is None] or list(wordings)
+    r, g, s, p = tables.regions, tables.local_groups, tables.subteams, tables.partner_organisations
+    regions = (await session.execute(select(r.c.id, r.c.slug, r.c.name).order_by(r.c.name))).all()
+    groups = (await session.execute(select(g.c.id, g.c.slug, g.c.name, g.c.region_id).order_by(g.c.name))).all()
+    subteams = (await session.execute(select(s.c.id, s.c.slug, s.c.name).order_by(s.c.name))).all()
+    partners = (await session.execute(select(p.c.id, p.c.slug, p.c.name).order_by(p.c.name))).all()
+    pd = tables.postcode_districts
+    prefixes = {row.prefix: (row.region_id, row.group_id) for row in (await session.execute(select(pd))).all()}
+    return JoinOptions(
+        interests=tuple(Choice(x.key, x.label) for x in interests),
+        levels=tuple(Choice(x.key, x.label) for x in levels),
+        regions=tuple(Unit(x.id, x.slug, x.name) for x in regions),
+        groups=tuple(Unit(x.id, x.slug, x.name, x.region_id) for x in groups),
+        subteams=tuple(Unit(x.id, x.slug, x.name) for x in subteams),
+        partners=tuple(Unit(x.id, x.slug, x.name) for x in partners),
+        consent_version=current[-1].version if current else "",
+        consent_wording=current[-1].wording if current else "",
+        consent_versions=frozenset(w.version for w in wordings),
+        postcode_prefixes=prefixes,
+    )
+
+
 class MembershipService:
     def __init__(self, db: Database, outbox: Outbox, secret_key: str, double_opt_in: bool = True) -> None:
         self.db = db
@@ -35,37 +88,68 @@ class MembershipService:
         self.keys = KeyStore(tables.subject_keys, OWNER)
         self.secret_key = secret_key
         self.double_opt_in = double_opt_in
+        self.limiter = RateLimiter(secret_key)
 
     def hash_ip(self, ip: str) -> str:
         """Proof of where consent came from, without keeping the address itself."""
         return hmac.new(self.secret_key.encode(), ip.encode(), hashlib.sha256).hexdigest()
 
-    async def join(self, application: JoinApplication, *, ip: str) -> JoinOutcome:
-        """Store a new member (or update the existing one with that email) and announce it.
+    async def _emit(self, session: AsyncSession, events: list[EventData]) -> None:
+        await self.outbox.add_events(session, events, correlation_id=correlation_id_var.get())
+
+    async def join_options(self) -> JoinOptions:
+        async with self.db.transaction() as session:
+            return await load_join_options(session)
+
+    # spam protection -----------------------------------------------------------------------------
+    async def allow_join_from(self, ip: str) -> Verdict:
+        async with self.db.transaction() as session:
+            return await self.limiter.hit(session, JOIN_PER_IP, ip, ip=ip)
+
+    async def allow_join_of(self, email_normalised: str, ip: str) -> Verdict:
+        async with self.db.transaction() as session:
+            return await self.limiter.hit(session, JOIN_PER_EMAIL, email_normalised, ip=ip)
+
+    async def is_allowed_origin(self, origin: str | None) -> bool:
+        if not origin:
+            return False
+        async with self.db.transaction() as session:
+            found = await session.execute(
+                select(tables.allowed_origins.c.origin).where(tables.allowed_origins.c.origin == origin)
+            )
+            return found.first() is not None
+
+    # joining -------------------------------------------------------------------------------------
+    async def join(self, application: JoinApplication, *, ip: str | None) -> JoinOutcome:
+        """Store a new member (or update the member with that email) and announce it, in one transaction.
 
         Joining again never creates a duplicate and never raises a second MemberJoined, even when two
-        submissions race: the unique email and ON CONFLICT settle it in the database.
+        submissions race: the unique email settles it; the loser of the race updates the winner's row.
         """
-        now = datetime.now(UTC)
+        async with self.db.transaction() as session:
+            return await self.join_in(session, application, ip=ip)
+
+    async def join_in(self, session: AsyncSession, application: JoinApplication, *, ip: str | None) -> JoinOutcome:
+        """`join` inside a transaction the caller holds (a consumer's, with its inbox row)."""
+        now = utcnow()
         new_id = str(uuid.uuid4())
         m = tables.members
-        async with self.db.transaction() as session:
-            previous = (
-                await session.execute(
-                    select(m.c.id, m.c.name, m.c.postcode, m.c.engagement_level, m.c.interests)
-                    .where(m.c.email_normalised == application.email_normalised)
-                    .with_for_update()
-                )
-            ).first()
-            stmt = (
+        inserted = (
+            await session.execute(
                 pg_insert(m)
                 .values(
                     id=new_id,
                     email_normalised=application.email_normalised,
                     name=application.name,
                     postcode=application.postcode,
+                    region_id=application.region_id,
+                    suggested_group_id=application.suggested_group_id,
                     engagement_level=application.engagement_level,
                     interests=application.interests,
+                    skills=application.skills,
+                    time_available=application.time_available,
+                    organisation_id=application.organisation_id,
+                    organisation_name=application.organisation_name,
                     status="pending" if self.double_opt_in else "confirmed",
                     confirmed_at=None if self.double_opt_in else now,
                     email_consent=application.email_consent,
@@ -73,75 +157,209 @@ class MembershipService:
                     joined_at=now,
                     updated_at=now,
                 )
-                .on_conflict_do_update(
-                    index_elements=[m.c.email_normalised],
-                    set_={
-                        "name": application.name,
-                        "postcode": application.postcode,
-                        "engagement_level": application.engagement_level,
-                        "interests": application.interests,
-                        "updated_at": now,
-                    },
-                )
+                .on_conflict_do_nothing(index_elements=[m.c.email_normalised])
                 .returning(m.c.id)
             )
-            member_id = (await session.execute(stmt)).scalar_one()
-            created = member_id == new_id
+        ).first()
+        if inserted is not None:
+            member_id = new_id
+            await self._set_units(session, member_id, application.group_ids, application.subteam_ids)
+            await self._record_consent(session, member_id, application, ip, now)
+            await self._announce_join(session, member_id, application, now, self.double_opt_in)
+            return JoinOutcome(member_id, True)
+        # Someone with this email exists (perhaps committed a moment ago by a simultaneous submission).
+        previous = (
             await session.execute(
-                pg_insert(tables.consent_records).values(
-                    id=str(uuid.uuid4()),
+                select(m).where(m.c.email_normalised == application.email_normalised).with_for_update()
+            )
+        ).one()
+        await self._update_on_rejoin(session, previous, application, now)
+        await self._record_consent(session, previous.id, application, ip, now)
+        return JoinOutcome(previous.id, False)
+
+    async def _set_units(
+        self, session: AsyncSession, member_id: str, group_ids: list[str], subteam_ids: list[str]
+    ) -> None:
+        if group_ids:
+            await session.execute(
+                pg_insert(tables.member_groups)
+                .values([{"member_id": member_id, "group_id": g} for g in group_ids])
+                .on_conflict_do_nothing()
+            )
+        if subteam_ids:
+            await session.execute(
+                pg_insert(tables.member_subteams)
+                .values([{"member_id": member_id, "subteam_id": s} for s in subteam_ids])
+                .on_conflict_do_nothing()
+            )
+
+    async def units_of(self, session: AsyncSession, member_id: str) -> tuple[list[str], list[str]]:
+        mg, ms = tables.member_groups, tables.member_subteams
+        groups = (
+            (await session.execute(select(mg.c.group_id).where(mg.c.member_id == member_id).order_by(mg.c.joined_at)))
+            .scalars()
+            .all()
+        )
+        subteams = (
+            (await session.execute(select(ms.c.subteam_id).where(ms.c.member_id == member_id).order_by(ms.c.joined_at)))
+            .scalars()
+            .all()
+        )
+        return list(groups), list(subteams)
+
+    async def _record_consent(
+        self, session: AsyncSession, member_id: str, application: JoinApplication, ip: str | None, now: datetime
+    ) -> None:
+        await session.execute(
+            pg_insert(tables.consent_records).values(
+                id=str(uuid.uuid4()),
+                member_id=member_id,
+                channel="email",
+                granted=application.email_consent,
+                wording_version=application.consent_version,
+                source=application.source,
+                site=application.site,
+                ip_hash=self.hash_ip(ip) if ip else None,
+                recorded_at=now,
+            )
+        )
+
+    async def _announce_join(
+        self, session: AsyncSession, member_id: str, application: JoinApplication, now: datetime, confirm: bool
+    ) -> None:
+        key, _ = await self.keys.get_or_create(session, member_id)
+        group_ids, subteam_ids = await self.units_of(session, member_id)
+        row = (await session.execute(select(tables.members).where(tables.members.c.id == member_id))).one()
+        await self._emit(
+            session,
+            [
+                SubjectKeyIssued(key_id=member_id, key=encode_key(key)),
+                MemberJoined(
                     member_id=member_id,
-                    channel="email",
-                    granted=application.email_consent,
-                    wording_version=CONSENT_WORDING_VERSION,
+                    email=await self.keys.seal(session, member_id, row.email_normalised),
+                    name=await self.keys.seal(session, member_id, row.name),
+                    postcode=await self.keys.seal(session, member_id, row.postcode) if row.postcode else None,
+                    region_id=row.region_id,
+                    group_ids=group_ids,
+                    suggested_group_id=row.suggested_group_id,
+                    subteam_ids=subteam_ids,
+                    interests=list(row.interests),
+                    engagement_level=row.engagement_level,
+                    organisation_id=row.organisation_id,
+                    email_consent=row.email_consent,
+                    consent_wording_version=application.consent_version,
                     source=application.source,
-                    ip_hash=self.hash_ip(ip),
-                    recorded_at=now,
+                    confirmation_required=confirm,
+                    joined_at=now,
+                ),
+            ],
+        )
+
+    async def _update_on_rejoin(
+        self, session: AsyncSession, previous: Any, application: JoinApplication, now: datetime
+    ) -> None:
+        """Joining again updates the member; lists only grow. One event per kind of change, none if nothing changed."""
+        m = tables.members
+        member_id = previous.id
+        old_groups, old_subteams = await self.units_of(session, member_id)
+        new_groups = merged(old_groups, application.group_ids)
+        new_subteams = merged(old_subteams, application.subteam_ids)
+        new_interests = merged(previous.interests, application.interests)
+        values: dict[str, Any] = {
+            "name": application.name,
+            "engagement_level": application.engagement_level,
+            "interests": new_interests,
+            "updated_at": now,
+        }
+        if application.postcode:
+            values.update(
+                postcode=application.postcode,
+                region_id=application.region_id,
+                suggested_group_id=application.suggested_group_id,
+            )
+        elif application.region_id:
+            values["region_id"] = application.region_id
+        for name in ("skills", "time_available", "organisation_id", "organisation_name"):
+            if getattr(application, name):
+                values[name] = getattr(application, name)
+        rejoining = previous.status == "left"
+        if rejoining:
+            values.update(
+                status="confirmed" if previous.confirmed_at or not self.double_opt_in else "pending", left_at=None
+            )
+        consent_regained = application.email_consent and not previous.email_consent
+        if consent_regained:
+            values["email_consent"] = True
+        await session.execute(update(m).where(m.c.id == member_id).values(**values))
+        await self._set_units(session, member_id, application.group_ids, application.subteam_ids)
+
+        if rejoining:
+            # Back after leaving: everyone who forgot them learns them again (no second welcome: same member).
+            await self._announce_join(session, member_id, application, now, values["status"] == "pending")
+            return
+        events: list[EventData] = []
+        changed = [
+            field
+            for field, old, new in (
+                ("name", previous.name, application.name),
+                ("postcode", previous.postcode, values.get("postcode", previous.postcode)),
+                ("region_id", previous.region_id, values.get("region_id", previous.region_id)),
+                ("group_ids", old_groups, new_groups),
+                ("subteam_ids", old_subteams, new_subteams),
+                ("interests", list(previous.interests), new_interests),
+                ("engagement_level", previous.engagement_level, application.engagement_level),
+                ("organisation_id", previous.organisation_id, values.get("organisation_id", previous.organisation_id)),
+            )
+            if old != new
+        ]
+        if changed:
+            events.append(
+                MemberProfileUpdated(
+                    member_id=member_id,
+                    changed=changed,
+                    name=await self.keys.seal(session, member_id, application.name) if "name" in changed else None,
+                    region_id=values.get("region_id", previous.region_id),
+                    group_ids=new_groups,
+                    subteam_ids=new_subteams,
+                    interests=new_interests,
+                    engagement_level=application.engagement_level,
+                    organisation_id=values.get("organisation_id", previous.organisation_id),
                 )
             )
-            correlation_id = correlation_id_var.get()
-            if created:
-                key, _ = await self.keys.get_or_create(session, member_id)
-                events = [
-                    SubjectKeyIssued(key_id=member_id, key=encode_key(key)),
-                    MemberJoined(
-                        member_id=member_id,
-                        email=await self.keys.seal(session, member_id, application.email_normalised),
-                        name=await self.keys.seal(session, member_id, application.name),
-                        postcode=await self.keys.seal(session, member_id, application.postcode),
-                        engagement_level=application.engagement_level,
-                        interests=application.interests,
-                        email_consent=application.email_consent,
-                        consent_wording_version=CONSENT_WORDING_VERSION,
-                        source=application.source,
-                        confirmation_required=self.double_opt_in,
-                        joined_at=now,
-                    ),
-                ]
-            else:
-                changed = []
-                if previous is not None:
-                    if previous.name != application.name:
-                        changed.append("name")
-                    if previous.postcode != application.postcode:
-                        changed.append("postcode")
-                    if previous.engagement_level != application.engagement_level:
-                        changed.append("engagement_level")
-                    if list(previous.interests) != application.interests:
-                        changed.append("interests")
-                events = []
-                if changed:
-                    events.append(
-                        MemberProfileUpdated(
-                            member_id=member_id,
-                            changed=changed,
-                            name=await self.keys.seal(session, member_id, application.name)
-                            if "name" in changed
-                            else None,
-                            engagement_level=application.engagement_level,
-                            interests=application.interests,
-                        )
-                    )
-            await self.outbox.add_events(session, events, correlation_id=correlation_id)
-        return JoinOutcome(member_id=member_id, new_member=created)
+        if previous.engagement_level != application.engagement_level:
+            events.append(
+                EngagementLevelChosen(
+                    member_id=member_id, level=application.engagement_level, previous_level=previous.engagement_level
+                )
+            )
+        if consent_regained:
+            events.append(
+                ConsentChanged(
+                    member_id=member_id,
+                    granted=True,
+                    wording_version=application.consent_version,
+                    source=application.source,
+                )
+            )
+        await self._emit(session, events)
 
+    # double opt-in -------------------------------------------------------------------------------
+    async def confirm(self, member_id: str) -> bool:
+        """Confirm a member's email address; True if this confirmed it, False if it already was."""
+        m = tables.members
+        async with self.db.transaction() as session:
+            row = (await session.execute(select(m.c.status).where(m.c.id == member_id).with_for_update())).first()
+            if row is None or row.status in ("erased", "left"):
+                raise MemberNotFound(member_id)
+            if row.status != "pending":
+                return False
+            now = utcnow()
+            await session.execute(
+                update(m).where(m.c.id == member_id).values(status="confirmed", confirmed_at=now, updated_at=now)
+            )
+            await self._emit(session, [MemberConfirmed(member_id=member_id, confirmed_at=now)])
+            return True
+
+    async def prune_rate_limits(self) -> None:
+        async with self.db.transaction() as session:
+            await RateLimiter.prune(session)
