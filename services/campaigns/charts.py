@@ -18,9 +18,9 @@ FONT = 'font-family="system-ui, sans-serif" font-size="12"'
 
 
 def _nice_max(value: float) -> float:
-    """A round number at or above `value`, for the top of an axis."""
-    if value <= 0:
-        return 1
+    """A round number at or above `value` (at least 5), for the top of an axis of counts."""
+    if value <= 5:
+        return 5
     magnitude = 10 ** (len(str(int(value))) - 1)
     for step in (1, 2, 2.5, 5, 10):
         if value <= step * magnitude:
@@ -42,7 +42,10 @@ def _open(kind: str, title: str, desc: str, width: int, height: int) -> tuple[st
     return head, "</svg>"
 
 
-def _y_axis(top: float, left: int, right: int, y0: int, height: int, ticks: int = 4) -> str:
+def _y_axis(top: float, left: int, right: int, y0: int, height: int) -> str:
+    """Grid lines with whole-number labels: 4 steps for a top of 2, 20, 200…, otherwise 5."""
+    lead = top / 10 ** (len(str(int(top))) - 1)
+    ticks = 4 if lead == 2 else 5
     parts = []
     for i in range(ticks + 1):
         value = top * i / ticks

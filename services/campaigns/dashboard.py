@@ -69,28 +69,35 @@ def _scope_name(scope: Scope, units: dict[str, Any], network_name: str) -> str:
     return f"{unit.name if unit else scope.scope_id} ({scope.scope_type})"
 
 
-def _charts(data: dict[str, Any]) -> dict[str, Any]:
+def _charts(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each chart's visible caption and its SVG."""
     growth = data["growth"]
     labels = [w[5:] for w in growth["weeks"]]  # MM-DD of each week's Monday
     top = growth["series"][:6]
     place = "region" if growth["place_kind"] == "region" else "group"
     attended = [m for m in data["attendance"]["meetings"] if m["rate"] is not None][:10][::-1]
-    return {
-        "growth": charts.line_chart(
-            f"Members per {place}, week by week", labels,
-            [("All", growth["totals"]["members"])] + [(s["name"], s["members"]) for s in top]),
-        "joins": charts.bar_chart("People joining each week", labels, growth["totals"]["joined"]),
-        "funnel": charts.horizontal_bars(
-            "Engagement funnel: members at each level or above",
-            [(f["label"], f["members"]) for f in data["funnel"]], kind="funnel"),
-        "attendance": charts.bar_chart(
-            "Share of people with a place who came, by meeting", [m["title"] for m in attended],
-            [m["rate"] for m in attended], percent=True),
-        "actions": charts.horizontal_bars(
-            "Actions per ask", [(f"{a['campaign'][:14]}: {a['ask']}", a["actions"]) for a in data["actions"][:15]]),
-        "partners": charts.horizontal_bars(
-            "Actions on partner organisations' campaigns", [(p["name"], p["actions"]) for p in data["partners"][:10]]),
+    titles = {
+        "growth": f"Members per {place}, week by week",
+        "joins": "People joining each week",
+        "funnel": "Engagement funnel: members at each level or above",
+        "attendance": "Share of people with a place who came, by meeting",
+        "actions": "Actions per ask",
+        "partners": "Actions on partner organisations' campaigns",
     }
+    svgs = {
+        "growth": charts.line_chart(titles["growth"], labels, [("All", growth["totals"]["members"])]
+                                    + [(s["name"], s["members"]) for s in top]),
+        "joins": charts.bar_chart(titles["joins"], labels, growth["totals"]["joined"]),
+        "funnel": charts.horizontal_bars(titles["funnel"], [(f["label"], f["members"]) for f in data["funnel"]],
+                                         kind="funnel"),
+        "attendance": charts.bar_chart(titles["attendance"], [m["title"] for m in attended],
+                                       [m["rate"] for m in attended], percent=True),
+        "actions": charts.horizontal_bars(
+            titles["actions"], [(f"{a['campaign'][:14]}: {a['ask']}", a["actions"]) for a in data["actions"][:15]]),
+        "partners": charts.horizontal_bars(titles["partners"],
+                                           [(p["name"], p["actions"]) for p in data["partners"][:10]]),
+    }
+    return {name: {"title": titles[name], "svg": svg} for name, svg in svgs.items()}
 
 
 @router.get("", response_class=HTMLResponse)

@@ -92,7 +92,8 @@ async def test_a_meeting_scheduled_for_a_campaign_becomes_an_ask_and_its_rsvps_c
     ask = (await kafka.wait_for(of_type("AskPublished", campaign_id=campaign["id"], kind="attend")))[0]
     assert ask.data["meeting_id"] == meeting_id and ask.data["title"] == "Come to Campaign planning meeting"
     page = await client.get(f"/campaigns/{campaign['id']}/asks/{ask.data['ask_id']}")
-    assert f"http://events.example/events/{meeting_id}" in page.text and "RSVP for Campaign planning meeting" in page.text
+    assert f"http://events.example/events/{meeting_id}" in page.text
+    assert "RSVP for Campaign planning meeting" in page.text
 
     member_id, rsvp_id = str(uuid.uuid4()), str(uuid.uuid4())
     rsvp = RsvpReceived(meeting_id=meeting_id, rsvp_id=rsvp_id, member_id=member_id, status="going")

@@ -9,110 +9,14 @@ import io
 import os
 import subprocess
 import sys
-import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from deploy.local import launcher
-from services.campaigns.views import member_token
-from shared.events.catalog import AttendanceRecorded, MeetingScheduled, RsvpReceived
-from tests.campaigns.conftest import (
-    PETITION,
-    REPORTING_GROUP,
-    SECRET,
-    SHARE,
-    ask_path,
-    joined,
-    launch,
-    organiser_headers,
-    poll,
-    publish,
-    reporting_caught_up,
-    unit,
-)
+from tests.campaigns.conftest import REPORTING_GROUP, SECRET, joined, organiser_headers, publish, quiet
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def quiet(campaigns_server, seconds: float = 2.0, timeout: float = 180.0) -> None:
-    """Nothing new on the reporting topics for a while, and the reporting consumer has handled all of it."""
-    from services.campaigns.reporting import REPORTING_TOPICS
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=launcher.KAFKA_BOOTSTRAP, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(t, p) for t in REPORTING_TOPICS
-                 for p in sorted(await consumer._client._wait_on_metadata(t))]
-        deadline = time.monotonic() + timeout
-        previous = None
-        while time.monotonic() < deadline:
-            await reporting_caught_up(timeout=timeout)
-            ends = await consumer.end_offsets(parts)
-            if ends == previous:
-                return
-            previous = ends
-            await asyncio.sleep(seconds)
-        raise AssertionError("the reporting topics did not settle")
-    finally:
-        await consumer.stop()
-
-
-@pytest.fixture(scope="module")
-async def network(campaigns_server) -> dict[str, Any]:
-    """Two regions with a group each, a partner, members, a campaign with actions, meetings with attendance."""
-    import httpx
-
-    run = uuid.uuid4().hex[:6]
-    region_a, region_b = unit("region", f"Region A {run}"), unit("region", f"Region B {run}")
-    group_a, group_b = unit("group", f"Group A {run}", region_a.unit_id), unit("group", f"Group B {run}",
-                                                                               region_b.unit_id)
-    partner = unit("partner", f"Partner {run}")
-    await publish(region_a, region_b, group_a, group_b, partner)
-    a_members = [str(uuid.uuid4()) for _ in range(3)]
-    b_members = [str(uuid.uuid4()) for _ in range(2)]
-    await publish(
-        joined(a_members[0], region_a.unit_id, [group_a.unit_id], organisation_id=partner.unit_id),
-        *(joined(m, region_a.unit_id, [group_a.unit_id]) for m in a_members[1:]),
-        *(joined(m, region_b.unit_id, [group_b.unit_id]) for m in b_members),
-    )
-    db = campaigns_server.db
-    async with httpx.AsyncClient(base_url=campaigns_server.base_url, timeout=60) as client:
-        headers = organiser_headers()
-
-        async def known() -> bool:
-            row = await client.get(f"/campaigns/api/engagement/members/{b_members[-1]}", headers=headers)
-            return row.status_code == 200
-
-        await poll(known)
-        campaign = await launch(client, headers, title=f"Report campaign {run}", asks=[PETITION, SHARE],
-                                partner_ids=[partner.unit_id])
-        for member in (a_members[0], a_members[1], b_members[0]):
-            r = await client.post(ask_path(campaign, "petition"), data={"member": member_token(SECRET, member)})
-            assert r.status_code == 303
-    start = datetime.now(UTC) - timedelta(hours=3)
-    meeting_a, meeting_b = str(uuid.uuid4()), str(uuid.uuid4())
-    rsvps = [str(uuid.uuid4()) for _ in range(3)]
-    await publish(
-        *(MeetingScheduled(meeting_id=m, title=f"Meeting {name} {run}", kind="in_person", scope_type="group",
-                           scope_id=g, starts_at=start, ends_at=start + timedelta(hours=2), venue="Hall",
-                           public_url=f"http://x/events/{m}")
-          for m, name, g in ((meeting_a, "A", group_a.unit_id), (meeting_b, "B", group_b.unit_id))),
-    )
-    await publish(
-        RsvpReceived(meeting_id=meeting_a, rsvp_id=rsvps[0], member_id=a_members[0], status="going"),
-        RsvpReceived(meeting_id=meeting_a, rsvp_id=rsvps[1], member_id=a_members[2], status="going"),
-        RsvpReceived(meeting_id=meeting_b, rsvp_id=rsvps[2], member_id=b_members[1], status="going"),
-    )
-    await publish(AttendanceRecorded(meeting_id=meeting_a, rsvp_id=rsvps[0], member_id=a_members[0],
-                                     method="self_check_in", attended_at=start + timedelta(minutes=5)))
-    del db
-    return {"run": run, "region_a": region_a, "region_b": region_b, "group_a": group_a, "group_b": group_b,
-            "partner": partner, "a_members": a_members, "b_members": b_members, "campaign": campaign}
 
 
 async def data_for(client, headers, **params) -> dict[str, Any]:
