@@ -679,6 +679,7 @@ class Digests:
                     "actions": r.actions,
                     "meetings": sorted(r.meetings),
                     "campaigns": sorted(r.campaigns),
+                    "summary": unit_summary(r.new_members, r.actions, sorted(r.meetings), sorted(r.campaigns)),
                 }
                 for r in rows
             ],
@@ -873,6 +874,20 @@ class DigestLoop:
 
 
 # Presentation helpers ------------------------------------------------------------------------------------
+
+
+def unit_summary(new_members: int, actions: int, meetings: list[str], campaigns: list[str]) -> str:
+    """One line of what a group or region did, e.g. "2 new members; 9 actions; meetings: Street stall"."""
+    parts = []
+    if new_members:
+        parts.append(f"{new_members} new member{'s' if new_members != 1 else ''}")
+    if actions:
+        parts.append(f"{actions} action{'s' if actions != 1 else ''}")
+    if meetings:
+        parts.append("meetings: " + ", ".join(meetings))
+    if campaigns:
+        parts.append("new campaigns: " + ", ".join(campaigns))
+    return "; ".join(parts)
 
 
 def level_label(level: str) -> str:

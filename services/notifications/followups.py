@@ -234,7 +234,7 @@ class FollowUps:
             "events_url": f"{base}/events" + (f"?{urlencode(where)}" if where else ""),
             "campaigns_url": f"{base}/campaigns",
         }
-        scope = Scope("group", group_id) if group else (Scope("region", recipient.region_id) if region else None)
+        scope = Scope("group", group.unit_id) if group else (Scope("region", region.unit_id) if region else None)
         meetings = await self.digests.upcoming_meetings(session, scope, now, limit=3) if scope else []
         body_text, body_html = self.notifications.renderer.render(
             "follow_up",

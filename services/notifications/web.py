@@ -254,6 +254,7 @@ def _sample_digest(network_name: str) -> dict[str, Any]:
                     "actions": 9,
                     "meetings": ["Street stall"],
                     "campaigns": [],
+                    "summary": "2 new members; 9 actions; meetings: Street stall",
                 }
             ],
         },

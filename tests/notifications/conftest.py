@@ -282,9 +282,19 @@ class NetworkBuilder:
     """Makes a little network on Kafka, with names unique to the test: units, organisers, members, meetings,
     RSVPs, campaigns and actions, as membership, events and campaigns would publish them."""
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, db_url: str) -> None:
         self.p = publisher
+        self.db_url = db_url
         self.tag = uuid.uuid4().hex[:6]
+
+    async def key_arrived(self, key_id: str) -> None:
+        """Wait until notifications holds `key_id`. Keys and member events travel on different topics, and
+        notifications.keys may still be behind; waiting keeps these tests about digests, not about that race."""
+        conn = await asyncpg.connect(_dsn(self.db_url))
+        try:
+            await poll(lambda: conn.fetchval("SELECT count(*) FROM subject_keys WHERE key_id = $1", key_id))
+        finally:
+            await conn.close()
 
     async def unit(self, kind: str, name: str, parent_id: str | None = None) -> str:
         from shared.events.catalog import OrganisationUnitDefined
@@ -336,6 +346,7 @@ class NetworkBuilder:
         member_id = str(uuid.uuid4())
         email = f"member-{uuid.uuid4().hex[:10]}@example.org"
         await self.p.issue_key(member_id)
+        await self.key_arrived(member_id)
         await self.p.publish(
             MemberJoined(
                 member_id=member_id,
@@ -428,5 +439,5 @@ class NetworkBuilder:
 
 
 @pytest.fixture
-def network(publisher: Publisher) -> NetworkBuilder:
-    return NetworkBuilder(publisher)
+def network(publisher: Publisher, digests_db_url: str) -> NetworkBuilder:
+    return NetworkBuilder(publisher, digests_db_url)

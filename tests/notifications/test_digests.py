@@ -52,6 +52,7 @@ async def test_a_regions_digest_has_its_news_and_nothing_from_another_region(
     west_org, west_email = await network.organiser("region", west, key_first=False, name="Wendy West")
     east_org, east_email = await network.organiser("region", east, name="Ed East")
     group_org, _ = await network.organiser("group", selly, name="Sam Selly")
+    network_org, _ = await network.organiser("network", None, name="Nat Network")
     members = [
         (await network.member(region_id=west, group_id=selly, level=level))[0]
         for level in ("supporter", "supporter", "active")
@@ -70,7 +71,7 @@ async def test_a_regions_digest_has_its_news_and_nothing_from_another_region(
 
     subjects = [*members, west_meeting, east_meeting, campaign]
     await poll(lambda: _activity_rows_at_least(db, subjects, 4 + 2 + 4 + 1 + 4))
-    for organiser in (west_org, east_org, group_org):
+    for organiser in (west_org, east_org, group_org, network_org):
         await poll(lambda o=organiser: _organiser_ready(db, o))
     await poll(lambda: db.fetchval("SELECT count(*) = 5 FROM units WHERE name LIKE $1", f"% {network.tag}"))
 
@@ -117,6 +118,13 @@ async def test_a_regions_digest_has_its_news_and_nothing_from_another_region(
     assert f"Selly Oak planning {tag}" in group_text and "3 joined" in group_text
     assert "OTHER GROUPS IN YOUR REGION" in group_text and f"Kings Heath {tag}: 3 actions" in group_text
     assert f"Derby {tag}" not in group_text
+
+    # The whole network's organiser: each region at a glance.
+    assert await digests.run_now(organiser_id=network_org) == 1
+    network_text = (await _latest_digest_of(db, network_org))["body_text"]
+    assert "AROUND THE NETWORK" in network_text
+    assert f"West Midlands {tag}: 3 new members; 3 actions; meetings: Selly Oak planning {tag}" in network_text
+    assert f"East Midlands {tag}: 1 new member; 1 action; meetings: Derby street stall {tag}" in network_text
 
     await catcher.settle(west_email, 1.0)
     assert len(await catcher.messages(west_email)) == 1

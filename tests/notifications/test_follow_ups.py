@@ -106,6 +106,7 @@ async def test_a_member_not_yet_confirmed_waits_and_a_suppressed_address_is_neve
     member_id = str(uuid.uuid4())
     email = f"pending-{member_id[:8]}@example.org"
     await publisher.issue_key(member_id)
+    await network.key_arrived(member_id)
     await publisher.publish(
         MemberJoined(
             member_id=member_id,
