@@ -1,0 +1,141 @@
+"""Organiser sessions and integration API keys, verified locally by every service with SECRET_KEY.
+
+Membership signs an organiser in (password, then a TOTP code) and issues a session token carrying the
+organiser's id and scope: the whole network, a region, a group or a sub-team. Any service checks the
+token's signature and age itself, never calling membership. Pages read it from the `gs_organiser`
+cookie (HttpOnly, SameSite=Lax), JSON APIs from `Authorization: Bearer <token>`.
+
+Integrations send an API key in the `OSDI-API-Token` header: a signed token carrying the key's id and
+the scope it was created for. Membership records keys and their revocation; a service that can look up
+revocations installs `app.state.api_key_revoked` (an async function of the key id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from shared import tokens
+
+ORGANISER_SESSION = "organiser-session"
+OSDI_API = "osdi-api"
+SESSION_COOKIE = "gs_organiser"
+SESSION_MAX_AGE_S = 12 * 3600
+API_TOKEN_MAX_AGE_S = 10 * 365 * 24 * 3600
+SCOPE_TYPES = ("network", "region", "group", "subteam")
+
+RevocationCheck = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class OrganiserScope:
+    """An organiser (or an integration's API key) and the part of the network they look after."""
+
+    organiser_id: str
+    scope_type: str  # network | region | group | subteam
+    scope_id: str | None = None
+    key_id: str | None = None  # set when the caller is an API key
+
+    @property
+    def is_network(self) -> bool:
+        return self.scope_type == "network"
+
+    def covers(
+        self, scope_type: str, scope_id: str | None, region_id: str | None = None, parent_id: str | None = None
+    ) -> bool:
+        """Whether something scoped to (scope_type, scope_id), in `region_id` (under `parent_id`), is theirs."""
+        if self.scope_type == "network":
+            return True
+        if (self.scope_type, self.scope_id) == (scope_type, scope_id):
+            return True
+        if self.scope_type == "region" and self.scope_id is not None and self.scope_id == region_id:
+            return True
+        return self.scope_type == "group" and self.scope_id is not None and self.scope_id == parent_id
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"o": self.organiser_id, "t": self.scope_type, "s": self.scope_id}
+        if self.key_id:
+            body["k"] = self.key_id
+        return body
+
+
+def issue(secret_key: str, scope: OrganiserScope, purpose: str = ORGANISER_SESSION) -> str:
+    """A signed token for `scope`: an organiser session (default) or, with purpose OSDI_API, an API key."""
+    return tokens.sign(secret_key, purpose, scope.payload())
+
+
+def verify(
+    secret_key: str, token: str, purpose: str = ORGANISER_SESSION, max_age_s: int | None = None
+) -> OrganiserScope:
+    """The scope a token carries; `tokens.InvalidToken` when it is forged, altered, expired or malformed."""
+    if max_age_s is None:
+        max_age_s = SESSION_MAX_AGE_S if purpose == ORGANISER_SESSION else API_TOKEN_MAX_AGE_S
+    payload = tokens.verify(secret_key, purpose, token, max_age_s)
+    try:
+        scope_type = str(payload["t"])
+        if scope_type not in SCOPE_TYPES:
+            raise ValueError(scope_type)
+        scope_id = payload.get("s")
+        return OrganiserScope(
+            organiser_id=str(payload["o"]),
+            scope_type=scope_type,
+            scope_id=str(scope_id) if scope_id is not None else None,
+            key_id=str(payload["k"]) if payload.get("k") else None,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise tokens.InvalidToken("This token is not valid") from None
+
+
+def _secret(request: Request) -> str:
+    return str(request.app.state.runtime.settings.secret_key)
+
+
+def session_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.cookies.get(SESSION_COOKIE, "")
+
+
+def optional_organiser(request: Request) -> OrganiserScope | None:
+    """The signed-in organiser, or None (no token, or one that is not valid)."""
+    token = session_token(request)
+    if not token:
+        return None
+    try:
+        return verify(_secret(request), token)
+    except tokens.InvalidToken:
+        return None
+
+
+def require_organiser(request: Request) -> OrganiserScope:
+    """The signed-in organiser, or 401 with a message saying what to do."""
+    token = session_token(request)
+    if not token:
+        raise HTTPException(401, "Sign in as an organiser to do this", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        return verify(_secret(request), token)
+    except tokens.InvalidToken:
+        raise HTTPException(
+            401,
+            "Your organiser sign-in is not valid or has expired: sign in again",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from None
+
+
+async def require_api_token(request: Request) -> OrganiserScope:
+    """The integration calling an OSDI API, from its `OSDI-API-Token` header, or 401."""
+    token = request.headers.get("osdi-api-token", "")
+    if not token:
+        raise HTTPException(401, "Send your API key in the OSDI-API-Token header")
+    try:
+        caller = verify(_secret(request), token, OSDI_API)
+    except tokens.InvalidToken:
+        raise HTTPException(401, "The API key in OSDI-API-Token is not valid") from None
+    revoked: RevocationCheck | None = getattr(request.app.state, "api_key_revoked", None)
+    if revoked is not None and caller.key_id and await revoked(caller.key_id):
+        raise HTTPException(401, "This API key has been revoked")
+    return caller
