@@ -5,7 +5,6 @@ delivery log of their scope. Also `install`, which wires digests and follow-ups 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +18,8 @@ from services.notifications.feeds import feed_url
 from services.notifications.feeds import router as feeds_router
 from services.notifications.followups import PLACEHOLDERS, FollowUpLoop, FollowUps, InvalidStep, StepInput
 from services.notifications.service import NotificationService
-from shared import tokens, topics
+from shared import auth, tokens, topics
+from shared.auth import OrganiserScope
 from shared.runtime import ServiceRuntime
 from shared.web import make_templates
 
@@ -63,45 +63,9 @@ def attach(app: FastAPI, digests: Digests, follow_ups: FollowUps) -> None:
     app.state.follow_ups = follow_ups
 
 
-# Who is asking -----------------------------------------------------------------------------------------
+# Who is asking: the organiser session every service verifies locally (shared/auth.py) ---------------------
 
-ORGANISER_SESSION = "organiser-session"  # the purpose every service's organiser sessions are signed for
-SESSION_COOKIE = "gs_organiser"
-SESSION_MAX_AGE_S = 12 * 3600
-
-
-@dataclass(frozen=True)
-class OrganiserScope:
-    """A signed-in organiser and the part of the network they look after."""
-
-    organiser_id: str
-    scope_type: str  # network | region | group | subteam
-    scope_id: str | None = None
-
-    @property
-    def whole_network(self) -> bool:
-        return self.scope_type == "network"
-
-
-def current_organiser(request: Request) -> OrganiserScope:
-    """The signed-in organiser (session token as Bearer header or `gs_organiser` cookie), or 401."""
-    secret_key = request.app.state.runtime.settings.secret_key
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else request.cookies.get(SESSION_COOKIE, "")
-    if not token:
-        raise HTTPException(401, "Sign in as an organiser to see this page", headers={"WWW-Authenticate": "Bearer"})
-    try:
-        payload = tokens.verify(secret_key, ORGANISER_SESSION, token, SESSION_MAX_AGE_S)
-        return OrganiserScope(str(payload["o"]), str(payload["t"]), payload.get("s"))
-    except (tokens.InvalidToken, KeyError, TypeError):
-        raise HTTPException(
-            401,
-            "Your organiser sign-in is not valid or has expired: sign in again",
-            headers={"WWW-Authenticate": "Bearer"},
-        ) from None
-
-
-Organiser = Annotated[OrganiserScope, Depends(current_organiser)]
+Organiser = Annotated[OrganiserScope, Depends(auth.require_organiser)]
 
 
 def _digests(request: Request) -> Digests:
@@ -122,7 +86,7 @@ async def _page(request: Request, name: str, context: dict[str, Any], status: in
 
 
 def _require_network(organiser: OrganiserScope) -> None:
-    if not organiser.whole_network:
+    if not organiser.is_network:
         raise HTTPException(403, "Only organisers of the whole network can change this; ask one of them")
 
 
@@ -133,12 +97,14 @@ def _require_network(organiser: OrganiserScope) -> None:
 async def sign_in(request: Request, token: str, next: str = "/notifications/organise") -> Response:
     """Exchange a signed organiser token for a session cookie."""
     try:
-        tokens.verify(request.app.state.runtime.settings.secret_key, ORGANISER_SESSION, token, SESSION_MAX_AGE_S)
+        auth.verify(request.app.state.runtime.settings.secret_key, token)
     except tokens.InvalidToken:
         raise HTTPException(401, "This sign-in link is not valid or has expired") from None
     target = next if next.startswith("/") and not next.startswith("//") else "/notifications/organise"
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_AGE_S, httponly=True, samesite="lax", path="/")
+    response.set_cookie(
+        auth.SESSION_COOKIE, token, max_age=auth.SESSION_MAX_AGE_S, httponly=True, samesite="lax", path="/"
+    )
     return response
 
 
@@ -456,7 +422,7 @@ async def save_step(request: Request, organiser: Organiser) -> Response:
 
 def _scope_condition(organiser: OrganiserScope) -> str:
     """SQL over `r` (recipients): is this member in the organiser's scope?"""
-    if organiser.whole_network:
+    if organiser.is_network:
         return "TRUE"
     if organiser.scope_type == "region":
         return (
@@ -476,7 +442,7 @@ async def delivery_log(
     page = max(1, page)
     # Members of a region or group are known from the recipients mirror; the whole network also sees
     # emails to people no longer there (erased members' rows keep no address).
-    join = "LEFT JOIN" if organiser.whole_network else "JOIN"
+    join = "LEFT JOIN" if organiser.is_network else "JOIN"
     filters = [_scope_condition(organiser)]
     params: dict[str, Any] = {
         "scope_id": organiser.scope_id or "",

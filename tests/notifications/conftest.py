@@ -23,7 +23,7 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from deploy.local import launcher
-from shared import tokens, topics
+from shared import auth, topics
 from shared.config import Settings
 from shared.crypto import encode_key, new_key, seal
 from shared.events.catalog import SubjectKeyIssued
@@ -254,7 +254,7 @@ async def publisher(notifications_server: NotificationsServer) -> AsyncIterator[
 
 def organiser_session(organiser_id: str, scope_type: str = "network", scope_id: str | None = None) -> dict[str, str]:
     """Headers of a signed-in organiser (the session token every service verifies locally)."""
-    token = tokens.sign(SECRET, "organiser-session", {"o": organiser_id, "t": scope_type, "s": scope_id})
+    token = auth.issue(SECRET, auth.OrganiserScope(organiser_id, scope_type, scope_id))
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from pathlib import Path
+
 import feedparser
 
+from deploy.local import launcher
 from tests.notifications.conftest import organiser_session, poll
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _feed_token(db, organiser_id: str) -> str:
@@ -76,3 +84,58 @@ async def test_a_revoked_feed_address_answers_404_and_the_new_one_works(notifica
     assert response.status_code == 200 and not feedparser.parse(response.content).bozo
     assert f"/feeds/digests/{new}.atom" in (await client.get("/notifications/organise/digests", headers=headers)).text
     assert (await client.get("/feeds/digests/not-a-token.atom")).status_code == 404
+
+
+async def test_through_the_gateway_the_running_service_serves_the_feed_and_emails_the_digest(
+    system, gateway, mail, notifications_db, network
+):
+    """End to end: the deployed notifications service mirrors the organiser, `send-digests --now` builds their
+    digest in its database, its delivery worker emails it, and the gateway serves the feed."""
+    region = await network.unit("region", "Gateway County")
+    organiser_id, email = await network.organiser("region", region, name="Gail Gateway")
+    await network.meeting("Gateway County assembly", "region", region)
+
+    async def token() -> str | None:
+        return await notifications_db.fetchval(
+            "SELECT feed_token FROM organisers WHERE organiser_id = $1 AND email IS NOT NULL", organiser_id
+        )
+
+    feed_token = await poll(token, timeout=60)
+    url = f"/feeds/digests/{feed_token}.atom"
+    before = await gateway.get(url)
+    assert before.status_code == 200 and not feedparser.parse(before.content).bozo
+    await poll(
+        lambda: notifications_db.fetchval(
+            "SELECT count(*) FROM activity WHERE detail->>'title' = $1", f"Gateway County assembly {network.tag}"
+        ),
+        timeout=60,
+    )
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": launcher.database_url("notifications"),
+        "SECRET_KEY": launcher.secret_key(),
+        "LOG_JSON": "false",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.notifications",
+        "send-digests",
+        "--now",
+        "--organiser",
+        organiser_id,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    assert "1 digest(s) built" in stdout.decode()
+
+    [message] = await mail.wait_for(email, timeout=60)
+    assert f"Gateway County {network.tag}: your weekly digest" in message["subject"]
+    assert f"Gateway County assembly {network.tag}" in message["text"]
+    after = feedparser.parse((await gateway.get(url)).content)
+    assert not after.bozo and len(after.entries) == 1 and after.entries[0].title == message["subject"]
