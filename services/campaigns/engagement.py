@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import any_, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -122,7 +122,7 @@ class EngagementService:
             return
         m = tables.members
         await session.execute(
-            update(m).where(m.c.member_id == event.member_id, ~m.c.roles.any(event.role))
+            update(m).where(m.c.member_id == event.member_id, ~(literal(event.role) == any_(m.c.roles)))
             .values(roles=func.array_append(m.c.roles, event.role))
         )
         await self.recompute(session, event.member_id, reason=f"became {event.role.replace('_', ' ')}")
@@ -194,7 +194,7 @@ class EngagementService:
         if region_id:
             q = q.where(m.c.region_id == region_id)
         if group_id:
-            q = q.where(m.c.group_ids.any(group_id))
+            q = q.where(literal(group_id) == any_(m.c.group_ids))
         if joined_before is not None:
             q = q.where(m.c.joined_at < joined_before)
         async with self.db.transaction() as session:
@@ -226,5 +226,5 @@ def scope_members(query: Any, m: Any, organiser: OrganiserScope) -> Any:
     if organiser.scope_type == "region":
         return query.where(m.c.region_id == organiser.scope_id)
     if organiser.scope_type == "group":
-        return query.where(m.c.group_ids.any(organiser.scope_id))
-    return query.where(m.c.subteam_ids.any(organiser.scope_id))
+        return query.where(literal(organiser.scope_id) == any_(m.c.group_ids))
+    return query.where(literal(organiser.scope_id) == any_(m.c.subteam_ids))

@@ -175,7 +175,8 @@ async def rebuild(db: Database, bootstrap: str, reports: Reports, *, group: str 
                 live = await snapshot(db, reports, scope)
                 rebuilt = await snapshot(db, reports, scope, schema=SHADOW)
                 if live != rebuilt:
-                    result.differences.append(f"{scope.scope_type} {scope.scope_id or ''}".strip())
+                    parts = ", ".join(k for k in live if live[k] != rebuilt.get(k))
+                    result.differences.append(f"{scope.scope_type} {scope.scope_id or ''}".strip() + f" ({parts})")
             return result
         names = [t.name for t in tables.REPORTING_TABLES]
         async with db.transaction() as live:

@@ -266,7 +266,7 @@ class Reports:
                         s["members"][i] += 1
                     if begins[i] <= r.joined_at < ends[i]:
                         s["joined"][i] += 1
-        ordered = sorted(series.values(), key=lambda s: (-s["members"][-1], s["name"]))
+        ordered = sorted(series.values(), key=lambda s: (-s["members"][-1], s["name"], s["id"] or ""))
         # A member in two groups counts in both groups' series, but once in the scope's totals.
         totals = {
             "members": [sum(1 for r in rows if r.joined_at < ends[i] and (r.left_at is None or r.left_at >= ends[i]))
@@ -348,7 +348,7 @@ class Reports:
                 "campaigns": found[pid].campaigns if pid in found else 0,
                 "actions": int(found[pid].actions) if pid in found else 0, "members": members.get(pid, 0)}
                for pid in ids]
-        return sorted(out, key=lambda r: (-r["campaigns"], -r["members"], r["name"]))
+        return sorted(out, key=lambda r: (-r["campaigns"], -r["members"], r["name"], r["partner_id"]))
 
     async def headline(self, session: AsyncSession, scope: Scope) -> dict[str, Any]:
         row = (await session.execute(text(
