@@ -491,7 +491,7 @@ async def delivery_log(
             "status": status,
             "kind": kind,
             "kinds": kinds,
-            "statuses": ("pending", "sent", "failed", "suppressed"),
+            "statuses": ("pending", "sending", "sent", "failed", "suppressed"),
             "summary": summary,
         },
     )
