@@ -229,3 +229,61 @@ audit_log = Table(
     Column("member_id", String(36), nullable=True, index=True),
     Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
+
+# -- organisers ------------------------------------------------------------------------------------
+
+organisers = Table(
+    "organisers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("email_normalised", String(254), nullable=False, unique=True),
+    Column("name", String(120), nullable=False, server_default=""),
+    Column("scope_type", String(20), nullable=False),  # network | region | group | subteam
+    Column("scope_id", String(36), nullable=True),
+    Column("status", String(20), nullable=False, server_default="invited"),  # invited active disabled
+    Column("password_hash", Text, nullable=True),  # argon2id
+    Column("totp_secret", Text, nullable=True),  # sealed with a key derived from SECRET_KEY
+    Column("totp_last_step", BigInteger, nullable=False, server_default=text("0")),  # a code is used once
+    Column("set_password_nonce", String(64), nullable=True),  # the one-time link's; cleared once used
+    Column("invited_by", String(36), nullable=True),
+    Column("member_id", String(36), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("activated_at", DateTime(timezone=True), nullable=True),
+    Column("last_signed_in_at", DateTime(timezone=True), nullable=True),
+)
+
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("organiser_id", String(36), ForeignKey("organisers.id", ondelete="CASCADE"), nullable=False),
+    Column("code_hash", String(64), nullable=False),  # HMAC-SHA256: the codes are long and random
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("organiser_id", "code_hash"),
+)
+
+role_grants = Table(
+    "role_grants",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("role", String(30), nullable=False),  # organiser subteam_lead constituency_rep
+    Column("member_id", String(36), ForeignKey("members.id", ondelete="CASCADE"), nullable=True, index=True),
+    Column("organiser_id", String(36), ForeignKey("organisers.id", ondelete="CASCADE"), nullable=True),
+    Column("scope_type", String(20), nullable=False),
+    Column("scope_id", String(36), nullable=True),
+    Column("granted_by", String(36), nullable=True),
+    Column("granted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(120), nullable=False),
+    Column("scope_type", String(20), nullable=False),
+    Column("scope_id", String(36), nullable=True),
+    Column("created_by", String(36), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)

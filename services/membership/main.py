@@ -8,7 +8,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.membership import db as tables
-from services.membership import web
+from services.membership import organise, web
+from services.membership.accounts import OrganiserAccounts
+from services.membership.directory import Directory
+from services.membership.roster import Roster
 from services.membership.service import MembershipService
 from shared import topics
 from shared.config import Settings
@@ -41,7 +44,19 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
             await asyncio.sleep(3600)
 
     runtime.add_background(prune_rate_limits)
-    app = runtime.build_app("Groundswell membership", routers=[web.router])
+    accounts = OrganiserAccounts(
+        runtime.db,
+        runtime.outbox,
+        secret_key=settings.secret_key,
+        public_base_url=settings.public_base_url,
+        network_name=settings.network_name,
+    )
+    app = runtime.build_app("Groundswell membership", routers=[web.router, organise.router])
+    app.add_exception_handler(organise.SignInNeeded, organise.sign_in_needed)
     app.state.membership = membership
+    app.state.accounts = accounts
+    app.state.directory = Directory(runtime.db, runtime.outbox, accounts)
+    app.state.roster = Roster(runtime.db)
+    app.state.api_key_revoked = accounts.api_key_revoked
     app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
     return app

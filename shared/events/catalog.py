@@ -124,6 +124,24 @@ class RoleGranted(_OrganisationEvent):
         return self.organiser_id
 
 
+class OrganiserInvited(_OrganisationEvent):
+    """Someone was invited to organise: notifications emails them the one-time link to set a password and a
+    second factor. The link is a credential, so it travels sealed with the organiser's key."""
+
+    event_type = "OrganiserInvited"
+    organiser_id: str
+    email: Sealed
+    name: Sealed | None = None
+    scope_type: ScopeType
+    scope_id: str | None = None
+    invited_by: str | None = None
+    set_password_url: Sealed
+    expires_at: datetime
+
+    def subject(self) -> str:
+        return self.organiser_id
+
+
 class SubjectKeyIssued(EventData):
     """A data key for one subject's personal fields, on a compacted topic; a tombstone destroys it."""
 
@@ -405,6 +423,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     MemberErased,
     OrganisationUnitDefined,
     RoleGranted,
+    OrganiserInvited,
     SubjectKeyIssued,
     MeetingScheduled,
     MeetingUpdated,

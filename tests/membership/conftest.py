@@ -292,3 +292,22 @@ def join_form(email: str, **overrides: Any) -> dict[str, Any]:
 
 async def member_by_email(db: asyncpg.Connection, email: str) -> Any:
     return await db.fetchrow("SELECT * FROM members WHERE email_normalised = $1", email)
+
+
+async def make_organiser(
+    db: asyncpg.Connection, scope_type: str = "network", scope_id: str | None = None
+) -> tuple[str, dict[str, str]]:
+    """An active organiser account and the headers of its session (as if signed in)."""
+    from shared import auth
+
+    organiser_id = str(uuid.uuid4())
+    await db.execute(
+        "INSERT INTO organisers (id, email_normalised, name, scope_type, scope_id, status) "
+        "VALUES ($1, $2, 'Test Organiser', $3, $4, 'active')",
+        organiser_id,
+        unique_email("organiser"),
+        scope_type,
+        scope_id,
+    )
+    token = auth.issue(launcher.secret_key(), auth.OrganiserScope(organiser_id, scope_type, scope_id))
+    return organiser_id, {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,85 @@
+"""Operator commands of the membership service, beside `serve` and `migrate`.
+
+`create-organiser` makes the first organiser account (or any other) and prints the TOTP enrolment and
+a one-time link to set the password; `create-api-key` makes a key for an integration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from services.membership.accounts import AccountProblem, OrganiserAccounts
+from shared.cli import ExtraCommand
+from shared.config import get_settings
+from shared.db import Database
+from shared.outbox import Outbox
+
+
+def _accounts() -> tuple[OrganiserAccounts, Database]:
+    from services.membership import db as tables
+
+    settings = get_settings()
+    database = Database(settings.database_url, 2)
+    accounts = OrganiserAccounts(
+        database,
+        Outbox(tables.delivery.outbox),
+        secret_key=settings.secret_key,
+        public_base_url=settings.public_base_url,
+        network_name=settings.network_name,
+    )
+    return accounts, database
+
+
+def _create_organiser(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        accounts, database = _accounts()
+        try:
+            created = await accounts.create(
+                email=args.email, name=args.name or "", scope_type=args.scope, scope_id=args.scope_id
+            )
+        except AccountProblem as problem:
+            for field, message in problem.errors.items():
+                print(f"error: {field}: {message}")
+            return 2
+        finally:
+            await database.dispose()
+        print(f"organiser id:      {created.organiser_id}")
+        print(f"TOTP secret:       {created.totp_secret}")
+        print(f"otpauth URI:       {created.otpauth_uri}")
+        print(f"set password link: {created.set_password_url}")
+        print("Open the link (valid 7 days, once), enter a code from the authenticator app and choose a password.")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _create_api_key(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        accounts, database = _accounts()
+        try:
+            key_id, key = await accounts.create_api_key(args.name, args.scope, args.scope_id, None)
+        except AccountProblem as problem:
+            for field, message in problem.errors.items():
+                print(f"error: {field}: {message}")
+            return 2
+        finally:
+            await database.dispose()
+        print(f"key id:  {key_id}")
+        print(f"OSDI-API-Token: {key}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def extra_commands(sub: argparse._SubParsersAction) -> dict[str, ExtraCommand]:
+    p = sub.add_parser("create-organiser", help="create an organiser account; prints TOTP enrolment and a link")
+    p.add_argument("--email", required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--scope", choices=["network", "region", "group", "subteam"], default="network")
+    p.add_argument("--scope-id", default=None, help="the region's, group's or sub-team's id")
+    k = sub.add_parser("create-api-key", help="create an API key (OSDI-API-Token) for an integration")
+    k.add_argument("--name", required=True, help="what the key is for")
+    k.add_argument("--scope", choices=["network", "region", "group", "subteam"], default="network")
+    k.add_argument("--scope-id", default=None)
+    return {"create-organiser": _create_organiser, "create-api-key": _create_api_key}

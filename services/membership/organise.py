@@ -1,0 +1,400 @@
+"""Organisers' pages: sign-in with a second factor, setting a password, the member list (search, filters,
+CSV), a member's details, the network's regions, groups, sub-teams and partners, roles, organiser
+invitations, API keys and the audit log.
+
+Sign-in sets the shared session token (`shared/auth.py`) as the `gs_organiser` cookie, which every
+service behind the gateway reads; JSON callers get the token itself to send as a Bearer token.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from services.membership.accounts import (
+    AccountProblem,
+    InvalidLink,
+    OrganiserAccounts,
+    SignInRefused,
+    TooManyAttempts,
+)
+from services.membership.directory import KIND_NAMES, ROLES, Directory
+from services.membership.roster import MemberFilters, Roster
+from services.membership.web import message_page, page, remote_ip
+from shared import auth
+
+router = APIRouter(tags=["organiser pages"])
+SCOPE_NAMES = {"network": "The whole network", "region": "A region", "group": "A local group", "subteam": "A sub-team"}
+
+
+def accounts(request: Request) -> OrganiserAccounts:
+    return request.app.state.accounts
+
+
+def directory(request: Request) -> Directory:
+    return request.app.state.directory
+
+
+def roster(request: Request) -> Roster:
+    return request.app.state.roster
+
+
+class SignInNeeded(Exception):
+    """No valid organiser session: pages send people to sign in, JSON callers get 401."""
+
+
+async def organiser(request: Request) -> auth.OrganiserScope:
+    """The signed-in organiser, still active here; a POST from another site is refused (CSRF)."""
+    who = auth.optional_organiser(request)
+    if who is None or who.key_id is not None:
+        raise SignInNeeded()
+    row = await accounts(request).organiser(who.organiser_id)
+    if row is None or row.status != "active":
+        raise SignInNeeded()
+    if request.method == "POST":
+        origin = request.headers.get("origin")
+        if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
+            raise HTTPException(403, "This form was sent from another site")
+    return who
+
+
+def sign_in_needed(request: Request, exc: Exception) -> Response:
+    if request.method == "GET" and "text/html" in request.headers.get("accept", "text/html"):
+        return RedirectResponse(f"/signin?next={quote(request.url.path)}", status_code=303)
+    return JSONResponse(
+        {"detail": "Sign in as an organiser to do this"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def _context(who: auth.OrganiserScope, **extra: Any) -> dict[str, Any]:
+    return {"who": who, "scope_names": SCOPE_NAMES, **extra}
+
+
+# -- signing in ------------------------------------------------------------------------------------
+
+
+def _safe_next(value: str) -> str:
+    """Only a path on this site (never another site's address) to go to after signing in."""
+    return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/members"
+
+
+@router.get("/signin", response_class=HTMLResponse)
+async def sign_in_form(request: Request, next: str = "/members") -> HTMLResponse:
+    return page(request, "signin.html", {"values": {"next": _safe_next(next)}, "error": None})
+
+
+@router.post("/signin")
+async def sign_in(request: Request) -> Response:
+    as_json = "application/json" in request.headers.get("content-type", "")
+    data: dict[str, Any] = await request.json() if as_json else dict(await request.form())
+    email, password, code = (str(data.get(k) or "") for k in ("email", "password", "code"))
+    next_path = _safe_next(str(data.get("next") or "/members"))
+    problem, status = None, 200
+    try:
+        scope, token = await accounts(request).sign_in(email, password, code, ip=remote_ip(request))
+    except SignInRefused:
+        problem, status = "The email address, password or code is not right", 401
+    except TooManyAttempts:
+        problem, status = "Too many attempts to sign in: wait a few minutes and try again", 429
+    if problem is not None:
+        if as_json:
+            return JSONResponse({"error": problem}, status_code=status)
+        values = {"email": email, "next": next_path}
+        return page(request, "signin.html", {"values": values, "error": problem}, status)
+    if as_json:
+        return JSONResponse(
+            {
+                "token": token,
+                "organiser_id": scope.organiser_id,
+                "scope_type": scope.scope_type,
+                "scope_id": scope.scope_id,
+                "expires_in": auth.SESSION_MAX_AGE_S,
+            }
+        )
+    response = RedirectResponse(next_path, status_code=303)
+    secure = request.app.state.runtime.settings.public_base_url.startswith("https://")
+    response.set_cookie(
+        auth.SESSION_COOKIE,
+        token,
+        max_age=auth.SESSION_MAX_AGE_S,
+        httponly=True,
+        samesite="lax",
+        secure=secure,
+        path="/",
+    )
+    return response
+
+
+@router.post("/signin/out")
+async def sign_out(request: Request) -> Response:
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(auth.SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/organisers/set-password", response_class=HTMLResponse)
+async def set_password_form(request: Request, token: str = "") -> HTMLResponse:
+    try:
+        enrolment = await accounts(request).enrolment(token)
+    except InvalidLink:
+        return _invalid_link(request)
+    return page(request, "set_password.html", {"enrolment": enrolment, "token": token, "errors": {}})
+
+
+def _invalid_link(request: Request) -> HTMLResponse:
+    return message_page(
+        request,
+        "This link does not work",
+        "It may have expired or been used already. Ask an organiser of the network for a new invitation.",
+        400,
+    )
+
+
+@router.post("/organisers/set-password", response_class=HTMLResponse)
+async def set_password(request: Request) -> HTMLResponse:
+    form = await request.form()
+    token, password, confirm, code = (str(form.get(k) or "") for k in ("token", "password", "confirm", "code"))
+    svc = accounts(request)
+    try:
+        codes = await svc.set_password(token, password, confirm, code)
+    except InvalidLink:
+        return _invalid_link(request)
+    except AccountProblem as problem:
+        enrolment = await svc.enrolment(token)
+        return page(
+            request, "set_password.html", {"enrolment": enrolment, "token": token, "errors": problem.errors}, 422
+        )
+    return page(request, "recovery_codes.html", {"codes": codes})
+
+
+# -- members ---------------------------------------------------------------------------------------
+
+
+def _filters(request: Request) -> MemberFilters:
+    q = request.query_params
+    return MemberFilters(
+        **{
+            name: q.get(name, "")[:200]
+            for name in (
+                "q",
+                "region_id",
+                "group_id",
+                "subteam_id",
+                "interest",
+                "engagement_level",
+                "confirmed",
+                "status",
+            )
+        }
+    )
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default
+
+
+@router.get("/members", response_class=HTMLResponse)
+async def member_list(request: Request) -> HTMLResponse:
+    who = await organiser(request)
+    filters = _filters(request)
+    page_no = max(_int(request.query_params.get("page"), 1), 1)
+    per_page = min(max(_int(request.query_params.get("per_page"), 25), 1), 100)
+    rows, total = await roster(request).page(who, filters, page_no, per_page)
+    options = await request.app.state.membership.join_options()
+    query = {k: v for k, v in filters.as_dict().items()}
+    return page(
+        request,
+        "members.html",
+        _context(
+            who,
+            rows=rows,
+            total=total,
+            page_no=page_no,
+            pages=max(math.ceil(total / per_page), 1),
+            filters=filters,
+            options=options,
+            query=query,
+            unit_names={u.id: u.name for u in (*options.regions, *options.groups)},
+        ),
+    )
+
+
+@router.get("/members/export.csv")
+async def member_export(request: Request) -> Response:
+    who = await organiser(request)
+    text, count = await roster(request).export_csv(who, _filters(request))
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": 'attachment; filename="members.csv"',
+            "X-Exported-Rows": str(count),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/members/{member_id}", response_class=HTMLResponse)
+async def member_details(request: Request, member_id: str) -> HTMLResponse:
+    who = await organiser(request)
+    details = await roster(request).member(who, member_id)
+    if details is None:
+        raise HTTPException(404, "There is no member with that id in the part of the network you look after")
+    return page(request, "member.html", _context(who, **details, role_names=ROLES))
+
+
+# -- the network's shape ---------------------------------------------------------------------------
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def admin_home(request: Request) -> HTMLResponse:
+    who = await organiser(request)
+    return page(request, "admin.html", _context(who))
+
+
+async def _units_page(
+    request: Request,
+    who: auth.OrganiserScope,
+    errors: dict[str, str],
+    status: int = 200,
+    values: dict[str, Any] | None = None,
+) -> HTMLResponse:
+    units = await directory(request).units()
+    return page(
+        request,
+        "units.html",
+        _context(who, units=units, kind_names=KIND_NAMES, errors=errors, values=values or {}),
+        status,
+    )
+
+
+@router.get("/admin/units", response_class=HTMLResponse)
+async def units(request: Request) -> HTMLResponse:
+    return await _units_page(request, await organiser(request), {})
+
+
+@router.post("/admin/units", response_class=HTMLResponse)
+async def define_unit(request: Request) -> Response:
+    who = await organiser(request)
+    form = await request.form()
+    kind, name, parent_id, unit_id = (str(form.get(k) or "") for k in ("kind", "name", "parent_id", "unit_id"))
+    try:
+        await directory(request).define_unit(kind, name, by=who, unit_id=unit_id or None, parent_id=parent_id or None)
+    except AccountProblem as problem:
+        return await _units_page(request, who, problem.errors, 422, {"kind": kind, "name": name})
+    except LookupError:
+        raise HTTPException(404, "There is no such unit in the part of the network you look after") from None
+    return RedirectResponse("/admin/units", status_code=303)
+
+
+@router.get("/admin/roles", response_class=HTMLResponse)
+async def roles(request: Request) -> HTMLResponse:
+    who = await organiser(request)
+    return await _roles_page(request, who, {})
+
+
+async def _roles_page(
+    request: Request, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200
+) -> HTMLResponse:
+    grants = await directory(request).roles(who)
+    units = await directory(request).units()
+    return page(
+        request, "roles.html", _context(who, grants=grants, units=units, role_names=ROLES, errors=errors), status
+    )
+
+
+@router.post("/admin/roles", response_class=HTMLResponse)
+async def grant_role(request: Request) -> Response:
+    who = await organiser(request)
+    form = await request.form()
+    member_id, role, scope_type, scope_id = (
+        str(form.get(k) or "") for k in ("member_id", "role", "scope_type", "scope_id")
+    )
+    if await roster(request).member(who, member_id, audit=False) is None:
+        return await _roles_page(request, who, {"member_id": "Choose a member of the part you look after"}, 422)
+    try:
+        await directory(request).grant_role(member_id, role, scope_type, scope_id or None, by=who)
+    except AccountProblem as problem:
+        return await _roles_page(request, who, problem.errors, 422)
+    return RedirectResponse("/admin/roles", status_code=303)
+
+
+@router.get("/admin/audit", response_class=HTMLResponse)
+async def audit_log(request: Request) -> HTMLResponse:
+    who = await organiser(request)
+    entries = await roster(request).audit_entries(who)
+    return page(request, "audit.html", _context(who, entries=entries))
+
+
+# -- organisers and API keys -----------------------------------------------------------------------
+
+
+async def _organisers_page(
+    request: Request, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200, invited: str | None = None
+) -> HTMLResponse:
+    rows = await accounts(request).list_organisers(who)
+    units = await directory(request).units()
+    return page(
+        request, "organisers.html", _context(who, organisers=rows, units=units, errors=errors, invited=invited), status
+    )
+
+
+@router.get("/organisers", response_class=HTMLResponse)
+async def organisers(request: Request) -> HTMLResponse:
+    return await _organisers_page(request, await organiser(request), {})
+
+
+@router.post("/organisers/invite", response_class=HTMLResponse)
+async def invite(request: Request) -> HTMLResponse:
+    who = await organiser(request)
+    form = await request.form()
+    email, name, scope_type, scope_id = (str(form.get(k) or "") for k in ("email", "name", "scope_type", "scope_id"))
+    try:
+        await accounts(request).create(
+            email=email, name=name, scope_type=scope_type, scope_id=scope_id or None, invited_by=who
+        )
+    except AccountProblem as problem:
+        return await _organisers_page(request, who, problem.errors, 422)
+    return await _organisers_page(request, who, {}, invited=email)
+
+
+async def _keys_page(
+    request: Request, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200, new_key: str | None = None
+) -> HTMLResponse:
+    keys = await accounts(request).api_keys(who)
+    units = await directory(request).units()
+    return page(request, "api_keys.html", _context(who, keys=keys, units=units, errors=errors, new_key=new_key), status)
+
+
+@router.get("/organisers/api-keys", response_class=HTMLResponse)
+async def api_keys(request: Request) -> HTMLResponse:
+    return await _keys_page(request, await organiser(request), {})
+
+
+@router.post("/organisers/api-keys", response_class=HTMLResponse)
+async def create_api_key(request: Request) -> HTMLResponse:
+    who = await organiser(request)
+    form = await request.form()
+    name, scope_type, scope_id = (str(form.get(k) or "") for k in ("name", "scope_type", "scope_id"))
+    try:
+        _, key = await accounts(request).create_api_key(
+            name, scope_type or who.scope_type, scope_id or (who.scope_id or ""), who
+        )
+    except AccountProblem as problem:
+        return await _keys_page(request, who, problem.errors, 422)
+    return await _keys_page(request, who, {}, 201, new_key=key)
+
+
+@router.post("/organisers/api-keys/{key_id}/revoke")
+async def revoke_api_key(request: Request, key_id: str) -> Response:
+    who = await organiser(request)
+    if not await accounts(request).revoke_api_key(key_id, who):
+        raise HTTPException(404, "There is no such API key in the part of the network you look after")
+    return RedirectResponse("/organisers/api-keys", status_code=303)

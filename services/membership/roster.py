@@ -1,0 +1,238 @@
+"""Organisers' view of members: a list scoped to what they look after, search and filters, CSV export, one
+member's details, and the audit log every view and export is written to.
+
+Out of scope is the same as not existing: a member outside an organiser's scope is "not found".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, func, insert, literal, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.membership import db as tables
+from shared import auth
+from shared.db import Database
+
+MAX_PER_PAGE = 100
+CSV_COLUMNS = (
+    "id",
+    "name",
+    "email",
+    "postcode",
+    "region",
+    "groups",
+    "subteams",
+    "interests",
+    "engagement_level",
+    "skills",
+    "time_available",
+    "organisation",
+    "status",
+    "email_consent",
+    "joined_at",
+    "confirmed_at",
+)
+
+
+@dataclass
+class MemberFilters:
+    """What an organiser narrows the list to; empty means everything in their scope."""
+
+    q: str = ""
+    region_id: str = ""
+    group_id: str = ""
+    subteam_id: str = ""
+    interest: str = ""
+    engagement_level: str = ""
+    confirmed: str = ""  # "yes" | "no" | ""
+    status: str = ""  # pending | confirmed | left | "" (everyone but the erased)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v and k != "extra"}
+
+
+def actor_of(who: auth.OrganiserScope) -> str:
+    return f"api-key:{who.key_id}" if who.key_id else f"organiser:{who.organiser_id}"
+
+
+def in_scope(who: auth.OrganiserScope) -> ColumnElement[bool]:
+    """The members an organiser (or API key) looks after."""
+    m, mg, ms, g = tables.members, tables.member_groups, tables.member_subteams, tables.local_groups
+    if who.scope_type == "network":
+        return literal(True)
+    if who.scope_type == "region":
+        in_region_group = exists().where(
+            mg.c.member_id == m.c.id, mg.c.group_id == g.c.id, g.c.region_id == who.scope_id
+        )
+        return or_(m.c.region_id == who.scope_id, in_region_group)
+    if who.scope_type == "group":
+        return exists().where(mg.c.member_id == m.c.id, mg.c.group_id == who.scope_id)
+    if who.scope_type == "subteam":
+        return exists().where(ms.c.member_id == m.c.id, ms.c.subteam_id == who.scope_id)
+    return literal(False)
+
+
+def _filtered(f: MemberFilters) -> list[ColumnElement[bool]]:
+    m, mg, ms = tables.members, tables.member_groups, tables.member_subteams
+    conditions: list[ColumnElement[bool]] = [m.c.status != "erased"]
+    if f.q.strip():
+        pattern = f"%{f.q.strip().lower().replace('%', '').replace('_', '')}%"
+        conditions.append(or_(func.lower(m.c.name).like(pattern), m.c.email_normalised.like(pattern)))
+    if f.region_id:
+        conditions.append(m.c.region_id == f.region_id)
+    if f.group_id:
+        conditions.append(exists().where(mg.c.member_id == m.c.id, mg.c.group_id == f.group_id))
+    if f.subteam_id:
+        conditions.append(exists().where(ms.c.member_id == m.c.id, ms.c.subteam_id == f.subteam_id))
+    if f.interest:
+        conditions.append(m.c.interests.any(f.interest))
+    if f.engagement_level:
+        conditions.append(m.c.engagement_level == f.engagement_level)
+    if f.confirmed == "yes":
+        conditions.append(m.c.confirmed_at.is_not(None))
+    elif f.confirmed == "no":
+        conditions.append(m.c.confirmed_at.is_(None))
+    if f.status:
+        conditions.append(m.c.status == f.status)
+    return conditions
+
+
+class Roster:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    async def audit(
+        session: AsyncSession, actor: str, action: str, member_id: str | None = None, **detail: Any
+    ) -> None:
+        await session.execute(
+            insert(tables.audit_log).values(actor=actor, action=action, member_id=member_id, detail=detail)
+        )
+
+    async def page(
+        self, who: auth.OrganiserScope, filters: MemberFilters, page: int = 1, per_page: int = 25
+    ) -> tuple[list[Any], int]:
+        """One page of the members in scope matching the filters, and how many match; audited."""
+        m = tables.members
+        per_page = max(1, min(per_page, MAX_PER_PAGE))
+        page = max(page, 1)
+        where = and_(in_scope(who), *_filtered(filters))
+        async with self.db.transaction() as session:
+            total = (await session.execute(select(func.count()).select_from(m).where(where))).scalar_one()
+            rows = (
+                await session.execute(
+                    select(m)
+                    .where(where)
+                    .order_by(m.c.joined_at.desc(), m.c.id)
+                    .limit(per_page)
+                    .offset((page - 1) * per_page)
+                )
+            ).all()
+            await self.audit(
+                session, actor_of(who), "members.list", filters=filters.as_dict(), page=page, shown=len(rows)
+            )
+        return list(rows), int(total)
+
+    async def export_csv(self, who: auth.OrganiserScope, filters: MemberFilters) -> tuple[str, int]:
+        """Every member in scope matching the filters as CSV; audited with how many were exported."""
+        m, mg, ms = tables.members, tables.member_groups, tables.member_subteams
+        where = and_(in_scope(who), *_filtered(filters))
+        async with self.db.transaction() as session:
+            rows = (await session.execute(select(m).where(where).order_by(m.c.joined_at, m.c.id))).all()
+            names = await self.unit_names(session)
+            ids = [r.id for r in rows]
+            groups: dict[str, list[str]] = {}
+            subteams: dict[str, list[str]] = {}
+            if ids:
+                for r in (await session.execute(select(mg).where(mg.c.member_id.in_(ids)))).all():
+                    groups.setdefault(r.member_id, []).append(names.get(r.group_id, r.group_id))
+                for r in (await session.execute(select(ms).where(ms.c.member_id.in_(ids)))).all():
+                    subteams.setdefault(r.member_id, []).append(names.get(r.subteam_id, r.subteam_id))
+            await self.audit(session, actor_of(who), "members.export", filters=filters.as_dict(), exported=len(rows))
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for r in rows:
+            organisation = names.get(r.organisation_id or "", "") or (r.organisation_name or "")
+            writer.writerow(
+                [
+                    r.id,
+                    _safe(r.name),
+                    r.email_normalised,
+                    r.postcode or "",
+                    names.get(r.region_id or "", ""),
+                    "; ".join(groups.get(r.id, [])),
+                    "; ".join(subteams.get(r.id, [])),
+                    "; ".join(r.interests),
+                    r.engagement_level,
+                    _safe(r.skills or ""),
+                    _safe(r.time_available or ""),
+                    _safe(organisation),
+                    r.status,
+                    "yes" if r.email_consent else "no",
+                    r.joined_at.isoformat(),
+                    r.confirmed_at.isoformat() if r.confirmed_at else "",
+                ]
+            )
+        return out.getvalue(), len(rows)
+
+    async def member(self, who: auth.OrganiserScope, member_id: str, *, audit: bool = True) -> dict[str, Any] | None:
+        """Everything an organiser may see of one member in their scope, or None (also when out of scope)."""
+        m = tables.members
+        async with self.db.transaction() as session:
+            row = (
+                await session.execute(select(m).where(m.c.id == member_id, m.c.status != "erased", in_scope(who)))
+            ).first()
+            if row is None:
+                return None
+            details = await self.details(session, row)
+            if audit:
+                await self.audit(session, actor_of(who), "member.view", member_id=member_id)
+        return details
+
+    async def details(self, session: AsyncSession, row: Any) -> dict[str, Any]:
+        mg, ms, c = tables.member_groups, tables.member_subteams, tables.consent_records
+        names = await self.unit_names(session)
+        groups = (await session.execute(select(mg.c.group_id).where(mg.c.member_id == row.id))).scalars().all()
+        subteams = (await session.execute(select(ms.c.subteam_id).where(ms.c.member_id == row.id))).scalars().all()
+        consents = (await session.execute(select(c).where(c.c.member_id == row.id).order_by(c.c.recorded_at))).all()
+        g = tables.role_grants
+        roles = (await session.execute(select(g).where(g.c.member_id == row.id, g.c.revoked_at.is_(None)))).all()
+        return {
+            "member": row,
+            "region": names.get(row.region_id or ""),
+            "suggested_group": names.get(row.suggested_group_id or ""),
+            "organisation": names.get(row.organisation_id or "") or row.organisation_name,
+            "groups": [(gid, names.get(gid, gid)) for gid in groups],
+            "subteams": [(sid, names.get(sid, sid)) for sid in subteams],
+            "consents": consents,
+            "roles": roles,
+        }
+
+    @staticmethod
+    async def unit_names(session: AsyncSession) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for table in (tables.regions, tables.local_groups, tables.subteams, tables.partner_organisations):
+            for r in (await session.execute(select(table.c.id, table.c.name))).all():
+                names[r.id] = r.name
+        return names
+
+    async def audit_entries(self, who: auth.OrganiserScope, limit: int = 200) -> list[Any]:
+        """The audit log, for network organisers; others see what they did themselves."""
+        a = tables.audit_log
+        query = select(a).order_by(a.c.id.desc()).limit(limit)
+        if not who.is_network:
+            query = query.where(a.c.actor == actor_of(who))
+        async with self.db.transaction() as session:
+            return list((await session.execute(query)).all())
+
+
+def _safe(value: str) -> str:
+    """Keep a spreadsheet from running what a person typed as a formula (CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
