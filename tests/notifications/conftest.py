@@ -99,28 +99,10 @@ class NotificationsServer:
         self._task: asyncio.Task | None = None
 
     def create_app(self) -> Any:
-        from services.notifications import db as tables
-        from services.notifications import web as organiser_web
-        from services.notifications.consumers import build_consumers
-        from services.notifications.delivery import DeliveryWorker
-        from services.notifications.meetings import MeetingNotifications
-        from services.notifications.service import NotificationService
-        from shared.runtime import ServiceRuntime
+        from services.notifications.main import create_app
 
-        runtime = ServiceRuntime("notifications", tables.delivery, self.settings)
-        service = NotificationService(runtime.db, runtime.outbox, self.settings)
-        meetings = MeetingNotifications(service)
-        for consumer in build_consumers(service, meetings):
-            consumer.group += self.suffix
-            runtime.add_consumer(consumer)
-        worker = DeliveryWorker(runtime.db, runtime.outbox, self.settings, service.deliveries_queued, connections=2)
-        runtime.add_background(worker.run)
         # Long pauses: tests run the digest and follow-up passes themselves, when they choose.
-        digests, follow_ups = organiser_web.install(runtime, service, group_suffix=self.suffix, loop_interval_s=3600)
-        app = runtime.build_app("Groundswell notifications (digest tests)", routers=organiser_web.ROUTERS)
-        app.state.notifications = service
-        organiser_web.attach(app, digests, follow_ups)
-        return app
+        return create_app(self.settings, group_suffix=self.suffix, loop_interval_s=3600)
 
     def groups(self) -> dict[str, tuple[str, ...]]:
         return {c.group: c.topics for c in self.app.state.runtime.consumers}
