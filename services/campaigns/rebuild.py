@@ -85,9 +85,13 @@ class TopicReader:
                 total += len(records)
 
 
-async def apply_records(session: AsyncSession, records: list[Any], group: str, result: RebuildResult) -> None:
-    """Project records exactly as the live consumer does, each once by its event id (the inbox)."""
-    inbox = tables.rpt_inbox
+async def apply_records(session: AsyncSession, records: list[Any], group: str, result: RebuildResult, *,
+                        careful: bool = True) -> None:
+    """Project records exactly as the live consumer does, each once by its event id (the inbox).
+
+    `careful` puts each event in a savepoint and skips one that fails (the live consumer would have
+    dead-lettered it: no effect either way); without it, the first failure aborts the batch.
+    """
     for record in records:
         result.records += 1
         if record.value is None:
@@ -103,28 +107,46 @@ async def apply_records(session: AsyncSession, records: list[Any], group: str, r
         entry = PROJECTED_TYPES.get(envelope.type)
         if entry is None:
             continue
-        model, project = entry
+        if not careful:
+            result.applied += await _project(session, envelope, entry, group)
+            continue
         try:
             async with session.begin_nested():
-                claimed = (await session.execute(
-                    pg_insert(inbox).values(consumer=group, event_id=envelope.event_id, event_type=envelope.type)
-                    .on_conflict_do_nothing().returning(inbox.c.event_id)
-                )).first()
-                if claimed is None:
-                    continue
-                data = (model.model_validate(envelope.data) if envelope.version == model.event_version
-                        else envelope.payload())
-                await project(envelope, data, session)
-                result.applied += 1
-        except Exception as exc:  # the live consumer would have dead-lettered it: no effect either way
+                result.applied += await _project(session, envelope, entry, group)
+        except Exception as exc:
             log.warning("rebuild skipped an event", event_id=str(envelope.event_id), error=repr(exc))
             result.skipped += 1
 
 
+async def _project(session: AsyncSession, envelope: Envelope, entry: tuple[Any, Any], group: str) -> int:
+    model, project = entry
+    inbox = tables.rpt_inbox
+    claimed = (await session.execute(
+        pg_insert(inbox).values(consumer=group, event_id=envelope.event_id, event_type=envelope.type)
+        .on_conflict_do_nothing().returning(inbox.c.event_id)
+    )).first()
+    if claimed is None:
+        return 0
+    data = model.model_validate(envelope.data) if envelope.version == model.event_version else envelope.payload()
+    await project(envelope, data, session)
+    return 1
+
+
 async def _into_shadow(db: Database, records: list[Any], group: str, result: RebuildResult) -> None:
-    async with db.transaction() as session:
-        await session.execute(text(f"SET LOCAL search_path TO {SHADOW}, {LIVE}"))
-        await apply_records(session, records, group, result)
+    """A batch in one transaction; if any event in it fails, the batch again with each event on its own."""
+    fast = RebuildResult()
+    try:
+        async with db.transaction() as session:
+            await session.execute(text(f"SET LOCAL search_path TO {SHADOW}, {LIVE}"))
+            await apply_records(session, records, group, fast, careful=False)
+    except Exception:
+        async with db.transaction() as session:
+            await session.execute(text(f"SET LOCAL search_path TO {SHADOW}, {LIVE}"))
+            await apply_records(session, records, group, result, careful=True)
+        return
+    result.records += fast.records
+    result.applied += fast.applied
+    result.skipped += fast.skipped
 
 
 async def _create_shadow(db: Database) -> None:
@@ -152,8 +174,8 @@ async def scopes_to_compare(db: Database, schema: str = LIVE) -> list[Scope]:
     async with db.transaction() as session:
         if schema != LIVE:
             await session.execute(text(f"SET LOCAL search_path TO {schema}, {LIVE}"))
-        units = (await session.execute(text("SELECT kind, unit_id FROM rpt_units WHERE kind IN ('region', 'group') "
-                                            "ORDER BY kind DESC, unit_id"))).all()
+        units = (await session.execute(text("SELECT kind, unit_id FROM rpt_units WHERE kind = 'region' "
+                                            "ORDER BY unit_id"))).all()
     return [Scope()] + [Scope(kind, unit_id) for kind, unit_id in units]
 
 
