@@ -147,6 +147,7 @@ members = Table(
     Column("organisation_name", String(200), nullable=True),
     Column("status", String(20), nullable=False, server_default="pending"),  # pending confirmed left erased
     Column("email_consent", Boolean, nullable=False),
+    Column("email_topics", ARRAY(Text), nullable=True),  # kinds of email wanted; NULL: every kind
     Column("source", String(500), nullable=False),
     Column("joined_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("confirmed_at", DateTime(timezone=True), nullable=True),

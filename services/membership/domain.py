@@ -302,3 +302,73 @@ def origin_of(url: str) -> str | None:
 def merged(existing: Iterable[str], added: Iterable[str]) -> list[str]:
     """Joining again adds to what someone chose before; it never removes (that is what preferences are for)."""
     return _unique([*existing, *added])
+
+
+# -- members' own choices --------------------------------------------------------------------------
+
+# Kinds of email a member can choose between (notifications sends each only to those who want it).
+EMAIL_TOPICS: tuple[Choice, ...] = (
+    Choice("meetings", "Meetings and events near me"),
+    Choice("follow_ups", "What happened after I took action, and what to do next"),
+)
+MAX_REASON = 500
+
+
+@dataclass
+class PreferencesForm:
+    """The preferences page as submitted."""
+
+    email_consent: bool = True
+    email_topics: list[str] = field(default_factory=list)
+    engagement_level: str = ""
+    interests: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    subteams: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Preferences:
+    """A member's choices, validated: these replace what was there (unlike joining again, which adds)."""
+
+    email_consent: bool
+    email_topics: list[str] | None  # None: every kind
+    engagement_level: str
+    interests: list[str]
+    group_ids: list[str]
+    subteam_ids: list[str]
+
+
+def validate_preferences(form: PreferencesForm, options: JoinOptions) -> Preferences:
+    errors: dict[str, str] = {}
+    topics = _unique(form.email_topics)
+    if any(t not in {c.key for c in EMAIL_TOPICS} for t in topics):
+        errors["email_topics"] = "Choose the kinds of email from the list"
+    if form.engagement_level not in {c.key for c in options.levels}:
+        errors["engagement_level"] = "Choose how involved you want to be"
+    interests = _unique(form.interests)
+    if len(interests) > MAX_CHOICES or any(i not in {c.key for c in options.interests} for i in interests):
+        errors["interests"] = "Choose the issues you care about from the list"
+    group_ids, subteam_ids = [], []
+    for ref in _unique(form.groups)[: MAX_CHOICES + 1]:
+        unit = options.resolve(options.groups, ref)
+        if unit is None:
+            errors["groups"] = "Choose local groups from the list"
+        else:
+            group_ids.append(unit.id)
+    for ref in _unique(form.subteams)[: MAX_CHOICES + 1]:
+        unit = options.resolve(options.subteams, ref)
+        if unit is None:
+            errors["subteams"] = "Choose sub-teams from the list"
+        else:
+            subteam_ids.append(unit.id)
+    if errors:
+        raise InvalidJoin(errors)
+    every_topic = set(topics) == {c.key for c in EMAIL_TOPICS}
+    return Preferences(
+        email_consent=form.email_consent and bool(topics),  # no kind of email wanted is no email at all
+        email_topics=None if every_topic else topics,
+        engagement_level=form.engagement_level,
+        interests=interests,
+        group_ids=group_ids,
+        subteam_ids=subteam_ids,
+    )

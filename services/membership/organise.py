@@ -250,6 +250,16 @@ async def member_details(request: Request, member_id: str) -> HTMLResponse:
     return page(request, "member.html", _context(who, **details, role_names=ROLES))
 
 
+@router.post("/members/{member_id}/erase")
+async def erase_member(request: Request, member_id: str) -> Response:
+    """Erasure on a member's request received another way (a letter, a call): network organisers only."""
+    who = await organiser(request)
+    if not who.is_network or await roster(request).member(who, member_id, audit=False) is None:
+        raise HTTPException(404, "There is no member with that id in the part of the network you look after")
+    await request.app.state.membership.erase(member_id, actor=f"organiser:{who.organiser_id}")
+    return RedirectResponse("/members", status_code=303)
+
+
 # -- the network's shape ---------------------------------------------------------------------------
 
 

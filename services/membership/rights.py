@@ -1,0 +1,218 @@
+"""Members' own pages, reached by signed links from their emails without a password: preferences, one-click
+unsubscribe (RFC 8058), leaving, a download of everything held about them, and erasure.
+
+Link tokens are made by notifications with `shared.tokens.member_link` (purposes `preferences` and
+`unsubscribe`, payload `{"m": member id}`); a forged, altered or expired one changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from services.membership.domain import EMAIL_TOPICS, InvalidJoin, PreferencesForm, validate_preferences
+from services.membership.service import MemberNotFound
+from services.membership.web import message_page, page, service
+from shared import tokens
+
+router = APIRouter(tags=["members' rights"])
+
+
+class BadLink(Exception):
+    """A member link that cannot be honoured."""
+
+
+def member_from(request: Request, token: str, purpose: str = tokens.PREFERENCES) -> str:
+    max_age = tokens.UNSUBSCRIBE_MAX_AGE_S if purpose == tokens.UNSUBSCRIBE else tokens.PREFERENCES_MAX_AGE_S
+    try:
+        payload = tokens.verify(request.app.state.runtime.settings.secret_key, purpose, token, max_age)
+        return str(payload["m"])
+    except (tokens.InvalidToken, KeyError, TypeError):
+        raise BadLink() from None
+
+
+def bad_link(request: Request, exc: Exception | None = None) -> HTMLResponse:
+    return message_page(
+        request,
+        "This link does not work",
+        "It may have expired, or been changed on its way to you. Every email from us has a fresh link at the bottom.",
+        400,
+    )
+
+
+def gone(request: Request) -> HTMLResponse:
+    return message_page(request, "We hold nothing about you", "There is no membership for this link any more.", 404)
+
+
+async def _form(request: Request) -> dict[str, Any]:
+    form = await request.form()
+    data: dict[str, Any] = {k: form.get(k) for k in form.keys()}
+    for name in ("email_topics", "interests", "groups", "subteams"):
+        data[name] = [v for v in form.getlist(name) if isinstance(v, str)]
+    return data
+
+
+async def _preferences_page(
+    request: Request,
+    token: str,
+    member_id: str,
+    *,
+    errors: dict[str, str] | None = None,
+    saved: bool = False,
+    status: int = 200,
+) -> HTMLResponse:
+    svc = service(request)
+    view = await svc.member_view(member_id)
+    options = await svc.join_options()
+    member = view["member"]
+    topics = member.email_topics if member.email_topics is not None else [c.key for c in EMAIL_TOPICS]
+    return page(
+        request,
+        "preferences.html",
+        {
+            "token": token,
+            "member": member,
+            "options": options,
+            "topics": EMAIL_TOPICS,
+            "chosen_topics": topics if member.email_consent else [],
+            "group_ids": view["group_ids"],
+            "subteam_ids": view["subteam_ids"],
+            "errors": errors or {},
+            "saved": saved,
+        },
+        status,
+    )
+
+
+@router.get("/preferences", response_class=HTMLResponse)
+async def preferences(request: Request, token: str = "") -> HTMLResponse:
+    try:
+        return await _preferences_page(request, token, member_from(request, token))
+    except BadLink:
+        return bad_link(request)
+    except MemberNotFound:
+        return gone(request)
+
+
+@router.post("/preferences", response_class=HTMLResponse)
+async def save_preferences(request: Request) -> HTMLResponse:
+    data = await _form(request)
+    token = str(data.get("token") or "")
+    try:
+        member_id = member_from(request, token)
+        svc = service(request)
+        chosen = validate_preferences(
+            PreferencesForm(
+                email_consent=data.get("email_consent") == "yes",
+                email_topics=data["email_topics"],
+                engagement_level=str(data.get("engagement_level") or ""),
+                interests=data["interests"],
+                groups=data["groups"],
+                subteams=data["subteams"],
+            ),
+            await svc.join_options(),
+        )
+    except BadLink:
+        return bad_link(request)
+    except InvalidJoin as invalid:
+        return await _preferences_page(request, token, member_id, errors=invalid.errors, status=422)
+    try:
+        await svc.update_preferences(member_id, chosen)
+        return await _preferences_page(request, token, member_id, saved=True)
+    except MemberNotFound:
+        return gone(request)
+
+
+@router.get("/unsubscribe", response_class=HTMLResponse)
+async def unsubscribe_form(request: Request, token: str = "") -> HTMLResponse:
+    """An email client or scanner may fetch this link: it only shows a button, it changes nothing."""
+    try:
+        member_from(request, token, tokens.UNSUBSCRIBE)
+    except BadLink:
+        return bad_link(request)
+    return page(request, "unsubscribe.html", {"token": token})
+
+
+@router.post("/unsubscribe", response_class=HTMLResponse)
+async def unsubscribe(request: Request, token: str = "") -> HTMLResponse:
+    """The button, or a mail client's RFC 8058 one-click POST (`List-Unsubscribe=One-Click`, token in the URL)."""
+    form = await request.form()
+    one_click = form.get("List-Unsubscribe") == "One-Click"
+    token = token or str(form.get("token") or "")
+    try:
+        member_id = member_from(request, token, tokens.UNSUBSCRIBE)
+        await service(request).unsubscribe(member_id, source="one-click" if one_click else "unsubscribe-page")
+    except BadLink:
+        return bad_link(request)
+    except MemberNotFound:
+        return gone(request)
+    return page(request, "unsubscribed.html", {})
+
+
+@router.get("/me/data")
+async def download(request: Request, token: str = "") -> Response:
+    try:
+        data = await service(request).everything_about(member_from(request, token))
+    except BadLink:
+        return bad_link(request)
+    except MemberNotFound:
+        return gone(request)
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False),
+        media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="my-membership-data.json"', "Cache-Control": "no-store"},
+    )
+
+
+@router.get("/me/leave", response_class=HTMLResponse)
+async def leave_form(request: Request, token: str = "") -> HTMLResponse:
+    try:
+        member_from(request, token)
+    except BadLink:
+        return bad_link(request)
+    return page(request, "leave.html", {"token": token, "errors": {}})
+
+
+@router.post("/me/leave", response_class=HTMLResponse)
+async def leave(request: Request) -> HTMLResponse:
+    form = await request.form()
+    try:
+        member_id = member_from(request, str(form.get("token") or ""))
+        await service(request).leave(member_id, str(form.get("reason") or ""))
+    except BadLink:
+        return bad_link(request)
+    except MemberNotFound:
+        return gone(request)
+    return message_page(request, "You have left the network", "We will not email you again. Thank you for all you did.")
+
+
+@router.get("/me/erase", response_class=HTMLResponse)
+async def erase_form(request: Request, token: str = "") -> HTMLResponse:
+    try:
+        member_from(request, token)
+    except BadLink:
+        return bad_link(request)
+    return page(request, "erase.html", {"token": token, "errors": {}})
+
+
+@router.post("/me/erase", response_class=HTMLResponse)
+async def erase(request: Request) -> HTMLResponse:
+    form = await request.form()
+    token = str(form.get("token") or "")
+    try:
+        member_id = member_from(request, token)
+    except BadLink:
+        return bad_link(request)
+    if form.get("confirm") != "erase":
+        errors = {"confirm": "Tick the box to confirm that everything about you should be erased"}
+        return page(request, "erase.html", {"token": token, "errors": errors}, 422)
+    if not await service(request).erase(member_id, actor=f"member:{member_id}"):
+        return gone(request)
+    return message_page(
+        request,
+        "Everything about you is being erased",
+        "Your membership and everything we held about you are deleted, here and in every part of the network.",
+    )
