@@ -6,8 +6,6 @@ own actions, for asks and the engagement ladder); `campaigns.reporting` feeds th
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns.engagement import EngagementService
@@ -94,12 +92,5 @@ def build_reporting_consumer(group: str = REPORTING_GROUP) -> EventConsumer:
         "campaigns, asks, actions and engagement levels",
     )
     for model, project in PROJECTION.items():
-        consumer.on(model)(_adapter(project))
+        consumer.on(model)(project)
     return consumer
-
-
-def _adapter(project: Any) -> Any:
-    async def handle(envelope: Envelope, event: Any, session: AsyncSession) -> None:
-        await project(envelope, event, session)
-
-    return handle

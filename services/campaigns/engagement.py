@@ -157,7 +157,7 @@ class EngagementService:
         member = (await session.execute(select(m).where(m.c.member_id == member_id).with_for_update())).first()
         if member is None:
             return 0  # not joined (yet): their facts wait for MemberJoined
-        counts = dict((await session.execute(
+        counts: dict[str, int] = dict((await session.execute(
             select(f.c.kind, func.count()).where(f.c.member_id == member_id).group_by(f.c.kind))).all())
         actions, attended = int(counts.get("action", 0)), int(counts.get("attendance", 0))
         ladder = ladder or await self.ladder(session)

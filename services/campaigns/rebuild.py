@@ -194,10 +194,10 @@ async def rebuild(db: Database, bootstrap: str, reports: Reports, *, group: str 
         log.info("reporting replayed into the shadow", records=result.records, applied=result.applied)
         if check:
             for scope in await scopes_to_compare(db, SHADOW):
-                live = await snapshot(db, reports, scope)
+                current = await snapshot(db, reports, scope)
                 rebuilt = await snapshot(db, reports, scope, schema=SHADOW)
-                if live != rebuilt:
-                    parts = ", ".join(k for k in live if live[k] != rebuilt.get(k))
+                if current != rebuilt:
+                    parts = ", ".join(k for k in current if current[k] != rebuilt.get(k))
                     result.differences.append(f"{scope.scope_type} {scope.scope_id or ''}".strip() + f" ({parts})")
             return result
         names = [t.name for t in tables.REPORTING_TABLES]

@@ -337,7 +337,7 @@ class Reports:
             f"LEFT JOIN scoped s ON s.campaign_id = c.campaign_id WHERE ({scope.scoped('c')}) OR s.n IS NOT NULL "
             "GROUP BY pid"
         ), scope.params())).all()
-        members = dict((await session.execute(text(
+        members: dict[str, int] = dict((await session.execute(text(
             "SELECT m.organisation_id, count(*) FROM rpt_members m WHERE m.organisation_id IS NOT NULL "
             f"AND m.status = 'active' AND {scope.members('m')} GROUP BY 1"
         ), scope.params())).all())

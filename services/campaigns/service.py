@@ -284,7 +284,7 @@ class CampaignsService:
                 "letter_subject": form.letter_subject, "letter_body": form.letter_body, "channel": form.channel,
                 "join_network": form.join_network, "source": source,
                 "region_id": member.region_id if member else None,
-                "group_id": (member.group_ids or [None])[0] if member else None, "created_at": now,
+                "group_id": member.group_ids[0] if member and member.group_ids else None, "created_at": now,
             }
             inserted = (await session.execute(
                 pg_insert(x).values(**values).on_conflict_do_nothing(constraint="uq_actions_ask_person")
@@ -367,7 +367,7 @@ class CampaignsService:
             await session.execute(
                 update(x).where(x.c.id == event.source[7:], x.c.member_id.is_(None))
                 .values(member_id=event.member_id, region_id=event.region_id,
-                        group_id=(event.group_ids or [None])[0])
+                        group_id=event.group_ids[0] if event.group_ids else None)
             )
 
     async def member_erased(self, session: AsyncSession, member_id: str) -> None:
@@ -432,14 +432,14 @@ class CampaignsService:
                     id=action_id, ask_id=ask.id, campaign_id=ask.campaign_id, kind="attend", person_ref=ref,
                     member_id=event.member_id, rsvp_id=event.rsvp_id, source="meeting",
                     region_id=member.region_id if member else None,
-                    group_id=(member.group_ids or [None])[0] if member else None, created_at=now,
+                    group_id=member.group_ids[0] if member and member.group_ids else None, created_at=now,
                 ).on_conflict_do_nothing().returning(x.c.id)
             )).first()
             if inserted is not None:
                 await self._emit(session, [ev.ActionTaken(
                     action_id=action_id, ask_id=ask.id, campaign_id=ask.campaign_id, kind="attend",
                     member_id=event.member_id, region_id=member.region_id if member else None,
-                    group_id=(member.group_ids or [None])[0] if member else None, taken_at=now,
+                    group_id=member.group_ids[0] if member and member.group_ids else None, taken_at=now,
                 )])
 
     # the MP dataset ------------------------------------------------------------------------------------

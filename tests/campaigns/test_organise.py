@@ -1,0 +1,91 @@
+"""Organisers' pages: sign in, start a campaign and add asks with forms, moderate pledges, load the MP dataset."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+
+from tests.campaigns.conftest import SAMPLE_MPS, ask_path, launch, of_type, organiser_token
+
+
+@asynccontextmanager
+async def signed_in(campaigns_server, scope_type: str = "network",
+                    scope_id: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client that signed in with an organiser link and keeps the session cookie."""
+    async with httpx.AsyncClient(base_url=campaigns_server.base_url, timeout=60, follow_redirects=False) as c:
+        response = await c.get("/campaigns/organise/sign-in",
+                               params={"token": organiser_token(scope_type, scope_id), "next": "/campaigns/organise"})
+        assert response.status_code == 303 and response.headers["location"] == "/campaigns/organise"
+        assert "gs_organiser" in response.cookies
+        yield c
+
+
+async def test_pages_need_a_signed_in_organiser(client):
+    assert (await client.get("/campaigns/organise")).status_code == 401
+    dashboard = await client.get("/dashboard")
+    assert dashboard.status_code == 401 and "Sign in to see the dashboard" in dashboard.text
+    bad = await client.get("/campaigns/organise/sign-in", params={"token": "forged"})
+    assert bad.status_code == 401
+    away = await client.get("/campaigns/organise/sign-in",
+                            params={"token": organiser_token(), "next": "//evil.example/"})
+    assert away.headers["location"] == "/campaigns/organise"
+
+
+async def test_an_organiser_starts_a_campaign_and_adds_an_ask_with_the_forms(campaigns_server, kafka):
+    async with signed_in(campaigns_server) as c:
+        title = f"Policing campaign {uuid.uuid4().hex[:6]}"
+        empty = await c.post("/campaigns/organise/new", data={"title": "", "goal": ""})
+        assert empty.status_code == 422 and "Enter a title" in empty.text
+        created = await c.post("/campaigns/organise/new", data={
+            "title": title, "goal": "Stop discriminatory stop and search", "summary": "Why it matters.",
+            "issues": "racism in policing, stop and search", "scope_type": "network"})
+        assert created.status_code == 303
+        admin = created.headers["location"]
+        campaign_id = admin.rsplit("/", 1)[1]
+        launched = (await kafka.wait_for(of_type("CampaignLaunched", campaign_id=campaign_id)))[0]
+        assert launched.data["issues"] == ["racism in policing", "stop and search"]
+        refused = await c.post(f"{admin}/asks", data={"kind": "petition", "body": "Text"})
+        assert refused.status_code == 422 and "Say who the petition is addressed to" in refused.text
+        added = await c.post(f"{admin}/asks", data={"kind": "petition", "title": "Sign for fair policing",
+                                                    "addressee": "The Chief Constable", "body": "We ask you...",
+                                                    "goal": "500"})
+        assert added.status_code == 303
+        page = await c.get(admin)
+        assert "Sign for fair policing" in page.text and title in (await c.get("/campaigns/organise")).text
+        await kafka.wait_for(of_type("AskPublished", campaign_id=campaign_id, title="Sign for fair policing"))
+        closed = await c.post(f"{admin}/close")
+        assert closed.status_code == 303
+        await kafka.wait_for(of_type("CampaignClosed", campaign_id=campaign_id))
+
+
+async def test_pledges_are_moderated_from_the_organisers_page(campaigns_server, client, organiser):
+    campaign = await launch(client, organiser)
+    words = f"I pledge to record and report what I see {uuid.uuid4().hex[:6]}"
+    await client.post(ask_path(campaign, "pledge"), data={"name": "Sam Okoro", "email": "sam@example.org",
+                                                          "pledge_text": words})
+    async with signed_in(campaigns_server) as c:
+        queue = await c.get("/campaigns/organise/pledges")
+        assert words in queue.text
+        action_id = queue.text.split(words)[1].split('action="/campaigns/organise/pledges/')[1].split('"')[0]
+        decided = await c.post(f"/campaigns/organise/pledges/{action_id}", data={"decision": "approved"})
+        assert decided.status_code == 303
+        assert words not in (await c.get("/campaigns/organise/pledges")).text
+    assert words in (await client.get(ask_path(campaign, "pledge"))).text
+
+
+async def test_network_organisers_load_the_mp_dataset_from_a_file(campaigns_server):
+    files = {"file": ("mps.csv", SAMPLE_MPS.read_bytes(), "text/csv")}
+    async with signed_in(campaigns_server, "region", "some-region") as c:
+        page = await c.get("/campaigns/organise/mps")
+        assert "Only network organisers can change the dataset" in page.text
+        assert (await c.post("/campaigns/organise/mps", files=files)).status_code == 403
+    async with signed_in(campaigns_server) as c:
+        broken = await c.post("/campaigns/organise/mps", files={"file": ("x.csv", b"name\nB1\n", "text/csv")})
+        assert broken.status_code == 422 and "The file needs the columns" in broken.text
+        loaded = await c.post("/campaigns/organise/mps", files=files, data={"mode": "replace"})
+        assert loaded.status_code == 200 and "The dataset is loaded" in loaded.text
+        ladder = await c.get("/campaigns/organise/ladder")
+        assert "Activist" in ladder.text
