@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -34,6 +35,17 @@ metadata = new_metadata()
 delivery = DeliveryTables(metadata)
 subject_keys = subject_keys_table(metadata)
 parked_events = parked_events_table(metadata)
+
+# Copies of other services' subject keys (events' per-RSVP keys, campaigns' per-action keys), to read what
+# someone typed when they asked to join from an RSVP or an action. Same shape as `subject_keys`.
+received_keys = Table(
+    "received_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("key", LargeBinary, nullable=True),  # NULL once destroyed: the row remembers the erasure
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("destroyed_at", DateTime(timezone=True), nullable=True),
+)
 
 # -- the network's shape ---------------------------------------------------------------------------
 
@@ -149,6 +161,8 @@ members = Table(
     Column("email_consent", Boolean, nullable=False),
     Column("email_topics", ARRAY(Text), nullable=True),  # kinds of email wanted; NULL: every kind
     Column("source", String(500), nullable=False),
+    Column("ladder_level", String(40), nullable=True),  # what campaigns observes (EngagementLevelChanged)
+    Column("ladder_changed_at", DateTime(timezone=True), nullable=True),
     Column("joined_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("confirmed_at", DateTime(timezone=True), nullable=True),
     Column("left_at", DateTime(timezone=True), nullable=True),

@@ -122,6 +122,9 @@ class JoinApplication:
     organisation_name: str | None = None
     source: str = DEFAULT_SOURCE
     site: str | None = None  # the origin of the site that hosted an embedded form
+    # A join form replaces name, postcode and level; a join that comes with an RSVP or an action only fills
+    # in what is missing, so signing up to a meeting never lowers the level someone chose.
+    replace_profile: bool = True
 
     @property
     def email_normalised(self) -> str:

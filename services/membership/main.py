@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from services.membership import db as tables
 from services.membership import organise, rights, web
 from services.membership.accounts import OrganiserAccounts
+from services.membership.consumers import build_consumers
 from services.membership.directory import Directory
+from services.membership.reactions import Reactions
 from services.membership.roster import Roster
 from services.membership.service import MembershipService
 from shared import topics
@@ -44,6 +46,8 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
             await asyncio.sleep(3600)
 
     runtime.add_background(prune_rate_limits)
+    for consumer in build_consumers(Reactions(membership), reactions_group):
+        runtime.add_consumer(consumer)
     accounts = OrganiserAccounts(
         runtime.db,
         runtime.outbox,

@@ -274,6 +274,12 @@ class MembershipService:
             "interests": new_interests,
             "updated_at": now,
         }
+        if not application.replace_profile:
+            values.update(name=previous.name or application.name, engagement_level=previous.engagement_level)
+            if previous.postcode:  # where they live is known already: the RSVP's postcode does not move them
+                application.postcode = None
+                application.region_id = None
+                application.group_ids = []
         if application.postcode:
             values.update(
                 postcode=application.postcode,
@@ -304,13 +310,13 @@ class MembershipService:
         changed = [
             field
             for field, old, new in (
-                ("name", previous.name, application.name),
+                ("name", previous.name, values["name"]),
                 ("postcode", previous.postcode, values.get("postcode", previous.postcode)),
                 ("region_id", previous.region_id, values.get("region_id", previous.region_id)),
                 ("group_ids", old_groups, new_groups),
                 ("subteam_ids", old_subteams, new_subteams),
                 ("interests", list(previous.interests), new_interests),
-                ("engagement_level", previous.engagement_level, application.engagement_level),
+                ("engagement_level", previous.engagement_level, values["engagement_level"]),
                 ("organisation_id", previous.organisation_id, values.get("organisation_id", previous.organisation_id)),
             )
             if old != new
@@ -320,19 +326,19 @@ class MembershipService:
                 MemberProfileUpdated(
                     member_id=member_id,
                     changed=changed,
-                    name=await self.keys.seal(session, member_id, application.name) if "name" in changed else None,
+                    name=await self.keys.seal(session, member_id, values["name"]) if "name" in changed else None,
                     region_id=values.get("region_id", previous.region_id),
                     group_ids=new_groups,
                     subteam_ids=new_subteams,
                     interests=new_interests,
-                    engagement_level=application.engagement_level,
+                    engagement_level=values["engagement_level"],
                     organisation_id=values.get("organisation_id", previous.organisation_id),
                 )
             )
-        if previous.engagement_level != application.engagement_level:
+        if previous.engagement_level != values["engagement_level"]:
             events.append(
                 EngagementLevelChosen(
-                    member_id=member_id, level=application.engagement_level, previous_level=previous.engagement_level
+                    member_id=member_id, level=values["engagement_level"], previous_level=previous.engagement_level
                 )
             )
         if consent_regained:
