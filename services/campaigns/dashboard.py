@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -106,7 +107,8 @@ async def dashboard(request: Request, region: str = "", group: str = "", weeks: 
     if organiser is None:
         return views.templates(request).TemplateResponse(request, "message.html", {
             "title": "Sign in to see the dashboard",
-            "message": "The dashboard is for organisers. Use the sign-in link you were given, then come back here."},
+            "message": "The dashboard is for organisers: sign in, and you will come straight back here.",
+            "link": f"/signin?next={quote(str(request.url.path))}", "link_text": "Sign in as an organiser"},
             status_code=401)
     weeks = max(4, min(weeks, 104))
     scope = await scope_for(request, organiser, region, group)

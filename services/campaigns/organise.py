@@ -15,6 +15,7 @@ from services.campaigns import auth, views
 from services.campaigns.auth import OrganiserScope, require_organiser
 from services.campaigns.domain import ASK_KINDS, InvalidInput
 from services.campaigns.service import ActionNotFound, CampaignNotFound, NotYours
+from shared import auth as shared_auth
 from shared import tokens
 
 router = APIRouter(prefix="/campaigns/organise", tags=["organiser pages"])
@@ -27,9 +28,9 @@ def _page(request: Request, name: str, context: dict[str, Any], status: int = 20
 
 @router.get("/sign-in")
 async def sign_in(request: Request, token: str, next: str = "/campaigns/organise") -> Response:
-    """Exchange a signed organiser token (`python -m services.campaigns organiser-token`) for a session cookie."""
+    """Exchange a signed organiser token for the session cookie (membership's /signin is the usual way in)."""
     try:
-        tokens.verify(views.secret_key(request), auth.ORGANISER_SESSION, token, auth.SESSION_MAX_AGE_S)
+        shared_auth.verify(views.secret_key(request), token)
     except tokens.InvalidToken:
         raise HTTPException(401, "This sign-in link is not valid or has expired") from None
     target = next if next.startswith("/") and not next.startswith("//") else "/campaigns/organise"
