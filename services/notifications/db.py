@@ -150,8 +150,13 @@ deliveries = Table(
     Column("correlation_id", String(100), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sent_at", DateTime(timezone=True), nullable=True),
+    # While a sender holds a batch: status 'sending' until this time; an expired lease goes back to pending.
+    Column("lease_until", DateTime(timezone=True), nullable=True),
     # One delivery per (kind, subject, recipient): a redelivered event or a second instance never sends twice.
     UniqueConstraint("kind", "subject_ref", "recipient_id", name="uq_deliveries_kind_subject_recipient"),
+    Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    Index("ix_deliveries_sending", "lease_until", postgresql_where=text("status = 'sending'")),
+    Index("ix_deliveries_recipient", "recipient_id"),
 )
 
 

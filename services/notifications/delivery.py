@@ -34,11 +34,20 @@ AttachmentProvider = Callable[[AsyncSession, Any], Awaitable[list[tuple[str, str
 
 HARD_FAILURES_BEFORE_SUPPRESSION = 3
 
-DUE_SQL = text(
-    "SELECT id, kind, subject_ref, recipient_id, recipient_email, subject, body_text, body_html, attempts, "
-    "correlation_id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
-    "ORDER BY next_attempt_at, created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+CLAIM_SQL = text(
+    "UPDATE deliveries SET status = 'sending', lease_until = now() + make_interval(secs => :lease_s) "
+    "WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
+    "ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED) "
+    "RETURNING id, kind, subject_ref, recipient_id, recipient_email, subject, body_text, body_html, attempts, "
+    "correlation_id, next_attempt_at"
 )
+RELEASE_SQL = text(
+    "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE status = 'sending' AND lease_until < now()"
+)
+
+
+class LeaseLost(Exception):
+    """This sender's lease on a delivery ran out and the delivery went to another sender."""
 
 
 class RateLimiter:
@@ -73,6 +82,8 @@ class DeliveryWorker:
         max_attempts: int = 8,
         poll_interval_s: float = 1.0,
         mailer_factory: Callable[[], Mailer] | None = None,
+        batch_size: int = 20,
+        lease_s: float = 300.0,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -86,13 +97,26 @@ class DeliveryWorker:
         self.suppressions = Suppressions(settings.secret_key)
         self.attachments: dict[str, AttachmentProvider] = {}
         self.service = settings.service_name
+        self.batch_size = batch_size
+        self.lease_s = lease_s
 
     def attach_for(self, kind: str, provider: AttachmentProvider) -> None:
         self.attachments[kind] = provider
 
     async def run(self) -> None:
-        """Run the senders until cancelled."""
-        await asyncio.gather(*(self._sender(self.mailer_factory()) for _ in range(self.connections)))
+        """Run the senders, and the reaper of expired leases, until cancelled."""
+        await asyncio.gather(self._reaper(), *(self._sender(self.mailer_factory()) for _ in range(self.connections)))
+
+    async def _reaper(self) -> None:
+        while True:
+            try:
+                if await self.release_expired_leases():
+                    self.wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("releasing expired delivery leases failed", error=repr(exc))
+            await asyncio.sleep(min(30.0, self.lease_s / 4))
 
     async def _sender(self, mailer: Mailer) -> None:
         try:
@@ -115,43 +139,61 @@ class DeliveryWorker:
             await mailer.close()
 
     async def send_due(self, mailer: Mailer, limit: int = 500) -> int:
+        """Claim and send due deliveries in batches; return how many were handled."""
         handled = 0
         while handled < limit:
-            if not await self.send_one(mailer):
+            batch = await self.claim(self.batch_size)
+            if not batch:
                 break
-            handled += 1
+            for row in batch:
+                await self.deliver(mailer, row)
+            handled += len(batch)
         return handled
 
-    async def send_one(self, mailer: Mailer) -> bool:
-        """Lock one due delivery, send it, and commit it as sent at the relay's point of acceptance."""
+    async def claim(self, n: int) -> list[Any]:
+        """Lease up to `n` due deliveries to this sender (status 'sending' until the lease ends)."""
+        async with self.db.transaction() as session:
+            rows = await session.execute(CLAIM_SQL, {"n": n, "lease_s": self.lease_s})
+            return list(rows.all())
+
+    async def release_expired_leases(self) -> int:
+        """Deliveries whose sender died are due again. The one it was sending when it died was either
+        committed as sent (the relay then got its final '.') or not (the relay discarded it): no duplicate."""
+        async with self.db.transaction() as session:
+            result = await session.execute(RELEASE_SQL)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def deliver(self, mailer: Mailer, row: Any) -> None:
+        """Send one leased delivery and commit it as sent at the relay's point of acceptance."""
         table = tables.deliveries
-        async with self.db.sessions() as session:
-            await session.begin()
-            row = (await session.execute(DUE_SQL)).first()
-            if row is None:
-                await session.rollback()
-                return False
-            token = correlation_id_var.set(row.correlation_id)
-            try:
+        mine = (table.c.id == row.id) & (table.c.status == "sending")
+        token = correlation_id_var.set(row.correlation_id)
+        try:
+            async with self.db.sessions() as session:
+                await session.begin()
                 if await self.suppressions.blocks(session, row.recipient_email, row.kind):
-                    await session.execute(
-                        update(table).where(table.c.id == row.id).values(status="suppressed")
-                    )
+                    await session.execute(update(table).where(mine).values(status="suppressed", lease_until=None))
                     await session.commit()
-                    return True
+                    return
                 email = await self._email(session, row)
+                await session.commit()
                 await self.limiter.wait()
                 attempts = row.attempts + 1
                 committed = False
 
                 async def commit_as_sent() -> None:
                     nonlocal committed
+                    await session.begin()
                     now = datetime.now(UTC)
-                    await session.execute(
+                    still_mine = await session.execute(
                         update(table)
-                        .where(table.c.id == row.id)
-                        .values(status="sent", attempts=attempts, sent_at=now)
+                        .where(mine)
+                        .values(status="sent", attempts=attempts, sent_at=now, lease_until=None)
+                        .returning(table.c.id)
                     )
+                    if still_mine.first() is None:
+                        await session.rollback()
+                        raise LeaseLost(row.id)  # another sender has it now: abandon this copy before its '.'
                     await self.outbox.add_events(
                         session,
                         [
@@ -167,14 +209,14 @@ class DeliveryWorker:
                 try:
                     await mailer.send(email, commit_point=commit_as_sent)
                     metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
+                except LeaseLost:
+                    log.warning("delivery lease lost; left to its new sender", delivery_id=row.id)
                 except (TemporaryFailure, PermanentFailure) as exc:
-                    if committed:
-                        await session.begin()  # the relay refused after we recorded it as sent: correct it
+                    await session.begin()  # (if it was already committed as sent, this corrects the record)
                     await self._record_failure(session, row, exc, attempts)
                     await session.commit()
-            finally:
-                correlation_id_var.reset(token)
-        return True
+        finally:
+            correlation_id_var.reset(token)
 
     async def _email(self, session: AsyncSession, row: Any) -> OutgoingEmail:
         headers: dict[str, str] = {}
@@ -212,6 +254,7 @@ class DeliveryWorker:
                 attempts=attempts,
                 next_attempt_at=datetime.now(UTC) + backoff,
                 last_error=str(exc)[:2000],
+                lease_until=None,
             )
         )
         metrics.EMAILS_FAILED.labels(self.service, row.kind, "false").inc()
@@ -222,7 +265,7 @@ class DeliveryWorker:
         await session.execute(
             update(table)
             .where(table.c.id == row.id)
-            .values(status="failed", attempts=attempts, last_error=error[:2000])
+            .values(status="failed", attempts=attempts, last_error=error[:2000], lease_until=None)
         )
         await self.outbox.add_events(
             session,

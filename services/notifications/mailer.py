@@ -131,7 +131,13 @@ class Mailer:
                 raise aiosmtplib.SMTPDataError(start.code, start.message)
             protocol.write(body)  # type: ignore[union-attr]
             if commit_point is not None:
-                await commit_point()
+                try:
+                    await commit_point()
+                except BaseException:
+                    # Drop the connection before the final '.': the relay discards the unfinished message.
+                    smtp.close()
+                    self._smtp = None
+                    raise
             protocol._response_pending = True  # type: ignore[union-attr]
             protocol.write(b".\r\n")  # type: ignore[union-attr]
             response = await protocol.read_response(timeout=30)  # type: ignore[union-attr]

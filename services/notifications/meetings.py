@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
-from services.notifications.service import NotificationService, first_name_of
+from services.notifications.service import NotificationService, first_name_of, parked_handler
 from shared import tokens
 from shared.events.catalog import (
     AttendanceRecorded,
@@ -43,14 +43,7 @@ class MeetingNotifications:
             (PromotedFromWaitlist, self.promoted),
             (RsvpCancelled, self.rsvp_cancelled),
         ):
-            self.service.parked_handlers[model.event_type] = self._from_parked(model, handler)
-
-    @staticmethod
-    def _from_parked(model: Any, handler: Any) -> Any:
-        async def run(session: AsyncSession, envelope: Envelope) -> None:
-            await handler(session, envelope, model.model_validate(envelope.data))
-
-        return run
+            self.service.parked_handlers[model.event_type] = parked_handler(model, handler)
 
     # meetings --------------------------------------------------------------------------------------
     async def meeting_scheduled(self, session: AsyncSession, envelope: Envelope, event: MeetingScheduled) -> None:

@@ -68,8 +68,16 @@ class NotificationService:
         self.suppressions = Suppressions(settings.secret_key)
         self.renderer = EmailRenderer(settings.network_name)
         self.deliveries_queued = asyncio.Event()
-        # Handlers of events parked until a key arrived, by event type (meetings.py registers its own).
+        # Handlers of events parked until a key arrived, by event type (meetings.py, digests.py add theirs).
         self.parked_handlers: dict[str, ParkedHandler] = {}
+        for model, handler in (
+            (MemberJoined, self.member_joined),
+            (MemberConfirmed, self.member_confirmed),
+            (MemberProfileUpdated, self.profile_updated),
+            (ConsentChanged, self.consent_changed),
+            (MemberLeft, self.member_left),
+        ):
+            self.parked_handlers[model.event_type] = parked_handler(model, handler)
 
     # keys ------------------------------------------------------------------------------------------
     async def remember_key(self, session: AsyncSession, key_id: str, key_b64: str) -> None:
@@ -244,3 +252,12 @@ def first_name_of(name: str | None) -> str:
 
 
 ParkedHandler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+
+def parked_handler(model: Any, handler: Callable[[AsyncSession, Envelope, Any], Awaitable[None]]) -> ParkedHandler:
+    """Adapt `handler(session, envelope, event)` to take a released envelope."""
+
+    async def run(session: AsyncSession, envelope: Envelope) -> None:
+        await handler(session, envelope, model.model_validate(envelope.data))
+
+    return run

@@ -25,6 +25,7 @@ async def test_joins_accepted_while_kafka_is_down_are_all_published_in_order_and
     gateway, mail, membership_db
 ):
     emails = _emails("outage", 200)
+    since = await mail.mark()
     launcher.stop_kafka()
     try:
         assert await join_many(gateway, emails) == [303] * 200
@@ -45,7 +46,7 @@ async def test_joins_accepted_while_kafka_is_down_are_all_published_in_order_and
     assert sum(types.count("MemberJoined") for types in by_member.values()) == 200
     assert all(types == ["MemberJoined", "MemberProfileUpdated"] for types in by_member.values()), by_member
 
-    counts = await wait_for_welcomes(mail, emails, timeout=180)
+    counts = await wait_for_welcomes(mail, emails, timeout=180, since=since)
     assert set(counts.values()) == {1}, {e: c for e, c in counts.items() if c != 1}
 
 
@@ -72,6 +73,7 @@ async def test_the_same_event_delivered_twice_has_one_effect(gateway, mail, memb
 
 async def test_consumer_killed_mid_batch_and_restarted_handles_every_event_once(gateway, mail, notifications_db):
     emails = _emails("sigkill", 150)
+    since = await mail.mark()
     launcher.stop_service("notifications")
     try:
         assert await join_many(gateway, emails) == [303] * 150
@@ -81,7 +83,7 @@ async def test_consumer_killed_mid_batch_and_restarted_handles_every_event_once(
 
     # Kill it with SIGKILL once it is part-way through the backlog.
     for _ in range(600):
-        done = sum(1 for c in (await wait_for_welcomes(mail, emails, timeout=0)).values() if c)
+        done = sum(1 for c in (await wait_for_welcomes(mail, emails, timeout=0, since=since)).values() if c)
         if done >= 20:
             break
         await asyncio.sleep(0.05)
@@ -89,9 +91,9 @@ async def test_consumer_killed_mid_batch_and_restarted_handles_every_event_once(
     launcher.start_service("notifications")
     assert launcher.service_ready("notifications", 60)
 
-    counts = await wait_for_welcomes(mail, emails, timeout=180)
+    counts = await wait_for_welcomes(mail, emails, timeout=180, since=since)
     await asyncio.sleep(2)
-    counts = await wait_for_welcomes(mail, emails, timeout=0)
+    counts = await wait_for_welcomes(mail, emails, timeout=0, since=since)
     assert set(counts.values()) == {1}, {e: c for e, c in counts.items() if c != 1}
     duplicates = await notifications_db.fetchval(
         "SELECT count(*) FROM (SELECT recipient_email FROM deliveries WHERE recipient_email = ANY($1) "
@@ -103,6 +105,7 @@ async def test_consumer_killed_mid_batch_and_restarted_handles_every_event_once(
 
 async def test_postgresql_restart_while_services_run_loses_nothing(gateway, mail, membership_db):
     before, after = _emails("pgrestart-before", 20), _emails("pgrestart-after", 20)
+    since = await mail.mark()
     assert await join_many(gateway, before) == [303] * 20
     await membership_db.close()
     launcher.restart_postgres()
@@ -116,7 +119,7 @@ async def test_postgresql_restart_while_services_run_loses_nothing(gateway, mail
         await asyncio.sleep(1)
     assert statuses == [303] * 20
 
-    counts = await wait_for_welcomes(mail, before + after, timeout=180)
+    counts = await wait_for_welcomes(mail, before + after, timeout=180, since=since)
     assert set(counts.values()) == {1}, {e: c for e, c in counts.items() if c != 1}
     records = await read_topic(MEMBERSHIP_MEMBERS)
     joined = [Envelope.from_bytes(r.value) for r in records if r.value and b'"MemberJoined"' in r.value]

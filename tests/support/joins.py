@@ -29,14 +29,14 @@ async def member_ids(conn, emails: list[str]) -> dict[str, str]:
     return {r["email_normalised"]: r["id"] for r in rows}
 
 
-async def wait_for_welcomes(mail, emails: list[str], timeout: float = 120.0) -> dict[str, int]:
-    """Wait until every address has a welcome email; return how many each received."""
+async def wait_for_welcomes(mail, emails: list[str], timeout: float = 120.0, since: int = 0) -> dict[str, int]:
+    """Wait until every address has a welcome email (newer than message `since`); return how many each got."""
     wanted = set(emails)
     deadline = asyncio.get_running_loop().time() + timeout
     counts: dict[str, int] = {}
     while True:
         counts = {e: 0 for e in wanted}
-        for message in await mail.messages():
+        for message in await mail.messages(since=since):
             for rcpt in message["to"]:
                 if rcpt in wanted:
                     counts[rcpt] += 1

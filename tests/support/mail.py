@@ -13,9 +13,23 @@ class MailCatcher:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
 
-    async def messages(self, to: str | None = None) -> list[dict[str, Any]]:
-        params = {"to": to} if to else {}
-        async with httpx.AsyncClient(timeout=10) as client:
+    async def mark(self) -> int:
+        """The id of the newest message now: pass it as `since` to see only what arrives afterwards."""
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.get(f"{self.base_url}/api/messages", params={"limit": 1})
+            response.raise_for_status()
+            newest = response.json()
+        newest = newest["messages"] if isinstance(newest, dict) else newest
+        return int(newest[0]["id"]) if newest else 0
+
+    async def messages(self, to: str | None = None, *, since: int | None = None) -> list[dict[str, Any]]:
+        """Messages (to `to`, newer than message id `since`), oldest first."""
+        params: dict[str, Any] = {"order": "asc", "limit": 100_000}
+        if to:
+            params["to"] = to
+        if since is not None:
+            params["since"] = str(since)
+        async with httpx.AsyncClient(timeout=120) as client:
             response = await client.get(f"{self.base_url}/api/messages", params=params)
             response.raise_for_status()
             body = response.json()
