@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.membership import db as tables
-from services.membership import organise, rights, web
+from services.membership import organise, osdi, rights, web
 from services.membership.accounts import OrganiserAccounts
 from services.membership.consumers import build_consumers
 from services.membership.directory import Directory
@@ -55,8 +55,9 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
         public_base_url=settings.public_base_url,
         network_name=settings.network_name,
     )
-    app = runtime.build_app("Groundswell membership", routers=[web.router, organise.router, rights.router])
+    app = runtime.build_app("Groundswell membership", routers=[web.router, organise.router, rights.router, osdi.router])
     app.add_exception_handler(organise.SignInNeeded, organise.sign_in_needed)
+    app.add_exception_handler(osdi.ApiError, osdi.api_error)
     app.state.membership = membership
     app.state.accounts = accounts
     app.state.directory = Directory(runtime.db, runtime.outbox, accounts)

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
-from services.membership.domain import Choice, JoinApplication, JoinOptions, Preferences, Unit, merged
+from services.membership.domain import Choice, JoinApplication, JoinOptions, Preferences, Unit, merged, place
 from services.membership.ratelimit import JOIN_PER_EMAIL, JOIN_PER_IP, RateLimiter, Verdict
 from shared import topics
 from shared.crypto import KeyStore, encode_key
@@ -540,7 +540,13 @@ class MembershipService:
                     updated_at=now,
                 )
             )
-            for table in (tables.member_groups, tables.member_subteams, tables.consent_records, tables.role_grants):
+            for table in (
+                tables.member_groups,
+                tables.member_subteams,
+                tables.consent_records,
+                tables.role_grants,
+                tables.taggings,
+            ):
                 await session.execute(delete(table).where(table.c.member_id == member_id))
             await session.execute(
                 insert(tables.audit_log).values(actor=actor, action="member.erased", member_id=member_id, detail={})
@@ -620,3 +626,54 @@ class MembershipService:
                     {"at": when(r.at), "who": r.actor, "what": r.action} for r in views.all()
                 ],
             }
+
+    # integrations ----------------------------------------------------------------------------------
+    async def update_person(
+        self,
+        session: AsyncSession,
+        member_id: str,
+        *,
+        name: str | None = None,
+        postcode: str | None = None,
+        email_consent: bool | None = None,
+        source: str,
+    ) -> None:
+        """Change what an integration may change (name, postcode, email consent); announce what changed."""
+        m = tables.members
+        row = await self._member_for_update(session, member_id, allow_left=False)
+        values: dict[str, Any] = {}
+        events: list[EventData] = []
+        changed: list[str] = []
+        if name and name != row.name:
+            values["name"] = name
+            changed.append("name")
+        if postcode and postcode != row.postcode:
+            options = await load_join_options(session)
+            region_id, nearest = place(postcode, options.postcode_prefixes)
+            values.update(postcode=postcode, region_id=region_id, suggested_group_id=nearest)
+            changed.append("postcode")
+            if region_id != row.region_id:
+                changed.append("region_id")
+        if email_consent is not None and email_consent != row.email_consent:
+            values["email_consent"] = email_consent
+            events.append(await self._consent_event(session, member_id, email_consent, source))
+        if not values:
+            return
+        await session.execute(update(m).where(m.c.id == member_id).values(updated_at=utcnow(), **values))
+        if changed:
+            group_ids, subteam_ids = await self.units_of(session, member_id)
+            events.insert(
+                0,
+                MemberProfileUpdated(
+                    member_id=member_id,
+                    changed=changed,
+                    name=await self.keys.seal(session, member_id, name) if "name" in changed and name else None,
+                    region_id=values.get("region_id", row.region_id),
+                    group_ids=group_ids,
+                    subteam_ids=subteam_ids,
+                    interests=list(row.interests),
+                    engagement_level=row.engagement_level,
+                    organisation_id=row.organisation_id,
+                ),
+            )
+        await self._emit(session, events)
