@@ -175,22 +175,10 @@ async def set_password(request: Request) -> HTMLResponse:
 
 
 def _filters(request: Request) -> MemberFilters:
-    q = request.query_params
-    return MemberFilters(
-        **{
-            name: q.get(name, "")[:200]
-            for name in (
-                "q",
-                "region_id",
-                "group_id",
-                "subteam_id",
-                "interest",
-                "engagement_level",
-                "confirmed",
-                "status",
-            )
-        }
-    )
+    filters = MemberFilters()
+    for name in ("q", "region_id", "group_id", "subteam_id", "interest", "engagement_level", "confirmed", "status"):
+        setattr(filters, name, request.query_params.get(name, "")[:200])
+    return filters
 
 
 def _int(value: str | None, default: int) -> int:
@@ -341,6 +329,38 @@ async def audit_log(request: Request) -> HTMLResponse:
     who = await organiser(request)
     entries = await roster(request).audit_entries(who)
     return page(request, "audit.html", _context(who, entries=entries))
+
+
+@router.get("/admin/origins", response_class=HTMLResponse)
+async def origins(request: Request) -> HTMLResponse:
+    who = await organiser(request)
+    return await _origins_page(request, who, {})
+
+
+async def _origins_page(
+    request: Request, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200
+) -> HTMLResponse:
+    rows = await request.app.state.membership.allowed_origins()
+    return page(request, "origins.html", _context(who, origins=rows, errors=errors), status)
+
+
+@router.post("/admin/origins", response_class=HTMLResponse)
+async def change_origins(request: Request) -> Response:
+    """Sites that may embed the join form and be sent back to: network organisers add and remove them."""
+    who = await organiser(request)
+    if not who.is_network:
+        raise HTTPException(404, "Only the network's organisers choose which sites may embed the join form")
+    form = await request.form()
+    origin, note, remove = (str(form.get(k) or "") for k in ("origin", "note", "remove"))
+    membership = request.app.state.membership
+    if remove:
+        await membership.remove_allowed_origin(remove, actor=f"organiser:{who.organiser_id}")
+    else:
+        try:
+            await membership.add_allowed_origin(origin, note, actor=f"organiser:{who.organiser_id}")
+        except AccountProblem as problem:
+            return await _origins_page(request, who, problem.errors, 422)
+    return RedirectResponse("/admin/origins", status_code=303)
 
 
 # -- organisers and API keys -----------------------------------------------------------------------

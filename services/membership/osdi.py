@@ -303,7 +303,9 @@ async def person_signup_helper(request: Request, caller: Caller) -> JSONResponse
         region_id, nearest = place(fields.get("postcode"), options.postcode_prefixes)
         if caller.scope_type == "region" and region_id != caller.scope_id:
             region_id = caller.scope_id  # a region's integration adds people to its region
-        group_ids = [caller.scope_id] if caller.scope_type == "group" else ([nearest] if nearest else [])
+        group_ids = [caller.scope_id] if caller.scope_type == "group" and caller.scope_id else []
+        if not group_ids and nearest:
+            group_ids = [nearest]
         application = JoinApplication(
             name=fields.get("name") or "",
             email=fields["email"],

@@ -14,7 +14,17 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
-from services.membership.domain import Choice, JoinApplication, JoinOptions, Preferences, Unit, merged, place
+from services.membership.domain import (
+    Choice,
+    JoinApplication,
+    JoinOptions,
+    Preferences,
+    Unit,
+    collapse_spaces,
+    merged,
+    origin_of,
+    place,
+)
 from services.membership.ratelimit import JOIN_PER_EMAIL, JOIN_PER_IP, RateLimiter, Verdict
 from shared import topics
 from shared.crypto import KeyStore, encode_key
@@ -121,6 +131,37 @@ class MembershipService:
                 select(tables.allowed_origins.c.origin).where(tables.allowed_origins.c.origin == origin)
             )
             return found.first() is not None
+
+    async def allowed_origins(self) -> list[Any]:
+        a = tables.allowed_origins
+        async with self.db.transaction() as session:
+            return list((await session.execute(select(a).order_by(a.c.origin))).all())
+
+    async def add_allowed_origin(self, url: str, note: str, *, actor: str) -> str:
+        """Let a site embed the join form (and be redirected back to): its origin, from any of its addresses."""
+        from services.membership.accounts import AccountProblem
+
+        origin = origin_of(url)
+        if origin is None or len(origin) > 200 or len(note) > 200:
+            raise AccountProblem({"origin": "Enter the site's address, like https://www.example.org"})
+        async with self.db.transaction() as session:
+            await session.execute(
+                pg_insert(tables.allowed_origins)
+                .values(origin=origin, note=collapse_spaces(note))
+                .on_conflict_do_update(index_elements=["origin"], set_={"note": collapse_spaces(note)})
+            )
+            await session.execute(
+                insert(tables.audit_log).values(actor=actor, action="origin.allowed", detail={"origin": origin})
+            )
+        return origin
+
+    async def remove_allowed_origin(self, origin: str, *, actor: str) -> None:
+        a = tables.allowed_origins
+        async with self.db.transaction() as session:
+            await session.execute(delete(a).where(a.c.origin == origin))
+            await session.execute(
+                insert(tables.audit_log).values(actor=actor, action="origin.removed", detail={"origin": origin})
+            )
 
     # joining -------------------------------------------------------------------------------------
     async def join(self, application: JoinApplication, *, ip: str | None) -> JoinOutcome:

@@ -88,11 +88,14 @@ def _form_from(data: dict[str, Any]) -> JoinForm:
         return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
     consent = data.get("email_consent")
-    return JoinForm(
-        **{f: text(f) for f in TEXT_FIELDS},
-        **{f: items(f) for f in LIST_FIELDS},
-        email_consent=consent is True or (isinstance(consent, str) and consent.lower() in ("yes", "on", "true", "1")),
+    form = JoinForm(
+        email_consent=consent is True or (isinstance(consent, str) and consent.lower() in ("yes", "on", "true", "1"))
     )
+    for name in TEXT_FIELDS:
+        setattr(form, name, text(name))
+    for name in LIST_FIELDS:
+        setattr(form, name, items(name))
+    return form
 
 
 def _form_values(form: FormData) -> dict[str, Any]:

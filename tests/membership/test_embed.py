@@ -192,3 +192,31 @@ async def test_json_join_answers_the_same_for_a_member_and_a_new_address(client,
     first, second = [await client.post("/join", json=body) for _ in range(2)]
     assert first.status_code == second.status_code == 202 and first.json() == second.json()
     await poll(lambda: member_by_email(db, email))
+
+
+async def test_network_organisers_choose_the_sites_that_may_embed_the_form(client, db):
+    from services.membership import seeds
+    from tests.membership.conftest import make_organiser
+
+    _, network = await make_organiser(db)
+    added = await client.post(
+        "/admin/origins", headers=network, data={"origin": "https://Partner.example.org/join-us?x=1", "note": "MMS"}
+    )
+    assert added.status_code == 303
+    assert await db.fetchval("SELECT note FROM allowed_origins WHERE origin = 'https://partner.example.org'") == "MMS"
+    preflight = await client.options(
+        "/join", headers={"Origin": "https://partner.example.org", "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "https://partner.example.org"
+    other = await client.options("/join", headers={"Origin": "https://other.example.org"})
+    assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
+
+    bad = await client.post("/admin/origins", headers=network, data={"origin": "javascript:alert(1)"})
+    assert bad.status_code == 422 and "like https://www.example.org" in bad.text
+    _, regional = await make_organiser(db, "region", seeds.unit_id("region", "east-midlands"))
+    refused = await client.post("/admin/origins", headers=regional, data={"remove": "https://partner.example.org"})
+    assert refused.status_code == 404
+    removed = await client.post("/admin/origins", headers=network, data={"remove": "https://partner.example.org"})
+    assert removed.status_code == 303
+    assert await db.fetchval("SELECT count(*) FROM allowed_origins WHERE origin = 'https://partner.example.org'") == 0
