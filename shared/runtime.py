@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -12,6 +13,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.kafka.fastapi import KafkaRouter
 from sqlalchemy import MetaData, Table
 
+from shared import metrics
 from shared.config import Settings, get_settings
 from shared.consumer import DeadLetterPublisher, EventConsumer
 from shared.db import Database
@@ -73,6 +75,39 @@ class ServiceRuntime:
         """A long-running coroutine started with the service and cancelled when it stops."""
         self.background.append(loop)
 
+    async def measure_consumer_lag(self, interval_s: float = 15.0) -> None:
+        """Keep `groundswell_consumer_lag` current: end offset minus committed offset, per group and partition."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        bootstrap = self.settings.kafka_bootstrap_servers
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+            probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+            try:
+                await admin.start()
+                await probe.start()
+                while True:
+                    for consumer in self.consumers:
+                        committed = await admin.list_consumer_group_offsets(consumer.group)
+                        if not committed:
+                            continue
+                        ends = await probe.end_offsets(list(committed))
+                        for tp, meta in committed.items():
+                            lag = max(0, ends.get(tp, 0) - max(meta.offset, 0))
+                            metrics.CONSUMER_LAG.labels(self.name, consumer.group, tp.topic, str(tp.partition)).set(lag)
+                    await asyncio.sleep(interval_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("measuring consumer lag failed; will retry", error=repr(exc))
+                await asyncio.sleep(interval_s)
+            finally:
+                with contextlib.suppress(Exception):
+                    await probe.stop()
+                with contextlib.suppress(Exception):
+                    await admin.close()
+
     async def readiness(self) -> dict[str, bool]:
         db_ok = await self.db.ping()
         try:
@@ -87,7 +122,8 @@ class ServiceRuntime:
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await self.relay.start()
-            self._tasks = [asyncio.create_task(loop()) for loop in self.background]
+            loops = [*self.background, self.measure_consumer_lag] if self.consumers else self.background
+            self._tasks = [asyncio.create_task(loop()) for loop in loops]
             async with self.router.lifespan_context(app):
                 log.info("service started", port=self.settings.http_port)
                 yield

@@ -1,0 +1,62 @@
+"""The request id follows a join everywhere it goes, and every service reports its delivery metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+
+from deploy.local import launcher
+from shared.events.envelope import Envelope
+from shared.topics import MEMBERSHIP_MEMBERS, NOTIFICATIONS_DELIVERIES
+from tests.support.joins import member_ids
+from tests.support.kafka import wait_for_records
+from tests.support.people import unique_email
+
+
+async def test_request_id_becomes_the_correlation_id_of_every_downstream_event(
+    gateway, mail, membership_db, notifications_db
+):
+    request_id = f"trace-{uuid.uuid4().hex}"
+    email = unique_email("traced")
+    response = await gateway.post(
+        "/join",
+        data={"name": "Trace Me", "email": email, "postcode": "B1 1AA", "email_consent": "yes"},
+        headers={"X-Request-ID": request_id},
+    )
+    assert response.status_code == 303 and response.headers["x-request-id"] == request_id
+    await mail.wait_for(email)
+    member_id = (await member_ids(membership_db, [email]))[email]
+
+    [joined] = await wait_for_records(MEMBERSHIP_MEMBERS, lambda r: r.key.decode() == member_id, count=1)
+    assert Envelope.from_bytes(joined.value).correlation_id == request_id
+    assert await notifications_db.fetchval(
+        "SELECT correlation_id FROM deliveries WHERE kind = 'welcome' AND recipient_id = $1", member_id
+    ) == request_id
+    [sent] = await wait_for_records(NOTIFICATIONS_DELIVERIES, lambda r: r.key.decode() == member_id, count=1)
+    sent_envelope = Envelope.from_bytes(sent.value)
+    assert sent_envelope.type == "NotificationSent" and sent_envelope.correlation_id == request_id
+
+
+async def test_every_service_exposes_delivery_metrics(system):
+    wanted = [
+        "groundswell_events_published_total",
+        "groundswell_outbox_backlog",
+        "groundswell_outbox_oldest_age_seconds",
+    ]
+    consuming = {"notifications", "events", "campaigns", "membership"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for service, port in launcher.SERVICE_PORTS.items():
+            if not launcher.service_ready(service):
+                continue
+            text = ""
+            for _ in range(40):  # the lag gauge appears after the first measurement
+                text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+                if service not in consuming or "groundswell_consumer_lag{" in text:
+                    break
+                await asyncio.sleep(0.5)
+            for name in wanted:
+                assert name in text, f"{service} lacks {name}"
+            if service in consuming:
+                assert "groundswell_events_consumed_total{" in text and "groundswell_consumer_lag{" in text, service
