@@ -8,11 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications.digests import Digests
 from services.notifications.followups import FollowUps
+from services.notifications.letters import LetterNotifications
 from services.notifications.meetings import MeetingNotifications
 from services.notifications.service import NotificationService
 from shared import topics
 from shared.consumer import EventConsumer
 from shared.events.catalog import (
+    ActionKeyIssued,
     ActionTaken,
     AttendanceRecorded,
     CampaignLaunched,
@@ -26,6 +28,7 @@ from shared.events.catalog import (
     MemberJoined,
     MemberLeft,
     MemberProfileUpdated,
+    MpLetterRequested,
     OrganisationUnitDefined,
     PromotedFromWaitlist,
     RoleGranted,
@@ -46,11 +49,14 @@ def _route(consumer: EventConsumer, model: type[Any], handler: Any) -> None:
     consumer.on(model)(adapter)
 
 
-def build_consumers(service: NotificationService, meetings: MeetingNotifications) -> list[EventConsumer]:
+def build_consumers(
+    service: NotificationService, meetings: MeetingNotifications, letters: LetterNotifications
+) -> list[EventConsumer]:
     keys = EventConsumer(
         "notifications.keys",
-        (topics.MEMBERSHIP_SUBJECT_KEYS, topics.EVENTS_SUBJECT_KEYS),
-        "Copies members' and RSVPs' data keys so their sealed fields can be read; a tombstone destroys the copy",
+        (topics.MEMBERSHIP_SUBJECT_KEYS, topics.EVENTS_SUBJECT_KEYS, topics.CAMPAIGNS_SUBJECT_KEYS),
+        "Copies members', RSVPs' and actions' data keys so their sealed fields can be read; a tombstone destroys "
+        "the copy",
     )
 
     async def key_issued(session: AsyncSession, envelope: Envelope, event: Any) -> None:
@@ -58,6 +64,7 @@ def build_consumers(service: NotificationService, meetings: MeetingNotifications
 
     _route(keys, SubjectKeyIssued, key_issued)
     _route(keys, RsvpKeyIssued, key_issued)
+    _route(keys, ActionKeyIssued, key_issued)
 
     @keys.on_tombstone
     async def key_destroyed(key: str, session: AsyncSession) -> None:
@@ -65,8 +72,9 @@ def build_consumers(service: NotificationService, meetings: MeetingNotifications
 
     members = EventConsumer(
         "notifications",
-        (topics.MEMBERSHIP_MEMBERS, topics.EVENTS_MEETINGS, topics.EVENTS_RSVPS),
-        "Welcome emails, the recipient mirror and suppressions; meeting announcements, RSVP emails, reminders",
+        (topics.MEMBERSHIP_MEMBERS, topics.EVENTS_MEETINGS, topics.EVENTS_RSVPS, topics.CAMPAIGNS_ACTIONS),
+        "Welcome emails, the recipient mirror and suppressions; meeting announcements, RSVP emails, reminders; "
+        "letters to MPs",
     )
     for model, handler in (
         (MemberJoined, service.member_joined),
@@ -83,6 +91,7 @@ def build_consumers(service: NotificationService, meetings: MeetingNotifications
         (PromotedFromWaitlist, meetings.promoted),
         (RsvpCancelled, meetings.rsvp_cancelled),
         (AttendanceRecorded, meetings.attendance),
+        (MpLetterRequested, letters.letter_requested),
     ):
         _route(members, model, handler)
     return [keys, members]

@@ -130,6 +130,8 @@ activity = Table(
     Column("group_id", String(36), nullable=True),
     Column("subject_id", String(36), nullable=True),
     Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Index("ix_activity_kind_occurred_at", "kind", "occurred_at"),
+    Index("ix_activity_subject_id", "subject_id", "id"),
 )
 
 deliveries = Table(
@@ -150,6 +152,7 @@ deliveries = Table(
     Column("correlation_id", String(100), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("reply_to", String(254), nullable=True),  # e.g. a letter to an MP: replies go to its writer
     # While a sender holds a batch: status 'sending' until this time; an expired lease goes back to pending.
     Column("lease_until", DateTime(timezone=True), nullable=True),
     # One delivery per (kind, subject, recipient): a redelivered event or a second instance never sends twice.

@@ -39,7 +39,7 @@ CLAIM_SQL = text(
     "WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
     "ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED) "
     "RETURNING id, kind, subject_ref, recipient_id, recipient_email, subject, body_text, body_html, attempts, "
-    "correlation_id, next_attempt_at"
+    "correlation_id, next_attempt_at, reply_to"
 )
 RELEASE_SQL = text(
     "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE status = 'sending' AND lease_until < now()"
@@ -227,6 +227,8 @@ class DeliveryWorker:
             )
             headers["List-Unsubscribe"] = f"<{url}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        if row.reply_to:
+            headers["Reply-To"] = row.reply_to
         provider = self.attachments.get(row.kind)
         attachments = await provider(session, row) if provider else []
         return OutgoingEmail(

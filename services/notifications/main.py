@@ -9,6 +9,7 @@ from services.notifications import web as organiser_web
 from services.notifications.consumers import build_consumers
 from services.notifications.delivery import DeliveryWorker
 from services.notifications.fanout import AnnouncementFanOut
+from services.notifications.letters import LetterNotifications
 from services.notifications.meetings import MeetingNotifications
 from services.notifications.service import NotificationService
 from shared import topics
@@ -26,7 +27,8 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     settings = runtime.settings
     service = NotificationService(runtime.db, runtime.outbox, settings)
     meetings = MeetingNotifications(service)
-    for consumer in build_consumers(service, meetings):
+    letters = LetterNotifications(service)
+    for consumer in build_consumers(service, meetings, letters):
         consumer.group += group_suffix
         runtime.add_consumer(consumer)
     runtime.document_publisher(topics.NOTIFICATIONS_DELIVERIES, "Notifications sent or failed")

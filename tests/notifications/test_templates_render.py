@@ -32,6 +32,20 @@ CASES = {
 }
 
 
+LETTERS = {
+    "mp_letter": {"mp_name": "Chris Holloway", "body": "Please act.", "sender_name": "Ada", "postcode": "NG7 2RD",
+                  "constituency": "Nottingham South"},
+    "mp_letter_copy": {"name": "Ada", "mp_name": "Chris Holloway", "letter": "Please act.",
+                       "constituency": "Nottingham South"},
+}
+
+
+@pytest.mark.parametrize("template", sorted(LETTERS))
+def test_letter_templates_render(template):
+    text, html = EmailRenderer("Midlands Network").render(template, **LETTERS[template])
+    assert "Chris Holloway" in text and "Ada" in html
+
+
 @pytest.mark.parametrize("template", sorted(CASES))
 def test_template_renders_text_and_html_with_the_unsubscribe_footer(template):
     text, html = EmailRenderer("Midlands Network").render(template, **CASES[template])

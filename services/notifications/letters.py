@@ -1,0 +1,68 @@
+"""Letters to MPs: a member writes from a campaign; the letter goes to their MP with the member as Reply-To,
+and the member gets a copy. Everything the member typed arrives sealed with the action's key."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifications.service import NotificationService, first_name_of, parked_handler
+from shared.events.catalog import MpLetterRequested
+from shared.events.envelope import Envelope
+
+
+class LetterNotifications:
+    def __init__(self, service: NotificationService) -> None:
+        self.service = service
+        service.parked_handlers[MpLetterRequested.event_type] = parked_handler(MpLetterRequested, self.letter_requested)
+
+    async def letter_requested(self, session: AsyncSession, envelope: Envelope, event: MpLetterRequested) -> None:
+        service = self.service
+        if not await service.key_ready(session, envelope, event.action_id):
+            return
+        unseal = service.keys.unseal
+        subject = (
+            await unseal(session, event.letter_subject) or f"A letter from a constituent in {event.constituency_name}"
+        )
+        body = await unseal(session, event.letter_body) or ""
+        name = await unseal(session, event.sender_name) or ""
+        sender = await unseal(session, event.sender_email)
+        postcode = await unseal(session, event.sender_postcode) or ""
+        text_body, html_body = service.renderer.render(
+            "mp_letter",
+            mp_name=event.mp_name,
+            body=body,
+            sender_name=name,
+            postcode=postcode,
+            constituency=event.constituency_name,
+        )
+        await service.queue(
+            session,
+            kind="mp_letter",
+            subject_ref=event.action_id,
+            recipient_id=f"mp:{event.constituency_code}"[:36],
+            recipient_email=event.mp_email,
+            reply_to=sender,
+            subject=subject,
+            body_text=text_body,
+            body_html=html_body,
+            correlation_id=envelope.correlation_id,
+        )
+        if event.copy_to_sender and sender:
+            copy_text, copy_html = service.renderer.render(
+                "mp_letter_copy",
+                name=first_name_of(name),
+                mp_name=event.mp_name,
+                letter=text_body,
+                constituency=event.constituency_name,
+            )
+            await service.queue(
+                session,
+                kind="mp_letter_copy",
+                subject_ref=event.action_id,
+                recipient_id=event.member_id or event.action_id,
+                recipient_email=sender,
+                subject=f"Your letter to {event.mp_name}",
+                body_text=copy_text,
+                body_html=copy_html,
+                correlation_id=envelope.correlation_id,
+            )
