@@ -90,7 +90,12 @@ async def sign_in_form(request: Request, next: str = "/members") -> HTMLResponse
 @router.post("/signin")
 async def sign_in(request: Request) -> Response:
     as_json = "application/json" in request.headers.get("content-type", "")
-    data: dict[str, Any] = await request.json() if as_json else dict(await request.form())
+    try:
+        data: Any = await request.json() if as_json else dict(await request.form())
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return JSONResponse({"error": "Send email, password and code as a JSON object"}, status_code=400)
     email, password, code = (str(data.get(k) or "") for k in ("email", "password", "code"))
     next_path = _safe_next(str(data.get("next") or "/members"))
     problem, status = None, 200

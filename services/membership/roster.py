@@ -11,7 +11,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, insert, literal, or_, select
+from sqlalchemy import ColumnElement, and_, any_, exists, func, insert, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
@@ -91,7 +91,7 @@ def _filtered(f: MemberFilters) -> list[ColumnElement[bool]]:
     if f.subteam_id:
         conditions.append(exists().where(ms.c.member_id == m.c.id, ms.c.subteam_id == f.subteam_id))
     if f.interest:
-        conditions.append(m.c.interests.any(f.interest))
+        conditions.append(literal(f.interest) == any_(m.c.interests))
     if f.engagement_level:
         conditions.append(m.c.engagement_level == f.engagement_level)
     if f.confirmed == "yes":

@@ -237,6 +237,8 @@ async def test_member_list_searches_filters_exports_csv_and_every_view_and_expor
 
 
 async def test_organiser_pages_need_a_valid_session(client, db, membership_settings):
+    garbled = await client.post("/signin", content=b"{", headers={"content-type": "application/json"})
+    assert garbled.status_code == 400
     to_sign_in = await client.get("/members", headers={"accept": "text/html"})
     assert to_sign_in.status_code == 303 and to_sign_in.headers["location"].startswith("/signin?next=")
     assert (await client.get("/members/export.csv", headers={"accept": "text/csv"})).status_code == 401
