@@ -83,7 +83,7 @@ class DeliveryWorker:
         poll_interval_s: float = 1.0,
         mailer_factory: Callable[[], Mailer] | None = None,
         batch_size: int = 20,
-        lease_s: float = 300.0,
+        lease_s: float = 30.0,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -97,7 +97,9 @@ class DeliveryWorker:
         self.suppressions = Suppressions(settings.secret_key)
         self.attachments: dict[str, AttachmentProvider] = {}
         self.service = settings.service_name
-        self.batch_size = batch_size
+        # A batch must be sent well within its lease, even at the relay's allowed rate.
+        rate = settings.smtp_max_per_second
+        self.batch_size = max(1, min(batch_size, int(rate * lease_s / 3))) if rate > 0 else batch_size
         self.lease_s = lease_s
 
     def attach_for(self, kind: str, provider: AttachmentProvider) -> None:
@@ -116,7 +118,7 @@ class DeliveryWorker:
                 raise
             except Exception as exc:
                 log.warning("releasing expired delivery leases failed", error=repr(exc))
-            await asyncio.sleep(min(30.0, self.lease_s / 4))
+            await asyncio.sleep(self.lease_s / 4)
 
     async def _sender(self, mailer: Mailer) -> None:
         try:

@@ -130,6 +130,11 @@ class Mailer:
             if start.code != 354:
                 raise aiosmtplib.SMTPDataError(start.code, start.message)
             protocol.write(body)  # type: ignore[union-attr]
+            # The whole message must have left this process before it is recorded as sent: what the kernel
+            # holds still reaches the relay if we die, what asyncio buffers does not.
+            transport = protocol.transport  # type: ignore[union-attr]
+            while transport is not None and transport.get_write_buffer_size() > 0:
+                await asyncio.sleep(0.001)
             if commit_point is not None:
                 try:
                     await commit_point()
