@@ -133,7 +133,7 @@ class Mailer:
             # The whole message must have left this process before it is recorded as sent: what the kernel
             # holds still reaches the relay if we die, what asyncio buffers does not.
             transport = protocol.transport  # type: ignore[union-attr]
-            while transport is not None and transport.get_write_buffer_size() > 0:
+            while isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size() > 0:
                 await asyncio.sleep(0.001)
             if commit_point is not None:
                 try:

@@ -62,6 +62,8 @@ class MeetingNotifications:
         if not CHANGES_WORTH_AN_EMAIL & set(event.changed):
             return
         meeting = await self._meeting(session, event.meeting_id)
+        if meeting is None:
+            return
         for rsvp in await self._people(session, event.meeting_id, ("going", "waitlisted")):
             await self._queue_for_rsvp(
                 session,
