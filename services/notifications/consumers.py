@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications.digests import Digests
 from services.notifications.followups import FollowUps
+from services.notifications.invitations import Invitations
 from services.notifications.letters import LetterNotifications
 from services.notifications.meetings import MeetingNotifications
 from services.notifications.service import NotificationService
@@ -30,6 +31,7 @@ from shared.events.catalog import (
     MemberProfileUpdated,
     MpLetterRequested,
     OrganisationUnitDefined,
+    OrganiserInvited,
     PromotedFromWaitlist,
     RoleGranted,
     RsvpCancelled,
@@ -97,15 +99,17 @@ def build_consumers(
     return [keys, members]
 
 
-def build_digest_consumers(digests: Digests, follow_ups: FollowUps) -> list[EventConsumer]:
+def build_digest_consumers(digests: Digests, follow_ups: FollowUps, invitations: Invitations) -> list[EventConsumer]:
     """Organisers' digests and follow-ups: who organises where, and the activity log digests are made of."""
     organisers = EventConsumer(
         "notifications.organisers",
         (topics.MEMBERSHIP_ORGANISATION,),
-        "Organisers and their scopes (RoleGranted) for digests; the network's regions and groups by name",
+        "Organisers and their scopes (RoleGranted) for digests; the network's regions and groups by name; "
+        "organisers' invitations",
     )
     _route(organisers, RoleGranted, digests.role_granted)
     _route(organisers, OrganisationUnitDefined, digests.unit_defined)
+    _route(organisers, OrganiserInvited, invitations.organiser_invited)
 
     activity = EventConsumer(
         "notifications.activity",

@@ -43,10 +43,11 @@ def install(
 
     Tests pass a `group_suffix` so their consumer groups start apart from a running service's."""
     from services.notifications.consumers import build_digest_consumers
+    from services.notifications.invitations import Invitations
 
     digests = Digests(notifications)
     follow_ups = FollowUps(notifications, digests)
-    for consumer in build_digest_consumers(digests, follow_ups):
+    for consumer in build_digest_consumers(digests, follow_ups, Invitations(notifications)):
         consumer.group += group_suffix
         runtime.add_consumer(consumer)
     runtime.document_publisher(topics.NOTIFICATIONS_DIGESTS, "Digests published to organisers")

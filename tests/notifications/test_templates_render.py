@@ -33,6 +33,8 @@ CASES = {
 
 
 LETTERS = {
+    "organiser_invitation": {"name": "Chris Holloway", "link": "http://x/set?token=t", "scope": "Ada's region",
+                             "expires": "1 December 2026"},
     "mp_letter": {"mp_name": "Chris Holloway", "body": "Please act.", "sender_name": "Ada", "postcode": "NG7 2RD",
                   "constituency": "Nottingham South"},
     "mp_letter_copy": {"name": "Ada", "mp_name": "Chris Holloway", "letter": "Please act.",
