@@ -9,7 +9,6 @@ beginning of the topics can be compared with it.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,8 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.local import launcher
@@ -39,6 +37,9 @@ from shared.events.catalog import (
     RsvpReceived,
 )
 from shared.events.envelope import Envelope, EventData
+from tests.support.inprocess import InProcessServer, asyncpg_dsn, free_port, fresh_test_database
+from tests.support.inprocess import poll as poll  # the tests import it from here
+from tests.support.kafka import EnvelopePublisher, KafkaWatcher, group_starts_at_the_end
 
 SERVICE_DIR = Path(__file__).resolve().parents[2] / "services" / "campaigns"
 SAMPLE_MPS = SERVICE_DIR / "data" / "mps_sample.csv"
@@ -53,45 +54,18 @@ ENGAGEMENT_GROUP = f"campaigns.engagement.test-{RUN}"
 REPORTING_GROUP = f"campaigns.reporting.test-{RUN}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 @pytest.fixture(scope="session")
 def campaigns_db_url() -> str:
     """Kafka and PostgreSQL up, every topic created, and a fresh, migrated database for these tests."""
-    launcher.ensure_up(services=False)
-    url = launcher.database_url("campaigns").rsplit("/", 1)[0] + f"/{TEST_DB}"
-    maintenance = _dsn(launcher.database_url("campaigns")).rsplit("/", 1)[0] + "/postgres"
-
-    async def prepare() -> None:
-        conn = await asyncpg.connect(maintenance)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{TEST_DB}"')
-        finally:
-            await conn.close()
-        # The test groups' dead-letter topics too, so a poison message cannot stall them.
-        await topics.create_topics(launcher.KAFKA_BOOTSTRAP, extra=tuple(
-            topics.TopicSpec(topics.dead_letter_topic(g), "test dead letters", partitions=1, retention_ms=86_400_000)
-            for g in (ENGAGEMENT_GROUP, REPORTING_GROUP)))
-
-    asyncio.run(prepare())
-    from shared.migrations import upgrade
-
-    upgrade(SERVICE_DIR, url)  # the real migrations, as `python -m services.campaigns migrate` runs them
-    return url
+    # The test groups' dead-letter topics too, so a poison message cannot stall them.
+    return fresh_test_database("campaigns", TEST_DB, SERVICE_DIR, extra_topics=tuple(
+        topics.TopicSpec(topics.dead_letter_topic(g), "test dead letters", partitions=1, retention_ms=86_400_000)
+        for g in (ENGAGEMENT_GROUP, REPORTING_GROUP)))
 
 
 @pytest.fixture(scope="session")
 def campaigns_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="session")
@@ -110,39 +84,15 @@ def campaigns_settings(campaigns_db_url: str, campaigns_port: int) -> Settings:
     )
 
 
-class CampaignsServer:
+class CampaignsServer(InProcessServer):
     """The campaigns service in this process on a real port."""
 
-    def __init__(self, settings: Settings, port: int) -> None:
-        self.settings = settings
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.app: Any = None
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task | None = None
+    name = "the campaigns service"
 
-    async def start(self) -> None:
+    def create_app(self) -> Any:
         from services.campaigns.main import create_app
 
-        self.app = create_app(self.settings, engagement_group=ENGAGEMENT_GROUP, reporting_group=REPORTING_GROUP)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-                                lifespan="on", timeout_graceful_shutdown=5)
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        deadline = time.monotonic() + 60
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("the campaigns service stopped while starting")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the campaigns service did not start within 60 s")
-            await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await asyncio.wait_for(self._task, timeout=30)
-        self._server = self._task = None
+        return create_app(self.settings, engagement_group=ENGAGEMENT_GROUP, reporting_group=REPORTING_GROUP)
 
     @property
     def campaigns(self) -> Any:
@@ -157,23 +107,10 @@ class CampaignsServer:
         return self.app.state.runtime.db
 
 
-async def _group_starts_at_the_end(group: str, topic_names: tuple[str, ...]) -> None:
-    """Commit the current end offsets for a new consumer group, so it skips the topics' history."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=launcher.KAFKA_BOOTSTRAP, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(t, p) for t in topic_names for p in sorted(await consumer._client._wait_on_metadata(t))]
-        consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
-        await consumer.commit({tp: offset for tp, offset in ends.items()})
-    finally:
-        await consumer.stop()
-
-
 @pytest.fixture(scope="session")
 async def campaigns_server(campaigns_settings: Settings, campaigns_port: int,
                            kafka: KafkaWatcher) -> AsyncIterator[CampaignsServer]:
-    await _group_starts_at_the_end(ENGAGEMENT_GROUP, ENGAGEMENT_TOPICS)
+    await group_starts_at_the_end(ENGAGEMENT_GROUP, ENGAGEMENT_TOPICS)
     server = CampaignsServer(campaigns_settings, campaigns_port)
     await server.start()
     await server.campaigns.load_mp_dataset(SAMPLE_MPS.read_text(encoding="utf-8"))
@@ -189,7 +126,7 @@ async def client(campaigns_server: CampaignsServer) -> AsyncIterator[httpx.Async
 
 @pytest.fixture
 async def db(campaigns_db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(_dsn(campaigns_db_url))
+    conn = await asyncpg.connect(asyncpg_dsn(campaigns_db_url))
     yield conn
     await conn.close()
 
@@ -240,18 +177,8 @@ def ask_path(campaign: dict[str, Any], kind: str) -> str:
 
 async def publish(*events: EventData, occurred_at: datetime | None = None) -> list[Envelope]:
     """Publish as another service's relay does: the envelope as value, the subject as key."""
-    producer = AIOKafkaProducer(bootstrap_servers=launcher.KAFKA_BOOTSTRAP, acks="all", enable_idempotence=True)
-    await producer.start()
-    sent = []
-    try:
-        for event in events:
-            env = Envelope.wrap(event, occurred_at=occurred_at)
-            await producer.send_and_wait(event.topic, value=env.to_bytes(), key=env.subject_id.encode(),
-                                         headers=[("type", env.type.encode())])
-            sent.append(env)
-    finally:
-        await producer.stop()
-    return sent
+    async with EnvelopePublisher() as publisher:
+        return [await publisher.publish(event, occurred_at=occurred_at) for event in events]
 
 
 def joined(member_id: str, region_id: str | None, group_ids: list[str] | None = None, **overrides: Any) -> MemberJoined:
@@ -277,79 +204,9 @@ def unit(kind: str, name: str, parent_id: str | None = None) -> OrganisationUnit
     return OrganisationUnitDefined(unit_id=str(uuid.uuid4()), kind=kind, name=name, parent_id=parent_id)  # type: ignore[arg-type]
 
 
-class KafkaWatcher:
-    """Collects every record on the campaigns service's topics from the moment the session starts."""
-
-    def __init__(self) -> None:
-        self.records: list[Any] = []
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task | None = None
-        self._new = asyncio.Event()
-
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=launcher.KAFKA_BOOTSTRAP, enable_auto_commit=False)
-        await consumer.start()
-        parts = [TopicPartition(t, p) for t in WATCHED for p in sorted(await consumer._client._wait_on_metadata(t))]
-        consumer.assign(parts)
-        await consumer.seek_to_end(*parts)
-        for tp in parts:
-            await consumer.position(tp)  # fix the start now, before any test produces
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._collect())
-
-    async def _collect(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            for recs in batch.values():
-                self.records.extend(recs)
-            if batch:
-                self._new.set()
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer:
-            await self._consumer.stop()
-
-    def envelopes(self, predicate: Callable[[Envelope], bool] = lambda e: True) -> list[Envelope]:
-        return [e for r in self.records if r.value is not None and predicate(e := Envelope.from_bytes(r.value))]
-
-    def keyed(self, predicate: Callable[[Envelope], bool]) -> list[tuple[str, Envelope]]:
-        """(Kafka key, envelope) of the matching records."""
-        return [(r.key.decode(), e) for r in self.records
-                if r.value is not None and predicate(e := Envelope.from_bytes(r.value))]
-
-    async def wait_for(self, predicate: Callable[[Envelope], bool], count: int = 1,
-                       timeout: float = 30.0, ours: asyncpg.Connection | None = None) -> list[Envelope]:
-        """At least `count` envelopes matching, within `timeout` seconds.
-
-        With `ours` (the test database), only events this test server published (found in its outbox) count:
-        the system's own campaigns service may publish level changes for the same test members too.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.envelopes(predicate)
-            if ours is not None and found:
-                mine = {r[0] for r in await ours.fetch("SELECT event_id FROM outbox WHERE event_id = ANY($1::uuid[])",
-                                                       [e.event_id for e in found])}
-                found = [e for e in found if e.event_id in mine]
-            if len(found) >= count:
-                return found
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"expected {count} matching event(s) on Kafka, found {len(found)}")
-            self._new.clear()
-            try:
-                await asyncio.wait_for(self._new.wait(), timeout=min(remaining, 1.0))
-            except TimeoutError:
-                pass
-
-
 @pytest.fixture(scope="session")
 async def kafka(campaigns_db_url: str) -> AsyncIterator[KafkaWatcher]:
-    watcher = KafkaWatcher()
+    watcher = KafkaWatcher(WATCHED)
     await watcher.start()
     yield watcher
     await watcher.stop()
@@ -357,18 +214,6 @@ async def kafka(campaigns_db_url: str) -> AsyncIterator[KafkaWatcher]:
 
 def of_type(event_type: str, **data: Any) -> Callable[[Envelope], bool]:
     return lambda e: e.type == event_type and all(e.data.get(k) == v for k, v in data.items())
-
-
-async def poll(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
-    """Wait until `await check()` is truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 async def reporting_caught_up(timeout: float = 120.0) -> None:

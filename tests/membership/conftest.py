@@ -7,9 +7,6 @@ puts in emails, and organiser sessions it issues, work across both.
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,55 +15,29 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from deploy.local import launcher
 from shared import topics
 from shared.config import Settings
 from shared.events.envelope import Envelope
+from tests.support.inprocess import InProcessServer, asyncpg_dsn, free_port, fresh_test_database
+from tests.support.inprocess import poll as poll  # the tests import it from here
+from tests.support.kafka import KafkaWatcher, group_starts_at_the_end
 
 SERVICE_DIR = Path(__file__).resolve().parents[2] / "services" / "membership"
 TEST_DB = "groundswell_membership_test"
 WATCHED = (topics.MEMBERSHIP_MEMBERS, topics.MEMBERSHIP_ORGANISATION, topics.MEMBERSHIP_SUBJECT_KEYS)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 @pytest.fixture(scope="session")
 def membership_test_db_url() -> str:
     """Kafka and PostgreSQL up, every topic created, and a fresh, migrated database for these tests."""
-    launcher.ensure_up(services=False)
-    url = launcher.database_url("membership").rsplit("/", 1)[0] + f"/{TEST_DB}"
-    maintenance = _dsn(launcher.database_url("membership")).rsplit("/", 1)[0] + "/postgres"
-
-    async def prepare() -> None:
-        conn = await asyncpg.connect(maintenance)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{TEST_DB}"')
-        finally:
-            await conn.close()
-        await topics.create_topics(launcher.KAFKA_BOOTSTRAP)
-
-    asyncio.run(prepare())
-    from shared.migrations import upgrade
-
-    upgrade(SERVICE_DIR, url)  # the real migrations, as `python -m services.membership migrate` runs them
-    return url
+    return fresh_test_database("membership", TEST_DB, SERVICE_DIR)
 
 
 @pytest.fixture(scope="session")
 def membership_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="session")
@@ -84,62 +55,20 @@ def membership_settings(membership_test_db_url: str, membership_port: int) -> Se
     )
 
 
-class MembershipServer:
+class MembershipServer(InProcessServer):
     """The membership service in this process on a real port."""
 
-    def __init__(self, settings: Settings, port: int, reactions_group: str) -> None:
-        self.settings = settings
-        self.port = port
-        self.reactions_group = reactions_group
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.app: Any = None
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task | None = None
+    name = "the membership service"
+    uvicorn_options = {"proxy_headers": True, "forwarded_allow_ips": "127.0.0.1"}
 
-    async def start(self) -> None:
+    def __init__(self, settings: Settings, port: int, reactions_group: str) -> None:
+        super().__init__(settings, port)
+        self.reactions_group = reactions_group
+
+    def create_app(self) -> Any:
         from services.membership.main import create_app
 
-        self.app = create_app(self.settings, reactions_group=self.reactions_group)
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-            proxy_headers=True,
-            forwarded_allow_ips="127.0.0.1",
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        deadline = time.monotonic() + 60
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("the membership service stopped while starting")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the membership service did not start within 60 s")
-            await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await asyncio.wait_for(self._task, timeout=30)
-        self._server = self._task = None
-
-
-async def group_starts_at_the_end(group: str, topic_names: tuple[str, ...]) -> None:
-    """Commit the current end offsets for a new consumer group, so it skips the topics' history."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=launcher.KAFKA_BOOTSTRAP, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(t, p) for t in topic_names for p in sorted(await consumer._client._wait_on_metadata(t))]
-        consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
-        await consumer.commit({tp: offset for tp, offset in ends.items()})
-    finally:
-        await consumer.stop()
+        return create_app(self.settings, reactions_group=self.reactions_group)
 
 
 REACTION_TOPICS = (
@@ -170,94 +99,14 @@ async def client(membership_server: MembershipServer) -> AsyncIterator[httpx.Asy
 
 @pytest.fixture
 async def db(membership_test_db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(_dsn(membership_test_db_url))
+    conn = await asyncpg.connect(asyncpg_dsn(membership_test_db_url))
     yield conn
     await conn.close()
 
 
-class KafkaWatcher:
-    """Collects every record on membership's topics from the moment the session starts."""
-
-    def __init__(self) -> None:
-        self.records: list[Any] = []
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task | None = None
-        self._new = asyncio.Event()
-
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=launcher.KAFKA_BOOTSTRAP, enable_auto_commit=False)
-        await consumer.start()
-        parts = [TopicPartition(t, p) for t in WATCHED for p in sorted(await consumer._client._wait_on_metadata(t))]
-        consumer.assign(parts)
-        await consumer.seek_to_end(*parts)
-        for tp in parts:
-            await consumer.position(tp)  # fix the start now, before any test produces
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._collect())
-
-    async def _collect(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            for recs in batch.values():
-                self.records.extend(recs)
-            if batch:
-                self._new.set()
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer:
-            await self._consumer.stop()
-
-    def envelopes(self, predicate: Callable[[Envelope], bool] = lambda e: True) -> list[Envelope]:
-        found = []
-        for r in self.records:
-            if r.value is None:
-                continue
-            env = Envelope.from_bytes(r.value)
-            if predicate(env):
-                found.append(env)
-        return found
-
-    def tombstones(self, topic: str) -> list[str]:
-        return [r.key.decode() for r in self.records if r.value is None and r.topic == topic]
-
-    async def wait_for(
-        self, predicate: Callable[[Envelope], bool], count: int = 1, timeout: float = 30.0
-    ) -> list[Envelope]:
-        """At least `count` envelopes matching, within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.envelopes(predicate)
-            if len(found) >= count:
-                return found
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"expected {count} matching event(s) on Kafka, found {len(found)}")
-            self._new.clear()
-            try:
-                await asyncio.wait_for(self._new.wait(), timeout=min(remaining, 1.0))
-            except TimeoutError:
-                pass
-
-    async def settle(self, predicate: Callable[[Envelope], bool], seconds: float = 2.0) -> list[Envelope]:
-        """Envelopes matching after the relay had time to publish anything more (to prove there was none)."""
-        await asyncio.sleep(seconds)
-        return self.envelopes(predicate)
-
-    async def wait_for_tombstone(self, topic: str, key: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while key not in self.tombstones(topic):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no tombstone for {key} on {topic}")
-            await asyncio.sleep(0.2)
-
-
 @pytest.fixture(scope="session")
 async def kafka(membership_test_db_url: str) -> AsyncIterator[KafkaWatcher]:
-    watcher = KafkaWatcher()
+    watcher = KafkaWatcher(WATCHED)
     await watcher.start()
     yield watcher
     await watcher.stop()
@@ -265,18 +114,6 @@ async def kafka(membership_test_db_url: str) -> AsyncIterator[KafkaWatcher]:
 
 def of_member(member_id: str, event_type: str) -> Callable[[Envelope], bool]:
     return lambda e: e.type == event_type and e.subject_id == member_id
-
-
-async def poll(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
-    """Wait until `await check()` is truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 def unique_email(prefix: str = "member") -> str:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.membership.conftest import _free_port, join_form, member_by_email, poll, unique_email
+from tests.membership.conftest import join_form, member_by_email, poll, unique_email
 from tests.support.browser import chromium
+from tests.support.inprocess import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -23,7 +24,7 @@ class StaticSite:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.origin = f"http://127.0.0.1:{self.port}"
         handler = functools.partial(_QuietHandler, directory=str(root))
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
