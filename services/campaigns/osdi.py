@@ -6,10 +6,9 @@ A petition is an ask of kind `petition`. Authentication is the `OSDI-API-Token` 
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -17,30 +16,15 @@ from services.campaigns import views
 from services.campaigns.auth import OrganiserScope, require_api_token
 from services.campaigns.domain import ActionRefused, InvalidInput, validate_action
 from services.campaigns.service import ActionNotFound, AskNotFound
+from shared import osdi
+from shared.osdi import MAX_PER_PAGE, Page, PerPage, api_url, collection, hal, hal_error, without_paging
 
-router = APIRouter(prefix="/api/v2", tags=["OSDI"])
+router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
 ApiCaller = Annotated[OrganiserScope, Depends(require_api_token)]
-HAL = "application/hal+json"
-MAX_PER_PAGE = 25
-CURIES = [{"name": "osdi", "href": "https://opensupporter.github.io/osdi-docs/{rel}", "templated": True}]
-Page = Annotated[int, Query(ge=1)]
-PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
-
-
-def hal(body: dict[str, Any], status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status, media_type=HAL)
-
-
-def hal_error(status: int, message: str) -> JSONResponse:
-    return hal({"error": message}, status)
-
-
-def _api(request: Request) -> str:
-    return views.base_url(request) + "/api/v2"
 
 
 def _petition(request: Request, a: Any, total: int) -> dict[str, Any]:
-    api = _api(request)
+    api = api_url(request)
     return {
         "identifiers": [f"groundswell:{a.id}"],
         "origin_system": "Groundswell",
@@ -64,7 +48,7 @@ def _petition(request: Request, a: Any, total: int) -> dict[str, Any]:
 
 
 def _signature(request: Request, x: Any) -> dict[str, Any]:
-    api = _api(request)
+    api = api_url(request)
     sig: dict[str, Any] = {
         "identifiers": [f"groundswell:{x.id}"],
         "created_date": x.created_at.isoformat(),
@@ -80,24 +64,6 @@ def _signature(request: Request, x: Any) -> dict[str, Any]:
     return sig
 
 
-def _collection(request: Request, name: str, items: list[dict[str, Any]], total: int, page: int,
-                per_page: int) -> dict[str, Any]:
-    url = str(request.url.remove_query_params(["page", "per_page"]))
-    sep = "&" if "?" in url else "?"
-    pages = max(1, math.ceil(total / per_page))
-    links: dict[str, Any] = {
-        "self": {"href": f"{url}{sep}page={page}&per_page={per_page}"},
-        f"osdi:{name}": [item["_links"]["self"] for item in items],
-        "curies": CURIES,
-    }
-    if page < pages:
-        links["next"] = {"href": f"{url}{sep}page={page + 1}&per_page={per_page}"}
-    if page > 1:
-        links["previous"] = {"href": f"{url}{sep}page={page - 1}&per_page={per_page}"}
-    return {"total_pages": pages, "per_page": per_page, "page": page, "total_records": total,
-            "_links": links, "_embedded": {f"osdi:{name}": items}}
-
-
 @router.get("/petitions")
 async def list_petitions(request: Request, caller: ApiCaller, page: Page = 1,
                          per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
@@ -106,7 +72,7 @@ async def list_petitions(request: Request, caller: ApiCaller, page: Page = 1,
     items = []
     for a in rows:
         items.append(_petition(request, a, (await svc.counts(a.campaign_id)).get(a.id, 0)))
-    return hal(_collection(request, "petitions", items, total, page, per_page))
+    return hal(collection(without_paging(request), "petitions", items, total, page, per_page))
 
 
 @router.get("/petitions/{ask_id}")
@@ -129,7 +95,8 @@ async def list_signatures(request: Request, ask_id: str, caller: ApiCaller, page
         return hal_error(404, "There is no petition with that id")
     total = (await svc.counts(a.campaign_id)).get(a.id, 0)
     rows = await svc.actions_of(ask_id, limit=per_page, offset=(page - 1) * per_page)
-    return hal(_collection(request, "signatures", [_signature(request, x) for x in rows], total, page, per_page))
+    items = [_signature(request, x) for x in rows]
+    return hal(collection(without_paging(request), "signatures", items, total, page, per_page))
 
 
 @router.get("/petitions/{ask_id}/signatures/{action_id}")

@@ -5,10 +5,9 @@ Authentication is the `OSDI-API-Token` header; collections page with `page` and 
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -16,28 +15,15 @@ from services.events import views
 from services.events.auth import OrganiserScope, require_api_token
 from services.events.domain import InvalidInput, RsvpRefused, validate_rsvp
 from services.events.service import MeetingNotFound
+from shared import osdi
+from shared.osdi import MAX_PER_PAGE, Page, PerPage, api_url, collection, hal, hal_error, without_paging
 
-router = APIRouter(prefix="/api/v2", tags=["OSDI"])
+router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
 ApiCaller = Annotated[OrganiserScope, Depends(require_api_token)]
-HAL = "application/hal+json"
-MAX_PER_PAGE = 25
-CURIES = [{"name": "osdi", "href": "https://opensupporter.github.io/osdi-docs/{rel}", "templated": True}]
-
-
-def hal(body: dict[str, Any], status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status, media_type=HAL)
-
-
-def hal_error(status: int, message: str) -> JSONResponse:
-    return hal({"error": message}, status)
-
-
-def _api(request: Request) -> str:
-    return request.app.state.runtime.settings.public_base_url.rstrip("/") + "/api/v2"
 
 
 def _event(request: Request, m: Any, counts: dict[str, int]) -> dict[str, Any]:
-    api = _api(request)
+    api = api_url(request)
     base = request.app.state.runtime.settings.public_base_url.rstrip("/")
     location: dict[str, Any] = {"venue": m.venue} if m.venue else {}
     return {
@@ -68,7 +54,7 @@ def _event(request: Request, m: Any, counts: dict[str, int]) -> dict[str, Any]:
 
 
 def _attendance(request: Request, r: Any) -> dict[str, Any]:
-    api = _api(request)
+    api = api_url(request)
     att: dict[str, Any] = {
         "identifiers": [f"groundswell:{r.id}"],
         "created_date": r.created_at.isoformat(),
@@ -86,28 +72,6 @@ def _attendance(request: Request, r: Any) -> dict[str, Any]:
     return att
 
 
-def _collection(request: Request, name: str, items: list[dict[str, Any]], total: int, page: int,
-                per_page: int) -> dict[str, Any]:
-    url = str(request.url.remove_query_params(["page", "per_page"]))
-    sep = "&" if "?" in url else "?"
-    pages = max(1, math.ceil(total / per_page))
-    links: dict[str, Any] = {
-        "self": {"href": f"{url}{sep}page={page}&per_page={per_page}"},
-        f"osdi:{name}": [item["_links"]["self"] for item in items],
-        "curies": CURIES,
-    }
-    if page < pages:
-        links["next"] = {"href": f"{url}{sep}page={page + 1}&per_page={per_page}"}
-    if page > 1:
-        links["previous"] = {"href": f"{url}{sep}page={page - 1}&per_page={per_page}"}
-    return {"total_pages": pages, "per_page": per_page, "page": page, "total_records": total,
-            "_links": links, "_embedded": {f"osdi:{name}": items}}
-
-
-Page = Annotated[int, Query(ge=1)]
-PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
-
-
 @router.get("/events")
 async def list_events(
     request: Request, caller: ApiCaller, page: Page = 1, per_page: PerPage = MAX_PER_PAGE
@@ -117,7 +81,7 @@ async def list_events(
                                    offset=(page - 1) * per_page)
     total = await svc.count_meetings()
     items = [_event(request, m, await svc.count_rsvps(m.id)) for m in rows]
-    return hal(_collection(request, "events", items, total, page, per_page))
+    return hal(collection(without_paging(request), "events", items, total, page, per_page))
 
 
 @router.get("/events/{meeting_id}")
@@ -141,7 +105,7 @@ async def list_attendances(request: Request, meeting_id: str, caller: ApiCaller,
     counts = await svc.count_rsvps(meeting_id)
     rows = await svc.list_rsvps(meeting_id, limit=per_page, offset=(page - 1) * per_page)
     items = [_attendance(request, r) for r in rows]
-    return hal(_collection(request, "attendances", items, counts["total"], page, per_page))
+    return hal(collection(without_paging(request), "attendances", items, counts["total"], page, per_page))
 
 
 @router.get("/events/{meeting_id}/attendances/{rsvp_id}")

@@ -7,7 +7,6 @@ with `page` and `per_page` (at most 25). Every read of people is written to the 
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Annotated, Any
 
@@ -30,13 +29,11 @@ from services.membership.domain import (
 )
 from services.membership.roster import MemberFilters, Roster, actor_of, in_scope
 from services.membership.service import MemberNotFound, MembershipService, load_join_options
-from shared import auth
+from shared import auth, osdi
+from shared.osdi import CURIES, MAX_PER_PAGE, api_url, collection, hal
 
-router = APIRouter(prefix="/api/v2", tags=["OSDI"])
-HAL = "application/hal+json"
-MAX_PER_PAGE = 25
+router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
 MAX_TAG = 100
-CURIES = [{"name": "osdi", "href": "https://opensupporter.github.io/osdi-docs/{rel}", "templated": True}]
 
 
 async def api_caller(request: Request) -> auth.OrganiserScope:
@@ -64,14 +61,6 @@ def api_error(request: Request, exc: Exception) -> Response:
 Caller = Annotated[auth.OrganiserScope, Depends(api_caller)]
 
 
-def hal(body: dict[str, Any], status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status, media_type=HAL)
-
-
-def _api(request: Request) -> str:
-    return request.app.state.runtime.settings.public_base_url.rstrip("/") + "/api/v2"
-
-
 def _members(request: Request) -> MembershipService:
     return request.app.state.membership
 
@@ -92,34 +81,10 @@ def _paging(request: Request) -> tuple[int, int]:
     return max(page, 1), min(max(per_page, 1), MAX_PER_PAGE)
 
 
-def _collection(
-    request: Request, rel: str, path: str, items: list[dict[str, Any]], total: int, page: int, per_page: int
-) -> dict[str, Any]:
-    url = f"{_api(request)}/{path}"
-    pages = max(math.ceil(total / per_page), 1)
-    links: dict[str, Any] = {
-        "self": {"href": f"{url}?page={page}&per_page={per_page}"},
-        f"osdi:{rel}": [item["_links"]["self"] for item in items],
-        "curies": CURIES,
-    }
-    if page < pages:
-        links["next"] = {"href": f"{url}?page={page + 1}&per_page={per_page}"}
-    if page > 1:
-        links["previous"] = {"href": f"{url}?page={page - 1}&per_page={per_page}"}
-    return {
-        "total_pages": pages,
-        "per_page": per_page,
-        "page": page,
-        "total_records": total,
-        "_links": links,
-        "_embedded": {f"osdi:{rel}": items},
-    }
-
-
 def _person(request: Request, details: dict[str, Any]) -> dict[str, Any]:
     m = details["member"]
     given, _, family = m.name.rpartition(" ") if " " in m.name else (m.name, "", "")
-    api = _api(request)
+    api = api_url(request)
     return {
         "identifiers": [f"groundswell:{m.id}"],
         "origin_system": "Groundswell",
@@ -164,7 +129,7 @@ def _person(request: Request, details: dict[str, Any]) -> dict[str, Any]:
 @router.get("")
 @router.get("/")
 async def entry_point(request: Request, caller: Caller) -> JSONResponse:
-    api = _api(request)
+    api = api_url(request)
     settings = request.app.state.runtime.settings
     return hal(
         {
@@ -207,7 +172,7 @@ async def people(request: Request, caller: Caller) -> JSONResponse:
     async with request.app.state.runtime.db.transaction() as session:
         for row in rows:
             items.append(_person(request, await roster.details(session, row)))
-    return hal(_collection(request, "people", "people", items, total, page, per_page))
+    return hal(collection(f"{api_url(request)}/people", "people", items, total, page, per_page))
 
 
 @router.get("/people/{person_id}")
@@ -359,7 +324,7 @@ async def _tag_id(session: Any, name: str, actor: str, *, create: bool) -> str:
 
 
 def _tag(request: Request, row: Any) -> dict[str, Any]:
-    api = _api(request)
+    api = api_url(request)
     return {
         "identifiers": [f"groundswell:{row.id}"],
         "name": row.name,
@@ -374,7 +339,7 @@ def _tag(request: Request, row: Any) -> dict[str, Any]:
 
 
 def _tagging(request: Request, row: Any) -> dict[str, Any]:
-    api = _api(request)
+    api = api_url(request)
     return {
         "identifiers": [f"groundswell:{row.id}"],
         "created_date": row.created_at.isoformat(),
@@ -395,7 +360,7 @@ async def tag_list(request: Request, caller: Caller) -> JSONResponse:
     async with request.app.state.runtime.db.transaction() as session:
         total = (await session.execute(select(func.count()).select_from(t))).scalar_one()
         rows = (await session.execute(select(t).order_by(t.c.name).limit(per_page).offset((page - 1) * per_page))).all()
-    return hal(_collection(request, "tags", "tags", [_tag(request, r) for r in rows], total, page, per_page))
+    return hal(collection(f"{api_url(request)}/tags", "tags", [_tag(request, r) for r in rows], total, page, per_page))
 
 
 @router.post("/tags")
@@ -443,7 +408,7 @@ async def _taggings_page(request: Request, caller: auth.OrganiserScope, where: A
         ).all()
         await Roster.audit(session, actor_of(caller), "taggings.list", path=path, shown=len(rows))
     items = [_tagging(request, r) for r in rows]
-    return hal(_collection(request, "taggings", path, items, total, page, per_page))
+    return hal(collection(f"{api_url(request)}/{path}", "taggings", items, total, page, per_page))
 
 
 @router.get("/tags/{tag_id}/taggings")
