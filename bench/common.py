@@ -1,7 +1,7 @@
 """What every benchmark shares: the stack it runs against, results beside their baselines, small helpers.
 
 Importing this module fixes which stack the benchmarks use. Unless GROUNDSWELL_STATE_DIR is set, they run on
-a stack of their own (ports shifted by 5000, state in .run-bench/), never on the default one that `make test`
+a stack of their own (ports shifted by 5000, state in .run/bench/), never on the default one that `make test`
 and CI use: benchmarks seed hundreds of thousands of rows and stop and restart services.
 """
 
@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 if not os.environ.get("GROUNDSWELL_STATE_DIR"):
-    os.environ["GROUNDSWELL_STATE_DIR"] = str(REPO_ROOT / ".run-bench")
+    os.environ["GROUNDSWELL_STATE_DIR"] = str(REPO_ROOT / ".run" / "bench")
     os.environ.setdefault("GROUNDSWELL_PORT_OFFSET", "5000")
 
 from deploy.local import launcher  # noqa: E402  (after the environment above is set)
@@ -131,6 +131,53 @@ def service_env(service: str) -> dict[str, str]:
     env = launcher.service_env(service)
     env["LOG_LEVEL"] = "WARNING"
     return env
+
+
+class PySpy:
+    """`py-spy record` of a running process for as long as the block lasts (raw collapsed stacks), and a short
+    summary of where its samples fell (--profile)."""
+
+    def __init__(self, pid: int | None, out: Path, enabled: bool = True) -> None:
+        self.pid, self.out, self.enabled = pid, out, enabled and bool(pid)
+        self._proc: Any = None
+
+    def __enter__(self) -> PySpy:
+        import subprocess
+
+        if self.enabled:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._proc = subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(self.pid), "-f", "raw",
+                 "-o", str(self.out), "--nonblocking", "-r", "50"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+            self._proc.wait(30)
+            say(f"profile of pid {self.pid} in {self.out}:\n" + top_frames(self.out))
+
+
+def top_frames(path: Path, n: int = 15) -> str:
+    """The functions most often on the stack in py-spy's raw output (inclusive samples, once per stack)."""
+    from collections import Counter
+
+    inclusive: Counter[str] = Counter()
+    total = 0
+    if not path.exists():
+        return "  (no profile written)"
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for frame in set(stack.split(";")):
+            if "site-packages" not in frame and "/asyncio/" not in frame and "<frozen" not in frame:
+                inclusive[frame] += int(count)
+    return "\n".join(f"  {c / max(total, 1):5.0%}  {frame}" for frame, c in inclusive.most_common(n))
 
 
 def mail_index_path() -> Path:

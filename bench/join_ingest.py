@@ -27,6 +27,7 @@ from bench import data, load
 from bench.common import (
     REPO_ROOT,
     BenchOutcome,
+    PySpy,
     Result,
     asyncpg_dsn,
     launcher,
@@ -179,7 +180,7 @@ async def stored_joins(tag: str) -> tuple[int, int]:
         await conn.close()
 
 
-async def run(quick: bool, workdir: Path, memory: BenchOutcome | None = None) -> BenchOutcome:
+async def run(quick: bool, workdir: Path, memory: BenchOutcome | None = None, profile: bool = False) -> BenchOutcome:
     seconds = 10.0 if quick else 30.0
     out = BenchOutcome("Join ingest", sizes={"seconds per measurement": seconds, "concurrency": CONCURRENCY,
                                              "database connections (raw baseline)": POOL_CONNECTIONS})
@@ -194,7 +195,7 @@ async def run(quick: bool, workdir: Path, memory: BenchOutcome | None = None) ->
             bare_load = await load.closed_loop(bare["url"], data.join_request(tag + "-bare"),
                                                concurrency=CONCURRENCY, seconds=seconds)
     say(f"join ingest: the real join through the gateway, {CONCURRENCY} clients, {seconds:.0f} s")
-    with RssSampler(pids) as services_rss:
+    with RssSampler(pids) as services_rss, PySpy(pids["membership"], workdir / "join-membership.txt", profile):
         real = await load.closed_loop(launcher.GATEWAY_URL, data.join_request(tag), concurrency=CONCURRENCY,
                                       seconds=seconds)
     say(f"join ingest: raw PostgreSQL transactions on {POOL_CONNECTIONS} connections, {seconds:.0f} s")

@@ -6,7 +6,7 @@ same run, and optionally record them in docs/benchmarks.md.
     .venv/bin/python bench/run.py --quick --out docs/benchmarks.md
 
 `make bench BENCH_ARGS="--quick"` does the same. Unless GROUNDSWELL_STATE_DIR is set, the benchmarks start (or
-reuse) a stack of their own on ports shifted by 5000 with its state in .run-bench/, and leave it running
+reuse) a stack of their own on ports shifted by 5000 with its state in .run/bench/, and leave it running
 (`--stop` stops it afterwards). See docs/benchmarks.md.
 """
 
@@ -36,7 +36,7 @@ DESCRIPTIONS = {
 }
 
 
-async def run_selected(names: list[str], quick: bool, workdir: Path) -> list[BenchOutcome]:
+async def run_selected(names: list[str], quick: bool, workdir: Path, profile: bool = False) -> list[BenchOutcome]:
     outcomes: list[BenchOutcome] = []
     memory = BenchOutcome("Memory (RSS)") if "memory" in names else None
 
@@ -52,7 +52,7 @@ async def run_selected(names: list[str], quick: bool, workdir: Path) -> list[Ben
         if name == "join" or (name == "memory" and "join" not in names):
             from bench import join_ingest
 
-            await timed(join_ingest.run(quick or name == "memory", workdir, memory))
+            await timed(join_ingest.run(quick or name == "memory", workdir, memory, profile=profile))
         elif name == "latency":
             from bench import latency
 
@@ -60,15 +60,15 @@ async def run_selected(names: list[str], quick: bool, workdir: Path) -> list[Ben
         elif name == "catchup":
             from bench import catchup
 
-            await timed(catchup.run(quick, workdir))
+            await timed(catchup.run(quick, workdir, profile=profile))
         elif name == "fanout":
             from bench import fanout
 
-            await timed(fanout.run(quick, workdir))
+            await timed(fanout.run(quick, workdir, profile=profile))
         elif name == "digest":
             from bench import digest
 
-            await timed(digest.run(quick, workdir))
+            await timed(digest.run(quick, workdir, profile=profile))
     if memory is not None:
         outcomes.append(memory)
     return outcomes
@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"which to run ({', '.join(BENCHMARKS)}); default all")
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes in all)")
     parser.add_argument("--out", type=Path, help="record the run in this markdown file (e.g. docs/benchmarks.md)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile what is measured: py-spy on the service (join, fan-out), pyinstrument around "
+                             "the command (catch-up, digest); the output goes to <state dir>/bench/")
     parser.add_argument("--stop", action="store_true", help="stop the benchmark stack afterwards")
     args = parser.parse_args(argv)
     unknown = [n for n in args.benchmarks if n not in BENCHMARKS]
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"stack: state {launcher.STATE_DIR}, gateway {launcher.GATEWAY_URL}; starting what is not running")
     launcher.ensure_up(services=True)
     try:
-        outcomes = asyncio.run(run_selected(names, args.quick, workdir))
+        outcomes = asyncio.run(run_selected(names, args.quick, workdir, args.profile))
     finally:
         if args.stop:
             launcher.stop_all()
