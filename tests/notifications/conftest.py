@@ -145,7 +145,9 @@ class NotificationsServer:
         return self.app.state.follow_ups
 
 
-@pytest.fixture(scope="session")
+# Module scope: this second notifications deployment (its own database, its own consumer groups) must not
+# outlive the tests that use it, or it would email alongside the launcher's service in later tests.
+@pytest.fixture(scope="module")
 async def notifications_server(digests_db_url: str) -> AsyncIterator[NotificationsServer]:
     port = _free_port()
     settings = Settings(
@@ -226,7 +228,7 @@ class Publisher:
         await self.publish(SubjectKeyIssued(key_id=key_id, key=encode_key(key)))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def publisher(notifications_server: NotificationsServer) -> AsyncIterator[Publisher]:
     p = Publisher()
     await p.start()

@@ -58,7 +58,9 @@ async def test_rsvp_emails_confirmation_with_ics_waitlist_promotion_reminder_and
     first, second = unique_email("going"), unique_email("waiting")
 
     async def rsvp(email: str, name: str) -> dict:
-        r = await gateway.post(f"/meetings/{meeting['id']}/rsvps", json={"name": name, "email": email}, headers=organiser)
+        r = await gateway.post(
+            f"/meetings/{meeting['id']}/rsvps", json={"name": name, "email": email}, headers=organiser
+        )
         assert r.status_code == 201, r.text
         return r.json()
 
@@ -92,7 +94,9 @@ async def test_rsvp_emails_confirmation_with_ics_waitlist_promotion_reminder_and
     assert sum(m["subject"].startswith("Reminder:") for m in reminded) == 1
 
     # The meeting is cancelled: the person going gets a cancellation with STATUS:CANCELLED.
-    response = await gateway.post(f"/meetings/{meeting['id']}/cancel", json={"reason": "Venue flooded"}, headers=organiser)
+    response = await gateway.post(
+        f"/meetings/{meeting['id']}/cancel", json={"reason": "Venue flooded"}, headers=organiser
+    )
     assert response.status_code == 200, response.text
     messages = await mail.wait_for(second, count=4)
     [cancellation] = [m for m in messages if m["subject"].startswith("Cancelled:")]

@@ -22,23 +22,49 @@ MEETING = {
 LINKS = {"preferences_url": "http://x/preferences?token=t", "unsubscribe_url": "http://x/unsubscribe?token=t"}
 CASES = {
     "welcome": {"name": "Ada", "confirm_url": "http://x/join/confirm?token=t", **LINKS},
-    "announcement": {"name": "Ada", "meeting": MEETING, "when": format_when(MEETING), "rsvp_url": "http://x/r", **LINKS},
+    "announcement": {
+        "name": "Ada",
+        "meeting": MEETING,
+        "when": format_when(MEETING),
+        "rsvp_url": "http://x/r",
+        **LINKS,
+    },
     "rsvp_confirmation": {"name": "Ada", "meeting": MEETING, "when": "w", "rsvp_url": "u", "position": None, **LINKS},
     "rsvp_waitlisted": {"name": "Ada", "meeting": MEETING, "when": "w", "rsvp_url": "u", "position": 3, **LINKS},
     "rsvp_promoted": {"name": "Ada", "meeting": MEETING, "when": "w", "rsvp_url": "u", **LINKS},
     "reminder": {"name": "Ada", "meeting": MEETING, "when": "w", "rsvp_url": "u", "soon": "tomorrow", **LINKS},
-    "meeting_changed": {"name": "Ada", "meeting": MEETING, "when": "w", "rsvp_url": "u", "changed": ["starts_at"], **LINKS},
+    "meeting_changed": {
+        "name": "Ada",
+        "meeting": MEETING,
+        "when": "w",
+        "rsvp_url": "u",
+        "changed": ["starts_at"],
+        **LINKS,
+    },
     "meeting_cancelled": {"name": "Ada", "meeting": MEETING, "when": "w", "rsvp_url": "u", "reason": "Flood", **LINKS},
 }
 
 
 LETTERS = {
-    "organiser_invitation": {"name": "Chris Holloway", "link": "http://x/set?token=t", "scope": "Ada's region",
-                             "expires": "1 December 2026"},
-    "mp_letter": {"mp_name": "Chris Holloway", "body": "Please act.", "sender_name": "Ada", "postcode": "NG7 2RD",
-                  "constituency": "Nottingham South"},
-    "mp_letter_copy": {"name": "Ada", "mp_name": "Chris Holloway", "letter": "Please act.",
-                       "constituency": "Nottingham South"},
+    "organiser_invitation": {
+        "name": "Chris Holloway",
+        "link": "http://x/set?token=t",
+        "scope": "Ada's region",
+        "expires": "1 December 2026",
+    },
+    "mp_letter": {
+        "mp_name": "Chris Holloway",
+        "body": "Please act.",
+        "sender_name": "Ada",
+        "postcode": "NG7 2RD",
+        "constituency": "Nottingham South",
+    },
+    "mp_letter_copy": {
+        "name": "Ada",
+        "mp_name": "Chris Holloway",
+        "letter": "Please act.",
+        "constituency": "Nottingham South",
+    },
 }
 
 
