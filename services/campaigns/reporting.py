@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, text, update
+from sqlalchemy import Table, func, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,18 +38,84 @@ Projector = Callable[[Envelope, Any, AsyncSession], Awaitable[None]]
 
 
 # The projection ----------------------------------------------------------------------------------------
-async def _upsert(session: AsyncSession, table: Any, key: str, key_value: str, values: dict[str, Any]) -> None:
-    await session.execute(
-        pg_insert(table).values({key: key_value, **values})
-        .on_conflict_do_update(index_elements=[table.c[key]], set_=values)
-    )
+# Most events state a fact that becomes one row: the row is computed by a function of the event, written by the
+# live consumer one event at a time and by `rebuild-reporting` many rows to a statement (`RowProjection`). The
+# other events update a row that such a fact wrote (`TOUCHES` names that row, so a batch keeps their order).
+@dataclass(frozen=True)
+class RowProjection:
+    """An event that writes one row of `table`: replacing the row with its key (upsert) or kept if it exists."""
+
+    table: Table
+    key: str
+    row: Callable[[Envelope, Any], dict[str, Any]]
+    upsert: bool = True
+
+    def statement(self, rows: list[dict[str, Any]]) -> Any:
+        """One INSERT of `rows` (distinct keys) with the same effect as writing each in turn."""
+        stmt = pg_insert(self.table).values(rows)
+        if not self.upsert:
+            return stmt.on_conflict_do_nothing()
+        return stmt.on_conflict_do_update(index_elements=[self.table.c[self.key]],
+                                          set_={c: stmt.excluded[c] for c in rows[0] if c != self.key})
+
+    def projector(self) -> Projector:
+        async def project(envelope: Envelope, e: Any, session: AsyncSession) -> None:
+            await session.execute(self.statement([self.row(envelope, e)]))
+
+        return project
 
 
-async def member_joined(envelope: Envelope, e: ev.MemberJoined, session: AsyncSession) -> None:
-    await _upsert(session, tables.rpt_members, "member_id", e.member_id, {
-        "region_id": e.region_id, "group_ids": e.group_ids, "subteam_ids": e.subteam_ids,
-        "organisation_id": e.organisation_id, "source": e.source, "joined_at": e.joined_at, "left_at": None,
-        "status": "active"})
+def _member_row(envelope: Envelope, e: ev.MemberJoined) -> dict[str, Any]:
+    return {"member_id": e.member_id, "region_id": e.region_id, "group_ids": e.group_ids,
+            "subteam_ids": e.subteam_ids, "organisation_id": e.organisation_id, "source": e.source,
+            "joined_at": e.joined_at, "left_at": None, "status": "active"}
+
+
+def _unit_row(envelope: Envelope, e: ev.OrganisationUnitDefined) -> dict[str, Any]:
+    return {"unit_id": e.unit_id, "kind": e.kind, "name": e.name, "parent_id": e.parent_id}
+
+
+def _meeting_row(envelope: Envelope, e: ev.MeetingScheduled) -> dict[str, Any]:
+    return {"meeting_id": e.meeting_id, "title": e.title, "scope_type": e.scope_type, "scope_id": e.scope_id,
+            "campaign_id": e.campaign_id, "starts_at": e.starts_at, "status": "scheduled"}
+
+
+def _rsvp_row(envelope: Envelope, e: ev.RsvpReceived) -> dict[str, Any]:
+    return {"rsvp_id": e.rsvp_id, "meeting_id": e.meeting_id, "member_id": e.member_id, "status": e.status,
+            "attended_at": None}
+
+
+def _campaign_row(envelope: Envelope, e: ev.CampaignLaunched) -> dict[str, Any]:
+    return {"campaign_id": e.campaign_id, "title": e.title, "scope_type": e.scope_type, "scope_id": e.scope_id,
+            "partner_ids": e.partner_ids, "launched_at": envelope.occurred_at}
+
+
+def _ask_row(envelope: Envelope, e: ev.AskPublished) -> dict[str, Any]:
+    return {"ask_id": e.ask_id, "campaign_id": e.campaign_id, "kind": e.kind, "title": e.title}
+
+
+def _action_row(envelope: Envelope, e: ev.ActionTaken) -> dict[str, Any]:
+    return {"action_id": e.action_id, "ask_id": e.ask_id, "campaign_id": e.campaign_id, "kind": e.kind,
+            "member_id": e.member_id, "region_id": e.region_id, "group_id": e.group_id,
+            "join_network": e.join_network, "taken_at": e.taken_at}
+
+
+def _level_row(envelope: Envelope, e: ev.EngagementLevelChanged) -> dict[str, Any]:
+    return {"member_id": e.member_id, "level": e.level, "changed_at": envelope.occurred_at}
+
+
+MEETING_ROWS = RowProjection(tables.rpt_meetings, "meeting_id", _meeting_row)
+ROW_PROJECTIONS: dict[type[EventData], RowProjection] = {
+    ev.MemberJoined: RowProjection(tables.rpt_members, "member_id", _member_row),
+    ev.OrganisationUnitDefined: RowProjection(tables.rpt_units, "unit_id", _unit_row),
+    ev.MeetingScheduled: MEETING_ROWS,
+    ev.MeetingUpdated: MEETING_ROWS,
+    ev.RsvpReceived: RowProjection(tables.rpt_rsvps, "rsvp_id", _rsvp_row),
+    ev.CampaignLaunched: RowProjection(tables.rpt_campaigns, "campaign_id", _campaign_row),
+    ev.AskPublished: RowProjection(tables.rpt_asks, "ask_id", _ask_row),
+    ev.ActionTaken: RowProjection(tables.rpt_actions, "action_id", _action_row, upsert=False),
+    ev.EngagementLevelChanged: RowProjection(tables.rpt_levels, "member_id", _level_row),
+}
 
 
 async def member_profile_updated(envelope: Envelope, e: ev.MemberProfileUpdated, session: AsyncSession) -> None:
@@ -81,25 +147,9 @@ async def member_erased(envelope: Envelope, e: ev.MemberErased, session: AsyncSe
                           .values(status="erased", left_at=func.coalesce(m.c.left_at, e.erased_at)))
 
 
-async def unit_defined(envelope: Envelope, e: ev.OrganisationUnitDefined, session: AsyncSession) -> None:
-    await _upsert(session, tables.rpt_units, "unit_id", e.unit_id,
-                  {"kind": e.kind, "name": e.name, "parent_id": e.parent_id})
-
-
-async def meeting_scheduled(envelope: Envelope, e: ev.MeetingScheduled, session: AsyncSession) -> None:
-    await _upsert(session, tables.rpt_meetings, "meeting_id", e.meeting_id, {
-        "title": e.title, "scope_type": e.scope_type, "scope_id": e.scope_id, "campaign_id": e.campaign_id,
-        "starts_at": e.starts_at, "status": "scheduled"})
-
-
 async def meeting_cancelled(envelope: Envelope, e: ev.MeetingCancelled, session: AsyncSession) -> None:
     m = tables.rpt_meetings
     await session.execute(update(m).where(m.c.meeting_id == e.meeting_id).values(status="cancelled"))
-
-
-async def rsvp_received(envelope: Envelope, e: ev.RsvpReceived, session: AsyncSession) -> None:
-    await _upsert(session, tables.rpt_rsvps, "rsvp_id", e.rsvp_id,
-                  {"meeting_id": e.meeting_id, "member_id": e.member_id, "status": e.status, "attended_at": None})
 
 
 async def rsvp_cancelled(envelope: Envelope, e: ev.RsvpCancelled, session: AsyncSession) -> None:
@@ -120,54 +170,34 @@ async def attendance_recorded(envelope: Envelope, e: ev.AttendanceRecorded, sess
     await session.execute(update(r).where(r.c.rsvp_id == e.rsvp_id).values(**values))
 
 
-async def campaign_launched(envelope: Envelope, e: ev.CampaignLaunched, session: AsyncSession) -> None:
-    await _upsert(session, tables.rpt_campaigns, "campaign_id", e.campaign_id, {
-        "title": e.title, "scope_type": e.scope_type, "scope_id": e.scope_id, "partner_ids": e.partner_ids,
-        "launched_at": envelope.occurred_at})
-
-
 async def campaign_closed(envelope: Envelope, e: ev.CampaignClosed, session: AsyncSession) -> None:
     c = tables.rpt_campaigns
     await session.execute(update(c).where(c.c.campaign_id == e.campaign_id).values(closed_at=e.closed_at))
 
 
-async def ask_published(envelope: Envelope, e: ev.AskPublished, session: AsyncSession) -> None:
-    await _upsert(session, tables.rpt_asks, "ask_id", e.ask_id,
-                  {"campaign_id": e.campaign_id, "kind": e.kind, "title": e.title})
-
-
-async def action_taken(envelope: Envelope, e: ev.ActionTaken, session: AsyncSession) -> None:
-    await session.execute(pg_insert(tables.rpt_actions).values(
-        action_id=e.action_id, ask_id=e.ask_id, campaign_id=e.campaign_id, kind=e.kind, member_id=e.member_id,
-        region_id=e.region_id, group_id=e.group_id, join_network=e.join_network, taken_at=e.taken_at,
-    ).on_conflict_do_nothing())
-
-
-async def level_changed(envelope: Envelope, e: ev.EngagementLevelChanged, session: AsyncSession) -> None:
-    await _upsert(session, tables.rpt_levels, "member_id", e.member_id,
-                  {"level": e.level, "changed_at": envelope.occurred_at})
-
-
 PROJECTION: dict[type[EventData], Projector] = {
-    ev.MemberJoined: member_joined,
+    **{model: rows.projector() for model, rows in ROW_PROJECTIONS.items()},
     ev.MemberProfileUpdated: member_profile_updated,
     ev.MemberLeft: member_left,
     ev.MemberErased: member_erased,
-    ev.OrganisationUnitDefined: unit_defined,
-    ev.MeetingScheduled: meeting_scheduled,
-    ev.MeetingUpdated: meeting_scheduled,
     ev.MeetingCancelled: meeting_cancelled,
-    ev.RsvpReceived: rsvp_received,
     ev.RsvpCancelled: rsvp_cancelled,
     ev.PromotedFromWaitlist: promoted,
     ev.AttendanceRecorded: attendance_recorded,
-    ev.CampaignLaunched: campaign_launched,
     ev.CampaignClosed: campaign_closed,
-    ev.AskPublished: ask_published,
-    ev.ActionTaken: action_taken,
-    ev.EngagementLevelChanged: level_changed,
 }
 PROJECTED_TYPES = {model.event_type: (model, fn) for model, fn in PROJECTION.items()}
+# The row each updating event changes, as (table name, key).
+TOUCHES: dict[type[EventData], Callable[[Any], tuple[str, str]]] = {
+    ev.MemberProfileUpdated: lambda e: ("rpt_members", e.member_id),
+    ev.MemberLeft: lambda e: ("rpt_members", e.member_id),
+    ev.MemberErased: lambda e: ("rpt_members", e.member_id),
+    ev.MeetingCancelled: lambda e: ("rpt_meetings", e.meeting_id),
+    ev.RsvpCancelled: lambda e: ("rpt_rsvps", e.rsvp_id),
+    ev.PromotedFromWaitlist: lambda e: ("rpt_rsvps", e.rsvp_id),
+    ev.AttendanceRecorded: lambda e: ("rpt_rsvps", e.rsvp_id),
+    ev.CampaignClosed: lambda e: ("rpt_campaigns", e.campaign_id),
+}
 
 
 # The figures ---------------------------------------------------------------------------------------------
