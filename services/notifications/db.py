@@ -10,6 +10,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -146,6 +147,9 @@ deliveries = Table(
     Column("body_text", Text, nullable=False),
     Column("body_html", Text, nullable=True),
     Column("status", String(20), nullable=False, server_default="pending"),
+    # 0: a person is waiting for it (welcome, RSVP, invitation); 1: bulk (announcements, follow-ups, digests).
+    # Senders take priority 0 first, so a welcome is not queued behind a 100,000-member announcement.
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("last_error", Text, nullable=True),
@@ -157,7 +161,7 @@ deliveries = Table(
     Column("lease_until", DateTime(timezone=True), nullable=True),
     # One delivery per (kind, subject, recipient): a redelivered event or a second instance never sends twice.
     UniqueConstraint("kind", "subject_ref", "recipient_id", name="uq_deliveries_kind_subject_recipient"),
-    Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    Index("ix_deliveries_due", "priority", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     Index("ix_deliveries_sending", "lease_until", postgresql_where=text("status = 'sending'")),
     Index("ix_deliveries_recipient", "recipient_id"),
 )

@@ -37,7 +37,7 @@ HARD_FAILURES_BEFORE_SUPPRESSION = 3
 CLAIM_SQL = text(
     "UPDATE deliveries SET status = 'sending', lease_until = now() + make_interval(secs => :lease_s) "
     "WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
-    "ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED) "
+    "ORDER BY priority, next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED) "
     "RETURNING id, kind, subject_ref, recipient_id, recipient_email, subject, body_text, body_html, attempts, "
     "correlation_id, next_attempt_at, reply_to"
 )

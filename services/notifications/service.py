@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
-from services.notifications.suppression import MARKETING_KINDS, Suppressions
+from services.notifications.suppression import BULK_KINDS, MARKETING_KINDS, Suppressions
 from shared import tokens
 from shared.config import Settings
 from shared.crypto import KeyStore, decode_key
@@ -235,6 +235,7 @@ class NotificationService:
     async def queue(self, session: AsyncSession, **row: Any) -> bool:
         """Queue one delivery; False when that (kind, subject, recipient) was already queued."""
         d = tables.deliveries
+        row.setdefault("priority", 1 if row["kind"] in BULK_KINDS else 0)
         result = await session.execute(
             pg_insert(d)
             .values(id=str(uuid.uuid4()), **row)

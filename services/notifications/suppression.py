@@ -23,6 +23,8 @@ from services.notifications import db as tables
 # Kinds that are not strictly transactional: they carry List-Unsubscribe and stop on unsubscribe.
 MARKETING_KINDS = frozenset({"announcement", "follow_up"})
 STOPS_EVERYTHING = frozenset({"left", "erased", "hard_bounces"})
+# Sent after what people are waiting for (see deliveries.priority).
+BULK_KINDS = MARKETING_KINDS | {"digest"}
 
 
 class Suppressions:
