@@ -147,16 +147,15 @@ async def apply_batch(session: AsyncSession, records: list[Any], group: str, res
         return
     inbox = tables.rpt_inbox
     claimed = set((await session.execute(
-        pg_insert(inbox).values([{"consumer": group, "event_id": env.event_id, "event_type": env.type}
-                                 for env, _, _ in events])
-        .on_conflict_do_nothing().returning(inbox.c.event_id)
+        pg_insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id),
+        [{"consumer": group, "event_id": env.event_id, "event_type": env.type} for env, _, _ in events],
     )).scalars())
     pending: dict[RowProjection, dict[str, dict[str, Any]]] = {}
     written: set[tuple[str, str]] = set()  # (table, key) of the pending rows
 
     async def flush() -> None:
         for rows_of, rows in pending.items():
-            await session.execute(rows_of.statement(list(rows.values())))
+            await rows_of.write(session, list(rows.values()))
         pending.clear()
         written.clear()
 

@@ -50,19 +50,30 @@ class RowProjection:
     row: Callable[[Envelope, Any], dict[str, Any]]
     upsert: bool = True
 
-    def statement(self, rows: list[dict[str, Any]]) -> Any:
-        """One INSERT of `rows` (distinct keys) with the same effect as writing each in turn."""
-        stmt = pg_insert(self.table).values(rows)
-        if not self.upsert:
-            return stmt.on_conflict_do_nothing()
-        return stmt.on_conflict_do_update(index_elements=[self.table.c[self.key]],
-                                          set_={c: stmt.excluded[c] for c in rows[0] if c != self.key})
+    def statement(self, columns: tuple[str, ...]) -> Any:
+        """The INSERT of one row of these columns; executed with many rows (distinct keys) it has the same effect
+        as writing each in turn. Built once per projection and column set, so SQLAlchemy compiles it once."""
+        key = (self, columns)
+        if key not in _STATEMENTS:
+            stmt = pg_insert(self.table)
+            _STATEMENTS[key] = (
+                stmt.on_conflict_do_update(index_elements=[self.table.c[self.key]],
+                                           set_={c: stmt.excluded[c] for c in columns if c != self.key})
+                if self.upsert else stmt.on_conflict_do_nothing()
+            )
+        return _STATEMENTS[key]
+
+    async def write(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        await session.execute(self.statement(tuple(rows[0])), rows)
 
     def projector(self) -> Projector:
         async def project(envelope: Envelope, e: Any, session: AsyncSession) -> None:
-            await session.execute(self.statement([self.row(envelope, e)]))
+            await self.write(session, [self.row(envelope, e)])
 
         return project
+
+
+_STATEMENTS: dict[tuple[RowProjection, tuple[str, ...]], Any] = {}
 
 
 def _member_row(envelope: Envelope, e: ev.MemberJoined) -> dict[str, Any]:
