@@ -58,7 +58,7 @@ async def run(quick: bool, workdir: Path, profile: bool = False) -> BenchOutcome
         await conn.fetch("SELECT kind, count(*), max(occurred_at) FROM activity GROUP BY kind")
         scan = time.monotonic() - started
         say("digest: send-digests --now")
-        limit = 120.0 if quick else 240.0
+        limit = 120.0 if quick else 150.0
         built, seconds, stopped = await asyncio.to_thread(send_digests, workdir, profile, limit)
         note = ""
         if stopped:  # each digest commits on its own: count those built and extrapolate

@@ -74,7 +74,7 @@ async def run(quick: bool, workdir: Path, profile: bool = False) -> BenchOutcome
         spy = PySpy(service_pid("notifications"), workdir / "fanout-notifications.txt", profile).__enter__()
         caught: dict[str, float] = {}
         sample_id = None
-        window = 120 if quick else 240
+        window = 120 if quick else 150
         deadline = time.monotonic() + window
         last_progress, last_count = time.monotonic(), 0
         while len(caught) < members and time.monotonic() < deadline:

@@ -181,7 +181,7 @@ async def stored_joins(tag: str) -> tuple[int, int]:
 
 
 async def run(quick: bool, workdir: Path, memory: BenchOutcome | None = None, profile: bool = False) -> BenchOutcome:
-    seconds = 10.0 if quick else 30.0
+    seconds = 10.0 if quick else 20.0
     out = BenchOutcome("Join ingest", sizes={"seconds per measurement": seconds, "concurrency": CONCURRENCY,
                                              "database connections (raw baseline)": POOL_CONNECTIONS})
     tag = data.run_tag()

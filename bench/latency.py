@@ -83,7 +83,7 @@ async def kafka_latency(rate: float, seconds: float, size: int) -> list[float]:
 
 
 async def run(quick: bool, workdir: Path, rate: float = RATE) -> BenchOutcome:
-    seconds = 10.0 if quick else 20.0
+    seconds = 10.0 if quick else 15.0
     out = BenchOutcome("Join to welcome email", sizes={"rate": f"{rate:.0f} joins/s", "seconds": seconds})
     tag = data.run_tag()
     reader = MailIndexReader()
