@@ -76,6 +76,7 @@ async def ensure_history(events: int) -> int:
         say(f"catch-up: produced {sent:,} events in {time.monotonic() - started:.0f} s; moving consumer groups on")
         await skip_groups_to_end(CONSUMER_GROUPS)
     finally:
+        launcher.migrate_services(services)  # the code may have moved on since the stack started
         for name in services:
             launcher.start_service(name)
         for name in services:

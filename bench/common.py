@@ -21,6 +21,7 @@ if str(REPO_ROOT) not in sys.path:
 if not os.environ.get("GROUNDSWELL_STATE_DIR"):
     os.environ["GROUNDSWELL_STATE_DIR"] = str(REPO_ROOT / ".run" / "bench")
     os.environ.setdefault("GROUNDSWELL_PORT_OFFSET", "5000")
+    os.environ.setdefault("GROUNDSWELL_CACHE", str(REPO_ROOT / ".run" / "cache"))  # Kafka's jars, as `make up` has them
 
 from deploy.local import launcher  # noqa: E402  (after the environment above is set)
 

@@ -82,9 +82,7 @@ async def kafka_latency(rate: float, seconds: float, size: int) -> list[float]:
     return latencies
 
 
-async def run(quick: bool, workdir: Path, rate: float = RATE) -> BenchOutcome:
-    seconds = 10.0 if quick else 15.0
-    out = BenchOutcome("Join to welcome email", sizes={"rate": f"{rate:.0f} joins/s", "seconds": seconds})
+async def measure(out: BenchOutcome, rate: float, seconds: float, *, targets: bool) -> None:
     tag = data.run_tag()
     reader = MailIndexReader()
     say(f"latency: {rate:.0f} joins/s through the gateway for {seconds:.0f} s")
@@ -93,19 +91,33 @@ async def run(quick: bool, workdir: Path, rate: float = RATE) -> BenchOutcome:
                                                                  strict=True) if s == 303}
     achieved = result.ok(303) / result.seconds if result.seconds else 0.0
     say(f"latency: {len(answered)} joins accepted ({achieved:.0f}/s achieved); waiting for their welcome emails")
-    received = await wait_for_welcomes(reader, answered, timeout=max(60.0, seconds * 4))
+    received = await wait_for_welcomes(reader, answered, timeout=max(120.0, seconds * 8))
     latencies = [(received[e] - answered[e]) * 1000 for e in received]
     missing = len(answered) - len(received)
     http = result.latencies_ms()
-    out.notes.append(f"{len(answered)} joins accepted of {int(rate * seconds)} sent ({achieved:.0f}/s achieved, "
-                     f"{result.errors} errors), HTTP response p50 {percentile(http, 50):.0f} ms / p99 "
-                     f"{percentile(http, 99):.0f} ms; {len(received)} welcome emails caught"
-                     + (f", {missing} not within the wait" if missing else ""))
-    say("latency: Kafka produce-to-consume baseline at the same rate")
+    out.notes.append(f"at {rate:.0f}/s: {len(answered)} joins accepted of {int(rate * seconds)} sent "
+                     f"({achieved:.0f}/s achieved, {result.errors} errors), HTTP response p50 "
+                     f"{percentile(http, 50):.0f} ms / p99 {percentile(http, 99):.0f} ms; {len(received)} welcome "
+                     "emails caught" + (f", {missing} not within the wait" if missing else ""))
+    if not latencies:
+        raise RuntimeError("no welcome email reached the catcher: is the notifications service sending? "
+                           f"(see {launcher.log_path('notifications')})")
+    say(f"latency: Kafka produce-to-consume baseline at {rate:.0f}/s")
     kafka = await kafka_latency(rate, seconds, ENVELOPE_BYTES)
     for p, target in ((50, 50.0), (95, None), (99, 250.0)):
         value = percentile(latencies, p)
-        out.add(Result(f"join to welcome email p{p}", value, "ms", f"Kafka produce-to-consume p{p}",
-                       percentile(kafka, p), "ms", target=f"<= {target:.0f} ms" if target else "",
-                       met=(value <= target and not missing) if target else None, higher_is_better=False))
+        out.add(Result(f"join to welcome email p{p} at {rate:.0f} joins/s", value, "ms",
+                       f"Kafka produce-to-consume p{p}", percentile(kafka, p), "ms",
+                       target=f"<= {target:.0f} ms" if target and targets else "",
+                       met=(value <= target and not missing) if target and targets else None,
+                       higher_is_better=False))
+
+
+async def run(quick: bool, workdir: Path, rate: float = RATE, gentle_rate: float = 10.0) -> BenchOutcome:
+    """At the issue's rate, then (for comparison) at a rate this machine's join ingest sustains."""
+    seconds = 10.0 if quick else 15.0
+    out = BenchOutcome("Join to welcome email", sizes={"rates": f"{rate:.0f} and {gentle_rate:.0f} joins/s",
+                                                       "seconds": seconds})
+    await measure(out, rate, seconds, targets=True)
+    await measure(out, gentle_rate, seconds * 2, targets=False)
     return out

@@ -41,8 +41,13 @@ async def run_selected(names: list[str], quick: bool, workdir: Path, profile: bo
     memory = BenchOutcome("Memory (RSS)") if "memory" in names else None
 
     async def timed(coro) -> BenchOutcome:  # type: ignore[no-untyped-def]
+        """Run one benchmark; one that fails is recorded as failed and the others still run."""
         started = time.monotonic()
-        outcome = await coro
+        try:
+            outcome = await coro
+        except Exception as exc:
+            say(f"FAILED: {exc!r}")
+            outcome = BenchOutcome(DESCRIPTIONS[name].split(". ", 1)[1], notes=[f"FAILED: {exc}"])
         outcome.seconds = time.monotonic() - started
         outcomes.append(outcome)
         return outcome
@@ -74,9 +79,11 @@ async def run_selected(names: list[str], quick: bool, workdir: Path, profile: bo
     return outcomes
 
 
-def markdown_section(outcomes: list[BenchOutcome], command: str, quick: bool, started: datetime) -> str:
+def markdown_section(outcomes: list[BenchOutcome], command: str, quick: bool, started: datetime,
+                     names: list[str]) -> str:
+    which = "" if names == list(BENCHMARKS) else ": " + ", ".join(names)
     lines = [
-        f"## Run of {started:%Y-%m-%d %H:%M} UTC{' (quick sizes)' if quick else ''}",
+        f"## Run of {started:%Y-%m-%d %H:%M} UTC, {'quick' if quick else 'full'} sizes{which}",
         "",
         f"Command: `{command}`. Machine: {os.cpu_count()} cores, shared with other work while it ran "
         "(so compare the ratios, not the absolute figures).",
@@ -106,17 +113,17 @@ RESULTS_MARKER = "<!-- bench/run.py appends runs below this line -->"
 
 
 def record(path: Path, section: str) -> None:
-    """Put the run under the results marker of `path`, newest first; an earlier run of the same day and the same
-    sizes is replaced."""
+    """Put the run under the results marker of `path`, newest first; an earlier run of the same day, sizes and
+    benchmarks is replaced."""
     text = path.read_text() if path.exists() else f"# Benchmarks\n\n{RESULTS_MARKER}\n"
     if RESULTS_MARKER not in text:
         text = text.rstrip("\n") + f"\n\n{RESULTS_MARKER}\n"
     head, tail = text.split(RESULTS_MARKER, 1)
     runs = [r for r in re.split(r"(?m)^(?=## Run of )", tail) if r.startswith("## Run of ")]
 
-    def kind(run: str) -> tuple[str, bool]:
-        heading = run.splitlines()[0]
-        return heading[len("## Run of "):][:10], "(quick sizes)" in heading
+    def kind(run: str) -> tuple[str, str]:  # (day, what follows the time: sizes and benchmarks)
+        heading = run.splitlines()[0][len("## Run of "):]
+        return heading[:10], heading.split(" UTC", 1)[-1]
 
     runs = [r for r in runs if kind(r) != kind(section)]
     body = "\n".join(r.rstrip("\n") + "\n" for r in [section, *runs])
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         command = "bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
         record(args.out if args.out.is_absolute() else REPO_ROOT / args.out,
-               markdown_section(outcomes, command.strip(), args.quick, started))
+               markdown_section(outcomes, command.strip(), args.quick, started, names))
         print(f"\nrecorded in {args.out}")
     return 0
 
