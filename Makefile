@@ -33,7 +33,7 @@ help:
 	@echo "make status    what runs"
 	@echo "make test      start or reuse the system, run pytest \$$PYTEST_ARGS, stop what test started"
 	@echo "make lint      ruff and mypy"
-	@echo "make bench     run the benchmarks (bench/run.py \$$BENCH_ARGS)"
+	@echo "make bench     run the benchmarks on a stack of their own, ports +5000 (bench/run.py \$$BENCH_ARGS; docs/benchmarks.md)"
 	@echo "make demo      load a sample network into the running system"
 
 install:

@@ -163,7 +163,7 @@ class PySpy:
 
 
 def top_frames(path: Path, n: int = 15) -> str:
-    """The functions most often on the stack in py-spy's raw output (inclusive samples, once per stack)."""
+    """Groundswell's own functions most often on the stack in py-spy's raw output (share of the samples)."""
     from collections import Counter
 
     inclusive: Counter[str] = Counter()
@@ -176,7 +176,7 @@ def top_frames(path: Path, n: int = 15) -> str:
             continue
         total += int(count)
         for frame in set(stack.split(";")):
-            if "site-packages" not in frame and "/asyncio/" not in frame and "<frozen" not in frame:
+            if ("(services/" in frame or "(shared/" in frame) and "__main__" not in frame and "cli.py" not in frame:
                 inclusive[frame] += int(count)
     return "\n".join(f"  {c / max(total, 1):5.0%}  {frame}" for frame, c in inclusive.most_common(n))
 
