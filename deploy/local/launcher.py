@@ -1485,6 +1485,7 @@ def start_service(
             return ManagedProcess(record)
         if port is None:
             port = _free_port() if instance else SERVICE_PORTS[name]
+        _wait_port_released(port)
         check_ports({proc_name: port})
         full_env = service_env(name, instance=instance, port=port)
         full_env.update(env or {})
@@ -1492,6 +1493,14 @@ def start_service(
             proc_name, "service", [sys.executable, "-m", f"services.{name}"], env=full_env,
             port=port, service=name, instance=instance,
         )  # fmt: skip
+
+
+def _wait_port_released(port: int, timeout: float = 15.0) -> None:
+    """A process just killed may hold its listening socket for a moment while its threads exit: give the port
+    that moment before calling it taken (a port another program really holds is still refused afterwards)."""
+    deadline = time.monotonic() + timeout
+    while port_in_use(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def service_url(name: str, instance: str = "") -> str:
