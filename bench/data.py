@@ -221,7 +221,8 @@ async def seed_digest_world(conn: Any, *, organisers: int, members: int, seed: i
     n_regions = max(2, organisers // 80)
     regions = [str(uuid.uuid4()) for _ in range(n_regions)]
     groups = [(str(uuid.uuid4()), regions[i % n_regions]) for i in range(max(4, organisers * 9 // 10))]
-    units = [(rid, "region", f"Bench region {i}", None, now) for i, rid in enumerate(regions)]
+    units: list[tuple[str, str, str, str | None, datetime]] = [
+        (rid, "region", f"Bench region {i}", None, now) for i, rid in enumerate(regions)]
     units += [(gid, "group", f"Bench group {i}", rid, now) for i, (gid, rid) in enumerate(groups)]
     await conn.copy_records_to_table("units", records=units,
                                      columns=["unit_id", "kind", "name", "parent_id", "updated_at"])
