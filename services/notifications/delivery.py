@@ -181,10 +181,10 @@ class DeliveryWorker:
                 await session.commit()
                 await self.limiter.wait()
                 attempts = row.attempts + 1
-                committed = False
+                commit: asyncio.Future[None] | None = None
 
                 async def commit_as_sent() -> None:
-                    nonlocal committed
+                    nonlocal commit
                     await session.begin()
                     now = datetime.now(UTC)
                     still_mine = await session.execute(
@@ -205,8 +205,12 @@ class DeliveryWorker:
                         ],
                         correlation_id=row.correlation_id,
                     )
-                    await session.commit()
-                    committed = True
+                    # COMMIT goes to PostgreSQL and the final '.' to the relay in consecutive steps of the event
+                    # loop with nothing between them: the commit task's first step writes COMMIT, and the mailer
+                    # writes '.' as soon as this returns. A crash then leaves both or neither in the kernel's
+                    # buffers, which deliver them even after the process is gone.
+                    commit = asyncio.ensure_future(session.commit())
+                    await asyncio.sleep(0)
 
                 try:
                     await mailer.send(email, commit_point=commit_as_sent)
@@ -214,9 +218,14 @@ class DeliveryWorker:
                 except LeaseLost:
                     log.warning("delivery lease lost; left to its new sender", delivery_id=row.id)
                 except (TemporaryFailure, PermanentFailure) as exc:
-                    await session.begin()  # (if it was already committed as sent, this corrects the record)
+                    if commit is not None:
+                        await commit  # recorded as sent, then refused at the '.': correct the record
+                    await session.begin()
                     await self._record_failure(session, row, exc, attempts)
                     await session.commit()
+                else:
+                    if commit is not None:
+                        await commit
         finally:
             correlation_id_var.reset(token)
 
