@@ -48,7 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 # Where things are
 # --------------------------------------------------------------------------------------------------
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STATE_DIR = Path(os.environ.get("GROUNDSWELL_STATE_DIR") or REPO_ROOT / ".run")
+STATE_DIR = Path(os.environ.get("GROUNDSWELL_STATE_DIR") or REPO_ROOT / ".run").absolute()  # psql needs a full path
 CACHE_DIR = Path(os.environ.get("GROUNDSWELL_CACHE") or STATE_DIR / "cache")
 LOG_DIR = STATE_DIR / "logs"
 PID_DIR = STATE_DIR / "pids"
