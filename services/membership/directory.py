@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +50,17 @@ class UnitRow:
 
 
 class Directory:
-    def __init__(self, db: Database, outbox: Outbox, accounts: OrganiserAccounts) -> None:
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        accounts: OrganiserAccounts,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.db = db
         self.outbox = outbox
         self.accounts = accounts
+        self.on_change = on_change  # told after a unit is created or renamed (the join form's cached choices)
 
     async def units(self) -> dict[str, list[UnitRow]]:
         async with self.db.transaction() as session:
@@ -135,7 +143,8 @@ class Directory:
                 ],
                 correlation_id=correlation_id_var.get(),
             )
-            return unit_id
+        self.on_change()  # committed: the join form offers the new or renamed unit at once
+        return unit_id
 
     @staticmethod
     async def _free_slug(session: AsyncSession, table: Table, base: str) -> str:

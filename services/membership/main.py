@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
     app.add_exception_handler(osdi.ApiError, osdi.api_error)
     app.state.membership = membership
     app.state.accounts = accounts
-    app.state.directory = Directory(runtime.db, runtime.outbox, accounts)
+    app.state.directory = Directory(runtime.db, runtime.outbox, accounts, membership.forget_join_options)
     app.state.roster = Roster(runtime.db)
     app.state.api_key_revoked = accounts.api_key_revoked
     app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})

@@ -2,7 +2,9 @@
 
 A limit (`rate_limits` row: name, max_count, window_s) counts hits per bucket in fixed windows; a bucket
 is a keyed hash of what is limited (an IP address, an email address), never the value itself.
-Addresses in `trusted_networks` are never limited.
+Addresses in `trusted_networks` are never limited. The limits' settings and the trusted networks are read
+from their tables at most every `SETTINGS_TTL_S` seconds (they change a few times a year; a join checks two
+limits), and the counters of several limits are counted in one statement.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +27,7 @@ JOIN_PER_IP = "join-per-ip"
 JOIN_PER_EMAIL = "join-per-email"
 SIGNIN_PER_IP = "signin-per-ip"
 SIGNIN_PER_ACCOUNT = "signin-per-account"
+SETTINGS_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -31,57 +36,96 @@ class Verdict:
     retry_after_s: int = 0
 
 
+@dataclass(frozen=True)
+class LimitSettings:
+    limits: dict[str, tuple[int, int]]  # name -> (max_count, window_s)
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
 class RateLimiter:
     def __init__(self, secret_key: str) -> None:
         self._key = hashlib.sha256(f"rate-limit:{secret_key}".encode()).digest()
+        self._settings: LimitSettings | None = None
+        self._settings_at = float("-inf")
 
     def _bucket(self, limit: str, value: str) -> str:
         return f"{limit}:{hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()[:40]}"
+
+    async def settings(self, session: AsyncSession) -> LimitSettings:
+        """The limits and trusted networks, read again once they are `SETTINGS_TTL_S` old."""
+        if self._settings is not None and time.monotonic() - self._settings_at < SETTINGS_TTL_S:
+            return self._settings
+        r = tables.rate_limits
+        limits = {
+            row.name: (int(row.max_count), max(int(row.window_s), 1))
+            for row in (await session.execute(select(r.c.name, r.c.max_count, r.c.window_s))).all()
+        }
+        trusted = []
+        for (cidr,) in (await session.execute(select(tables.trusted_networks.c.cidr))).all():
+            try:
+                trusted.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                continue
+        self._settings, self._settings_at = LimitSettings(limits, tuple(trusted)), time.monotonic()
+        return self._settings
+
+    def forget_settings(self) -> None:
+        self._settings = None
 
     async def is_trusted(self, session: AsyncSession, ip: str) -> bool:
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
             return False
-        for (cidr,) in (await session.execute(select(tables.trusted_networks.c.cidr))).all():
-            try:
-                if address in ipaddress.ip_network(cidr, strict=False):
-                    return True
-            except ValueError:
-                continue
-        return False
+        return any(address in network for network in (await self.settings(session)).trusted)
 
     async def hit(self, session: AsyncSession, limit: str, value: str, *, ip: str | None = None) -> Verdict:
         """Count one attempt against `limit` for `value`; allowed while the window's count is within the limit.
 
         With `ip` given, an attempt from a trusted network is neither counted nor limited.
         """
+        return (await self.hit_many(session, [(limit, value)], ip=ip))[0]
+
+    async def hit_many(
+        self, session: AsyncSession, attempts: Sequence[tuple[str, str]], *, ip: str | None = None
+    ) -> list[Verdict]:
+        """Count one attempt against each (limit, value), in one statement; a verdict for each, in order."""
         if ip is not None and await self.is_trusted(session, ip):
-            return Verdict(True)
-        config = (
-            await session.execute(
-                select(tables.rate_limits.c.max_count, tables.rate_limits.c.window_s).where(
-                    tables.rate_limits.c.name == limit
-                )
-            )
-        ).first()
-        if config is None:
-            return Verdict(True)
+            return [Verdict(True) for _ in attempts]
+        limits = (await self.settings(session)).limits
         now = datetime.now(UTC)
-        window = max(int(config.window_s), 1)
-        start = datetime.fromtimestamp(int(now.timestamp()) // window * window, UTC)
-        h = tables.rate_limit_hits
-        hits = (
-            await session.execute(
+        rows, windows = [], {}
+        for limit, value in attempts:
+            if limit not in limits:
+                continue
+            window = limits[limit][1]
+            start = datetime.fromtimestamp(int(now.timestamp()) // window * window, UTC)
+            bucket = self._bucket(limit, value)
+            windows[bucket] = (limit, start)
+            rows.append({"bucket": bucket, "window_start": start, "hits": 1})
+        counted: dict[str, int] = {}
+        if rows:
+            h = tables.rate_limit_hits
+            result = await session.execute(
                 pg_insert(h)
-                .values(bucket=self._bucket(limit, value), window_start=start, hits=1)
+                .values(rows)
                 .on_conflict_do_update(index_elements=[h.c.bucket, h.c.window_start], set_={"hits": h.c.hits + 1})
-                .returning(h.c.hits)
+                .returning(h.c.bucket, h.c.hits)
             )
-        ).scalar_one()
-        if hits <= config.max_count:
-            return Verdict(True)
-        return Verdict(False, int((start + timedelta(seconds=window) - now).total_seconds()) + 1)
+            counted = {bucket: int(hits) for bucket, hits in result.all()}
+        verdicts = []
+        for limit, value in attempts:
+            bucket = self._bucket(limit, value)
+            if bucket not in counted:
+                verdicts.append(Verdict(True))
+                continue
+            max_count, window = limits[limit]
+            if counted[bucket] <= max_count:
+                verdicts.append(Verdict(True))
+                continue
+            start = windows[bucket][1]
+            verdicts.append(Verdict(False, int((start + timedelta(seconds=window) - now).total_seconds()) + 1))
+        return verdicts
 
     @staticmethod
     async def prune(session: AsyncSession, older_than: timedelta = timedelta(days=1)) -> None:

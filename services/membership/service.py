@@ -27,7 +27,8 @@ from services.membership.domain import (
 )
 from services.membership.ratelimit import JOIN_PER_EMAIL, JOIN_PER_IP, RateLimiter, Verdict
 from shared import topics
-from shared.crypto import KeyStore, encode_key
+from shared.cache import Expiring
+from shared.crypto import KeyStore, encode_key, new_key, seal
 from shared.db import Database
 from shared.events.catalog import (
     ConsentChanged,
@@ -44,6 +45,16 @@ from shared.logging import correlation_id_var
 from shared.outbox import Outbox
 
 OWNER = "membership"
+JOIN_OPTIONS_TTL_S = 5.0  # other instances see an organiser's change to the join form within this
+
+
+@dataclass(frozen=True)
+class JoinSubmission:
+    """What became of a join form's submission: refused for its address, or accepted (and stored unless the
+    per-email limit stopped it, which the person is never told)."""
+
+    address_allowed: bool
+    outcome: JoinOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,20 @@ class MemberNotFound(LookupError):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# Built once: executed with parameters, SQLAlchemy compiles each of them once per process.
+_INSERT_MEMBER = (
+    pg_insert(tables.members)
+    .on_conflict_do_nothing(index_elements=[tables.members.c.email_normalised])
+    .returning(tables.members.c.id)
+)
+_INSERT_MEMBER_GROUP = pg_insert(tables.member_groups).on_conflict_do_nothing()
+_INSERT_MEMBER_SUBTEAM = pg_insert(tables.member_subteams).on_conflict_do_nothing()
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
 
 
 async def load_join_options(session: AsyncSession) -> JoinOptions:
@@ -102,6 +127,7 @@ class MembershipService:
         self.secret_key = secret_key
         self.double_opt_in = double_opt_in
         self.limiter = RateLimiter(secret_key)
+        self._join_options = Expiring(self._load_join_options, JOIN_OPTIONS_TTL_S)
 
     def hash_ip(self, ip: str) -> str:
         """Proof of where consent came from, without keeping the address itself."""
@@ -111,8 +137,16 @@ class MembershipService:
         await self.outbox.add_events(session, events, correlation_id=correlation_id_var.get())
 
     async def join_options(self) -> JoinOptions:
+        """The join form's choices, read from their tables at most every few seconds."""
+        return await self._join_options.get()
+
+    async def _load_join_options(self) -> JoinOptions:
         async with self.db.transaction() as session:
             return await load_join_options(session)
+
+    def forget_join_options(self) -> None:
+        """After a change to regions, groups, sub-teams, partners or the form's wording: read them again."""
+        self._join_options.forget()
 
     # spam protection -----------------------------------------------------------------------------
     async def allow_join_from(self, ip: str) -> Verdict:
@@ -122,6 +156,22 @@ class MembershipService:
     async def allow_join_of(self, email_normalised: str, ip: str) -> Verdict:
         async with self.db.transaction() as session:
             return await self.limiter.hit(session, JOIN_PER_EMAIL, email_normalised, ip=ip)
+
+    async def submit_join(self, application: JoinApplication, *, ip: str) -> JoinSubmission:
+        """A valid join form from `ip`: both limits counted and the join stored, in one transaction.
+
+        Refused for its address: nothing but the counters changes. Over the per-email limit: counted, nothing
+        stored, and the caller answers as if it were accepted.
+        """
+        async with self.db.transaction() as session:
+            by_ip, by_email = await self.limiter.hit_many(
+                session, [(JOIN_PER_IP, ip), (JOIN_PER_EMAIL, application.email_normalised)], ip=ip
+            )
+            if not by_ip.allowed:
+                return JoinSubmission(False)
+            if not by_email.allowed:
+                return JoinSubmission(True)
+            return JoinSubmission(True, await self.join_in(session, application, ip=ip))
 
     async def is_allowed_origin(self, origin: str | None) -> bool:
         if not origin:
@@ -180,36 +230,35 @@ class MembershipService:
         m = tables.members
         inserted = (
             await session.execute(
-                pg_insert(m)
-                .values(
-                    id=new_id,
-                    email_normalised=application.email_normalised,
-                    name=application.name,
-                    postcode=application.postcode,
-                    region_id=application.region_id,
-                    suggested_group_id=application.suggested_group_id,
-                    engagement_level=application.engagement_level,
-                    interests=application.interests,
-                    skills=application.skills,
-                    time_available=application.time_available,
-                    organisation_id=application.organisation_id,
-                    organisation_name=application.organisation_name,
-                    status="pending" if self.double_opt_in else "confirmed",
-                    confirmed_at=None if self.double_opt_in else now,
-                    email_consent=application.email_consent,
-                    source=application.source,
-                    joined_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=[m.c.email_normalised])
-                .returning(m.c.id)
+                _INSERT_MEMBER,
+                {
+                    "id": new_id,
+                    "email_normalised": application.email_normalised,
+                    "name": application.name,
+                    "postcode": application.postcode,
+                    "region_id": application.region_id,
+                    "suggested_group_id": application.suggested_group_id,
+                    "engagement_level": application.engagement_level,
+                    "interests": application.interests,
+                    "skills": application.skills,
+                    "time_available": application.time_available,
+                    "organisation_id": application.organisation_id,
+                    "organisation_name": application.organisation_name,
+                    "status": "pending" if self.double_opt_in else "confirmed",
+                    "confirmed_at": None if self.double_opt_in else now,
+                    "email_consent": application.email_consent,
+                    "source": application.source,
+                    "joined_at": now,
+                    "updated_at": now,
+                },
             )
         ).first()
         if inserted is not None:
             member_id = new_id
-            await self._set_units(session, member_id, application.group_ids, application.subteam_ids)
+            group_ids, subteam_ids = _unique(application.group_ids), _unique(application.subteam_ids)
+            await self._set_units(session, member_id, group_ids, subteam_ids)
             await self._record_consent(session, member_id, application, ip, now)
-            await self._announce_join(session, member_id, application, now, self.double_opt_in)
+            await self._announce_new_member(session, member_id, application, group_ids, subteam_ids, now)
             return JoinOutcome(member_id, True)
         # Someone with this email exists (perhaps committed a moment ago by a simultaneous submission).
         previous = (
@@ -225,16 +274,10 @@ class MembershipService:
         self, session: AsyncSession, member_id: str, group_ids: list[str], subteam_ids: list[str]
     ) -> None:
         if group_ids:
-            await session.execute(
-                pg_insert(tables.member_groups)
-                .values([{"member_id": member_id, "group_id": g} for g in group_ids])
-                .on_conflict_do_nothing()
-            )
+            await session.execute(_INSERT_MEMBER_GROUP, [{"member_id": member_id, "group_id": g} for g in group_ids])
         if subteam_ids:
             await session.execute(
-                pg_insert(tables.member_subteams)
-                .values([{"member_id": member_id, "subteam_id": s} for s in subteam_ids])
-                .on_conflict_do_nothing()
+                _INSERT_MEMBER_SUBTEAM, [{"member_id": member_id, "subteam_id": s} for s in subteam_ids]
             )
 
     async def units_of(self, session: AsyncSession, member_id: str) -> tuple[list[str], list[str]]:
@@ -255,17 +298,59 @@ class MembershipService:
         self, session: AsyncSession, member_id: str, application: JoinApplication, ip: str | None, now: datetime
     ) -> None:
         await session.execute(
-            pg_insert(tables.consent_records).values(
-                id=str(uuid.uuid4()),
-                member_id=member_id,
-                channel="email",
-                granted=application.email_consent,
-                wording_version=application.consent_version,
-                source=application.source,
-                site=application.site,
-                ip_hash=self.hash_ip(ip) if ip else None,
-                recorded_at=now,
-            )
+            insert(tables.consent_records),
+            {
+                "id": str(uuid.uuid4()),
+                "member_id": member_id,
+                "channel": "email",
+                "granted": application.email_consent,
+                "wording_version": application.consent_version,
+                "source": application.source,
+                "site": application.site,
+                "ip_hash": self.hash_ip(ip) if ip else None,
+                "recorded_at": now,
+            },
+        )
+
+    async def _announce_new_member(
+        self,
+        session: AsyncSession,
+        member_id: str,
+        application: JoinApplication,
+        group_ids: list[str],
+        subteam_ids: list[str],
+        now: datetime,
+    ) -> None:
+        """The new member's key and MemberJoined, from what was just inserted (no reading it back)."""
+        key = new_key()
+        await session.execute(insert(self.keys.table), {"key_id": member_id, "key": key})
+
+        def sealed(value: str) -> Any:
+            return seal(value, key, key_id=member_id, owner=OWNER)
+
+        await self._emit(
+            session,
+            [
+                SubjectKeyIssued(key_id=member_id, key=encode_key(key)),
+                MemberJoined(
+                    member_id=member_id,
+                    email=sealed(application.email_normalised),
+                    name=sealed(application.name),
+                    postcode=sealed(application.postcode) if application.postcode else None,
+                    region_id=application.region_id,
+                    group_ids=group_ids,
+                    suggested_group_id=application.suggested_group_id,
+                    subteam_ids=subteam_ids,
+                    interests=list(application.interests),
+                    engagement_level=application.engagement_level,
+                    organisation_id=application.organisation_id,
+                    email_consent=application.email_consent,
+                    consent_wording_version=application.consent_version,
+                    source=application.source,
+                    confirmation_required=self.double_opt_in,
+                    joined_at=now,
+                ),
+            ],
         )
 
     async def _announce_join(

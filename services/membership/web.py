@@ -14,7 +14,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
-from services.membership.domain import InvalidJoin, JoinForm, JoinOptions, origin_of, validate_join
+from services.membership.domain import (
+    InvalidJoin,
+    JoinApplication,
+    JoinForm,
+    JoinOptions,
+    origin_of,
+    validate_join,
+)
 from services.membership.service import MemberNotFound, MembershipService
 from shared import tokens
 
@@ -98,6 +105,18 @@ def _form_from(data: dict[str, Any]) -> JoinForm:
     return form
 
 
+def _validated(
+    data: dict[str, Any], options: JoinOptions, site: str | None
+) -> tuple[JoinApplication | None, dict[str, str]]:
+    """The application, or None and what to fix (nothing to fix for a bot caught by the honeypot)."""
+    if data.get(HONEYPOT):
+        return None, {}
+    try:
+        return validate_join(_form_from(data), options, site=site), {}
+    except InvalidJoin as invalid:
+        return None, invalid.errors
+
+
 def _form_values(form: FormData) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key in {*TEXT_FIELDS, "email_consent", HONEYPOT, "redirect"}:
@@ -143,24 +162,23 @@ async def join_submit(request: Request) -> Response:
     else:
         origin = origin_of(request.headers.get("origin", ""))
         site = origin if origin and origin != ours else None
-    if not (await svc.allow_join_from(ip)).allowed:
-        return message_page(
-            request,
-            "Too many sign-ups from your connection",
-            "Please wait a few minutes and try again.",
-            429,
-        )
-    if values.get(HONEYPOT):
-        return RedirectResponse(thanks, status_code=303)  # a bot: it learns nothing, nothing is stored
+    too_many = (
+        "Too many sign-ups from your connection",
+        "Please wait a few minutes and try again.",
+    )
     options = await svc.join_options()
-    try:
-        application = validate_join(_form_from(values), options, site=site)
-    except InvalidJoin as invalid:
+    application, errors = _validated(values, options, site)
+    if application is None:
+        # Counted against the address like any attempt; a bot caught by the honeypot learns nothing.
+        if not (await svc.allow_join_from(ip)).allowed:
+            return message_page(request, *too_many, 429)
+        if values.get(HONEYPOT):
+            return RedirectResponse(thanks, status_code=303)
         values["email_consent"] = bool(values.get("email_consent"))
         values.setdefault("consent_version", options.consent_version)
-        return _render_join(request, options, values=values, errors=invalid.errors, status=422)
-    if (await svc.allow_join_of(application.email_normalised, ip)).allowed:
-        await svc.join(application, ip=ip)
+        return _render_join(request, options, values=values, errors=errors, status=422)
+    if not (await svc.submit_join(application, ip=ip)).address_allowed:
+        return message_page(request, *too_many, 429)
     return RedirectResponse(thanks, status_code=303)
 
 
@@ -206,22 +224,23 @@ async def _join_json(request: Request) -> JSONResponse:
     if not isinstance(data, dict):
         return JSONResponse({"error": "Send the form as a JSON object"}, status_code=400, headers=headers)
     ip = remote_ip(request)
-    if not (await svc.allow_join_from(ip)).allowed:
-        return JSONResponse(
-            {"error": "Too many sign-ups from this connection: try again in a few minutes"},
-            status_code=429,
-            headers=headers,
-        )
+    too_many = JSONResponse(
+        {"error": "Too many sign-ups from this connection: try again in a few minutes"},
+        status_code=429,
+        headers=headers,
+    )
     received = {"status": "received"}
-    if data.get(HONEYPOT):
-        return JSONResponse(received, status_code=202, headers=headers)
     options = await svc.join_options()
-    try:
-        application = validate_join(_form_from(data), options, site=origin)
-    except InvalidJoin as invalid:
-        return JSONResponse({"errors": invalid.errors}, status_code=422, headers=headers)
-    if (await svc.allow_join_of(application.email_normalised, ip)).allowed:
-        await svc.join(application, ip=ip)
+    application, errors = _validated(data, options, origin)
+    if application is None:
+        # Counted against the address like any attempt; a bot caught by the honeypot learns nothing.
+        if not (await svc.allow_join_from(ip)).allowed:
+            return too_many
+        if data.get(HONEYPOT):
+            return JSONResponse(received, status_code=202, headers=headers)
+        return JSONResponse({"errors": errors}, status_code=422, headers=headers)
+    if not (await svc.submit_join(application, ip=ip)).address_allowed:
+        return too_many
     # What the person typed places them; saying where tells nothing about whether they were a member.
     region = options.resolve(options.regions, application.region_id or "")
     group = options.resolve(options.groups, application.suggested_group_id or "")
