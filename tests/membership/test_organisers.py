@@ -291,6 +291,7 @@ async def test_an_invited_organiser_gets_a_sealed_link_sets_a_password_and_signs
 
 async def test_organisers_shape_the_network_within_their_scope_and_each_change_is_announced(client, db, kafka):
     _, network = await make_organiser(db)
+    assert "Loughborough" not in (await client.get("/join")).text  # the form's choices are now cached
     created = await client.post(
         "/admin/units", headers=network, data={"kind": "group", "name": "Loughborough", "parent_id": EAST_MIDLANDS}
     )
@@ -305,6 +306,16 @@ async def test_organisers_shape_the_network_within_their_scope_and_each_change_i
         "parent_id": EAST_MIDLANDS,
         "slug": unit["slug"],
     }
+    # The join form offers the new group at once (its cached choices are forgotten on every change)...
+    assert "Loughborough" in (await client.get("/join")).text
+    joined = await client.post("/join", data=join_form(unique_email("lboro"), groups=[unit["id"]]))
+    assert joined.status_code == 303
+    # ...and under its new name once renamed.
+    renamed_here = await client.post(
+        "/admin/units", headers=network, data={"kind": "group", "unit_id": unit["id"], "name": "Charnwood"}
+    )
+    assert renamed_here.status_code == 303
+    assert "Charnwood" in (await client.get("/join")).text
 
     _, regional = await make_organiser(db, "region", BIRMINGHAM)
     not_theirs = await client.post(
@@ -314,7 +325,7 @@ async def test_organisers_shape_the_network_within_their_scope_and_each_change_i
     too_long = await client.post("/admin/units", headers=network, data={"kind": "subteam", "name": "x" * 121})
     assert too_long.status_code == 422 and "120 characters" in too_long.text
     renamed = await client.post(
-        "/admin/units", headers=regional, data={"kind": "group", "unit_id": unit["id"], "name": "Charnwood"}
+        "/admin/units", headers=regional, data={"kind": "group", "unit_id": unit["id"], "name": "Loughborough"}
     )
     assert renamed.status_code == 404  # another region's group: as if it did not exist
     assert await db.fetchval("SELECT count(*) FROM local_groups WHERE name = 'Mansfield'") == 0
