@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
 from services.notifications.mailer import Mailer, OutgoingEmail, PermanentFailure, TemporaryFailure
-from services.notifications.suppression import MARKETING_KINDS, Suppressions
+from services.notifications.suppression import MARKETING_KINDS, STOPS_EVERYTHING, Suppressions, blocks
 from shared import metrics, tokens
 from shared.config import Settings
 from shared.db import Database
@@ -34,20 +34,62 @@ AttachmentProvider = Callable[[AsyncSession, Any], Awaitable[list[tuple[str, str
 
 HARD_FAILURES_BEFORE_SUPPRESSION = 3
 
+# The due rows are picked once (a materialised CTE): as `id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` the
+# planner may rescan the subquery, each rescan skipping the rows already locked, and lease far more than n.
 CLAIM_SQL = text(
-    "UPDATE deliveries SET status = 'sending', lease_until = now() + make_interval(secs => :lease_s) "
-    "WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
+    "WITH due AS MATERIALIZED (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
     "ORDER BY priority, next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED) "
-    "RETURNING id, kind, subject_ref, recipient_id, recipient_email, subject, body_text, body_html, attempts, "
-    "correlation_id, next_attempt_at, reply_to"
+    "UPDATE deliveries d SET status = 'sending', lease_until = now() + make_interval(secs => :lease_s) "
+    "FROM due WHERE d.id = due.id "
+    "RETURNING d.id, d.kind, d.subject_ref, d.recipient_id, d.recipient_email, d.subject, d.body_text, d.body_html, "
+    "d.attempts, d.correlation_id, d.next_attempt_at, d.reply_to"
 )
 RELEASE_SQL = text(
     "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE status = 'sending' AND lease_until < now()"
+)
+RELEASE_CLAIMED_SQL = text(
+    "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE id = ANY(:ids) AND status = 'sending'"
+)
+SUPPRESSIONS_SQL = text("SELECT email, reason FROM suppressions WHERE email = ANY(:keys)")
+SUPPRESS_CLAIMED_SQL = text(
+    "UPDATE deliveries SET status = 'suppressed', lease_until = NULL WHERE id = ANY(:ids) AND status = 'sending'"
+)
+# Whether the address (its keyed hash, :key) is suppressed for this kind of email (see suppression.py).
+_SUPPRESSED = (
+    "EXISTS (SELECT 1 FROM suppressions s WHERE s.email = :key AND (s.reason IN ("
+    + ", ".join(f"'{reason}'" for reason in sorted(STOPS_EVERYTHING))
+    + ") OR :marketing))"
+)
+# The commit point: still this sender's, and the address not suppressed meanwhile.
+MARK_SENT_SQL = text(
+    "UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, lease_until = NULL "
+    f"WHERE id = :id AND status = 'sending' AND NOT {_SUPPRESSED} RETURNING id"
+)
+SUPPRESS_ONE_SQL = text(
+    "UPDATE deliveries SET status = 'suppressed', lease_until = NULL "
+    f"WHERE id = :id AND status = 'sending' AND {_SUPPRESSED} RETURNING id"
 )
 
 
 class LeaseLost(Exception):
     """This sender's lease on a delivery ran out and the delivery went to another sender."""
+
+
+class SuppressedMeanwhile(Exception):
+    """The address was suppressed for this kind of email after the delivery was claimed."""
+
+
+class Claimed:
+    """A leased delivery row and its address's keyed hash (computed once, at the claim)."""
+
+    __slots__ = ("row", "address_key")
+
+    def __init__(self, row: Any, address_key: str | None) -> None:
+        self.row = row
+        self.address_key = address_key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.row, name)
 
 
 class RateLimiter:
@@ -82,7 +124,7 @@ class DeliveryWorker:
         max_attempts: int = 8,
         poll_interval_s: float = 1.0,
         mailer_factory: Callable[[], Mailer] | None = None,
-        batch_size: int = 20,
+        batch_size: int = 50,
         lease_s: float = 30.0,
     ) -> None:
         self.db = db
@@ -147,16 +189,50 @@ class DeliveryWorker:
             batch = await self.claim(self.batch_size)
             if not batch:
                 break
-            for row in batch:
-                await self.deliver(mailer, row)
+            # One connection for the batch: each email's commit point is then one transaction on it, without
+            # a pool checkout (and its pre-ping) per email.
+            async with self.db.engine.connect() as conn:
+                session = AsyncSession(bind=conn, expire_on_commit=False)
+                try:
+                    for i, row in enumerate(batch):
+                        try:
+                            await self.deliver(mailer, row, session)
+                        except BaseException:
+                            await self._release([r.id for r in batch[i + 1 :]])
+                            raise
+                finally:
+                    await session.close()
             handled += len(batch)
         return handled
 
     async def claim(self, n: int) -> list[Any]:
-        """Lease up to `n` due deliveries to this sender (status 'sending' until the lease ends)."""
+        """Lease up to `n` due deliveries to this sender (status 'sending' until the lease ends), and set aside
+        in the same transaction those whose address is suppressed for their kind (one query for the batch)."""
         async with self.db.transaction() as session:
-            rows = await session.execute(CLAIM_SQL, {"n": n, "lease_s": self.lease_s})
-            return list(rows.all())
+            rows = list((await session.execute(CLAIM_SQL, {"n": n, "lease_s": self.lease_s})).all())
+            if not rows:
+                return []
+            keys = {row.id: self.suppressions.address_key(row.recipient_email) for row in rows if row.recipient_email}
+            reasons: dict[str, str] = {}
+            if keys:
+                found = await session.execute(SUPPRESSIONS_SQL, {"keys": list(set(keys.values()))})
+                reasons = {email: reason for email, reason in found.tuples()}
+            blocked = [row.id for row in rows if row.id in keys and blocks(reasons.get(keys[row.id]), row.kind)]
+            if blocked:
+                await session.execute(SUPPRESS_CLAIMED_SQL, {"ids": blocked})
+            blocked_ids = set(blocked)
+            return [Claimed(row, keys.get(row.id)) for row in rows if row.id not in blocked_ids]
+
+    async def _release(self, ids: list[str]) -> None:
+        """Give back, best effort, a batch's deliveries not tried because the batch stopped (otherwise their
+        lease runs out and they are due again then)."""
+        if not ids:
+            return
+        try:
+            async with self.db.transaction() as session:
+                await session.execute(RELEASE_CLAIMED_SQL, {"ids": ids})
+        except Exception as exc:
+            log.warning("giving back unsent deliveries failed; their lease will run out", error=repr(exc))
 
     async def release_expired_leases(self) -> int:
         """Deliveries whose sender died are due again. The one it was sending when it died was either
@@ -165,67 +241,72 @@ class DeliveryWorker:
             result = await session.execute(RELEASE_SQL)
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def deliver(self, mailer: Mailer, row: Any) -> None:
-        """Send one leased delivery and commit it as sent at the relay's point of acceptance."""
-        table = tables.deliveries
-        mine = (table.c.id == row.id) & (table.c.status == "sending")
+    async def deliver(self, mailer: Mailer, row: Any, session: AsyncSession | None = None) -> None:
+        """Send one leased delivery and commit it as sent at the relay's point of acceptance.
+
+        `row` comes from `claim` (suppressions already checked for the batch). The commit point checks them
+        again, so an address suppressed while the batch was going out is not emailed either."""
+        if session is None:
+            async with self.db.engine.connect() as conn:
+                own = AsyncSession(bind=conn, expire_on_commit=False)
+                try:
+                    await self.deliver(mailer, row, own)
+                finally:
+                    await own.close()
+            return
+        if not isinstance(row, Claimed):
+            row = Claimed(row, self.suppressions.address_key(row.recipient_email) if row.recipient_email else None)
         token = correlation_id_var.set(row.correlation_id)
         try:
-            async with self.db.sessions() as session:
+            email = await self._email(session, row)
+            await self.limiter.wait()
+            attempts = row.attempts + 1
+            commit: asyncio.Future[None] | None = None
+            params = {
+                "id": row.id,
+                "attempts": attempts,
+                "key": row.address_key,
+                "marketing": row.kind in MARKETING_KINDS,
+            }
+
+            async def commit_as_sent() -> None:
+                nonlocal commit
                 await session.begin()
-                if await self.suppressions.blocks(session, row.recipient_email, row.kind):
-                    await session.execute(update(table).where(mine).values(status="suppressed", lease_until=None))
+                now = datetime.now(UTC)
+                still_mine = await session.execute(MARK_SENT_SQL, {**params, "now": now})
+                if still_mine.first() is None:
+                    # Suppressed since it was claimed, or another sender has it now: abandon this copy before its '.'.
+                    suppressed = (await session.execute(SUPPRESS_ONE_SQL, params)).first() is not None
                     await session.commit()
-                    return
-                email = await self._email(session, row)
+                    raise SuppressedMeanwhile(row.id) if suppressed else LeaseLost(row.id)
+                await self.outbox.add_events(
+                    session,
+                    [NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now)],
+                    correlation_id=row.correlation_id,
+                )
+                # COMMIT goes to PostgreSQL and the final '.' to the relay in consecutive steps of the event
+                # loop with nothing between them: the commit task's first step writes COMMIT, and the mailer
+                # writes '.' as soon as this returns. A crash then leaves both or neither in the kernel's
+                # buffers, which deliver them even after the process is gone.
+                commit = asyncio.ensure_future(session.commit())
+                await asyncio.sleep(0)
+
+            try:
+                await mailer.send(email, commit_point=commit_as_sent)
+                metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
+            except LeaseLost:
+                log.warning("delivery lease lost; left to its new sender", delivery_id=row.id)
+            except SuppressedMeanwhile:
+                log.info("delivery suppressed while its batch was sent", delivery_id=row.id)
+            except (TemporaryFailure, PermanentFailure) as exc:
+                if commit is not None:
+                    await commit  # recorded as sent, then refused at the '.': correct the record
+                await session.begin()
+                await self._record_failure(session, row, exc, attempts)
                 await session.commit()
-                await self.limiter.wait()
-                attempts = row.attempts + 1
-                commit: asyncio.Future[None] | None = None
-
-                async def commit_as_sent() -> None:
-                    nonlocal commit
-                    await session.begin()
-                    now = datetime.now(UTC)
-                    still_mine = await session.execute(
-                        update(table)
-                        .where(mine)
-                        .values(status="sent", attempts=attempts, sent_at=now, lease_until=None)
-                        .returning(table.c.id)
-                    )
-                    if still_mine.first() is None:
-                        await session.rollback()
-                        raise LeaseLost(row.id)  # another sender has it now: abandon this copy before its '.'
-                    await self.outbox.add_events(
-                        session,
-                        [
-                            NotificationSent(
-                                delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now
-                            )
-                        ],
-                        correlation_id=row.correlation_id,
-                    )
-                    # COMMIT goes to PostgreSQL and the final '.' to the relay in consecutive steps of the event
-                    # loop with nothing between them: the commit task's first step writes COMMIT, and the mailer
-                    # writes '.' as soon as this returns. A crash then leaves both or neither in the kernel's
-                    # buffers, which deliver them even after the process is gone.
-                    commit = asyncio.ensure_future(session.commit())
-                    await asyncio.sleep(0)
-
-                try:
-                    await mailer.send(email, commit_point=commit_as_sent)
-                    metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
-                except LeaseLost:
-                    log.warning("delivery lease lost; left to its new sender", delivery_id=row.id)
-                except (TemporaryFailure, PermanentFailure) as exc:
-                    if commit is not None:
-                        await commit  # recorded as sent, then refused at the '.': correct the record
-                    await session.begin()
-                    await self._record_failure(session, row, exc, attempts)
-                    await session.commit()
-                else:
-                    if commit is not None:
-                        await commit
+            else:
+                if commit is not None:
+                    await commit
         finally:
             correlation_id_var.reset(token)
 
@@ -241,7 +322,10 @@ class DeliveryWorker:
         if row.reply_to:
             headers["Reply-To"] = row.reply_to
         provider = self.attachments.get(row.kind)
-        attachments = await provider(session, row) if provider else []
+        attachments: list[tuple[str, str, bytes]] = []
+        if provider:
+            async with session.begin():
+                attachments = await provider(session, row)
         return OutgoingEmail(
             to=row.recipient_email,
             subject=row.subject,

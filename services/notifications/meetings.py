@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
-from services.notifications.service import NotificationService, first_name_of, parked_handler
+from services.notifications.service import NotificationService, first_name_of, parked_handler, wake_after_commit
 from shared import tokens
 from shared.events.catalog import (
     AttendanceRecorded,
@@ -55,7 +55,7 @@ class MeetingNotifications:
                 .values(meeting_id=event.meeting_id, correlation_id=envelope.correlation_id)
                 .on_conflict_do_nothing()
             )
-            self.service.deliveries_queued.set()
+            wake_after_commit(session, self.service.announcements_queued)
 
     async def meeting_updated(self, session: AsyncSession, envelope: Envelope, event: MeetingUpdated) -> None:
         await self._mirror(session, event, status="scheduled")

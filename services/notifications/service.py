@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -10,15 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from sqlalchemy import delete, select, update
+from markupsafe import escape
+from sqlalchemy import delete, select, text, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.notifications import db as tables
 from services.notifications.suppression import BULK_KINDS, MARKETING_KINDS, Suppressions
 from shared import tokens
 from shared.config import Settings
-from shared.crypto import KeyStore, decode_key
+from shared.crypto import KeyStore, decode_key, unseal
 from shared.db import Database
 from shared.events.catalog import (
     ConsentChanged,
@@ -28,12 +32,17 @@ from shared.events.catalog import (
     MemberLeft,
     MemberProfileUpdated,
 )
-from shared.events.envelope import Envelope
+from shared.events.envelope import Envelope, Sealed
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.parking import ParkingLot
 
 log = get_logger(__name__)
+# A subject's key, whether it was destroyed (erased), and whether events wait for it (see key_ready).
+KEY_STATE_SQL = text(
+    "SELECT k.key, k.destroyed_at IS NOT NULL, EXISTS (SELECT 1 FROM parked_events p WHERE p.subject_id = :id) "
+    "FROM (SELECT 1) AS one LEFT JOIN subject_keys k ON k.key_id = :id"
+)
 EMAIL_TEMPLATES = Path(__file__).parent / "templates" / "email"
 
 
@@ -55,6 +64,63 @@ class EmailRenderer:
             self.html_env.get_template(f"{template}.html").render(context),
         )
 
+    def stencil(self, template: str, slots: tuple[str, ...], **context: object) -> Stencil:
+        """Email `template` rendered once, with the per-recipient `slots` left as holes for `Stencil.fill`."""
+        marks = {slot: f"@@{_STENCIL_MARK}:{slot}@@" for slot in slots}
+        text, html = self.render(template, **context, **marks)
+        return Stencil(_split(text), _split(html))
+
+
+_STENCIL_MARK = uuid.uuid4().hex
+_STENCIL_RE = re.compile(f"@@{_STENCIL_MARK}:(\\w+)@@")
+
+
+def _split(rendered: str) -> list[str]:
+    """Literal text and slot names, alternating (even indexes literal)."""
+    return _STENCIL_RE.split(rendered)
+
+
+class Stencil:
+    """An email rendered once for many recipients: filling it in is string joins, not a template render.
+    A slot's value is put in as the template puts a plain `{{ slot }}`: as it is in the text part, escaped in
+    the HTML part. (Check a template with `matches` before relying on that.)"""
+
+    def __init__(self, text_parts: list[str], html_parts: list[str]) -> None:
+        self.text_parts = text_parts
+        self.html_parts = html_parts
+
+    def fill(self, **values: str) -> tuple[str, str]:
+        return _fill(self.text_parts, values, False), _fill(self.html_parts, values, True)
+
+    def matches(self, renderer: EmailRenderer, template: str, values: dict[str, str], **context: object) -> bool:
+        """Whether filling in `values` gives exactly what rendering the template with them gives."""
+        return self.fill(**values) == renderer.render(template, **context, **values)
+
+
+def _fill(parts: list[str], values: dict[str, str], html: bool) -> str:
+    out = parts[:]
+    for i in range(1, len(out), 2):
+        value = values[out[i]]
+        out[i] = str(escape(value)) if html else value
+    return "".join(out)
+
+
+# Waking the delivery worker (or the fan-out) only once the transaction that queued the work has committed: a
+# worker woken before would find nothing yet and go back to waiting for its poll.
+_WAKE_ON_COMMIT = "groundswell.wake_on_commit"
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _wake_on_commit(session: Session) -> None:
+    events = session.info.pop(_WAKE_ON_COMMIT, None)
+    for ev in events or ():
+        ev.set()
+
+
+def wake_after_commit(session: AsyncSession, event: asyncio.Event) -> None:
+    """Set `event` when `session`'s transaction commits (never if it rolls back)."""
+    session.sync_session.info.setdefault(_WAKE_ON_COMMIT, set()).add(event)
+
 
 class NotificationService:
     """Keeps the mirror of who may be emailed and queues each email once."""
@@ -67,7 +133,9 @@ class NotificationService:
         self.parking = ParkingLot(tables.parked_events)
         self.suppressions = Suppressions(settings.secret_key)
         self.renderer = EmailRenderer(settings.network_name)
+        # Set once a transaction that queued deliveries (or an announcement to fan out) has committed.
         self.deliveries_queued = asyncio.Event()
+        self.announcements_queued = asyncio.Event()
         # Handlers of events parked until a key arrived, by event type (meetings.py, digests.py add theirs).
         self.parked_handlers: dict[str, ParkedHandler] = {}
         for model, handler in (
@@ -95,21 +163,33 @@ class NotificationService:
     async def key_ready(self, session: AsyncSession, envelope: Envelope, key_id: str) -> bool:
         """True when the handler may read `key_id`'s sealed fields now; otherwise the event is parked (or,
         when the key was destroyed, dropped). Later events of a subject with parked ones wait too, in order."""
+        return await self.ready_key(session, envelope, key_id) is not None
+
+    async def ready_key(self, session: AsyncSession, envelope: Envelope, key_id: str) -> bytes | None:
+        """`key_ready`, returning the key itself (one query for the key, its erasure and parked events)."""
         await self.parking.lock_subject(session, key_id)
-        if await self.keys.is_destroyed(session, key_id):
-            return False
-        if await self.keys.get(session, key_id) is None or await self.parking.has_parked(session, key_id):
+        key, destroyed, parked = (await session.execute(KEY_STATE_SQL, {"id": key_id})).one()
+        if destroyed:
+            return None
+        if key is None or parked:
             await self.parking.park(session, envelope, reason="key not received yet", waits_for=key_id)
-            return False
-        return True
+            return None
+        return bytes(key)
+
+    async def _unseal(self, session: AsyncSession, sealed: Sealed | None, key_id: str, key: bytes) -> str | None:
+        """A sealed field, with the subject's key in hand when it is sealed with that key."""
+        if sealed is not None and sealed.key_id == key_id:
+            return unseal(sealed, key)
+        return await self.keys.unseal(session, sealed)
 
     # members ---------------------------------------------------------------------------------------
     async def member_joined(self, session: AsyncSession, envelope: Envelope, event: MemberJoined) -> None:
         """Mirror the new member and queue their welcome email (with a confirmation link when needed)."""
-        if not await self.key_ready(session, envelope, event.member_id):
+        key = await self.ready_key(session, envelope, event.member_id)
+        if key is None:
             return
-        email = await self.keys.unseal(session, event.email)
-        name = await self.keys.unseal(session, event.name)
+        email = await self._unseal(session, event.email, event.member_id, key)
+        name = await self._unseal(session, event.name, event.member_id, key)
         r = tables.recipients
         mirror = {
             "email": email,
@@ -128,8 +208,7 @@ class NotificationService:
             .on_conflict_do_update(index_elements=[r.c.member_id], set_=mirror)
         )
         if event.email_consent:
-            await self.suppressions.lift(session, email, "unsubscribed")
-            await self.suppressions.lift(session, email, "left")
+            await self.suppressions.lift(session, email, "unsubscribed", "left")
         confirm_url = None
         if event.confirmation_required:
             token = tokens.sign(self.settings.secret_key, tokens.CONFIRM_EMAIL, {"m": event.member_id})
@@ -244,7 +323,7 @@ class NotificationService:
         )
         queued = result.first() is not None
         if queued:
-            self.deliveries_queued.set()
+            wake_after_commit(session, self.deliveries_queued)
         return queued
 
 

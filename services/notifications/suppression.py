@@ -44,12 +44,12 @@ class Suppressions:
             .on_conflict_do_update(index_elements=[s.c.email], set_={"reason": reason})
         )
 
-    async def lift(self, session: AsyncSession, email: str | None, reason: str) -> None:
-        """Undo a suppression of one reason (consent given again lifts `unsubscribed`, nothing else)."""
-        if not email:
+    async def lift(self, session: AsyncSession, email: str | None, *reasons: str) -> None:
+        """Undo a suppression of these reasons (consent given again lifts `unsubscribed`, nothing else)."""
+        if not email or not reasons:
             return
         s = tables.suppressions
-        await session.execute(delete(s).where(s.c.email == self.address_key(email), s.c.reason == reason))
+        await session.execute(delete(s).where(s.c.email == self.address_key(email), s.c.reason.in_(reasons)))
 
     async def reason(self, session: AsyncSession, email: str | None) -> str | None:
         if not email:
@@ -58,7 +58,11 @@ class Suppressions:
         return (await session.execute(select(s.c.reason).where(s.c.email == self.address_key(email)))).scalar()
 
     async def blocks(self, session: AsyncSession, email: str | None, kind: str) -> bool:
-        reason = await self.reason(session, email)
-        if reason is None:
-            return False
-        return reason in STOPS_EVERYTHING or kind in MARKETING_KINDS
+        return blocks(await self.reason(session, email), kind)
+
+
+def blocks(reason: str | None, kind: str) -> bool:
+    """Whether a suppression for `reason` (None: none) stops an email of `kind`."""
+    if reason is None:
+        return False
+    return reason in STOPS_EVERYTHING or kind in MARKETING_KINDS

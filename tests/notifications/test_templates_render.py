@@ -85,3 +85,60 @@ def test_when_is_given_in_the_meetings_own_time_zone():
     summer = {**MEETING, "starts_at": datetime(2026, 7, 1, 17, tzinfo=UTC)}
     summer["ends_at"] = summer["starts_at"] + timedelta(hours=2)
     assert "18:00–20:00 (Europe/London)" in format_when(summer)
+
+
+def test_the_announcement_stencil_fills_in_exactly_as_the_template_renders():
+    """The fan-out renders the announcement once and fills in each member's name and links (fanout.py)."""
+    from services.notifications.fanout import KIND, SLOTS
+
+    renderer = EmailRenderer("Midlands Network")
+    context = {k: v for k, v in CASES["announcement"].items() if k not in SLOTS}
+    stencil = renderer.stencil(KIND, SLOTS, **context)
+    for values in (
+        {k: CASES["announcement"][k] for k in SLOTS},
+        {"name": "Zoë <b>&'\"", "rsvp_url": "http://x/r?a=1&b=2", "preferences_url": "p", "unsubscribe_url": "u"},
+    ):
+        assert stencil.fill(**values) == renderer.render(KIND, **context, **values)
+        assert stencil.matches(renderer, KIND, values, **context)
+
+
+def test_the_message_written_directly_reads_as_email_message_builds_it():
+    """Mailer.message_bytes writes text and HTML emails without email.message; a parser sees the same email."""
+    import email.policy
+    from email.parser import BytesParser
+
+    from aiosmtplib.protocol import normalize_message_line_endings
+
+    from services.notifications.mailer import Mailer, OutgoingEmail
+    from shared.config import Settings
+
+    mailer = Mailer(Settings())
+    link = "http://localhost:8000/unsubscribe?token=" + "a" * 150
+    cases = [
+        OutgoingEmail(
+            to="ada@example.org",
+            subject="New: Spring planning, Tuesday 1 December 2026, 18:00–20:00 (Europe/London)",
+            text="Dear Zoë,\n" + "word " * 100 + "\n.a line with a dot\n" + link + "\ntrailing space \n=_ x=3D",
+            html="<p>" + "word " * 100 + "</p>\n<p>é</p>",
+            headers={"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+            message_id="<d-1@groundswell.local>",
+        ),
+        OutgoingEmail(
+            to="b@example.org", subject="Hi", text="plain only\nline 2\n\n", headers={"Reply-To": "Zoë <z@x.org>"}
+        ),
+        OutgoingEmail(to="b@example.org", subject="Hi", text="ascii\r\nx\ry", html="<b>x</b>"),
+    ]
+    parser = BytesParser(policy=email.policy.default)
+    for case in cases:
+        built = parser.parsebytes(normalize_message_line_endings(mailer.build(case).as_bytes()))
+        direct = parser.parsebytes(normalize_message_line_endings(mailer.message_bytes(case)))
+        assert not direct.defects and all(not part.defects for part in direct.walk())
+        for header in ("From", "To", "Subject", "List-Unsubscribe", "List-Unsubscribe-Post", "Reply-To"):
+            assert str(built.get(header)) == str(direct.get(header)), header
+        for kind in ("plain", "html"):
+            a, b = built.get_body(preferencelist=(kind,)), direct.get_body(preferencelist=(kind,))
+            assert (a is None) == (b is None)
+            if a is not None and b is not None:
+                assert a.get_content_type() == b.get_content_type()
+                assert a.get_content() == b.get_content()
+    assert direct.get("Message-ID") is not None
