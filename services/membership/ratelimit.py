@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
@@ -34,6 +33,16 @@ SETTINGS_TTL_S = 5.0
 class Verdict:
     allowed: bool
     retry_after_s: int = 0
+
+
+# One statement for any number of counters; a multi-row VALUES would be compiled anew for every call.
+_COUNT_HITS = text(
+    "INSERT INTO rate_limit_hits (bucket, window_start, hits) "
+    "SELECT bucket, window_start, 1 FROM unnest(CAST(:buckets AS text[]), CAST(:starts AS timestamptz[])) "
+    "AS t(bucket, window_start) "
+    "ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limit_hits.hits + 1 "
+    "RETURNING bucket, hits"
+)
 
 
 @dataclass(frozen=True)
@@ -102,15 +111,12 @@ class RateLimiter:
             start = datetime.fromtimestamp(int(now.timestamp()) // window * window, UTC)
             bucket = self._bucket(limit, value)
             windows[bucket] = (limit, start)
-            rows.append({"bucket": bucket, "window_start": start, "hits": 1})
+            rows.append({"bucket": bucket, "window_start": start})
         counted: dict[str, int] = {}
         if rows:
-            h = tables.rate_limit_hits
             result = await session.execute(
-                pg_insert(h)
-                .values(rows)
-                .on_conflict_do_update(index_elements=[h.c.bucket, h.c.window_start], set_={"hits": h.c.hits + 1})
-                .returning(h.c.bucket, h.c.hits)
+                _COUNT_HITS,
+                {"buckets": [r["bucket"] for r in rows], "starts": [r["window_start"] for r in rows]},
             )
             counted = {bucket: int(hits) for bucket, hits in result.all()}
         verdicts = []
