@@ -154,6 +154,209 @@ class Scope:
             )
         return f"({alias}.group_id = :scope_id OR jsonb_exists(coalesce({alias}.detail->'group_ids', '[]'), :scope_id))"
 
+    @property
+    def key(self) -> ScopeKey:
+        """The scope's entry in a pass's summaries (DigestPass): the rows `condition` selects for it."""
+        if self.scope_type == "network":
+            return ("network", "")
+        return ("region" if self.scope_type == "region" else "group", self.scope_id)
+
+
+# What the digests of one pass share ---------------------------------------------------------------------
+
+ScopeKey = tuple[str, str]  # ('network', ''), ('region', id) or ('group', id), as Scope.key
+
+# Every row of `src` (id, region_id, group_id, gids = detail->'group_ids') with each scope whose digest it
+# belongs to: for all scopes at once, exactly the rows Scope.condition selects for one. The network's: all of
+# them; a region's: placed in it, or in a unit whose parent it is; a group's: its group_id, or any id that
+# jsonb_exists finds in gids (the candidates, an array's elements, an object's keys or a lone string, are each
+# checked with jsonb_exists itself). Each scope's rows are then read by equality instead of an OR per scope.
+SCOPED_SQL = (
+    "keys AS ("
+    "SELECT id, 'network' AS scope_type, '' AS scope_id FROM src "
+    "UNION ALL SELECT id, 'region', region_id FROM src WHERE region_id IS NOT NULL "
+    "UNION ALL SELECT src.id, 'region', u.parent_id FROM src JOIN units u ON u.unit_id = src.group_id "
+    "WHERE u.parent_id IS NOT NULL "
+    "UNION ALL SELECT id, 'group', group_id FROM src WHERE group_id IS NOT NULL "
+    "UNION ALL SELECT src.id, 'group', c.unit_id FROM src CROSS JOIN LATERAL ("
+    "SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(src.gids) = 'array' THEN src.gids ELSE '[]' END) "
+    "UNION ALL SELECT jsonb_object_keys(CASE WHEN jsonb_typeof(src.gids) = 'object' THEN src.gids ELSE '{}' END) "
+    "UNION ALL SELECT src.gids #>> '{}' WHERE jsonb_typeof(src.gids) = 'string'"
+    ") AS c(unit_id) WHERE src.gids <> '[]' AND jsonb_exists(src.gids, c.unit_id)), "
+    "scoped AS (SELECT DISTINCT scope_type, scope_id, id FROM keys) "
+)
+# A window's activity of some kinds, read through ix_activity_kind_occurred_at.
+WINDOW_SQL = (
+    "WITH src AS MATERIALIZED (SELECT a.id, a.kind, a.occurred_at, a.region_id, a.group_id, a.subject_id, "
+    "a.detail, coalesce(a.detail->'group_ids', '[]') AS gids FROM activity a "
+    "WHERE a.kind = ANY(:kinds) AND a.occurred_at >= :start AND a.occurred_at < :end), " + SCOPED_SQL
+)
+SUMMARY_KINDS = ("member_joined", "action_taken", "meeting_scheduled", "campaign_launched")
+
+
+@dataclass(frozen=True)
+class UnitSummary:
+    """One group's or region's line in "what other groups are working on"."""
+
+    unit_id: str
+    name: str
+    parent_id: str | None
+    new_members: int
+    actions: int
+    meetings: tuple[str, ...]
+    campaigns: tuple[str, ...]
+
+
+@dataclass
+class WindowSummary:
+    """What happened in [start, end), for every scope: each list in the order the digest shows it."""
+
+    levels: dict[ScopeKey, list[tuple[str, int]]]  # (engagement level, joined), most first
+    actions: dict[ScopeKey, list[tuple[str, str | None, int]]]  # (campaign, ask kind, actions) by campaign
+    launched: dict[ScopeKey, list[tuple[str, str | None, str | None]]]  # (campaign, title, goal), in order
+    titles: dict[str, str]  # campaign titles (the latest launch) of the campaigns acted on
+    units: dict[str, list[UnitSummary]]  # 'group' and 'region': those with activity, by name
+
+
+class DigestPass:
+    """What the digests built in one pass (send-digests, a minute of the background loop) share.
+
+    The digests of a pass over the same window (a Monday's weekly ones, say: same start, same end) read that
+    window's activity once, for every scope at once, through the (kind, occurred_at) index, instead of a few
+    queries each; the upcoming meetings and their RSVPs are read once per end. Each digest then takes its
+    scope's part (Scope.key), in the order its own queries gave. A pass lasts one run of send-digests or of the
+    loop: an event recorded late, after its window was read, is missed by the pass's later digests as it is by
+    digests already built (the next window starts at this end)."""
+
+    def __init__(self, digests: Digests) -> None:
+        self.digests = digests
+        self._windows: dict[tuple[datetime, datetime], WindowSummary] = {}
+        self._upcoming: dict[datetime, tuple[list[tuple[str, dict[str, Any]]], dict[ScopeKey, list[int]]]] = {}
+        self._rsvps: dict[tuple[datetime, datetime], dict[str, dict[str, int]]] = {}
+
+    async def window(self, session: AsyncSession, start: datetime, end: datetime) -> WindowSummary:
+        summary = self._windows.get((start, end))
+        if summary is None:
+            summary = self._windows[(start, end)] = await self._read_window(session, start, end)
+        return summary
+
+    async def _read_window(self, session: AsyncSession, start: datetime, end: datetime) -> WindowSummary:
+        def params(*kinds: str) -> dict[str, Any]:
+            return {"kinds": list(kinds), "start": start, "end": end}
+
+        levels: dict[ScopeKey, list[tuple[str, int]]] = {}
+        for r in await session.execute(
+            text(
+                WINDOW_SQL + "SELECT s.scope_type, s.scope_id, coalesce(a.detail->>'engagement_level', '') AS level, "
+                "count(*) AS n FROM scoped s JOIN src a USING (id) GROUP BY 1, 2, 3 ORDER BY 1, 2, 4 DESC, 3"
+            ),
+            params("member_joined"),
+        ):
+            levels.setdefault((r.scope_type, r.scope_id), []).append((r.level, r.n))
+        actions: dict[ScopeKey, list[tuple[str, str | None, int]]] = {}
+        for r in await session.execute(
+            text(
+                WINDOW_SQL
+                + "SELECT s.scope_type, s.scope_id, a.subject_id AS campaign_id, a.detail->>'kind' AS ask_kind, "
+                "count(*) AS n FROM scoped s JOIN src a USING (id) GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 5 DESC, 4"
+            ),
+            params("action_taken"),
+        ):
+            actions.setdefault((r.scope_type, r.scope_id), []).append((r.campaign_id, r.ask_kind, r.n))
+        launched: dict[ScopeKey, list[tuple[str, str | None, str | None]]] = {}
+        for r in await session.execute(
+            text(
+                WINDOW_SQL
+                + "SELECT s.scope_type, s.scope_id, a.subject_id AS campaign_id, a.detail->>'title' AS title, "
+                "a.detail->>'goal' AS goal FROM scoped s JOIN src a USING (id) ORDER BY 1, 2, a.occurred_at, a.id"
+            ),
+            params("campaign_launched"),
+        ):
+            launched.setdefault((r.scope_type, r.scope_id), []).append((r.campaign_id, r.title, r.goal))
+        units: dict[str, list[UnitSummary]] = {"group": [], "region": []}
+        for r in await session.execute(
+            text(
+                WINDOW_SQL + "SELECT s.scope_type, u.unit_id, u.name, u.parent_id, "
+                "count(*) FILTER (WHERE a.kind = 'member_joined') AS new_members, "
+                "count(*) FILTER (WHERE a.kind = 'action_taken') AS actions, "
+                "coalesce(array_agg(DISTINCT a.detail->>'title') FILTER (WHERE a.kind = 'meeting_scheduled'), "
+                "'{}') AS meetings, "
+                "coalesce(array_agg(DISTINCT a.detail->>'title') FILTER (WHERE a.kind = 'campaign_launched'), "
+                "'{}') AS campaigns "
+                "FROM scoped s JOIN src a USING (id) JOIN units u ON u.unit_id = s.scope_id AND u.kind = s.scope_type "
+                "WHERE s.scope_type IN ('group', 'region') "
+                "GROUP BY s.scope_type, u.unit_id, u.name, u.parent_id ORDER BY u.name, u.unit_id"
+            ),
+            params(*SUMMARY_KINDS),
+        ):
+            units[r.scope_type].append(
+                UnitSummary(
+                    r.unit_id,
+                    r.name,
+                    r.parent_id,
+                    r.new_members,
+                    r.actions,
+                    tuple(sorted(r.meetings)),
+                    tuple(sorted(r.campaigns)),
+                )
+            )
+        acted_on = sorted({campaign_id for rows in actions.values() for campaign_id, _, _ in rows})
+        titles = await self.digests._campaign_titles(session, acted_on)
+        return WindowSummary(levels, actions, launched, titles, units)
+
+    async def upcoming_meetings(
+        self, session: AsyncSession, scope: Scope, now: datetime, *, window_start: datetime
+    ) -> list[dict[str, Any]]:
+        """Digests.upcoming_meetings(scope, now, window_start=...) with the default limit: the meetings of the
+        whole network are read once a pass (they do not depend on the window), each digest takes its scope's."""
+        if now not in self._upcoming:
+            self._upcoming[now] = await self._read_upcoming(session, now)
+        meetings, by_scope = self._upcoming[now]
+        chosen = [meetings[i] for i in by_scope.get(scope.key, [])[:MAX_UPCOMING]]
+        if (now, window_start) not in self._rsvps:
+            ids = [meeting_id for meeting_id, _ in meetings]
+            self._rsvps[(now, window_start)] = await self.digests._rsvp_counts(session, ids, window_start)
+        counts = self._rsvps[(now, window_start)]
+        result = []
+        for meeting_id, detail in chosen:
+            m = {"meeting_id": meeting_id, **detail}
+            m.update(counts.get(meeting_id, {"going": 0, "waitlisted": 0, "new_rsvps": 0}))
+            m["when"] = format_when(m["starts_at"], m.get("timezone") or "Europe/London")
+            result.append(m)
+        return result
+
+    async def _read_upcoming(
+        self, session: AsyncSession, now: datetime
+    ) -> tuple[list[tuple[str, dict[str, Any]]], dict[ScopeKey, list[int]]]:
+        rows = (
+            await session.execute(
+                text(
+                    "WITH latest AS (SELECT DISTINCT ON (subject_id) id, kind, subject_id, region_id, group_id, "
+                    "detail FROM activity WHERE kind = ANY(:kinds) ORDER BY subject_id, id DESC), "
+                    "described AS (SELECT DISTINCT ON (subject_id) subject_id, detail FROM activity "
+                    "WHERE kind IN ('meeting_scheduled', 'meeting_updated') ORDER BY subject_id, id DESC), "
+                    "src AS MATERIALIZED (SELECT a.id, a.region_id, a.group_id, "
+                    "coalesce(a.detail->'group_ids', '[]') AS gids, d.subject_id AS meeting_id, d.detail "
+                    "FROM latest a JOIN described d USING (subject_id) "
+                    "WHERE a.kind <> 'meeting_cancelled' AND (d.detail->>'starts_at')::timestamptz > :now "
+                    "AND (d.detail->>'starts_at')::timestamptz < :until), "
+                    + SCOPED_SQL
+                    + "SELECT a.meeting_id, a.detail, array_agg(s.scope_type) AS scope_types, "
+                    "array_agg(s.scope_id) AS scope_ids FROM src a JOIN scoped s USING (id) "
+                    "GROUP BY a.id, a.meeting_id, a.detail "
+                    "ORDER BY (a.detail->>'starts_at')::timestamptz, a.meeting_id"
+                ),
+                {"kinds": list(MEETING_KINDS), "now": now, "until": now + timedelta(days=UPCOMING_DAYS)},
+            )
+        ).all()
+        meetings: list[tuple[str, dict[str, Any]]] = []
+        by_scope: dict[ScopeKey, list[int]] = {}
+        for r in rows:
+            for key in zip(r.scope_types, r.scope_ids, strict=True):
+                by_scope.setdefault(key, []).append(len(meetings))
+            meetings.append((r.meeting_id, r.detail))
+        return meetings, by_scope
+
 
 # The service ---------------------------------------------------------------------------------------------
 
@@ -549,73 +752,57 @@ class Digests:
                 counts[r.subject_id]["new_rsvps"] = r.n
         return counts
 
-    async def compose(self, session: AsyncSession, scope: Scope, start: datetime, end: datetime) -> dict[str, Any]:
-        """What a digest of `scope` for [start, end) says, as data (rendered by `render`, stored as JSON)."""
+    async def compose(
+        self,
+        session: AsyncSession,
+        scope: Scope,
+        start: datetime,
+        end: datetime,
+        digest_pass: DigestPass | None = None,
+    ) -> dict[str, Any]:
+        """What a digest of `scope` for [start, end) says, as data (rendered by `render`, stored as JSON).
+
+        The figures come from `digest_pass`, which reads each window's activity once for every scope (a pass
+        builds many digests over the same window); without one, a pass of this digest alone."""
         if scope.scope_type == "subteam":
             subteam = await self._unit(session, scope.scope_id)
             scope = Scope("group", subteam.parent_id if subteam and subteam.parent_id else scope.scope_id)
-        params = {"start": start, "end": end, "scope_id": scope.scope_id}
-        in_window = "a.occurred_at >= :start AND a.occurred_at < :end"
-        by_level = (
-            await session.execute(
-                text(
-                    "SELECT coalesce(a.detail->>'engagement_level', '') AS level, count(*) AS n FROM activity a "
-                    f"WHERE a.kind = 'member_joined' AND {in_window} AND {scope.condition()} "
-                    "GROUP BY 1 ORDER BY 2 DESC, 1"
-                ),
-                params,
-            )
-        ).all()
-        actions = (
-            await session.execute(
-                text(
-                    "SELECT a.subject_id AS campaign_id, a.detail->>'kind' AS ask_kind, count(*) AS n FROM activity a "
-                    f"WHERE a.kind = 'action_taken' AND {in_window} AND {scope.condition()} "
-                    "GROUP BY 1, 2 ORDER BY 1, 3 DESC"
-                ),
-                params,
-            )
-        ).all()
-        launched = (
-            await session.execute(
-                text(
-                    "SELECT a.subject_id AS campaign_id, a.detail->>'title' AS title, a.detail->>'goal' AS goal "
-                    f"FROM activity a WHERE a.kind = 'campaign_launched' AND {in_window} AND {scope.condition()} "
-                    "ORDER BY a.occurred_at"
-                ),
-                params,
-            )
-        ).all()
-        titles = await self._campaign_titles(session, list({r.campaign_id for r in actions}))
+        digest_pass = digest_pass or DigestPass(self)
+        window = await digest_pass.window(session, start, end)
+        key = scope.key
+        by_level = window.levels.get(key, [])
         campaigns: dict[str, dict[str, Any]] = {}
-        for r in actions:
+        for campaign_id, ask_kind, n in window.actions.get(key, []):
             c = campaigns.setdefault(
-                r.campaign_id,
+                campaign_id,
                 {
-                    "campaign_id": r.campaign_id,
-                    "title": titles.get(r.campaign_id, "A campaign"),
+                    "campaign_id": campaign_id,
+                    "title": window.titles.get(campaign_id, "A campaign"),
                     "total": 0,
                     "by_kind": {},
                 },
             )
-            c["total"] += r.n
-            c["by_kind"][r.ask_kind or "action"] = r.n
-        upcoming = await self.upcoming_meetings(session, scope, end, window_start=start)
+            c["total"] += n
+            c["by_kind"][ask_kind or "action"] = n
+        upcoming = await digest_pass.upcoming_meetings(session, scope, end, window_start=start)
         for m in upcoming:
             m.pop("timezone", None)
         return {
             "scope_type": scope.scope_type,
             "new_members": {
-                "total": sum(r.n for r in by_level),
-                "by_level": [{"level": r.level, "label": level_label(r.level), "count": r.n} for r in by_level],
+                "total": sum(n for _, n in by_level),
+                "by_level": [{"level": level, "label": level_label(level), "count": n} for level, n in by_level],
             },
             "upcoming_meetings": upcoming,
             "actions": {
                 "total": sum(c["total"] for c in campaigns.values()),
                 "campaigns": sorted(campaigns.values(), key=lambda c: -c["total"]),
             },
-            "campaigns_launched": [{"campaign_id": r.campaign_id, "title": r.title, "goal": r.goal} for r in launched],
-            "elsewhere": await self._elsewhere(session, scope, start, end),
+            "campaigns_launched": [
+                {"campaign_id": campaign_id, "title": title, "goal": goal}
+                for campaign_id, title, goal in window.launched.get(key, [])
+            ],
+            "elsewhere": await self._elsewhere(session, scope, window),
         }
 
     async def _campaign_titles(self, session: AsyncSession, ids: list[str]) -> dict[str, str]:
@@ -630,7 +817,7 @@ class Digests:
         )
         return {r.subject_id: r.title for r in rows.all()}
 
-    async def _elsewhere(self, session: AsyncSession, scope: Scope, start: datetime, end: datetime) -> dict[str, Any]:
+    async def _elsewhere(self, session: AsyncSession, scope: Scope, window: WindowSummary) -> dict[str, Any]:
         """What other groups are working on: a group's sibling groups in its region, a region's groups, or (for
         the whole network) each region. Never anything outside the organiser's region."""
         if scope.scope_type == "group":
@@ -643,45 +830,22 @@ class Digests:
         else:
             heading, unit_kind, parent, exclude = "Around the network", "region", None, ""
         if unit_kind == "group":
-            units_sql = "u.kind = 'group' AND u.parent_id = :parent AND u.unit_id <> :exclude"
-            match = "(a.group_id = u.unit_id OR jsonb_exists(coalesce(a.detail->'group_ids', '[]'), u.unit_id))"
+            units = [u for u in window.units["group"] if u.parent_id == parent and u.unit_id != exclude]
         else:
-            units_sql = "u.kind = 'region'"
-            match = (
-                "(a.region_id = u.unit_id OR a.group_id IN "
-                "(SELECT g.unit_id FROM units g WHERE g.parent_id = u.unit_id))"
-            )
-        rows = (
-            await session.execute(
-                text(
-                    "SELECT u.unit_id, u.name, "
-                    "count(*) FILTER (WHERE a.kind = 'member_joined') AS new_members, "
-                    "count(*) FILTER (WHERE a.kind = 'action_taken') AS actions, "
-                    "coalesce(array_agg(DISTINCT a.detail->>'title') FILTER (WHERE a.kind = 'meeting_scheduled'), "
-                    "'{}') AS meetings, "
-                    "coalesce(array_agg(DISTINCT a.detail->>'title') FILTER (WHERE a.kind = 'campaign_launched'), "
-                    "'{}') AS campaigns "
-                    f"FROM units u JOIN activity a ON {match} "
-                    f"WHERE {units_sql} AND a.occurred_at >= :start AND a.occurred_at < :end "
-                    "AND a.kind IN ('member_joined', 'action_taken', 'meeting_scheduled', 'campaign_launched') "
-                    "GROUP BY u.unit_id, u.name ORDER BY u.name"
-                ),
-                {"parent": parent, "exclude": exclude, "start": start, "end": end},
-            )
-        ).all()
+            units = window.units["region"]
         return {
             "heading": heading,
             "units": [
                 {
-                    "unit_id": r.unit_id,
-                    "name": r.name,
-                    "new_members": r.new_members,
-                    "actions": r.actions,
-                    "meetings": sorted(r.meetings),
-                    "campaigns": sorted(r.campaigns),
-                    "summary": unit_summary(r.new_members, r.actions, sorted(r.meetings), sorted(r.campaigns)),
+                    "unit_id": u.unit_id,
+                    "name": u.name,
+                    "new_members": u.new_members,
+                    "actions": u.actions,
+                    "meetings": list(u.meetings),
+                    "campaigns": list(u.campaigns),
+                    "summary": unit_summary(u.new_members, u.actions, list(u.meetings), list(u.campaigns)),
                 }
-                for r in rows
+                for u in units
             ],
         }
 
@@ -712,17 +876,24 @@ class Digests:
         )
 
     async def build(
-        self, session: AsyncSession, subscription: Any, end: datetime, *, period: str | None = None
+        self,
+        session: AsyncSession,
+        subscription: Any,
+        end: datetime,
+        *,
+        period: str | None = None,
+        digest_pass: DigestPass | None = None,
     ) -> str | None:
         """Build, store, email and announce one digest of `subscription` up to `end`; None when there was
-        nothing to say (no digest is kept, the organiser gets no email)."""
+        nothing to say (no digest is kept, the organiser gets no email). `digest_pass`: what the digests of the
+        same pass share (see DigestPass)."""
         organiser = await self.organiser(session, subscription.organiser_id)
         if organiser is None:
             return None
         period = period or organiser.digest_period
         start = subscription.last_digest_at or (end - PERIOD_LENGTH[period])
         scope = Scope(subscription.scope_type, subscription.scope_id)
-        content = await self.compose(session, scope, start, end)
+        content = await self.compose(session, scope, start, end, digest_pass)
         wording = await self.email_settings.load(session)
         scope_name = await self.scope_name(session, scope.scope_type, scope.scope_id, wording["network_name"])
         entries = (
@@ -799,6 +970,7 @@ class Digests:
         now = now or _now()
         built = 0
         s = tables.digest_subscriptions
+        digest_pass = DigestPass(self)
         while True:
             async with self.db.transaction() as session:
                 sub = (
@@ -816,7 +988,7 @@ class Digests:
                 period = organiser.digest_period if organiser else DEFAULT_PERIOD
                 try:
                     async with session.begin_nested():
-                        if await self.build(session, sub, now):
+                        if await self.build(session, sub, now, digest_pass=digest_pass):
                             built += 1
                 except Exception as exc:  # one broken digest must not stop everyone else's: try it again later
                     log.warning("digest failed", subscription_id=sub.id, error=repr(exc))
@@ -840,6 +1012,7 @@ class Digests:
                 query = query.where(s.c.organiser_id == organiser_id)
             ids = (await session.execute(query)).scalars().all()
         built = 0
+        digest_pass = DigestPass(self)
         for sub_id in ids:
             async with self.db.transaction() as session:
                 sub = (
@@ -847,7 +1020,7 @@ class Digests:
                 ).first()
                 if sub is None:
                     continue
-                if await self.build(session, sub, now):
+                if await self.build(session, sub, now, digest_pass=digest_pass):
                     built += 1
                 await session.execute(update(s).where(s.c.id == sub.id).values(last_digest_at=now))
         return built
