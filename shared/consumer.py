@@ -1,8 +1,12 @@
 """Consumers: one Kafka consumer group per `EventConsumer`, handlers by event type, inbox, retries, dead letters.
 
 Delivery is at least once: offsets are committed only after a message was handled (or dead-lettered).
-A failing message is retried with backoff a bounded number of times, then goes to the group's
-dead-letter topic with the error in its headers, and the partition moves on.
+Records are handled a fetched batch at a time: one transaction claims every event's inbox row with one
+statement, runs the handlers in the records' order (so each key keeps its order) and commits once, then the
+offsets are committed once. If anything in the batch fails, the transaction rolls back and the batch is handled
+again one record at a time, each in its own transaction: a failing record is retried with backoff a bounded
+number of times, then goes to the group's dead-letter topic with the error in its headers, and the partition
+moves on.
 """
 
 from __future__ import annotations
@@ -10,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import annotations as broker_annotations
 from faststream.kafka import fastapi as fastapi_integration
@@ -31,6 +35,10 @@ log = get_logger(__name__)
 
 Handler = Callable[[Envelope, Any, AsyncSession], Awaitable[None]]
 TombstoneHandler = Callable[[str, AsyncSession], Awaitable[None]]
+# Applies a batch's claimed events, in order, in the batch's transaction: [(envelope, model, data), ...].
+BatchHandler = Callable[[AsyncSession, list[tuple[Envelope, Any, Any]]], Awaitable[None]]
+
+BATCH_MAX_RECORDS = 200
 
 # Headers on dead letters (and on replays).
 H_ERROR_TYPE = "x-dlq-error-type"
@@ -53,12 +61,15 @@ class RetryLater(Exception):
 class EventConsumer:
     """A consumer group: which events it handles and how; attached to a service's FastStream router."""
 
-    def __init__(self, group: str, topics: tuple[str, ...], description: str = "") -> None:
+    def __init__(self, group: str, topics: tuple[str, ...], description: str = "", *,
+                 max_batch: int = BATCH_MAX_RECORDS) -> None:
         self.group = group
         self.topics = topics
         self.description = description
+        self.max_batch = max_batch
         self.handlers: dict[str, tuple[type[EventData], Handler]] = {}
         self.tombstone_handler: TombstoneHandler | None = None
+        self.batch_handler: BatchHandler | None = None
         self.service = ""
         self._inbox: Inbox | None = None
         self._dlq: DeadLetterPublisher | None = None
@@ -78,13 +89,19 @@ class EventConsumer:
         self.tombstone_handler = fn
         return fn
 
+    def on_batch(self, fn: BatchHandler) -> BatchHandler:
+        """Optional: apply a batch's claimed events at once (`async def f(session, [(envelope, model, data)])`),
+        with the same effect as their handlers one by one in that order (the one-at-a-time fallback uses those)."""
+        self.batch_handler = fn
+        return fn
+
     def attach(self, router: KafkaRouter | Any, inbox: Inbox, dlq: DeadLetterPublisher, settings: Settings) -> None:
         """Subscribe on a FastStream router or broker (anything with `.subscriber`)."""
         self._inbox, self._dlq, self._settings = inbox, dlq, settings
         self.service = settings.service_name
 
         async def consume(msg: Any) -> None:
-            await self.handle_record(msg.raw_message)
+            await self.handle_batch(msg.raw_message)
 
         # FastStream injects the raw message through a context annotation, spelt differently for its
         # FastAPI integration and for a plain broker (tests use one).
@@ -101,18 +118,104 @@ class EventConsumer:
             group_id=self.group,
             ack_policy=AckPolicy.ACK,
             auto_offset_reset="earliest",
-            max_poll_records=200,
+            batch=True,
+            max_records=self.max_batch,
             title=f"{self.group}:consume",
             description=self.description
             or f"Consumer group {self.group}; handles {', '.join(sorted(self.handlers))}",
         )(consume)
 
+    async def handle_batch(self, records: Sequence[Any]) -> None:
+        """Handle a fetched batch (each partition's records in order) in one transaction; if that fails, handle
+        its records one at a time (retries, dead letters). Returns when every record is handled or dead-lettered."""
+        if isinstance(records, ConsumerRecord) or not isinstance(records, Sequence):
+            records = (records,)
+        if not records:
+            return
+        if len(records) > 1:
+            try:
+                outcomes = await self._handle_batch_once(records)
+            except Exception as exc:
+                log.info("batch failed; handling its records one at a time", consumer=self.group,
+                         records=len(records), error=repr(exc))
+            else:
+                for outcome, n in outcomes.items():
+                    if n:
+                        metrics.EVENTS_CONSUMED.labels(self.service, self.group, outcome).inc(n)
+                return
+        for record in records:
+            await self.handle_record(record)
+
+    def _wanted(self, record: Any) -> bool:
+        """False for a replay meant for another group's dead letters."""
+        for k, v in record.headers or ():
+            if k == H_REPLAY_FOR_GROUP:
+                return v.decode(errors="replace") == self.group
+        return True
+
+    async def _handle_batch_once(self, records: Sequence[Any]) -> dict[str, int]:
+        assert self._inbox is not None
+        outcomes = {"handled": 0, "duplicate": 0, "ignored": 0}
+        # (record, envelope, model, handler) in the records' order; a tombstone has no envelope.
+        todo: list[tuple[Any, Envelope | None, Any, Any]] = []
+        for record in records:
+            if not self._wanted(record):
+                continue
+            if record.value is None:
+                if self.tombstone_handler is None or record.key is None:
+                    outcomes["ignored"] += 1
+                else:
+                    todo.append((record, None, None, None))
+                continue
+            envelope = Envelope.from_bytes(record.value)  # a malformed record fails the batch: one at a time
+            entry = self.handlers.get(envelope.type)
+            if entry is None:
+                outcomes["ignored"] += 1
+                continue
+            todo.append((record, envelope, *entry))
+        if not todo:
+            return outcomes
+        envelopes = [env for _, env, _, _ in todo if env is not None]
+        async with self._inbox.db.transaction() as session:
+            claimed = await self._inbox.claim(session, self.group, envelopes) if envelopes else set()
+            pending: list[tuple[Envelope, Any, Any]] = []  # claimed events for the batch handler
+
+            async def flush() -> None:
+                if pending:
+                    assert self.batch_handler is not None
+                    await self.batch_handler(session, list(pending))
+                    pending.clear()
+
+            for record, env, model, handler in todo:
+                if env is None:
+                    await flush()
+                    key = record.key.decode() if isinstance(record.key, bytes) else str(record.key)
+                    assert self.tombstone_handler is not None
+                    await self.tombstone_handler(key, session)
+                    outcomes["handled"] += 1
+                    continue
+                if env.event_id not in claimed:
+                    outcomes["duplicate"] += 1
+                    continue
+                claimed.discard(env.event_id)  # the same event twice in a batch: handled once
+                data = (model.model_validate(env.data) if env.version == model.event_version
+                        else env.payload())
+                outcomes["handled"] += 1
+                if self.batch_handler is not None:
+                    pending.append((env, model, data))
+                    continue
+                token = correlation_id_var.set(env.correlation_id)
+                try:
+                    await handler(env, data, session)
+                finally:
+                    correlation_id_var.reset(token)
+            await flush()
+        return outcomes
+
     async def handle_record(self, record: Any) -> None:
         """Handle one Kafka record with bounded retries; dead-letter it when they run out."""
         assert self._settings is not None and self._dlq is not None
-        headers = {k: v.decode(errors="replace") for k, v in (record.headers or [])}
-        replay_for = headers.get(H_REPLAY_FOR_GROUP)
-        if replay_for and replay_for != self.group:
+        if not self._wanted(record):
             return  # a replay meant for another group's dead letters
         settings = self._settings
         attempts = 0

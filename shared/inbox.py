@@ -6,13 +6,13 @@ A redelivered event (at-least-once delivery) finds its (consumer, event_id) row 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, String, Table, Uuid, func
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, String, Table, Uuid, func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import Database
+from shared.events.envelope import Envelope
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -31,6 +31,27 @@ class Inbox:
     def __init__(self, db: Database, table: Table) -> None:
         self.db = db
         self.table = table
+        # One statement claims any number of events (arrays, so its text never changes and is compiled once).
+        self._claim = text(
+            f"INSERT INTO {table.name} (consumer, event_id, event_type) "
+            "SELECT :consumer, e.id, e.type FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS varchar[])) "
+            "AS e(id, type) ON CONFLICT DO NOTHING RETURNING event_id"
+        )
+
+    async def claim(self, session: AsyncSession, consumer: str, envelopes: Sequence[Envelope]) -> set[uuid.UUID]:
+        """Insert the events' inbox rows in the session's transaction; return the ids not seen before.
+
+        A concurrent duplicate blocks on the primary key until the first transaction ends, then is skipped.
+        """
+        ids: dict[uuid.UUID, str] = {}
+        for env in envelopes:
+            ids.setdefault(env.event_id, env.type)
+        if not ids:
+            return set()
+        result = await session.execute(
+            self._claim, {"consumer": consumer, "ids": list(ids), "types": list(ids.values())}
+        )
+        return set(result.scalars())
 
     async def process(
         self,
@@ -41,12 +62,8 @@ class Inbox:
     ) -> bool:
         """Run `effect` once per (consumer, event_id); return False when it had already run."""
         async with self.db.transaction() as session:
-            # A concurrent duplicate blocks on the primary key until the first commits, then skips.
             claimed = await session.execute(
-                pg_insert(self.table)
-                .values(consumer=consumer, event_id=event_id, event_type=event_type)
-                .on_conflict_do_nothing()
-                .returning(self.table.c.event_id)
+                self._claim, {"consumer": consumer, "ids": [event_id], "types": [event_type]}
             )
             if claimed.first() is None:
                 return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -49,6 +50,9 @@ class ServiceRuntime:
             schema_url="/asyncapi",
             include_in_schema=True,
             description=f"Groundswell {name} service",
+            # FastStream's "Received"/"Processed" lines for every batch are debug output here: at INFO they
+            # cost more CPU than handling a small batch. Errors are still logged (shared/consumer.py).
+            log_level=logging.DEBUG,
         )
         self.relay = OutboxRelay(
             self.db,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns.engagement import EngagementService
-from services.campaigns.reporting import PROJECTION, REPORTING_TOPICS
+from services.campaigns.reporting import PROJECTION, REPORTING_TOPICS, project_batch
 from services.campaigns.service import CampaignsService
 from shared import topics
 from shared.consumer import EventConsumer
@@ -93,4 +93,5 @@ def build_reporting_consumer(group: str = REPORTING_GROUP) -> EventConsumer:
     )
     for model, project in PROJECTION.items():
         consumer.on(model)(project)
+    consumer.on_batch(project_batch)  # a fetched batch's facts go in one INSERT per table
     return consumer

@@ -24,11 +24,9 @@ from services.campaigns.consumers import REPORTING_GROUP
 from services.campaigns.reporting import (
     PROJECTED_TYPES,
     REPORTING_TOPICS,
-    ROW_PROJECTIONS,
-    TOUCHES,
     Reports,
-    RowProjection,
     Scope,
+    project_batch,
 )
 from shared.consumer import H_REPLAY_FOR_GROUP
 from shared.db import Database
@@ -150,34 +148,15 @@ async def apply_batch(session: AsyncSession, records: list[Any], group: str, res
         pg_insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id),
         [{"consumer": group, "event_id": env.event_id, "event_type": env.type} for env, _, _ in events],
     )).scalars())
-    pending: dict[RowProjection, dict[str, dict[str, Any]]] = {}
-    written: set[tuple[str, str]] = set()  # (table, key) of the pending rows
-
-    async def flush() -> None:
-        for rows_of, rows in pending.items():
-            await rows_of.write(session, list(rows.values()))
-        pending.clear()
-        written.clear()
-
-    for envelope, model, project in events:
+    claimed_events: list[tuple[Envelope, Any, Any]] = []
+    for envelope, model, _ in events:
         if envelope.event_id not in claimed:
             continue
         claimed.discard(envelope.event_id)  # the same event twice in a batch counts once
         data = model.model_validate(envelope.data) if envelope.version == model.event_version else envelope.payload()
-        result.applied += 1
-        rows_of = ROW_PROJECTIONS.get(model)
-        if rows_of is not None:
-            row = rows_of.row(envelope, data)
-            rows = pending.setdefault(rows_of, {})
-            if rows_of.upsert or row[rows_of.key] not in rows:
-                rows[row[rows_of.key]] = row  # as in turn: the last upsert wins, the first insert stays
-            written.add((rows_of.table.name, row[rows_of.key]))
-            continue
-        touches = TOUCHES.get(model)
-        if touches is None or touches(data) in written:
-            await flush()
-        await project(envelope, data, session)
-    await flush()
+        claimed_events.append((envelope, model, data))
+    result.applied += len(claimed_events)
+    await project_batch(session, claimed_events)
 
 
 async def _project(session: AsyncSession, envelope: Envelope, entry: tuple[Any, Any], group: str) -> int:
