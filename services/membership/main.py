@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from services.membership import db as tables
 from services.membership import organise, osdi, rights, web
 from services.membership.accounts import OrganiserAccounts
+from services.membership.batching import JoinBatcher
 from services.membership.consumers import build_consumers
 from services.membership.directory import Directory
 from services.membership.reactions import Reactions
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
     app.add_exception_handler(organise.SignInNeeded, organise.sign_in_needed)
     app.add_exception_handler(osdi.ApiError, osdi.api_error)
     app.state.membership = membership
+    app.state.join_batcher = JoinBatcher(membership)
     app.state.accounts = accounts
     app.state.directory = Directory(runtime.db, runtime.outbox, accounts, membership.forget_join_options)
     app.state.roster = Roster(runtime.db)

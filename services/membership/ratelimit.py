@@ -38,11 +38,21 @@ class Verdict:
 # One statement for any number of counters; a multi-row VALUES would be compiled anew for every call.
 _COUNT_HITS = text(
     "INSERT INTO rate_limit_hits (bucket, window_start, hits) "
-    "SELECT bucket, window_start, 1 FROM unnest(CAST(:buckets AS text[]), CAST(:starts AS timestamptz[])) "
-    "AS t(bucket, window_start) "
-    "ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limit_hits.hits + 1 "
+    "SELECT bucket, window_start, hits "
+    "FROM unnest(CAST(:buckets AS text[]), CAST(:starts AS timestamptz[]), CAST(:hits AS int[])) "
+    "AS t(bucket, window_start, hits) "
+    "ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limit_hits.hits + EXCLUDED.hits "
     "RETURNING bucket, hits"
 )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt to count against `limit` for `value`; one from a trusted network (`ip`) is not counted."""
+
+    limit: str
+    value: str
+    ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,56 +92,68 @@ class RateLimiter:
         self._settings = None
 
     async def is_trusted(self, session: AsyncSession, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in network for network in (await self.settings(session)).trusted)
+        return self._trusted(await self.settings(session), ip)
 
     async def hit(self, session: AsyncSession, limit: str, value: str, *, ip: str | None = None) -> Verdict:
         """Count one attempt against `limit` for `value`; allowed while the window's count is within the limit.
 
         With `ip` given, an attempt from a trusted network is neither counted nor limited.
         """
-        return (await self.hit_many(session, [(limit, value)], ip=ip))[0]
+        return (await self.count(session, [Attempt(limit, value, ip)]))[0]
 
     async def hit_many(
         self, session: AsyncSession, attempts: Sequence[tuple[str, str]], *, ip: str | None = None
     ) -> list[Verdict]:
-        """Count one attempt against each (limit, value), in one statement; a verdict for each, in order."""
-        if ip is not None and await self.is_trusted(session, ip):
-            return [Verdict(True) for _ in attempts]
-        limits = (await self.settings(session)).limits
+        """Count one attempt against each (limit, value) from `ip`; a verdict for each, in order."""
+        return await self.count(session, [Attempt(limit, value, ip) for limit, value in attempts])
+
+    async def count(self, session: AsyncSession, attempts: Sequence[Attempt]) -> list[Verdict]:
+        """Count attempts in one statement; a verdict for each, as if they had been counted one after another
+        in this order (the same bucket may come several times: its k-th attempt is allowed while the count
+        before the statement plus k is within the limit)."""
+        settings = await self.settings(session)
         now = datetime.now(UTC)
-        rows, windows = [], {}
-        for limit, value in attempts:
-            if limit not in limits:
+        buckets: list[tuple[str, datetime] | None] = []
+        per_bucket: dict[tuple[str, datetime], int] = {}
+        for attempt in attempts:
+            if attempt.limit not in settings.limits or (attempt.ip is not None and self._trusted(settings, attempt.ip)):
+                buckets.append(None)
                 continue
-            window = limits[limit][1]
+            window = settings.limits[attempt.limit][1]
             start = datetime.fromtimestamp(int(now.timestamp()) // window * window, UTC)
-            bucket = self._bucket(limit, value)
-            windows[bucket] = (limit, start)
-            rows.append({"bucket": bucket, "window_start": start})
-        counted: dict[str, int] = {}
-        if rows:
+            key = (self._bucket(attempt.limit, attempt.value), start)
+            buckets.append(key)
+            per_bucket[key] = per_bucket.get(key, 0) + 1
+        after: dict[str, int] = {}
+        if per_bucket:
+            keys = list(per_bucket)
             result = await session.execute(
                 _COUNT_HITS,
-                {"buckets": [r["bucket"] for r in rows], "starts": [r["window_start"] for r in rows]},
+                {"buckets": [b for b, _ in keys], "starts": [w for _, w in keys], "hits": list(per_bucket.values())},
             )
-            counted = {bucket: int(hits) for bucket, hits in result.all()}
+            after = {bucket: int(hits) for bucket, hits in result.all()}
+        seen: dict[tuple[str, datetime], int] = {}
         verdicts = []
-        for limit, value in attempts:
-            bucket = self._bucket(limit, value)
-            if bucket not in counted:
+        for attempt, slot in zip(attempts, buckets, strict=True):
+            if slot is None:
                 verdicts.append(Verdict(True))
                 continue
-            max_count, window = limits[limit]
-            if counted[bucket] <= max_count:
+            seen[slot] = seen.get(slot, 0) + 1
+            count = after[slot[0]] - per_bucket[slot] + seen[slot]
+            max_count, window = settings.limits[attempt.limit]
+            if count <= max_count:
                 verdicts.append(Verdict(True))
-                continue
-            start = windows[bucket][1]
-            verdicts.append(Verdict(False, int((start + timedelta(seconds=window) - now).total_seconds()) + 1))
+            else:
+                verdicts.append(Verdict(False, int((slot[1] + timedelta(seconds=window) - now).total_seconds()) + 1))
         return verdicts
+
+    @staticmethod
+    def _trusted(settings: LimitSettings, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in settings.trusted)
 
     @staticmethod
     async def prune(session: AsyncSession, older_than: timedelta = timedelta(days=1)) -> None:

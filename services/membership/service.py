@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,7 @@ from services.membership.domain import (
     origin_of,
     place,
 )
-from services.membership.ratelimit import JOIN_PER_EMAIL, JOIN_PER_IP, RateLimiter, Verdict
+from services.membership.ratelimit import JOIN_PER_EMAIL, JOIN_PER_IP, Attempt, RateLimiter, Verdict
 from shared import topics
 from shared.cache import Expiring
 from shared.crypto import KeyStore, encode_key, new_key, seal
@@ -40,12 +41,21 @@ from shared.events.catalog import (
     MemberProfileUpdated,
     SubjectKeyIssued,
 )
-from shared.events.envelope import EventData
+from shared.events.envelope import Envelope, EventData
 from shared.logging import correlation_id_var
 from shared.outbox import Outbox
 
 OWNER = "membership"
 JOIN_OPTIONS_TTL_S = 5.0  # other instances see an organiser's change to the join form within this
+
+
+@dataclass(frozen=True)
+class PendingJoin:
+    """A valid join form waiting to be stored: from `ip`, in the request `correlation_id`."""
+
+    application: JoinApplication
+    ip: str
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,7 @@ def utcnow() -> datetime:
 
 
 # Built once: executed with parameters, SQLAlchemy compiles each of them once per process.
-_INSERT_MEMBER = (
+_INSERT_MEMBER = (  # with several rows: one INSERT … VALUES of them all (SQLAlchemy's "insertmanyvalues")
     pg_insert(tables.members)
     .on_conflict_do_nothing(index_elements=[tables.members.c.email_normalised])
     .returning(tables.members.c.id)
@@ -163,15 +173,102 @@ class MembershipService:
         Refused for its address: nothing but the counters changes. Over the per-email limit: counted, nothing
         stored, and the caller answers as if it were accepted.
         """
+        [submission] = await self.submit_joins([PendingJoin(application, ip, correlation_id_var.get())])
+        return submission
+
+    async def submit_joins(self, pending: Sequence[PendingJoin]) -> list[JoinSubmission]:
+        """Several join forms in one transaction, with exactly the effects of submitting them one after another
+        in this order (see `JoinBatcher`): limits counted in one statement, new members written with one
+        statement per table, anyone already a member (or twice in the batch) updated as a join again."""
         async with self.db.transaction() as session:
-            by_ip, by_email = await self.limiter.hit_many(
-                session, [(JOIN_PER_IP, ip), (JOIN_PER_EMAIL, application.email_normalised)], ip=ip
-            )
-            if not by_ip.allowed:
-                return JoinSubmission(False)
-            if not by_email.allowed:
-                return JoinSubmission(True)
-            return JoinSubmission(True, await self.join_in(session, application, ip=ip))
+            attempts = []
+            for join in pending:
+                attempts += [
+                    Attempt(JOIN_PER_IP, join.ip, join.ip),
+                    Attempt(JOIN_PER_EMAIL, join.application.email_normalised, join.ip),
+                ]
+            verdicts = await self.limiter.count(session, attempts)
+            results: list[JoinSubmission | None] = [None] * len(pending)
+            first_of_email: dict[str, int] = {}
+            again: list[int] = []
+            for i, join in enumerate(pending):
+                by_ip, by_email = verdicts[2 * i], verdicts[2 * i + 1]
+                if not by_ip.allowed:
+                    results[i] = JoinSubmission(False)
+                elif not by_email.allowed:
+                    results[i] = JoinSubmission(True)
+                elif first_of_email.setdefault(join.application.email_normalised, i) != i:
+                    again.append(i)  # the same address earlier in this batch: a join again, after that one
+            created = await self._insert_new_members(session, [(i, pending[i]) for i in first_of_email.values()])
+            for i in first_of_email.values():
+                if i in created:
+                    results[i] = JoinSubmission(True, JoinOutcome(created[i], True))
+                else:
+                    again.append(i)  # already a member
+            for i in sorted(again):
+                join = pending[i]
+                token = correlation_id_var.set(join.correlation_id)
+                try:
+                    results[i] = JoinSubmission(True, await self.join_in(session, join.application, ip=join.ip))
+                finally:
+                    correlation_id_var.reset(token)
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    async def _insert_new_members(self, session: AsyncSession, joins: list[tuple[int, PendingJoin]]) -> dict[int, str]:
+        """Insert those whose address is not a member yet, with their units, consent, key and MemberJoined, one
+        statement per table; returns {position: member id} of those inserted."""
+        if not joins:
+            return {}
+        now = utcnow()
+        ids = {i: str(uuid.uuid4()) for i, _ in joins}
+        status = "pending" if self.double_opt_in else "confirmed"
+        rows = [
+            {
+                "id": ids[i],
+                "email_normalised": join.application.email_normalised,
+                "name": join.application.name,
+                "postcode": join.application.postcode,
+                "region_id": join.application.region_id,
+                "suggested_group_id": join.application.suggested_group_id,
+                "engagement_level": join.application.engagement_level,
+                "interests": join.application.interests,
+                "skills": join.application.skills,
+                "time_available": join.application.time_available,
+                "organisation_id": join.application.organisation_id,
+                "organisation_name": join.application.organisation_name,
+                "status": status,
+                "confirmed_at": None if self.double_opt_in else now,
+                "email_consent": join.application.email_consent,
+                "source": join.application.source,
+                "joined_at": now,
+                "updated_at": now,
+            }
+            for i, join in joins
+        ]
+        inserted = {row.id for row in (await session.execute(_INSERT_MEMBER, rows)).all()}
+        new = [(i, join) for i, join in joins if ids[i] in inserted]
+        if not new:
+            return {}
+        units = {i: (_unique(j.application.group_ids), _unique(j.application.subteam_ids)) for i, j in new}
+        groups = [{"member_id": ids[i], "group_id": g} for i, _ in new for g in units[i][0]]
+        subteams = [{"member_id": ids[i], "subteam_id": t} for i, _ in new for t in units[i][1]]
+        if groups:
+            await session.execute(_INSERT_MEMBER_GROUP, groups)
+        if subteams:
+            await session.execute(_INSERT_MEMBER_SUBTEAM, subteams)
+        await session.execute(
+            insert(tables.consent_records),
+            [self._consent_row(ids[i], join.application, join.ip, now) for i, join in new],
+        )
+        keys = {i: new_key() for i, _ in new}
+        await session.execute(insert(self.keys.table), [{"key_id": ids[i], "key": keys[i]} for i, _ in new])
+        envelopes = []
+        for i, join in new:
+            events = self._new_member_events(ids[i], keys[i], join.application, units[i][0], units[i][1], now)
+            envelopes += [Envelope.wrap(e, correlation_id=join.correlation_id) for e in events]
+        await self.outbox.add(session, *envelopes)
+        return {i: ids[i] for i, _ in new}
 
     async def is_allowed_origin(self, origin: str | None) -> bool:
         if not origin:
@@ -297,20 +394,22 @@ class MembershipService:
     async def _record_consent(
         self, session: AsyncSession, member_id: str, application: JoinApplication, ip: str | None, now: datetime
     ) -> None:
-        await session.execute(
-            insert(tables.consent_records),
-            {
-                "id": str(uuid.uuid4()),
-                "member_id": member_id,
-                "channel": "email",
-                "granted": application.email_consent,
-                "wording_version": application.consent_version,
-                "source": application.source,
-                "site": application.site,
-                "ip_hash": self.hash_ip(ip) if ip else None,
-                "recorded_at": now,
-            },
-        )
+        await session.execute(insert(tables.consent_records), self._consent_row(member_id, application, ip, now))
+
+    def _consent_row(
+        self, member_id: str, application: JoinApplication, ip: str | None, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "id": str(uuid.uuid4()),
+            "member_id": member_id,
+            "channel": "email",
+            "granted": application.email_consent,
+            "wording_version": application.consent_version,
+            "source": application.source,
+            "site": application.site,
+            "ip_hash": self.hash_ip(ip) if ip else None,
+            "recorded_at": now,
+        }
 
     async def _announce_new_member(
         self,
@@ -324,34 +423,41 @@ class MembershipService:
         """The new member's key and MemberJoined, from what was just inserted (no reading it back)."""
         key = new_key()
         await session.execute(insert(self.keys.table), {"key_id": member_id, "key": key})
+        await self._emit(session, self._new_member_events(member_id, key, application, group_ids, subteam_ids, now))
 
+    def _new_member_events(
+        self,
+        member_id: str,
+        key: bytes,
+        application: JoinApplication,
+        group_ids: list[str],
+        subteam_ids: list[str],
+        now: datetime,
+    ) -> list[EventData]:
         def sealed(value: str) -> Any:
             return seal(value, key, key_id=member_id, owner=OWNER)
 
-        await self._emit(
-            session,
-            [
-                SubjectKeyIssued(key_id=member_id, key=encode_key(key)),
-                MemberJoined(
-                    member_id=member_id,
-                    email=sealed(application.email_normalised),
-                    name=sealed(application.name),
-                    postcode=sealed(application.postcode) if application.postcode else None,
-                    region_id=application.region_id,
-                    group_ids=group_ids,
-                    suggested_group_id=application.suggested_group_id,
-                    subteam_ids=subteam_ids,
-                    interests=list(application.interests),
-                    engagement_level=application.engagement_level,
-                    organisation_id=application.organisation_id,
-                    email_consent=application.email_consent,
-                    consent_wording_version=application.consent_version,
-                    source=application.source,
-                    confirmation_required=self.double_opt_in,
-                    joined_at=now,
-                ),
-            ],
-        )
+        return [
+            SubjectKeyIssued(key_id=member_id, key=encode_key(key)),
+            MemberJoined(
+                member_id=member_id,
+                email=sealed(application.email_normalised),
+                name=sealed(application.name),
+                postcode=sealed(application.postcode) if application.postcode else None,
+                region_id=application.region_id,
+                group_ids=group_ids,
+                suggested_group_id=application.suggested_group_id,
+                subteam_ids=subteam_ids,
+                interests=list(application.interests),
+                engagement_level=application.engagement_level,
+                organisation_id=application.organisation_id,
+                email_consent=application.email_consent,
+                consent_wording_version=application.consent_version,
+                source=application.source,
+                confirmation_required=self.double_opt_in,
+                joined_at=now,
+            ),
+        ]
 
     async def _announce_join(
         self, session: AsyncSession, member_id: str, application: JoinApplication, now: datetime, confirm: bool

@@ -177,7 +177,7 @@ async def join_submit(request: Request) -> Response:
         values["email_consent"] = bool(values.get("email_consent"))
         values.setdefault("consent_version", options.consent_version)
         return _render_join(request, options, values=values, errors=errors, status=422)
-    if not (await svc.submit_join(application, ip=ip)).address_allowed:
+    if not (await request.app.state.join_batcher.submit(application, ip=ip)).address_allowed:
         return message_page(request, *too_many, 429)
     return RedirectResponse(thanks, status_code=303)
 
@@ -239,7 +239,7 @@ async def _join_json(request: Request) -> JSONResponse:
         if data.get(HONEYPOT):
             return JSONResponse(received, status_code=202, headers=headers)
         return JSONResponse({"errors": errors}, status_code=422, headers=headers)
-    if not (await svc.submit_join(application, ip=ip)).address_allowed:
+    if not (await request.app.state.join_batcher.submit(application, ip=ip)).address_allowed:
         return too_many
     # What the person typed places them; saying where tells nothing about whether they were a member.
     region = options.resolve(options.regions, application.region_id or "")
