@@ -183,26 +183,33 @@ class DeliveryWorker:
             await mailer.close()
 
     async def send_due(self, mailer: Mailer, limit: int = 500) -> int:
-        """Claim and send due deliveries in batches; return how many were handled."""
+        """Claim and send due deliveries in batches; return how many were handled.
+
+        A batch is worked on for at most a third of its lease: what is left then (a slow relay) is given back
+        and claimed afresh, so a sender never reaches a delivery whose lease ran out under it."""
         handled = 0
         while handled < limit:
             batch = await self.claim(self.batch_size)
             if not batch:
                 break
+            until = time.monotonic() + self.lease_s / 3
             # One connection for the batch: each email's commit point is then one transaction on it, without
             # a pool checkout (and its pre-ping) per email.
             async with self.db.engine.connect() as conn:
                 session = AsyncSession(bind=conn, expire_on_commit=False)
                 try:
                     for i, row in enumerate(batch):
+                        if i and time.monotonic() > until:
+                            await self._release([r.id for r in batch[i:]])
+                            break
                         try:
                             await self.deliver(mailer, row, session)
                         except BaseException:
                             await self._release([r.id for r in batch[i + 1 :]])
                             raise
+                        handled += 1
                 finally:
                     await session.close()
-            handled += len(batch)
         return handled
 
     async def claim(self, n: int) -> list[Any]:
