@@ -5,6 +5,7 @@ relay's latency from commit to Kafka. Not one of bench/run.py's benchmarks: a to
     ... bench/consumer_cpu.py consume --events 4000 --rate 200     # MemberJoined straight onto membership.members
     ... bench/consumer_cpu.py joins --seconds 20                    # real joins through the gateway
     ... bench/consumer_cpu.py relay --events 4000 --rate 200        # a relay process on a scratch database
+    RELAY_CODE_ROOT=/tmp/old ... bench/consumer_cpu.py relay        # the relay of another checkout's shared/
 
 `consume` and `joins` read each service's CPU (utime + stime of /proc/<pid>/stat) from before the load until
 every consumer group named has committed the topic's end, minus what the process spends idle over as long
@@ -289,6 +290,8 @@ def main() -> None:
     w.add_argument("bootstrap")
     args = parser.parse_args()
     if args.cmd == "relay-worker":
+        if os.environ.get("RELAY_CODE_ROOT"):  # another checkout's shared/ (e.g. the code before a change)
+            sys.path.insert(0, os.environ["RELAY_CODE_ROOT"])
         asyncio.run(relay_worker(args.url, args.bootstrap))
     else:
         asyncio.run({"consume": consume, "joins": joins, "relay": relay}[args.cmd](args))

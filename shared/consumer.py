@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
 from faststream.kafka import annotations as broker_annotations
 from faststream.kafka import fastapi as fastapi_integration
@@ -101,7 +101,15 @@ class EventConsumer:
         self.service = settings.service_name
 
         async def consume(msg: Any) -> None:
-            await self.handle_batch(msg.raw_message)
+            # FastStream waits for one record (getone: no added latency when idle); whatever the fetcher already
+            # holds comes with it, up to max_batch, in each partition's order. The ack commits all their offsets.
+            records = [msg.raw_message]
+            kafka = getattr(msg, "consumer", None)
+            if self.max_batch > 1 and kafka is not None and hasattr(kafka, "getmany"):
+                more = await kafka.getmany(timeout_ms=0, max_records=self.max_batch - 1)
+                for partition_records in more.values():
+                    records.extend(partition_records)
+            await self.handle_batch(records)
 
         # FastStream injects the raw message through a context annotation, spelt differently for its
         # FastAPI integration and for a plain broker (tests use one).
@@ -118,8 +126,7 @@ class EventConsumer:
             group_id=self.group,
             ack_policy=AckPolicy.ACK,
             auto_offset_reset="earliest",
-            batch=True,
-            max_records=self.max_batch,
+            max_poll_records=self.max_batch,
             title=f"{self.group}:consume",
             description=self.description
             or f"Consumer group {self.group}; handles {', '.join(sorted(self.handlers))}",
@@ -128,8 +135,6 @@ class EventConsumer:
     async def handle_batch(self, records: Sequence[Any]) -> None:
         """Handle a fetched batch (each partition's records in order) in one transaction; if that fails, handle
         its records one at a time (retries, dead letters). Returns when every record is handled or dead-lettered."""
-        if isinstance(records, ConsumerRecord) or not isinstance(records, Sequence):
-            records = (records,)
         if not records:
             return
         if len(records) > 1:

@@ -10,6 +10,7 @@ It is woken by LISTEN/NOTIFY, with a periodic poll as backstop.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 import zlib
@@ -143,8 +144,29 @@ def _topic_of(env: Envelope) -> str:
     return model_for(env.type, env.version).topic
 
 
+# A pass locks up to $1 shards that have pending rows (SKIP LOCKED: another relay's shards are left to it), then
+# reads their pending rows in id order. Two statements: the second's snapshot is taken after the locks are held,
+# so it sees the rows another relay marked as published before releasing a shard (in one statement the snapshot
+# would predate the lock, and such rows would be published twice).
+_LOCK_SHARDS_SQL = """
+SELECT sh.shard FROM outbox_shard sh
+WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.shard = sh.shard AND o.published_at IS NULL)
+ORDER BY random() LIMIT $1 FOR UPDATE OF sh SKIP LOCKED
+"""
+_PENDING_SQL = """
+SELECT o.id, o.topic, o.key, o.payload, o.headers::text AS headers FROM outbox o
+WHERE o.shard = ANY($1::smallint[]) AND o.published_at IS NULL ORDER BY o.id LIMIT $2
+"""
+
+
 class OutboxRelay:
-    """Publishes pending outbox rows to Kafka; run one or more per service."""
+    """Publishes pending outbox rows to Kafka; run one or more per service.
+
+    It works on a connection of its own (asyncpg, no ORM: a pass is a few statements) and is woken by
+    LISTEN/NOTIFY on another. A pass locks shards, reads their rows, sends them all, waits for Kafka's
+    acknowledgements, marks what was acknowledged and commits; a pass that found fewer shards and rows than it
+    may take drained everything it could lock, so the relay sleeps until the next NOTIFY (or poll).
+    """
 
     def __init__(
         self,
@@ -156,6 +178,7 @@ class OutboxRelay:
         poll_interval_s: float = 1.0,
         retention: timedelta = timedelta(hours=72),
         shards_per_batch: int = OUTBOX_SHARDS // 2,
+        linger_ms: int = 1,
     ) -> None:
         self.db = db
         self.bootstrap_servers = bootstrap_servers
@@ -164,12 +187,15 @@ class OutboxRelay:
         self.poll_interval_s = poll_interval_s
         self.retention = retention
         self.shards_per_batch = shards_per_batch
+        self.linger_ms = linger_ms
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
+        self._conn: asyncpg.Connection | None = None
         self._stopping = False
         self._task: asyncio.Task | None = None
         self._listen_task: asyncio.Task | None = None
         self._last_prune = 0.0
+        self._last_metrics = 0.0
         self.published_total = 0
 
     # lifecycle -----------------------------------------------------------------------------------
@@ -195,6 +221,7 @@ class OutboxRelay:
             except Exception:
                 pass
             self._producer = None
+        await self._reset_connection()
 
     def wake(self) -> None:
         self._wake.set()
@@ -206,7 +233,7 @@ class OutboxRelay:
                 bootstrap_servers=self.bootstrap_servers,
                 enable_idempotence=True,
                 acks="all",
-                linger_ms=2,
+                linger_ms=self.linger_ms,
                 request_timeout_ms=15000,
                 client_id=f"{self.service}-outbox-relay",
             )
@@ -217,6 +244,19 @@ class OutboxRelay:
                 raise
             self._producer = producer
         return self._producer
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(_asyncpg_dsn(self.db))
+        return self._conn
+
+    async def _reset_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), timeout=5)
+            except Exception:
+                conn.terminate()
 
     async def _listen(self) -> None:
         """Hold a LISTEN connection; reconnect forever (PostgreSQL may restart)."""
@@ -244,14 +284,18 @@ class OutboxRelay:
     async def _run(self) -> None:
         backoff = 0.5
         while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
-            except TimeoutError:
-                pass
+            if not self._wake.is_set():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+                except TimeoutError:
+                    pass
             self._wake.clear()
             try:
                 await self.drain()
-                await self._update_backlog_metrics()
+                now = time.monotonic()
+                if now - self._last_metrics >= self.poll_interval_s:
+                    self._last_metrics = now
+                    await self._update_backlog_metrics()
                 await self._maybe_prune()
                 backoff = 0.5
             except asyncio.CancelledError:
@@ -259,6 +303,7 @@ class OutboxRelay:
             except Exception as exc:
                 log.warning("outbox relay pass failed; will retry", error=repr(exc), retry_in_s=backoff)
                 await self._reset_producer()
+                await self._reset_connection()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
@@ -271,71 +316,81 @@ class OutboxRelay:
             self._producer = None
 
     async def drain(self) -> int:
-        """Publish until no unlocked shard has pending rows; return how many were published."""
+        """Publish until a pass finds no more than it could take at once; return how many were published.
+
+        Rows committed meanwhile, or in shards another relay holds, come with their NOTIFY (or the next poll).
+        """
         total = 0
         while True:
-            n = await self.publish_batch()
+            n, more = await self._publish_pass()
             total += n
-            if n == 0:
+            if not more:
                 return total
 
     async def publish_batch(self) -> int:
+        """One pass: lock shards with pending rows, publish their rows in order, mark them; how many went out."""
+        return (await self._publish_pass())[0]
+
+    async def _publish_pass(self) -> tuple[int, bool]:
         producer = await self._ensure_producer()
-        async with self.db.transaction() as session:
-            shard_rows = await session.execute(
-                text(
-                    "SELECT s.shard FROM outbox_shard s WHERE EXISTS "
-                    "(SELECT 1 FROM outbox o WHERE o.shard = s.shard AND o.published_at IS NULL) "
-                    "ORDER BY random() LIMIT :k FOR UPDATE OF s SKIP LOCKED"
-                ),
-                {"k": self.shards_per_batch},
-            )
-            shards = [r[0] for r in shard_rows]
-            if not shards:
-                return 0
-            rows = (
-                await session.execute(
-                    text(
-                        "SELECT id, topic, key, payload, headers FROM outbox "
-                        "WHERE shard = ANY(:shards) AND published_at IS NULL ORDER BY id LIMIT :n"
-                    ),
-                    {"shards": shards, "n": self.batch_size},
-                )
-            ).all()
+        conn = await self._connection()
+        # BEGIN, the shards, their rows, then "UPDATE ...; COMMIT" in one round trip: four round trips a pass.
+        await conn.execute("BEGIN")
+        try:
+            shards = [r[0] for r in await conn.fetch(_LOCK_SHARDS_SQL, self.shards_per_batch)]
+            rows = await conn.fetch(_PENDING_SQL, shards, self.batch_size) if shards else []
             if not rows:
-                return 0
+                await conn.execute("COMMIT")
+                return 0, False
+            send = producer.send
             futures = []
             for row in rows:
-                headers = [(k, str(v).encode()) for k, v in (row.headers or {}).items()]
-                fut = await producer.send(row.topic, value=row.payload, key=row.key.encode(), headers=headers)
-                futures.append(fut)
+                raw = row["headers"]
+                headers = [(k, str(v).encode()) for k, v in json.loads(raw).items()] if raw and raw != "{}" else []
+                futures.append(await send(row["topic"], value=row["payload"], key=row["key"].encode(),
+                                          headers=headers))
             results = await asyncio.gather(*futures, return_exceptions=True)
             published: list[int] = []
+            per_topic: dict[str, int] = {}
             failed_keys: set[str] = set()
             first_error: BaseException | None = None
             for row, result in zip(rows, results, strict=True):
-                if isinstance(result, BaseException) or row.key in failed_keys:
-                    failed_keys.add(row.key)
+                key = row["key"]
+                if isinstance(result, BaseException) or key in failed_keys:
+                    failed_keys.add(key)
                     first_error = first_error or (result if isinstance(result, BaseException) else None)
                     continue
-                published.append(row.id)
-                metrics.EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
-            if published:
-                await session.execute(
-                    text("UPDATE outbox SET published_at = now() WHERE id = ANY(:ids)"), {"ids": published}
-                )
-            self.published_total += len(published)
+                published.append(row["id"])
+                per_topic[row["topic"]] = per_topic.get(row["topic"], 0) + 1
+            if published:  # ids are bigints read from the table: written into the statement as they are
+                ids = ",".join(str(int(i)) for i in published)
+                await conn.execute(f"UPDATE outbox SET published_at = now() WHERE id = ANY('{{{ids}}}'::bigint[]); "
+                                   "COMMIT")
+            else:
+                await conn.execute("COMMIT")
+        except BaseException:
+            await self._rollback(conn)
+            raise
+        for topic, n in per_topic.items():
+            metrics.EVENTS_PUBLISHED.labels(self.service, topic).inc(n)
+        self.published_total += len(published)
         if first_error is not None:
             raise first_error
-        return len(published)
+        more = len(rows) >= self.batch_size or len(shards) >= self.shards_per_batch
+        return len(published), more
+
+    async def _rollback(self, conn: asyncpg.Connection) -> None:
+        """End a failed pass's transaction; a connection that cannot is dropped (a new one is made next pass)."""
+        try:
+            if not conn.is_closed() and conn.is_in_transaction():
+                await asyncio.wait_for(conn.execute("ROLLBACK"), timeout=5)
+        except BaseException:
+            await self._reset_connection()
 
     async def _update_backlog_metrics(self) -> None:
-        async with self.db.transaction() as session:
-            row = (
-                await session.execute(
-                    text("SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL")
-                )
-            ).one()
+        conn = await self._connection()
+        row = await conn.fetchrow("SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL")
+        assert row is not None
         metrics.OUTBOX_BACKLOG.labels(self.service).set(row[0])
         age = (datetime.now(UTC) - row[1]).total_seconds() if row[1] else 0.0
         metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(age)
@@ -345,12 +400,12 @@ class OutboxRelay:
         if now - self._last_prune < 60:
             return
         self._last_prune = now
-        async with self.db.transaction() as session:
-            result = await session.execute(
-                text("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < :cutoff"),
-                {"cutoff": datetime.now(UTC) - self.retention},
-            )
-        pruned = getattr(result, "rowcount", 0)
+        conn = await self._connection()
+        status = await conn.execute(
+            "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1",
+            datetime.now(UTC) - self.retention,
+        )
+        pruned = int(status.split()[-1]) if status and status.split()[-1].isdigit() else 0
         if pruned:
             log.info("outbox pruned", rows=pruned)
 

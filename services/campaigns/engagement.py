@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import any_, delete, func, literal, select, update
+from sqlalchemy import any_, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,6 +39,24 @@ class LongTail:
     total: int
 
 
+# What the consumer runs for every event, built once (SQLAlchemy then finds each compiled in its cache at once).
+_m, _f = tables.members, tables.engagement_facts
+_JOINED = ("region_id", "group_ids", "subteam_ids", "status", "source", "joined_at", "updated_at")
+_join_insert = pg_insert(_m).values({c: bindparam(c, type_=_m.c[c].type) for c in ("member_id", *_JOINED)})
+# The upsert returns the member's row, locked by it: what recompute would otherwise read FOR UPDATE.
+UPSERT_JOINED = _join_insert.on_conflict_do_update(
+    index_elements=[_m.c.member_id], set_={c: _join_insert.excluded[c] for c in _JOINED}
+).returning(*_m.c)
+MEMBER_FOR_UPDATE = select(_m).where(_m.c.member_id == bindparam("m_id")).with_for_update()
+FACT_COUNTS = select(_f.c.kind, func.count()).where(_f.c.member_id == bindparam("m_id")).group_by(_f.c.kind)
+SET_COUNTS = update(_m).where(_m.c.member_id == bindparam("m_id")).values(
+    actions=bindparam("n_actions"), attended=bindparam("n_attended"))
+SET_COUNTS_AND_LEVEL = update(_m).where(_m.c.member_id == bindparam("m_id")).values(
+    actions=bindparam("n_actions"), attended=bindparam("n_attended"), level=bindparam("new_level"),
+    level_since=bindparam("since"))
+_LADDER = "campaigns.engagement.ladder"  # session.info: the ladder read in this transaction
+
+
 class EngagementService:
     def __init__(self, db: Database, outbox: Outbox) -> None:
         self.db = db
@@ -49,17 +67,22 @@ class EngagementService:
         if session is None:
             async with self.db.transaction() as s:
                 return await self.ladder(s)
+        transaction = session.sync_session.get_transaction()
+        cached = session.info.get(_LADDER)
+        if cached is not None and cached[0] is transaction:  # read once per transaction (a consumer's batch)
+            return cached[1]  # type: ignore[no-any-return]
         t = tables.engagement_ladder
         rows = (await session.execute(select(t).order_by(t.c.position))).all()
-        if not rows:
-            return DEFAULT_LADDER
-        return tuple(LadderRung(r.level, r.label, r.min_actions, r.min_attended, r.min_total, tuple(r.roles))
-                     for r in rows)
+        ladder = tuple(LadderRung(r.level, r.label, r.min_actions, r.min_attended, r.min_total, tuple(r.roles))
+                       for r in rows) if rows else DEFAULT_LADDER
+        session.info[_LADDER] = (transaction, ladder)
+        return ladder
 
     async def set_ladder(self, ladder: Sequence[LadderRung]) -> int:
         """Replace the ladder and recompute every member; returns how many changed level (each published)."""
         t, m = tables.engagement_ladder, tables.members
         async with self.db.transaction() as session:
+            session.info.pop(_LADDER, None)
             await session.execute(delete(t))
             await session.execute(pg_insert(t).values([
                 {"position": i, "level": r.level, "label": r.label, "min_actions": r.min_actions,
@@ -75,18 +98,16 @@ class EngagementService:
 
     # members, units and roles (membership's events) ----------------------------------------------------
     async def member_joined(self, session: AsyncSession, event: ev.MemberJoined) -> None:
-        m, f = tables.members, tables.engagement_facts
-        values = {"region_id": event.region_id, "group_ids": event.group_ids, "subteam_ids": event.subteam_ids,
-                  "status": "active", "source": event.source, "joined_at": event.joined_at, "updated_at": utcnow()}
-        await session.execute(
-            pg_insert(m).values(member_id=event.member_id, **values)
-            .on_conflict_do_update(index_elements=[m.c.member_id], set_=values)
-        )
+        f = tables.engagement_facts
+        member = (await session.execute(UPSERT_JOINED, {
+            "member_id": event.member_id, "region_id": event.region_id, "group_ids": event.group_ids,
+            "subteam_ids": event.subteam_ids, "status": "active", "source": event.source,
+            "joined_at": event.joined_at, "updated_at": utcnow()})).one()
         if event.source.startswith(("action:", "rsvp:")):
             await session.execute(
                 update(f).where(f.c.link_ref == event.source, f.c.member_id.is_(None)).values(member_id=event.member_id)
             )
-        await self.recompute(session, event.member_id)
+        await self.recompute(session, event.member_id, member=member)
 
     async def member_profile_updated(self, session: AsyncSession, event: ev.MemberProfileUpdated) -> None:
         m = tables.members
@@ -151,22 +172,25 @@ class EngagementService:
         await self._fact(session, "attendance", event.rsvp_id, event.member_id, link, event.attended_at)
 
     async def recompute(self, session: AsyncSession, member_id: str, *, ladder: Sequence[LadderRung] | None = None,
-                        reason: str = "") -> int:
-        """Count the member's facts, find their level and publish EngagementLevelChanged if it moved (returns 1)."""
-        m, f = tables.members, tables.engagement_facts
-        member = (await session.execute(select(m).where(m.c.member_id == member_id).with_for_update())).first()
+                        reason: str = "", member: Any = None) -> int:
+        """Count the member's facts, find their level and publish EngagementLevelChanged if it moved (returns 1).
+
+        `member`: their row, if the caller has just written (and so locked) it."""
+        if member is None:
+            member = (await session.execute(MEMBER_FOR_UPDATE, {"m_id": member_id})).first()
         if member is None:
             return 0  # not joined (yet): their facts wait for MemberJoined
-        counts: dict[str, int] = dict((await session.execute(
-            select(f.c.kind, func.count()).where(f.c.member_id == member_id).group_by(f.c.kind))).all())
+        counts: dict[str, int] = dict((await session.execute(FACT_COUNTS, {"m_id": member_id})).all())
         actions, attended = int(counts.get("action", 0)), int(counts.get("attendance", 0))
         ladder = ladder or await self.ladder(session)
         level = level_for(ladder, actions=actions, attended=attended, roles=member.roles)
-        values: dict[str, Any] = {"actions": actions, "attended": attended}
         changed = level != member.level
         if changed:
-            values.update(level=level, level_since=utcnow())
-        await session.execute(update(m).where(m.c.member_id == member_id).values(**values))
+            await session.execute(SET_COUNTS_AND_LEVEL, {"m_id": member_id, "n_actions": actions,
+                                                         "n_attended": attended, "new_level": level,
+                                                         "since": utcnow()})
+        elif (actions, attended) != (member.actions, member.attended):
+            await session.execute(SET_COUNTS, {"m_id": member_id, "n_actions": actions, "n_attended": attended})
         if changed and (member.level is not None or level != ladder[0].level):
             why = reason or f"{actions} action{'s' if actions != 1 else ''}, {attended} meeting" \
                             f"{'s' if attended != 1 else ''} attended"
