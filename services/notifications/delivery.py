@@ -143,6 +143,7 @@ class DeliveryWorker:
         rate = settings.smtp_max_per_second
         self.batch_size = max(1, min(batch_size, int(rate * lease_s / 3))) if rate > 0 else batch_size
         self.lease_s = lease_s
+        self._listening = asyncio.Lock()
 
     def attach_for(self, kind: str, provider: AttachmentProvider) -> None:
         self.attachments[kind] = provider
@@ -174,11 +175,14 @@ class DeliveryWorker:
                     await asyncio.sleep(self.poll_interval_s)
                     sent = 0
                 if sent == 0:
-                    try:
-                        await asyncio.wait_for(self.wake.wait(), timeout=self.poll_interval_s)
-                    except TimeoutError:
-                        pass
-                    self.wake.clear()
+                    # One idle sender at a time listens for the wake (and polls): a welcome wakes one sender, not
+                    # all of them, each claiming for one row. Senders that find a full batch wake the next one.
+                    async with self._listening:
+                        try:
+                            await asyncio.wait_for(self.wake.wait(), timeout=self.poll_interval_s)
+                        except TimeoutError:
+                            pass
+                        self.wake.clear()
         finally:
             await mailer.close()
 
@@ -192,6 +196,8 @@ class DeliveryWorker:
             batch = await self.claim(self.batch_size)
             if not batch:
                 break
+            if len(batch) == self.batch_size:
+                self.wake.set()  # probably more due: bring in the next idle sender
             until = time.monotonic() + self.lease_s / 3
             # One connection for the batch: each email's commit point is then one transaction on it, without
             # a pool checkout (and its pre-ping) per email.
