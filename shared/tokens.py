@@ -6,6 +6,7 @@ made for one purpose is refused for another.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -15,7 +16,9 @@ class InvalidToken(ValueError):
     """The token was forged, altered, made for another purpose, or has expired."""
 
 
+@lru_cache(maxsize=64)
 def _serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
+    # Kept: a fan-out signs three links for each of thousands of members with the same few serializers.
     return URLSafeTimedSerializer(secret_key, salt=f"groundswell:{purpose}")
 
 
