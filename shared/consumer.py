@@ -138,6 +138,10 @@ class EventConsumer:
         if not records:
             return
         if len(records) > 1:
+            # By key (stable: a key's records keep their order; a key lives in one partition). Transactions of
+            # any consumer then lock their subjects (parking's advisory locks, rows keyed by subject) in the same
+            # order, so two batches touching the same subjects wait for each other instead of deadlocking.
+            records = sorted(records, key=_record_key)
             try:
                 outcomes = await self._handle_batch_once(records)
             except Exception as exc:
@@ -285,6 +289,13 @@ class EventConsumer:
         finally:
             correlation_id_var.reset(token)
         return "handled" if done else "duplicate"
+
+
+def _record_key(record: Any) -> bytes:
+    key = record.key
+    if key is None:
+        return b""
+    return key if isinstance(key, bytes) else str(key).encode()
 
 
 class DeadLetterPublisher:

@@ -48,8 +48,9 @@ class Inbox:
             ids.setdefault(env.event_id, env.type)
         if not ids:
             return set()
+        ordered = sorted(ids)  # the same order in every transaction: two claiming one id wait, not deadlock
         result = await session.execute(
-            self._claim, {"consumer": consumer, "ids": list(ids), "types": list(ids.values())}
+            self._claim, {"consumer": consumer, "ids": ordered, "types": [ids[i] for i in ordered]}
         )
         return set(result.scalars())
 
