@@ -2,8 +2,8 @@
 
 Delivery is at least once: offsets are committed only after a message was handled (or dead-lettered).
 Records are handled a fetched batch at a time: one transaction claims every event's inbox row with one
-statement, runs the handlers in the records' order (so each key keeps its order) and commits once, then the
-offsets are committed once. If anything in the batch fails, the transaction rolls back and the batch is handled
+statement, runs the handlers in key order (a stable sort, so each key keeps its order) and commits once, then
+the offsets are committed once. If anything in the batch fails, the transaction rolls back and the batch is handled
 again one record at a time, each in its own transaction: a failing record is retried with backoff a bounded
 number of times, then goes to the group's dead-letter topic with the error in its headers, and the partition
 moves on.
@@ -133,7 +133,7 @@ class EventConsumer:
         )(consume)
 
     async def handle_batch(self, records: Sequence[Any]) -> None:
-        """Handle a fetched batch (each partition's records in order) in one transaction; if that fails, handle
+        """Handle a fetched batch (each partition's records in offset order) in one transaction; if that fails, handle
         its records one at a time (retries, dead letters). Returns when every record is handled or dead-lettered."""
         if not records:
             return
@@ -159,7 +159,8 @@ class EventConsumer:
         """False for a replay meant for another group's dead letters."""
         for k, v in record.headers or ():
             if k == H_REPLAY_FOR_GROUP:
-                return v.decode(errors="replace") == self.group
+                meant_for = v.decode(errors="replace")
+                return not meant_for or meant_for == self.group
         return True
 
     async def _handle_batch_once(self, records: Sequence[Any]) -> dict[str, int]:
