@@ -434,6 +434,33 @@ class MembershipService:
         subteam_ids: list[str],
         now: datetime,
     ) -> list[EventData]:
+        return self._joined_events(
+            member_id,
+            key,
+            application,
+            group_ids,
+            subteam_ids,
+            consent_version=application.consent_version,
+            source=application.source,
+            confirm=self.double_opt_in,
+            now=now,
+        )
+
+    @staticmethod
+    def _joined_events(
+        member_id: str,
+        key: bytes,
+        profile: Any,
+        group_ids: list[str],
+        subteam_ids: list[str],
+        *,
+        consent_version: str,
+        source: str,
+        confirm: bool,
+        now: datetime,
+    ) -> list[EventData]:
+        """The member's key and MemberJoined; `profile` is a JoinApplication or a stored member row."""
+
         def sealed(value: str) -> Any:
             return seal(value, key, key_id=member_id, owner=OWNER)
 
@@ -441,20 +468,20 @@ class MembershipService:
             SubjectKeyIssued(key_id=member_id, key=encode_key(key)),
             MemberJoined(
                 member_id=member_id,
-                email=sealed(application.email_normalised),
-                name=sealed(application.name),
-                postcode=sealed(application.postcode) if application.postcode else None,
-                region_id=application.region_id,
+                email=sealed(profile.email_normalised),
+                name=sealed(profile.name),
+                postcode=sealed(profile.postcode) if profile.postcode else None,
+                region_id=profile.region_id,
                 group_ids=group_ids,
-                suggested_group_id=application.suggested_group_id,
+                suggested_group_id=profile.suggested_group_id,
                 subteam_ids=subteam_ids,
-                interests=list(application.interests),
-                engagement_level=application.engagement_level,
-                organisation_id=application.organisation_id,
-                email_consent=application.email_consent,
-                consent_wording_version=application.consent_version,
-                source=application.source,
-                confirmation_required=self.double_opt_in,
+                interests=list(profile.interests),
+                engagement_level=profile.engagement_level,
+                organisation_id=profile.organisation_id,
+                email_consent=profile.email_consent,
+                consent_wording_version=consent_version,
+                source=source,
+                confirmation_required=confirm,
                 joined_at=now,
             ),
         ]
@@ -462,33 +489,22 @@ class MembershipService:
     async def _announce_join(
         self, session: AsyncSession, member_id: str, application: JoinApplication, now: datetime, confirm: bool
     ) -> None:
+        """MemberJoined again for someone who had left, from their stored row (updated by this join)."""
         key, _ = await self.keys.get_or_create(session, member_id)
         group_ids, subteam_ids = await self.units_of(session, member_id)
         row = (await session.execute(select(tables.members).where(tables.members.c.id == member_id))).one()
-        await self._emit(
-            session,
-            [
-                SubjectKeyIssued(key_id=member_id, key=encode_key(key)),
-                MemberJoined(
-                    member_id=member_id,
-                    email=await self.keys.seal(session, member_id, row.email_normalised),
-                    name=await self.keys.seal(session, member_id, row.name),
-                    postcode=await self.keys.seal(session, member_id, row.postcode) if row.postcode else None,
-                    region_id=row.region_id,
-                    group_ids=group_ids,
-                    suggested_group_id=row.suggested_group_id,
-                    subteam_ids=subteam_ids,
-                    interests=list(row.interests),
-                    engagement_level=row.engagement_level,
-                    organisation_id=row.organisation_id,
-                    email_consent=row.email_consent,
-                    consent_wording_version=application.consent_version,
-                    source=application.source,
-                    confirmation_required=confirm,
-                    joined_at=now,
-                ),
-            ],
+        events = self._joined_events(
+            member_id,
+            key,
+            row,
+            group_ids,
+            subteam_ids,
+            consent_version=application.consent_version,
+            source=application.source,
+            confirm=confirm,
+            now=now,
         )
+        await self._emit(session, events)
 
     async def _update_on_rejoin(
         self, session: AsyncSession, previous: Any, application: JoinApplication, now: datetime

@@ -133,6 +133,23 @@ async def test_leaving_announces_member_left_and_stops_consent(client, db, kafka
     assert event.data["reason"] == "Moving abroad"
 
 
+async def test_joining_again_after_leaving_announces_the_member_again_with_their_key(
+    client, db, kafka, membership_settings
+):
+    member = await joined(client, db)
+    token = link(membership_settings, tokens.PREFERENCES, member["id"])
+    assert (await client.post("/me/leave", data={"token": token})).status_code == 200
+    back = await client.post("/join", data=join_form(member["email_normalised"], name="Back Again"))
+    assert back.status_code == 303
+    row = await member_by_email(db, member["email_normalised"])
+    assert row["id"] == member["id"] and row["status"] != "left" and row["name"] == "Back Again"
+    *_, again = await kafka.wait_for(of_member(member["id"], "MemberJoined"), count=2)
+    key = await db.fetchval("SELECT key FROM subject_keys WHERE key_id = $1", member["id"])
+    assert unseal(Sealed(**again.data["name"]), key) == "Back Again"
+    assert unseal(Sealed(**again.data["email"]), key) == member["email_normalised"]
+    assert again.data["confirmation_required"] is (row["status"] == "pending")
+
+
 async def test_download_holds_everything_about_the_member_including_who_looked(client, db, membership_settings):
     member = await joined(client, db, skills="Sign language", groups=["derby"], subteams=["welcome"])
     _, headers = await make_organiser(db)
