@@ -199,17 +199,15 @@ class EventConsumer:
             for record, env, model, handler in todo:
                 if env is None:
                     await flush()
-                    key = record.key.decode() if isinstance(record.key, bytes) else str(record.key)
                     assert self.tombstone_handler is not None
-                    await self.tombstone_handler(key, session)
+                    await self.tombstone_handler(_key_text(record), session)
                     outcomes["handled"] += 1
                     continue
                 if env.event_id not in claimed:
                     outcomes["duplicate"] += 1
                     continue
                 claimed.discard(env.event_id)  # the same event twice in a batch: handled once
-                data = (model.model_validate(env.data) if env.version == model.event_version
-                        else env.payload())
+                data = _data(model, env)
                 outcomes["handled"] += 1
                 if self.batch_handler is not None:
                     pending.append((env, model, data))
@@ -272,16 +270,15 @@ class EventConsumer:
         if record.value is None:
             if self.tombstone_handler is None or record.key is None:
                 return "ignored"
-            key = record.key.decode() if isinstance(record.key, bytes) else str(record.key)
             async with self._inbox.db.transaction() as session:  # deleting is idempotent: no inbox row needed
-                await self.tombstone_handler(key, session)
+                await self.tombstone_handler(_key_text(record), session)
             return "handled"
         envelope = Envelope.from_bytes(record.value)
         entry = self.handlers.get(envelope.type)
         if entry is None:
             return "ignored"
         model, handler = entry
-        data = model.model_validate(envelope.data) if envelope.version == model.event_version else envelope.payload()
+        data = _data(model, envelope)
         token = correlation_id_var.set(envelope.correlation_id)
         try:
             done = await self._inbox.process(
@@ -290,6 +287,15 @@ class EventConsumer:
         finally:
             correlation_id_var.reset(token)
         return "handled" if done else "duplicate"
+
+
+def _key_text(record: Any) -> str:
+    return record.key.decode() if isinstance(record.key, bytes) else str(record.key)
+
+
+def _data(model: type[EventData], envelope: Envelope) -> Any:
+    """The event's typed data: validated against the handler's model, or the catalog's for another version."""
+    return model.model_validate(envelope.data) if envelope.version == model.event_version else envelope.payload()
 
 
 def _record_key(record: Any) -> bytes:

@@ -35,7 +35,7 @@ class JoinBatcher:
         self.joins = 0
 
     async def submit(self, application: JoinApplication, *, ip: str) -> JoinSubmission:
-        """Store a valid join form (see `MembershipService.submit_join`); returns once it is committed."""
+        """Store a valid join form (see `MembershipService.submit_joins`); returns once it is committed."""
         done: asyncio.Future[JoinSubmission] = asyncio.get_running_loop().create_future()
         self._waiting.append((PendingJoin(application, ip, correlation_id_var.get()), done))
         if len(self._writers) < self.max_writers:
@@ -60,23 +60,24 @@ class JoinBatcher:
                 for pending, done in batch:
                     token = correlation_id_var.set(pending.correlation_id)
                     try:
-                        _settle(done, await self.service.submit_joins([pending]))
+                        [result] = await self.service.submit_joins([pending])
+                        _settle(done, result)
                     except Exception as one_exc:
                         _settle(done, exc=one_exc)
                     finally:
                         correlation_id_var.reset(token)
                 continue
             for (_, done), result in zip(batch, results, strict=True):
-                _settle(done, [result])
+                _settle(done, result)
 
 
 def _settle(
-    done: asyncio.Future[JoinSubmission], results: list[JoinSubmission] | None = None, exc: Exception | None = None
+    done: asyncio.Future[JoinSubmission], result: JoinSubmission | None = None, exc: Exception | None = None
 ) -> None:
     if done.done():
         return
     if exc is not None:
         done.set_exception(exc)
     else:
-        assert results is not None
-        done.set_result(results[0])
+        assert result is not None
+        done.set_result(result)

@@ -88,24 +88,12 @@ class RateLimiter:
         self._settings, self._settings_at = LimitSettings(limits, tuple(trusted)), time.monotonic()
         return self._settings
 
-    def forget_settings(self) -> None:
-        self._settings = None
-
-    async def is_trusted(self, session: AsyncSession, ip: str) -> bool:
-        return self._trusted(await self.settings(session), ip)
-
     async def hit(self, session: AsyncSession, limit: str, value: str, *, ip: str | None = None) -> Verdict:
         """Count one attempt against `limit` for `value`; allowed while the window's count is within the limit.
 
         With `ip` given, an attempt from a trusted network is neither counted nor limited.
         """
         return (await self.count(session, [Attempt(limit, value, ip)]))[0]
-
-    async def hit_many(
-        self, session: AsyncSession, attempts: Sequence[tuple[str, str]], *, ip: str | None = None
-    ) -> list[Verdict]:
-        """Count one attempt against each (limit, value) from `ip`; a verdict for each, in order."""
-        return await self.count(session, [Attempt(limit, value, ip) for limit, value in attempts])
 
     async def count(self, session: AsyncSession, attempts: Sequence[Attempt]) -> list[Verdict]:
         """Count attempts in one statement; a verdict for each, as if they had been counted one after another

@@ -163,23 +163,14 @@ class MembershipService:
         async with self.db.transaction() as session:
             return await self.limiter.hit(session, JOIN_PER_IP, ip, ip=ip)
 
-    async def allow_join_of(self, email_normalised: str, ip: str) -> Verdict:
-        async with self.db.transaction() as session:
-            return await self.limiter.hit(session, JOIN_PER_EMAIL, email_normalised, ip=ip)
-
-    async def submit_join(self, application: JoinApplication, *, ip: str) -> JoinSubmission:
-        """A valid join form from `ip`: both limits counted and the join stored, in one transaction.
-
-        Refused for its address: nothing but the counters changes. Over the per-email limit: counted, nothing
-        stored, and the caller answers as if it were accepted.
-        """
-        [submission] = await self.submit_joins([PendingJoin(application, ip, correlation_id_var.get())])
-        return submission
-
     async def submit_joins(self, pending: Sequence[PendingJoin]) -> list[JoinSubmission]:
-        """Several join forms in one transaction, with exactly the effects of submitting them one after another
-        in this order (see `JoinBatcher`): limits counted in one statement, new members written with one
-        statement per table, anyone already a member (or twice in the batch) updated as a join again."""
+        """Valid join forms in one transaction, with exactly the effects of submitting them one after another
+        in this order (see `JoinBatcher`): both limits counted in one statement, new members written with one
+        statement per table, anyone already a member (or twice in the batch) updated as a join again.
+
+        One refused for its address changes nothing but the counters. One over the per-email limit is counted
+        and stores nothing, and the caller answers as if it were accepted.
+        """
         async with self.db.transaction() as session:
             attempts = []
             for join in pending:
@@ -199,7 +190,10 @@ class MembershipService:
                     results[i] = JoinSubmission(True)
                 elif first_of_email.setdefault(join.application.email_normalised, i) != i:
                     again.append(i)  # the same address earlier in this batch: a join again, after that one
-            created = await self._insert_new_members(session, [(i, pending[i]) for i in first_of_email.values()])
+            firsts = [(i, pending[i]) for i in first_of_email.values()]
+            created = await self._insert_new_members(
+                session, [(i, p.application, p.ip, p.correlation_id) for i, p in firsts]
+            )
             for i in first_of_email.values():
                 if i in created:
                     results[i] = JoinSubmission(True, JoinOutcome(created[i], True))
@@ -215,60 +209,70 @@ class MembershipService:
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
-    async def _insert_new_members(self, session: AsyncSession, joins: list[tuple[int, PendingJoin]]) -> dict[int, str]:
+    async def _insert_new_members(
+        self, session: AsyncSession, joins: list[tuple[int, JoinApplication, str | None, str | None]]
+    ) -> dict[int, str]:
         """Insert those whose address is not a member yet, with their units, consent, key and MemberJoined, one
-        statement per table; returns {position: member id} of those inserted."""
+        statement per table. `joins`: (position, application, ip, correlation id); returns {position: member id}
+        of those inserted (the others are members already)."""
         if not joins:
             return {}
         now = utcnow()
-        ids = {i: str(uuid.uuid4()) for i, _ in joins}
-        status = "pending" if self.double_opt_in else "confirmed"
-        rows = [
-            {
-                "id": ids[i],
-                "email_normalised": join.application.email_normalised,
-                "name": join.application.name,
-                "postcode": join.application.postcode,
-                "region_id": join.application.region_id,
-                "suggested_group_id": join.application.suggested_group_id,
-                "engagement_level": join.application.engagement_level,
-                "interests": join.application.interests,
-                "skills": join.application.skills,
-                "time_available": join.application.time_available,
-                "organisation_id": join.application.organisation_id,
-                "organisation_name": join.application.organisation_name,
-                "status": status,
-                "confirmed_at": None if self.double_opt_in else now,
-                "email_consent": join.application.email_consent,
-                "source": join.application.source,
-                "joined_at": now,
-                "updated_at": now,
-            }
-            for i, join in joins
-        ]
+        ids = {i: str(uuid.uuid4()) for i, *_ in joins}
+        rows = [self._member_row(ids[i], application, now) for i, application, *_ in joins]
         inserted = {row.id for row in (await session.execute(_INSERT_MEMBER, rows)).all()}
-        new = [(i, join) for i, join in joins if ids[i] in inserted]
+        new = [join for join in joins if ids[join[0]] in inserted]
         if not new:
             return {}
-        units = {i: (_unique(j.application.group_ids), _unique(j.application.subteam_ids)) for i, j in new}
-        groups = [{"member_id": ids[i], "group_id": g} for i, _ in new for g in units[i][0]]
-        subteams = [{"member_id": ids[i], "subteam_id": t} for i, _ in new for t in units[i][1]]
+        units = {i: (_unique(a.group_ids), _unique(a.subteam_ids)) for i, a, *_ in new}
+        groups = [{"member_id": ids[i], "group_id": g} for i, *_ in new for g in units[i][0]]
+        subteams = [{"member_id": ids[i], "subteam_id": t} for i, *_ in new for t in units[i][1]]
         if groups:
             await session.execute(_INSERT_MEMBER_GROUP, groups)
         if subteams:
             await session.execute(_INSERT_MEMBER_SUBTEAM, subteams)
         await session.execute(
-            insert(tables.consent_records),
-            [self._consent_row(ids[i], join.application, join.ip, now) for i, join in new],
+            insert(tables.consent_records), [self._consent_row(ids[i], a, ip, now) for i, a, ip, _ in new]
         )
-        keys = {i: new_key() for i, _ in new}
-        await session.execute(insert(self.keys.table), [{"key_id": ids[i], "key": keys[i]} for i, _ in new])
+        keys = {i: new_key() for i, *_ in new}
+        await session.execute(insert(self.keys.table), [{"key_id": ids[i], "key": keys[i]} for i, *_ in new])
         envelopes = []
-        for i, join in new:
-            events = self._new_member_events(ids[i], keys[i], join.application, units[i][0], units[i][1], now)
-            envelopes += [Envelope.wrap(e, correlation_id=join.correlation_id) for e in events]
+        for i, application, _, correlation_id in new:
+            events = self._joined_events(
+                ids[i],
+                keys[i],
+                application,
+                *units[i],
+                consent_version=application.consent_version,
+                source=application.source,
+                confirm=self.double_opt_in,
+                now=now,
+            )
+            envelopes += [Envelope.wrap(e, correlation_id=correlation_id) for e in events]
         await self.outbox.add(session, *envelopes)
-        return {i: ids[i] for i, _ in new}
+        return {i: ids[i] for i, *_ in new}
+
+    def _member_row(self, member_id: str, application: JoinApplication, now: datetime) -> dict[str, Any]:
+        return {
+            "id": member_id,
+            "email_normalised": application.email_normalised,
+            "name": application.name,
+            "postcode": application.postcode,
+            "region_id": application.region_id,
+            "suggested_group_id": application.suggested_group_id,
+            "engagement_level": application.engagement_level,
+            "interests": application.interests,
+            "skills": application.skills,
+            "time_available": application.time_available,
+            "organisation_id": application.organisation_id,
+            "organisation_name": application.organisation_name,
+            "status": "pending" if self.double_opt_in else "confirmed",
+            "confirmed_at": None if self.double_opt_in else now,
+            "email_consent": application.email_consent,
+            "source": application.source,
+            "joined_at": now,
+            "updated_at": now,
+        }
 
     async def is_allowed_origin(self, origin: str | None) -> bool:
         if not origin:
@@ -322,41 +326,11 @@ class MembershipService:
 
     async def join_in(self, session: AsyncSession, application: JoinApplication, *, ip: str | None) -> JoinOutcome:
         """`join` inside a transaction the caller holds (a consumer's, with its inbox row)."""
+        created = await self._insert_new_members(session, [(0, application, ip, correlation_id_var.get())])
+        if created:
+            return JoinOutcome(created[0], True)
         now = utcnow()
-        new_id = str(uuid.uuid4())
         m = tables.members
-        inserted = (
-            await session.execute(
-                _INSERT_MEMBER,
-                {
-                    "id": new_id,
-                    "email_normalised": application.email_normalised,
-                    "name": application.name,
-                    "postcode": application.postcode,
-                    "region_id": application.region_id,
-                    "suggested_group_id": application.suggested_group_id,
-                    "engagement_level": application.engagement_level,
-                    "interests": application.interests,
-                    "skills": application.skills,
-                    "time_available": application.time_available,
-                    "organisation_id": application.organisation_id,
-                    "organisation_name": application.organisation_name,
-                    "status": "pending" if self.double_opt_in else "confirmed",
-                    "confirmed_at": None if self.double_opt_in else now,
-                    "email_consent": application.email_consent,
-                    "source": application.source,
-                    "joined_at": now,
-                    "updated_at": now,
-                },
-            )
-        ).first()
-        if inserted is not None:
-            member_id = new_id
-            group_ids, subteam_ids = _unique(application.group_ids), _unique(application.subteam_ids)
-            await self._set_units(session, member_id, group_ids, subteam_ids)
-            await self._record_consent(session, member_id, application, ip, now)
-            await self._announce_new_member(session, member_id, application, group_ids, subteam_ids, now)
-            return JoinOutcome(member_id, True)
         # Someone with this email exists (perhaps committed a moment ago by a simultaneous submission).
         previous = (
             await session.execute(
@@ -410,41 +384,6 @@ class MembershipService:
             "ip_hash": self.hash_ip(ip) if ip else None,
             "recorded_at": now,
         }
-
-    async def _announce_new_member(
-        self,
-        session: AsyncSession,
-        member_id: str,
-        application: JoinApplication,
-        group_ids: list[str],
-        subteam_ids: list[str],
-        now: datetime,
-    ) -> None:
-        """The new member's key and MemberJoined, from what was just inserted (no reading it back)."""
-        key = new_key()
-        await session.execute(insert(self.keys.table), {"key_id": member_id, "key": key})
-        await self._emit(session, self._new_member_events(member_id, key, application, group_ids, subteam_ids, now))
-
-    def _new_member_events(
-        self,
-        member_id: str,
-        key: bytes,
-        application: JoinApplication,
-        group_ids: list[str],
-        subteam_ids: list[str],
-        now: datetime,
-    ) -> list[EventData]:
-        return self._joined_events(
-            member_id,
-            key,
-            application,
-            group_ids,
-            subteam_ids,
-            consent_version=application.consent_version,
-            source=application.source,
-            confirm=self.double_opt_in,
-            now=now,
-        )
 
     @staticmethod
     def _joined_events(
