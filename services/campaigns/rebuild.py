@@ -1,6 +1,8 @@
 """`python -m services.campaigns rebuild-reporting`: the reporting read model again, from the beginning of the topics.
 
-The events are replayed into a shadow schema while the live model keeps serving and updating. Then, holding
+The events are replayed into a shadow schema while the live model keeps serving and updating: projected in memory
+and written once (COPY, indexes built afterwards), or, if the database refuses any of those rows, again from the
+beginning event by event as the live consumer projects them. Then, holding
 an exclusive lock on the live tables (the live consumer waits; dashboards still read), the shadow catches up to
 the topics' ends, and the live tables and their inbox are replaced by the shadow's in the same transaction. Events
 the live consumer meets afterwards are already in the swapped inbox and are skipped; nothing is lost or counted
@@ -9,12 +11,16 @@ twice. With `check`, nothing is swapped: the shadow's figures are compared with 
 
 from __future__ import annotations
 
+import functools
+import operator
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import Field, TypeAdapter, create_model
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,9 +30,12 @@ from services.campaigns.consumers import REPORTING_GROUP
 from services.campaigns.reporting import (
     PROJECTED_TYPES,
     REPORTING_TOPICS,
+    MemoryRows,
     Reports,
     Scope,
+    memory_rows,
     project_batch,
+    project_in_memory,
 )
 from shared.consumer import H_REPLAY_FOR_GROUP
 from shared.db import Database
@@ -36,6 +45,9 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 SHADOW = "rpt_rebuild"
 LIVE = "public"
+# The bulk replay holds the projected rows of this many events in memory at most (about 1 kB each); a longer
+# history is written out at that point and the rest replayed batch by batch.
+BULK_LIMIT = 3_000_000
 
 
 @dataclass
@@ -71,6 +83,10 @@ class TopicReader:
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
+
+    async def rewind(self) -> None:
+        assert self.consumer is not None
+        await self.consumer.seek_to_beginning(*self.partitions)
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         assert self.consumer is not None
@@ -173,6 +189,140 @@ async def _project(session: AsyncSession, envelope: Envelope, entry: tuple[Any, 
     return 1
 
 
+def _typed_envelopes() -> TypeAdapter[Any]:
+    """Validates a record's bytes, in one pass, as the envelope of one projected type with its typed `data`: the
+    same models and checks as `Envelope.from_bytes` and then the data's model, without the dict in between."""
+    typed: list[Any] = []
+    for name, (model, _) in PROJECTED_TYPES.items():
+        of_type: Any = Literal[name]
+        typed.append(create_model(f"{name}Envelope", __base__=Envelope, type=(of_type, ...), data=(model, ...)))
+    any_of: Any = functools.reduce(operator.or_, typed)
+    return TypeAdapter(Annotated[any_of, Field(discriminator="type")])
+
+
+class BulkShadow:
+    """The replay into the empty shadow, projected in memory and written once: the inbox by a set of event ids
+    instead of an INSERT … ON CONFLICT per batch, the facts and what later events change in them as rows in memory
+    (`reporting.project_in_memory`), then each table by COPY into the shadow without its indexes, which are built
+    afterwards. The rows are those the batch-by-batch replay writes (tests/campaigns/test_rebuild_bulk.py)."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.rows: MemoryRows = memory_rows()
+        self.seen: set[uuid.UUID] = set()
+        self.inbox: list[tuple[str, uuid.UUID, str]] = []
+        self.typed = _typed_envelopes()
+
+    def add(self, records: list[Any], result: RebuildResult) -> None:
+        """What `apply_records` does to these records (skipping the same ones), on the rows in memory."""
+        group, typed, seen, inbox, rows = self.group, self.typed, self.seen, self.inbox, self.rows
+        for record in records:
+            result.records += 1
+            if record.value is None:
+                continue
+            if record.headers:
+                headers = {k: v.decode(errors="replace") for k, v in record.headers}
+                if headers.get(H_REPLAY_FOR_GROUP) not in (None, group):
+                    continue
+            try:
+                envelope = typed.validate_json(record.value)
+                model = PROJECTED_TYPES[envelope.type][0]
+                if envelope.version != model.event_version:
+                    raise ValueError("another version of the event")
+                data = envelope.data
+                if envelope.event_id in seen:
+                    continue
+            except ValueError:  # pydantic's ValidationError too: the general path decides, as `apply_records`
+                try:
+                    envelope = Envelope.from_bytes(record.value)
+                except Exception:
+                    result.skipped += 1
+                    continue
+                entry = PROJECTED_TYPES.get(envelope.type)
+                if entry is None or envelope.event_id in seen:  # (the inbox is claimed before the data is read)
+                    continue
+                model = entry[0]
+                try:
+                    data = (model.model_validate(envelope.data) if envelope.version == model.event_version
+                            else envelope.payload())
+                except Exception as exc:
+                    log.warning("rebuild skipped an event", event_id=str(envelope.event_id), error=repr(exc))
+                    result.skipped += 1
+                    continue
+            seen.add(envelope.event_id)
+            inbox.append((group, envelope.event_id, envelope.type))
+            project_in_memory(rows, envelope, model, data)
+            result.applied += 1
+
+    @property
+    def size(self) -> int:
+        return len(self.inbox)
+
+    async def write(self, db: Database) -> None:
+        """Every row into the shadow (made by `_create_shadow(indexed=False)`), then the shadow's indexes."""
+        started = time.monotonic()
+        async with db.transaction() as session:
+            conn = await (await session.connection()).get_raw_connection()
+            assert conn.driver_connection is not None
+            copy = conn.driver_connection.copy_records_to_table  # asyncpg's COPY … FROM STDIN (binary)
+            await copy(tables.rpt_inbox.name, schema_name=SHADOW, columns=["consumer", "event_id", "event_type"],
+                       records=self.inbox)
+            for table in tables.REPORTING_TABLES:
+                held = self.rows.get(table.name)
+                if not held:
+                    continue
+                columns = [c.name for c in table.columns]
+                await copy(table.name, schema_name=SHADOW, columns=columns,
+                           records=[tuple(row[c] for c in columns) for row in held.values()])
+            copied = time.monotonic()
+            for statement in await _index_statements(session):
+                await session.execute(text(statement))
+        log.info("reporting shadow written", events=self.size, copy_s=round(copied - started, 2),
+                 indexes_s=round(time.monotonic() - copied, 2))
+        self.rows, self.seen, self.inbox = memory_rows(), set(), []
+
+
+async def _index_statements(session: AsyncSession) -> list[str]:
+    """What builds the indexes and key constraints the shadow's tables lack: those of the live tables."""
+    statements: list[str] = []
+    for t in tables.REPORTING_TABLES:
+        live, shadow = f"{LIVE}.{t.name}", f"{SHADOW}.{t.name}"
+        for name, definition in (await session.execute(text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = CAST(:t AS regclass) "
+            "AND contype IN ('p', 'u', 'x') ORDER BY conname"), {"t": live})).all():
+            statements.append(f'ALTER TABLE {shadow} ADD CONSTRAINT "{name}" {definition}')
+        for (definition,) in (await session.execute(text(
+            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = CAST(:t AS regclass) "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
+            "ORDER BY i.indexrelid"), {"t": live})).all():
+            prefix = f" ON {live} "
+            if prefix not in definition:
+                raise RuntimeError(f"an index of {live} not understood: {definition}")
+            statements.append(definition.replace(prefix, f" ON {shadow} ", 1))
+    return statements
+
+
+async def _replay_in_bulk(db: Database, reader: TopicReader, group: str, result: RebuildResult) -> None:
+    """The topics up to their current ends into a new shadow through `BulkShadow`; past `BULK_LIMIT` events, the
+    rest batch by batch into the shadow written so far."""
+    await _create_shadow(db, indexed=False)
+    bulk: BulkShadow | None = BulkShadow(group)
+
+    async def into_shadow(records: list[Any]) -> None:
+        nonlocal bulk
+        if bulk is None:
+            await _into_shadow(db, records, group, result)
+            return
+        bulk.add(records, result)
+        if bulk.size >= BULK_LIMIT:
+            await bulk.write(db)
+            bulk = None
+
+    await reader.read_until(await reader.end_offsets(), into_shadow)
+    if bulk is not None:
+        await bulk.write(db)
+
+
 async def _into_shadow(db: Database, records: list[Any], group: str, result: RebuildResult) -> None:
     """A batch in one transaction; if any event in it fails, the batch again with each event on its own."""
     fast = RebuildResult()
@@ -190,12 +340,15 @@ async def _into_shadow(db: Database, records: list[Any], group: str, result: Reb
     result.skipped += fast.skipped
 
 
-async def _create_shadow(db: Database) -> None:
+async def _create_shadow(db: Database, *, indexed: bool = True) -> None:
+    """The live tables' empty copies (unlogged: a crash loses only the rebuild), without their indexes for a bulk
+    load, which builds them afterwards."""
+    like = "INCLUDING ALL" if indexed else "INCLUDING ALL EXCLUDING INDEXES"
     async with db.transaction() as session:
         await session.execute(text(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE"))
         await session.execute(text(f"CREATE SCHEMA {SHADOW}"))
         for t in tables.REPORTING_TABLES:
-            await session.execute(text(f"CREATE TABLE {SHADOW}.{t.name} (LIKE {LIVE}.{t.name} INCLUDING ALL)"))
+            await session.execute(text(f"CREATE UNLOGGED TABLE {SHADOW}.{t.name} (LIKE {LIVE}.{t.name} {like})"))
 
 
 async def _drop_shadow(db: Database) -> None:
@@ -224,15 +377,23 @@ async def rebuild(db: Database, bootstrap: str, reports: Reports, *, group: str 
                   check: bool = False) -> RebuildResult:
     """Replay the reporting topics into a shadow schema, then swap it in (or, with `check`, compare)."""
     result = RebuildResult()
-    await _create_shadow(db)
     reader = TopicReader(bootstrap)
     await reader.start()
     try:
         async def into_shadow(records: list[Any]) -> None:
             await _into_shadow(db, records, group, result)
 
-        await reader.read_until(await reader.end_offsets(), into_shadow)
-        log.info("reporting replayed into the shadow", records=result.records, applied=result.applied)
+        started = time.monotonic()
+        try:
+            await _replay_in_bulk(db, reader, group, result)
+        except Exception as exc:  # a row the database refuses: the careful replay skips just that event
+            log.warning("the bulk replay failed; replaying event by event", error=repr(exc))
+            result.records = result.applied = result.skipped = 0
+            await _create_shadow(db)
+            await reader.rewind()
+            await reader.read_until(await reader.end_offsets(), into_shadow)
+        log.info("reporting replayed into the shadow", records=result.records, applied=result.applied,
+                 seconds=round(time.monotonic() - started, 2))
         if check:
             for scope in await scopes_to_compare(db, SHADOW):
                 current = await snapshot(db, reports, scope)

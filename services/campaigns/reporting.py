@@ -129,8 +129,8 @@ ROW_PROJECTIONS: dict[type[EventData], RowProjection] = {
 }
 
 
-async def member_profile_updated(envelope: Envelope, e: ev.MemberProfileUpdated, session: AsyncSession) -> None:
-    m = tables.rpt_members
+def _profile_changes(e: ev.MemberProfileUpdated) -> dict[str, Any]:
+    """The columns of a member's row that a profile update changes."""
     values: dict[str, Any] = {}
     changed = set(e.changed)
     if {"region_id", "region"} & changed:
@@ -141,6 +141,12 @@ async def member_profile_updated(envelope: Envelope, e: ev.MemberProfileUpdated,
         values["subteam_ids"] = e.subteam_ids
     if {"organisation_id", "organisation"} & changed:
         values["organisation_id"] = e.organisation_id
+    return values
+
+
+async def member_profile_updated(envelope: Envelope, e: ev.MemberProfileUpdated, session: AsyncSession) -> None:
+    m = tables.rpt_members
+    values = _profile_changes(e)
     if values:
         await session.execute(update(m).where(m.c.member_id == e.member_id).values(**values))
 
@@ -239,6 +245,92 @@ async def project_batch(session: AsyncSession, events: Sequence[tuple[Envelope, 
             await flush()
         await PROJECTION[model](envelope, data, session)
     await flush()
+
+
+# The same projection on rows held in memory ------------------------------------------------------------------
+# `rebuild-reporting` replays the whole history into an empty shadow this way, then writes every row once (COPY):
+# `rows[table name][key]` is the row the database would hold after the same events, one by one, in the same order.
+MemoryRows = dict[str, dict[Any, dict[str, Any]]]
+MemoryUpdate = Callable[[Envelope, Any, MemoryRows], None]
+
+
+def memory_rows() -> MemoryRows:
+    return {t.name: {} for t in tables.REPORTING_TABLES if t is not tables.rpt_inbox}
+
+
+def _blank(table: Table) -> dict[str, Any]:
+    """A new row's columns before the fact's own: NULL where the column has no default (as an INSERT leaves it)."""
+    return {c.name: None for c in table.columns if c.server_default is None}
+
+
+_BLANK: dict[str, dict[str, Any]] = {t.name: _blank(t) for t in tables.REPORTING_TABLES}
+_COLUMNS: dict[str, int] = {t.name: len(t.columns) for t in tables.REPORTING_TABLES}
+
+
+def _member_profile_updated_in_memory(envelope: Envelope, e: ev.MemberProfileUpdated, rows: MemoryRows) -> None:
+    row = rows["rpt_members"].get(e.member_id)
+    if row is not None:
+        row.update(_profile_changes(e))
+
+
+def _member_left_in_memory(envelope: Envelope, e: ev.MemberLeft, rows: MemoryRows) -> None:
+    row = rows["rpt_members"].get(e.member_id)
+    if row is not None and row["status"] == "active":
+        row["status"], row["left_at"] = "left", envelope.occurred_at
+
+
+def _member_erased_in_memory(envelope: Envelope, e: ev.MemberErased, rows: MemoryRows) -> None:
+    row = rows["rpt_members"].get(e.member_id)
+    if row is not None:
+        row["status"] = "erased"
+        if row["left_at"] is None:
+            row["left_at"] = e.erased_at
+
+
+def _setter(table: str, key: Callable[[Any], Any], values: Callable[[Envelope, Any], dict[str, Any]]) -> MemoryUpdate:
+    def update_row(envelope: Envelope, e: Any, rows: MemoryRows) -> None:
+        row = rows[table].get(key(e))
+        if row is not None:
+            row.update(values(envelope, e))
+
+    return update_row
+
+
+def _attended(envelope: Envelope, e: ev.AttendanceRecorded) -> dict[str, Any]:
+    return {"attended_at": e.attended_at, **({"member_id": e.member_id} if e.member_id else {})}
+
+
+# Each updating event of PROJECTION, on a row in memory: what its UPDATE does to the row it matches.
+UPDATES_IN_MEMORY: dict[type[EventData], MemoryUpdate] = {
+    ev.MemberProfileUpdated: _member_profile_updated_in_memory,
+    ev.MemberLeft: _member_left_in_memory,
+    ev.MemberErased: _member_erased_in_memory,
+    ev.MeetingCancelled: _setter("rpt_meetings", lambda e: e.meeting_id, lambda _, e: {"status": "cancelled"}),
+    ev.RsvpCancelled: _setter("rpt_rsvps", lambda e: e.rsvp_id, lambda _, e: {"status": "cancelled"}),
+    ev.PromotedFromWaitlist: _setter("rpt_rsvps", lambda e: e.rsvp_id, lambda _, e: {"status": "going"}),
+    ev.AttendanceRecorded: _setter("rpt_rsvps", lambda e: e.rsvp_id, _attended),
+    ev.CampaignClosed: _setter("rpt_campaigns", lambda e: e.campaign_id, lambda _, e: {"closed_at": e.closed_at}),
+}
+
+
+def project_in_memory(rows: MemoryRows, envelope: Envelope, model: type[EventData], data: Any) -> None:
+    """One claimed event on `rows`, with the effect its projection has on the database's rows."""
+    rows_of = ROW_PROJECTIONS.get(model)
+    if rows_of is None:
+        UPDATES_IN_MEMORY[model](envelope, data, rows)
+        return
+    row = rows_of.row(envelope, data)
+    table = rows_of.table.name
+    held = rows[table]
+    key = row[rows_of.key]
+    existing = held.get(key)
+    if existing is None:
+        new = {**_BLANK[table], **row}
+        if len(new) != _COLUMNS[table]:  # a column the database would fill with its default: not modelled here
+            raise ValueError(f"{table}: a new row without {set(c.name for c in rows_of.table.columns) - set(new)}")
+        held[key] = new
+    elif rows_of.upsert:
+        existing.update(row)  # ON CONFLICT DO UPDATE of the row's columns; the others keep their values
 
 
 # The figures ---------------------------------------------------------------------------------------------
