@@ -258,35 +258,35 @@ class BulkShadow:
     def size(self) -> int:
         return len(self.inbox)
 
-    async def write(self, db: Database) -> None:
+    async def write(self, db: Database, schema: str = SHADOW) -> None:
         """Every row into the shadow (made by `_create_shadow(indexed=False)`), then the shadow's indexes."""
         started = time.monotonic()
         async with db.transaction() as session:
             conn = await (await session.connection()).get_raw_connection()
             assert conn.driver_connection is not None
             copy = conn.driver_connection.copy_records_to_table  # asyncpg's COPY … FROM STDIN (binary)
-            await copy(tables.rpt_inbox.name, schema_name=SHADOW, columns=["consumer", "event_id", "event_type"],
+            await copy(tables.rpt_inbox.name, schema_name=schema, columns=["consumer", "event_id", "event_type"],
                        records=self.inbox)
             for table in tables.REPORTING_TABLES:
                 held = self.rows.get(table.name)
                 if not held:
                     continue
                 columns = [c.name for c in table.columns]
-                await copy(table.name, schema_name=SHADOW, columns=columns,
+                await copy(table.name, schema_name=schema, columns=columns,
                            records=[tuple(row[c] for c in columns) for row in held.values()])
             copied = time.monotonic()
-            for statement in await _index_statements(session):
+            for statement in await _index_statements(session, schema):
                 await session.execute(text(statement))
         log.info("reporting shadow written", events=self.size, copy_s=round(copied - started, 2),
                  indexes_s=round(time.monotonic() - copied, 2))
         self.rows, self.seen, self.inbox = memory_rows(), set(), []
 
 
-async def _index_statements(session: AsyncSession) -> list[str]:
+async def _index_statements(session: AsyncSession, schema: str) -> list[str]:
     """What builds the indexes and key constraints the shadow's tables lack: those of the live tables."""
     statements: list[str] = []
     for t in tables.REPORTING_TABLES:
-        live, shadow = f"{LIVE}.{t.name}", f"{SHADOW}.{t.name}"
+        live, shadow = f"{LIVE}.{t.name}", f"{schema}.{t.name}"
         for name, definition in (await session.execute(text(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = CAST(:t AS regclass) "
             "AND contype IN ('p', 'u', 'x') ORDER BY conname"), {"t": live})).all():
@@ -340,20 +340,20 @@ async def _into_shadow(db: Database, records: list[Any], group: str, result: Reb
     result.skipped += fast.skipped
 
 
-async def _create_shadow(db: Database, *, indexed: bool = True) -> None:
+async def _create_shadow(db: Database, *, indexed: bool = True, schema: str = SHADOW) -> None:
     """The live tables' empty copies (unlogged: a crash loses only the rebuild), without their indexes for a bulk
     load, which builds them afterwards."""
     like = "INCLUDING ALL" if indexed else "INCLUDING ALL EXCLUDING INDEXES"
     async with db.transaction() as session:
-        await session.execute(text(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE"))
-        await session.execute(text(f"CREATE SCHEMA {SHADOW}"))
+        await session.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        await session.execute(text(f"CREATE SCHEMA {schema}"))
         for t in tables.REPORTING_TABLES:
-            await session.execute(text(f"CREATE UNLOGGED TABLE {SHADOW}.{t.name} (LIKE {LIVE}.{t.name} {like})"))
+            await session.execute(text(f"CREATE UNLOGGED TABLE {schema}.{t.name} (LIKE {LIVE}.{t.name} {like})"))
 
 
-async def _drop_shadow(db: Database) -> None:
+async def _drop_shadow(db: Database, schema: str = SHADOW) -> None:
     async with db.transaction() as session:
-        await session.execute(text(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE"))
+        await session.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
 
 
 async def snapshot(db: Database, reports: Reports, scope: Scope, *, schema: str = LIVE) -> dict[str, Any]:
