@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -104,6 +105,11 @@ class EventsService:
         self.secret_key = secret_key
         self.public_base_url = public_base_url.rstrip("/")
         self.reminders_changed = asyncio.Event()
+        # RSVPs to one meeting queue here, in this process, before taking a database connection: they would
+        # otherwise each hold a pooled connection while waiting for the meeting's row lock, and a surge of
+        # RSVPs to one meeting would leave no connection for anything else (the row lock still orders
+        # RSVPs across processes).
+        self._rsvp_queues: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def public_url(self, meeting_id: str) -> str:
         return f"{self.public_base_url}/events/{meeting_id}"
@@ -325,7 +331,10 @@ class EventsService:
         m, r = tables.meetings, tables.rsvps
         now = utcnow()
         ref = person_ref(member_id=form.member_id, email=form.email, secret_key=self.secret_key)
-        async with self.db.transaction() as session:
+        queue = self._rsvp_queues.get(meeting_id)
+        if queue is None:
+            queue = self._rsvp_queues[meeting_id] = asyncio.Lock()
+        async with queue, self.db.transaction() as session:
             meeting = await self._locked_meeting(session, meeting_id)
             reason = rsvp_closed_reason(status=meeting.status, starts_at=meeting.starts_at,
                                         ends_at=meeting.ends_at, rsvp_deadline=meeting.rsvp_deadline, now=now)
