@@ -37,6 +37,8 @@ Handler = Callable[[Envelope, Any, AsyncSession], Awaitable[None]]
 TombstoneHandler = Callable[[str, AsyncSession], Awaitable[None]]
 # Applies a batch's claimed events, in order, in the batch's transaction: [(envelope, model, data), ...].
 BatchHandler = Callable[[AsyncSession, list[tuple[Envelope, Any, Any]]], Awaitable[None]]
+# Applies a run of claimed events of one type (each subject at most once), in order: [(envelope, data), ...].
+RunHandler = Callable[[AsyncSession, list[tuple[Envelope, Any]]], Awaitable[None]]
 
 BATCH_MAX_RECORDS = 200
 
@@ -70,6 +72,7 @@ class EventConsumer:
         self.handlers: dict[str, tuple[type[EventData], Handler]] = {}
         self.tombstone_handler: TombstoneHandler | None = None
         self.batch_handler: BatchHandler | None = None
+        self.run_handlers: dict[str, RunHandler] = {}
         self.service = ""
         self._inbox: Inbox | None = None
         self._dlq: DeadLetterPublisher | None = None
@@ -94,6 +97,17 @@ class EventConsumer:
         with the same effect as their handlers one by one in that order (the one-at-a-time fallback uses those)."""
         self.batch_handler = fn
         return fn
+
+    def on_run(self, model: type[EventData]) -> Callable[[RunHandler], RunHandler]:
+        """Optional, beside `on(model)`: apply consecutive events of this type in a batch at once
+        (`async def f(session, [(envelope, data), ...])`, each subject at most once in a run), with the same
+        effect as the type's handler on each in that order (the one-at-a-time fallback uses that handler)."""
+
+        def register(fn: RunHandler) -> RunHandler:
+            self.run_handlers[model.event_type] = fn
+            return fn
+
+        return register
 
     def attach(self, router: KafkaRouter | Any, inbox: Inbox, dlq: DeadLetterPublisher, settings: Settings) -> None:
         """Subscribe on a FastStream router or broker (anything with `.subscriber`)."""
@@ -189,12 +203,18 @@ class EventConsumer:
         async with self._inbox.db.transaction() as session:
             claimed = await self._inbox.claim(session, self.group, envelopes) if envelopes else set()
             pending: list[tuple[Envelope, Any, Any]] = []  # claimed events for the batch handler
+            run: list[tuple[Envelope, Any]] = []  # consecutive claimed events of one type with a run handler
+            run_subjects: set[str] = set()
 
             async def flush() -> None:
                 if pending:
                     assert self.batch_handler is not None
                     await self.batch_handler(session, list(pending))
                     pending.clear()
+                if run:
+                    await self.run_handlers[run[0][0].type](session, list(run))
+                    run.clear()
+                    run_subjects.clear()
 
             for record, env, model, handler in todo:
                 if env is None:
@@ -212,6 +232,14 @@ class EventConsumer:
                 if self.batch_handler is not None:
                     pending.append((env, model, data))
                     continue
+                if env.type in self.run_handlers:
+                    subject = str(env.subject_id)
+                    if run and (run[0][0].type != env.type or subject in run_subjects):
+                        await flush()
+                    run.append((env, data))
+                    run_subjects.add(subject)
+                    continue
+                await flush()
                 token = correlation_id_var.set(env.correlation_id)
                 try:
                     await handler(env, data, session)

@@ -96,6 +96,19 @@ class KeyStore:
             )
         )
 
+    async def put_many(self, session: AsyncSession, keys: dict[str, bytes]) -> None:
+        """`put` for several keys with one statement."""
+        if not keys:
+            return
+        stmt = pg_insert(self.table).values([{"key_id": k, "key": v} for k, v in keys.items()])
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[self.table.c.key_id],
+                set_={"key": stmt.excluded.key},
+                where=self.table.c.destroyed_at.is_(None),
+            )
+        )
+
     async def destroy(self, session: AsyncSession, key_id: str) -> None:
         """Destroy the key material and leave a marker, so 'erased' and 'not arrived yet' stay distinguishable."""
         await session.execute(

@@ -15,12 +15,15 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    any_,
+    bindparam,
     delete,
     func,
     insert,
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.events.envelope import Envelope
@@ -50,6 +53,13 @@ class ParkingLot:
         """
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": subject_id})
 
+    async def lock_subjects(self, session: AsyncSession, subject_ids: list[str]) -> None:
+        """`lock_subject` for several subjects with one statement, in the list's order (callers keep the order a
+        batch's records have, the same in every consumer, so two transactions never wait for each other in a
+        circle)."""
+        if subject_ids:
+            await session.execute(_LOCK_MANY, {"ids": subject_ids})
+
     async def park(
         self, session: AsyncSession, envelope: Envelope, reason: str, *, waits_for: str | None = None
     ) -> None:
@@ -74,3 +84,24 @@ class ParkingLot:
             )
         ).all()
         return [Envelope.from_bytes(r.envelope) for r in sorted(rows, key=lambda r: r.id)]
+
+    async def release_many(self, session: AsyncSession, subject_ids: list[str]) -> dict[str, list[Envelope]]:
+        """`release` for several subjects with one statement: each one's parked events, oldest first."""
+        if not subject_ids:
+            return {}
+        t = self.table
+        rows = (
+            await session.execute(
+                delete(t).where(t.c.subject_id == any_(bindparam("ids", type_=ARRAY(String))))
+                .returning(t.c.id, t.c.subject_id, t.c.envelope),
+                {"ids": subject_ids},
+            )
+        ).all()
+        released: dict[str, list[Envelope]] = {}
+        for r in sorted(rows, key=lambda r: r.id):
+            released.setdefault(r.subject_id, []).append(Envelope.from_bytes(r.envelope))
+        return released
+
+
+# unnest yields the array's elements in order, so the locks are taken in the caller's order.
+_LOCK_MANY = text("SELECT pg_advisory_xact_lock(hashtext(s)) FROM unnest(CAST(:ids AS text[])) AS s")

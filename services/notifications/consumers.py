@@ -64,9 +64,13 @@ def build_consumers(
     async def key_issued(session: AsyncSession, envelope: Envelope, event: Any) -> None:
         await service.remember_key(session, event.key_id, event.key)
 
-    _route(keys, SubjectKeyIssued, key_issued)
-    _route(keys, RsvpKeyIssued, key_issued)
-    _route(keys, ActionKeyIssued, key_issued)
+    async def keys_issued(session: AsyncSession, run: list[tuple[Envelope, Any]]) -> None:
+        await service.remember_keys(session, [(event.key_id, event.key) for _, event in run])
+
+    key_models: tuple[type[Any], ...] = (SubjectKeyIssued, RsvpKeyIssued, ActionKeyIssued)
+    for key_model in key_models:
+        _route(keys, key_model, key_issued)
+        keys.on_run(key_model)(keys_issued)
 
     @keys.on_tombstone
     async def key_destroyed(key: str, session: AsyncSession) -> None:
@@ -96,6 +100,11 @@ def build_consumers(
         (MpLetterRequested, letters.letter_requested),
     ):
         _route(members, model, handler)
+
+    @members.on_run(MemberJoined)
+    async def members_joined(session: AsyncSession, run: list[tuple[Envelope, MemberJoined]]) -> None:
+        await service.members_joined(session, run)
+
     return [keys, members]
 
 
@@ -149,4 +158,10 @@ def build_digest_consumers(digests: Digests, follow_ups: FollowUps, invitations:
         (ActionTaken, action_taken),
     ):
         _route(activity, model, handler)
+
+    @activity.on_run(MemberJoined)
+    async def members_joined(session: AsyncSession, run: list[tuple[Envelope, MemberJoined]]) -> None:
+        await digests.members_joined(session, run)
+        await follow_ups.schedule_many(session, [event for _, event in run])
+
     return [organisers, activity]

@@ -369,6 +369,10 @@ class DigestPass:
 # The service ---------------------------------------------------------------------------------------------
 
 
+# An activity row, once per event (executed with many rows at once: one prepared statement).
+_RECORD_ACTIVITY = pg_insert(tables.activity).on_conflict_do_nothing(index_elements=[tables.activity.c.event_id])
+
+
 class Digests:
     """Use cases of organisers' digests: the organisers and activity mirrors, building and sending digests."""
 
@@ -528,21 +532,34 @@ class Digests:
         )
 
     async def member_joined(self, session: AsyncSession, envelope: Envelope, event: MemberJoined) -> None:
-        group_id = event.group_ids[0] if event.group_ids else event.suggested_group_id
-        group_ids = list(dict.fromkeys([*event.group_ids, *([group_id] if group_id else [])]))
-        region_id = event.region_id
-        if region_id is None and group_id:
-            region_id, _ = await self._place_of(session, "group", group_id)
-        await self._record(
-            session,
-            envelope,
-            "member_joined",
-            subject_id=event.member_id,
-            region_id=region_id,
-            group_id=group_id,
-            detail={"engagement_level": event.engagement_level, "group_ids": group_ids, "source": event.source},
-            occurred_at=event.joined_at,
-        )
+        await self.members_joined(session, [(envelope, event)])
+
+    async def members_joined(self, session: AsyncSession, joins: list[tuple[Envelope, MemberJoined]]) -> None:
+        """`member_joined` for a run of joins: their activity rows in one round trip."""
+        rows = []
+        for envelope, event in joins:
+            group_id = event.group_ids[0] if event.group_ids else event.suggested_group_id
+            group_ids = list(dict.fromkeys([*event.group_ids, *([group_id] if group_id else [])]))
+            region_id = event.region_id
+            if region_id is None and group_id:
+                region_id, _ = await self._place_of(session, "group", group_id)
+            rows.append(
+                {
+                    "event_id": str(envelope.event_id),
+                    "kind": "member_joined",
+                    "occurred_at": event.joined_at or envelope.occurred_at,
+                    "region_id": region_id,
+                    "group_id": group_id,
+                    "subject_id": event.member_id,
+                    "detail": {
+                        "engagement_level": event.engagement_level,
+                        "group_ids": group_ids,
+                        "source": event.source,
+                    },
+                }
+            )
+        if rows:
+            await session.execute(_RECORD_ACTIVITY, rows)
 
     async def meeting_changed(
         self, session: AsyncSession, envelope: Envelope, event: MeetingScheduled | MeetingUpdated

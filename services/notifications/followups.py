@@ -72,6 +72,10 @@ class StepInput:
             raise InvalidStep(errors)
 
 
+# A member's follow-up step, once (executed with many rows at once: one prepared statement).
+_SCHEDULE_STEP = pg_insert(tables.follow_ups).on_conflict_do_nothing()
+
+
 class FollowUps:
     """Use cases of follow-up sequences."""
 
@@ -84,24 +88,19 @@ class FollowUps:
     # reacting to events ----------------------------------------------------------------------------
     async def schedule(self, session: AsyncSession, event: MemberJoined) -> None:
         """A new member: one row per enabled step, due `day_offset` days after they joined."""
+        await self.schedule_many(session, [event])
+
+    async def schedule_many(self, session: AsyncSession, events: list[MemberJoined]) -> None:
+        """`schedule` for several new members: the steps read once, their rows in one round trip."""
         steps = await self.steps(session, enabled_only=True)
-        if not steps:
+        if not steps or not events:
             return
-        f = tables.follow_ups
-        await session.execute(
-            pg_insert(f)
-            .values(
-                [
-                    {
-                        "member_id": event.member_id,
-                        "step_key": s.step_key,
-                        "due_at": event.joined_at + timedelta(days=s.day_offset),
-                    }
-                    for s in steps
-                ]
-            )
-            .on_conflict_do_nothing()
-        )
+        rows = [
+            {"member_id": e.member_id, "step_key": s.step_key, "due_at": e.joined_at + timedelta(days=s.day_offset)}
+            for e in events
+            for s in steps
+        ]
+        await session.execute(_SCHEDULE_STEP, rows)
 
     async def action_taken(self, session: AsyncSession, envelope: Envelope, event: ActionTaken) -> None:
         """Taking an action in a campaign is taking part: later follow-ups are skipped."""

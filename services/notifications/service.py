@@ -43,6 +43,11 @@ KEY_STATE_SQL = text(
     "SELECT k.key, k.destroyed_at IS NOT NULL, EXISTS (SELECT 1 FROM parked_events p WHERE p.subject_id = :id) "
     "FROM (SELECT 1) AS one LEFT JOIN subject_keys k ON k.key_id = :id"
 )
+# The same for several subjects at once (a run of joins): id, key, destroyed, parked.
+KEY_STATES_SQL = text(
+    "SELECT i.id, k.key, k.destroyed_at IS NOT NULL, EXISTS (SELECT 1 FROM parked_events p WHERE p.subject_id = i.id) "
+    "FROM unnest(CAST(:ids AS text[])) AS i(id) LEFT JOIN subject_keys k ON k.key_id = i.id"
+)
 EMAIL_TEMPLATES = Path(__file__).parent / "templates" / "email"
 
 
@@ -150,12 +155,20 @@ class NotificationService:
     # keys ------------------------------------------------------------------------------------------
     async def remember_key(self, session: AsyncSession, key_id: str, key_b64: str) -> None:
         """Keep a subject's key (a member's or an RSVP's), then handle whatever waited for it."""
-        await self.parking.lock_subject(session, key_id)
-        await self.keys.put(session, key_id, decode_key(key_b64))
-        for envelope in await self.parking.release(session, key_id):
-            handler = self.parked_handlers.get(envelope.type)
-            if handler is not None:
-                await handler(session, envelope)
+        await self.remember_keys(session, [(key_id, key_b64)])
+
+    async def remember_keys(self, session: AsyncSession, keys: list[tuple[str, str]]) -> None:
+        """`remember_key` for several subjects (each once), with three statements for all of them: the keys are
+        all kept before the events that waited for them are handled, subject by subject, in the given order."""
+        ids = [key_id for key_id, _ in keys]
+        await self.parking.lock_subjects(session, ids)
+        await self.keys.put_many(session, {key_id: decode_key(key_b64) for key_id, key_b64 in keys})
+        released = await self.parking.release_many(session, ids)
+        for key_id in ids:
+            for envelope in released.get(key_id, ()):
+                handler = self.parked_handlers.get(envelope.type)
+                if handler is not None:
+                    await handler(session, envelope)
 
     async def forget_key(self, session: AsyncSession, key_id: str) -> None:
         await self.keys.destroy(session, key_id)
@@ -185,49 +198,67 @@ class NotificationService:
     # members ---------------------------------------------------------------------------------------
     async def member_joined(self, session: AsyncSession, envelope: Envelope, event: MemberJoined) -> None:
         """Mirror the new member and queue their welcome email (with a confirmation link when needed)."""
-        key = await self.ready_key(session, envelope, event.member_id)
-        if key is None:
+        await self.members_joined(session, [(envelope, event)])
+
+    async def members_joined(self, session: AsyncSession, joins: list[tuple[Envelope, MemberJoined]]) -> None:
+        """`member_joined` for a run of joins (each member once), with one statement per step for all of them."""
+        ids = [event.member_id for _, event in joins]
+        await self.parking.lock_subjects(session, ids)
+        states = {row[0]: row[1:] for row in (await session.execute(KEY_STATES_SQL, {"ids": ids})).all()}
+        mirrors: list[dict[str, Any]] = []
+        consented: list[str] = []
+        welcomes: list[dict[str, Any]] = []
+        for envelope, event in joins:
+            key, destroyed, parked = states[event.member_id]
+            if destroyed:
+                continue
+            if key is None or parked:
+                await self.parking.park(session, envelope, reason="key not received yet", waits_for=event.member_id)
+                continue
+            email = await self._unseal(session, event.email, event.member_id, bytes(key))
+            name = await self._unseal(session, event.name, event.member_id, bytes(key))
+            mirrors.append(
+                {
+                    "member_id": event.member_id,
+                    "email": email,
+                    "name": name,
+                    "email_consent": event.email_consent,
+                    "status": "pending" if event.confirmation_required else "confirmed",
+                    "region_id": event.region_id,
+                    "group_ids": event.group_ids,
+                    "subteam_ids": event.subteam_ids,
+                    "engagement_level": event.engagement_level,
+                    "joined_at": event.joined_at,
+                }
+            )
+            if event.email_consent and email:
+                consented.append(self.suppressions.address_key(email))
+            confirm_url = None
+            if event.confirmation_required:
+                token = tokens.sign(self.settings.secret_key, tokens.CONFIRM_EMAIL, {"m": event.member_id})
+                confirm_url = f"{self.settings.public_base_url}/join/confirm?token={token}"
+            first_name = first_name_of(name)
+            body_text, body_html = self.renderer.render(
+                "welcome", name=first_name, confirm_url=confirm_url, **self.footer(event.member_id)
+            )
+            welcomes.append(
+                {
+                    "kind": "welcome",
+                    "subject_ref": event.member_id,
+                    "recipient_id": event.member_id,
+                    "recipient_email": email,
+                    "subject": f"Welcome to {self.settings.network_name}, {first_name}",
+                    "body_text": body_text,
+                    "body_html": body_html,
+                    "correlation_id": envelope.correlation_id,
+                }
+            )
+        if not mirrors:
             return
-        email = await self._unseal(session, event.email, event.member_id, key)
-        name = await self._unseal(session, event.name, event.member_id, key)
-        r = tables.recipients
-        mirror = {
-            "email": email,
-            "name": name,
-            "email_consent": event.email_consent,
-            "status": "pending" if event.confirmation_required else "confirmed",
-            "region_id": event.region_id,
-            "group_ids": event.group_ids,
-            "subteam_ids": event.subteam_ids,
-            "engagement_level": event.engagement_level,
-            "joined_at": event.joined_at,
-        }
-        await session.execute(
-            pg_insert(r)
-            .values(member_id=event.member_id, **mirror)
-            .on_conflict_do_update(index_elements=[r.c.member_id], set_=mirror)
-        )
-        if event.email_consent:
-            await self.suppressions.lift(session, email, "unsubscribed", "left")
-        confirm_url = None
-        if event.confirmation_required:
-            token = tokens.sign(self.settings.secret_key, tokens.CONFIRM_EMAIL, {"m": event.member_id})
-            confirm_url = f"{self.settings.public_base_url}/join/confirm?token={token}"
-        first_name = first_name_of(name)
-        body_text, body_html = self.renderer.render(
-            "welcome", name=first_name, confirm_url=confirm_url, **self.footer(event.member_id)
-        )
-        await self.queue(
-            session,
-            kind="welcome",
-            subject_ref=event.member_id,
-            recipient_id=event.member_id,
-            recipient_email=email,
-            subject=f"Welcome to {self.settings.network_name}, {first_name}",
-            body_text=body_text,
-            body_html=body_html,
-            correlation_id=envelope.correlation_id,
-        )
+        await session.execute(_UPSERT_RECIPIENT, mirrors)
+        if consented:
+            await self.suppressions.lift_many(session, consented, "unsubscribed", "left")
+        await self.queue_many(session, welcomes)
 
     async def member_confirmed(self, session: AsyncSession, envelope: Envelope, event: MemberConfirmed) -> None:
         if not await self.key_ready(session, envelope, event.member_id):
@@ -311,6 +342,16 @@ class NotificationService:
             "unsubscribe_url": tokens.member_link(secret, base, tokens.UNSUBSCRIBE, member_id),
         }
 
+    async def queue_many(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        """`queue` for several deliveries with one round trip (each skipped when already queued)."""
+        if not rows:
+            return
+        for row in rows:
+            row.setdefault("id", str(uuid.uuid4()))
+            row.setdefault("priority", 1 if row["kind"] in BULK_KINDS else 0)
+        await session.execute(_QUEUE_DELIVERY, rows)
+        wake_after_commit(session, self.deliveries_queued)
+
     async def queue(self, session: AsyncSession, **row: Any) -> bool:
         """Queue one delivery; False when that (kind, subject, recipient) was already queued."""
         d = tables.deliveries
@@ -325,6 +366,16 @@ class NotificationService:
         if queued:
             wake_after_commit(session, self.deliveries_queued)
         return queued
+
+
+_MIRRORED = ("email", "name", "email_consent", "status", "region_id", "group_ids", "subteam_ids", "engagement_level",
+             "joined_at")
+_upsert = pg_insert(tables.recipients)
+# A member's row in the mirror, new or again (executed with many rows at once: one prepared statement).
+_UPSERT_RECIPIENT = _upsert.on_conflict_do_update(
+    index_elements=[tables.recipients.c.member_id], set_={c: _upsert.excluded[c] for c in _MIRRORED}
+)
+_QUEUE_DELIVERY = pg_insert(tables.deliveries).on_conflict_do_nothing(constraint="uq_deliveries_kind_subject_recipient")
 
 
 def first_name_of(name: str | None) -> str:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from sqlalchemy import delete, select
+from sqlalchemy import String, any_, bindparam, delete, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,6 +51,16 @@ class Suppressions:
             return
         s = tables.suppressions
         await session.execute(delete(s).where(s.c.email == self.address_key(email), s.c.reason.in_(reasons)))
+
+    async def lift_many(self, session: AsyncSession, address_keys: list[str], *reasons: str) -> None:
+        """`lift` for several addresses, given by their keyed hashes (`address_key`)."""
+        if not address_keys or not reasons:
+            return
+        s = tables.suppressions
+        await session.execute(
+            delete(s).where(s.c.email == any_(bindparam("keys", type_=ARRAY(String))), s.c.reason.in_(reasons)),
+            {"keys": address_keys},
+        )
 
     async def reason(self, session: AsyncSession, email: str | None) -> str | None:
         if not email:
