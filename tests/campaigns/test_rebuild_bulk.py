@@ -15,7 +15,14 @@ import pytest
 from sqlalchemy import text
 
 from services.campaigns import db as tables
-from services.campaigns.rebuild import BulkShadow, RebuildResult, _create_shadow, _drop_shadow, apply_records
+from services.campaigns.rebuild import (
+    BulkShadow,
+    RebuildResult,
+    _create_shadow,
+    _drop_shadow,
+    _swap,
+    apply_records,
+)
 from shared.consumer import H_REPLAY_FOR_GROUP
 from shared.db import Database
 from shared.events import catalog as ev
@@ -238,3 +245,34 @@ async def test_a_row_the_database_refuses_fails_the_bulk_write_so_the_rebuild_re
     assert (expected.applied, expected.skipped) == (1, 1)
     with pytest.raises(Exception, match="too long"):
         await in_bulk(database, h.records)
+
+
+async def test_the_swap_leaves_the_live_tables_holding_the_rebuilt_rows_and_other_groups_inbox_rows(database):
+    records = a_history_of_every_case().records
+    await one_by_one(database, records)  # stands for the live model: right but for the damage below
+    await in_bulk(database, records)
+    rebuilt = await rows(database, BULK)
+    other_group, lost_member = str(uuid.uuid4()), str(uuid.uuid4())
+    async with database.transaction() as session:
+        await session.execute(text(f"DELETE FROM {ONE_BY_ONE}.rpt_actions"))
+        await session.execute(text(f"UPDATE {ONE_BY_ONE}.rpt_members SET status = 'left' WHERE status = 'active'"))
+        await session.execute(text(f"DELETE FROM {ONE_BY_ONE}.rpt_inbox WHERE event_type = 'ActionTaken'"))
+        await session.execute(text(f"INSERT INTO {ONE_BY_ONE}.rpt_members (member_id, joined_at) VALUES "
+                                   f"('{lost_member}', now())"))
+        await session.execute(text(f"INSERT INTO {ONE_BY_ONE}.rpt_inbox (consumer, event_id, event_type) VALUES "
+                                   f"('another.group', '{other_group}', 'MemberJoined')"))
+        kept_since = (await session.execute(text(
+            f"SELECT min(processed_at) FROM {ONE_BY_ONE}.rpt_inbox WHERE event_type = 'MemberJoined'"))).scalar()
+    async with database.transaction() as session:
+        changed = await _swap(session, GROUP, shadow=BULK, target=ONE_BY_ONE)
+    swapped = await rows(database, ONE_BY_ONE)
+    assert swapped["rpt_inbox"] == sorted(rebuilt["rpt_inbox"] + [("another.group", uuid.UUID(other_group),
+                                                                    "MemberJoined")])
+    assert {t: r for t, r in swapped.items() if t != "rpt_inbox"} == {
+        t: r for t, r in rebuilt.items() if t != "rpt_inbox"}
+    assert changed > 0
+    async with database.transaction() as session:
+        assert (await session.execute(text(
+            f"SELECT min(processed_at) FROM {ONE_BY_ONE}.rpt_inbox WHERE event_type = 'MemberJoined'"
+        ))).scalar() == kept_since
+        assert await _swap(session, GROUP, shadow=BULK, target=ONE_BY_ONE) == 0  # nothing left to change
