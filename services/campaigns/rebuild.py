@@ -12,6 +12,7 @@ twice. With `check`, nothing is swapped: the shadow's figures are compared with 
 from __future__ import annotations
 
 import functools
+import gc
 import operator
 import time
 import uuid
@@ -39,7 +40,7 @@ from services.campaigns.reporting import (
 )
 from shared.consumer import H_REPLAY_FOR_GROUP
 from shared.db import Database
-from shared.events.envelope import Envelope
+from shared.events.envelope import Envelope, EventData
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -189,13 +190,22 @@ async def _project(session: AsyncSession, envelope: Envelope, entry: tuple[Any, 
     return 1
 
 
+def _fresh_list_defaults(model: type[EventData]) -> type[EventData]:
+    """The model, but a list field left out gets a new list from a factory rather than a deep copy of the default
+    `[]` (a sixth of the bulk replay's time); the same value, checked the same way."""
+    fresh: dict[str, Any] = {name: (f.annotation, Field(default_factory=list)) for name, f in model.model_fields.items()
+                             if isinstance(f.default, list) and f.default == []}
+    return create_model(model.__name__, __base__=model, **fresh) if fresh else model
+
+
 def _typed_envelopes() -> TypeAdapter[Any]:
     """Validates a record's bytes, in one pass, as the envelope of one projected type with its typed `data`: the
     same models and checks as `Envelope.from_bytes` and then the data's model, without the dict in between."""
     typed: list[Any] = []
     for name, (model, _) in PROJECTED_TYPES.items():
         of_type: Any = Literal[name]
-        typed.append(create_model(f"{name}Envelope", __base__=Envelope, type=(of_type, ...), data=(model, ...)))
+        typed.append(create_model(f"{name}Envelope", __base__=Envelope, type=(of_type, ...),
+                                  data=(_fresh_list_defaults(model), ...)))
     any_of: Any = functools.reduce(operator.or_, typed)
     return TypeAdapter(Annotated[any_of, Field(discriminator="type")])
 
@@ -314,13 +324,20 @@ async def _replay_in_bulk(db: Database, reader: TopicReader, group: str, result:
             await _into_shadow(db, records, group, result)
             return
         bulk.add(records, result)
+        # What the bulk replay holds lives until it is written: the garbage collector need not walk it again and
+        # again (a third of the replay's time, more the longer the history).
+        gc.freeze()
         if bulk.size >= BULK_LIMIT:
             await bulk.write(db)
             bulk = None
+            gc.unfreeze()
 
-    await reader.read_until(await reader.end_offsets(), into_shadow)
-    if bulk is not None:
-        await bulk.write(db)
+    try:
+        await reader.read_until(await reader.end_offsets(), into_shadow)
+        if bulk is not None:
+            await bulk.write(db)
+    finally:
+        gc.unfreeze()
 
 
 async def _into_shadow(db: Database, records: list[Any], group: str, result: RebuildResult) -> None:
@@ -416,12 +433,14 @@ async def rebuild(db: Database, bootstrap: str, reports: Reports, *, group: str 
         log.info("reporting replayed into the shadow", records=result.records, applied=result.applied,
                  seconds=round(time.monotonic() - started, 2))
         if check:
+            compare_started = time.monotonic()
             for scope in await scopes_to_compare(db, SHADOW):
                 current = await snapshot(db, reports, scope)
                 rebuilt = await snapshot(db, reports, scope, schema=SHADOW)
                 if current != rebuilt:
                     parts = ", ".join(k for k in current if current[k] != rebuilt.get(k))
                     result.differences.append(f"{scope.scope_type} {scope.scope_id or ''}".strip() + f" ({parts})")
+            log.info("reporting figures compared", seconds=round(time.monotonic() - compare_started, 2))
             return result
         names = [t.name for t in tables.REPORTING_TABLES]
         async with db.transaction() as live:
