@@ -70,6 +70,13 @@ class ParkingLot:
             )
         )
 
+    async def park_many(self, session: AsyncSession, parked: list[tuple[Envelope, str]], reason: str) -> None:
+        """`park` for several events, each with the subject it waits for, in one round trip (in the list's
+        order, which is the order they are released in)."""
+        if parked:
+            rows = [{"subject_id": subject, "reason": reason, "envelope": env.to_bytes()} for env, subject in parked]
+            await session.execute(insert(self.table), rows)
+
     async def has_parked(self, session: AsyncSession, subject_id: str) -> bool:
         row = await session.execute(select(self.table.c.id).where(self.table.c.subject_id == subject_id).limit(1))
         return row.first() is not None

@@ -164,11 +164,24 @@ class NotificationService:
         await self.parking.lock_subjects(session, ids)
         await self.keys.put_many(session, {key_id: decode_key(key_b64) for key_id, key_b64 in keys})
         released = await self.parking.release_many(session, ids)
+        # The joins that waited for their keys (the common case under load: MemberJoined and its key travel on
+        # different topics, and the join often comes first) are welcomed as one run; anything else one by one.
+        joins: list[tuple[Envelope, MemberJoined]] = []
         for key_id in ids:
             for envelope in released.get(key_id, ()):
+                if envelope.type == MemberJoined.event_type and len(released[key_id]) == 1:
+                    joins.append((envelope, MemberJoined.model_validate(envelope.data)))
+                    continue
+                await self._flush_released(session, joins)
                 handler = self.parked_handlers.get(envelope.type)
                 if handler is not None:
                     await handler(session, envelope)
+        await self._flush_released(session, joins)
+
+    async def _flush_released(self, session: AsyncSession, joins: list[tuple[Envelope, MemberJoined]]) -> None:
+        if joins:
+            await self.members_joined(session, list(joins))
+            joins.clear()
 
     async def forget_key(self, session: AsyncSession, key_id: str) -> None:
         await self.keys.destroy(session, key_id)
@@ -208,12 +221,13 @@ class NotificationService:
         mirrors: list[dict[str, Any]] = []
         consented: list[str] = []
         welcomes: list[dict[str, Any]] = []
+        waiting: list[tuple[Envelope, str]] = []
         for envelope, event in joins:
             key, destroyed, parked = states[event.member_id]
             if destroyed:
                 continue
             if key is None or parked:
-                await self.parking.park(session, envelope, reason="key not received yet", waits_for=event.member_id)
+                waiting.append((envelope, event.member_id))
                 continue
             email = await self._unseal(session, event.email, event.member_id, bytes(key))
             name = await self._unseal(session, event.name, event.member_id, bytes(key))
@@ -253,6 +267,7 @@ class NotificationService:
                     "correlation_id": envelope.correlation_id,
                 }
             )
+        await self.parking.park_many(session, waiting, reason="key not received yet")
         if not mirrors:
             return
         await session.execute(_UPSERT_RECIPIENT, mirrors)
