@@ -113,6 +113,12 @@ class EventConsumer:
         """Subscribe on a FastStream router or broker (anything with `.subscriber`)."""
         self._inbox, self._dlq, self._settings = inbox, dlq, settings
         self.service = settings.service_name
+        # Every series exists from the start, at zero (a dashboard or alert sees 0, not "no data", before the
+        # first event).
+        for outcome in ("handled", "duplicate", "ignored", "dead_lettered"):
+            metrics.EVENTS_CONSUMED.labels(self.service, self.group, outcome)
+        metrics.EVENTS_RETRIED.labels(self.service, self.group)
+        metrics.EVENTS_DEAD_LETTERED.labels(self.service, self.group)
 
         async def consume(msg: Any) -> None:
             # FastStream waits for one record (getone: no added latency when idle); whatever the fetcher already

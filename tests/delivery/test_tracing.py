@@ -60,3 +60,21 @@ async def test_every_service_exposes_delivery_metrics(system):
                 assert name in text, f"{service} lacks {name}"
             if service in consuming:
                 assert "groundswell_events_consumed_total{" in text and "groundswell_consumer_lag{" in text, service
+
+
+def test_a_consumer_reports_its_counters_at_zero_before_its_first_event():
+    """A new consumer's series exist from the start (an alert on dead letters sees 0, not "no data")."""
+    from faststream.kafka import KafkaBroker
+    from prometheus_client import generate_latest
+
+    from shared.config import Settings
+    from shared.consumer import DeadLetterPublisher, EventConsumer
+
+    group = f"test-zero-{uuid.uuid4().hex[:8]}"
+    consumer = EventConsumer(group, ("test.zero",))
+    dlq = DeadLetterPublisher("127.0.0.1:1", "t")
+    consumer.attach(KafkaBroker("127.0.0.1:1"), None, dlq, Settings(service_name="z"))  # nothing is consumed
+    text = generate_latest().decode()
+    for outcome in ("handled", "duplicate", "ignored", "dead_lettered"):
+        assert f'groundswell_events_consumed_total{{consumer="{group}",outcome="{outcome}",service="z"}} 0.0' in text
+    assert f'groundswell_events_dead_lettered_total{{consumer="{group}",service="z"}} 0.0' in text
