@@ -46,10 +46,10 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 SHADOW = "rpt_rebuild"
 LIVE = "public"
-# The bulk replay holds the projected rows of this many events in memory at most (about half a kB each: 100k events
-# of the benchmark's history add 45 MB); a longer history is written out at that point and the rest replayed batch
-# by batch.
-BULK_LIMIT = 3_000_000
+# The bulk replay holds the projected rows of this many events in memory at most (under 1 kB each: the rebuild of
+# the benchmark's 1M events peaks at 1 GB); a longer history is written out at that point and the rest replayed
+# batch by batch.
+BULK_LIMIT = 2_000_000
 
 
 @dataclass
@@ -284,7 +284,7 @@ class BulkShadow:
                     continue
                 columns = [c.name for c in table.columns]
                 await copy(table.name, schema_name=schema, columns=columns,
-                           records=[tuple(row[c] for c in columns) for row in held.values()])
+                           records=(tuple(row[c] for c in columns) for row in held.values()))
             copied = time.monotonic()
             for statement in await _index_statements(session, schema):
                 await session.execute(text(statement))
