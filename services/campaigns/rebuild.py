@@ -394,20 +394,35 @@ async def scopes_to_compare(db: Database, schema: str = LIVE) -> list[Scope]:
 async def _swap(live: AsyncSession, group: str, shadow: str = SHADOW, target: str = LIVE) -> int:
     """Make each live table hold the shadow's rows (the inbox: this group's), in the caller's transaction: the live
     rows the shadow lacks are deleted and the shadow rows the live table lacks inserted, so a rebuild that confirms
-    the live model rewrites nothing. An inbox row kept keeps when it was first processed. Returns the rows changed."""
+    the live model rewrites nothing. An inbox row kept keeps when it was first processed. Returns the rows changed.
+
+    Each table is compared with its shadow once (a full join on the key, which the lock holds the live consumer
+    back during): the keys whose rows differ or exist on one side only are kept in a temporary table, then those
+    live rows deleted and those shadow rows inserted."""
     await live.execute(text("SET LOCAL work_mem = '256MB'"))  # for the comparisons of whole tables
     changed = 0
     for t in tables.REPORTING_TABLES:
         inbox = t is tables.rpt_inbox
-        columns = ", ".join(c.name for c in t.columns if not (inbox and c.name == "processed_at"))
-        key = ", ".join(c.name for c in t.primary_key.columns)
+        names = [c.name for c in t.columns if not (inbox and c.name == "processed_at")]
+        keys = [c.name for c in t.primary_key.columns]
         where = " WHERE consumer = :group" if inbox else ""
-        live_rows, shadow_rows = (f"SELECT {columns} FROM {schema}.{t.name}{where}" for schema in (target, shadow))
-        deleted = await live.execute(text(
-            f"DELETE FROM {target}.{t.name} WHERE ({key}) IN (SELECT {key} FROM ({live_rows} EXCEPT {shadow_rows}) d)"
+        live_rows, shadow_rows = (f"(SELECT * FROM {schema}.{t.name}{where})" for schema in (target, shadow))
+        on = " AND ".join(f"l.{k} = s.{k}" for k in keys)
+        await live.execute(text(
+            "CREATE TEMPORARY TABLE swap_keys ON COMMIT DROP AS SELECT "
+            + ", ".join([*(f"l.{k} AS l_{k}" for k in keys), *(f"s.{k} AS s_{k}" for k in keys)])
+            + f" FROM {live_rows} l FULL JOIN {shadow_rows} s ON {on} WHERE ROW("
+            + ", ".join(f"l.{c}" for c in names) + ") IS DISTINCT FROM ROW(" + ", ".join(f"s.{c}" for c in names) + ")"
         ), {"group": group})
+        deleted = await live.execute(text(
+            f"DELETE FROM {target}.{t.name} t USING swap_keys d WHERE d.l_{keys[0]} IS NOT NULL AND "
+            + " AND ".join(f"t.{k} = d.l_{k}" for k in keys)
+        ))
         inserted = await live.execute(text(
-            f"INSERT INTO {target}.{t.name} ({columns}) {shadow_rows} EXCEPT {live_rows}"), {"group": group})
+            f"INSERT INTO {target}.{t.name} ({', '.join(names)}) SELECT {', '.join(f's.{c}' for c in names)} "
+            f"FROM {shadow}.{t.name} s JOIN swap_keys d ON " + " AND ".join(f"s.{k} = d.s_{k}" for k in keys)
+        ))
+        await live.execute(text("DROP TABLE swap_keys"))
         changed += deleted.rowcount + inserted.rowcount  # type: ignore[attr-defined]
     return changed
 
