@@ -1,7 +1,10 @@
 """Rate limits counted in the database, so every instance of the service agrees on them.
 
-A limit (`rate_limits` row: name, max_count, window_s) counts hits per bucket in fixed windows; a bucket
-is a keyed hash of what is limited (an IP address, an email address), never the value itself.
+A limit (`rate_limits` row: name, max_count, window_s) counts hits per bucket in fixed windows and judges an
+attempt by a sliding window: the current window's hits plus the previous window's, weighted by how much of the
+sliding window still overlaps it (so the limit does not reset at a window's boundary, and no one gets twice the
+limit by spreading a burst across one). A bucket is a keyed hash of what is limited (an IP address, an email
+address), never the value itself.
 Addresses in `trusted_networks` are never limited. The limits' settings and the trusted networks are read
 from their tables at most every `SETTINGS_TTL_S` seconds (they change a few times a year; a join checks two
 limits), and the counters of several limits are counted in one statement.
@@ -35,14 +38,17 @@ class Verdict:
     retry_after_s: int = 0
 
 
-# One statement for any number of counters; a multi-row VALUES would be compiled anew for every call.
+# One statement for any number of counters (a multi-row VALUES would be compiled anew for every call): each
+# bucket's count in its current window after these hits, and its count in the window before.
 _COUNT_HITS = text(
-    "INSERT INTO rate_limit_hits (bucket, window_start, hits) "
-    "SELECT bucket, window_start, hits "
-    "FROM unnest(CAST(:buckets AS text[]), CAST(:starts AS timestamptz[]), CAST(:hits AS int[])) "
-    "AS t(bucket, window_start, hits) "
+    "WITH t AS (SELECT * FROM unnest(CAST(:buckets AS text[]), CAST(:starts AS timestamptz[]), "
+    "CAST(:hits AS int[]), CAST(:previous AS timestamptz[])) AS t(bucket, window_start, hits, previous_start)), "
+    "counted AS (INSERT INTO rate_limit_hits (bucket, window_start, hits) "
+    "SELECT bucket, window_start, hits FROM t "
     "ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limit_hits.hits + EXCLUDED.hits "
-    "RETURNING bucket, hits"
+    "RETURNING bucket, hits) "
+    "SELECT c.bucket, c.hits, coalesce(p.hits, 0) FROM counted c JOIN t ON t.bucket = c.bucket "
+    "LEFT JOIN rate_limit_hits p ON p.bucket = t.bucket AND p.window_start = t.previous_start"
 )
 
 
@@ -112,14 +118,23 @@ class RateLimiter:
             key = (self._bucket(attempt.limit, attempt.value), start)
             buckets.append(key)
             per_bucket[key] = per_bucket.get(key, 0) + 1
-        after: dict[str, int] = {}
+        after: dict[str, tuple[int, int]] = {}
         if per_bucket:
             keys = list(per_bucket)
+            windows: dict[str, int] = {}
+            for attempt, slot in zip(attempts, buckets, strict=True):
+                if slot is not None:
+                    windows[slot[0]] = settings.limits[attempt.limit][1]
             result = await session.execute(
                 _COUNT_HITS,
-                {"buckets": [b for b, _ in keys], "starts": [w for _, w in keys], "hits": list(per_bucket.values())},
+                {
+                    "buckets": [b for b, _ in keys],
+                    "starts": [w for _, w in keys],
+                    "hits": list(per_bucket.values()),
+                    "previous": [w - timedelta(seconds=windows[b]) for b, w in keys],
+                },
             )
-            after = {bucket: int(hits) for bucket, hits in result.all()}
+            after = {bucket: (int(hits), int(previous)) for bucket, hits, previous in result.all()}
         seen: dict[tuple[str, datetime], int] = {}
         verdicts = []
         for attempt, slot in zip(attempts, buckets, strict=True):
@@ -127,12 +142,10 @@ class RateLimiter:
                 verdicts.append(Verdict(True))
                 continue
             seen[slot] = seen.get(slot, 0) + 1
-            count = after[slot[0]] - per_bucket[slot] + seen[slot]
+            hits, previous = after[slot[0]]
+            count = hits - per_bucket[slot] + seen[slot]
             max_count, window = settings.limits[attempt.limit]
-            if count <= max_count:
-                verdicts.append(Verdict(True))
-            else:
-                verdicts.append(Verdict(False, int((slot[1] + timedelta(seconds=window) - now).total_seconds()) + 1))
+            verdicts.append(_judge(count, previous, max_count, window, (now - slot[1]).total_seconds()))
         return verdicts
 
     @staticmethod
@@ -148,3 +161,17 @@ class RateLimiter:
         await session.execute(
             delete(tables.rate_limit_hits).where(tables.rate_limit_hits.c.window_start < datetime.now(UTC) - older_than)
         )
+
+
+def _judge(count: int, previous: int, max_count: int, window: int, elapsed: float) -> Verdict:
+    """Allowed while `count` (this window's hits, this one included) plus `previous` (the window before's) weighted
+    by the share of the sliding window still over it stays within `max_count`; otherwise when to try again."""
+    overlap = max(0.0, 1.0 - elapsed / window)
+    if count + previous * overlap <= max_count:
+        return Verdict(True)
+    if count >= max_count:
+        # This window alone is at the limit: into the next one, until this one's weight has dropped enough.
+        wait = window - elapsed + window * max(0.0, 1.0 - (max_count - 1) / count)
+    else:  # until the previous window's weight has dropped enough
+        wait = window * (1.0 - (max_count - count) / previous) - elapsed
+    return Verdict(False, max(1, int(wait) + 1))
