@@ -86,15 +86,7 @@ class KeyStore:
 
     async def put(self, session: AsyncSession, key_id: str, key: bytes) -> None:
         """Keep a copy of a key; a key destroyed here is never brought back (a replayed topic cannot undo erasure)."""
-        await session.execute(
-            pg_insert(self.table)
-            .values(key_id=key_id, key=key)
-            .on_conflict_do_update(
-                index_elements=[self.table.c.key_id],
-                set_={"key": key},
-                where=self.table.c.destroyed_at.is_(None),
-            )
-        )
+        await self.put_many(session, {key_id: key})
 
     async def put_many(self, session: AsyncSession, keys: dict[str, bytes]) -> None:
         """`put` for several keys with one statement."""

@@ -51,7 +51,7 @@ class ParkingLot:
         Without it, a key arriving while its event is being parked in another transaction would find
         nothing to release, and the event would wait for ever.
         """
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": subject_id})
+        await self.lock_subjects(session, [subject_id])
 
     async def lock_subjects(self, session: AsyncSession, subject_ids: list[str]) -> None:
         """`lock_subject` for several subjects with one statement, in the list's order (callers keep the order a
@@ -64,11 +64,7 @@ class ParkingLot:
         self, session: AsyncSession, envelope: Envelope, reason: str, *, waits_for: str | None = None
     ) -> None:
         """Park `envelope` until `waits_for` (default: its subject) is released."""
-        await session.execute(
-            insert(self.table).values(
-                subject_id=waits_for or envelope.subject_id, reason=reason, envelope=envelope.to_bytes()
-            )
-        )
+        await self.park_many(session, [(envelope, waits_for or envelope.subject_id)], reason)
 
     async def park_many(self, session: AsyncSession, parked: list[tuple[Envelope, str]], reason: str) -> None:
         """`park` for several events, each with the subject it waits for, in one round trip (in the list's
@@ -83,14 +79,7 @@ class ParkingLot:
 
     async def release(self, session: AsyncSession, subject_id: str) -> list[Envelope]:
         """Remove and return the subject's parked events, oldest first."""
-        rows = (
-            await session.execute(
-                delete(self.table)
-                .where(self.table.c.subject_id == subject_id)
-                .returning(self.table.c.id, self.table.c.envelope)
-            )
-        ).all()
-        return [Envelope.from_bytes(r.envelope) for r in sorted(rows, key=lambda r: r.id)]
+        return (await self.release_many(session, [subject_id])).get(subject_id, [])
 
     async def release_many(self, session: AsyncSession, subject_ids: list[str]) -> dict[str, list[Envelope]]:
         """`release` for several subjects with one statement: each one's parked events, oldest first."""

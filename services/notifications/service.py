@@ -39,11 +39,6 @@ from shared.parking import ParkingLot
 
 log = get_logger(__name__)
 # A subject's key, whether it was destroyed (erased), and whether events wait for it (see key_ready).
-KEY_STATE_SQL = text(
-    "SELECT k.key, k.destroyed_at IS NOT NULL, EXISTS (SELECT 1 FROM parked_events p WHERE p.subject_id = :id) "
-    "FROM (SELECT 1) AS one LEFT JOIN subject_keys k ON k.key_id = :id"
-)
-# The same for several subjects at once (a run of joins): id, key, destroyed, parked.
 KEY_STATES_SQL = text(
     "SELECT i.id, k.key, k.destroyed_at IS NOT NULL, EXISTS (SELECT 1 FROM parked_events p WHERE p.subject_id = i.id) "
     "FROM unnest(CAST(:ids AS text[])) AS i(id) LEFT JOIN subject_keys k ON k.key_id = i.id"
@@ -193,14 +188,26 @@ class NotificationService:
 
     async def ready_key(self, session: AsyncSession, envelope: Envelope, key_id: str) -> bytes | None:
         """`key_ready`, returning the key itself (one query for the key, its erasure and parked events)."""
-        await self.parking.lock_subject(session, key_id)
-        key, destroyed, parked = (await session.execute(KEY_STATE_SQL, {"id": key_id})).one()
-        if destroyed:
-            return None
-        if key is None or parked:
-            await self.parking.park(session, envelope, reason="key not received yet", waits_for=key_id)
-            return None
-        return bytes(key)
+        return (await self.ready_keys(session, [(envelope, key_id)])).get(key_id)
+
+    async def ready_keys(self, session: AsyncSession, waiting: list[tuple[Envelope, str]]) -> dict[str, bytes]:
+        """`ready_key` for several events, each with the key it needs (each key once), with three statements for
+        all of them: the keys of those that may go ahead; the others are parked (or dropped), in the given order."""
+        ids = [key_id for _, key_id in waiting]
+        await self.parking.lock_subjects(session, ids)
+        states = {row[0]: row[1:] for row in (await session.execute(KEY_STATES_SQL, {"ids": ids})).all()}
+        ready: dict[str, bytes] = {}
+        parked_now: list[tuple[Envelope, str]] = []
+        for envelope, key_id in waiting:
+            key, destroyed, parked = states[key_id]
+            if destroyed:
+                continue
+            if key is None or parked:
+                parked_now.append((envelope, key_id))
+            else:
+                ready[key_id] = bytes(key)
+        await self.parking.park_many(session, parked_now, reason="key not received yet")
+        return ready
 
     async def _unseal(self, session: AsyncSession, sealed: Sealed | None, key_id: str, key: bytes) -> str | None:
         """A sealed field, with the subject's key in hand when it is sealed with that key."""
@@ -215,22 +222,16 @@ class NotificationService:
 
     async def members_joined(self, session: AsyncSession, joins: list[tuple[Envelope, MemberJoined]]) -> None:
         """`member_joined` for a run of joins (each member once), with one statement per step for all of them."""
-        ids = [event.member_id for _, event in joins]
-        await self.parking.lock_subjects(session, ids)
-        states = {row[0]: row[1:] for row in (await session.execute(KEY_STATES_SQL, {"ids": ids})).all()}
+        keys = await self.ready_keys(session, [(envelope, event.member_id) for envelope, event in joins])
         mirrors: list[dict[str, Any]] = []
         consented: list[str] = []
         welcomes: list[dict[str, Any]] = []
-        waiting: list[tuple[Envelope, str]] = []
         for envelope, event in joins:
-            key, destroyed, parked = states[event.member_id]
-            if destroyed:
+            key = keys.get(event.member_id)
+            if key is None:
                 continue
-            if key is None or parked:
-                waiting.append((envelope, event.member_id))
-                continue
-            email = await self._unseal(session, event.email, event.member_id, bytes(key))
-            name = await self._unseal(session, event.name, event.member_id, bytes(key))
+            email = await self._unseal(session, event.email, event.member_id, key)
+            name = await self._unseal(session, event.name, event.member_id, key)
             mirrors.append(
                 {
                     "member_id": event.member_id,
@@ -267,7 +268,6 @@ class NotificationService:
                     "correlation_id": envelope.correlation_id,
                 }
             )
-        await self.parking.park_many(session, waiting, reason="key not received yet")
         if not mirrors:
             return
         await session.execute(_UPSERT_RECIPIENT, mirrors)
@@ -361,22 +361,12 @@ class NotificationService:
         """`queue` for several deliveries with one round trip (each skipped when already queued)."""
         if not rows:
             return
-        for row in rows:
-            row.setdefault("id", str(uuid.uuid4()))
-            row.setdefault("priority", 1 if row["kind"] in BULK_KINDS else 0)
-        await session.execute(_QUEUE_DELIVERY, rows)
+        await session.execute(_QUEUE_DELIVERY, [_delivery(row) for row in rows])
         wake_after_commit(session, self.deliveries_queued)
 
     async def queue(self, session: AsyncSession, **row: Any) -> bool:
         """Queue one delivery; False when that (kind, subject, recipient) was already queued."""
-        d = tables.deliveries
-        row.setdefault("priority", 1 if row["kind"] in BULK_KINDS else 0)
-        result = await session.execute(
-            pg_insert(d)
-            .values(id=str(uuid.uuid4()), **row)
-            .on_conflict_do_nothing(constraint="uq_deliveries_kind_subject_recipient")
-            .returning(d.c.id)
-        )
+        result = await session.execute(_QUEUE_DELIVERY.returning(tables.deliveries.c.id), _delivery(row))
         queued = result.first() is not None
         if queued:
             wake_after_commit(session, self.deliveries_queued)
@@ -391,6 +381,13 @@ _UPSERT_RECIPIENT = _upsert.on_conflict_do_update(
     index_elements=[tables.recipients.c.member_id], set_={c: _upsert.excluded[c] for c in _MIRRORED}
 )
 _QUEUE_DELIVERY = pg_insert(tables.deliveries).on_conflict_do_nothing(constraint="uq_deliveries_kind_subject_recipient")
+
+
+def _delivery(row: dict[str, Any]) -> dict[str, Any]:
+    """A delivery row with its id and its priority (bulk emails after what people are waiting for)."""
+    row.setdefault("id", str(uuid.uuid4()))
+    row.setdefault("priority", 1 if row["kind"] in BULK_KINDS else 0)
+    return row
 
 
 def first_name_of(name: str | None) -> str:

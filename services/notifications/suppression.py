@@ -47,10 +47,8 @@ class Suppressions:
 
     async def lift(self, session: AsyncSession, email: str | None, *reasons: str) -> None:
         """Undo a suppression of these reasons (consent given again lifts `unsubscribed`, nothing else)."""
-        if not email or not reasons:
-            return
-        s = tables.suppressions
-        await session.execute(delete(s).where(s.c.email == self.address_key(email), s.c.reason.in_(reasons)))
+        if email:
+            await self.lift_many(session, [self.address_key(email)], *reasons)
 
     async def lift_many(self, session: AsyncSession, address_keys: list[str], *reasons: str) -> None:
         """`lift` for several addresses, given by their keyed hashes (`address_key`)."""
