@@ -28,7 +28,6 @@ from services.campaigns.reporting import REPORTING_TOPICS
 from services.campaigns.views import member_token
 from shared import topics
 from shared.config import Settings
-from shared.crypto import new_key, seal
 from shared.events.catalog import (
     AttendanceRecorded,
     MeetingScheduled,
@@ -40,6 +39,7 @@ from shared.events.envelope import Envelope, EventData
 from tests.support.inprocess import InProcessServer, asyncpg_dsn, free_port, fresh_test_database
 from tests.support.inprocess import poll as poll  # the tests import it from here
 from tests.support.kafka import EnvelopePublisher, KafkaWatcher, group_starts_at_the_end
+from tests.support.people import member_joined
 
 SERVICE_DIR = Path(__file__).resolve().parents[2] / "services" / "campaigns"
 SAMPLE_MPS = SERVICE_DIR / "data" / "mps_sample.csv"
@@ -182,22 +182,8 @@ async def publish(*events: EventData, occurred_at: datetime | None = None) -> li
 
 
 def joined(member_id: str, region_id: str | None, group_ids: list[str] | None = None, **overrides: Any) -> MemberJoined:
-    key = new_key()
-    fields: dict[str, Any] = dict(
-        member_id=member_id,
-        email=seal(f"{member_id}@example.org", key, key_id=member_id, owner="membership"),
-        name=seal("Someone", key, key_id=member_id, owner="membership"),
-        region_id=region_id,
-        group_ids=group_ids or [],
-        engagement_level="informed",
-        email_consent=True,
-        consent_wording_version="v1",
-        source="join-form",
-        confirmation_required=True,
-        joined_at=datetime.now(UTC),
-    )
-    fields.update(overrides)
-    return MemberJoined(**fields)
+    return member_joined(member_id, email=f"{member_id}@example.org", region_id=region_id, group_ids=group_ids or [],
+                         **overrides)
 
 
 def unit(kind: str, name: str, parent_id: str | None = None) -> OrganisationUnitDefined:

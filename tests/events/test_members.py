@@ -9,11 +9,11 @@ from aiokafka import AIOKafkaProducer
 
 from deploy.local import launcher
 from shared import topics
-from shared.crypto import new_key, seal
 from shared.events.catalog import MemberErased, MemberJoined, MemberLeft, OrganisationUnitDefined
 from shared.events.envelope import Envelope, EventData
 from tests.events.conftest import poll, schedule
 from tests.support.kafka import read_topic
+from tests.support.people import member_joined
 
 
 async def publish(*events: EventData) -> None:
@@ -30,22 +30,8 @@ async def publish(*events: EventData) -> None:
 
 
 def joined(member_id: str, **overrides) -> MemberJoined:
-    key = new_key()
-    fields = dict(
-        member_id=member_id,
-        email=seal("someone@example.org", key, key_id=member_id, owner="membership"),
-        name=seal("Someone", key, key_id=member_id, owner="membership"),
-        region_id="region-west-midlands",
-        group_ids=["group-coventry"],
-        engagement_level="informed",
-        email_consent=True,
-        consent_wording_version="v1",
-        source="join-form",
-        confirmation_required=True,
-        joined_at=datetime.now(UTC),
-    )
-    fields.update(overrides)
-    return MemberJoined(**fields)
+    fields = {"region_id": "region-west-midlands", "group_ids": ["group-coventry"], **overrides}
+    return member_joined(member_id, **fields)
 
 
 async def test_a_member_who_joins_and_leaves_is_kept_with_region_and_groups_only(events_server, db):

@@ -12,26 +12,10 @@ from aiokafka import AIOKafkaProducer
 
 from deploy.local import launcher
 from shared import topics
-from shared.crypto import encode_key, new_key, seal
-from shared.events.catalog import MemberConfirmed, MemberJoined, SubjectKeyIssued
+from shared.crypto import encode_key, new_key
+from shared.events.catalog import MemberConfirmed, SubjectKeyIssued
 from shared.events.envelope import Envelope
-from tests.support.people import unique_email
-
-
-def _joined(member_id: str, key: bytes, email: str, name: str) -> MemberJoined:
-    return MemberJoined(
-        member_id=member_id,
-        email=seal(email, key, key_id=member_id, owner="membership"),
-        name=seal(name, key, key_id=member_id, owner="membership"),
-        region_id=None,
-        group_ids=[],
-        engagement_level="informed",
-        email_consent=True,
-        consent_wording_version="v1",
-        source="test-runs",
-        confirmation_required=True,
-        joined_at=datetime.now(UTC),
-    )
+from tests.support.people import member_joined, unique_email
 
 
 async def test_joins_in_one_batch_keys_late_or_early_each_get_one_welcome(system, mail, notifications_db):
@@ -50,7 +34,8 @@ async def test_joins_in_one_batch_keys_late_or_early_each_get_one_welcome(system
             return Envelope.wrap(SubjectKeyIssued(key_id=member_id, key=encode_key(key)))
 
         joins = {
-            mid: Envelope.wrap(_joined(mid, key, email, f"Ada{i} Runner")) for i, (mid, key, email) in enumerate(people)
+            mid: Envelope.wrap(member_joined(mid, key=key, email=email, name=f"Ada{i} Runner", source="test-runs"))
+            for i, (mid, key, email) in enumerate(people)
         }
         for mid, key, _ in early:
             await send(topics.MEMBERSHIP_SUBJECT_KEYS, key_issued(mid, key))
