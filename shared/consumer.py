@@ -233,7 +233,7 @@ class EventConsumer:
                     outcomes["duplicate"] += 1
                     continue
                 claimed.discard(env.event_id)  # the same event twice in a batch: handled once
-                data = _data(model, env)
+                data = typed_data(model, env)
                 outcomes["handled"] += 1
                 if self.batch_handler is not None:
                     pending.append((env, model, data))
@@ -312,7 +312,7 @@ class EventConsumer:
         if entry is None:
             return "ignored"
         model, handler = entry
-        data = _data(model, envelope)
+        data = typed_data(model, envelope)
         token = correlation_id_var.set(envelope.correlation_id)
         try:
             done = await self._inbox.process(
@@ -327,7 +327,7 @@ def _key_text(record: Any) -> str:
     return record.key.decode() if isinstance(record.key, bytes) else str(record.key)
 
 
-def _data(model: type[EventData], envelope: Envelope) -> Any:
+def typed_data(model: type[EventData], envelope: Envelope) -> Any:
     """The event's typed data: validated against the handler's model, or the catalog's for another version."""
     return model.model_validate(envelope.data) if envelope.version == model.event_version else envelope.payload()
 

@@ -38,7 +38,7 @@ from services.campaigns.reporting import (
     project_batch,
     project_in_memory,
 )
-from shared.consumer import H_REPLAY_FOR_GROUP
+from shared.consumer import H_REPLAY_FOR_GROUP, typed_data
 from shared.db import Database
 from shared.events.envelope import Envelope, EventData
 from shared.logging import get_logger
@@ -171,7 +171,7 @@ async def apply_batch(session: AsyncSession, records: list[Any], group: str, res
         if envelope.event_id not in claimed:
             continue
         claimed.discard(envelope.event_id)  # the same event twice in a batch counts once
-        data = model.model_validate(envelope.data) if envelope.version == model.event_version else envelope.payload()
+        data = typed_data(model, envelope)
         claimed_events.append((envelope, model, data))
     result.applied += len(claimed_events)
     await project_batch(session, claimed_events)
@@ -186,7 +186,7 @@ async def _project(session: AsyncSession, envelope: Envelope, entry: tuple[Any, 
     )).first()
     if claimed is None:
         return 0
-    data = model.model_validate(envelope.data) if envelope.version == model.event_version else envelope.payload()
+    data = typed_data(model, envelope)
     await project(envelope, data, session)
     return 1
 
@@ -254,8 +254,7 @@ class BulkShadow:
                     continue
                 model = entry[0]
                 try:
-                    data = (model.model_validate(envelope.data) if envelope.version == model.event_version
-                            else envelope.payload())
+                    data = typed_data(model, envelope)
                 except Exception as exc:
                     log.warning("rebuild skipped an event", event_id=str(envelope.event_id), error=repr(exc))
                     result.skipped += 1
