@@ -16,7 +16,7 @@ DOC_DIR = Path(__file__).resolve().parent.parent / "docs" / "asyncapi"
 def generate(service: str) -> dict[str, Any]:
     module = importlib.import_module(f"services.{service}.main")
     app = module.create_app()
-    broker = app.state.runtime.router.broker
+    broker = app.state.runtime.broker
     spec = AsyncAPI(broker, title=f"Groundswell {service}", version="1", schema_version="3.0.0")
     return json.loads(spec.to_specification().to_json())
 

@@ -14,31 +14,31 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
-from faststream.kafka import annotations as broker_annotations
-from faststream.kafka import fastapi as fastapi_integration
-from faststream.kafka.fastapi import KafkaRouter
-from sqlalchemy.ext.asyncio import AsyncSession
+from faststream.kafka.annotations import KafkaMessage
 
 from shared import metrics
 from shared.config import Settings
 from shared.events.envelope import Envelope, EventData
+from shared.handlers import (
+    BatchHandler,
+    Handler,
+    Handlers,
+    RunHandler,
+    TombstoneHandler,
+    typed_data,
+)
 from shared.inbox import Inbox
 from shared.logging import correlation_id_var, get_logger
 from shared.topics import dead_letter_topic
+from shared.uow import UnitsOfWork
 
 log = get_logger(__name__)
-
-Handler = Callable[[Envelope, Any, AsyncSession], Awaitable[None]]
-TombstoneHandler = Callable[[str, AsyncSession], Awaitable[None]]
-# Applies a batch's claimed events, in order, in the batch's transaction: [(envelope, model, data), ...].
-BatchHandler = Callable[[AsyncSession, list[tuple[Envelope, Any, Any]]], Awaitable[None]]
-# Applies a run of claimed events of one type (each subject at most once), in order: [(envelope, data), ...].
-RunHandler = Callable[[AsyncSession, list[tuple[Envelope, Any]]], Awaitable[None]]
 
 BATCH_MAX_RECORDS = 200
 
@@ -61,57 +61,44 @@ class RetryLater(Exception):
 
 
 class EventConsumer:
-    """A consumer group: which events it handles and how; attached to a service's FastStream router."""
+    """A consumer group on Kafka: reads its topics and dispatches each event through its `Handlers` (one entry of
+    the service's registry), with the inbox, retries and dead letters around it."""
 
-    def __init__(self, group: str, topics: tuple[str, ...], description: str = "", *,
-                 max_batch: int = BATCH_MAX_RECORDS) -> None:
-        self.group = group
-        self.topics = topics
-        self.description = description
+    def __init__(self, handlers: Handlers, *, max_batch: int = BATCH_MAX_RECORDS) -> None:
+        self.handlers = handlers
+        self.group = handlers.group
+        self.topics = handlers.topics
+        self.description = handlers.description
         self.max_batch = max_batch
-        self.handlers: dict[str, tuple[type[EventData], Handler]] = {}
-        self.tombstone_handler: TombstoneHandler | None = None
-        self.batch_handler: BatchHandler | None = None
-        self.run_handlers: dict[str, RunHandler] = {}
         self.service = ""
         self._inbox: Inbox | None = None
+        self._uows: UnitsOfWork | None = None
         self._dlq: DeadLetterPublisher | None = None
         self._settings: Settings | None = None
 
+    @classmethod
+    def for_group(cls, group: str, topics: tuple[str, ...], description: str = "", *,
+                  max_batch: int = BATCH_MAX_RECORDS) -> EventConsumer:
+        """A consumer with a registry entry of its own (tests and one-off tools; services use their Registry)."""
+        return cls(Handlers(group, topics, description), max_batch=max_batch)
+
+    # Registering handlers: the same as on the consumer's `Handlers` (kept here so a consumer reads as one thing).
     def on(self, model: type[EventData]) -> Callable[[Handler], Handler]:
-        """Register the handler of one event type: `async def handler(envelope, data, session)`."""
-
-        def register(fn: Handler) -> Handler:
-            self.handlers[model.event_type] = (model, fn)
-            return fn
-
-        return register
-
-    def on_tombstone(self, fn: TombstoneHandler) -> TombstoneHandler:
-        """Register what a null value (a compacted topic's deletion marker) means: `async def f(key, session)`."""
-        self.tombstone_handler = fn
-        return fn
-
-    def on_batch(self, fn: BatchHandler) -> BatchHandler:
-        """Optional: apply a batch's claimed events at once (`async def f(session, [(envelope, model, data)])`),
-        with the same effect as their handlers one by one in that order (the one-at-a-time fallback uses those)."""
-        self.batch_handler = fn
-        return fn
+        return self.handlers.on(model)
 
     def on_run(self, model: type[EventData]) -> Callable[[RunHandler], RunHandler]:
-        """Optional, beside `on(model)`: apply consecutive events of this type in a batch at once
-        (`async def f(session, [(envelope, data), ...])`, each subject at most once in a run), with the same
-        effect as the type's handler on each in that order (the one-at-a-time fallback uses that handler)."""
+        return self.handlers.on_run(model)
 
-        def register(fn: RunHandler) -> RunHandler:
-            self.run_handlers[model.event_type] = fn
-            return fn
+    def on_batch(self, fn: BatchHandler) -> BatchHandler:
+        return self.handlers.on_batch(fn)
 
-        return register
+    def on_tombstone(self, fn: TombstoneHandler) -> TombstoneHandler:
+        return self.handlers.on_tombstone(fn)
 
-    def attach(self, router: KafkaRouter | Any, inbox: Inbox, dlq: DeadLetterPublisher, settings: Settings) -> None:
-        """Subscribe on a FastStream router or broker (anything with `.subscriber`)."""
-        self._inbox, self._dlq, self._settings = inbox, dlq, settings
+    def attach(self, broker: Any, inbox: Inbox, uows: UnitsOfWork, dlq: DeadLetterPublisher,
+               settings: Settings) -> None:
+        """Subscribe on a FastStream Kafka broker (anything with `.subscriber`)."""
+        self._inbox, self._uows, self._dlq, self._settings = inbox, uows, dlq, settings
         self.service = settings.service_name
         # Every series exists from the start, at zero (a dashboard or alert sees 0, not "no data", before the
         # first event).
@@ -120,9 +107,10 @@ class EventConsumer:
         metrics.EVENTS_RETRIED.labels(self.service, self.group)
         metrics.EVENTS_DEAD_LETTERED.labels(self.service, self.group)
 
-        async def consume(msg: Any) -> None:
+        async def consume(msg: KafkaMessage) -> None:
             # FastStream waits for one record (getone: no added latency when idle); whatever the fetcher already
             # holds comes with it, up to max_batch, in each partition's order. The ack commits all their offsets.
+            # (tests/delivery/test_faststream_contract.py pins the FastStream behaviour this relies on.)
             records = [msg.raw_message]
             kafka = getattr(msg, "consumer", None)
             if self.max_batch > 1 and kafka is not None and hasattr(kafka, "getmany"):
@@ -131,17 +119,8 @@ class EventConsumer:
                     records.extend(partition_records)
             await self.handle_batch(records)
 
-        # FastStream injects the raw message through a context annotation, spelt differently for its
-        # FastAPI integration and for a plain broker (tests use one).
-        consume.__annotations__ = {
-            "msg": fastapi_integration.KafkaMessage
-            if isinstance(router, KafkaRouter)
-            else broker_annotations.KafkaMessage,
-            "return": None,
-        }
-
         consume.__name__ = f"consume_{self.group.replace('.', '_')}"
-        router.subscriber(
+        broker.subscriber(
             *self.topics,
             group_id=self.group,
             ack_policy=AckPolicy.ACK,
@@ -149,7 +128,7 @@ class EventConsumer:
             max_poll_records=self.max_batch,
             title=f"{self.group}:consume",
             description=self.description
-            or f"Consumer group {self.group}; handles {', '.join(sorted(self.handlers))}",
+            or f"Consumer group {self.group}; handles {', '.join(sorted(self.handlers.handlers))}",
         )(consume)
 
     async def handle_batch(self, records: Sequence[Any]) -> None:
@@ -184,7 +163,8 @@ class EventConsumer:
         return True
 
     async def _handle_batch_once(self, records: Sequence[Any]) -> dict[str, int]:
-        assert self._inbox is not None
+        assert self._inbox is not None and self._uows is not None
+        handlers = self.handlers
         outcomes = {"handled": 0, "duplicate": 0, "ignored": 0}
         # (record, envelope, model, handler) in the records' order; a tombstone has no envelope.
         todo: list[tuple[Any, Envelope | None, Any, Any]] = []
@@ -192,13 +172,13 @@ class EventConsumer:
             if not self._wanted(record):
                 continue
             if record.value is None:
-                if self.tombstone_handler is None or record.key is None:
+                if handlers.tombstone_handler is None or record.key is None:
                     outcomes["ignored"] += 1
                 else:
                     todo.append((record, None, None, None))
                 continue
             envelope = Envelope.from_bytes(record.value)  # a malformed record fails the batch: one at a time
-            entry = self.handlers.get(envelope.type)
+            entry = handlers.entry(envelope.type)
             if entry is None:
                 outcomes["ignored"] += 1
                 continue
@@ -206,27 +186,27 @@ class EventConsumer:
         if not todo:
             return outcomes
         envelopes = [env for _, env, _, _ in todo if env is not None]
-        async with self._inbox.db.transaction() as session:
-            claimed = await self._inbox.claim(session, self.group, envelopes) if envelopes else set()
+        async with self._uows.begin() as uow:
+            claimed = await self._inbox.claim(uow.session, self.group, envelopes) if envelopes else set()
             pending: list[tuple[Envelope, Any, Any]] = []  # claimed events for the batch handler
             run: list[tuple[Envelope, Any]] = []  # consecutive claimed events of one type with a run handler
             run_subjects: set[str] = set()
 
             async def flush() -> None:
                 if pending:
-                    assert self.batch_handler is not None
-                    await self.batch_handler(session, list(pending))
+                    assert handlers.batch_handler is not None
+                    await handlers.batch_handler(uow, list(pending))
                     pending.clear()
                 if run:
-                    await self.run_handlers[run[0][0].type](session, list(run))
+                    await handlers.run_handlers[run[0][0].type](uow, list(run))
                     run.clear()
                     run_subjects.clear()
 
             for record, env, model, handler in todo:
                 if env is None:
                     await flush()
-                    assert self.tombstone_handler is not None
-                    await self.tombstone_handler(_key_text(record), session)
+                    assert handlers.tombstone_handler is not None
+                    await handlers.tombstone_handler(uow, _key_text(record))
                     outcomes["handled"] += 1
                     continue
                 if env.event_id not in claimed:
@@ -235,10 +215,10 @@ class EventConsumer:
                 claimed.discard(env.event_id)  # the same event twice in a batch: handled once
                 data = typed_data(model, env)
                 outcomes["handled"] += 1
-                if self.batch_handler is not None:
+                if handlers.batch_handler is not None:
                     pending.append((env, model, data))
                     continue
-                if env.type in self.run_handlers:
+                if env.type in handlers.run_handlers:
                     subject = str(env.subject_id)
                     if run and (run[0][0].type != env.type or subject in run_subjects):
                         await flush()
@@ -248,7 +228,7 @@ class EventConsumer:
                 await flush()
                 token = correlation_id_var.set(env.correlation_id)
                 try:
-                    await handler(env, data, session)
+                    await handler(uow.caused_by(env), env, data)
                 finally:
                     correlation_id_var.reset(token)
             await flush()
@@ -300,36 +280,33 @@ class EventConsumer:
                 delay = min(delay * 2, settings.consumer_retry_backoff_max_s)
 
     async def _handle_once(self, record: Any) -> str:
-        assert self._inbox is not None
+        assert self._inbox is not None and self._uows is not None
+        handlers = self.handlers
         if record.value is None:
-            if self.tombstone_handler is None or record.key is None:
+            if handlers.tombstone_handler is None or record.key is None:
                 return "ignored"
-            async with self._inbox.db.transaction() as session:  # deleting is idempotent: no inbox row needed
-                await self.tombstone_handler(_key_text(record), session)
+            async with self._uows.begin() as uow:  # deleting is idempotent: no inbox row needed
+                await handlers.tombstone_handler(uow, _key_text(record))
             return "handled"
         envelope = Envelope.from_bytes(record.value)
-        entry = self.handlers.get(envelope.type)
+        entry = handlers.entry(envelope.type)
         if entry is None:
             return "ignored"
         model, handler = entry
         data = typed_data(model, envelope)
         token = correlation_id_var.set(envelope.correlation_id)
         try:
-            done = await self._inbox.process(
-                self.group, envelope.event_id, envelope.type, lambda s: handler(envelope, data, s)
-            )
+            async with self._uows.begin(correlation_id=envelope.correlation_id) as uow:
+                if not await self._inbox.claim(uow.session, self.group, [envelope]):
+                    return "duplicate"
+                await handler(uow.caused_by(envelope), envelope, data)
         finally:
             correlation_id_var.reset(token)
-        return "handled" if done else "duplicate"
+        return "handled"
 
 
 def _key_text(record: Any) -> str:
     return record.key.decode() if isinstance(record.key, bytes) else str(record.key)
-
-
-def typed_data(model: type[EventData], envelope: Envelope) -> Any:
-    """The event's typed data: validated against the handler's model, or the catalog's for another version."""
-    return model.model_validate(envelope.data) if envelope.version == model.event_version else envelope.payload()
 
 
 def _record_key(record: Any) -> bytes:
@@ -362,8 +339,6 @@ class DeadLetterPublisher:
             return self._producer
 
     async def publish(self, group: str, record: Any, exc: BaseException, attempts: int) -> None:
-        from datetime import UTC, datetime
-
         producer = await self._ensure()
         original = [(k, v) for k, v in (record.headers or []) if not k.startswith("x-dlq-")]
         headers = original + [

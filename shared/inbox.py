@@ -6,7 +6,7 @@ A redelivered event (at-least-once delivery) finds its (consumer, event_id) row 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, String, Table, Uuid, func, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,20 +53,3 @@ class Inbox:
             self._claim, {"consumer": consumer, "ids": ordered, "types": [ids[i] for i in ordered]}
         )
         return set(result.scalars())
-
-    async def process(
-        self,
-        consumer: str,
-        event_id: uuid.UUID,
-        event_type: str,
-        effect: Callable[[AsyncSession], Awaitable[None]],
-    ) -> bool:
-        """Run `effect` once per (consumer, event_id); return False when it had already run."""
-        async with self.db.transaction() as session:
-            claimed = await session.execute(
-                self._claim, {"consumer": consumer, "ids": [event_id], "types": [event_type]}
-            )
-            if claimed.first() is None:
-                return False
-            await effect(session)
-            return True

@@ -10,8 +10,10 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import APIRouter, FastAPI
-from faststream.kafka.fastapi import KafkaRouter
+from faststream.kafka import KafkaBroker
 from sqlalchemy import MetaData, Table
 
 from shared import metrics
@@ -19,9 +21,11 @@ from shared.config import Settings, get_settings
 from shared.consumer import DeadLetterPublisher, EventConsumer
 from shared.db import Database
 from shared.events.envelope import Envelope
+from shared.handlers import Registry
 from shared.inbox import Inbox, inbox_table
 from shared.logging import configure_logging, get_logger
 from shared.outbox import Outbox, OutboxRelay, outbox_tables
+from shared.uow import UnitsOfWork
 from shared.web import RequestIdMiddleware, add_operational_routes
 
 log = get_logger(__name__)
@@ -35,20 +39,29 @@ class DeliveryTables:
         self.inbox: Table = inbox_table(metadata)
 
 
+def bootstrap_list(servers: str) -> list[str]:
+    """`KAFKA_BOOTSTRAP_SERVERS` as a list: FastStream takes a single string for one server only."""
+    return [s.strip() for s in servers.split(",") if s.strip()]
+
+
 class ServiceRuntime:
-    """One process of a service: its settings, database, outbox, inbox, relay and Kafka router."""
+    """One process of a service: its settings, database, units of work (outbox), inbox, relay and Kafka broker.
+
+    The FastStream broker runs inside FastAPI's lifespan (started after the relay, stopped before it): one process
+    serves pages and consumes events without FastStream's deprecated FastAPI integration
+    (docs/decisions/0004-faststream-broker-in-the-fastapi-lifespan.md).
+    """
 
     def __init__(self, name: str, tables: DeliveryTables, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.name = name
         self.db = Database(self.settings.database_url, self.settings.database_pool_size)
         self.outbox = Outbox(tables.outbox)
+        self.uows = UnitsOfWork(self.db, self.outbox)
         self.inbox = Inbox(self.db, tables.inbox)
-        self.router = KafkaRouter(
-            self.settings.kafka_bootstrap_servers,
+        self.broker = KafkaBroker(
+            bootstrap_list(self.settings.kafka_bootstrap_servers),
             client_id=f"{self.settings.service_instance}",
-            schema_url="/asyncapi",
-            include_in_schema=True,
             description=f"Groundswell {name} service",
             # FastStream's "Received"/"Processed" lines for every batch are debug output here: at INFO they
             # cost more CPU than handling a small batch. Errors are still logged (shared/consumer.py).
@@ -69,11 +82,22 @@ class ServiceRuntime:
 
     def document_publisher(self, topic: str, description: str) -> None:
         """Declare what this service publishes on `topic`, for the AsyncAPI document (the relay does the sending)."""
-        self.router.publisher(topic, title=f"{topic}:publish", description=description, schema=Envelope)
+        self.broker.publisher(topic, title=f"{topic}:publish", description=description, schema=Envelope)
 
-    def add_consumer(self, consumer: EventConsumer) -> None:
-        consumer.attach(self.router, self.inbox, self.dlq, self.settings)
+    def add_consumer(self, consumer: EventConsumer, inbox: Inbox | None = None) -> None:
+        """Subscribe one consumer group (with the service's inbox unless it keeps its own)."""
+        consumer.attach(self.broker, inbox or self.inbox, self.uows, self.dlq, self.settings)
         self.consumers.append(consumer)
+
+    def add_registry(self, registry: Registry, **max_batch: int) -> list[EventConsumer]:
+        """A consumer group for each entry of the service's handler registry (`max_batch` by group name)."""
+        consumers = []
+        for name, handlers in registry.groups.items():
+            kwargs = {"max_batch": max_batch[name]} if name in max_batch else {}
+            consumer = EventConsumer(handlers, **kwargs)
+            self.add_consumer(consumer)
+            consumers.append(consumer)
+        return consumers
 
     def add_background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """A long-running coroutine started with the service and cancelled when it stops."""
@@ -81,9 +105,6 @@ class ServiceRuntime:
 
     async def measure_consumer_lag(self, interval_s: float = 15.0) -> None:
         """Keep `groundswell_consumer_lag` current: end offset minus committed offset, per group and partition."""
-        from aiokafka import AIOKafkaConsumer
-        from aiokafka.admin import AIOKafkaAdminClient
-
         bootstrap = self.settings.kafka_bootstrap_servers
         while True:
             admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -115,7 +136,7 @@ class ServiceRuntime:
     async def readiness(self) -> dict[str, bool]:
         db_ok = await self.db.ping()
         try:
-            kafka_ok = bool(await self.router.broker.ping(timeout=2.0))
+            kafka_ok = bool(await self.broker.ping(timeout=2.0))
         except Exception:
             kafka_ok = False
         return {"database": db_ok, "kafka": kafka_ok}
@@ -128,9 +149,12 @@ class ServiceRuntime:
             await self.relay.start()
             loops = [*self.background, self.measure_consumer_lag] if self.consumers else self.background
             self._tasks = [asyncio.create_task(loop()) for loop in loops]
-            async with self.router.lifespan_context(app):
+            await self.broker.start()
+            try:
                 log.info("service started", port=self.settings.http_port)
                 yield
+            finally:
+                await self.broker.stop()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -142,7 +166,6 @@ class ServiceRuntime:
         app.state.runtime = self
         app.add_middleware(RequestIdMiddleware, service=self.name)
         add_operational_routes(app, self.name, self.readiness)
-        app.include_router(self.router)
         for r in routers:
             app.include_router(r)
         return app

@@ -6,24 +6,26 @@ own actions, for asks and the engagement ladder); `campaigns.reporting` feeds th
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any
 
 from services.campaigns.engagement import EngagementService
-from services.campaigns.reporting import PROJECTION, REPORTING_TOPICS, project_batch
+from services.campaigns.reporting import PROJECTION, REPORTING_TOPICS, Projector, project_batch
 from services.campaigns.service import CampaignsService
 from shared import topics
-from shared.consumer import EventConsumer
 from shared.events import catalog as ev
 from shared.events.envelope import Envelope
+from shared.handlers import Handler, Registry
+from shared.uow import UnitOfWork
 
 ENGAGEMENT_GROUP = "campaigns.engagement"
 REPORTING_GROUP = "campaigns.reporting"
 
 
-def build_engagement_consumer(campaigns: CampaignsService, engagement: EngagementService,
-                              group: str = ENGAGEMENT_GROUP) -> EventConsumer:
-    consumer = EventConsumer(
-        group,
+def build_registry(campaigns: CampaignsService, engagement: EngagementService, *,
+                   engagement_group: str = ENGAGEMENT_GROUP, reporting_group: str = REPORTING_GROUP) -> Registry:
+    registry = Registry("campaigns")
+    consumer = registry.group(
+        engagement_group,
         (topics.MEMBERSHIP_MEMBERS, topics.MEMBERSHIP_ORGANISATION, topics.EVENTS_MEETINGS, topics.EVENTS_RSVPS,
          topics.CAMPAIGNS_ACTIONS),
         "Members, units, meetings, RSVPs, attendance and actions: asks linked to meetings and the engagement "
@@ -31,67 +33,86 @@ def build_engagement_consumer(campaigns: CampaignsService, engagement: Engagemen
     )
 
     @consumer.on(ev.MemberJoined)
-    async def member_joined(envelope: Envelope, event: ev.MemberJoined, session: AsyncSession) -> None:
-        await campaigns.link_joined_member(session, event)
-        await engagement.member_joined(session, event)
+    async def member_joined(uow: UnitOfWork, envelope: Envelope, event: ev.MemberJoined) -> None:
+        await campaigns.link_joined_member(uow.session, event)
+        await engagement.member_joined(uow.session, event)
 
     @consumer.on(ev.MemberProfileUpdated)
-    async def member_profile_updated(envelope: Envelope, event: ev.MemberProfileUpdated,
-                                     session: AsyncSession) -> None:
-        await engagement.member_profile_updated(session, event)
+    async def member_profile_updated(uow: UnitOfWork, envelope: Envelope, event: ev.MemberProfileUpdated) -> None:
+        await engagement.member_profile_updated(uow.session, event)
 
     @consumer.on(ev.MemberLeft)
-    async def member_left(envelope: Envelope, event: ev.MemberLeft, session: AsyncSession) -> None:
-        await engagement.member_left(session, event.member_id)
+    async def member_left(uow: UnitOfWork, envelope: Envelope, event: ev.MemberLeft) -> None:
+        await engagement.member_left(uow.session, event.member_id)
 
     @consumer.on(ev.MemberErased)
-    async def member_erased(envelope: Envelope, event: ev.MemberErased, session: AsyncSession) -> None:
-        await campaigns.member_erased(session, event.member_id)
-        await engagement.member_erased(session, event.member_id)
+    async def member_erased(uow: UnitOfWork, envelope: Envelope, event: ev.MemberErased) -> None:
+        await campaigns.member_erased(uow.session, event.member_id)
+        await engagement.member_erased(uow.session, event.member_id)
 
     @consumer.on(ev.OrganisationUnitDefined)
-    async def unit_defined(envelope: Envelope, event: ev.OrganisationUnitDefined, session: AsyncSession) -> None:
-        await engagement.unit_defined(session, event)
+    async def unit_defined(uow: UnitOfWork, envelope: Envelope, event: ev.OrganisationUnitDefined) -> None:
+        await engagement.unit_defined(uow.session, event)
 
     @consumer.on(ev.RoleGranted)
-    async def role_granted(envelope: Envelope, event: ev.RoleGranted, session: AsyncSession) -> None:
-        await engagement.role_granted(session, event)
+    async def role_granted(uow: UnitOfWork, envelope: Envelope, event: ev.RoleGranted) -> None:
+        await engagement.role_granted(uow.session, event)
 
     @consumer.on(ev.MeetingScheduled)
-    async def meeting_scheduled(envelope: Envelope, event: ev.MeetingScheduled, session: AsyncSession) -> None:
-        await campaigns.meeting_scheduled(session, event)
+    async def meeting_scheduled(uow: UnitOfWork, envelope: Envelope, event: ev.MeetingScheduled) -> None:
+        await campaigns.meeting_scheduled(uow.session, event)
 
     @consumer.on(ev.MeetingUpdated)
-    async def meeting_updated(envelope: Envelope, event: ev.MeetingUpdated, session: AsyncSession) -> None:
-        await campaigns.meeting_scheduled(session, event)
+    async def meeting_updated(uow: UnitOfWork, envelope: Envelope, event: ev.MeetingUpdated) -> None:
+        await campaigns.meeting_scheduled(uow.session, event)
 
     @consumer.on(ev.MeetingCancelled)
-    async def meeting_cancelled(envelope: Envelope, event: ev.MeetingCancelled, session: AsyncSession) -> None:
-        await campaigns.meeting_cancelled(session, event)
+    async def meeting_cancelled(uow: UnitOfWork, envelope: Envelope, event: ev.MeetingCancelled) -> None:
+        await campaigns.meeting_cancelled(uow.session, event)
 
     @consumer.on(ev.RsvpReceived)
-    async def rsvp_received(envelope: Envelope, event: ev.RsvpReceived, session: AsyncSession) -> None:
-        await campaigns.rsvp_received(session, event)
+    async def rsvp_received(uow: UnitOfWork, envelope: Envelope, event: ev.RsvpReceived) -> None:
+        await campaigns.rsvp_received(uow.session, event)
 
     @consumer.on(ev.AttendanceRecorded)
-    async def attendance_recorded(envelope: Envelope, event: ev.AttendanceRecorded, session: AsyncSession) -> None:
-        await engagement.attendance_recorded(session, event)
+    async def attendance_recorded(uow: UnitOfWork, envelope: Envelope, event: ev.AttendanceRecorded) -> None:
+        await engagement.attendance_recorded(uow.session, event)
 
     @consumer.on(ev.ActionTaken)
-    async def action_taken(envelope: Envelope, event: ev.ActionTaken, session: AsyncSession) -> None:
-        await engagement.action_taken(session, event)
+    async def action_taken(uow: UnitOfWork, envelope: Envelope, event: ev.ActionTaken) -> None:
+        await engagement.action_taken(uow.session, event)
 
-    return consumer
+    consumer.ignore(
+        (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.OrganiserInvited,
+         ev.MeetingReminderDue, ev.RsvpCancelled, ev.PromotedFromWaitlist, ev.MpLetterRequested),
+        "neither the asks nor the engagement ladder depend on these (reporting reads what it needs itself)",
+    )
 
-
-def build_reporting_consumer(group: str = REPORTING_GROUP) -> EventConsumer:
-    consumer = EventConsumer(
-        group,
+    reporting = registry.group(
+        reporting_group,
         REPORTING_TOPICS,
         "The reporting read model, built only from events: members, units, meetings, RSVPs and attendance, "
         "campaigns, asks, actions and engagement levels",
     )
     for model, project in PROJECTION.items():
-        consumer.on(model)(project)
-    consumer.on_batch(project_batch)  # a fetched batch's facts go in one INSERT per table
-    return consumer
+        reporting.on(model)(_projector(project))
+    reporting.ignore(
+        (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.MeetingReminderDue,
+         ev.MpLetterRequested, ev.OrganiserInvited, ev.RoleGranted),
+        "no report counts these (ActionTaken already counts a letter to an MP)",
+    )
+
+    @reporting.on_batch
+    async def project_many(uow: UnitOfWork, events: list[tuple[Envelope, Any, Any]]) -> None:
+        await project_batch(uow.session, events)  # a fetched batch's facts go in one INSERT per table
+
+    return registry
+
+
+def _projector(project: Projector) -> Handler:
+    """A reporting projection `(envelope, event, session)` as a handler (the rebuild calls projections directly)."""
+
+    async def handler(uow: UnitOfWork, envelope: Envelope, event: Any) -> None:
+        await project(envelope, event, uow.session)
+
+    return handler

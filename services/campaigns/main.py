@@ -7,16 +7,12 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.campaigns import db as tables
-from services.campaigns.consumers import (
-    ENGAGEMENT_GROUP,
-    REPORTING_GROUP,
-    build_engagement_consumer,
-    build_reporting_consumer,
-)
+from services.campaigns.consumers import ENGAGEMENT_GROUP, REPORTING_GROUP, build_registry
 from services.campaigns.engagement import EngagementService
 from services.campaigns.service import CampaignsService
 from shared import topics
 from shared.config import Settings
+from shared.consumer import EventConsumer
 from shared.inbox import Inbox
 from shared.runtime import ServiceRuntime
 from shared.web import make_templates
@@ -39,11 +35,11 @@ def create_app(
     campaigns = CampaignsService(runtime.db, runtime.outbox, secret_key=settings.secret_key,
                                  public_base_url=settings.public_base_url)
     engagement = EngagementService(runtime.db, runtime.outbox)
-    runtime.add_consumer(build_engagement_consumer(campaigns, engagement, engagement_group))
+    registry = build_registry(campaigns, engagement, engagement_group=engagement_group,
+                              reporting_group=reporting_group)
+    runtime.add_consumer(EventConsumer(registry[engagement_group]))
     # The read model has an inbox of its own, so a rebuild swaps both in one transaction (rebuild.py).
-    reporting = build_reporting_consumer(reporting_group)
-    reporting.attach(runtime.router, Inbox(runtime.db, tables.rpt_inbox), runtime.dlq, settings)
-    runtime.consumers.append(reporting)
+    runtime.add_consumer(EventConsumer(registry[reporting_group]), Inbox(runtime.db, tables.rpt_inbox))
     runtime.document_publisher(topics.CAMPAIGNS_CAMPAIGNS, "Campaigns launched and closed; asks published")
     runtime.document_publisher(topics.CAMPAIGNS_ACTIONS, "Actions taken on asks; letters to MPs for notifications")
     runtime.document_publisher(topics.CAMPAIGNS_ENGAGEMENT, "Members' engagement levels changing")

@@ -1,49 +1,60 @@
-"""The events service's Kafka entrypoints: a read model of members and of the network's regions and groups."""
+"""The events service's event handlers (its one registry): a read model of members and of the network's units."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.events.service import EventsService
 from shared import topics
-from shared.consumer import EventConsumer
 from shared.events.catalog import (
+    ConsentChanged,
+    EngagementLevelChosen,
+    MemberConfirmed,
     MemberErased,
     MemberJoined,
     MemberLeft,
     MemberProfileUpdated,
     OrganisationUnitDefined,
+    OrganiserInvited,
+    RoleGranted,
 )
 from shared.events.envelope import Envelope
+from shared.handlers import Registry
+from shared.uow import UnitOfWork
 
 MEMBERS_GROUP = "events.members"
 
 
-def build_consumers(service: EventsService, group: str = MEMBERS_GROUP) -> list[EventConsumer]:
-    members = EventConsumer(
+def build_registry(service: EventsService, group: str = MEMBERS_GROUP) -> Registry:
+    registry = Registry("events")
+    members = registry.group(
         group,
         (topics.MEMBERSHIP_MEMBERS, topics.MEMBERSHIP_ORGANISATION),
         "Who may be invited where (member ids, region, groups) and the network's units; erases on MemberErased",
     )
 
-    @members.on(MemberJoined)
-    async def member_joined(envelope: Envelope, event: MemberJoined, session: AsyncSession) -> None:
-        await service.member_joined(session, event)
+    async def member_joined(uow: UnitOfWork, envelope: Envelope, event: MemberJoined) -> None:
+        await service.member_joined(uow.session, event)
 
-    @members.on(MemberProfileUpdated)
-    async def member_profile_updated(envelope: Envelope, event: MemberProfileUpdated, session: AsyncSession) -> None:
-        await service.member_profile_updated(session, event)
+    async def member_profile_updated(uow: UnitOfWork, envelope: Envelope, event: MemberProfileUpdated) -> None:
+        await service.member_profile_updated(uow.session, event)
 
-    @members.on(MemberLeft)
-    async def member_left(envelope: Envelope, event: MemberLeft, session: AsyncSession) -> None:
-        await service.member_left(session, event)
+    async def member_left(uow: UnitOfWork, envelope: Envelope, event: MemberLeft) -> None:
+        await service.member_left(uow.session, event)
 
-    @members.on(MemberErased)
-    async def member_erased(envelope: Envelope, event: MemberErased, session: AsyncSession) -> None:
-        await service.member_erased(session, event)
+    async def member_erased(uow: UnitOfWork, envelope: Envelope, event: MemberErased) -> None:
+        await service.member_erased(uow.session, event)
 
-    @members.on(OrganisationUnitDefined)
-    async def unit_defined(envelope: Envelope, event: OrganisationUnitDefined, session: AsyncSession) -> None:
-        await service.unit_defined(session, event)
+    async def unit_defined(uow: UnitOfWork, envelope: Envelope, event: OrganisationUnitDefined) -> None:
+        await service.unit_defined(uow.session, event)
 
-    return [members]
+    members.route(
+        (MemberJoined, member_joined),
+        (MemberProfileUpdated, member_profile_updated),
+        (MemberLeft, member_left),
+        (MemberErased, member_erased),
+        (OrganisationUnitDefined, unit_defined),
+    )
+    members.ignore(
+        (MemberConfirmed, ConsentChanged, EngagementLevelChosen, RoleGranted, OrganiserInvited),
+        "who may be invited where depends on membership, region and groups only; consent is notifications' concern",
+    )
+    return registry

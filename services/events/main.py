@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.events import db as tables
-from services.events.consumers import MEMBERS_GROUP, build_consumers
+from services.events.consumers import MEMBERS_GROUP, build_registry
 from services.events.service import EventsService, ReminderLoop
 from shared import topics
 from shared.config import Settings
@@ -32,8 +32,7 @@ def create_app(
     service = EventsService(
         runtime.db, runtime.outbox, secret_key=settings.secret_key, public_base_url=settings.public_base_url
     )
-    for consumer in build_consumers(service, members_group):
-        runtime.add_consumer(consumer)
+    runtime.add_registry(build_registry(service, members_group))
     runtime.document_publisher(topics.EVENTS_MEETINGS, "Meetings scheduled, updated, cancelled; reminders due")
     runtime.document_publisher(topics.EVENTS_RSVPS, "RSVPs, cancellations, waitlist promotions, attendance")
     runtime.document_publisher(topics.EVENTS_SUBJECT_KEYS, "Per-RSVP data keys (compacted; tombstone on erasure)")

@@ -11,7 +11,7 @@ from services.membership import db as tables
 from services.membership import organise, osdi, rights, web
 from services.membership.accounts import OrganiserAccounts
 from services.membership.batching import JoinBatcher
-from services.membership.consumers import build_consumers
+from services.membership.consumers import build_registry
 from services.membership.directory import Directory
 from services.membership.reactions import Reactions
 from services.membership.roster import Roster
@@ -47,8 +47,7 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
             await asyncio.sleep(3600)
 
     runtime.add_background(prune_rate_limits)
-    for consumer in build_consumers(Reactions(membership), reactions_group):
-        runtime.add_consumer(consumer)
+    runtime.add_registry(build_registry(Reactions(membership), reactions_group))
     accounts = OrganiserAccounts(
         runtime.db,
         runtime.outbox,

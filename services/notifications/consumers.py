@@ -1,4 +1,4 @@
-"""Notifications' Kafka entrypoints: thin adapters from events to the service layer."""
+"""Notifications' event handlers: its one registry, thin adapters from events to the service layer."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from services.notifications.letters import LetterNotifications
 from services.notifications.meetings import MeetingNotifications
 from services.notifications.service import NotificationService
 from shared import topics
-from shared.consumer import EventConsumer
 from shared.events.catalog import (
     ActionKeyIssued,
     ActionTaken,
+    AskPublished,
     AttendanceRecorded,
+    CampaignClosed,
     CampaignLaunched,
     ConsentChanged,
+    EngagementLevelChosen,
     MeetingCancelled,
     MeetingReminderDue,
     MeetingScheduled,
@@ -40,22 +42,34 @@ from shared.events.catalog import (
     SubjectKeyIssued,
 )
 from shared.events.envelope import Envelope
+from shared.handlers import Handlers, Registry
+from shared.uow import UnitOfWork
 
 
-def _route(consumer: EventConsumer, model: type[Any], handler: Any) -> None:
+def _route(consumer: Handlers, model: type[Any], handler: Any) -> None:
     """Register `handler(session, envelope, event)` for `model` on `consumer`."""
 
-    async def adapter(envelope: Envelope, event: Any, session: AsyncSession) -> None:
-        await handler(session, envelope, event)
+    async def adapter(uow: UnitOfWork, envelope: Envelope, event: Any) -> None:
+        await handler(uow.session, envelope, event)
 
     consumer.on(model)(adapter)
 
 
-def build_consumers(
-    service: NotificationService, meetings: MeetingNotifications, letters: LetterNotifications
-) -> list[EventConsumer]:
-    keys = EventConsumer(
-        "notifications.keys",
+def build_registry(
+    service: NotificationService,
+    meetings: MeetingNotifications,
+    letters: LetterNotifications,
+    digests: Digests,
+    follow_ups: FollowUps,
+    invitations: Invitations,
+    *,
+    group_suffix: str = "",
+) -> Registry:
+    """Every consumer group of the service. Tests pass a `group_suffix` so their groups start apart from a running
+    service's."""
+    registry = Registry("notifications")
+    keys = registry.group(
+        "notifications.keys" + group_suffix,
         (topics.MEMBERSHIP_SUBJECT_KEYS, topics.EVENTS_SUBJECT_KEYS, topics.CAMPAIGNS_SUBJECT_KEYS),
         "Copies members', RSVPs' and actions' data keys so their sealed fields can be read; a tombstone destroys "
         "the copy",
@@ -64,8 +78,8 @@ def build_consumers(
     async def key_issued(session: AsyncSession, envelope: Envelope, event: Any) -> None:
         await service.remember_key(session, event.key_id, event.key)
 
-    async def keys_issued(session: AsyncSession, run: list[tuple[Envelope, Any]]) -> None:
-        await service.remember_keys(session, [(event.key_id, event.key) for _, event in run])
+    async def keys_issued(uow: UnitOfWork, run: list[tuple[Envelope, Any]]) -> None:
+        await service.remember_keys(uow.session, [(event.key_id, event.key) for _, event in run])
 
     key_models: tuple[type[Any], ...] = (SubjectKeyIssued, RsvpKeyIssued, ActionKeyIssued)
     for key_model in key_models:
@@ -73,11 +87,11 @@ def build_consumers(
         keys.on_run(key_model)(keys_issued)
 
     @keys.on_tombstone
-    async def key_destroyed(key: str, session: AsyncSession) -> None:
-        await service.forget_key(session, key)
+    async def key_destroyed(uow: UnitOfWork, key: str) -> None:
+        await service.forget_key(uow.session, key)
 
-    members = EventConsumer(
-        "notifications",
+    members = registry.group(
+        "notifications" + group_suffix,
         (topics.MEMBERSHIP_MEMBERS, topics.EVENTS_MEETINGS, topics.EVENTS_RSVPS, topics.CAMPAIGNS_ACTIONS),
         "Welcome emails, the recipient mirror and suppressions; meeting announcements, RSVP emails, reminders; "
         "letters to MPs",
@@ -101,17 +115,18 @@ def build_consumers(
     ):
         _route(members, model, handler)
 
+    members.ignore(
+        (ActionTaken, EngagementLevelChosen),
+        "an action's confirmation is not sent yet (issue #17); the chosen level changes no email",
+    )
+
     @members.on_run(MemberJoined)
-    async def members_joined(session: AsyncSession, run: list[tuple[Envelope, MemberJoined]]) -> None:
-        await service.members_joined(session, run)
+    async def members_joined(uow: UnitOfWork, run: list[tuple[Envelope, MemberJoined]]) -> None:
+        await service.members_joined(uow.session, run)
 
-    return [keys, members]
-
-
-def build_digest_consumers(digests: Digests, follow_ups: FollowUps, invitations: Invitations) -> list[EventConsumer]:
-    """Organisers' digests and follow-ups: who organises where, and the activity log digests are made of."""
-    organisers = EventConsumer(
-        "notifications.organisers",
+    # Organisers' digests and follow-ups: who organises where, and the activity log digests are made of.
+    organisers = registry.group(
+        "notifications.organisers" + group_suffix,
         (topics.MEMBERSHIP_ORGANISATION,),
         "Organisers and their scopes (RoleGranted) for digests; the network's regions and groups by name; "
         "organisers' invitations",
@@ -120,8 +135,8 @@ def build_digest_consumers(digests: Digests, follow_ups: FollowUps, invitations:
     _route(organisers, OrganisationUnitDefined, digests.unit_defined)
     _route(organisers, OrganiserInvited, invitations.organiser_invited)
 
-    activity = EventConsumer(
-        "notifications.activity",
+    activity = registry.group(
+        "notifications.activity" + group_suffix,
         (
             topics.MEMBERSHIP_MEMBERS,
             topics.EVENTS_MEETINGS,
@@ -159,9 +174,15 @@ def build_digest_consumers(digests: Digests, follow_ups: FollowUps, invitations:
     ):
         _route(activity, model, handler)
 
-    @activity.on_run(MemberJoined)
-    async def members_joined(session: AsyncSession, run: list[tuple[Envelope, MemberJoined]]) -> None:
-        await digests.members_joined(session, run)
-        await follow_ups.schedule_many(session, [event for _, event in run])
+    activity.ignore(
+        (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MemberLeft, MeetingReminderDue, AttendanceRecorded,
+         AskPublished, CampaignClosed, MpLetterRequested),
+        "digests and follow-ups report arrivals, meetings, RSVPs, campaigns launched and actions; not these (yet)",
+    )
 
-    return [organisers, activity]
+    @activity.on_run(MemberJoined)
+    async def activity_joined(uow: UnitOfWork, run: list[tuple[Envelope, MemberJoined]]) -> None:
+        await digests.members_joined(uow.session, run)
+        await follow_ups.schedule_many(uow.session, [event for _, event in run])
+
+    return registry

@@ -6,9 +6,12 @@ from fastapi import FastAPI
 
 from services.notifications import db as tables
 from services.notifications import web as organiser_web
-from services.notifications.consumers import build_consumers
+from services.notifications.consumers import build_registry
 from services.notifications.delivery import DeliveryWorker
+from services.notifications.digests import DigestLoop, Digests
 from services.notifications.fanout import AnnouncementFanOut
+from services.notifications.followups import FollowUpLoop, FollowUps
+from services.notifications.invitations import Invitations
 from services.notifications.letters import LetterNotifications
 from services.notifications.meetings import MeetingNotifications
 from services.notifications.service import NotificationService
@@ -28,10 +31,14 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     service = NotificationService(runtime.db, runtime.outbox, settings)
     meetings = MeetingNotifications(service)
     letters = LetterNotifications(service)
-    for consumer in build_consumers(service, meetings, letters):
-        consumer.group += group_suffix
-        runtime.add_consumer(consumer)
+    digests = Digests(service)
+    follow_ups = FollowUps(service, digests)
+    invitations = Invitations(service)
+    runtime.add_registry(
+        build_registry(service, meetings, letters, digests, follow_ups, invitations, group_suffix=group_suffix)
+    )
     runtime.document_publisher(topics.NOTIFICATIONS_DELIVERIES, "Notifications sent or failed")
+    runtime.document_publisher(topics.NOTIFICATIONS_DIGESTS, "Digests published to organisers")
 
     worker = DeliveryWorker(
         runtime.db, runtime.outbox, settings, service.deliveries_queued, connections=settings.smtp_connections
@@ -41,10 +48,8 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     fanout = AnnouncementFanOut(service)
     runtime.add_background(worker.run)
     runtime.add_background(fanout.run)
-
-    digests, follow_ups = organiser_web.install(
-        runtime, service, group_suffix=group_suffix, loop_interval_s=loop_interval_s
-    )
+    runtime.add_background(DigestLoop(digests, loop_interval_s).run)
+    runtime.add_background(FollowUpLoop(follow_ups, loop_interval_s).run)
 
     app = runtime.build_app("Groundswell notifications", routers=organiser_web.ROUTERS)
     app.state.notifications = service

@@ -13,14 +13,12 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import text
 
-from services.notifications.digests import PERIODS, DigestLoop, Digests, EmailSettings
+from services.notifications.digests import PERIODS, Digests, EmailSettings
 from services.notifications.feeds import feed_url
 from services.notifications.feeds import router as feeds_router
-from services.notifications.followups import PLACEHOLDERS, FollowUpLoop, FollowUps, InvalidStep, StepInput
-from services.notifications.service import NotificationService
-from shared import auth, tokens, topics
+from services.notifications.followups import PLACEHOLDERS, FollowUps, InvalidStep, StepInput
+from shared import auth, tokens
 from shared.auth import OrganiserScope
-from shared.runtime import ServiceRuntime
 from shared.web import make_templates
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -30,30 +28,6 @@ LOG_PAGE_SIZE = 50
 
 
 # Composition -------------------------------------------------------------------------------------------
-
-
-def install(
-    runtime: ServiceRuntime,
-    notifications: NotificationService,
-    *,
-    group_suffix: str = "",
-    loop_interval_s: float = 60.0,
-) -> tuple[Digests, FollowUps]:
-    """Organisers' digests and follow-ups: their consumers, background passes and what they publish.
-
-    Tests pass a `group_suffix` so their consumer groups start apart from a running service's."""
-    from services.notifications.consumers import build_digest_consumers
-    from services.notifications.invitations import Invitations
-
-    digests = Digests(notifications)
-    follow_ups = FollowUps(notifications, digests)
-    for consumer in build_digest_consumers(digests, follow_ups, Invitations(notifications)):
-        consumer.group += group_suffix
-        runtime.add_consumer(consumer)
-    runtime.document_publisher(topics.NOTIFICATIONS_DIGESTS, "Digests published to organisers")
-    runtime.add_background(DigestLoop(digests, loop_interval_s).run)
-    runtime.add_background(FollowUpLoop(follow_ups, loop_interval_s).run)
-    return digests, follow_ups
 
 
 ROUTERS = (feeds_router, router)

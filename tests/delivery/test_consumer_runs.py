@@ -16,6 +16,8 @@ from shared.consumer import DeadLetterPublisher, EventConsumer
 from shared.events.catalog import MemberConfirmed, MemberLeft
 from shared.events.envelope import Envelope
 from shared.inbox import Inbox
+from shared.outbox import Outbox
+from shared.uow import UnitsOfWork
 from tests.support.kafka import produce
 
 EFFECTS_SQL = (
@@ -42,16 +44,18 @@ async def _run_consumer(scratch_db, scratch_topics, envelopes: list[Envelope], *
     run_id = uuid.uuid4().hex[:8]
     topic, group = f"test.runs.{run_id}", f"test-runs-{run_id}"
     await scratch_topics(topic, partitions=1)
-    consumer = EventConsumer(group, (topic,))
+    consumer = EventConsumer.for_group(group, (topic,))
     runs: list[list[str]] = []
     insert = text("INSERT INTO effects (event_id, member_id, what, via) VALUES (:e, :m, :w, :v)")
 
     @consumer.on(MemberConfirmed)
-    async def confirmed(envelope, event, session) -> None:
+    async def confirmed(uow, envelope, event) -> None:
+        session = uow.session
         await session.execute(insert, {"e": str(envelope.event_id), "m": event.member_id, "w": "confirmed", "v": "one"})
 
     @consumer.on_run(MemberConfirmed)
-    async def confirmed_run(session, run) -> None:
+    async def confirmed_run(uow, run) -> None:
+        session = uow.session
         runs.append([event.member_id for _, event in run])
         rows = [{"e": str(env.event_id), "m": event.member_id, "w": "confirmed", "v": "run"} for env, event in run]
         await session.execute(insert, rows)
@@ -59,14 +63,16 @@ async def _run_consumer(scratch_db, scratch_topics, envelopes: list[Envelope], *
             raise RuntimeError("the run's statement failed")
 
     @consumer.on(MemberLeft)
-    async def left(envelope, event, session) -> None:
+    async def left(uow, envelope, event) -> None:
+        session = uow.session
         await session.execute(insert, {"e": str(envelope.event_id), "m": event.member_id, "w": "left", "v": "one"})
 
     for envelope in envelopes:
         await produce(topic, envelope.to_bytes(), key=envelope.subject_id.encode())
     broker = KafkaBroker(launcher.KAFKA_BOOTSTRAP)
     dlq = DeadLetterPublisher(launcher.KAFKA_BOOTSTRAP, "test-runs")
-    consumer.attach(broker, Inbox(db, tables.inbox), dlq, Settings(service_name="test", consumer_retry_backoff_s=0.05))
+    consumer.attach(broker, Inbox(db, tables.inbox), UnitsOfWork(db, Outbox(tables.outbox)), dlq,
+                    Settings(service_name="test", consumer_retry_backoff_s=0.05))
     await broker.start()
     try:
         for _ in range(300):

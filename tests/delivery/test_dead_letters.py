@@ -16,7 +16,9 @@ from shared.consumer import DeadLetterPublisher, EventConsumer
 from shared.events.catalog import MemberConfirmed, MemberLeft
 from shared.events.envelope import Envelope
 from shared.inbox import Inbox
+from shared.outbox import Outbox
 from shared.topics import dead_letter_topic
+from shared.uow import UnitsOfWork
 from tests.support.kafka import produce
 
 
@@ -38,10 +40,11 @@ async def test_poison_and_malformed_messages_are_dead_lettered_then_replayed_onc
     handled: list[str] = []
     attempts: dict[str, int] = {}
     broken = {"on": True}
-    consumer = EventConsumer(group, (topic,))
+    consumer = EventConsumer.for_group(group, (topic,))
 
     @consumer.on(MemberConfirmed)
-    async def confirmed(envelope, event, session) -> None:
+    async def confirmed(uow, envelope, event) -> None:
+        session = uow.session
         attempts[event.member_id] = attempts.get(event.member_id, 0) + 1
         if event.member_id == "poison" and broken["on"]:
             raise RuntimeError("the mail template is missing")
@@ -51,7 +54,7 @@ async def test_poison_and_malformed_messages_are_dead_lettered_then_replayed_onc
     settings = Settings(service_name="test", consumer_max_retries=2, consumer_retry_backoff_s=0.05)
     broker = KafkaBroker(launcher.KAFKA_BOOTSTRAP)
     dlq = DeadLetterPublisher(launcher.KAFKA_BOOTSTRAP, "test-dlq")
-    consumer.attach(broker, Inbox(db, tables.inbox), dlq, settings)
+    consumer.attach(broker, Inbox(db, tables.inbox), UnitsOfWork(db, Outbox(tables.outbox)), dlq, settings)
 
     def event(member: str) -> bytes:
         return Envelope.wrap(MemberConfirmed(member_id=member, confirmed_at="2026-11-21T10:00:00Z")).to_bytes()
@@ -101,15 +104,16 @@ async def test_a_replay_is_handled_only_by_the_group_it_was_meant_for(scratch_db
     topic = f"test.replay.{run}"
     await scratch_topics(topic, partitions=1)
     seen: list[str] = []
-    consumer = EventConsumer(f"other-{run}", (topic,))
+    consumer = EventConsumer.for_group(f"other-{run}", (topic,))
 
     @consumer.on(MemberLeft)
-    async def left(envelope, event, session) -> None:
+    async def left(uow, envelope, event) -> None:
         seen.append(event.member_id)
 
     broker = KafkaBroker(launcher.KAFKA_BOOTSTRAP)
     dlq = DeadLetterPublisher(launcher.KAFKA_BOOTSTRAP, "test")
-    consumer.attach(broker, Inbox(db, tables.inbox), dlq, Settings(service_name="test"))
+    consumer.attach(broker, Inbox(db, tables.inbox), UnitsOfWork(db, Outbox(tables.outbox)), dlq,
+                    Settings(service_name="test"))
     value = Envelope.wrap(MemberLeft(member_id="replayed")).to_bytes()
     await produce(topic, value, key=b"k", headers=[("x-replay-for-group", b"some-other-group")])
     await produce(topic, Envelope.wrap(MemberLeft(member_id="normal")).to_bytes(), key=b"k")

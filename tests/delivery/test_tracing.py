@@ -71,9 +71,9 @@ def test_a_consumer_reports_its_counters_at_zero_before_its_first_event():
     from shared.consumer import DeadLetterPublisher, EventConsumer
 
     group = f"test-zero-{uuid.uuid4().hex[:8]}"
-    consumer = EventConsumer(group, ("test.zero",))
+    consumer = EventConsumer.for_group(group, ("test.zero",))
     dlq = DeadLetterPublisher("127.0.0.1:1", "t")
-    consumer.attach(KafkaBroker("127.0.0.1:1"), None, dlq, Settings(service_name="z"))  # nothing is consumed
+    consumer.attach(KafkaBroker("127.0.0.1:1"), None, None, dlq, Settings(service_name="z"))  # nothing is consumed
     text = generate_latest().decode()
     for outcome in ("handled", "duplicate", "ignored", "dead_lettered"):
         assert f'groundswell_events_consumed_total{{consumer="{group}",outcome="{outcome}",service="z"}} 0.0' in text
