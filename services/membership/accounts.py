@@ -27,11 +27,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
-from services.membership.domain import EMAIL_RE, MAX_EMAIL, MAX_NAME, collapse_spaces, normalise_email
 from services.membership.ratelimit import SIGNIN_PER_ACCOUNT, SIGNIN_PER_IP, RateLimiter
 from shared import auth, tokens
+from shared.contact import MAX_NAME, collapse_spaces, is_email, normalise_email
 from shared.crypto import KeyStore, encode_key
 from shared.db import Database
+from shared.errors import InvalidInput
 from shared.events.catalog import OrganiserInvited, RoleGranted, SubjectKeyIssued
 from shared.events.envelope import EventData
 from shared.logging import correlation_id_var
@@ -45,12 +46,8 @@ RECOVERY_CODES = 10
 TOTP_STEP_S = 30
 
 
-class AccountProblem(ValueError):
+class AccountProblem(InvalidInput):
     """A form about an organiser account that cannot be accepted; `errors` maps fields to what to fix."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
 
 
 class SignInRefused(Exception):
@@ -174,7 +171,7 @@ class OrganiserAccounts:
         name = collapse_spaces(name)
         scope_id = scope_id or None
         errors: dict[str, str] = {}
-        if not email_n or len(email_n) > MAX_EMAIL or not EMAIL_RE.match(email_n):
+        if not is_email(email_n):
             errors["email"] = "Enter an email address in the correct format, like name@example.org"
         if len(name) > MAX_NAME:
             errors["name"] = f"Name must be {MAX_NAME} characters or fewer"

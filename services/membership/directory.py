@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
 from services.membership.accounts import AccountProblem, OrganiserAccounts, utcnow
-from services.membership.domain import collapse_spaces
 from shared import auth
+from shared.contact import collapse_spaces
 from shared.db import Database
 from shared.events.catalog import OrganisationUnitDefined, RoleGranted
 from shared.logging import correlation_id_var

@@ -8,17 +8,15 @@ into `JoinOptions` and the rules here check a form against them.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-UK_POSTCODE_RE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
+from shared.contact import UK_POSTCODE_RE, collapse_spaces, normalise_email, normalise_postcode, person_problems
+from shared.errors import InvalidInput
+
 SOURCE_RE = re.compile(r"^[A-Za-z0-9._:/@+-]{1,100}$")
 
-MAX_NAME = 120
-MAX_EMAIL = 254
 MAX_SKILLS = 1000
 MAX_TIME = 200
 MAX_ORGANISATION = 200
@@ -26,20 +24,6 @@ MAX_CHOICES = 50  # of any multiple choice: more is not a person filling a form
 MAX_SHORT = 500
 
 DEFAULT_SOURCE = "join-form"
-
-
-def normalise_email(raw: str) -> str:
-    """Case and spaces do not make a different person: ` Ada@Example.ORG ` is `ada@example.org`."""
-    return unicodedata.normalize("NFC", raw).strip().lower()
-
-
-def normalise_postcode(raw: str) -> str:
-    compact = re.sub(r"\s+", "", raw.upper())
-    return f"{compact[:-3]} {compact[-3:]}" if len(compact) > 3 else compact
-
-
-def collapse_spaces(raw: str) -> str:
-    return " ".join(raw.split())
 
 
 @dataclass(frozen=True)
@@ -152,12 +136,8 @@ class JoinForm:
     source: str = ""
 
 
-class InvalidJoin(ValueError):
+class InvalidJoin(InvalidInput):
     """A join form that cannot be accepted; `errors` maps each field to what a person should fix."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
 
 
 def _unique(values: Iterable[str]) -> list[str]:
@@ -173,18 +153,10 @@ def validate_join(
     form: JoinForm, options: JoinOptions, *, require_postcode: bool = True, site: str | None = None
 ) -> JoinApplication:
     """Check a join form against the rules and the configured choices; raise `InvalidJoin` with every problem."""
-    errors: dict[str, str] = {}
     name = collapse_spaces(form.name)
     email_n = normalise_email(form.email)
-    postcode_n = normalise_postcode(form.postcode or "")
-    if not name:
-        errors["name"] = "Enter your name"
-    elif len(name) > MAX_NAME:
-        errors["name"] = f"Name must be {MAX_NAME} characters or fewer"
-    if not email_n:
-        errors["email"] = "Enter your email address"
-    elif len(email_n) > MAX_EMAIL or not EMAIL_RE.match(email_n):
-        errors["email"] = "Enter an email address in the correct format, like name@example.org"
+    postcode_n = normalise_postcode(form.postcode)
+    errors = person_problems(name, email_n)
     if not postcode_n:
         if require_postcode:
             errors["postcode"] = "Enter your postcode"

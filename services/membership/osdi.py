@@ -16,20 +16,11 @@ from sqlalchemy import and_, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.membership import db as tables
-from services.membership.domain import (
-    EMAIL_RE,
-    MAX_EMAIL,
-    MAX_NAME,
-    UK_POSTCODE_RE,
-    JoinApplication,
-    collapse_spaces,
-    normalise_email,
-    normalise_postcode,
-    place,
-)
+from services.membership.domain import JoinApplication, place
 from services.membership.roster import MemberFilters, Roster, actor_of, in_scope
 from services.membership.service import MemberNotFound, MembershipService, load_join_options
 from shared import auth, osdi
+from shared.contact import MAX_NAME, UK_POSTCODE_RE, collapse_spaces, is_email, normalise_email, normalise_postcode
 from shared.osdi import CURIES, MAX_PER_PAGE, api_url, collection, hal
 
 router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
@@ -199,7 +190,7 @@ def _read_person(body: Any) -> dict[str, Any]:
             raise_api(400, "email_addresses must be a list of objects with an address")
         primary = next((e for e in emails if isinstance(e, dict) and e.get("primary")), emails[0])
         address = normalise_email(str(primary.get("address") or ""))
-        if not EMAIL_RE.match(address) or len(address) > MAX_EMAIL:
+        if not is_email(address):
             raise_api(400, "The email address is not valid")
         out["email"] = address
         status = primary.get("status")

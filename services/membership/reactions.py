@@ -15,17 +15,9 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
-from services.membership.domain import (
-    EMAIL_RE,
-    MAX_NAME,
-    UK_POSTCODE_RE,
-    JoinApplication,
-    collapse_spaces,
-    normalise_email,  # noqa: I001
-    normalise_postcode,
-    place,
-)
+from services.membership.domain import JoinApplication, place
 from services.membership.service import MembershipService, load_join_options, utcnow
+from shared.contact import MAX_NAME, UK_POSTCODE_RE, collapse_spaces, is_email, normalise_email, normalise_postcode
 from shared.crypto import KeyDestroyed, KeyStore, decode_key
 from shared.events.catalog import ActionTaken, EngagementLevelChanged, RsvpReceived
 from shared.events.envelope import Envelope, Sealed
@@ -123,7 +115,7 @@ class Reactions:
         except KeyDestroyed:
             return
         address = normalise_email(plain["email"] or "")
-        if not EMAIL_RE.match(address) or len(address) > 254:
+        if not is_email(address):
             log.warning("a join from elsewhere had no usable email address; ignored", source=source)
             return
         options = await load_join_options(session)

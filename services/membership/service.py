@@ -21,7 +21,6 @@ from services.membership.domain import (
     JoinOptions,
     Preferences,
     Unit,
-    collapse_spaces,
     merged,
     origin_of,
     place,
@@ -29,6 +28,7 @@ from services.membership.domain import (
 from services.membership.ratelimit import JOIN_PER_EMAIL, JOIN_PER_IP, Attempt, RateLimiter, Verdict
 from shared import topics
 from shared.cache import Expiring
+from shared.contact import collapse_spaces
 from shared.crypto import KeyStore, encode_key, new_key, seal
 from shared.db import Database
 from shared.events.catalog import (
@@ -739,8 +739,7 @@ class MembershipService:
                 insert(tables.audit_log).values(actor=actor, action="member.erased", member_id=member_id, detail={})
             )
             await self._emit(session, [MemberErased(member_id=member_id, erased_at=now)])
-            await self.keys.destroy(session, member_id)
-            await self.outbox.add_tombstone(session, topics.MEMBERSHIP_SUBJECT_KEYS, member_id)
+            await self.keys.shred(session, [member_id], self.outbox, topics.MEMBERSHIP_SUBJECT_KEYS)
             return True
 
     async def everything_about(self, member_id: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifications import db as tables
 from services.notifications.digests import Digests, Scope, fill, paragraphs
 from services.notifications.service import NotificationService, first_name_of
+from shared.errors import InvalidInput
 from shared.events.catalog import ActionTaken, MemberErased, MemberJoined
 from shared.events.envelope import Envelope
 from shared.logging import get_logger
@@ -37,10 +38,8 @@ GIVE_UP_AFTER = timedelta(days=7)  # ... until this long after the step was due
 PLACEHOLDERS = ("first_name", "network_name", "group_name", "region_name", "events_url", "campaigns_url")
 
 
-class InvalidStep(ValueError):
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(errors.values()))
-        self.errors = errors
+class InvalidStep(InvalidInput):
+    """A follow-up step an organiser cannot save as it is; `errors` maps each field to what to fix."""
 
 
 @dataclass
