@@ -273,7 +273,8 @@ class DeliveryWorker:
         """Send one leased delivery and commit it as sent at the relay's point of acceptance.
 
         `row` comes from `claim` (suppressions already checked for the batch). The commit point checks them
-        again, so an address suppressed while the batch was going out is not emailed either."""
+        again, and that the delivery is still 'sending', so an address suppressed, or a delivery cancelled (its
+        member erased), while the batch was going out is not emailed either."""
         if session is None:
             async with self.db.engine.connect() as conn:
                 own = AsyncSession(bind=conn, expire_on_commit=False)
