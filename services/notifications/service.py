@@ -343,11 +343,14 @@ class NotificationService:
         return (await session.execute(select(r.c.email).where(r.c.member_id == member_id))).scalar()
 
     async def _cancel_pending(self, session: AsyncSession, recipient_id: str, kinds: frozenset[str] | None) -> None:
+        """Stop the recipient's deliveries not sent yet, those a sender has claimed too: its commit point then
+        finds them no longer its own and drops the email before the relay accepts it. (Left 'sending', an erased
+        member's delivery would come back without its address when its lease ran out.)"""
         d = tables.deliveries
-        stmt = update(d).where(d.c.recipient_id == recipient_id, d.c.status == "pending")
+        stmt = update(d).where(d.c.recipient_id == recipient_id, d.c.status.in_(("pending", "sending")))
         if kinds is not None:
             stmt = stmt.where(d.c.kind.in_(kinds))
-        await session.execute(stmt.values(status="suppressed"))
+        await session.execute(stmt.values(status="suppressed", lease_until=None))
 
     def footer(self, member_id: str) -> dict[str, str]:
         """Links every email to a member carries: their preferences and one-click unsubscribe."""
