@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -111,9 +112,16 @@ def secret_key() -> str:
     if os.environ.get("SECRET_KEY"):
         return os.environ["SECRET_KEY"]
     if not SECRET_KEY_FILE.exists():
+        # Written aside, then linked into place: a reader never finds the file empty (a first `make test`
+        # reading it while `make up` writes it), and of two first runs at once exactly one key wins.
         STATE_DIR.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            fd = os.open(SECRET_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(48) + "\n")
+        draft = SECRET_KEY_FILE.with_name(f"secret_key.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48) + "\n")
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.link(draft, SECRET_KEY_FILE)
+        finally:
+            draft.unlink()
     return SECRET_KEY_FILE.read_text().strip()

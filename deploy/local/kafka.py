@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from deploy.local.config import (
@@ -175,8 +175,8 @@ LOG4J2_TOOLS = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def kafka_server_properties() -> str:
-    data = KAFKA_DIR / "data"
+def kafka_server_properties(data: Path = KAFKA_DIR / "data") -> str:
+    """The node's server.properties, its logs and metadata in `data`."""
     return f"""# Written by deploy/local/kafka.py on every start: a single-node KRaft cluster for development.
 process.roles=broker,controller
 node.id=1
@@ -210,28 +210,50 @@ log.cleaner.dedupe.buffer.size=16777216
 """
 
 
-def _write_kafka_config() -> None:
-    KAFKA_DIR.mkdir(parents=True, exist_ok=True)
-    (KAFKA_DIR / "server.properties").write_text(kafka_server_properties())
-    (KAFKA_DIR / "log4j2.xml").write_text(LOG4J2_BROKER)
-    (KAFKA_DIR / "log4j2-tools.xml").write_text(LOG4J2_TOOLS)
+def write_kafka_config(directory: Path = KAFKA_DIR) -> None:
+    """server.properties (data in `directory`/data) and the log4j2 files of the broker and the tools."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "server.properties").write_text(kafka_server_properties(directory / "data"))
+    (directory / "log4j2.xml").write_text(LOG4J2_BROKER)
+    (directory / "log4j2-tools.xml").write_text(LOG4J2_TOOLS)
+
+
+# Kafka's reserved ids (Uuid.ZERO_UUID, Uuid.METADATA_TOPIC_ID), which Uuid.randomUuid never returns either.
+_RESERVED_IDS = (bytes(16), bytes(15) + b"\x01")
+
+
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A cluster id as Kafka's own Uuid.randomUuid makes one: URL-safe base64 of 16 random bytes, drawn
+    again while it would begin with '-' (which command-line tools read as an option) or is reserved."""
+    while True:
+        raw = random_bytes()
+        cluster_id = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        if raw not in _RESERVED_IDS and not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _kafka_cluster_id() -> str:
+    """The id this node's storage is formatted with: made on the first run and kept in .run/kafka/cluster-id."""
     path = KAFKA_DIR / "cluster-id"
-    if not path.exists():
-        path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+    if not path.exists() or not path.read_text().strip():  # empty: a first run stopped while writing it
+        draft = path.with_name(f"cluster-id.{os.getpid()}.tmp")
+        draft.write_text(new_cluster_id() + "\n")
+        draft.replace(path)
     return path.read_text().strip()
 
 
-def _format_kafka_storage(libs: Path) -> None:
-    if (KAFKA_DIR / "data" / "meta.properties").exists():
+def format_kafka_storage(libs: Path, cluster_id: str, directory: Path = KAFKA_DIR) -> None:
+    """Format the storage of the node configured in `directory` (once: a formatted one is left alone).
+
+    Option values go as --option=value: an id that begins with '-' (made by an older launcher) is still a value.
+    """
+    if (directory / "data" / "meta.properties").exists():
         return
     say("formatting Kafka storage (first run only) ...")
     result = subprocess.run(
-        ["java", "-Xmx256m", f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2-tools.xml'}",
+        ["java", "-Xmx256m", f"-Dlog4j2.configurationFile={directory / 'log4j2-tools.xml'}",
          "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", "--standalone",
-         "--cluster-id", _kafka_cluster_id(), "--config", str(KAFKA_DIR / "server.properties")],
+         f"--cluster-id={cluster_id}", f"--config={directory / 'server.properties'}"],
         capture_output=True, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     if result.returncode != 0:
@@ -293,9 +315,9 @@ def kafka_ready(timeout: float = 5.0) -> bool:
 
 def _prepare_kafka() -> Path:
     libs = ensure_kafka_libs()
-    _write_kafka_config()
+    write_kafka_config()
     (KAFKA_DIR / "classpath").write_text(f"{libs}/*\n")
-    _format_kafka_storage(libs)
+    format_kafka_storage(libs, _kafka_cluster_id())
     return libs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import smtplib
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from deploy.local import launcher
+from deploy.local import kafka, launcher
 
 
 def unique_address(local: str = "person") -> str:
@@ -129,6 +130,26 @@ async def test_kafka_answers_metadata_and_never_creates_topics_on_its_own(infra:
         assert topic not in await admin.list_topics()
     finally:
         await admin.close()
+
+
+def test_kafka_storage_formats_under_a_cluster_id_that_begins_with_a_dash(tmp_path: Path) -> None:
+    """Issue #21: about one id in 64 began with '-', and Kafka's StorageTool took it for an option."""
+    cluster_id = base64.urlsafe_b64encode(b"\xf8" + bytes(15)).decode().rstrip("=")
+    assert cluster_id.startswith("-")
+    kafka.write_kafka_config(tmp_path)
+
+    kafka.format_kafka_storage(kafka.ensure_kafka_libs(), cluster_id, tmp_path)
+
+    assert f"cluster.id={cluster_id}" in (tmp_path / "data" / "meta.properties").read_text().splitlines()
+
+
+def test_a_new_cluster_id_is_drawn_again_when_it_would_begin_with_a_dash() -> None:
+    draws = iter([b"\xf8" + bytes(15), b"\x10" + bytes(15)])
+
+    cluster_id = kafka.new_cluster_id(lambda: next(draws))
+
+    assert cluster_id == base64.urlsafe_b64encode(b"\x10" + bytes(15)).decode().rstrip("=")
+    assert not cluster_id.startswith("-")
 
 
 @pytest.mark.fault
