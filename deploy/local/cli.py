@@ -1,5 +1,5 @@
-"""`python -m deploy.local.launcher {run,up,infra,stop,down,status,nginx-conf,logs}`: the commands the
-Makefile, the README and CI use; each translates its arguments into calls on the stack."""
+"""`python -m deploy.local.launcher {run,up,infra,stop,down,status,nginx-conf,logs,organiser}`: the commands
+the Makefile, the README and CI use; each translates its arguments into calls on the stack."""
 
 from __future__ import annotations
 
@@ -11,10 +11,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploy.local.config import KAFKA_EXTERNAL, POSTGRES_EXTERNAL, SERVICE_PORTS, LauncherError, rel, say
+from deploy.local.config import (
+    KAFKA_EXTERNAL,
+    PORT_OFFSET,
+    POSTGRES_EXTERNAL,
+    SERVICE_PORTS,
+    STATE_DIR,
+    LauncherError,
+    rel,
+    say,
+)
 from deploy.local.gateway import render_nginx_conf
 from deploy.local.processes import launcher_lock, log_path, log_tail, read_record, tie_children_to_launcher
-from deploy.local.services import service_instances
+from deploy.local.services import run_service_command, service_instances, service_ready, service_url
 from deploy.local.stack import addresses, ensure_up, planned_components, status, stop_all, stop_names
 
 
@@ -102,6 +111,23 @@ def _cmd_status(quiet: bool, as_json: bool) -> int:
     return 0 if all(r["state"] in ("ready", "external") for r in rows if r["name"] in planned) else 3
 
 
+def _cmd_organiser(email: str, scope: str, name: str, scope_id: str | None) -> int:
+    """membership's `create-organiser` against the stack this state dir and port offset describe, so the
+    account lands in its database and the printed link carries its address and verifies with its key."""
+    if not service_ready("membership"):
+        raise LauncherError(
+            f"membership does not answer at {service_url('membership')} (state {rel(STATE_DIR)}, "
+            f"GROUNDSWELL_PORT_OFFSET={PORT_OFFSET}). Start Groundswell first (`make up`, or `make run` in "
+            "another terminal) with the same GROUNDSWELL_STATE_DIR and GROUNDSWELL_PORT_OFFSET."
+        )
+    args = [f"--email={email}", f"--scope={scope}"]  # --option=value: a value may begin with '-'
+    if name:
+        args.append(f"--name={name}")
+    if scope_id:
+        args.append(f"--scope-id={scope_id}")
+    return run_service_command("membership", "create-organiser", *args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deploy.local.launcher",
@@ -126,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     logs = sub.add_parser("logs", help="print the end of a component's log")
     logs.add_argument("name")
     logs.add_argument("-n", type=int, default=50)
+    organiser = sub.add_parser(
+        "organiser", help="create an organiser account on the running stack: prints TOTP enrolment and a link"
+    )
+    organiser.add_argument("--email", required=True)
+    organiser.add_argument("--name", default="")
+    organiser.add_argument("--scope", choices=("network", "region", "group", "subteam"), default="network")
+    organiser.add_argument("--scope-id", help="the region's, group's or sub-team's id (for those scopes)")
     args = parser.parse_args(argv)
     if args.command != "run":  # `run` installs its own handlers
         signal.signal(signal.SIGTERM, _raise_stop)
@@ -152,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "logs":
             print(log_tail(args.name, args.n))
             return 0
+        if args.command == "organiser":
+            return _cmd_organiser(args.email, args.scope, args.name, args.scope_id)
     except LauncherError as exc:
         print(f"\n[launcher] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -126,6 +127,14 @@ def stop_service(name: str, instance: str = "", sig: int = signal.SIGTERM, timeo
 def kill_service(name: str, instance: str = "") -> bool:
     """SIGKILL the service (a crash: no shutdown code runs)."""
     return stop_process(instance_name(name, instance), signal.SIGKILL, 10.0)
+
+
+def run_service_command(name: str, *args: str) -> int:
+    """`python -m services.<name> <args>` in the foreground, with the environment the running service gets
+    from the launcher (its database, SECRET_KEY, PUBLIC_BASE_URL, Kafka); its exit code."""
+    check_service_name(name)
+    command = [sys.executable, "-m", f"services.{name}", *args]
+    return subprocess.run(command, env=service_env(name), cwd=REPO_ROOT, stdin=subprocess.DEVNULL).returncode
 
 
 def service_instances(name: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -302,3 +303,21 @@ def test_an_extra_instance_gets_its_own_port_pid_and_log_and_can_be_killed(full_
     assert extra.wait(10) == -signal.SIGKILL
     assert launcher.read_record("membership-b") is None
     assert launcher.service_ready("membership", 10), "the main instance must be unaffected"
+
+
+def test_organiser_command_prints_a_link_that_opens_the_password_page_through_the_gateway(full_stack: None) -> None:
+    """Issue #16: the first organiser, made as the README says (`make organiser` runs this), lands in the running
+    stack's membership database, and its link carries the stack's address and verifies with the stack's key."""
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.local.launcher", "organiser", "--email", unique_address("first-organiser")],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = dict(re.findall(r"^(TOTP secret|set password link):\s+(\S+)$", result.stdout, re.M))
+    link = printed["set password link"]
+    assert link.startswith(f"{launcher.PUBLIC_BASE_URL}/organisers/set-password?token=")
+
+    page = httpx.get(link, timeout=30)
+
+    assert page.status_code == 200, page.text
+    assert printed["TOTP secret"] in page.text and "otpauth://totp/" in page.text
