@@ -42,11 +42,10 @@ from deploy.local.processes import (
     ManagedProcess,
     Step,
     finish_steps,
-    launcher_lock,
     log_path,
     log_tail,
-    read_record,
     spawn,
+    start_once,
     start_step,
     stop_process,
 )
@@ -75,6 +74,11 @@ def check_tools() -> None:
             "Maven (mvn) is missing; the launcher uses it once to fetch Kafka from Maven Central. "
             "Install it with: sudo apt-get install -y maven"
         )
+
+
+def _preflight() -> None:
+    check_tools()
+    check_ports(required_ports(["kafka"]))
 
 
 def kafka_version() -> str:
@@ -341,21 +345,9 @@ def start_kafka(timeout: float | None = None) -> ManagedProcess | None:
     """Start the local broker (if not running) and wait until it answers metadata requests."""
     if KAFKA_EXTERNAL:
         raise LauncherError(f"KAFKA_BOOTSTRAP_SERVERS={KAFKA_BOOTSTRAP} is set: Kafka is not the launcher's to start.")
-    with launcher_lock():
-        record = read_record("kafka")
-        if record is not None:
-            process = ManagedProcess(record)
-            wait_kafka(process, timeout)
-            return process
-        check_tools()
-        check_ports(required_ports(["kafka"]))
-        process = spawn_kafka()
-        try:
-            wait_kafka(process, timeout)
-        except BaseException:
-            stop_process("kafka")
-            raise
-        return process
+    return start_once(
+        "kafka", preflight=_preflight, spawn=spawn_kafka, wait=lambda process: wait_kafka(process, timeout)
+    )
 
 
 def stop_kafka(sig: int = signal.SIGTERM) -> bool:

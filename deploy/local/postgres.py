@@ -29,7 +29,7 @@ from deploy.local.config import (
 )
 from deploy.local.packages import apt_install
 from deploy.local.probes import check_ports, not_ready, run_in_thread, wait_until
-from deploy.local.processes import ManagedProcess, launcher_lock, read_record, spawn, stop_process
+from deploy.local.processes import ManagedProcess, spawn, start_once, stop_process
 
 PG_USER = "groundswell"
 PG_PASSWORD = "groundswell"
@@ -98,6 +98,11 @@ def check_tools() -> None:
                 "PostgreSQL refuses to run as root and there is no `postgres` user to run it as. "
                 "Create one (sudo adduser --system --group postgres) or run the launcher as a normal user."
             ) from exc
+
+
+def _preflight() -> None:
+    check_tools()
+    check_ports(required_ports(["postgres"]))
 
 
 def _pg_user() -> str | None:
@@ -283,22 +288,13 @@ def start_postgres(timeout: float | None = None) -> ManagedProcess | None:
     """Start the private PostgreSQL cluster (if not running), wait for it, create missing databases."""
     if POSTGRES_EXTERNAL:
         raise LauncherError("DATABASE_URL is set: PostgreSQL is not the launcher's to start.")
-    with launcher_lock():
-        record = read_record("postgres")
-        if record is not None:
-            process = ManagedProcess(record)
-            wait_postgres(process, timeout)
-            return process
-        check_tools()
-        check_ports(required_ports(["postgres"]))
-        process = spawn_postgres()
-        try:
-            wait_postgres(process, timeout)
-            ensure_databases()
-        except BaseException:
-            stop_process("postgres")
-            raise
-        return process
+    return start_once(
+        "postgres",
+        preflight=_preflight,
+        spawn=spawn_postgres,
+        wait=lambda process: wait_postgres(process, timeout),
+        then=ensure_databases,
+    )
 
 
 def stop_postgres(sig: int = signal.SIGINT) -> bool:

@@ -64,14 +64,11 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 def wait_http(url: str, timeout: float, *, process: ManagedProcess | None = None) -> bool:
     """Poll url until it answers 200 (True) or timeout passes (False); stop early if process dies."""
     deadline = time.monotonic() + timeout
-    while True:
-        if http_status(url, timeout=min(2.0, max(0.2, deadline - time.monotonic()))) == 200:
-            return True
-        if process is not None and process.poll() is not None:
-            return False
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
+
+    def answers() -> bool:
+        return http_status(url, timeout=min(2.0, max(0.2, deadline - time.monotonic()))) == 200
+
+    return wait_until(answers, timeout, process, interval=0.2)
 
 
 def port_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
@@ -80,7 +77,10 @@ def port_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
     return False
 
 
-def wait_until(check: Callable[[], bool], timeout: float, process: ManagedProcess | None = None) -> bool:
+def wait_until(
+    check: Callable[[], bool], timeout: float, process: ManagedProcess | None = None, interval: float = 0.25
+) -> bool:
+    """Poll `check` until it holds (True) or timeout passes (False); stop early if process dies."""
     deadline = time.monotonic() + timeout
     while True:
         if check():
@@ -89,7 +89,7 @@ def wait_until(check: Callable[[], bool], timeout: float, process: ManagedProces
             return False
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.25)
+        time.sleep(interval)
 
 
 def not_ready(name: str, process: ManagedProcess | None, timeout: float, what: str) -> LauncherError:

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -392,6 +392,32 @@ def _kill_orphans(processes: list[tuple[int, int]], grace: float = 5.0) -> None:
         if pid_alive(pid, start):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def start_once(
+    name: str,
+    *,
+    preflight: Callable[[], None],
+    spawn: Callable[[], ManagedProcess],
+    wait: Callable[[ManagedProcess], None],
+    then: Callable[[], None] = lambda: None,
+) -> ManagedProcess:
+    """Wait for `name` if it runs; else preflight, spawn, wait and `then`, stopping it again if any of that fails."""
+    with launcher_lock():
+        record = read_record(name)
+        if record is not None:
+            process = ManagedProcess(record)
+            wait(process)
+            return process
+        preflight()
+        process = spawn()
+        try:
+            wait(process)
+            then()
+        except BaseException:
+            stop_process(name)
+            raise
+        return process
 
 
 def stop_process(name: str, sig: int | None = None, timeout: float | None = None) -> bool:
