@@ -7,7 +7,7 @@ start, stop and kill parts of the running system (``ensure_up``, ``stop_kafka``,
 ``kill_service`` ...); the work is done in the modules beside it, one concern each:
 
     config     where the state lives, ports and addresses (GROUNDSWELL_STATE_DIR, GROUNDSWELL_PORT_OFFSET)
-    processes  pid files and records, starting and stopping a process tree, the launcher lock
+    processes  pid files and records, starting and stopping a process tree, one-off steps, the lock
     probes     ports checked before a start, readiness polled after it
     kafka      the KRaft node: jars via Maven, configuration, storage format, topics
     postgres   the private cluster, one database per service

@@ -1,5 +1,6 @@
 """The processes the launcher starts: their pid files and records, starting one in its own session with
-its output in .run/logs/<name>.log, telling ours from a recycled pid, and stopping a whole process tree.
+its output in .run/logs/<name>.log, telling ours from a recycled pid, stopping a whole process tree; the
+one-off commands (migrations, topics) run to completion; the lock that keeps two launchers apart.
 
 Every process runs in its own session (so a terminal's Ctrl-C reaches only the launcher, which then
 stops everything in order) and is recorded in ``.run/pids/<name>.pid`` (the pid) and ``<name>.json``
