@@ -4,7 +4,8 @@ cases the composition root (`main.py`) built, the settings, and the signed-in or
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
@@ -21,49 +22,30 @@ from shared.config import Settings
 from shared.uow import UnitsOfWork
 
 
-def _joins(request: Request) -> Joins:
-    return request.app.state.joins
+def _state(name: str) -> Callable[[Request], Any]:
+    """A dependency returning what `main.create_app` put in the app's state under `name`."""
 
+    def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
 
-def _join_forms(request: Request) -> JoinForms:
-    return request.app.state.join_forms
-
-
-def _member_rights(request: Request) -> MemberRights:
-    return request.app.state.member_rights
-
-
-def _origins(request: Request) -> AllowedOrigins:
-    return request.app.state.origins
-
-
-def _accounts(request: Request) -> OrganiserAccounts:
-    return request.app.state.accounts
-
-
-def _directory(request: Request) -> Directory:
-    return request.app.state.directory
-
-
-def _roster(request: Request) -> Roster:
-    return request.app.state.roster
-
-
-def _settings(request: Request) -> Settings:
-    return request.app.state.runtime.settings
+    return get
 
 
 def _uows(request: Request) -> UnitsOfWork:
     return request.app.state.runtime.uows
 
 
-JoinsDep = Annotated[Joins, Depends(_joins)]
-JoinFormsDep = Annotated[JoinForms, Depends(_join_forms)]
-MemberRightsDep = Annotated[MemberRights, Depends(_member_rights)]
-OriginsDep = Annotated[AllowedOrigins, Depends(_origins)]
-AccountsDep = Annotated[OrganiserAccounts, Depends(_accounts)]
-DirectoryDep = Annotated[Directory, Depends(_directory)]
-RosterDep = Annotated[Roster, Depends(_roster)]
+def _settings(request: Request) -> Settings:
+    return request.app.state.runtime.settings
+
+
+JoinsDep = Annotated[Joins, Depends(_state("joins"))]
+JoinFormsDep = Annotated[JoinForms, Depends(_state("join_forms"))]
+MemberRightsDep = Annotated[MemberRights, Depends(_state("member_rights"))]
+OriginsDep = Annotated[AllowedOrigins, Depends(_state("origins"))]
+AccountsDep = Annotated[OrganiserAccounts, Depends(_state("accounts"))]
+DirectoryDep = Annotated[Directory, Depends(_state("directory"))]
+RosterDep = Annotated[Roster, Depends(_state("roster"))]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 UnitsOfWorkDep = Annotated[UnitsOfWork, Depends(_uows)]
 

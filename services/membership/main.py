@@ -64,8 +64,8 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
     app.state.member_rights = MemberRights(runtime.uows)
     app.state.origins = AllowedOrigins(runtime.uows)
     app.state.accounts = accounts
-    app.state.directory = Directory(runtime.db, runtime.outbox, accounts, joins.forget_options)
-    app.state.roster = Roster(runtime.db)
+    app.state.directory = Directory(runtime.uows, accounts, joins.forget_options)
+    app.state.roster = Roster(runtime.uows)
     app.state.api_key_revoked = accounts.api_key_revoked
     app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
     return app
