@@ -37,6 +37,7 @@ SCOPE_NAMES = {"network": "The whole network", "region": "A region", "group": "A
 
 
 def sign_in_needed(request: Request, exc: Exception) -> Response:
+    """The answer when a route's `CurrentOrganiser` is missing (`deps.SignInNeeded`)."""
     if request.method == "GET" and "text/html" in request.headers.get("accept", "text/html"):
         return RedirectResponse(f"/signin?next={quote(request.url.path)}", status_code=303)
     return JSONResponse(
