@@ -107,6 +107,7 @@ CONSUMER_GROUPS: tuple[str, ...] = (
     "notifications.activity",
     "events.members",
     "membership.reactions",
+    "membership.public",
     "campaigns.engagement",
     "campaigns.reporting",
 )

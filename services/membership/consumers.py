@@ -6,13 +6,21 @@ group's handlers, so a parked type without a handler fails loudly instead of bei
 
 from __future__ import annotations
 
+from services.membership.front_door import FrontDoor
 from services.membership.reactions import Reactions
 from shared import topics
 from shared.events.catalog import (
     ActionKeyIssued,
     ActionTaken,
+    AskPublished,
     AttendanceRecorded,
+    CampaignClosed,
+    CampaignLaunched,
     EngagementLevelChanged,
+    MeetingCancelled,
+    MeetingReminderDue,
+    MeetingScheduled,
+    MeetingUpdated,
     MpLetterRequested,
     PromotedFromWaitlist,
     RsvpCancelled,
@@ -24,10 +32,14 @@ from shared.handlers import Registry
 from shared.uow import UnitOfWork
 
 REACTIONS_GROUP = "membership.reactions"
+PUBLIC_GROUP = "membership.public"
 
 
-def build_registry(reactions: Reactions, group: str = REACTIONS_GROUP) -> Registry:
+def build_registry(
+    reactions: Reactions, group: str = REACTIONS_GROUP, public_group: str = PUBLIC_GROUP
+) -> Registry:
     registry = Registry("membership")
+    add_public_listings(registry, public_group)
     handlers = registry.group(
         group,
         (
@@ -63,3 +75,23 @@ def build_registry(reactions: Reactions, group: str = REACTIONS_GROUP) -> Regist
         "only a request to join (on an RSVP or an action) and the ladder's level change a member",
     )
     return registry
+
+
+def add_public_listings(registry: Registry, group: str = PUBLIC_GROUP) -> None:
+    """The home page's read model: the next meetings and the live campaigns, as their services announce them."""
+    handlers = registry.group(
+        group,
+        (topics.EVENTS_MEETINGS, topics.CAMPAIGNS_CAMPAIGNS),
+        "Meetings and live campaigns the network's home page lists",
+    )
+    handlers.route(
+        (MeetingScheduled, FrontDoor.meeting_scheduled),
+        (MeetingUpdated, FrontDoor.meeting_scheduled),
+        (MeetingCancelled, FrontDoor.meeting_cancelled),
+        (CampaignLaunched, FrontDoor.campaign_launched),
+        (CampaignClosed, FrontDoor.campaign_closed),
+    )
+    handlers.ignore(
+        (MeetingReminderDue, AskPublished),
+        "the home page lists meetings and campaigns, not reminders or a campaign's asks",
+    )

@@ -202,6 +202,55 @@ consent_records = Table(
     Column("site", String(200), nullable=True),  # the origin of an embedded form
     Column("ip_hash", String(64), nullable=True),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("privacy_version", Integer, nullable=True),  # the privacy notice in force; NULL before notices
+)
+
+# -- the public front door -------------------------------------------------------------------------
+
+# Every privacy notice ever published stays readable (`/privacy?version=N`): consent records name theirs.
+privacy_notices = Table(
+    "privacy_notices",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("body", Text, nullable=False),  # paragraphs separated by blank lines; "## " starts a heading
+    Column("published_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_by", String(80), nullable=False, server_default="system"),
+)
+
+# What the home page says about the network (one row), edited by network organisers.
+network_profile = Table(
+    "network_profile",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("description", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_by", String(80), nullable=False, server_default="system"),
+)
+
+# Read model of events' public meetings, fed by MeetingScheduled/Updated/Cancelled (topic events.meetings).
+public_meetings = Table(
+    "public_meetings",
+    metadata,
+    Column("meeting_id", String(36), primary_key=True),
+    Column("title", String(300), nullable=False),
+    Column("kind", String(20), nullable=False),  # in_person online hybrid
+    Column("venue", String(500), nullable=True),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("timezone", String(60), nullable=False),
+    Column("sequence", Integer, nullable=False),  # a late, older change never overwrites a newer one
+    Column("cancelled", Boolean, nullable=False, server_default=text("false")),
+    Index("ix_public_meetings_starts_at", "starts_at"),
+)
+
+# Read model of campaigns' live campaigns, fed by CampaignLaunched/CampaignClosed (topic campaigns.campaigns).
+public_campaigns = Table(
+    "public_campaigns",
+    metadata,
+    Column("campaign_id", String(36), primary_key=True),
+    Column("title", String(300), nullable=False),
+    Column("goal", Text, nullable=False, server_default=""),
+    Column("launched_at", DateTime(timezone=True), nullable=False),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
 )
 
 # -- spam protection -------------------------------------------------------------------------------

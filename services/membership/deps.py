@@ -12,10 +12,12 @@ from fastapi import Depends, HTTPException, Request
 
 from services.membership.accounts import OrganiserAccounts
 from services.membership.directory import Directory
+from services.membership.front_door import FrontDoor
 from services.membership.join_forms import JoinForms
 from services.membership.joins import Joins
 from services.membership.member_rights import MemberRights
 from services.membership.origins import AllowedOrigins
+from services.membership.privacy import PrivacyNotices
 from services.membership.roster import Roster
 from shared import auth
 from shared.config import Settings
@@ -46,6 +48,8 @@ OriginsDep = Annotated[AllowedOrigins, Depends(_state("origins"))]
 AccountsDep = Annotated[OrganiserAccounts, Depends(_state("accounts"))]
 DirectoryDep = Annotated[Directory, Depends(_state("directory"))]
 RosterDep = Annotated[Roster, Depends(_state("roster"))]
+FrontDoorDep = Annotated[FrontDoor, Depends(_state("front_door"))]
+PrivacyNoticesDep = Annotated[PrivacyNotices, Depends(_state("privacy_notices"))]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 UnitsOfWorkDep = Annotated[UnitsOfWork, Depends(_uows)]
 

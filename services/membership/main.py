@@ -8,15 +8,17 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.membership import db as tables
-from services.membership import deps, organise, osdi, rights, web
+from services.membership import deps, organise, osdi, public, rights, web
 from services.membership.accounts import OrganiserAccounts
 from services.membership.batching import JoinBatcher
-from services.membership.consumers import build_registry
+from services.membership.consumers import PUBLIC_GROUP, REACTIONS_GROUP, build_registry
 from services.membership.directory import Directory
+from services.membership.front_door import FrontDoor
 from services.membership.join_forms import JoinForms
 from services.membership.joins import Joins
 from services.membership.member_rights import MemberRights
 from services.membership.origins import AllowedOrigins
+from services.membership.privacy import PrivacyNotices
 from services.membership.reactions import Reactions
 from services.membership.roster import Roster
 from shared import topics
@@ -30,8 +32,13 @@ HERE = Path(__file__).parent
 log = get_logger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, reactions_group: str = "membership.reactions") -> FastAPI:
-    """The service's app; tests pass their own settings and consumer group."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    reactions_group: str = REACTIONS_GROUP,
+    public_group: str = PUBLIC_GROUP,
+) -> FastAPI:
+    """The service's app; tests pass their own settings and consumer groups."""
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
     settings = runtime.settings
     runtime.document_publisher(topics.MEMBERSHIP_MEMBERS, "Members joining, confirming, updating, leaving, erased")
@@ -48,7 +55,7 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
             await asyncio.sleep(3600)
 
     runtime.add_background(prune_rate_limits)
-    runtime.add_registry(build_registry(Reactions(joins), reactions_group))
+    runtime.add_registry(build_registry(Reactions(joins), reactions_group, public_group))
     accounts = OrganiserAccounts(
         runtime.db,
         runtime.outbox,
@@ -56,7 +63,9 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
         public_base_url=settings.public_base_url,
         network_name=settings.network_name,
     )
-    app = runtime.build_app("Groundswell membership", routers=[web.router, organise.router, rights.router, osdi.router])
+    app = runtime.build_app(
+        "Groundswell membership", routers=[public.router, web.router, organise.router, rights.router, osdi.router]
+    )
     app.add_exception_handler(deps.SignInNeeded, organise.sign_in_needed)
     app.add_exception_handler(osdi.ApiError, osdi.api_error)
     app.state.joins = joins
@@ -66,6 +75,8 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
     app.state.accounts = accounts
     app.state.directory = Directory(runtime.uows, accounts, joins.forget_options)
     app.state.roster = Roster(runtime.uows)
+    app.state.front_door = FrontDoor(runtime.uows)
+    app.state.privacy_notices = PrivacyNotices(runtime.uows)
     app.state.api_key_revoked = accounts.api_key_revoked
     app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
     return app

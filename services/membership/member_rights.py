@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
@@ -120,16 +119,17 @@ class MemberRights:
     ) -> ConsentChanged:
         """A consent change, also kept as proof (a consent record) with the wording in force."""
         options = await queries.load_join_options(session)
-        await session.execute(
-            pg_insert(tables.consent_records).values(
-                id=str(uuid.uuid4()),
-                member_id=member_id,
-                channel="email",
-                granted=granted,
-                wording_version=options.consent_version,
-                source=source,
-                recorded_at=utcnow(),
-            )
+        await queries.insert_consent_records(
+            session,
+            {
+                "id": str(uuid.uuid4()),
+                "member_id": member_id,
+                "channel": "email",
+                "granted": granted,
+                "wording_version": options.consent_version,
+                "source": source,
+                "recorded_at": utcnow(),
+            },
         )
         return ConsentChanged(
             member_id=member_id,
@@ -271,6 +271,7 @@ class MemberRights:
                         "channel": r.channel,
                         "granted": r.granted,
                         "wording_version": r.wording_version,
+                        "privacy_notice_version": r.privacy_version,
                         "source": r.source,
                         "site": r.site,
                         "ip_address": "kept only as a keyed hash" if r.ip_hash else None,

@@ -2,6 +2,8 @@
 CSV), a member's details, the network's regions, groups, sub-teams and partners, roles, organiser
 invitations, API keys and the audit log.
 
+The front door (the home page's description and the privacy notice) is edited here by the network's organisers.
+
 Sign-in sets the shared session token (`shared/auth.py`) as the `gs_organiser` cookie, which every
 service behind the gateway reads; JSON callers get the token itself to send as a Bearer token.
 """
@@ -20,17 +22,22 @@ from services.membership.deps import (
     AccountsDep,
     CurrentOrganiser,
     DirectoryDep,
+    FrontDoorDep,
     JoinsDep,
     MemberRightsDep,
     OriginsDep,
+    PrivacyNoticesDep,
     RosterDep,
     SettingsDep,
 )
 from services.membership.directory import KIND_NAMES, ROLES, Directory
+from services.membership.front_door import FrontDoor
 from services.membership.origins import AllowedOrigins
+from services.membership.privacy import PrivacyNotices
 from services.membership.roster import MemberFilters
 from services.membership.web import message_page, page, remote_ip
 from shared import auth
+from shared.errors import InvalidInput
 
 router = APIRouter(tags=["organiser pages"])
 SCOPE_NAMES = {"network": "The whole network", "region": "A region", "group": "A local group", "subteam": "A sub-team"}
@@ -336,6 +343,69 @@ async def change_origins(request: Request, who: CurrentOrganiser, allowed: Origi
         except AccountProblem as problem:
             return await _origins_page(request, allowed, who, problem.errors, 422)
     return RedirectResponse("/admin/origins", status_code=303)
+
+
+# -- the front door: the home page's description and the privacy notice ---------------------------
+
+
+def _network_only(who: auth.OrganiserScope) -> None:
+    if not who.is_network:
+        raise HTTPException(403, "Only the network's organisers change the home page and the privacy notice")
+
+
+async def _front_door_page(
+    request: Request,
+    who: auth.OrganiserScope,
+    front_door: FrontDoor,
+    notices: PrivacyNotices,
+    *,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    notice = await notices.notice()
+    home = await front_door.home(meetings=0, campaigns=0)
+    values = {"description": home.description, "body": notice.body if notice else "", **(values or {})}
+    context = _context(who, values=values, errors=errors or {}, notice=notice, saved=request.query_params.get("saved"))
+    return page(request, "front_door.html", context, status)
+
+
+@router.get("/admin/public", response_class=HTMLResponse)
+async def front_door_form(
+    request: Request, who: CurrentOrganiser, front_door: FrontDoorDep, notices: PrivacyNoticesDep
+) -> HTMLResponse:
+    _network_only(who)
+    return await _front_door_page(request, who, front_door, notices)
+
+
+@router.post("/admin/public/description", response_class=HTMLResponse)
+async def describe_network(
+    request: Request, who: CurrentOrganiser, front_door: FrontDoorDep, notices: PrivacyNoticesDep
+) -> Response:
+    _network_only(who)
+    description = str((await request.form()).get("description") or "")
+    try:
+        await front_door.describe(description, actor=f"organiser:{who.organiser_id}")
+    except InvalidInput as problem:
+        values = {"description": description}
+        return await _front_door_page(request, who, front_door, notices, values=values, errors=problem.errors,
+                                      status=422)
+    return RedirectResponse("/admin/public?saved=description", status_code=303)
+
+
+@router.post("/admin/public/privacy", response_class=HTMLResponse)
+async def publish_privacy_notice(
+    request: Request, who: CurrentOrganiser, front_door: FrontDoorDep, notices: PrivacyNoticesDep
+) -> Response:
+    """A new version of the privacy notice; the earlier ones stay readable, as members agreed to them."""
+    _network_only(who)
+    body = str((await request.form()).get("body") or "")
+    try:
+        await notices.publish(body, actor=f"organiser:{who.organiser_id}")
+    except InvalidInput as problem:
+        return await _front_door_page(request, who, front_door, notices, values={"body": body}, errors=problem.errors,
+                                      status=422)
+    return RedirectResponse("/admin/public?saved=privacy", status_code=303)
 
 
 # -- organisers and API keys -----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -139,8 +139,16 @@ async def insert_units_of_many(
         await session.execute(INSERT_MEMBER_SUBTEAM, subteams)
 
 
+async def current_privacy_version(session: AsyncSession) -> int | None:
+    """The version of the privacy notice in force (the newest), None before any was published."""
+    return (await session.execute(select(func.max(tables.privacy_notices.c.version)))).scalar()
+
+
 async def insert_consent_records(session: AsyncSession, rows: list[dict[str, Any]] | dict[str, Any]) -> None:
-    await session.execute(insert(tables.consent_records), rows)
+    """Consent records, each naming the privacy notice in force as it is recorded."""
+    version = await current_privacy_version(session)
+    rows = [rows] if isinstance(rows, dict) else rows
+    await session.execute(insert(tables.consent_records), [{**row, "privacy_version": version} for row in rows])
 
 
 async def insert_member_keys(session: AsyncSession, keys: dict[str, bytes]) -> None:

@@ -1,6 +1,6 @@
 """What a new installation starts with: the join form's choices, spam limits, and the Midlands demo network.
 
-Migrations 0004 and 0005 insert these rows; organisers change them afterwards in their pages.
+Migrations 0004, 0005 and 0010 insert these rows; organisers change them afterwards in their pages.
 Seeded units get ids derived from their slugs (uuid5), so the demo and its tests can name them.
 Changing a value here changes no existing database: write a new migration for that.
 
@@ -43,6 +43,52 @@ CONSENT_WORDINGS: tuple[tuple[str, str], ...] = (
         "I can unsubscribe at any time with one click.",
     ),
 )
+
+# What the home page says about the network until its organisers write their own.
+NETWORK_DESCRIPTION = (
+    "We are a network of people across the country working together against racism: in our workplaces, "
+    "schools, hospitals and streets. Local groups meet, campaign and support one another."
+)
+
+# Privacy notice version 1: paragraphs separated by blank lines, "## " starts a heading.
+PRIVACY_NOTICE = """## Who we are
+
+This network is run by volunteer organisers. They decide how the information you give us is used, and they are
+the people to ask about it.
+
+## What we collect
+
+When you join, we keep your name, email address and postcode, how involved you want to be, and anything else
+you choose to tell us (interests, skills, the time you have, your local group, an organisation you belong to).
+When you reply to a meeting or take part in a campaign, we keep that you did so. We keep a record of when you
+agreed to hear from us and the wording you agreed to.
+
+## Why we collect it
+
+To keep you informed about campaigns and meetings you asked to hear about, to put you in touch with your local
+group, and to count how many people act together. We never sell your data or share it for marketing.
+
+## Who sees it
+
+Only organisers, and only for the region or group they look after. Your name and email address are stored
+encrypted; a few trusted services that run this website (our email sender, our hosting) process them for us.
+
+## Getting or erasing your data
+
+Every email we send has a link to your preferences, where you can download everything we hold about you,
+leave the network, or have your data erased. Erasing destroys the key to your encrypted details, so even old
+copies become unreadable.
+
+## Unsubscribing
+
+Every email has a one-click unsubscribe link. You can also choose which kinds of email you want on your
+preferences page.
+
+## Contact
+
+Reply to any email we send you, or write to the address our emails come from. You can also complain to the
+Information Commissioner's Office (ico.org.uk).
+"""
 
 # name, max_count, window in seconds
 RATE_LIMITS: tuple[tuple[str, int, int], ...] = (

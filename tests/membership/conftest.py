@@ -68,7 +68,9 @@ class MembershipServer(InProcessServer):
     def create_app(self) -> Any:
         from services.membership.main import create_app
 
-        return create_app(self.settings, reactions_group=self.reactions_group)
+        # a group of its own for the home page's listings, so the stack's membership still receives them all
+        public_group = f"{self.reactions_group}.public"
+        return create_app(self.settings, reactions_group=self.reactions_group, public_group=public_group)
 
 
 REACTION_TOPICS = (
