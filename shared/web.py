@@ -1,5 +1,5 @@
 """The HTTP side every service shares: request ids, health, readiness, metrics, templates (and the filters every
-page may use), static files."""
+page may use), static files, and errors as pages for people's browsers (JSON for APIs)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
@@ -89,8 +92,70 @@ def local_time(value: datetime | None, zone: str = NETWORK_TIMEZONE, fmt: str = 
     return f"{local.strftime('%A')} {local.day} {local.strftime('%B %Y')}, {clock}"
 
 
+# What a person reads for an HTTP error on a page: (title, what happened). A route's own words (an HTTPException's
+# detail) replace the second for statuses not listed in GENERIC_DETAIL.
+ERROR_PAGES: dict[int, tuple[str, str]] = {
+    400: ("Something in that request could not be used", "Please go back and try again."),
+    403: ("You cannot do this", "Your account does not allow it."),
+    404: ("Page not found", "There is no page at this address. If you typed it, check it; if you followed a link, "
+          "the page may have moved or ended."),
+    405: ("This page cannot do that", "The page exists, but not for what your browser asked. Please go back and "
+          "use the page's own links and buttons."),
+    422: ("Something in the form could not be used", "Please go back, check what you entered and send it again."),
+    500: ("Something went wrong on our side", "Please try again in a few minutes."),
+}
+GENERIC_DETAIL = {404, 405, 422, 500}  # FastAPI's words for these ("Not Found", field lists) are not for people
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asking for a page: HTML accepted, and not an API path (`/api/...`, `/campaigns/api/...`)."""
+    if "/api/" in f"{request.url.path}/" or request.url.path.endswith(".json"):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def add_error_pages(app: FastAPI, service: str) -> None:
+    """HTTP errors (an unknown address, a wrong method, a form that failed validation, a crash) as a page in the
+    shared layout for browsers; JSON callers get FastAPI's JSON as before."""
+    templates = make_templates(None, {"service": service})
+
+    def error_page(
+        request: Request, status: int, detail: Any = None, headers: dict[str, str] | None = None
+    ) -> Response:
+        title, message = ERROR_PAGES.get(status, ERROR_PAGES[400] if status < 500 else ERROR_PAGES[500])
+        if isinstance(detail, str) and detail and status not in GENERIC_DETAIL:
+            message = detail
+        runtime = getattr(request.app.state, "runtime", None)
+        network_name = runtime.settings.network_name if runtime else "Groundswell"
+        context = {"title": title, "message": message, "status": status, "network_name": network_name}
+        return templates.TemplateResponse(request, "error.html", context, status_code=status, headers=headers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if not wants_html(request):
+            return await http_exception_handler(request, exc)
+        return error_page(request, exc.status_code, exc.detail, getattr(exc, "headers", None))
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        if not wants_html(request):
+            return await request_validation_exception_handler(request, exc)
+        return error_page(request, 422)
+
+    async def crash(request: Request, exc: Exception) -> Response:
+        if not wants_html(request):
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        return error_page(request, 500)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, crash)
+
+
 def add_operational_routes(app: FastAPI, service: str, readiness: Any) -> None:
-    """`/healthz` (the process is alive), `/readyz` (its dependencies answer), `/metrics`, shared static files."""
+    """`/healthz` (the process is alive), `/readyz` (its dependencies answer), `/metrics`, shared static files,
+    error pages."""
+    add_error_pages(app, service)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
