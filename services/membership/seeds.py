@@ -50,8 +50,13 @@ NETWORK_DESCRIPTION = (
     "schools, hospitals and streets. Local groups meet, campaign and support one another."
 )
 
+def _unwrapped(text: str) -> str:
+    """Paragraphs each on one line (as organisers will edit them), separated by blank lines."""
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in text.strip().split("\n\n"))
+
+
 # Privacy notice version 1: paragraphs separated by blank lines, "## " starts a heading.
-PRIVACY_NOTICE = """## Who we are
+PRIVACY_NOTICE = _unwrapped("""## Who we are
 
 This network is run by volunteer organisers. They decide how the information you give us is used, and they are
 the people to ask about it.
@@ -88,7 +93,7 @@ preferences page.
 
 Reply to any email we send you, or write to the address our emails come from. You can also complain to the
 Information Commissioner's Office (ico.org.uk).
-"""
+""")
 
 # name, max_count, window in seconds
 RATE_LIMITS: tuple[tuple[str, int, int], ...] = (

@@ -72,6 +72,8 @@ async def test_privacy_notice_is_a_page_with_what_we_collect_and_how_to_erase(sy
         await page.get_by_role("link", name="How we use your data").click()
         await page.wait_for_url("**/privacy")
         assert await page.get_by_role("heading", level=1).inner_text() == "How we use your data"
+        assert "in force since" in await page.get_by_role("main").inner_text()
+        await page.goto(f"{launcher.GATEWAY_URL}/privacy?version=1")  # the notice the installation started with
         for heading in ("What we collect", "Who sees it", "Getting or erasing your data", "Unsubscribing", "Contact"):
             assert await page.get_by_role("heading", name=heading).is_visible()
 
