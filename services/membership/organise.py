@@ -11,6 +11,7 @@ service behind the gateway reads; JSON callers get the token itself to send as a
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -378,19 +379,34 @@ async def front_door_form(
     return await _front_door_page(request, who, front_door, notices)
 
 
+async def _save_front_door(
+    request: Request,
+    who: auth.OrganiserScope,
+    front_door: FrontDoor,
+    notices: PrivacyNotices,
+    field: str,
+    save: Callable[[str, str], Awaitable[Any]],
+) -> Response:
+    """Save one field of the front door page with `save(text, actor)`, or show the page again with what to fix."""
+    _network_only(who)
+    text = str((await request.form()).get(field) or "")
+    try:
+        await save(text, f"organiser:{who.organiser_id}")
+    except InvalidInput as problem:
+        return await _front_door_page(
+            request, who, front_door, notices, values={field: text}, errors=problem.errors, status=422
+        )
+    return RedirectResponse(f"/admin/public?saved={field}", status_code=303)
+
+
 @router.post("/admin/public/description", response_class=HTMLResponse)
 async def describe_network(
     request: Request, who: CurrentOrganiser, front_door: FrontDoorDep, notices: PrivacyNoticesDep
 ) -> Response:
-    _network_only(who)
-    description = str((await request.form()).get("description") or "")
-    try:
-        await front_door.describe(description, actor=f"organiser:{who.organiser_id}")
-    except InvalidInput as problem:
-        values = {"description": description}
-        return await _front_door_page(request, who, front_door, notices, values=values, errors=problem.errors,
-                                      status=422)
-    return RedirectResponse("/admin/public?saved=description", status_code=303)
+    async def save(text: str, actor: str) -> None:
+        await front_door.describe(text, actor=actor)
+
+    return await _save_front_door(request, who, front_door, notices, "description", save)
 
 
 @router.post("/admin/public/privacy", response_class=HTMLResponse)
@@ -398,14 +414,11 @@ async def publish_privacy_notice(
     request: Request, who: CurrentOrganiser, front_door: FrontDoorDep, notices: PrivacyNoticesDep
 ) -> Response:
     """A new version of the privacy notice; the earlier ones stay readable, as members agreed to them."""
-    _network_only(who)
-    body = str((await request.form()).get("body") or "")
-    try:
-        await notices.publish(body, actor=f"organiser:{who.organiser_id}")
-    except InvalidInput as problem:
-        return await _front_door_page(request, who, front_door, notices, values={"body": body}, errors=problem.errors,
-                                      status=422)
-    return RedirectResponse("/admin/public?saved=privacy", status_code=303)
+
+    async def save(text: str, actor: str) -> int:
+        return await notices.publish(text, actor=actor)
+
+    return await _save_front_door(request, who, front_door, notices, "body", save)
 
 
 # -- organisers and API keys -----------------------------------------------------------------------
