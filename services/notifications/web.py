@@ -1,6 +1,6 @@
 """Organisers' pages of notifications, under /notifications/organise: their digests (daily or weekly, the
 private feed's address), the emails' editable wording with a preview, the follow-up sequence, and the
-delivery log of their scope. Also `install`, which wires digests and follow-ups into the service.
+delivery log of their scope. Also `attach`, which hands the pages the organisers, digests and follow-ups use cases.
 """
 
 from __future__ import annotations
