@@ -187,12 +187,12 @@ class FollowUps:
         """('queued' | 'skipped' | 'due', reason) for one due follow-up (domain.follow_up_decision decides)."""
         session = uow.session
         p, r = tables.participation, tables.recipients
-        took_part = (await session.execute(select(p.c.member_id).where(p.c.member_id == row.member_id))).first()
+        participated = (await session.execute(select(p.c.member_id).where(p.c.member_id == row.member_id))).first()
         recipient = (await session.execute(select(r).where(r.c.member_id == row.member_id))).first()
         email = recipient.email if recipient is not None else None
         status, reason = follow_up_decision(
             step_enabled=step.enabled if step is not None else None,
-            took_part=took_part is not None,
+            took_part=participated is not None,
             recipient=recipient,
             suppressed=await self.notifications.suppressions.blocks(session, email, FOLLOW_UP_KIND),
             due_at=row.due_at,
