@@ -8,6 +8,7 @@ import secrets
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -174,20 +175,31 @@ def test_with_tracing_off_outbox_rows_carry_no_trace_context():
         assert headers == [{}]
 
 
+@dataclass
+class Recorded:
+    tracer: trace.Tracer
+    exporter: InMemorySpanExporter
+
+    def finished(self, operation: str) -> list[ReadableSpan]:
+        """The finished spans of one operation (`emit`, `publish`, `process`)."""
+        return [s for s in self.exporter.get_finished_spans() if s.name.startswith(operation + " ")]
+
+
 @pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+def recorded(monkeypatch: pytest.MonkeyPatch) -> Recorded:
     """Tracing on in this process, its spans kept in memory (the global provider is left alone)."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
+    tracer = provider.get_tracer("test")
+    monkeypatch.setattr(tracing, "_tracer", tracer)
     monkeypatch.setattr(tracing, "_enabled", True)
-    return exporter
+    return Recorded(tracer, exporter)
 
 
 def test_a_batch_of_joins_emits_each_join_s_events_in_its_own_request_s_trace(recorded):
     """The join batcher stores several requests' joins in one transaction, from a task of the first request's."""
-    first, second = tracing._tracer.start_span("POST /join"), tracing._tracer.start_span("POST /join")
+    first, second = recorded.tracer.start_span("POST /join"), recorded.tracer.start_span("POST /join")
     with trace.use_span(first), tracing.serving("request-1"), trace.use_span(second), tracing.serving("request-2"):
         with trace.use_span(first):  # the batcher's task was started by the first request
             events = [_event("request-2"), _event("request-1")]
@@ -195,7 +207,7 @@ def test_a_batch_of_joins_emits_each_join_s_events_in_its_own_request_s_trace(re
                 pass
 
     assert [_trace_of(h) for h in headers] == [_ids(second)[0], _ids(first)[0]]
-    emits = {s.attributes["messaging.message.id"]: s for s in recorded.get_finished_spans()}
+    emits = {s.attributes["messaging.message.id"]: s for s in recorded.finished("emit")}
     assert emits[str(events[0].event_id)].parent.span_id == second.get_span_context().span_id
     assert emits[str(events[1].event_id)].parent.span_id == first.get_span_context().span_id
 
@@ -203,13 +215,13 @@ def test_a_batch_of_joins_emits_each_join_s_events_in_its_own_request_s_trace(re
 def test_events_emitted_while_handling_a_batch_descend_from_the_event_that_caused_each(recorded):
     """A consumer handles a batch in one transaction; a run handler emits for many events at once."""
     causes = [_event(), _event()]
-    senders = [tracing._tracer.start_span("publish"), tracing._tracer.start_span("publish")]
+    senders = [recorded.tracer.start_span("publish"), recorded.tracer.start_span("publish")]
     records = [_record(sender) for sender in senders]
     with tracing.processing("group", list(zip(records, causes, strict=True))) as handling:
         effects = [_event(causation_id=str(c.event_id)) for c in reversed(causes)]
         with tracing.emitting(effects, [MEMBERSHIP_MEMBERS] * 2) as headers:
             pass
-    processed = {s.attributes["messaging.message.id"]: s for s in _named(recorded, "process")}
+    processed = {s.attributes["messaging.message.id"]: s for s in recorded.finished("process")}
 
     assert [_trace_of(h) for h in headers] == [_ids(senders[1])[0], _ids(senders[0])[0]]
     for cause, sender in zip(causes, senders, strict=True):
@@ -218,19 +230,19 @@ def test_events_emitted_while_handling_a_batch_descend_from_the_event_that_cause
 
 
 def test_the_relay_sends_each_row_in_a_child_of_its_emitter_and_passes_its_own_context_on(recorded):
-    emitter = tracing._tracer.start_span("emit MemberJoined")
+    emitter = recorded.tracer.start_span("emit MemberJoined")
     fields = {"type": "MemberJoined", **_traceparent(emitter)}
     sends = tracing.sending("membership")
     sends.start(MEMBERSHIP_MEMBERS, fields)
     sends.finish([None])
 
-    [sent] = _named(recorded, "publish")
+    [sent] = recorded.finished("publish")
     assert sent.parent.span_id == emitter.get_span_context().span_id
     assert _ids_in(fields) == _ids(sent) and fields["type"] == "MemberJoined"
 
 
 def test_log_lines_carry_the_current_trace(recorded):
-    with tracing._tracer.start_as_current_span("work") as span:
+    with recorded.tracer.start_as_current_span("work") as span:
         line = _add_trace(None, "info", {"event": "something happened"})
     trace_id, span_id = _ids(span)
     assert (line["trace_id"], line["span_id"]) == (trace_id, span_id)
@@ -265,6 +277,3 @@ def _ids(span: Any) -> tuple[str, str]:
 def _trace_of(headers: dict[str, str]) -> str:
     return _ids_in(headers)[0]
 
-
-def _named(exporter: InMemorySpanExporter, operation: str) -> list[ReadableSpan]:
-    return [s for s in exporter.get_finished_spans() if s.name.startswith(operation + " ")]
