@@ -128,12 +128,13 @@ def _exporter(environ: Mapping[str, str]) -> SpanExporter:
     return OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS, _TIMEOUT, _COMPRESSION
 
 
-def instrument_app(app: FastAPI) -> None:
+def instrument_app(app: FastAPI, provider: trace.TracerProvider | None = None) -> None:
     """A server span for each request (continuing the caller's `traceparent`), if tracing is on."""
     if _enabled:
         FastAPIInstrumentor.instrument_app(
-            app, excluded_urls=UNTRACED_URLS, server_request_hook=_forget_the_person, exclude_spans=["receive", "send"]
-        )
+            app, excluded_urls=UNTRACED_URLS, server_request_hook=_forget_the_person, exclude_spans=["receive", "send"],
+            tracer_provider=provider,
+        )  # fmt: skip
 
 
 def _forget_the_person(span: Span, scope: MutableMapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -177,6 +178,7 @@ def test_with_tracing_off_outbox_rows_carry_no_trace_context():
 
 @dataclass
 class Recorded:
+    provider: TracerProvider
     tracer: trace.Tracer
     exporter: InMemorySpanExporter
 
@@ -194,7 +196,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Recorded:
     tracer = provider.get_tracer("test")
     monkeypatch.setattr(tracing, "_tracer", tracer)
     monkeypatch.setattr(tracing, "_enabled", True)
-    return Recorded(tracer, exporter)
+    return Recorded(provider, tracer, exporter)
 
 
 def test_a_batch_of_joins_emits_each_join_s_events_in_its_own_request_s_trace(recorded):
@@ -239,6 +241,25 @@ def test_the_relay_sends_each_row_in_a_child_of_its_emitter_and_passes_its_own_c
     [sent] = recorded.finished("publish")
     assert sent.parent.span_id == emitter.get_span_context().span_id
     assert _ids_in(fields) == _ids(sent) and fields["type"] == "MemberJoined"
+
+
+async def test_a_request_s_span_keeps_its_route_but_not_the_person_s_address_agent_or_token(recorded):
+    app = FastAPI()
+
+    @app.get("/events/rsvps/{token}")
+    async def rsvp(token: str) -> dict[str, str]:
+        return {}
+
+    tracing.instrument_app(app, recorded.provider)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://groundswell.test") as client:
+        await client.get("/events/rsvps/s3cret-token?email=someone@example.org", headers={"User-Agent": "Firefox/1"})
+
+    [served] = [s for s in recorded.exporter.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
+    assert served.attributes["http.route"] == "/events/rsvps/{token}"
+    recorded_text = repr(dict(served.attributes))
+    for personal in ("203.0.113.9", "s3cret-token", "someone@example.org", "Firefox"):
+        assert personal not in recorded_text
 
 
 def test_log_lines_carry_the_current_trace(recorded):
