@@ -18,7 +18,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescap
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.logging import correlation_id_var
 
 SHARED_TEMPLATES = Path(__file__).parent / "templates"
@@ -56,7 +56,8 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with tracing.serving(request_id):
+                await self.app(scope, receive, send_with_id)
         finally:
             correlation_id_var.reset(token)
             route = scope.get("route")
