@@ -32,19 +32,19 @@ def build_registry(service: EventsService, group: str = MEMBERS_GROUP) -> Regist
     )
 
     async def member_joined(uow: UnitOfWork, envelope: Envelope, event: MemberJoined) -> None:
-        await service.member_joined(uow.session, event)
+        await service.member_joined(uow, event)
 
     async def member_profile_updated(uow: UnitOfWork, envelope: Envelope, event: MemberProfileUpdated) -> None:
-        await service.member_profile_updated(uow.session, event)
+        await service.member_profile_updated(uow, event)
 
     async def member_left(uow: UnitOfWork, envelope: Envelope, event: MemberLeft) -> None:
-        await service.member_left(uow.session, event)
+        await service.member_left(uow, event)
 
     async def member_erased(uow: UnitOfWork, envelope: Envelope, event: MemberErased) -> None:
-        await service.member_erased(uow.session, event)
+        await service.member_erased(uow, event)
 
     async def unit_defined(uow: UnitOfWork, envelope: Envelope, event: OrganisationUnitDefined) -> None:
-        await service.unit_defined(uow.session, event)
+        await service.unit_defined(uow, event)
 
     members.route(
         (MemberJoined, member_joined),

@@ -30,7 +30,7 @@ def create_app(
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
     settings = runtime.settings
     service = EventsService(
-        runtime.db, runtime.outbox, secret_key=settings.secret_key, public_base_url=settings.public_base_url
+        runtime.uows, secret_key=settings.secret_key, public_base_url=settings.public_base_url
     )
     runtime.add_registry(build_registry(service, members_group))
     runtime.document_publisher(topics.EVENTS_MEETINGS, "Meetings scheduled, updated, cancelled; reminders due")

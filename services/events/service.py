@@ -40,11 +40,10 @@ from services.events.domain import (
 )
 from shared import topics
 from shared.crypto import KeyStore, encode_key, seal
-from shared.db import Database
 from shared.events import catalog as ev
 from shared.events.envelope import EventData
-from shared.logging import correlation_id_var, get_logger
-from shared.outbox import Outbox
+from shared.logging import get_logger
+from shared.uow import UnitOfWork, UnitsOfWork
 
 log = get_logger(__name__)
 OWNER = "events"
@@ -98,9 +97,8 @@ def _plan_of(row: Any) -> MeetingPlan:
 
 
 class EventsService:
-    def __init__(self, db: Database, outbox: Outbox, *, secret_key: str, public_base_url: str) -> None:
-        self.db = db
-        self.outbox = outbox
+    def __init__(self, uows: UnitsOfWork, *, secret_key: str, public_base_url: str) -> None:
+        self.uows = uows
         self.keys = KeyStore(tables.subject_keys, OWNER)
         self.secret_key = secret_key
         self.public_base_url = public_base_url.rstrip("/")
@@ -114,11 +112,9 @@ class EventsService:
     def public_url(self, meeting_id: str) -> str:
         return f"{self.public_base_url}/events/{meeting_id}"
 
-    async def _emit(self, session: AsyncSession, events: Sequence[EventData]) -> None:
-        await self.outbox.add_events(session, events, correlation_id=correlation_id_var.get())
-
     # members read model --------------------------------------------------------------------------
-    async def member_joined(self, session: AsyncSession, event: ev.MemberJoined) -> None:
+    async def member_joined(self, uow: UnitOfWork, event: ev.MemberJoined) -> None:
+        session = uow.session
         m = tables.members
         values = {"region_id": event.region_id, "group_ids": event.group_ids, "subteam_ids": event.subteam_ids,
                   "status": "active", "updated_at": utcnow()}
@@ -133,7 +129,8 @@ class EventsService:
                 update(r).where(r.c.id == event.source[5:], r.c.member_id.is_(None)).values(member_id=event.member_id)
             )
 
-    async def member_profile_updated(self, session: AsyncSession, event: ev.MemberProfileUpdated) -> None:
+    async def member_profile_updated(self, uow: UnitOfWork, event: ev.MemberProfileUpdated) -> None:
+        session = uow.session
         m = tables.members
         values: dict[str, Any] = {"updated_at": utcnow()}
         if "region_id" in event.changed or "region" in event.changed:
@@ -144,17 +141,19 @@ class EventsService:
             values["subteam_ids"] = event.subteam_ids
         await session.execute(update(m).where(m.c.member_id == event.member_id).values(**values))
 
-    async def member_left(self, session: AsyncSession, event: ev.MemberLeft) -> None:
+    async def member_left(self, uow: UnitOfWork, event: ev.MemberLeft) -> None:
+        session = uow.session
         m = tables.members
         await session.execute(
             update(m).where(m.c.member_id == event.member_id).values(status="left", updated_at=utcnow())
         )
 
-    async def member_erased(self, session: AsyncSession, event: ev.MemberErased) -> None:
+    async def member_erased(self, uow: UnitOfWork, event: ev.MemberErased) -> None:
         """Forget the member: their read-model row, their name and email on RSVPs, and the keys that sealed them.
 
         RSVP rows stay (anonymised) so places and waitlist positions still add up.
         """
+        session = uow.session
         await session.execute(delete(tables.members).where(tables.members.c.member_id == event.member_id))
         r = tables.rsvps
         erased = (
@@ -169,9 +168,10 @@ class EventsService:
         for rsvp_id in erased:
             if await self.keys.get(session, rsvp_id) is not None:
                 await self.keys.destroy(session, rsvp_id)
-                await self.outbox.add_tombstone(session, topics.EVENTS_SUBJECT_KEYS, rsvp_id)
+                await uow.tombstone(topics.EVENTS_SUBJECT_KEYS, rsvp_id)
 
-    async def unit_defined(self, session: AsyncSession, event: ev.OrganisationUnitDefined) -> None:
+    async def unit_defined(self, uow: UnitOfWork, event: ev.OrganisationUnitDefined) -> None:
+        session = uow.session
         u = tables.units
         values = {"kind": event.kind, "name": event.name, "parent_id": event.parent_id, "slug": event.slug}
         await session.execute(
@@ -231,7 +231,8 @@ class EventsService:
         plan = validate_meeting(raw, now=utcnow())
         meeting_id = str(uuid.uuid4())
         m = tables.meetings
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             region_id = await self._check_scope(session, organiser, plan.scope_type, plan.scope_id)
             if plan.parent_meeting_id is not None:
                 parent = (await session.execute(select(m.c.id).where(m.c.id == plan.parent_meeting_id))).first()
@@ -246,7 +247,7 @@ class EventsService:
                 )
             ).one()
             await self._plan_reminders(session, row)
-            await self._emit(session, [self._meeting_event(row, ev.MeetingScheduled)])
+            await uow.emit(*[self._meeting_event(row, ev.MeetingScheduled)])
         self.reminders_changed.set()
         return meeting_id
 
@@ -273,7 +274,8 @@ class EventsService:
     async def update(self, meeting_id: str, raw: dict[str, Any], organiser: OrganiserScope | None) -> list[str]:
         """Change a meeting; publish MeetingUpdated with SEQUENCE raised. Returns the changed fields."""
         m = tables.meetings
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             row = await self._locked_meeting(session, meeting_id)
             await self._check_scope(session, organiser, row.scope_type, row.scope_id)
             if row.status == "cancelled":
@@ -297,14 +299,15 @@ class EventsService:
             events: list[EventData] = [self._meeting_event(new, ev.MeetingUpdated, changed=changed)]
             if "capacity" in changed:
                 events += await self._promote(session, new)
-            await self._emit(session, events)
+            await uow.emit(*events)
         self.reminders_changed.set()
         return changed
 
     async def cancel(self, meeting_id: str, reason: str | None, organiser: OrganiserScope | None) -> bool:
         """Cancel a meeting (idempotent): no more RSVPs or reminders; MeetingCancelled with SEQUENCE raised."""
         m, r = tables.meetings, tables.reminders
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             row = await self._locked_meeting(session, meeting_id)
             await self._check_scope(session, organiser, row.scope_type, row.scope_id)
             if row.status == "cancelled":
@@ -321,7 +324,7 @@ class EventsService:
             await session.execute(
                 update(r).where(r.c.meeting_id == meeting_id, r.c.status == "pending").values(status="cancelled")
             )
-            await self._emit(session, [ev.MeetingCancelled(meeting_id=meeting_id, reason=reason,
+            await uow.emit(*[ev.MeetingCancelled(meeting_id=meeting_id, reason=reason,
                                                             sequence=new.sequence)])
         return True
 
@@ -334,7 +337,8 @@ class EventsService:
         queue = self._rsvp_queues.get(meeting_id)
         if queue is None:
             queue = self._rsvp_queues[meeting_id] = asyncio.Lock()
-        async with queue, self.db.transaction() as session:
+        async with queue, self.uows.begin() as uow:
+            session = uow.session
             meeting = await self._locked_meeting(session, meeting_id)
             reason = rsvp_closed_reason(status=meeting.status, starts_at=meeting.starts_at,
                                         ends_at=meeting.ends_at, rsvp_deadline=meeting.rsvp_deadline, now=now)
@@ -369,7 +373,7 @@ class EventsService:
                                                           created_at=now, **values))
             else:
                 await session.execute(update(r).where(r.c.id == rsvp_id).values(**values))
-            await self._emit(session, await self._rsvp_events(session, meeting_id, rsvp_id, form, status, position))
+            await uow.emit(*await self._rsvp_events(session, meeting_id, rsvp_id, form, status, position))
         return RsvpOutcome(rsvp_id, status, position)
 
     async def _rsvp_events(self, session: AsyncSession, meeting_id: str, rsvp_id: str, form: RsvpForm,
@@ -395,7 +399,8 @@ class EventsService:
     async def cancel_rsvp(self, rsvp_id: str) -> list[str]:
         """Cancel an RSVP (idempotent); a freed place goes to the first on the waitlist. Returns who was promoted."""
         m, r = tables.meetings, tables.rsvps
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             meeting_id = (await session.execute(select(r.c.meeting_id).where(r.c.id == rsvp_id))).scalar()
             if meeting_id is None:
                 raise RsvpNotFound(rsvp_id)
@@ -417,7 +422,7 @@ class EventsService:
                     )
                 ).one()
                 events += await self._promote(session, meeting)
-            await self._emit(session, events)
+            await uow.emit(*events)
         return [e.rsvp_id for e in events if isinstance(e, ev.PromotedFromWaitlist)]
 
     async def _promote(self, session: AsyncSession, meeting: Any) -> list[EventData]:
@@ -449,7 +454,8 @@ class EventsService:
     # reminders -----------------------------------------------------------------------------------
     async def publish_due_reminders(self, limit: int = 100) -> int:
         """Publish each due reminder once: claimed with SKIP LOCKED, marked published in the same transaction."""
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             rows = (
                 await session.execute(
                     text(
@@ -463,7 +469,7 @@ class EventsService:
             ).all()
             if not rows:
                 return 0
-            await self._emit(session, [
+            await uow.emit(*[
                 ev.MeetingReminderDue(meeting_id=row.meeting_id, reminder_id=row.id,
                                       minutes_before=row.minutes_before, starts_at=row.starts_at)
                 for row in rows
@@ -476,7 +482,8 @@ class EventsService:
 
     async def next_reminder_due(self) -> datetime | None:
         r = tables.reminders
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             return (await session.execute(select(func.min(r.c.due_at)).where(r.c.status == "pending"))).scalar()
 
     # attendance ----------------------------------------------------------------------------------
@@ -484,21 +491,23 @@ class EventsService:
                                 organiser: OrganiserScope | None = None) -> bool:
         """Mark someone as there (idempotent): AttendanceRecorded the first time only."""
         r = tables.rsvps
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             meeting = await self._locked_meeting(session, meeting_id)
             await self._check_scope(session, organiser, meeting.scope_type, meeting.scope_id)
             query = select(r).where(r.c.id == rsvp_id, r.c.meeting_id == meeting_id).with_for_update()
             rsvp = (await session.execute(query)).first()
             if rsvp is None:
                 raise RsvpNotFound(rsvp_id)
-            return await self._mark_attended(session, meeting, rsvp, method)
+            return await self._mark_attended(uow, meeting, rsvp, method)
 
-    async def _mark_attended(self, session: AsyncSession, meeting: Any, rsvp: Any, method: str) -> bool:
+    async def _mark_attended(self, uow: UnitOfWork, meeting: Any, rsvp: Any, method: str) -> bool:
         if meeting.status == "cancelled":
             raise CheckInRefused("This meeting was cancelled")
         if rsvp.attended_at is not None:
             return False
         r, m = tables.rsvps, tables.meetings
+        session = uow.session
         now = utcnow()
         events: list[EventData] = []
         if rsvp.status == "waitlisted":
@@ -511,7 +520,7 @@ class EventsService:
         await session.execute(
             update(r).where(r.c.id == rsvp.id).values(attended_at=now, attendance_method=method, updated_at=now)
         )
-        await self._emit(session, [*events, ev.AttendanceRecorded(meeting_id=meeting.id, rsvp_id=rsvp.id,
+        await uow.emit(*[*events, ev.AttendanceRecorded(meeting_id=meeting.id, rsvp_id=rsvp.id,
                                                          member_id=rsvp.member_id, method=method,  # type: ignore[arg-type]
                                                          attended_at=now)])
         return True
@@ -522,7 +531,8 @@ class EventsService:
         m, r = tables.meetings, tables.rsvps
         now = utcnow()
         ref = person_ref(member_id=form.member_id, email=form.email, secret_key=self.secret_key)
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             meeting = await self._locked_meeting(session, meeting_id)
             await self._check_scope(session, organiser, meeting.scope_type, meeting.scope_id)
             if meeting.status == "cancelled":
@@ -531,7 +541,7 @@ class EventsService:
                 await session.execute(select(r).where(r.c.meeting_id == meeting_id, r.c.person_ref == ref))
             ).first()
             if existing is not None and existing.status != "cancelled":
-                await self._mark_attended(session, meeting, existing, "organiser" if method == "walk_in" else method)
+                await self._mark_attended(uow, meeting, existing, "organiser" if method == "walk_in" else method)
                 return existing.id
             rsvp_id = existing.id if existing is not None else str(uuid.uuid4())
             values = {"member_id": form.member_id, "name": form.name, "email": form.email, "status": "going",
@@ -546,16 +556,17 @@ class EventsService:
             await session.execute(
                 update(m).where(m.c.id == meeting_id).values(going_count=m.c.going_count + 1 + form.guests)
             )
-            await self._emit(session, await self._rsvp_events(session, meeting_id, rsvp_id, form, "going", None))
+            await uow.emit(*await self._rsvp_events(session, meeting_id, rsvp_id, form, "going", None))
             rsvp = (await session.execute(select(r).where(r.c.id == rsvp_id))).one()
-            await self._mark_attended(session, meeting, rsvp, method)
+            await self._mark_attended(uow, meeting, rsvp, method)
         return rsvp_id
 
     async def self_check_in(self, meeting_id: str, code: str, email: str, member_id: str | None = None) -> str:
         """Check in with the code shown at the venue; the person is found by their RSVP's email (or member link)."""
         r = tables.rsvps
         now = utcnow()
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             meeting = await self._locked_meeting(session, meeting_id)
             if meeting.status == "cancelled":
                 raise CheckInRefused("This meeting was cancelled.")
@@ -578,13 +589,14 @@ class EventsService:
                 raise CheckInRefused(
                     "We cannot find an RSVP with that email address. Ask an organiser to add you at the door."
                 )
-            await self._mark_attended(session, meeting, rsvp, "self_check_in")
+            await self._mark_attended(uow, meeting, rsvp, "self_check_in")
             return rsvp.id
 
     # queries -------------------------------------------------------------------------------------
     async def get_meeting(self, meeting_id: str) -> Row:
         m = tables.meetings
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             row = (await session.execute(select(m).where(m.c.id == meeting_id))).first()
         if row is None:
             raise MeetingNotFound(meeting_id)
@@ -628,21 +640,25 @@ class EventsService:
             if scope_id:
                 q = q.where(m.c.scope_id == scope_id)
         q = q.order_by(m.c.starts_at, m.c.id).limit(limit).offset(offset)
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             return list((await session.execute(q)).all())
 
     async def count_meetings(self) -> int:
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             return int((await session.execute(select(func.count()).select_from(tables.meetings))).scalar_one())
 
     async def units(self) -> list[Row]:
         u = tables.units
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             return list((await session.execute(select(u).order_by(u.c.kind, u.c.name))).all())
 
     async def get_rsvp(self, rsvp_id: str) -> Row:
         r = tables.rsvps
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             row = (await session.execute(select(r).where(r.c.id == rsvp_id))).first()
         if row is None:
             raise RsvpNotFound(rsvp_id)
@@ -658,13 +674,15 @@ class EventsService:
             like = f"%{search.strip().lower()}%"
             q = q.where(or_(func.lower(r.c.name).like(like), func.lower(r.c.email).like(like)))
         q = q.order_by(r.c.status, r.c.waitlist_position.nulls_first(), func.lower(r.c.name), r.c.created_at)
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             return list((await session.execute(q.limit(limit).offset(offset))).all())
 
     async def count_rsvps(self, meeting_id: str) -> dict[str, int]:
         """Going, waitlisted, cancelled, attended and (once the meeting is over) no-shows."""
         r, m = tables.rsvps, tables.meetings
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             rows = (
                 await session.execute(
                     select(r.c.status, func.count(), func.count(r.c.attended_at))
