@@ -60,6 +60,38 @@ class RetryLater(Exception):
     with backoff, for up to CONSUMER_RETRY_LATER_BUDGET_S before dead-lettering."""
 
 
+# SQLSTATE classes of "the database cannot serve right now": connection exceptions (08), operator intervention
+# (57P: shutting down, starting up, crash recovery), too many connections (53300).
+_OUTAGE_SQLSTATES = ("08", "57P", "53300")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the database (or the network to it) is unavailable rather than that this event is bad.
+
+    An outage is waited out, however long it lasts (the partition pauses, nothing is lost); only a failure of the
+    event itself uses up the bounded retries and goes to the dead letters. Walks the exception's causes, since
+    SQLAlchemy wraps asyncpg's errors and asyncpg wraps the socket's.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
+            return True
+        if isinstance(e, OSError) and e.errno is not None:
+            return True
+        if getattr(e, "connection_invalidated", False):
+            return True
+        sqlstate = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES):
+            return True
+        todo.extend([e.__cause__, e.__context__, getattr(e, "orig", None)])
+    return False
+
+
 class EventConsumer:
     """A consumer group on Kafka: reads its topics and dispatches each event through its `Handlers` (one entry of
     the service's registry), with the inbox, retries and dead letters around it."""
@@ -235,7 +267,8 @@ class EventConsumer:
         return outcomes
 
     async def handle_record(self, record: Any) -> None:
-        """Handle one Kafka record with bounded retries; dead-letter it when they run out."""
+        """Handle one Kafka record with bounded retries; dead-letter it when they run out. A database outage does
+        not use them up: it is retried, with backoff, until the database answers again."""
         assert self._settings is not None and self._dlq is not None
         if not self._wanted(record):
             return  # a replay meant for another group's dead letters
@@ -250,9 +283,9 @@ class EventConsumer:
                 metrics.EVENTS_CONSUMED.labels(self.service, self.group, outcome).inc()
                 return
             except Exception as exc:
-                waiting = isinstance(exc, RetryLater) and (
+                waiting = is_outage(exc) or (isinstance(exc, RetryLater) and (
                     time.monotonic() - started < settings.consumer_retry_later_budget_s
-                )
+                ))
                 if attempts > settings.consumer_max_retries and not waiting:
                     log.error(
                         "event dead-lettered",

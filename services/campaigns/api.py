@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.campaigns import views
-from services.campaigns.auth import OrganiserScope, require_organiser
-from services.campaigns.domain import InvalidInput, validate_ladder
+from services.campaigns.domain import validate_ladder
 from services.campaigns.service import ActionNotFound, CampaignNotFound, NotYours
+from shared.auth import OrganiserScope, require_organiser
+from shared.errors import InvalidInput
 
 router = APIRouter(prefix="/campaigns/api", tags=["campaigns (organisers)"])
 Organiser = Annotated[OrganiserScope, Depends(require_organiser)]
@@ -149,7 +150,7 @@ async def moderate(request: Request, action_id: str, body: ModerationRequest, or
 
 
 def _network_only(organiser: OrganiserScope, what: str) -> None:
-    if not organiser.network:
+    if not organiser.is_network:
         raise HTTPException(403, f"Only network organisers can {what}")
 
 
@@ -203,7 +204,7 @@ async def member_engagement(request: Request, member_id: str, organiser: Organis
     svc = views.service(request)
     async with svc.db.transaction() as session:
         ancestors = [a for g in row.group_ids for a in [g, *await svc.ancestors(session, g)]]
-    if not organiser.covers("member", None, row.region_id, ancestors + list(row.subteam_ids)):
+    if not organiser.covers("member", None, row.region_id, ancestors=ancestors + list(row.subteam_ids)):
         raise HTTPException(403, f"You organise {organiser.describe()}; this member is not in it")
     return {"member_id": row.member_id, "level": row.level, "level_since": row.level_since.isoformat()
             if row.level_since else None, "actions": row.actions, "attended": row.attended, "status": row.status,

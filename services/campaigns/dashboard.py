@@ -16,15 +16,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
 
 from services.campaigns import charts, views
-from services.campaigns.auth import OrganiserScope, current_organiser
 from services.campaigns.reporting import Scope
+from shared.auth import OrganiserScope, optional_organiser
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 REPORTS = ("growth", "funnel", "attendance", "actions", "partners")
 
 
 def _signed_in(request: Request) -> OrganiserScope:
-    organiser = current_organiser(request)
+    organiser = optional_organiser(request)
     if organiser is None:
         raise HTTPException(401, "Sign in as an organiser to see the dashboard")
     return organiser
@@ -103,7 +103,7 @@ def _charts(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @router.get("", response_class=HTMLResponse)
 async def dashboard(request: Request, region: str = "", group: str = "", weeks: int = 12) -> HTMLResponse:
-    organiser = current_organiser(request)
+    organiser = optional_organiser(request)
     if organiser is None:
         return views.templates(request).TemplateResponse(request, "message.html", {
             "title": "Sign in to see the dashboard",

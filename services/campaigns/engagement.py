@@ -18,8 +18,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
-from services.campaigns.auth import OrganiserScope
 from services.campaigns.domain import DEFAULT_LADDER, LadderRung, level_for
+from shared.auth import OrganiserScope
 from shared.db import Database
 from shared.events import catalog as ev
 from shared.logging import correlation_id_var
@@ -245,7 +245,7 @@ class EngagementService:
 
 def scope_members(query: Any, m: Any, organiser: OrganiserScope) -> Any:
     """Only the members an organiser looks after: their region's, group's or sub-team's."""
-    if organiser.network:
+    if organiser.is_network:
         return query
     if organiser.scope_type == "region":
         return query.where(m.c.region_id == organiser.scope_id)

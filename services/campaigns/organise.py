@@ -11,12 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.campaigns import auth, views
-from services.campaigns.auth import OrganiserScope, require_organiser
-from services.campaigns.domain import ASK_KINDS, InvalidInput
+from services.campaigns import views
+from services.campaigns.domain import ASK_KINDS
 from services.campaigns.service import ActionNotFound, CampaignNotFound, NotYours
-from shared import auth as shared_auth
-from shared import tokens
+from shared import auth, tokens
+from shared.auth import OrganiserScope, require_organiser
+from shared.errors import InvalidInput
 
 router = APIRouter(prefix="/campaigns/organise", tags=["organiser pages"])
 Organiser = Annotated[OrganiserScope, Depends(require_organiser)]
@@ -30,7 +30,7 @@ def _page(request: Request, name: str, context: dict[str, Any], status: int = 20
 async def sign_in(request: Request, token: str, next: str = "/campaigns/organise") -> Response:
     """Exchange a signed organiser token for the session cookie (membership's /signin is the usual way in)."""
     try:
-        shared_auth.verify(views.secret_key(request), token)
+        auth.verify(views.secret_key(request), token)
     except tokens.InvalidToken:
         raise HTTPException(401, "This sign-in link is not valid or has expired") from None
     target = next if next.startswith("/") and not next.startswith("//") else "/campaigns/organise"
@@ -182,7 +182,7 @@ async def mp_dataset(request: Request, organiser: Organiser) -> HTMLResponse:
 @router.post("/mps", response_class=HTMLResponse)
 async def upload_mp_dataset(request: Request, organiser: Organiser, file: UploadFile,
                             mode: Annotated[str, Form()] = "replace") -> HTMLResponse:
-    if not organiser.network:
+    if not organiser.is_network:
         raise HTTPException(403, "Only network organisers can change the MP dataset")
     svc = views.service(request)
     errors: dict[str, str] = {}

@@ -13,10 +13,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.campaigns import views
-from services.campaigns.auth import OrganiserScope, require_api_token
-from services.campaigns.domain import ActionRefused, InvalidInput, validate_action
+from services.campaigns.domain import ActionRefused, validate_action
 from services.campaigns.service import ActionNotFound, AskNotFound
 from shared import osdi
+from shared.auth import OrganiserScope, require_api_token
+from shared.errors import InvalidInput
 from shared.osdi import MAX_PER_PAGE, Page, PerPage, api_url, collection, hal, hal_error, without_paging
 
 router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])

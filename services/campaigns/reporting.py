@@ -19,9 +19,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
-from services.campaigns.auth import OrganiserScope
 from services.campaigns.domain import ASK_KIND_LABELS, LadderRung
 from shared import topics
+from shared.auth import OrganiserScope
 from shared.events import catalog as ev
 from shared.events.envelope import Envelope, EventData
 

@@ -18,13 +18,11 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
-from services.campaigns.auth import OrganiserScope
 from services.campaigns.domain import (
     ActionForm,
     ActionRefused,
     AskPlan,
     Constituency,
-    InvalidInput,
     NoConstituency,
     closed_reason,
     parse_mp_csv,
@@ -35,8 +33,10 @@ from services.campaigns.domain import (
     validate_campaign,
 )
 from shared import topics
+from shared.auth import OrganiserScope
 from shared.crypto import KeyStore, encode_key, seal
 from shared.db import Database
+from shared.errors import InvalidInput
 from shared.events import catalog as ev
 from shared.events.envelope import EventData, Sealed
 from shared.logging import correlation_id_var, get_logger
@@ -114,7 +114,7 @@ class CampaignsService:
                            scope_id: str | None) -> str | None:
         region_id = await self.region_of(session, scope_type, scope_id)
         ancestors = await self.ancestors(session, scope_id)
-        if organiser is not None and not organiser.covers(scope_type, scope_id, region_id, ancestors):
+        if organiser is not None and not organiser.covers(scope_type, scope_id, region_id, ancestors=ancestors):
             raise NotYours(f"You organise {organiser.describe()}; this campaign belongs to the {scope_type} "
                            f"{scope_id or ''}".rstrip())
         return region_id
@@ -122,7 +122,7 @@ class CampaignsService:
     async def covers_campaign(self, organiser: OrganiserScope, campaign: Any) -> bool:
         async with self.db.transaction() as session:
             ancestors = await self.ancestors(session, campaign.scope_id)
-        return organiser.covers(campaign.scope_type, campaign.scope_id, campaign.region_id, ancestors)
+        return organiser.covers(campaign.scope_type, campaign.scope_id, campaign.region_id, ancestors=ancestors)
 
     # campaigns and asks --------------------------------------------------------------------------------
     async def launch(self, raw: dict[str, Any], organiser: OrganiserScope | None,
@@ -379,10 +379,7 @@ class CampaignsService:
                     letter_subject=None, letter_body=None, person_ref=func.concat("erased:", x.c.id))
             .returning(x.c.id)
         )).scalars().all()
-        for action_id in erased:
-            if await self.keys.get(session, action_id) is not None:
-                await self.keys.destroy(session, action_id)
-                await self.outbox.add_tombstone(session, topics.CAMPAIGNS_SUBJECT_KEYS, action_id)
+        await self.keys.shred(session, erased, self.outbox, topics.CAMPAIGNS_SUBJECT_KEYS)
 
     async def meeting_scheduled(self, session: AsyncSession, event: ev.MeetingScheduled) -> None:
         """Keep what an attend ask shows; a meeting scheduled for a live campaign becomes one of its asks."""

@@ -14,13 +14,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from services.campaigns import views
 from services.campaigns.domain import (
     ActionRefused,
-    InvalidInput,
     NoConstituency,
     closed_reason,
-    normalise_postcode,
     validate_action,
 )
 from services.campaigns.service import AskNotFound, CampaignNotFound
+from shared.contact import normalise_postcode
+from shared.errors import InvalidInput
 
 router = APIRouter(tags=["public pages"])
 

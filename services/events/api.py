@@ -13,13 +13,13 @@ from services.events import views
 from services.events.deps import BaseUrl, CheckInDep, CurrentOrganiser, MeetingsDep, RsvpsDep
 from services.events.domain import (
     CheckInRefused,
-    InvalidInput,
     MeetingNotFound,
     NotYourMeeting,
     RsvpNotFound,
     RsvpRefused,
     validate_rsvp,
 )
+from shared.errors import InvalidInput
 
 router = APIRouter(prefix="/meetings", tags=["meetings (organisers)"])
 

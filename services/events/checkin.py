@@ -9,7 +9,6 @@ import uuid
 from typing import Any
 
 from services.events import queries
-from services.events.auth import OrganiserScope
 from services.events.domain import (
     CheckInRefused,
     Places,
@@ -24,6 +23,7 @@ from services.events.domain import (
 from services.events.meetings import check_scope
 from services.events.queries import utcnow
 from services.events.rsvps import Rsvps, rsvp_values
+from shared.auth import OrganiserScope
 from shared.uow import UnitOfWork, UnitsOfWork
 
 

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
-from services.events.auth import OrganiserScope, require_api_token, require_organiser
 from services.events.checkin import CheckIn
 from services.events.meetings import Meetings
 from services.events.rsvps import Rsvps
 from services.events.service import EventsService
 from services.events.views import Pages
+from shared.auth import OrganiserScope, require_api_token, require_organiser
 from shared.config import Settings
 
 

@@ -13,7 +13,6 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.events import queries
-from services.events.auth import OrganiserScope
 from services.events.domain import (
     InvalidMeeting,
     MeetingPlan,
@@ -28,6 +27,7 @@ from services.events.domain import (
 from services.events.queries import MeetingFilters, utcnow
 from services.events.reminders import Reminders
 from services.events.rsvps import hand_out_freed_places
+from shared.auth import OrganiserScope
 from shared.events import catalog as ev
 from shared.events.envelope import EventData
 from shared.uow import UnitsOfWork
@@ -71,7 +71,8 @@ async def check_scope(session: AsyncSession, organiser: OrganiserScope | None, s
                       scope_id: str | None) -> str | None:
     """Refuse an organiser whose scope does not cover the meeting's (None: a trusted caller); the scope's region."""
     region_id, parent_id = await region_and_parent(session, scope_type, scope_id)
-    if organiser is not None and not organiser.covers(scope_type, scope_id, region_id, parent_id):
+    ancestors = (parent_id,) if parent_id else ()
+    if organiser is not None and not organiser.covers(scope_type, scope_id, region_id, ancestors=ancestors):
         raise NotYourMeeting(
             f"You organise the {organiser.scope_type} {organiser.scope_id or ''}; "
             f"this meeting is for the {scope_type} {scope_id or ''}".replace("  ", " ")

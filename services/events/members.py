@@ -41,10 +41,8 @@ class MemberReadModel:
         RSVP rows stay (anonymised) so places and waitlist positions still add up.
         """
         await queries.delete_member(uow.session, event.member_id)
-        for rsvp_id in await queries.anonymise_rsvps_of(uow.session, event.member_id):
-            if await self.keys.get(uow.session, rsvp_id) is not None:
-                await self.keys.destroy(uow.session, rsvp_id)
-                await uow.tombstone(topics.EVENTS_SUBJECT_KEYS, rsvp_id)
+        erased = await queries.anonymise_rsvps_of(uow.session, event.member_id)
+        await self.keys.shred(uow.session, erased, uow.outbox, topics.EVENTS_SUBJECT_KEYS)
 
     async def unit_defined(self, uow: UnitOfWork, event: ev.OrganisationUnitDefined) -> None:
         values = {"kind": event.kind, "name": event.name, "parent_id": event.parent_id, "slug": event.slug}

@@ -7,13 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.events import auth, views
-from services.events.auth import OrganiserScope
 from services.events.deps import CheckInDep, CurrentOrganiser, MeetingsDep, PagesDep, RsvpsDep, SecretKey
 from services.events.domain import (
     KINDS,
     CheckInRefused,
-    InvalidInput,
     MeetingNotFound,
     NotYourMeeting,
     RsvpNotFound,
@@ -21,7 +18,10 @@ from services.events.domain import (
 )
 from services.events.rsvps import Rsvps
 from services.events.views import Pages
-from shared import tokens
+from shared import auth, tokens
+from shared.auth import OrganiserScope
+from shared.errors import InvalidInput
+from shared.web import local_time
 
 router = APIRouter(prefix="/events/organise", tags=["organiser pages"])
 
@@ -113,9 +113,9 @@ async def edit_meeting_form(pages: PagesDep, m: OwnMeeting, organiser: CurrentOr
         "title": m.title, "description": m.description, "kind": m.kind, "scope_type": m.scope_type,
         "scope_id": m.scope_id or "", "timezone": m.timezone, "venue": m.venue or "",
         "online_url": m.online_url or "", "capacity": m.capacity if m.capacity is not None else "",
-        "starts_at": views.local_time(m.starts_at, m.timezone, "input"),
-        "ends_at": views.local_time(m.ends_at, m.timezone, "input"),
-        "rsvp_deadline": views.local_time(m.rsvp_deadline, m.timezone, "input") if m.rsvp_deadline else "",
+        "starts_at": local_time(m.starts_at, m.timezone, "input"),
+        "ends_at": local_time(m.ends_at, m.timezone, "input"),
+        "rsvp_deadline": local_time(m.rsvp_deadline, m.timezone, "input") if m.rsvp_deadline else "",
         "reminders": ", ".join(str(o) for o in m.reminder_offsets),
     }
     return pages.render("organise_new.html", {**_form_context(values, {}, organiser), "meeting": m})

@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.events.deps import ApiCaller, BaseUrl, CheckInDep, MeetingsDep, RsvpsDep
-from services.events.domain import InvalidInput, MeetingNotFound, RsvpRefused, validate_rsvp
+from services.events.domain import MeetingNotFound, RsvpRefused, validate_rsvp
 from shared import osdi
+from shared.errors import InvalidInput
 from shared.osdi import MAX_PER_PAGE, Page, PerPage, api_url, collection, hal, hal_error, without_paging
 
 router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])

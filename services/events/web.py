@@ -13,7 +13,6 @@ from services.events.deps import CheckInDep, MeetingsDep, PagesDep, RsvpsDep, Se
 from services.events.domain import (
     KINDS,
     CheckInRefused,
-    InvalidInput,
     MeetingNotFound,
     RsvpNotFound,
     RsvpRefused,
@@ -25,6 +24,7 @@ from services.events.queries import utcnow
 from services.events.rsvps import Rsvps
 from services.events.views import Pages
 from shared import tokens
+from shared.errors import InvalidInput
 
 router = APIRouter(tags=["public pages"])
 NO_MEETING = ("Meeting not found", "There is no meeting at this address.", 404)
