@@ -91,9 +91,7 @@ class ActionsService:
     async def _ask(self, session: AsyncSession, ask_id: str) -> Ask:
         """The ask and its campaign's status, the campaign share-locked (closing it waits for this action)."""
         a = tables.asks
-        row = (await session.execute(select(a).where(a.c.id == ask_id))).first()
-        if row is None:
-            raise AskNotFound(ask_id)
+        row = await queries.one(session, select(a).where(a.c.id == ask_id), AskNotFound(ask_id))
         campaign = await queries.locked_campaign(session, row.campaign_id, share=True)
         return Ask(row.id, row.campaign_id, row.kind, row.status, campaign.status)
 
@@ -202,8 +200,5 @@ class ActionsService:
     async def get_action(self, action_id: str) -> Row:
         x = tables.actions
         async with self.uows.begin() as uow:
-            row = (await uow.session.execute(select(x).where(x.c.id == action_id))).first()
-        if row is None:
-            raise ActionNotFound(action_id)
-        return row
+            return await queries.one(uow.session, select(x).where(x.c.id == action_id), ActionNotFound(action_id))
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.campaigns import api, dashboard, organise, osdi, views, web
 from services.campaigns import db as tables
 from services.campaigns.actions import ActionsService
 from services.campaigns.consumers import ENGAGEMENT_GROUP, REPORTING_GROUP, build_registry
@@ -30,8 +31,6 @@ def create_app(
     reporting_group: str = REPORTING_GROUP,
 ) -> FastAPI:
     """The service's app; tests pass their own settings and consumer groups."""
-    from services.campaigns import api, dashboard, organise, osdi, views, web
-
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
     settings = runtime.settings
     campaigns = CampaignsService(runtime.uows)

@@ -19,6 +19,15 @@ from services.campaigns import db as tables
 from services.campaigns.auth import OrganiserScope
 from services.campaigns.domain import CampaignNotFound, Constituency, LadderRung, Standing, postcode_keys
 
+
+async def one(session: AsyncSession, query: Any, missing: LookupError) -> Row:
+    """The query's first row, or `missing` raised."""
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise missing
+    return row
+
+
 # Places: units and their parents ------------------------------------------------------------------------------
 
 
@@ -215,10 +224,7 @@ async def locked_campaign(session: AsyncSession, campaign_id: str, *, share: boo
     c = tables.campaigns
     query = select(c).where(c.c.id == campaign_id)
     query = query.with_for_update(read=True) if share else query.with_for_update()
-    row = (await session.execute(query)).first()
-    if row is None:
-        raise CampaignNotFound(campaign_id)
-    return row
+    return await one(session, query, CampaignNotFound(campaign_id))
 
 
 async def meeting_known(session: AsyncSession, meeting_id: str | None) -> bool:

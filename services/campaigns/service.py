@@ -175,10 +175,7 @@ class CampaignsService:
     async def get_campaign(self, campaign_id: str) -> Row:
         c = tables.campaigns
         async with self.uows.begin() as uow:
-            row = (await uow.session.execute(select(c).where(c.c.id == campaign_id))).first()
-        if row is None:
-            raise CampaignNotFound(campaign_id)
-        return row
+            return await queries.one(uow.session, select(c).where(c.c.id == campaign_id), CampaignNotFound(campaign_id))
 
     async def list_campaigns(self, *, include_closed: bool = True, limit: int = 200, offset: int = 0) -> list[Row]:
         c = tables.campaigns
@@ -205,10 +202,7 @@ class CampaignsService:
         if campaign_id is not None:
             q = q.where(a.c.campaign_id == campaign_id)
         async with self.uows.begin() as uow:
-            row = (await uow.session.execute(q)).first()
-        if row is None:
-            raise AskNotFound(ask_id)
-        return row
+            return await queries.one(uow.session, q, AskNotFound(ask_id))
 
     async def petitions(self, *, limit: int, offset: int) -> tuple[list[Row], int]:
         a, c = tables.asks, tables.campaigns
@@ -223,13 +217,9 @@ class CampaignsService:
     async def petition(self, ask_id: str) -> Row:
         a, c = tables.asks, tables.campaigns
         async with self.uows.begin() as uow:
-            row = (await uow.session.execute(
-                select(a, c.c.status.label("campaign_status"), c.c.title.label("campaign_title"))
-                .join(c, c.c.id == a.c.campaign_id).where(a.c.id == ask_id, a.c.kind == "petition")
-            )).first()
-        if row is None:
-            raise AskNotFound(ask_id)
-        return row
+            return await queries.one(uow.session, select(
+                a, c.c.status.label("campaign_status"), c.c.title.label("campaign_title")
+            ).join(c, c.c.id == a.c.campaign_id).where(a.c.id == ask_id, a.c.kind == "petition"), AskNotFound(ask_id))
 
     async def meeting(self, meeting_id: str | None) -> Row | None:
         if not meeting_id:

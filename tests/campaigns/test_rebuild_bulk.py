@@ -25,10 +25,10 @@ from services.campaigns.rebuild import (
 )
 from shared.consumer import H_REPLAY_FOR_GROUP
 from shared.db import Database
-from shared.outbox import Outbox
-from shared.uow import UnitsOfWork
 from shared.events import catalog as ev
 from shared.events.envelope import Envelope, EventData
+from shared.outbox import Outbox
+from shared.uow import UnitsOfWork
 from tests.campaigns.conftest import joined
 
 GROUP = "campaigns.reporting.bulk-test"
