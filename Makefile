@@ -22,7 +22,7 @@ BENCH_ARGS ?=
 
 export UV_PYTHON_DOWNLOADS ?= never
 
-.PHONY: help install run up infra stop down status test lint bench demo
+.PHONY: help install run up infra stop down status organiser test lint bench demo
 
 help:
 	@echo "make install   bootstrap: uv, system packages (postgresql nginx-light chromium java maven), .venv"
@@ -31,6 +31,7 @@ help:
 	@echo "make infra     start only Kafka, PostgreSQL and the SMTP catcher"
 	@echo "make stop      stop everything the launcher started (also: make down)"
 	@echo "make status    what runs"
+	@echo "make organiser EMAIL=you@example.org [SCOPE=network] [NAME=...]   the first organiser, on the running stack"
 	@echo "make test      start or reuse the system, run pytest \$$PYTEST_ARGS, stop what test started"
 	@echo "make lint      ruff and mypy"
 	@echo "make bench     run the benchmarks on a stack of their own, ports +5000 (bench/run.py \$$BENCH_ARGS; docs/benchmarks.md)"
@@ -75,6 +76,13 @@ stop down:
 
 status:
 	@$(PY_ANY) -m deploy.local.launcher status || true
+
+# The first organiser (or any other) on whichever stack `make run`/`make up` started here (same
+# GROUNDSWELL_STATE_DIR and GROUNDSWELL_PORT_OFFSET): prints the TOTP secret and a one-time link.
+organiser: install
+	@test -n "$(EMAIL)" || { echo 'usage: make organiser EMAIL=you@example.org [SCOPE=network|region|group|subteam SCOPE_ID=...] [NAME="..."]' >&2; exit 2; }
+	@$(LAUNCHER) organiser --email="$(EMAIL)" --scope="$(or $(SCOPE),network)" \
+	  $(if $(NAME),--name="$(NAME)") $(if $(SCOPE_ID),--scope-id="$(SCOPE_ID)")
 
 # `make test` reuses whatever already runs; what it had to start itself it stops afterwards
 # (the names are in $(STATE)/test-started.txt). pytest's exit code is make's and is also kept in

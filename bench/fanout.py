@@ -23,7 +23,7 @@ from bench.common import BenchOutcome, MailIndexReader, PySpy, Result, asyncpg_d
 
 
 def organiser_headers() -> dict[str, str]:
-    from services.events.auth import OrganiserScope, issue
+    from shared.auth import OrganiserScope, issue
 
     scope = OrganiserScope(organiser_id=str(uuid.uuid4()), scope_type="network", scope_id=None)
     return {"Authorization": f"Bearer {issue(launcher.secret_key(), scope)}"}

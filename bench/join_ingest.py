@@ -49,7 +49,7 @@ def _wait_http(url: str, timeout: float = 20.0) -> None:
 @contextmanager
 def bare_endpoint_behind_nginx(workdir: Path) -> Iterator[dict[str, Any]]:
     """The bare app on a free port and an nginx with the gateway's configuration routing /join to it."""
-    app_port, nginx_port = launcher._free_port(), launcher._free_port()
+    app_port, nginx_port = launcher.free_port(), launcher.free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "tmp").mkdir(exist_ok=True)
     log = (workdir / "bare.log").open("ab")

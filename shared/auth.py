@@ -12,7 +12,7 @@ revocations installs `app.state.api_key_revoked` (an async function of the key i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,16 +44,23 @@ class OrganiserScope:
         return self.scope_type == "network"
 
     def covers(
-        self, scope_type: str, scope_id: str | None, region_id: str | None = None, parent_id: str | None = None
+        self, scope_type: str, scope_id: str | None, region_id: str | None = None, *, ancestors: Iterable[str] = ()
     ) -> bool:
-        """Whether something scoped to (scope_type, scope_id), in `region_id` (under `parent_id`), is theirs."""
-        if self.scope_type == "network":
+        """Whether something scoped to (scope_type, scope_id), in `region_id`, under the units `ancestors`
+        (its group, the group's region…), is theirs."""
+        if self.is_network:
             return True
         if (self.scope_type, self.scope_id) == (scope_type, scope_id):
             return True
-        if self.scope_type == "region" and self.scope_id is not None and self.scope_id == region_id:
+        if self.scope_id is None:
+            return False
+        if self.scope_type == "region" and self.scope_id == region_id:
             return True
-        return self.scope_type == "group" and self.scope_id is not None and self.scope_id == parent_id
+        return self.scope_id in set(ancestors)
+
+    def describe(self) -> str:
+        """Their part of the network in words, for messages and pages: `the whole network`, `the region …`."""
+        return "the whole network" if self.is_network else f"the {self.scope_type} {self.scope_id}"
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"o": self.organiser_id, "t": self.scope_type, "s": self.scope_id}

@@ -7,6 +7,10 @@ the offsets are committed once. If anything in the batch fails, the transaction 
 again one record at a time, each in its own transaction: a failing record is retried with backoff a bounded
 number of times, then goes to the group's dead-letter topic with the error in its headers, and the partition
 moves on.
+
+With tracing on, each event is handled in a "process" span that continues the trace its record's headers carry
+(shared/tracing.py). FastStream's KafkaTelemetryMiddleware would see only the record FastStream delivers, not the
+rest of the batch taken with `getmany`, and would make the batch's one transaction that record's alone.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.config import Settings
 from shared.events.envelope import Envelope, EventData
 from shared.handlers import (
@@ -58,6 +62,38 @@ H_REPLAY_FOR_GROUP = "x-replay-for-group"
 class RetryLater(Exception):
     """Something the handler needs has not arrived yet (e.g. a key from another topic): keep retrying,
     with backoff, for up to CONSUMER_RETRY_LATER_BUDGET_S before dead-lettering."""
+
+
+# SQLSTATE classes of "the database cannot serve right now": connection exceptions (08), operator intervention
+# (57P: shutting down, starting up, crash recovery), too many connections (53300).
+_OUTAGE_SQLSTATES = ("08", "57P", "53300")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the database (or the network to it) is unavailable rather than that this event is bad.
+
+    An outage is waited out, however long it lasts (the partition pauses, nothing is lost); only a failure of the
+    event itself uses up the bounded retries and goes to the dead letters. Walks the exception's causes, since
+    SQLAlchemy wraps asyncpg's errors and asyncpg wraps the socket's.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
+            return True
+        if isinstance(e, OSError) and e.errno is not None:
+            return True
+        if getattr(e, "connection_invalidated", False):
+            return True
+        sqlstate = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES):
+            return True
+        todo.extend([e.__cause__, e.__context__, getattr(e, "orig", None)])
+    return False
 
 
 class EventConsumer:
@@ -186,7 +222,8 @@ class EventConsumer:
         if not todo:
             return outcomes
         envelopes = [env for _, env, _, _ in todo if env is not None]
-        async with self._uows.begin() as uow:
+        spans = tracing.processing(self.group, [(record, env) for record, env, _, _ in todo if env is not None])
+        async with spans, self._uows.begin() as uow:
             claimed = await self._inbox.claim(uow.session, self.group, envelopes) if envelopes else set()
             pending: list[tuple[Envelope, Any, Any]] = []  # claimed events for the batch handler
             run: list[tuple[Envelope, Any]] = []  # consecutive claimed events of one type with a run handler
@@ -228,14 +265,16 @@ class EventConsumer:
                 await flush()
                 token = correlation_id_var.set(env.correlation_id)
                 try:
-                    await handler(uow.caused_by(env), env, data)
+                    with spans.current(env):
+                        await handler(uow.caused_by(env), env, data)
                 finally:
                     correlation_id_var.reset(token)
             await flush()
         return outcomes
 
     async def handle_record(self, record: Any) -> None:
-        """Handle one Kafka record with bounded retries; dead-letter it when they run out."""
+        """Handle one Kafka record with bounded retries; dead-letter it when they run out. A database outage does
+        not use them up: it is retried, with backoff, until the database answers again."""
         assert self._settings is not None and self._dlq is not None
         if not self._wanted(record):
             return  # a replay meant for another group's dead letters
@@ -250,9 +289,9 @@ class EventConsumer:
                 metrics.EVENTS_CONSUMED.labels(self.service, self.group, outcome).inc()
                 return
             except Exception as exc:
-                waiting = isinstance(exc, RetryLater) and (
+                waiting = is_outage(exc) or (isinstance(exc, RetryLater) and (
                     time.monotonic() - started < settings.consumer_retry_later_budget_s
-                )
+                ))
                 if attempts > settings.consumer_max_retries and not waiting:
                     log.error(
                         "event dead-lettered",
@@ -296,7 +335,10 @@ class EventConsumer:
         data = typed_data(model, envelope)
         token = correlation_id_var.set(envelope.correlation_id)
         try:
-            async with self._uows.begin(correlation_id=envelope.correlation_id) as uow:
+            async with (
+                tracing.processing(self.group, [(record, envelope)]),
+                self._uows.begin(correlation_id=envelope.correlation_id) as uow,
+            ):
                 if not await self._inbox.claim(uow.session, self.group, [envelope]):
                     return "duplicate"
                 await handler(uow.caused_by(envelope), envelope, data)

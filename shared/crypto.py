@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, func, select
+from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.events.envelope import Sealed
+from shared.outbox import Outbox
 
 
 class KeyDestroyed(LookupError):
@@ -110,6 +112,25 @@ class KeyStore:
                 index_elements=[self.table.c.key_id], set_={"key": None, "destroyed_at": func.now()}
             )
         )
+
+    async def shred(self, session: AsyncSession, key_ids: Iterable[str], outbox: Outbox, topic: str) -> list[str]:
+        """Erase subjects: destroy the keys held here (leaving the marker) and put a tombstone for each on the
+        key `topic`, so every copy of their sealed fields becomes unreadable. Ids with no key are left alone."""
+        ids = list(key_ids)
+        if not ids:
+            return []
+        t = self.table
+        shredded = (
+            await session.execute(
+                update(t)
+                .where(t.c.key_id.in_(ids), t.c.key.is_not(None))
+                .values(key=None, destroyed_at=func.now())
+                .returning(t.c.key_id)
+            )
+        ).scalars().all()
+        for key_id in shredded:
+            await outbox.add_tombstone(session, topic, key_id)
+        return list(shredded)
 
     async def is_destroyed(self, session: AsyncSession, key_id: str) -> bool:
         row = (

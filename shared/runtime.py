@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy import MetaData, Table
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.config import Settings, get_settings
 from shared.consumer import DeadLetterPublisher, EventConsumer
 from shared.db import Database
@@ -143,6 +143,7 @@ class ServiceRuntime:
 
     def build_app(self, title: str, routers: Sequence[APIRouter] = (), **fastapi_kwargs: Any) -> FastAPI:
         configure_logging(self.settings.service_instance, self.settings.log_level, self.settings.log_json)
+        tracing.configure_tracing(self.name, self.settings.service_instance)  # only if OTEL_* ask for it
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -165,6 +166,7 @@ class ServiceRuntime:
         app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
         app.state.runtime = self
         app.add_middleware(RequestIdMiddleware, service=self.name)
+        tracing.instrument_app(app)
         add_operational_routes(app, self.name, self.readiness)
         for r in routers:
             app.include_router(r)

@@ -89,6 +89,12 @@ class UnitOfWork:
                 log.warning("after-commit hook failed", error=repr(exc))
 
 
+def current_correlation_id() -> str | None:
+    """The correlation id of the request or event being handled, for work handed on to another task (a batch of
+    joins, whose events each carry their own request's id)."""
+    return correlation_id_var.get()
+
+
 class UnitsOfWork:
     """Opens units of work on a service's database and outbox (one per service, made by its composition root)."""
 

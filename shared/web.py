@@ -1,11 +1,14 @@
-"""The HTTP side every service shares: request ids, health, readiness, metrics, templates, static files."""
+"""The HTTP side every service shares: request ids, health, readiness, metrics, templates (and the filters every
+page may use), static files."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -15,12 +18,13 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescap
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.logging import correlation_id_var
 
 SHARED_TEMPLATES = Path(__file__).parent / "templates"
 SHARED_STATIC = Path(__file__).parent / "static"
 REQUEST_ID_HEADER = "x-request-id"
+NETWORK_TIMEZONE = "Europe/London"
 
 
 class RequestIdMiddleware:
@@ -52,7 +56,8 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with tracing.serving(request_id):
+                await self.app(scope, receive, send_with_id)
         finally:
             correlation_id_var.reset(token)
             route = scope.get("route")
@@ -67,7 +72,22 @@ def make_templates(service_templates: Path | None, globals_: dict[str, Any] | No
     loaders.append(FileSystemLoader(str(SHARED_TEMPLATES)))
     env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html", "xml"]))
     env.globals.update(globals_ or {})
+    env.filters["local_time"] = local_time
     return Jinja2Templates(env=env)
+
+
+def local_time(value: datetime | None, zone: str = NETWORK_TIMEZONE, fmt: str = "long") -> str:
+    """A time as people in `zone` read it: `Thursday 4 March 2027, 6:30pm` (`fmt` "time": `6:30pm`; "input":
+    the value of an `<input type="datetime-local">`)."""
+    if value is None:
+        return ""
+    local = value.astimezone(ZoneInfo(zone or NETWORK_TIMEZONE))
+    clock = local.strftime("%I:%M%p").lstrip("0").lower().replace(":00", "")
+    if fmt == "time":
+        return clock
+    if fmt == "input":  # seconds only when there are some, so nothing is lost
+        return local.strftime("%Y-%m-%dT%H:%M:%S" if local.second else "%Y-%m-%dT%H:%M")
+    return f"{local.strftime('%A')} {local.day} {local.strftime('%B %Y')}, {clock}"
 
 
 def add_operational_routes(app: FastAPI, service: str, readiness: Any) -> None:

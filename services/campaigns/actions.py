@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
 from services.campaigns import queries
-from services.campaigns.auth import OrganiserScope
 from services.campaigns.domain import (
     KEY_OWNER,
     ActionForm,
@@ -27,14 +26,15 @@ from services.campaigns.domain import (
     Ask,
     AskNotFound,
     Constituency,
-    InvalidInput,
     accept_action,
     attend_action_id,
     place_of,
 )
 from services.campaigns.service import check_scope
 from shared import topics
+from shared.auth import OrganiserScope
 from shared.crypto import KeyStore
+from shared.errors import InvalidInput
 from shared.events import catalog as ev
 from shared.uow import UnitOfWork, UnitsOfWork
 
@@ -136,10 +136,7 @@ class ActionsService:
                     letter_subject=None, letter_body=None, person_ref=func.concat("erased:", x.c.id))
             .returning(x.c.id)
         )).scalars().all()
-        for action_id in erased:
-            if await self.keys.get(session, action_id) is not None:
-                await self.keys.destroy(session, action_id)
-                await uow.tombstone(topics.CAMPAIGNS_SUBJECT_KEYS, action_id)
+        await self.keys.shred(session, erased, uow.outbox, topics.CAMPAIGNS_SUBJECT_KEYS)
 
     async def rsvp_received(self, uow: UnitOfWork, event: ev.RsvpReceived) -> None:
         """An RSVP to a meeting an attend ask points at is that ask's action (once per person and ask)."""

@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.campaigns import views
-from services.campaigns.auth import OrganiserScope
 from services.campaigns.deps import Actions, BaseUrl, Campaigns, Engagement, Letters, Organiser, OwnCampaign
-from services.campaigns.domain import ActionNotFound, InvalidInput, NoConstituency, NotYours, validate_ladder
+from services.campaigns.domain import ActionNotFound, NoConstituency, NotYours, validate_ladder
+from shared.auth import OrganiserScope
+from shared.errors import InvalidInput
 
 router = APIRouter(prefix="/campaigns/api", tags=["campaigns (organisers)"])
 
@@ -136,7 +137,7 @@ async def moderate(action_id: str, body: ModerationRequest, organiser: Organiser
 
 
 def _network_only(organiser: OrganiserScope, what: str) -> None:
-    if not organiser.network:
+    if not organiser.is_network:
         raise HTTPException(403, f"Only network organisers can {what}")
 
 
@@ -187,7 +188,7 @@ async def member_engagement(member_id: str, organiser: Organiser, engagement: En
     if row is None:
         raise HTTPException(404, "No member with that id has reached the campaigns service")
     ancestors = await campaigns.member_places(row.group_ids)
-    if not organiser.covers("member", None, row.region_id, ancestors + list(row.subteam_ids)):
+    if not organiser.covers("member", None, row.region_id, ancestors=ancestors + list(row.subteam_ids)):
         raise HTTPException(403, f"You organise {organiser.describe()}; this member is not in it")
     return {"member_id": row.member_id, "level": row.level, "level_since": row.level_since.isoformat()
             if row.level_since else None, "actions": row.actions, "attended": row.attended, "status": row.status,

@@ -6,24 +6,13 @@ import argparse
 import asyncio
 import json
 import sys
-import uuid
 from pathlib import Path
 
 from shared.cli import ExtraCommand
 from shared.config import get_settings
+from shared.errors import InvalidInput
 
 SAMPLE_MPS = Path(__file__).parent / "data" / "mps_sample.csv"
-
-
-def _token(purpose: str) -> ExtraCommand:
-    def run(args: argparse.Namespace) -> int:
-        from services.campaigns.auth import OrganiserScope, issue
-
-        scope = OrganiserScope(args.organiser or str(uuid.uuid4()), args.scope, args.scope_id)
-        print(issue(get_settings().secret_key, scope, purpose))
-        return 0
-
-    return run
 
 
 def _database():  # type: ignore[no-untyped-def]
@@ -42,7 +31,6 @@ def _units_of_work(db):  # type: ignore[no-untyped-def]
 
 
 def _load_mps(args: argparse.Namespace) -> int:
-    from services.campaigns.domain import InvalidInput
     from services.campaigns.letters import MpLetters
 
     path = Path(args.file) if args.file else SAMPLE_MPS
@@ -96,7 +84,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 
 def _ladder(args: argparse.Namespace) -> int:
-    from services.campaigns.domain import InvalidInput, validate_ladder
+    from services.campaigns.domain import validate_ladder
     from services.campaigns.engagement import EngagementService
 
     raw = Path(args.file).read_text(encoding="utf-8") if args.file else None
@@ -122,14 +110,6 @@ def _ladder(args: argparse.Namespace) -> int:
 
 
 def extra_commands(sub: argparse._SubParsersAction) -> dict[str, ExtraCommand]:
-    for name, helptext in (
-        ("organiser-token", "print a signed organiser session token (until the shared organiser sign-in exists)"),
-        ("api-token", "print an OSDI-API-Token for an integration"),
-    ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--scope", choices=["network", "region", "group", "subteam"], default="network")
-        p.add_argument("--scope-id", default=None)
-        p.add_argument("--organiser", default=None, help="organiser id (default: a new one)")
     p = sub.add_parser("load-mps", help="load the constituency and MP dataset from a CSV (docs/campaigns.md)")
     p.add_argument("file", nargs="?", help=f"the CSV (default: the sample, {SAMPLE_MPS.name})")
     p.add_argument("--add", action="store_true", help="add to the dataset instead of replacing it")
@@ -140,8 +120,6 @@ def extra_commands(sub: argparse._SubParsersAction) -> dict[str, ExtraCommand]:
     p.add_argument("file", nargs="?", help='[{"level": "supporter", "label": "Supporter"}, {"level": …, '
                                           '"min_actions": 1, "min_attended": 0, "min_total": 0, "roles": []}, …]')
     return {
-        "organiser-token": _token("organiser-session"),
-        "api-token": _token("osdi-api"),
         "load-mps": _load_mps,
         "rebuild-reporting": _rebuild,
         "engagement-ladder": _ladder,

@@ -15,15 +15,15 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from services.campaigns import charts
-from services.campaigns.auth import OrganiserScope, current_organiser
 from services.campaigns.deps import ReportsDep, SettingsDep, UnitsOfWorkDep
 from services.campaigns.reports import Reports, Scope, units_by_id
 from services.campaigns.views import PagesDep
+from shared.auth import OrganiserScope, optional_organiser
 from shared.uow import UnitsOfWork
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 REPORTS = ("growth", "funnel", "attendance", "actions", "partners")
-MaybeOrganiser = Annotated[OrganiserScope | None, Depends(current_organiser)]
+MaybeOrganiser = Annotated[OrganiserScope | None, Depends(optional_organiser)]
 
 
 def _signed_in(organiser: MaybeOrganiser) -> OrganiserScope:

@@ -10,12 +10,12 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
 from services.campaigns.actions import ActionsService
-from services.campaigns.auth import OrganiserScope, require_api_token, require_organiser
 from services.campaigns.domain import CampaignNotFound
 from services.campaigns.engagement import EngagementService
 from services.campaigns.letters import MpLetters
 from services.campaigns.reports import Reports
 from services.campaigns.service import CampaignsService
+from shared.auth import OrganiserScope, require_api_token, require_organiser
 from shared.config import Settings
 from shared.uow import UnitsOfWork
 

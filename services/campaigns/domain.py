@@ -10,14 +10,22 @@ import hashlib
 import hmac
 import io
 import re
-import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.contact import (
+    EMAIL_RE,
+    UK_POSTCODE_RE,
+    collapse_spaces,
+    normalise_email,
+    normalise_postcode,
+    person_problems,
+)
 from shared.crypto import encode_key, seal
+from shared.errors import InvalidInput
 from shared.events import catalog as ev
 from shared.events.envelope import EventData, Sealed
 
@@ -39,25 +47,13 @@ SHARE_CHANNELS: tuple[tuple[str, str], ...] = (
 )
 MAX_TITLE = 200
 MAX_TEXT = 10_000
-MAX_NAME = 120
-MAX_EMAIL = 254
 MAX_COMMENT = 500
 MAX_PLEDGE = 1000
 MAX_LETTER = 6000
 MAX_LETTER_SUBJECT = 200
 MAX_ISSUES = 20
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-UK_POSTCODE_RE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 # What a letter template may use; anything else in braces is left as typed.
 LETTER_PLACEHOLDERS = ("mp_name", "constituency", "name", "postcode")
-
-
-class InvalidInput(ValueError):
-    """Input that cannot be accepted; `errors` maps each field to what a person should fix."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
 
 
 class ActionRefused(Exception):
@@ -82,22 +78,6 @@ class ActionNotFound(LookupError):
 
 class NotYours(PermissionError):
     """The organiser's scope does not cover the campaign."""
-
-
-def clean(value: Any) -> str:
-    return " ".join(str(value or "").split())
-
-
-def normalise_email(raw: str) -> str:
-    return unicodedata.normalize("NFC", raw or "").strip().lower()
-
-
-def normalise_postcode(raw: str) -> str:
-    """`b11aa`, ` B1  1AA ` → `B1 1AA`; partial codes (`B1`, `B1 1`) are kept as typed, upper-cased."""
-    compact = re.sub(r"\s+", "", (raw or "").upper())
-    if len(compact) >= 5 and compact[-3].isdigit() and compact[-2:].isalpha():
-        return f"{compact[:-3]} {compact[-3:]}"
-    return re.sub(r"\s+", " ", (raw or "").upper().strip())
 
 
 def postcode_keys(postcode: str) -> list[str]:
@@ -140,7 +120,7 @@ class CampaignPlan:
 
 def validate_campaign(raw: dict[str, Any]) -> CampaignPlan:
     errors: dict[str, str] = {}
-    title = clean(raw.get("title"))
+    title = collapse_spaces(raw.get("title"))
     if not title:
         errors["title"] = "Enter a title"
     elif len(title) > MAX_TITLE:
@@ -153,17 +133,17 @@ def validate_campaign(raw: dict[str, Any]) -> CampaignPlan:
     if not goal:
         errors["goal"] = "Say what the campaign wants to achieve"
     scope_type = raw.get("scope_type") or "network"
-    scope_id = clean(raw.get("scope_id")) or None
+    scope_id = collapse_spaces(raw.get("scope_id")) or None
     if scope_type not in SCOPE_TYPES:
         errors["scope_type"] = "Choose who runs the campaign: the network, a region, a group or a sub-team"
     elif scope_type == "network":
         scope_id = None
     elif not scope_id:
         errors["scope_id"] = f"Choose the {scope_type} the campaign belongs to"
-    issues = [clean(i) for i in _as_list(raw.get("issues")) if clean(i)]
+    issues = [collapse_spaces(i) for i in _as_list(raw.get("issues")) if collapse_spaces(i)]
     if len(issues) > MAX_ISSUES or any(len(i) > 80 for i in issues):
         errors["issues"] = f"Give at most {MAX_ISSUES} issues of 80 characters or fewer"
-    partners = [clean(p) for p in _as_list(raw.get("partner_ids")) if clean(p)]
+    partners = [collapse_spaces(p) for p in _as_list(raw.get("partner_ids")) if collapse_spaces(p)]
     if errors:
         raise InvalidInput(errors)
     return CampaignPlan(title, summary, goal, scope_type, scope_id, issues, list(dict.fromkeys(partners)))
@@ -195,14 +175,14 @@ def validate_ask(raw: dict[str, Any]) -> AskPlan:
     kind = raw.get("kind") or ""
     if kind not in ASK_KIND_LABELS:
         errors["kind"] = "Choose a petition, a pledge, write to your MP, a meeting or share"
-    title = clean(raw.get("title")) or ASK_KIND_LABELS.get(kind, "")
+    title = collapse_spaces(raw.get("title")) or ASK_KIND_LABELS.get(kind, "")
     if len(title) > MAX_TITLE:
         errors["title"] = f"Title must be {MAX_TITLE} characters or fewer"
     description = str(raw.get("description") or "").strip()
     body = str(raw.get("body") or "").strip()
     if len(description) > MAX_TEXT or len(body) > MAX_TEXT:
         errors["body"] = f"Texts must be {MAX_TEXT} characters or fewer"
-    addressee = clean(raw.get("addressee")) or None
+    addressee = collapse_spaces(raw.get("addressee")) or None
     goal = None
     if raw.get("goal") not in (None, ""):
         try:
@@ -211,8 +191,8 @@ def validate_ask(raw: dict[str, Any]) -> AskPlan:
                 raise ValueError
         except ValueError:
             errors["goal"] = "The goal must be a whole number of 1 or more, or empty"
-    letter_subject = clean(raw.get("letter_subject")) or None
-    meeting_id = clean(raw.get("meeting_id")) or None
+    letter_subject = collapse_spaces(raw.get("letter_subject")) or None
+    meeting_id = collapse_spaces(raw.get("meeting_id")) or None
     share_url = str(raw.get("share_url") or "").strip() or None
     if kind == "petition":
         if not addressee:
@@ -277,18 +257,11 @@ class ActionForm:
 def _person(errors: dict[str, str], *, member_id: str | None, name: str,
             email: str) -> tuple[str | None, str | None]:
     """A member (known by a signed link) needs to give nothing; anyone else a name and an email address."""
-    name_c = clean(name)
+    name_c = collapse_spaces(name)
     email_n = normalise_email(email)
     if member_id and not name_c and not email_n:
         return None, None
-    if not name_c:
-        errors["name"] = "Enter your name"
-    elif len(name_c) > MAX_NAME:
-        errors["name"] = f"Name must be {MAX_NAME} characters or fewer"
-    if not email_n:
-        errors["email"] = "Enter your email address"
-    elif len(email_n) > MAX_EMAIL or not EMAIL_RE.match(email_n):
-        errors["email"] = "Enter an email address in the correct format, like name@example.org"
+    errors.update(person_problems(name_c, email_n))
     return name_c or None, email_n or None
 
 
@@ -339,7 +312,7 @@ def validate_action(kind: str, *, member_id: str | None = None, name: str = "", 
             )
         form.pledge_text = text or None
     elif kind == "write_to_mp":
-        subject = clean(letter_subject)
+        subject = collapse_spaces(letter_subject)
         body = str(letter_body or "").strip()
         if not subject:
             errors["letter_subject"] = "Enter a subject for your letter"
@@ -525,9 +498,9 @@ def parse_mp_csv(text: str) -> tuple[dict[str, Constituency], dict[str, str]]:
     postcodes: dict[str, str] = {}
     problems: list[str] = []
     for line, row in enumerate(reader, start=2):
-        code = clean(row.get("constituency_code"))
-        name = clean(row.get("constituency_name"))
-        mp_name = clean(row.get("mp_name"))
+        code = collapse_spaces(row.get("constituency_code"))
+        name = collapse_spaces(row.get("constituency_name"))
+        mp_name = collapse_spaces(row.get("mp_name"))
         email = normalise_email(row.get("mp_email") or "")
         key = normalise_postcode(row.get("postcode") or "")
         if not (code and name and mp_name and key):
@@ -536,7 +509,7 @@ def parse_mp_csv(text: str) -> tuple[dict[str, Constituency], dict[str, str]]:
         if email and not EMAIL_RE.match(email):
             problems.append(f"line {line}: mp_email is not an email address")
             continue
-        c = Constituency(code, name, mp_name, clean(row.get("mp_party")), email)
+        c = Constituency(code, name, mp_name, collapse_spaces(row.get("mp_party")), email)
         if code in constituencies and constituencies[code] != c:
             problems.append(f"line {line}: constituency {code} is described differently on an earlier line")
             continue
@@ -591,14 +564,14 @@ def validate_ladder(raw: Sequence[dict[str, Any]]) -> tuple[LadderRung, ...]:
         raise InvalidInput({"levels": "Give at least two levels, lowest first"})
     for i, r in enumerate(raw):
         try:
-            level = re.sub(r"[^a-z0-9_]", "_", clean(r.get("level")).lower())
+            level = re.sub(r"[^a-z0-9_]", "_", collapse_spaces(r.get("level")).lower())
             rung = LadderRung(
                 level=level,
-                label=clean(r.get("label")) or level.capitalize(),
+                label=collapse_spaces(r.get("label")) or level.capitalize(),
                 min_actions=int(r.get("min_actions") or 0),
                 min_attended=int(r.get("min_attended") or 0),
                 min_total=int(r.get("min_total") or 0),
-                roles=tuple(clean(x) for x in r.get("roles") or [] if clean(x)),
+                roles=tuple(collapse_spaces(x) for x in r.get("roles") or [] if collapse_spaces(x)),
             )
         except (AttributeError, TypeError, ValueError):
             errors[f"levels[{i}]"] = "Each level needs a name and whole numbers for its thresholds"

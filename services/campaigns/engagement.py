@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
 from services.campaigns import queries
-from services.campaigns.auth import OrganiserScope
 from services.campaigns.domain import DEFAULT_LADDER, LadderRung, Standing, assess, place_changes
+from shared.auth import OrganiserScope
 from shared.events import catalog as ev
 from shared.uow import UnitOfWork, UnitsOfWork
 

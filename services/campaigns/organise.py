@@ -11,8 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.campaigns import auth
-from services.campaigns.auth import OrganiserScope
 from services.campaigns.deps import (
     Actions,
     Campaigns,
@@ -22,11 +20,12 @@ from services.campaigns.deps import (
     OwnCampaign,
     SecretKey,
 )
-from services.campaigns.domain import ASK_KINDS, ActionNotFound, InvalidInput, NotYours
+from services.campaigns.domain import ASK_KINDS, ActionNotFound, NotYours
 from services.campaigns.engagement import LongTail
 from services.campaigns.views import Pages, PagesDep
-from shared import auth as shared_auth
-from shared import tokens
+from shared import auth, tokens
+from shared.auth import OrganiserScope
+from shared.errors import InvalidInput
 
 router = APIRouter(prefix="/campaigns/organise", tags=["organiser pages"])
 
@@ -35,7 +34,7 @@ router = APIRouter(prefix="/campaigns/organise", tags=["organiser pages"])
 async def sign_in(secret_key: SecretKey, token: str, next: str = "/campaigns/organise") -> Response:
     """Exchange a signed organiser token for the session cookie (membership's /signin is the usual way in)."""
     try:
-        shared_auth.verify(secret_key, token)
+        auth.verify(secret_key, token)
     except tokens.InvalidToken:
         raise HTTPException(401, "This sign-in link is not valid or has expired") from None
     target = next if next.startswith("/") and not next.startswith("//") else "/campaigns/organise"
@@ -177,7 +176,7 @@ async def mp_dataset(pages: PagesDep, organiser: Organiser, letters: Letters) ->
 @router.post("/mps", response_class=HTMLResponse)
 async def upload_mp_dataset(pages: PagesDep, organiser: Organiser, letters: Letters, file: UploadFile,
                             mode: Annotated[str, Form()] = "replace") -> HTMLResponse:
-    if not organiser.network:
+    if not organiser.is_network:
         raise HTTPException(403, "Only network organisers can change the MP dataset")
     errors: dict[str, str] = {}
     try:

@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.campaigns.deps import Actions, ApiCaller, BaseUrl, Campaigns
-from services.campaigns.domain import ActionNotFound, ActionRefused, AskNotFound, InvalidInput, validate_action
+from services.campaigns.domain import ActionNotFound, ActionRefused, AskNotFound, validate_action
 from shared import osdi
+from shared.errors import InvalidInput
 from shared.osdi import MAX_PER_PAGE, Page, PerPage, api_url, collection, hal, hal_error, without_paging
 
 router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
-from services.campaigns.auth import OrganiserScope
 from services.campaigns.domain import CampaignNotFound, Constituency, LadderRung, Standing, postcode_keys
+from shared.auth import OrganiserScope
 
 
 async def one(session: AsyncSession, query: Any, missing: LookupError) -> Row:
@@ -187,7 +187,7 @@ async def active_member_ids(session: AsyncSession) -> list[str]:
 
 def _scope_members(query: Any, m: Any, organiser: OrganiserScope) -> Any:
     """Only the members an organiser looks after: their region's, group's or sub-team's."""
-    if organiser.network:
+    if organiser.is_network:
         return query
     if organiser.scope_type == "region":
         return query.where(m.c.region_id == organiser.scope_id)

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.campaigns.auth import OrganiserScope
 from services.campaigns.domain import ASK_KIND_LABELS, LadderRung
+from shared.auth import OrganiserScope
 
 
 @dataclass(frozen=True)

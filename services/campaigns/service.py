@@ -19,18 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
 from services.campaigns import queries
-from services.campaigns.auth import OrganiserScope
 from services.campaigns.domain import (
     AskNotFound,
     AskPlan,
     CampaignNotFound,
-    InvalidInput,
     NotYours,
     attend_ask_for,
     check_new_ask,
     validate_ask,
     validate_campaign,
 )
+from shared.auth import OrganiserScope
+from shared.errors import InvalidInput
 from shared.events import catalog as ev
 from shared.events.envelope import EventData
 from shared.uow import UnitOfWork, UnitsOfWork
@@ -45,7 +45,7 @@ async def check_scope(session: AsyncSession, organiser: OrganiserScope | None, s
     """The scope's region; NotYours when the organiser's scope does not cover it (None: no organiser to check)."""
     region_id = await queries.region_of(session, scope_type, scope_id)
     ancestors = await queries.ancestors(session, scope_id)
-    if organiser is not None and not organiser.covers(scope_type, scope_id, region_id, ancestors):
+    if organiser is not None and not organiser.covers(scope_type, scope_id, region_id, ancestors=ancestors):
         raise NotYours(f"You organise {organiser.describe()}; this campaign belongs to the {scope_type} "
                        f"{scope_id or ''}".rstrip())
     return region_id
@@ -58,7 +58,7 @@ class CampaignsService:
     async def covers_campaign(self, organiser: OrganiserScope, campaign: Any) -> bool:
         async with self.uows.begin() as uow:
             ancestors = await queries.ancestors(uow.session, campaign.scope_id)
-        return organiser.covers(campaign.scope_type, campaign.scope_id, campaign.region_id, ancestors)
+        return organiser.covers(campaign.scope_type, campaign.scope_id, campaign.region_id, ancestors=ancestors)
 
     async def member_places(self, group_ids: Sequence[str]) -> list[str]:
         """The groups and every unit above them, for whether an organiser's scope covers a member."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
@@ -45,15 +43,6 @@ def member_from_token(secret: str, token: str) -> str | None:
         return None
 
 
-def local_time(value: datetime | None, zone: str = "Europe/London") -> str:
-    """A time as people read it: `Thursday 4 March 2027, 6:30pm`."""
-    if value is None:
-        return ""
-    local = value.astimezone(ZoneInfo(zone or "Europe/London"))
-    clock = local.strftime("%I:%M%p").lstrip("0").lower().replace(":00", "")
-    return f"{local.strftime('%A')} {local.day} {local.strftime('%B %Y')}, {clock}"
-
-
 def number(value: Any) -> str:
     try:
         return f"{int(value):,}"
@@ -66,7 +55,6 @@ def percent(value: float | None) -> str:
 
 
 def install_filters(t: Jinja2Templates) -> None:
-    t.env.filters["local_time"] = local_time
     t.env.filters["number"] = number
     t.env.filters["percent"] = percent
     t.env.globals["kind_labels"] = ASK_KIND_LABELS

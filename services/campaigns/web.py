@@ -17,13 +17,13 @@ from services.campaigns.domain import (
     ActionRefused,
     AskNotFound,
     CampaignNotFound,
-    InvalidInput,
     NoConstituency,
     closed_reason,
-    normalise_postcode,
     validate_action,
 )
 from services.campaigns.views import Pages, PagesDep, member_from_token
+from shared.contact import normalise_postcode
+from shared.errors import InvalidInput
 
 router = APIRouter(tags=["public pages"])
 

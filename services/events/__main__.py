@@ -1,6 +1,5 @@
 from pathlib import Path
 
-from services.events.cli import extra_commands
 from shared.cli import service_main
 
-raise SystemExit(service_main("events", Path(__file__).parent, "services.events.main:create_app", extra=extra_commands))
+raise SystemExit(service_main("events", Path(__file__).parent, "services.events.main:create_app"))

@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.events import views
-from services.events.auth import OrganiserScope, require_organiser
-from services.events.domain import CheckInRefused, InvalidInput, RsvpRefused, validate_rsvp
+from services.events.domain import CheckInRefused, RsvpRefused, validate_rsvp
 from services.events.service import MeetingNotFound, NotYourMeeting, RsvpNotFound
+from shared.auth import OrganiserScope, require_organiser
+from shared.errors import InvalidInput
 
 router = APIRouter(prefix="/meetings", tags=["meetings (organisers)"])
 Organiser = Annotated[OrganiserScope, Depends(require_organiser)]

@@ -6,11 +6,20 @@ import hashlib
 import hmac
 import re
 import secrets
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.contact import (
+    MAX_NAME,
+    UK_POSTCODE_RE,
+    collapse_spaces,
+    normalise_email,
+    normalise_postcode,
+    person_problems,
+)
+from shared.errors import InvalidInput
 
 DEFAULT_TIMEZONE = "Europe/London"
 DEFAULT_REMINDER_OFFSETS: tuple[int, ...] = (24 * 60, 60)  # minutes before the start
@@ -21,23 +30,11 @@ MAX_TITLE = 200
 MAX_DESCRIPTION = 10_000
 MAX_VENUE = 500
 MAX_URL = 1000
-MAX_NAME = 120
-MAX_EMAIL = 254
 MAX_GUESTS = 10
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-UK_POSTCODE_RE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 CHECK_IN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud at a venue
 
 RsvpStatus = Literal["going", "waitlisted", "cancelled"]
 AttendanceMethod = Literal["organiser", "self_check_in", "walk_in"]
-
-
-class InvalidInput(ValueError):
-    """Input that cannot be accepted; `errors` maps each field to what a person should fix."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
 
 
 class InvalidMeeting(InvalidInput):
@@ -123,10 +120,6 @@ UPDATABLE_FIELDS = (
 )
 
 
-def _clean(value: Any) -> str:
-    return " ".join(str(value or "").split())
-
-
 def _zone(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
@@ -171,7 +164,7 @@ def validate_meeting(raw: dict[str, Any], *, now: datetime, existing: MeetingPla
     merged = {**base, **raw}
     errors: dict[str, str] = {}
 
-    title = _clean(merged.get("title"))
+    title = collapse_spaces(merged.get("title"))
     if not title:
         errors["title"] = "Enter a title"
     elif len(title) > MAX_TITLE:
@@ -185,7 +178,7 @@ def validate_meeting(raw: dict[str, Any], *, now: datetime, existing: MeetingPla
         errors["kind"] = "Choose in person, online or hybrid"
 
     scope_type = merged.get("scope_type") or "network"
-    scope_id = _clean(merged.get("scope_id")) or None
+    scope_id = collapse_spaces(merged.get("scope_id")) or None
     if scope_type not in SCOPE_TYPES:
         errors["scope_type"] = "Choose who the meeting is for: the network, a region, a group or a sub-team"
     elif scope_type == "network":
@@ -219,7 +212,7 @@ def validate_meeting(raw: dict[str, Any], *, now: datetime, existing: MeetingPla
     if rsvp_deadline and ends_at and rsvp_deadline > ends_at:
         errors["rsvp_deadline"] = "The RSVP deadline must be before the meeting ends"
 
-    venue = _clean(merged.get("venue")) or None
+    venue = collapse_spaces(merged.get("venue")) or None
     online_url = str(merged.get("online_url") or "").strip() or None
     if kind in ("in_person", "hybrid") and not venue:
         errors["venue"] = "Enter where the meeting is"
@@ -245,13 +238,13 @@ def validate_meeting(raw: dict[str, Any], *, now: datetime, existing: MeetingPla
     speakers: list[Speaker] = []
     for i, s in enumerate(merged.get("speakers") or []):
         s = s if isinstance(s, dict) else getattr(s, "__dict__", {})
-        name = _clean(s.get("name"))
+        name = collapse_spaces(s.get("name"))
         if not name:
             errors["speakers"] = f"Speaker {i + 1} needs a name"
             continue
         speakers.append(
-            Speaker(name=name[:MAX_NAME], title=_clean(s.get("title")) or None,
-                    session_title=_clean(s.get("session_title")) or None)
+            Speaker(name=name[:MAX_NAME], title=collapse_spaces(s.get("title")) or None,
+                    session_title=collapse_spaces(s.get("session_title")) or None)
         )
 
     offsets_raw = merged.get("reminder_offsets")
@@ -280,8 +273,8 @@ def validate_meeting(raw: dict[str, Any], *, now: datetime, existing: MeetingPla
         online_url=online_url,
         capacity=capacity,
         rsvp_deadline=rsvp_deadline,
-        campaign_id=_clean(merged.get("campaign_id")) or None,
-        parent_meeting_id=_clean(merged.get("parent_meeting_id")) or None,
+        campaign_id=collapse_spaces(merged.get("campaign_id")) or None,
+        parent_meeting_id=collapse_spaces(merged.get("parent_meeting_id")) or None,
         speakers=speakers,
         reminder_offsets=offsets,
     )
@@ -325,10 +318,6 @@ def normalise_code(raw: str) -> str:
     return re.sub(r"[\s-]", "", raw or "").upper()
 
 
-def normalise_email(raw: str) -> str:
-    return unicodedata.normalize("NFC", raw or "").strip().lower()
-
-
 def person_ref(*, member_id: str | None, email: str | None, secret_key: str) -> str:
     """Who an RSVP is for, to refuse a second one: the member, or a keyed hash of the email address."""
     if member_id:
@@ -361,17 +350,10 @@ def validate_rsvp(
 ) -> RsvpForm:
     """A member (known by a signed link) needs nothing more; anyone else gives a name and an email address."""
     errors: dict[str, str] = {}
-    name = _clean(name)
+    name = collapse_spaces(name)
     email_n = normalise_email(email)
     if not member_id or name or email_n:
-        if not name:
-            errors["name"] = "Enter your name"
-        elif len(name) > MAX_NAME:
-            errors["name"] = f"Name must be {MAX_NAME} characters or fewer"
-        if not email_n:
-            errors["email"] = "Enter your email address"
-        elif len(email_n) > MAX_EMAIL or not EMAIL_RE.match(email_n):
-            errors["email"] = "Enter an email address in the correct format, like name@example.org"
+        errors.update(person_problems(name, email_n))
     try:
         guests_n = _int_or_none(guests) or 0
         if guests_n < 0 or guests_n > MAX_GUESTS:
@@ -381,8 +363,7 @@ def validate_rsvp(
         errors["guests"] = f"Guests must be a whole number between 0 and {MAX_GUESTS}"
     postcode_n = None
     if join_network:
-        compact = re.sub(r"\s+", "", (postcode or "").upper())
-        postcode_n = f"{compact[:-3]} {compact[-3:]}" if len(compact) > 3 else compact
+        postcode_n = normalise_postcode(postcode)
         if not postcode_n:
             errors["postcode"] = "Enter your postcode, so we can put you in touch with your nearest local group"
         elif not UK_POSTCODE_RE.match(postcode_n):

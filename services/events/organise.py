@@ -7,11 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.events import auth, views
-from services.events.auth import OrganiserScope, require_organiser
-from services.events.domain import KINDS, CheckInRefused, InvalidInput, validate_rsvp
+from services.events import views
+from services.events.domain import KINDS, CheckInRefused, validate_rsvp
 from services.events.service import MeetingNotFound, NotYourMeeting, RsvpNotFound
-from shared import tokens
+from shared import auth, tokens
+from shared.auth import OrganiserScope, require_organiser
+from shared.errors import InvalidInput
+from shared.web import local_time
 
 router = APIRouter(prefix="/events/organise", tags=["organiser pages"])
 Organiser = Annotated[OrganiserScope, Depends(require_organiser)]
@@ -94,9 +96,9 @@ async def edit_meeting_form(request: Request, meeting_id: str, organiser: Organi
         "title": m.title, "description": m.description, "kind": m.kind, "scope_type": m.scope_type,
         "scope_id": m.scope_id or "", "timezone": m.timezone, "venue": m.venue or "",
         "online_url": m.online_url or "", "capacity": m.capacity if m.capacity is not None else "",
-        "starts_at": views.local_time(m.starts_at, m.timezone, "input"),
-        "ends_at": views.local_time(m.ends_at, m.timezone, "input"),
-        "rsvp_deadline": views.local_time(m.rsvp_deadline, m.timezone, "input") if m.rsvp_deadline else "",
+        "starts_at": local_time(m.starts_at, m.timezone, "input"),
+        "ends_at": local_time(m.ends_at, m.timezone, "input"),
+        "rsvp_deadline": local_time(m.rsvp_deadline, m.timezone, "input") if m.rsvp_deadline else "",
         "reminders": ", ".join(str(o) for o in m.reminder_offsets),
     }
     return _page(request, "organise_new.html", {**_form_context(values, {}, organiser), "meeting": m})

@@ -12,10 +12,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.events import views
-from services.events.auth import OrganiserScope, require_api_token
-from services.events.domain import InvalidInput, RsvpRefused, validate_rsvp
+from services.events.domain import RsvpRefused, validate_rsvp
 from services.events.service import MeetingNotFound
 from shared import osdi
+from shared.auth import OrganiserScope, require_api_token
+from shared.errors import InvalidInput
 from shared.osdi import MAX_PER_PAGE, Page, PerPage, api_url, collection, hal, hal_error, without_paging
 
 router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])

@@ -21,7 +21,6 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.events import db as tables
-from services.events.auth import OrganiserScope
 from services.events.domain import (
     CheckInRefused,
     InvalidMeeting,
@@ -39,6 +38,7 @@ from services.events.domain import (
     validate_meeting,
 )
 from shared import topics
+from shared.auth import OrganiserScope
 from shared.crypto import KeyStore, encode_key, seal
 from shared.db import Database
 from shared.events import catalog as ev
@@ -166,10 +166,7 @@ class EventsService:
                 .returning(r.c.id)
             )
         ).scalars().all()
-        for rsvp_id in erased:
-            if await self.keys.get(session, rsvp_id) is not None:
-                await self.keys.destroy(session, rsvp_id)
-                await self.outbox.add_tombstone(session, topics.EVENTS_SUBJECT_KEYS, rsvp_id)
+        await self.keys.shred(session, erased, self.outbox, topics.EVENTS_SUBJECT_KEYS)
 
     async def unit_defined(self, session: AsyncSession, event: ev.OrganisationUnitDefined) -> None:
         u = tables.units
@@ -219,7 +216,8 @@ class EventsService:
     async def _check_scope(self, session: AsyncSession, organiser: OrganiserScope | None,
                            scope_type: str, scope_id: str | None) -> str | None:
         region_id, parent_id = await self._region_and_parent(session, scope_type, scope_id)
-        if organiser is not None and not organiser.covers(scope_type, scope_id, region_id, parent_id):
+        ancestors = (parent_id,) if parent_id else ()
+        if organiser is not None and not organiser.covers(scope_type, scope_id, region_id, ancestors=ancestors):
             raise NotYourMeeting(
                 f"You organise the {organiser.scope_type} {organiser.scope_id or ''}; "
                 f"this meeting is for the {scope_type} {scope_id or ''}".replace("  ", " ")

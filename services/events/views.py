@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
@@ -53,21 +51,7 @@ def member_from_token(secret: str, token: str) -> str | None:
         return None
 
 
-def local_time(value: datetime | None, zone: str = "Europe/London", fmt: str = "long") -> str:
-    """A time as people in the meeting's zone read it: `Thursday 4 March 2027, 6:30pm`."""
-    if value is None:
-        return ""
-    local = value.astimezone(ZoneInfo(zone))
-    clock = local.strftime("%I:%M%p").lstrip("0").lower().replace(":00", "")
-    if fmt == "time":
-        return clock
-    if fmt == "input":  # for <input type="datetime-local">; seconds only when there are some, so nothing is lost
-        return local.strftime("%Y-%m-%dT%H:%M:%S" if local.second else "%Y-%m-%dT%H:%M")
-    return f"{local.strftime('%A')} {local.day} {local.strftime('%B %Y')}, {clock}"
-
-
 def install_filters(t: Jinja2Templates) -> None:
-    t.env.filters["local_time"] = local_time
     t.env.globals["kind_labels"] = KIND_LABELS
 
 

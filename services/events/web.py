@@ -9,9 +9,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.events import views
-from services.events.domain import KINDS, CheckInRefused, InvalidInput, RsvpRefused, rsvp_closed_reason, validate_rsvp
+from services.events.domain import KINDS, CheckInRefused, RsvpRefused, rsvp_closed_reason, validate_rsvp
 from services.events.service import MeetingNotFound, RsvpNotFound, utcnow
 from shared import tokens
+from shared.errors import InvalidInput
 
 router = APIRouter(tags=["public pages"])
 

@@ -27,15 +27,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
-from services.membership.domain import EMAIL_RE, MAX_EMAIL, MAX_NAME, collapse_spaces, normalise_email
 from services.membership.ratelimit import SIGNIN_PER_ACCOUNT, SIGNIN_PER_IP, RateLimiter
 from shared import auth, tokens
+from shared.contact import MAX_NAME, collapse_spaces, is_email, normalise_email
 from shared.crypto import KeyStore, encode_key
 from shared.db import Database
+from shared.errors import InvalidInput
 from shared.events.catalog import OrganiserInvited, RoleGranted, SubjectKeyIssued
 from shared.events.envelope import EventData
-from shared.logging import correlation_id_var
 from shared.outbox import Outbox
+from shared.uow import UnitsOfWork
 
 SET_PASSWORD = "organiser-set-password"
 SET_PASSWORD_MAX_AGE_S = 7 * 24 * 3600
@@ -45,12 +46,8 @@ RECOVERY_CODES = 10
 TOTP_STEP_S = 30
 
 
-class AccountProblem(ValueError):
+class AccountProblem(InvalidInput):
     """A form about an organiser account that cannot be accepted; `errors` maps fields to what to fix."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
 
 
 class SignInRefused(Exception):
@@ -93,8 +90,7 @@ class OrganiserAccounts:
     def __init__(
         self, db: Database, outbox: Outbox, *, secret_key: str, public_base_url: str, network_name: str
     ) -> None:
-        self.db = db
-        self.outbox = outbox
+        self.uows = UnitsOfWork(db, outbox)
         self.secret_key = secret_key
         self.public_base_url = public_base_url.rstrip("/")
         self.network_name = network_name
@@ -174,13 +170,14 @@ class OrganiserAccounts:
         name = collapse_spaces(name)
         scope_id = scope_id or None
         errors: dict[str, str] = {}
-        if not email_n or len(email_n) > MAX_EMAIL or not EMAIL_RE.match(email_n):
+        if not is_email(email_n):
             errors["email"] = "Enter an email address in the correct format, like name@example.org"
         if len(name) > MAX_NAME:
             errors["name"] = f"Name must be {MAX_NAME} characters or fewer"
         if scope_type not in auth.SCOPE_TYPES:
             errors["scope_type"] = "Choose the whole network, a region, a group or a sub-team"
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             if "scope_type" not in errors and not await self.scope_exists(session, scope_type, scope_id):
                 errors["scope_id"] = "Choose a region, group or sub-team that exists"
             if (
@@ -249,7 +246,7 @@ class OrganiserAccounts:
                         expires_at=utcnow() + timedelta(seconds=SET_PASSWORD_MAX_AGE_S),
                     )
                 )
-            await self.outbox.add_events(session, events, correlation_id=correlation_id_var.get())
+            await uow.emit_all(events)
         return NewOrganiser(organiser_id, secret, self.otpauth_uri(secret, email_n), url)
 
     # the one-time link -----------------------------------------------------------------------------
@@ -266,7 +263,8 @@ class OrganiserAccounts:
         return row
 
     async def enrolment(self, token: str) -> Enrolment:
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             row = await self._by_link(session, token)
         secret = self._open_totp(row.totp_secret)
         return Enrolment(row.id, row.email_normalised, secret, self.otpauth_uri(secret, row.email_normalised))
@@ -274,7 +272,8 @@ class OrganiserAccounts:
     async def set_password(self, token: str, password: str, confirm: str, code: str) -> list[str]:
         """Set the password (the link then stops working) once a code proves the authenticator is set up;
         return fresh recovery codes, shown once."""
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             row = await self._by_link(session, token)
             errors: dict[str, str] = {}
             if len(password) < MIN_PASSWORD:
@@ -316,13 +315,15 @@ class OrganiserAccounts:
         """Check password and second factor (a TOTP code or an unused recovery code); return the scope and
         a session token. Raises SignInRefused without saying what was wrong, or TooManyAttempts."""
         email_n = normalise_email(email)
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             by_ip = await self.limiter.hit(session, SIGNIN_PER_IP, ip, ip=ip)
             by_account = await self.limiter.hit(session, SIGNIN_PER_ACCOUNT, email_n, ip=ip)
         if not (by_ip.allowed and by_account.allowed):
             raise TooManyAttempts()
         o = tables.organisers
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             row = (await session.execute(select(o).where(o.c.email_normalised == email_n).with_for_update())).first()
             if row is None or row.password_hash is None or row.status != "active":
                 self.hasher.hash(password or "x")  # the same time spent as for a real account
@@ -357,7 +358,8 @@ class OrganiserAccounts:
 
     async def organiser(self, organiser_id: str) -> Any:
         o = tables.organisers
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             return (
                 await session.execute(
                     select(o.c.id, o.c.email_normalised, o.c.name, o.c.scope_type, o.c.scope_id, o.c.status).where(
@@ -368,7 +370,8 @@ class OrganiserAccounts:
 
     async def list_organisers(self, by: auth.OrganiserScope) -> list[Any]:
         o = tables.organisers
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             rows = (await session.execute(select(o).order_by(o.c.created_at))).all()
             return [r for r in rows if await self.within(session, by, r.scope_type, r.scope_id)]
 
@@ -382,7 +385,8 @@ class OrganiserAccounts:
         errors: dict[str, str] = {}
         if not name or len(name) > 120:
             errors["name"] = "Name the integration (up to 120 characters), so you know which key to revoke"
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             if scope_type not in auth.SCOPE_TYPES or not await self.scope_exists(session, scope_type, scope_id or None):
                 errors["scope_id"] = "Choose a region, group or sub-team that exists"
             elif by is not None and not await self.within(session, by, scope_type, scope_id or None):
@@ -404,13 +408,15 @@ class OrganiserAccounts:
 
     async def api_keys(self, by: auth.OrganiserScope) -> list[Any]:
         k = tables.api_keys
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             rows = (await session.execute(select(k).order_by(k.c.created_at.desc()))).all()
             return [r for r in rows if await self.within(session, by, r.scope_type, r.scope_id)]
 
     async def revoke_api_key(self, key_id: str, by: auth.OrganiserScope) -> bool:
         k = tables.api_keys
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             row = (await session.execute(select(k).where(k.c.id == key_id).with_for_update())).first()
             if row is None or not await self.within(session, by, row.scope_type, row.scope_id):
                 return False
@@ -421,7 +427,8 @@ class OrganiserAccounts:
     async def api_key_revoked(self, key_id: str) -> bool:
         """True for a key that was revoked, or that this network never issued."""
         k = tables.api_keys
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             row = (
                 await session.execute(
                     update(k)

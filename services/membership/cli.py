@@ -10,6 +10,7 @@ import argparse
 import asyncio
 
 from services.membership.accounts import AccountProblem, OrganiserAccounts
+from shared import auth
 from shared.cli import ExtraCommand
 from shared.config import get_settings
 from shared.db import Database
@@ -76,10 +77,10 @@ def extra_commands(sub: argparse._SubParsersAction) -> dict[str, ExtraCommand]:
     p = sub.add_parser("create-organiser", help="create an organiser account; prints TOTP enrolment and a link")
     p.add_argument("--email", required=True)
     p.add_argument("--name", default="")
-    p.add_argument("--scope", choices=["network", "region", "group", "subteam"], default="network")
+    p.add_argument("--scope", choices=auth.SCOPE_TYPES, default="network")
     p.add_argument("--scope-id", default=None, help="the region's, group's or sub-team's id")
     k = sub.add_parser("create-api-key", help="create an API key (OSDI-API-Token) for an integration")
     k.add_argument("--name", required=True, help="what the key is for")
-    k.add_argument("--scope", choices=["network", "region", "group", "subteam"], default="network")
+    k.add_argument("--scope", choices=auth.SCOPE_TYPES, default="network")
     k.add_argument("--scope-id", default=None)
     return {"create-organiser": _create_organiser, "create-api-key": _create_api_key}

@@ -1,4 +1,8 @@
-"""Membership's event handlers: its one registry, thin adapters from other services' events to the service layer."""
+"""Membership's event handlers: its one registry, thin adapters from other services' events to the service layer.
+
+Events that were parked until their key arrived are released by the key's handler and dispatched through the same
+group's handlers, so a parked type without a handler fails loudly instead of being dropped.
+"""
 
 from __future__ import annotations
 
@@ -37,26 +41,21 @@ def build_registry(reactions: Reactions, group: str = REACTIONS_GROUP) -> Regist
     )
 
     async def key_issued(uow: UnitOfWork, envelope: Envelope, event: RsvpKeyIssued | ActionKeyIssued) -> None:
-        await reactions.remember_key(uow.session, event.key_id, event.key)
+        for released in await reactions.remember_key(uow, event.key_id, event.key):
+            await handlers.dispatch(uow, released)
 
     @handlers.on_tombstone
     async def key_destroyed(uow: UnitOfWork, key: str) -> None:
-        await reactions.forget_key(uow.session, key)
-
-    async def rsvp_received(uow: UnitOfWork, envelope: Envelope, event: RsvpReceived) -> None:
-        await reactions.rsvp_received(uow.session, envelope, event)
-
-    async def action_taken(uow: UnitOfWork, envelope: Envelope, event: ActionTaken) -> None:
-        await reactions.action_taken(uow.session, envelope, event)
+        await reactions.forget_key(uow, key)
 
     async def level_changed(uow: UnitOfWork, envelope: Envelope, event: EngagementLevelChanged) -> None:
-        await reactions.engagement_level_changed(uow.session, event)
+        await reactions.engagement_level_changed(uow, event)
 
     handlers.route(
         (RsvpKeyIssued, key_issued),
         (ActionKeyIssued, key_issued),
-        (RsvpReceived, rsvp_received),
-        (ActionTaken, action_taken),
+        (RsvpReceived, reactions.rsvp_received),
+        (ActionTaken, reactions.action_taken),
         (EngagementLevelChanged, level_changed),
     )
     handlers.ignore(

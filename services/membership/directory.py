@@ -18,12 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
 from services.membership.accounts import AccountProblem, OrganiserAccounts, utcnow
-from services.membership.domain import collapse_spaces
 from shared import auth
-from shared.db import Database
+from shared.contact import collapse_spaces
 from shared.events.catalog import OrganisationUnitDefined, RoleGranted
-from shared.logging import correlation_id_var
-from shared.outbox import Outbox
+from shared.uow import UnitsOfWork
 
 KINDS: dict[str, Table] = {
     "region": tables.regions,
@@ -52,18 +50,17 @@ class UnitRow:
 class Directory:
     def __init__(
         self,
-        db: Database,
-        outbox: Outbox,
+        uows: UnitsOfWork,
         accounts: OrganiserAccounts,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        self.db = db
-        self.outbox = outbox
+        self.uows = uows
         self.accounts = accounts
         self.on_change = on_change  # told after a unit is created or renamed (the join form's cached choices)
 
     async def units(self) -> dict[str, list[UnitRow]]:
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             out: dict[str, list[UnitRow]] = {}
             for kind, table in KINDS.items():
                 parent = table.c.region_id if kind == "group" else None
@@ -95,7 +92,8 @@ class Directory:
             errors["name"] = "Enter a name"
         elif len(name) > MAX_UNIT_NAME:
             errors["name"] = f"The name must be {MAX_UNIT_NAME} characters or fewer"
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             existing = None
             if unit_id:
                 existing = (await session.execute(select(table).where(table.c.id == unit_id).with_for_update())).first()
@@ -130,20 +128,16 @@ class Directory:
                 slug = existing.slug
                 await session.execute(update(table).where(table.c.id == unit_id).values(name=name, updated_at=now))
             assert unit_id is not None
-            await self.outbox.add_events(
-                session,
-                [
-                    OrganisationUnitDefined(
-                        unit_id=unit_id,
-                        kind=kind,  # type: ignore[arg-type]
-                        name=name,
-                        parent_id=parent_id if kind == "group" else None,
-                        slug=slug,
-                    )
-                ],
-                correlation_id=correlation_id_var.get(),
+            await uow.emit(
+                OrganisationUnitDefined(
+                    unit_id=unit_id,
+                    kind=kind,  # type: ignore[arg-type]
+                    name=name,
+                    parent_id=parent_id if kind == "group" else None,
+                    slug=slug,
+                )
             )
-        self.on_change()  # committed: the join form offers the new or renamed unit at once
+            uow.on_commit(self.on_change)  # the join form offers the new or renamed unit at once
         return unit_id
 
     @staticmethod
@@ -162,7 +156,8 @@ class Directory:
         errors: dict[str, str] = {}
         if role not in ROLES:
             errors["role"] = "Choose organiser, sub-team lead or constituency rep"
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             m = tables.members
             member = (
                 await session.execute(
@@ -192,28 +187,25 @@ class Directory:
                     granted_by=by.organiser_id,
                 )
             )
-            await self.outbox.add_events(
-                session,
-                [
-                    # The person who holds the role is the event's subject: a member without an organiser
-                    # account is named by their member id (notifications then sends them the scope's digest).
-                    RoleGranted(
-                        organiser_id=member_id,
-                        member_id=member_id,
-                        role=role,  # type: ignore[arg-type]
-                        scope_type=scope_type,  # type: ignore[arg-type]
-                        scope_id=scope_id or None,
-                        email=await keys.seal(session, member_id, member.email_normalised),
-                        name=await keys.seal(session, member_id, member.name),
-                    )
-                ],
-                correlation_id=correlation_id_var.get(),
+            await uow.emit(
+                # The person who holds the role is the event's subject: a member without an organiser
+                # account is named by their member id (notifications then sends them the scope's digest).
+                RoleGranted(
+                    organiser_id=member_id,
+                    member_id=member_id,
+                    role=role,  # type: ignore[arg-type]
+                    scope_type=scope_type,  # type: ignore[arg-type]
+                    scope_id=scope_id or None,
+                    email=await keys.seal(session, member_id, member.email_normalised),
+                    name=await keys.seal(session, member_id, member.name),
+                )
             )
             return grant_id
 
     async def roles(self, by: auth.OrganiserScope) -> list[Any]:
         g = tables.role_grants
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             rows = (
                 await session.execute(select(g).where(g.c.revoked_at.is_(None)).order_by(g.c.granted_at.desc()))
             ).all()

@@ -1,4 +1,5 @@
-"""Membership's rules, with no I/O: what makes a join valid, where a postcode places someone, who sees whom.
+"""Membership's rules, with no I/O: what makes a join valid, where a postcode places someone, what joining
+again does to a member's record and which events it raises, and how the engagement ladder's level is recorded.
 
 The choices a join form offers (interests, levels of engagement, groups, sub-teams, partner
 organisations, consent wordings) are configuration stored in tables; the service layer loads them
@@ -8,17 +9,26 @@ into `JoinOptions` and the rules here check a form against them.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-UK_POSTCODE_RE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
+from shared.contact import UK_POSTCODE_RE, collapse_spaces, normalise_email, normalise_postcode, person_problems
+from shared.crypto import encode_key, seal
+from shared.errors import InvalidInput
+from shared.events.catalog import (
+    ConsentChanged,
+    EngagementLevelChosen,
+    MemberJoined,
+    MemberProfileUpdated,
+    SubjectKeyIssued,
+)
+from shared.events.envelope import EventData, Sealed
+
 SOURCE_RE = re.compile(r"^[A-Za-z0-9._:/@+-]{1,100}$")
 
-MAX_NAME = 120
-MAX_EMAIL = 254
 MAX_SKILLS = 1000
 MAX_TIME = 200
 MAX_ORGANISATION = 200
@@ -26,20 +36,7 @@ MAX_CHOICES = 50  # of any multiple choice: more is not a person filling a form
 MAX_SHORT = 500
 
 DEFAULT_SOURCE = "join-form"
-
-
-def normalise_email(raw: str) -> str:
-    """Case and spaces do not make a different person: ` Ada@Example.ORG ` is `ada@example.org`."""
-    return unicodedata.normalize("NFC", raw).strip().lower()
-
-
-def normalise_postcode(raw: str) -> str:
-    compact = re.sub(r"\s+", "", raw.upper())
-    return f"{compact[:-3]} {compact[-3:]}" if len(compact) > 3 else compact
-
-
-def collapse_spaces(raw: str) -> str:
-    return " ".join(raw.split())
+OWNER = "membership"  # the owner named in what membership seals with its members' keys
 
 
 @dataclass(frozen=True)
@@ -152,12 +149,8 @@ class JoinForm:
     source: str = ""
 
 
-class InvalidJoin(ValueError):
+class InvalidJoin(InvalidInput):
     """A join form that cannot be accepted; `errors` maps each field to what a person should fix."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
 
 
 def _unique(values: Iterable[str]) -> list[str]:
@@ -173,18 +166,10 @@ def validate_join(
     form: JoinForm, options: JoinOptions, *, require_postcode: bool = True, site: str | None = None
 ) -> JoinApplication:
     """Check a join form against the rules and the configured choices; raise `InvalidJoin` with every problem."""
-    errors: dict[str, str] = {}
     name = collapse_spaces(form.name)
     email_n = normalise_email(form.email)
-    postcode_n = normalise_postcode(form.postcode or "")
-    if not name:
-        errors["name"] = "Enter your name"
-    elif len(name) > MAX_NAME:
-        errors["name"] = f"Name must be {MAX_NAME} characters or fewer"
-    if not email_n:
-        errors["email"] = "Enter your email address"
-    elif len(email_n) > MAX_EMAIL or not EMAIL_RE.match(email_n):
-        errors["email"] = "Enter an email address in the correct format, like name@example.org"
+    postcode_n = normalise_postcode(form.postcode)
+    errors = person_problems(name, email_n)
     if not postcode_n:
         if require_postcode:
             errors["postcode"] = "Enter your postcode"
@@ -375,3 +360,231 @@ def validate_preferences(form: PreferencesForm, options: JoinOptions) -> Prefere
         group_ids=group_ids,
         subteam_ids=subteam_ids,
     )
+
+
+# -- joining, and joining again ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """A stored member as the joining rules see it (loaded, locked, by the use case)."""
+
+    id: str
+    name: str
+    postcode: str | None
+    region_id: str | None
+    suggested_group_id: str | None
+    engagement_level: str
+    interests: list[str]
+    organisation_id: str | None
+    status: str  # pending confirmed left erased
+    confirmed_at: datetime | None
+    email_consent: bool
+    group_ids: list[str] = field(default_factory=list)
+    subteam_ids: list[str] = field(default_factory=list)
+
+
+def new_member_row(
+    member_id: str, application: JoinApplication, now: datetime, *, double_opt_in: bool
+) -> dict[str, Any]:
+    """The `members` row of someone whose address is not a member (a new address, or one whose member was erased:
+    erasure deletes the address, so it joins as a new person with a new id and key)."""
+    return {
+        "id": member_id,
+        "email_normalised": application.email_normalised,
+        "name": application.name,
+        "postcode": application.postcode,
+        "region_id": application.region_id,
+        "suggested_group_id": application.suggested_group_id,
+        "engagement_level": application.engagement_level,
+        "interests": application.interests,
+        "skills": application.skills,
+        "time_available": application.time_available,
+        "organisation_id": application.organisation_id,
+        "organisation_name": application.organisation_name,
+        "status": "pending" if double_opt_in else "confirmed",
+        "confirmed_at": None if double_opt_in else now,
+        "email_consent": application.email_consent,
+        "source": application.source,
+        "joined_at": now,
+        "updated_at": now,
+    }
+
+
+def joined_events(
+    member_id: str,
+    key: bytes,
+    profile: Any,
+    group_ids: list[str],
+    subteam_ids: list[str],
+    *,
+    consent_version: str,
+    source: str,
+    confirm: bool,
+    now: datetime,
+) -> list[EventData]:
+    """The member's key and MemberJoined, personal data sealed with that key; `profile` is a JoinApplication or a
+    stored member row."""
+
+    def sealed(value: str) -> Any:
+        return seal(value, key, key_id=member_id, owner=OWNER)
+
+    return [
+        SubjectKeyIssued(key_id=member_id, key=encode_key(key)),
+        MemberJoined(
+            member_id=member_id,
+            email=sealed(profile.email_normalised),
+            name=sealed(profile.name),
+            postcode=sealed(profile.postcode) if profile.postcode else None,
+            region_id=profile.region_id,
+            group_ids=group_ids,
+            suggested_group_id=profile.suggested_group_id,
+            subteam_ids=subteam_ids,
+            interests=list(profile.interests),
+            engagement_level=profile.engagement_level,
+            organisation_id=profile.organisation_id,
+            email_consent=profile.email_consent,
+            consent_wording_version=consent_version,
+            source=source,
+            confirmation_required=confirm,
+            joined_at=now,
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class Rejoin:
+    """What a join does to someone who is a member already (or was, and left): the record's new values, the
+    groups and sub-teams to add, and what to announce."""
+
+    member_id: str
+    values: dict[str, Any]  # the `members` columns to set
+    add_group_ids: list[str]
+    add_subteam_ids: list[str]
+    # Back after leaving: MemberJoined again from the updated record, so everyone who forgot them learns them
+    # again (no second welcome: the same member). Otherwise the events below.
+    back_after_leaving: bool
+    changed: list[str]  # the profile's fields that changed (MemberProfileUpdated), in the event's order
+    group_ids: list[str]  # the profile's groups and sub-teams as MemberProfileUpdated tells them
+    subteam_ids: list[str]
+    previous_level: str
+    previous_region_id: str | None
+    previous_organisation_id: str | None
+    consent_regained: bool
+    consent_version: str
+    source: str
+
+    @property
+    def confirmation_required(self) -> bool:
+        return self.values.get("status") == "pending"
+
+    @property
+    def name_changed(self) -> bool:
+        """The announcement carries the new name, sealed with the member's key (which the caller holds)."""
+        return "name" in self.changed
+
+    def events(self, sealed_name: Sealed | None = None) -> list[EventData]:
+        """One event per kind of change, none if nothing changed (`sealed_name`: the new name, if it changed)."""
+        if self.back_after_leaving:
+            return []
+        events: list[EventData] = []
+        level = self.values["engagement_level"]
+        if self.changed:
+            events.append(
+                MemberProfileUpdated(
+                    member_id=self.member_id,
+                    changed=self.changed,
+                    name=sealed_name if self.name_changed else None,
+                    region_id=self.values.get("region_id", self.previous_region_id),
+                    group_ids=self.group_ids,
+                    subteam_ids=self.subteam_ids,
+                    interests=self.values["interests"],
+                    engagement_level=level,
+                    organisation_id=self.values.get("organisation_id", self.previous_organisation_id),
+                )
+            )
+        if self.previous_level != level:
+            events.append(
+                EngagementLevelChosen(member_id=self.member_id, level=level, previous_level=self.previous_level)
+            )
+        if self.consent_regained:
+            events.append(
+                ConsentChanged(
+                    member_id=self.member_id, granted=True, wording_version=self.consent_version, source=self.source
+                )
+            )
+        return events
+
+
+def rejoin(previous: MemberRecord, application: JoinApplication, now: datetime, *, double_opt_in: bool) -> Rejoin:
+    """Joining again updates the member; lists only grow. A join form replaces name and level; a join that comes
+    with an RSVP or an action only fills in what is missing and, where the member's postcode is known, does not
+    move them. Someone who had left is back (confirmed again if they had confirmed before)."""
+    new_groups = merged(previous.group_ids, application.group_ids)
+    new_subteams = merged(previous.subteam_ids, application.subteam_ids)
+    new_interests = merged(previous.interests, application.interests)
+    values: dict[str, Any] = {
+        "name": application.name,
+        "engagement_level": application.engagement_level,
+        "interests": new_interests,
+        "updated_at": now,
+    }
+    postcode, region_id, add_groups = application.postcode, application.region_id, application.group_ids
+    if not application.replace_profile:
+        values.update(name=previous.name or application.name, engagement_level=previous.engagement_level)
+        if previous.postcode:  # where they live is known already: the RSVP's postcode does not move them
+            postcode, region_id, add_groups = None, None, []
+    if postcode:
+        values.update(postcode=postcode, region_id=region_id, suggested_group_id=application.suggested_group_id)
+    elif region_id:
+        values["region_id"] = region_id
+    for name in ("skills", "time_available", "organisation_id", "organisation_name"):
+        if getattr(application, name):
+            values[name] = getattr(application, name)
+    back = previous.status == "left"
+    if back:
+        values.update(status="confirmed" if previous.confirmed_at or not double_opt_in else "pending", left_at=None)
+    consent_regained = application.email_consent and not previous.email_consent
+    if consent_regained:
+        values["email_consent"] = True
+    changed = [
+        field
+        for field, old, new in (
+            ("name", previous.name, values["name"]),
+            ("postcode", previous.postcode, values.get("postcode", previous.postcode)),
+            ("region_id", previous.region_id, values.get("region_id", previous.region_id)),
+            ("group_ids", previous.group_ids, new_groups),
+            ("subteam_ids", previous.subteam_ids, new_subteams),
+            ("interests", list(previous.interests), new_interests),
+            ("engagement_level", previous.engagement_level, values["engagement_level"]),
+            ("organisation_id", previous.organisation_id, values.get("organisation_id", previous.organisation_id)),
+        )
+        if old != new
+    ]
+    return Rejoin(
+        member_id=previous.id,
+        values=values,
+        add_group_ids=list(add_groups),
+        add_subteam_ids=list(application.subteam_ids),
+        back_after_leaving=back,
+        changed=changed,
+        group_ids=new_groups,
+        subteam_ids=new_subteams,
+        previous_level=previous.engagement_level,
+        previous_region_id=previous.region_id,
+        previous_organisation_id=previous.organisation_id,
+        consent_regained=consent_regained,
+        consent_version=application.consent_version,
+        source=application.source,
+    )
+
+
+# -- the engagement ladder ---------------------------------------------------------------------------
+
+
+def ladder_level(status: str | None, level: str, now: datetime) -> dict[str, Any]:
+    """Recording the level campaigns observes: the `members` columns to set (none for an erased member or one
+    not known here). A member's own choice of involvement (`engagement_level`) stays as they chose."""
+    if status is None or status == "erased":
+        return {}
+    return {"ladder_level": level, "ladder_changed_at": now}

@@ -8,14 +8,17 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.membership import db as tables
-from services.membership import organise, osdi, rights, web
+from services.membership import deps, organise, osdi, rights, web
 from services.membership.accounts import OrganiserAccounts
 from services.membership.batching import JoinBatcher
 from services.membership.consumers import build_registry
 from services.membership.directory import Directory
+from services.membership.join_forms import JoinForms
+from services.membership.joins import Joins
+from services.membership.member_rights import MemberRights
+from services.membership.origins import AllowedOrigins
 from services.membership.reactions import Reactions
 from services.membership.roster import Roster
-from services.membership.service import MembershipService
 from shared import topics
 from shared.config import Settings
 from shared.logging import get_logger
@@ -34,20 +37,18 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
     runtime.document_publisher(topics.MEMBERSHIP_MEMBERS, "Members joining, confirming, updating, leaving, erased")
     runtime.document_publisher(topics.MEMBERSHIP_SUBJECT_KEYS, "Per-member data keys (compacted; tombstone on erasure)")
     runtime.document_publisher(topics.MEMBERSHIP_ORGANISATION, "Regions, local groups, sub-teams, partners, roles")
-    membership = MembershipService(
-        runtime.db, runtime.outbox, settings.secret_key, double_opt_in=settings.double_opt_in
-    )
+    joins = Joins(runtime.uows, settings.secret_key, double_opt_in=settings.double_opt_in)
 
     async def prune_rate_limits() -> None:
         while True:
             try:
-                await membership.prune_rate_limits()
+                await joins.prune_rate_limits()
             except Exception as exc:  # the next pass tries again
                 log.warning("pruning rate limit counters failed", error=repr(exc))
             await asyncio.sleep(3600)
 
     runtime.add_background(prune_rate_limits)
-    runtime.add_registry(build_registry(Reactions(membership), reactions_group))
+    runtime.add_registry(build_registry(Reactions(joins), reactions_group))
     accounts = OrganiserAccounts(
         runtime.db,
         runtime.outbox,
@@ -56,13 +57,15 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
         network_name=settings.network_name,
     )
     app = runtime.build_app("Groundswell membership", routers=[web.router, organise.router, rights.router, osdi.router])
-    app.add_exception_handler(organise.SignInNeeded, organise.sign_in_needed)
+    app.add_exception_handler(deps.SignInNeeded, organise.sign_in_needed)
     app.add_exception_handler(osdi.ApiError, osdi.api_error)
-    app.state.membership = membership
-    app.state.join_batcher = JoinBatcher(membership)
+    app.state.joins = joins
+    app.state.join_forms = JoinForms(joins, JoinBatcher(joins))
+    app.state.member_rights = MemberRights(runtime.uows)
+    app.state.origins = AllowedOrigins(runtime.uows)
     app.state.accounts = accounts
-    app.state.directory = Directory(runtime.db, runtime.outbox, accounts, membership.forget_join_options)
-    app.state.roster = Roster(runtime.db)
+    app.state.directory = Directory(runtime.uows, accounts, joins.forget_options)
+    app.state.roster = Roster(runtime.uows)
     app.state.api_key_revoked = accounts.api_key_revoked
     app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
     return app

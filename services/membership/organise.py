@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import math
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from services.membership.accounts import (
-    AccountProblem,
-    InvalidLink,
-    OrganiserAccounts,
-    SignInRefused,
-    TooManyAttempts,
+from services.membership.accounts import AccountProblem, InvalidLink, OrganiserAccounts, SignInRefused, TooManyAttempts
+from services.membership.deps import (
+    AccountsDep,
+    CurrentOrganiser,
+    DirectoryDep,
+    JoinsDep,
+    MemberRightsDep,
+    OriginsDep,
+    RosterDep,
+    SettingsDep,
 )
 from services.membership.directory import KIND_NAMES, ROLES, Directory
-from services.membership.roster import MemberFilters, Roster
+from services.membership.origins import AllowedOrigins
+from services.membership.roster import MemberFilters
 from services.membership.web import message_page, page, remote_ip
 from shared import auth
 
@@ -31,38 +36,8 @@ router = APIRouter(tags=["organiser pages"])
 SCOPE_NAMES = {"network": "The whole network", "region": "A region", "group": "A local group", "subteam": "A sub-team"}
 
 
-def accounts(request: Request) -> OrganiserAccounts:
-    return request.app.state.accounts
-
-
-def directory(request: Request) -> Directory:
-    return request.app.state.directory
-
-
-def roster(request: Request) -> Roster:
-    return request.app.state.roster
-
-
-class SignInNeeded(Exception):
-    """No valid organiser session: pages send people to sign in, JSON callers get 401."""
-
-
-async def organiser(request: Request) -> auth.OrganiserScope:
-    """The signed-in organiser, still active here; a POST from another site is refused (CSRF)."""
-    who = auth.optional_organiser(request)
-    if who is None or who.key_id is not None:
-        raise SignInNeeded()
-    row = await accounts(request).organiser(who.organiser_id)
-    if row is None or row.status != "active":
-        raise SignInNeeded()
-    if request.method == "POST":
-        origin = request.headers.get("origin")
-        if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
-            raise HTTPException(403, "This form was sent from another site")
-    return who
-
-
 def sign_in_needed(request: Request, exc: Exception) -> Response:
+    """The answer when a route's `CurrentOrganiser` is missing (`deps.SignInNeeded`)."""
     if request.method == "GET" and "text/html" in request.headers.get("accept", "text/html"):
         return RedirectResponse(f"/signin?next={quote(request.url.path)}", status_code=303)
     return JSONResponse(
@@ -88,7 +63,7 @@ async def sign_in_form(request: Request, next: str = "/members") -> HTMLResponse
 
 
 @router.post("/signin")
-async def sign_in(request: Request) -> Response:
+async def sign_in(request: Request, accounts: AccountsDep, settings: SettingsDep) -> Response:
     as_json = "application/json" in request.headers.get("content-type", "")
     try:
         data: Any = await request.json() if as_json else dict(await request.form())
@@ -100,7 +75,7 @@ async def sign_in(request: Request) -> Response:
     next_path = _safe_next(str(data.get("next") or "/members"))
     problem, status = None, 200
     try:
-        scope, token = await accounts(request).sign_in(email, password, code, ip=remote_ip(request))
+        scope, token = await accounts.sign_in(email, password, code, ip=remote_ip(request))
     except SignInRefused:
         problem, status = "The email address, password or code is not right", 401
     except TooManyAttempts:
@@ -121,7 +96,7 @@ async def sign_in(request: Request) -> Response:
             }
         )
     response = RedirectResponse(next_path, status_code=303)
-    secure = request.app.state.runtime.settings.public_base_url.startswith("https://")
+    secure = settings.public_base_url.startswith("https://")
     response.set_cookie(
         auth.SESSION_COOKIE,
         token,
@@ -142,9 +117,9 @@ async def sign_out(request: Request) -> Response:
 
 
 @router.get("/organisers/set-password", response_class=HTMLResponse)
-async def set_password_form(request: Request, token: str = "") -> HTMLResponse:
+async def set_password_form(request: Request, accounts: AccountsDep, token: str = "") -> HTMLResponse:
     try:
-        enrolment = await accounts(request).enrolment(token)
+        enrolment = await accounts.enrolment(token)
     except InvalidLink:
         return _invalid_link(request)
     return page(request, "set_password.html", {"enrolment": enrolment, "token": token, "errors": {}})
@@ -160,10 +135,10 @@ def _invalid_link(request: Request) -> HTMLResponse:
 
 
 @router.post("/organisers/set-password", response_class=HTMLResponse)
-async def set_password(request: Request) -> HTMLResponse:
+async def set_password(request: Request, accounts: AccountsDep) -> HTMLResponse:
     form = await request.form()
     token, password, confirm, code = (str(form.get(k) or "") for k in ("token", "password", "confirm", "code"))
-    svc = accounts(request)
+    svc = accounts
     try:
         codes = await svc.set_password(token, password, confirm, code)
     except InvalidLink:
@@ -194,13 +169,12 @@ def _int(value: str | None, default: int) -> int:
 
 
 @router.get("/members", response_class=HTMLResponse)
-async def member_list(request: Request) -> HTMLResponse:
-    who = await organiser(request)
+async def member_list(request: Request, who: CurrentOrganiser, roster: RosterDep, joins: JoinsDep) -> HTMLResponse:
     filters = _filters(request)
     page_no = max(_int(request.query_params.get("page"), 1), 1)
     per_page = min(max(_int(request.query_params.get("per_page"), 25), 1), 100)
-    rows, total = await roster(request).page(who, filters, page_no, per_page)
-    options = await request.app.state.membership.join_options()
+    rows, total = await roster.page(who, filters, page_no, per_page)
+    options = await joins.options()
     query = {k: v for k, v in filters.as_dict().items()}
     return page(
         request,
@@ -220,9 +194,8 @@ async def member_list(request: Request) -> HTMLResponse:
 
 
 @router.get("/members/export.csv")
-async def member_export(request: Request) -> Response:
-    who = await organiser(request)
-    text, count = await roster(request).export_csv(who, _filters(request))
+async def member_export(request: Request, who: CurrentOrganiser, roster: RosterDep) -> Response:
+    text, count = await roster.export_csv(who, _filters(request))
     return Response(
         text,
         media_type="text/csv; charset=utf-8",
@@ -235,21 +208,21 @@ async def member_export(request: Request) -> Response:
 
 
 @router.get("/members/{member_id}", response_class=HTMLResponse)
-async def member_details(request: Request, member_id: str) -> HTMLResponse:
-    who = await organiser(request)
-    details = await roster(request).member(who, member_id)
+async def member_details(request: Request, who: CurrentOrganiser, roster: RosterDep, member_id: str) -> HTMLResponse:
+    details = await roster.member(who, member_id)
     if details is None:
         raise HTTPException(404, "There is no member with that id in the part of the network you look after")
     return page(request, "member.html", _context(who, **details, role_names=ROLES))
 
 
 @router.post("/members/{member_id}/erase")
-async def erase_member(request: Request, member_id: str) -> Response:
+async def erase_member(
+    who: CurrentOrganiser, roster: RosterDep, rights: MemberRightsDep, member_id: str
+) -> Response:
     """Erasure on a member's request received another way (a letter, a call): network organisers only."""
-    who = await organiser(request)
-    if not who.is_network or await roster(request).member(who, member_id, audit=False) is None:
+    if not who.is_network or await roster.member(who, member_id, audit=False) is None:
         raise HTTPException(404, "There is no member with that id in the part of the network you look after")
-    await request.app.state.membership.erase(member_id, actor=f"organiser:{who.organiser_id}")
+    await rights.erase(member_id, actor=f"organiser:{who.organiser_id}")
     return RedirectResponse("/members", status_code=303)
 
 
@@ -257,19 +230,19 @@ async def erase_member(request: Request, member_id: str) -> Response:
 
 
 @router.get("/admin", response_class=HTMLResponse)
-async def admin_home(request: Request) -> HTMLResponse:
-    who = await organiser(request)
+async def admin_home(request: Request, who: CurrentOrganiser) -> HTMLResponse:
     return page(request, "admin.html", _context(who))
 
 
 async def _units_page(
     request: Request,
+    directory: Directory,
     who: auth.OrganiserScope,
     errors: dict[str, str],
     status: int = 200,
     values: dict[str, Any] | None = None,
 ) -> HTMLResponse:
-    units = await directory(request).units()
+    units = await directory.units()
     return page(
         request,
         "units.html",
@@ -279,92 +252,89 @@ async def _units_page(
 
 
 @router.get("/admin/units", response_class=HTMLResponse)
-async def units(request: Request) -> HTMLResponse:
-    return await _units_page(request, await organiser(request), {})
+async def units(request: Request, who: CurrentOrganiser, directory: DirectoryDep) -> HTMLResponse:
+    return await _units_page(request, directory, who, {})
 
 
 @router.post("/admin/units", response_class=HTMLResponse)
-async def define_unit(request: Request) -> Response:
-    who = await organiser(request)
+async def define_unit(request: Request, who: CurrentOrganiser, directory: DirectoryDep) -> Response:
     form = await request.form()
     kind, name, parent_id, unit_id = (str(form.get(k) or "") for k in ("kind", "name", "parent_id", "unit_id"))
     try:
-        await directory(request).define_unit(kind, name, by=who, unit_id=unit_id or None, parent_id=parent_id or None)
+        await directory.define_unit(kind, name, by=who, unit_id=unit_id or None, parent_id=parent_id or None)
     except AccountProblem as problem:
-        return await _units_page(request, who, problem.errors, 422, {"kind": kind, "name": name})
+        return await _units_page(request, directory, who, problem.errors, 422, {"kind": kind, "name": name})
     except LookupError:
         raise HTTPException(404, "There is no such unit in the part of the network you look after") from None
     return RedirectResponse("/admin/units", status_code=303)
 
 
 @router.get("/admin/roles", response_class=HTMLResponse)
-async def roles(request: Request) -> HTMLResponse:
-    who = await organiser(request)
-    return await _roles_page(request, who, {})
+async def roles(request: Request, who: CurrentOrganiser, directory: DirectoryDep) -> HTMLResponse:
+    return await _roles_page(request, directory, who, {})
 
 
 async def _roles_page(
-    request: Request, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200
+    request: Request, directory: Directory, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200
 ) -> HTMLResponse:
-    grants = await directory(request).roles(who)
-    units = await directory(request).units()
+    grants = await directory.roles(who)
+    units = await directory.units()
     return page(
         request, "roles.html", _context(who, grants=grants, units=units, role_names=ROLES, errors=errors), status
     )
 
 
 @router.post("/admin/roles", response_class=HTMLResponse)
-async def grant_role(request: Request) -> Response:
-    who = await organiser(request)
+async def grant_role(
+    request: Request, who: CurrentOrganiser, directory: DirectoryDep, roster: RosterDep
+) -> Response:
     form = await request.form()
     member_id, role, scope_type, scope_id = (
         str(form.get(k) or "") for k in ("member_id", "role", "scope_type", "scope_id")
     )
-    if await roster(request).member(who, member_id, audit=False) is None:
-        return await _roles_page(request, who, {"member_id": "Choose a member of the part you look after"}, 422)
+    if await roster.member(who, member_id, audit=False) is None:
+        return await _roles_page(
+            request, directory, who, {"member_id": "Choose a member of the part you look after"}, 422
+        )
     try:
-        await directory(request).grant_role(member_id, role, scope_type, scope_id or None, by=who)
+        await directory.grant_role(member_id, role, scope_type, scope_id or None, by=who)
     except AccountProblem as problem:
-        return await _roles_page(request, who, problem.errors, 422)
+        return await _roles_page(request, directory, who, problem.errors, 422)
     return RedirectResponse("/admin/roles", status_code=303)
 
 
 @router.get("/admin/audit", response_class=HTMLResponse)
-async def audit_log(request: Request) -> HTMLResponse:
-    who = await organiser(request)
-    entries = await roster(request).audit_entries(who)
+async def audit_log(request: Request, who: CurrentOrganiser, roster: RosterDep) -> HTMLResponse:
+    entries = await roster.audit_entries(who)
     return page(request, "audit.html", _context(who, entries=entries))
 
 
 @router.get("/admin/origins", response_class=HTMLResponse)
-async def origins(request: Request) -> HTMLResponse:
-    who = await organiser(request)
-    return await _origins_page(request, who, {})
+async def origins(request: Request, who: CurrentOrganiser, allowed: OriginsDep) -> HTMLResponse:
+    return await _origins_page(request, allowed, who, {})
 
 
 async def _origins_page(
-    request: Request, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200
+    request: Request, allowed: AllowedOrigins, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200
 ) -> HTMLResponse:
-    rows = await request.app.state.membership.allowed_origins()
+    rows = await allowed.all()
     return page(request, "origins.html", _context(who, origins=rows, errors=errors), status)
 
 
 @router.post("/admin/origins", response_class=HTMLResponse)
-async def change_origins(request: Request) -> Response:
+async def change_origins(request: Request, who: CurrentOrganiser, allowed: OriginsDep) -> Response:
     """Sites that may embed the join form and be sent back to: network organisers add and remove them."""
-    who = await organiser(request)
     if not who.is_network:
         raise HTTPException(404, "Only the network's organisers choose which sites may embed the join form")
     form = await request.form()
     origin, note, remove = (str(form.get(k) or "") for k in ("origin", "note", "remove"))
-    membership = request.app.state.membership
     if remove:
-        await membership.remove_allowed_origin(remove, actor=f"organiser:{who.organiser_id}")
+        await allowed.remove(remove, actor=f"organiser:{who.organiser_id}")
     else:
         try:
-            await membership.add_allowed_origin(origin, note, actor=f"organiser:{who.organiser_id}")
+            await allowed.add(origin, note, actor=f"organiser:{who.organiser_id}")
         except AccountProblem as problem:
-            return await _origins_page(request, who, problem.errors, 422)
+            return await _origins_page(request, allowed, who, problem.errors, 422)
     return RedirectResponse("/admin/origins", status_code=303)
 
 
@@ -372,64 +342,81 @@ async def change_origins(request: Request) -> Response:
 
 
 async def _organisers_page(
-    request: Request, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200, invited: str | None = None
+    request: Request,
+    accounts: OrganiserAccounts,
+    directory: Directory,
+    who: auth.OrganiserScope,
+    errors: dict[str, str],
+    status: int = 200,
+    invited: str | None = None,
 ) -> HTMLResponse:
-    rows = await accounts(request).list_organisers(who)
-    units = await directory(request).units()
+    rows = await accounts.list_organisers(who)
+    units = await directory.units()
     return page(
         request, "organisers.html", _context(who, organisers=rows, units=units, errors=errors, invited=invited), status
     )
 
 
 @router.get("/organisers", response_class=HTMLResponse)
-async def organisers(request: Request) -> HTMLResponse:
-    return await _organisers_page(request, await organiser(request), {})
+async def organisers(
+    request: Request, who: CurrentOrganiser, accounts: AccountsDep, directory: DirectoryDep
+) -> HTMLResponse:
+    return await _organisers_page(request, accounts, directory, who, {})
 
 
 @router.post("/organisers/invite", response_class=HTMLResponse)
-async def invite(request: Request) -> HTMLResponse:
-    who = await organiser(request)
+async def invite(
+    request: Request, who: CurrentOrganiser, accounts: AccountsDep, directory: DirectoryDep
+) -> HTMLResponse:
     form = await request.form()
     email, name, scope_type, scope_id = (str(form.get(k) or "") for k in ("email", "name", "scope_type", "scope_id"))
     try:
-        await accounts(request).create(
+        await accounts.create(
             email=email, name=name, scope_type=scope_type, scope_id=scope_id or None, invited_by=who
         )
     except AccountProblem as problem:
-        return await _organisers_page(request, who, problem.errors, 422)
-    return await _organisers_page(request, who, {}, invited=email)
+        return await _organisers_page(request, accounts, directory, who, problem.errors, 422)
+    return await _organisers_page(request, accounts, directory, who, {}, invited=email)
 
 
 async def _keys_page(
-    request: Request, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200, new_key: str | None = None
+    request: Request,
+    accounts: OrganiserAccounts,
+    directory: Directory,
+    who: auth.OrganiserScope,
+    errors: dict[str, str],
+    status: int = 200,
+    new_key: str | None = None,
 ) -> HTMLResponse:
-    keys = await accounts(request).api_keys(who)
-    units = await directory(request).units()
+    keys = await accounts.api_keys(who)
+    units = await directory.units()
     return page(request, "api_keys.html", _context(who, keys=keys, units=units, errors=errors, new_key=new_key), status)
 
 
 @router.get("/organisers/api-keys", response_class=HTMLResponse)
-async def api_keys(request: Request) -> HTMLResponse:
-    return await _keys_page(request, await organiser(request), {})
+async def api_keys(
+    request: Request, who: CurrentOrganiser, accounts: AccountsDep, directory: DirectoryDep
+) -> HTMLResponse:
+    return await _keys_page(request, accounts, directory, who, {})
 
 
 @router.post("/organisers/api-keys", response_class=HTMLResponse)
-async def create_api_key(request: Request) -> HTMLResponse:
-    who = await organiser(request)
+async def create_api_key(
+    request: Request, who: CurrentOrganiser, accounts: AccountsDep, directory: DirectoryDep
+) -> HTMLResponse:
     form = await request.form()
     name, scope_type, scope_id = (str(form.get(k) or "") for k in ("name", "scope_type", "scope_id"))
     try:
-        _, key = await accounts(request).create_api_key(
+        _, key = await accounts.create_api_key(
             name, scope_type or who.scope_type, scope_id or (who.scope_id or ""), who
         )
     except AccountProblem as problem:
-        return await _keys_page(request, who, problem.errors, 422)
-    return await _keys_page(request, who, {}, 201, new_key=key)
+        return await _keys_page(request, accounts, directory, who, problem.errors, 422)
+    return await _keys_page(request, accounts, directory, who, {}, 201, new_key=key)
 
 
 @router.post("/organisers/api-keys/{key_id}/revoke")
-async def revoke_api_key(request: Request, key_id: str) -> Response:
-    who = await organiser(request)
-    if not await accounts(request).revoke_api_key(key_id, who):
+async def revoke_api_key(who: CurrentOrganiser, accounts: AccountsDep, key_id: str) -> Response:
+    if not await accounts.revoke_api_key(key_id, who):
         raise HTTPException(404, "There is no such API key in the part of the network you look after")
     return RedirectResponse("/organisers/api-keys", status_code=303)

@@ -16,21 +16,15 @@ from sqlalchemy import and_, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.membership import db as tables
-from services.membership.domain import (
-    EMAIL_RE,
-    MAX_EMAIL,
-    MAX_NAME,
-    UK_POSTCODE_RE,
-    JoinApplication,
-    collapse_spaces,
-    normalise_email,
-    normalise_postcode,
-    place,
-)
+from services.membership import queries
+from services.membership.deps import JoinsDep, MemberRightsDep, RosterDep, SettingsDep, UnitsOfWorkDep
+from services.membership.domain import JoinApplication, place
+from services.membership.joins import MemberNotFound
 from services.membership.roster import MemberFilters, Roster, actor_of, in_scope
-from services.membership.service import MemberNotFound, MembershipService, load_join_options
 from shared import auth, osdi
+from shared.contact import MAX_NAME, UK_POSTCODE_RE, collapse_spaces, is_email, normalise_email, normalise_postcode
 from shared.osdi import CURIES, MAX_PER_PAGE, api_url, collection, hal
+from shared.uow import UnitsOfWork
 
 router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
 MAX_TAG = 100
@@ -59,14 +53,6 @@ def api_error(request: Request, exc: Exception) -> Response:
 
 
 Caller = Annotated[auth.OrganiserScope, Depends(api_caller)]
-
-
-def _members(request: Request) -> MembershipService:
-    return request.app.state.membership
-
-
-def _roster(request: Request) -> Roster:
-    return request.app.state.roster
 
 
 def _paging(request: Request) -> tuple[int, int]:
@@ -128,9 +114,8 @@ def _person(request: Request, details: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("")
 @router.get("/")
-async def entry_point(request: Request, caller: Caller) -> JSONResponse:
+async def entry_point(request: Request, caller: Caller, settings: SettingsDep) -> JSONResponse:
     api = api_url(request)
-    settings = request.app.state.runtime.settings
     return hal(
         {
             "motd": f"Welcome to the {settings.network_name} API (OSDI, as Action Network serves it)",
@@ -154,8 +139,10 @@ async def entry_point(request: Request, caller: Caller) -> JSONResponse:
 # -- people ----------------------------------------------------------------------------------------
 
 
-async def _person_or_404(request: Request, caller: auth.OrganiserScope, person_id: str) -> dict[str, Any]:
-    details = await _roster(request).member(caller, person_id)
+async def _person_or_404(
+    request: Request, roster: Roster, caller: auth.OrganiserScope, person_id: str
+) -> dict[str, Any]:
+    details = await roster.member(caller, person_id)
     if details is None:
         raise_api(404, "There is no person with that id that this API key may see")
     assert details is not None
@@ -163,21 +150,20 @@ async def _person_or_404(request: Request, caller: auth.OrganiserScope, person_i
 
 
 @router.get("/people")
-async def people(request: Request, caller: Caller) -> JSONResponse:
+async def people(request: Request, caller: Caller, roster: RosterDep, uows: UnitsOfWorkDep) -> JSONResponse:
     page, per_page = _paging(request)
     filters = MemberFilters(q=request.query_params.get("q", "")[:200])
-    rows, total = await _roster(request).page(caller, filters, page, per_page)
-    roster = _roster(request)
+    rows, total = await roster.page(caller, filters, page, per_page)
     items = []
-    async with request.app.state.runtime.db.transaction() as session:
+    async with uows.begin() as uow:
         for row in rows:
-            items.append(_person(request, await roster.details(session, row)))
+            items.append(_person(request, await roster.details(uow.session, row)))
     return hal(collection(f"{api_url(request)}/people", "people", items, total, page, per_page))
 
 
 @router.get("/people/{person_id}")
-async def person(request: Request, caller: Caller, person_id: str) -> JSONResponse:
-    return hal(await _person_or_404(request, caller, person_id))
+async def person(request: Request, caller: Caller, roster: RosterDep, person_id: str) -> JSONResponse:
+    return hal(await _person_or_404(request, roster, caller, person_id))
 
 
 def _read_person(body: Any) -> dict[str, Any]:
@@ -199,7 +185,7 @@ def _read_person(body: Any) -> dict[str, Any]:
             raise_api(400, "email_addresses must be a list of objects with an address")
         primary = next((e for e in emails if isinstance(e, dict) and e.get("primary")), emails[0])
         address = normalise_email(str(primary.get("address") or ""))
-        if not EMAIL_RE.match(address) or len(address) > MAX_EMAIL:
+        if not is_email(address):
             raise_api(400, "The email address is not valid")
         out["email"] = address
         status = primary.get("status")
@@ -219,15 +205,17 @@ def _read_person(body: Any) -> dict[str, Any]:
 
 
 @router.put("/people/{person_id}")
-async def update_person(request: Request, caller: Caller, person_id: str) -> JSONResponse:
-    current = await _person_or_404(request, caller, person_id)
+async def update_person(
+    request: Request, caller: Caller, roster: RosterDep, rights: MemberRightsDep, uows: UnitsOfWorkDep, person_id: str
+) -> JSONResponse:
+    current = await _person_or_404(request, roster, caller, person_id)
     fields = _read_person(await _json(request))
     if fields.get("email", current["email_addresses"][0]["address"]) != current["email_addresses"][0]["address"]:
         raise_api(400, "An email address is changed by the person themselves (it needs confirming)")
-    async with request.app.state.runtime.db.transaction() as session:
+    async with uows.begin() as uow:
         try:
-            await _members(request).update_person(
-                session,
+            await rights.update_person(
+                uow,
                 person_id,
                 name=fields.get("name"),
                 postcode=fields.get("postcode"),
@@ -236,7 +224,7 @@ async def update_person(request: Request, caller: Caller, person_id: str) -> JSO
             )
         except MemberNotFound:
             raise_api(404, "There is no person with that id that this API key may see")
-    return hal(await _person_or_404(request, caller, person_id))
+    return hal(await _person_or_404(request, roster, caller, person_id))
 
 
 async def _json(request: Request) -> Any:
@@ -248,7 +236,14 @@ async def _json(request: Request) -> Any:
 
 @router.post("/people")
 @router.post("/person_signup_helper")
-async def person_signup_helper(request: Request, caller: Caller) -> JSONResponse:
+async def person_signup_helper(
+    request: Request,
+    caller: Caller,
+    roster: RosterDep,
+    joins: JoinsDep,
+    rights: MemberRightsDep,
+    uows: UnitsOfWorkDep,
+) -> JSONResponse:
     """Add a person, or find them by email and merge what is sent (`add_tags` tags them)."""
     body = await _json(request)
     if not isinstance(body, dict) or not isinstance(body.get("person"), dict):
@@ -261,10 +256,10 @@ async def person_signup_helper(request: Request, caller: Caller) -> JSONResponse
         isinstance(t, str) and 0 < len(t.strip()) <= MAX_TAG for t in add_tags
     ):
         raise_api(400, f"add_tags must be a list of tag names of up to {MAX_TAG} characters")
-    svc = _members(request)
     source = f"api:{caller.key_id}"
-    async with request.app.state.runtime.db.transaction() as session:
-        options = await load_join_options(session)
+    async with uows.begin() as uow:
+        session = uow.session
+        options = await queries.load_join_options(session)
         region_id, nearest = place(fields.get("postcode"), options.postcode_prefixes)
         if caller.scope_type == "region" and region_id != caller.scope_id:
             region_id = caller.scope_id  # a region's integration adds people to its region
@@ -285,10 +280,10 @@ async def person_signup_helper(request: Request, caller: Caller) -> JSONResponse
             source=source,
             replace_profile=False,
         )
-        outcome = await svc.join_in(session, application, ip=None)
+        outcome = await joins.join_in(uow, application, ip=None)
         if not outcome.new_member:
-            await svc.update_person(
-                session,
+            await rights.update_person(
+                uow,
                 outcome.member_id,
                 name=fields.get("name"),
                 postcode=fields.get("postcode"),
@@ -302,7 +297,7 @@ async def person_signup_helper(request: Request, caller: Caller) -> JSONResponse
                 .values(id=str(uuid.uuid4()), tag_id=tag_id, member_id=outcome.member_id, created_by=actor_of(caller))
                 .on_conflict_do_nothing()
             )
-    details = await _roster(request).member(caller, outcome.member_id)
+    details = await roster.member(caller, outcome.member_id)
     if details is None:  # the person exists but lies outside this key's scope: say nothing more about them
         return hal({"identifiers": [], "_links": {"curies": CURIES}}, 200)
     return hal(_person(request, details), 201 if outcome.new_member else 200)
@@ -354,22 +349,24 @@ def _tagging(request: Request, row: Any) -> dict[str, Any]:
 
 
 @router.get("/tags")
-async def tag_list(request: Request, caller: Caller) -> JSONResponse:
+async def tag_list(request: Request, caller: Caller, uows: UnitsOfWorkDep) -> JSONResponse:
     page, per_page = _paging(request)
     t = tables.tags
-    async with request.app.state.runtime.db.transaction() as session:
+    async with uows.begin() as uow:
+        session = uow.session
         total = (await session.execute(select(func.count()).select_from(t))).scalar_one()
         rows = (await session.execute(select(t).order_by(t.c.name).limit(per_page).offset((page - 1) * per_page))).all()
     return hal(collection(f"{api_url(request)}/tags", "tags", [_tag(request, r) for r in rows], total, page, per_page))
 
 
 @router.post("/tags")
-async def create_tag(request: Request, caller: Caller) -> JSONResponse:
+async def create_tag(request: Request, caller: Caller, uows: UnitsOfWorkDep) -> JSONResponse:
     body = await _json(request)
     name = collapse_spaces(str(body.get("name") or "")) if isinstance(body, dict) else ""
     if not name or len(name) > MAX_TAG:
         raise_api(400, f"A tag needs a name of up to {MAX_TAG} characters")
-    async with request.app.state.runtime.db.transaction() as session:
+    async with uows.begin() as uow:
+        session = uow.session
         tag_id = await _tag_id(session, name, actor_of(caller), create=True)
         row = (await session.execute(select(tables.tags).where(tables.tags.c.id == tag_id))).one()
     return hal(_tag(request, row), 201)
@@ -383,16 +380,20 @@ async def _tag_row(session: Any, tag_id: str) -> Any:
 
 
 @router.get("/tags/{tag_id}")
-async def tag(request: Request, caller: Caller, tag_id: str) -> JSONResponse:
-    async with request.app.state.runtime.db.transaction() as session:
+async def tag(request: Request, caller: Caller, uows: UnitsOfWorkDep, tag_id: str) -> JSONResponse:
+    async with uows.begin() as uow:
+        session = uow.session
         return hal(_tag(request, await _tag_row(session, tag_id)))
 
 
-async def _taggings_page(request: Request, caller: auth.OrganiserScope, where: Any, path: str) -> JSONResponse:
+async def _taggings_page(
+    request: Request, uows: UnitsOfWork, caller: auth.OrganiserScope, where: Any, path: str
+) -> JSONResponse:
     page, per_page = _paging(request)
     g, m = tables.taggings, tables.members
     visible = and_(where, g.c.member_id == m.c.id, m.c.status != "erased", in_scope(caller))
-    async with request.app.state.runtime.db.transaction() as session:
+    async with uows.begin() as uow:
+        session = uow.session
         total = (
             await session.execute(select(func.count()).select_from(g.join(m, g.c.member_id == m.c.id)).where(visible))
         ).scalar_one()
@@ -412,22 +413,27 @@ async def _taggings_page(request: Request, caller: auth.OrganiserScope, where: A
 
 
 @router.get("/tags/{tag_id}/taggings")
-async def tag_taggings(request: Request, caller: Caller, tag_id: str) -> JSONResponse:
-    async with request.app.state.runtime.db.transaction() as session:
+async def tag_taggings(request: Request, caller: Caller, uows: UnitsOfWorkDep, tag_id: str) -> JSONResponse:
+    async with uows.begin() as uow:
+        session = uow.session
         await _tag_row(session, tag_id)
-    return await _taggings_page(request, caller, tables.taggings.c.tag_id == tag_id, f"tags/{tag_id}/taggings")
+    return await _taggings_page(request, uows, caller, tables.taggings.c.tag_id == tag_id, f"tags/{tag_id}/taggings")
 
 
 @router.get("/people/{person_id}/taggings")
-async def person_taggings(request: Request, caller: Caller, person_id: str) -> JSONResponse:
-    await _person_or_404(request, caller, person_id)
+async def person_taggings(
+    request: Request, caller: Caller, roster: RosterDep, uows: UnitsOfWorkDep, person_id: str
+) -> JSONResponse:
+    await _person_or_404(request, roster, caller, person_id)
     return await _taggings_page(
-        request, caller, tables.taggings.c.member_id == person_id, f"people/{person_id}/taggings"
+        request, uows, caller, tables.taggings.c.member_id == person_id, f"people/{person_id}/taggings"
     )
 
 
 @router.post("/tags/{tag_id}/taggings")
-async def tag_someone(request: Request, caller: Caller, tag_id: str) -> JSONResponse:
+async def tag_someone(
+    request: Request, caller: Caller, roster: RosterDep, uows: UnitsOfWorkDep, tag_id: str
+) -> JSONResponse:
     body = await _json(request)
     href = ""
     if isinstance(body, dict):
@@ -435,9 +441,10 @@ async def tag_someone(request: Request, caller: Caller, tag_id: str) -> JSONResp
     person_id = href.rstrip("/").rsplit("/", 1)[-1] if "/people/" in href else ""
     if not person_id:
         raise_api(400, 'Send {"_links": {"osdi:person": {"href": ".../api/v2/people/<id>"}}}')
-    await _person_or_404(request, caller, person_id)
+    await _person_or_404(request, roster, caller, person_id)
     g = tables.taggings
-    async with request.app.state.runtime.db.transaction() as session:
+    async with uows.begin() as uow:
+        session = uow.session
         await _tag_row(session, tag_id)
         await session.execute(
             pg_insert(g)
@@ -449,9 +456,10 @@ async def tag_someone(request: Request, caller: Caller, tag_id: str) -> JSONResp
 
 
 @router.delete("/tags/{tag_id}/taggings/{tagging_id}")
-async def untag(request: Request, caller: Caller, tag_id: str, tagging_id: str) -> JSONResponse:
+async def untag(request: Request, caller: Caller, uows: UnitsOfWorkDep, tag_id: str, tagging_id: str) -> JSONResponse:
     g, m = tables.taggings, tables.members
-    async with request.app.state.runtime.db.transaction() as session:
+    async with uows.begin() as uow:
+        session = uow.session
         row = (
             await session.execute(
                 select(g.c.id)

@@ -3,7 +3,8 @@ the network becomes (or is recognised as) a member; the engagement ladder's leve
 
 The person's details arrive sealed with a key of the RSVP (events) or of the action (campaigns), on those
 services' key topics; membership keeps copies in `received_keys`. An event whose key has not arrived yet is
-parked until it does; one whose key was destroyed (the person was erased) is dropped.
+parked until it does (`remember_key` hands back what waited, for the registry to dispatch); one whose key was
+destroyed (the person was erased) is dropped.
 """
 
 from __future__ import annotations
@@ -11,61 +12,45 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.membership import db as tables
-from services.membership.domain import (
-    EMAIL_RE,
-    MAX_NAME,
-    UK_POSTCODE_RE,
-    JoinApplication,
-    collapse_spaces,
-    normalise_email,  # noqa: I001
-    normalise_postcode,
-    place,
-)
-from services.membership.service import MembershipService, load_join_options, utcnow
+from services.membership import queries
+from services.membership.domain import JoinApplication, ladder_level, place
+from services.membership.joins import Joins, utcnow
+from shared.contact import MAX_NAME, UK_POSTCODE_RE, collapse_spaces, is_email, normalise_email, normalise_postcode
 from shared.crypto import KeyDestroyed, KeyStore, decode_key
 from shared.events.catalog import ActionTaken, EngagementLevelChanged, RsvpReceived
 from shared.events.envelope import Envelope, Sealed
 from shared.logging import get_logger
 from shared.parking import ParkingLot
+from shared.uow import UnitOfWork
 
 log = get_logger(__name__)
 
 
 class Reactions:
-    def __init__(self, members: MembershipService) -> None:
-        self.members = members
+    def __init__(self, joins: Joins) -> None:
+        self.joins = joins
         self.received = KeyStore(tables.received_keys, owner="other services")
         self.parking = ParkingLot(tables.parked_events)
 
     # keys ----------------------------------------------------------------------------------------
-    async def remember_key(self, session: AsyncSession, key_id: str, key_b64: str) -> None:
-        """Keep a copy of an RSVP's or action's key, then handle whatever waited for it."""
-        await self.parking.lock_subject(session, key_id)
-        await self.received.put(session, key_id, decode_key(key_b64))
-        for envelope in await self.parking.release(session, key_id):
-            await self.dispatch(session, envelope)
+    async def remember_key(self, uow: UnitOfWork, key_id: str, key_b64: str) -> list[Envelope]:
+        """Keep a copy of an RSVP's or action's key; returns the events that waited for it, to handle now."""
+        await self.parking.lock_subject(uow.session, key_id)
+        await self.received.put(uow.session, key_id, decode_key(key_b64))
+        return await self.parking.release(uow.session, key_id)
 
-    async def forget_key(self, session: AsyncSession, key_id: str) -> None:
+    async def forget_key(self, uow: UnitOfWork, key_id: str) -> None:
         """A tombstone on a key topic: the copy goes too (only keys we hold leave a marker)."""
-        if await self.received.get(session, key_id) is not None:
-            await self.received.destroy(session, key_id)
-
-    async def dispatch(self, session: AsyncSession, envelope: Envelope) -> None:
-        if envelope.type == RsvpReceived.event_type:
-            await self.rsvp_received(session, envelope, RsvpReceived.model_validate(envelope.data))
-        elif envelope.type == ActionTaken.event_type:
-            await self.action_taken(session, envelope, ActionTaken.model_validate(envelope.data))
+        if await self.received.get(uow.session, key_id) is not None:
+            await self.received.destroy(uow.session, key_id)
 
     # joining from elsewhere ----------------------------------------------------------------------
-    async def rsvp_received(self, session: AsyncSession, envelope: Envelope, event: RsvpReceived) -> None:
+    async def rsvp_received(self, uow: UnitOfWork, envelope: Envelope, event: RsvpReceived) -> None:
         if not event.join_network or event.member_id or event.email is None:
             return
         await self._join(
-            session,
+            uow,
             envelope,
             key_id=event.rsvp_id,
             source=f"rsvp:{event.rsvp_id}",
@@ -76,11 +61,11 @@ class Reactions:
             joined_at=envelope.occurred_at,
         )
 
-    async def action_taken(self, session: AsyncSession, envelope: Envelope, event: ActionTaken) -> None:
+    async def action_taken(self, uow: UnitOfWork, envelope: Envelope, event: ActionTaken) -> None:
         if not event.join_network or event.member_id or event.email is None:
             return
         await self._join(
-            session,
+            uow,
             envelope,
             key_id=event.action_id,
             source=f"action:{event.action_id}",
@@ -95,7 +80,7 @@ class Reactions:
 
     async def _join(
         self,
-        session: AsyncSession,
+        uow: UnitOfWork,
         envelope: Envelope,
         *,
         key_id: str,
@@ -108,6 +93,7 @@ class Reactions:
         region_id: str | None = None,
         group_id: str | None = None,
     ) -> None:
+        session = uow.session
         await self.parking.lock_subject(session, key_id)
         if await self.received.is_destroyed(session, key_id):
             return  # the person was erased before we got here
@@ -123,10 +109,10 @@ class Reactions:
         except KeyDestroyed:
             return
         address = normalise_email(plain["email"] or "")
-        if not EMAIL_RE.match(address) or len(address) > 254:
+        if not is_email(address):
             log.warning("a join from elsewhere had no usable email address; ignored", source=source)
             return
-        options = await load_join_options(session)
+        options = await queries.load_join_options(session)
         code = normalise_postcode(plain["postcode"] or "")
         code = code if UK_POSTCODE_RE.match(code) else ""
         placed_region, nearest = place(code or None, options.postcode_prefixes)
@@ -145,14 +131,12 @@ class Reactions:
             source=source,
             replace_profile=False,
         )
-        await self.members.join_in(session, application, ip=None)
+        await self.joins.join_in(uow, application, ip=None)
 
     # the engagement ladder -----------------------------------------------------------------------
-    async def engagement_level_changed(self, session: AsyncSession, event: EngagementLevelChanged) -> None:
-        """Record the level campaigns observes (a member's own choice of involvement stays as they chose)."""
-        m = tables.members
-        await session.execute(
-            update(m)
-            .where(m.c.id == event.member_id, m.c.status != "erased")
-            .values(ladder_level=event.level, ladder_changed_at=utcnow())
-        )
+    async def engagement_level_changed(self, uow: UnitOfWork, event: EngagementLevelChanged) -> None:
+        """Record the level campaigns observes, as `domain.ladder_level` decides."""
+        member = await queries.lock_member(uow.session, event.member_id)
+        values = ladder_level(member.status if member else None, event.level, utcnow())
+        if values:
+            await queries.update_member(uow.session, event.member_id, values)

@@ -13,10 +13,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from services.membership.deps import JoinsDep, MemberRightsDep, SettingsDep
 from services.membership.domain import EMAIL_TOPICS, InvalidJoin, PreferencesForm, validate_preferences
-from services.membership.service import MemberNotFound
-from services.membership.web import message_page, page, service
+from services.membership.joins import Joins, MemberNotFound
+from services.membership.member_rights import MemberRights
+from services.membership.web import message_page, page
 from shared import tokens
+from shared.config import Settings
 
 router = APIRouter(tags=["members' rights"])
 
@@ -25,10 +28,10 @@ class BadLink(Exception):
     """A member link that cannot be honoured."""
 
 
-def member_from(request: Request, token: str, purpose: str = tokens.PREFERENCES) -> str:
+def member_from(settings: Settings, token: str, purpose: str = tokens.PREFERENCES) -> str:
     max_age = tokens.UNSUBSCRIBE_MAX_AGE_S if purpose == tokens.UNSUBSCRIBE else tokens.PREFERENCES_MAX_AGE_S
     try:
-        payload = tokens.verify(request.app.state.runtime.settings.secret_key, purpose, token, max_age)
+        payload = tokens.verify(settings.secret_key, purpose, token, max_age)
         return str(payload["m"])
     except (tokens.InvalidToken, KeyError, TypeError):
         raise BadLink() from None
@@ -57,6 +60,8 @@ async def _form(request: Request) -> dict[str, Any]:
 
 async def _preferences_page(
     request: Request,
+    rights: MemberRights,
+    joins: Joins,
     token: str,
     member_id: str,
     *,
@@ -64,9 +69,8 @@ async def _preferences_page(
     saved: bool = False,
     status: int = 200,
 ) -> HTMLResponse:
-    svc = service(request)
-    view = await svc.member_view(member_id)
-    options = await svc.join_options()
+    view = await rights.member_view(member_id)
+    options = await joins.options()
     member = view["member"]
     topics = member.email_topics if member.email_topics is not None else [c.key for c in EMAIL_TOPICS]
     return page(
@@ -88,9 +92,11 @@ async def _preferences_page(
 
 
 @router.get("/preferences", response_class=HTMLResponse)
-async def preferences(request: Request, token: str = "") -> HTMLResponse:
+async def preferences(
+    request: Request, rights: MemberRightsDep, joins: JoinsDep, settings: SettingsDep, token: str = ""
+) -> HTMLResponse:
     try:
-        return await _preferences_page(request, token, member_from(request, token))
+        return await _preferences_page(request, rights, joins, token, member_from(settings, token))
     except BadLink:
         return bad_link(request)
     except MemberNotFound:
@@ -98,12 +104,13 @@ async def preferences(request: Request, token: str = "") -> HTMLResponse:
 
 
 @router.post("/preferences", response_class=HTMLResponse)
-async def save_preferences(request: Request) -> HTMLResponse:
+async def save_preferences(
+    request: Request, rights: MemberRightsDep, joins: JoinsDep, settings: SettingsDep
+) -> HTMLResponse:
     data = await _form(request)
     token = str(data.get("token") or "")
     try:
-        member_id = member_from(request, token)
-        svc = service(request)
+        member_id = member_from(settings, token)
         chosen = validate_preferences(
             PreferencesForm(
                 email_consent=data.get("email_consent") == "yes",
@@ -113,38 +120,40 @@ async def save_preferences(request: Request) -> HTMLResponse:
                 groups=data["groups"],
                 subteams=data["subteams"],
             ),
-            await svc.join_options(),
+            await joins.options(),
         )
     except BadLink:
         return bad_link(request)
     except InvalidJoin as invalid:
-        return await _preferences_page(request, token, member_id, errors=invalid.errors, status=422)
+        return await _preferences_page(request, rights, joins, token, member_id, errors=invalid.errors, status=422)
     try:
-        await svc.update_preferences(member_id, chosen)
-        return await _preferences_page(request, token, member_id, saved=True)
+        await rights.update_preferences(member_id, chosen)
+        return await _preferences_page(request, rights, joins, token, member_id, saved=True)
     except MemberNotFound:
         return gone(request)
 
 
 @router.get("/unsubscribe", response_class=HTMLResponse)
-async def unsubscribe_form(request: Request, token: str = "") -> HTMLResponse:
+async def unsubscribe_form(request: Request, settings: SettingsDep, token: str = "") -> HTMLResponse:
     """An email client or scanner may fetch this link: it only shows a button, it changes nothing."""
     try:
-        member_from(request, token, tokens.UNSUBSCRIBE)
+        member_from(settings, token, tokens.UNSUBSCRIBE)
     except BadLink:
         return bad_link(request)
     return page(request, "unsubscribe.html", {"token": token})
 
 
 @router.post("/unsubscribe", response_class=HTMLResponse)
-async def unsubscribe(request: Request, token: str = "") -> HTMLResponse:
+async def unsubscribe(
+    request: Request, rights: MemberRightsDep, settings: SettingsDep, token: str = ""
+) -> HTMLResponse:
     """The button, or a mail client's RFC 8058 one-click POST (`List-Unsubscribe=One-Click`, token in the URL)."""
     form = await request.form()
     one_click = form.get("List-Unsubscribe") == "One-Click"
     token = token or str(form.get("token") or "")
     try:
-        member_id = member_from(request, token, tokens.UNSUBSCRIBE)
-        await service(request).unsubscribe(member_id, source="one-click" if one_click else "unsubscribe-page")
+        member_id = member_from(settings, token, tokens.UNSUBSCRIBE)
+        await rights.unsubscribe(member_id, source="one-click" if one_click else "unsubscribe-page")
     except BadLink:
         return bad_link(request)
     except MemberNotFound:
@@ -153,9 +162,9 @@ async def unsubscribe(request: Request, token: str = "") -> HTMLResponse:
 
 
 @router.get("/me/data")
-async def download(request: Request, token: str = "") -> Response:
+async def download(request: Request, rights: MemberRightsDep, settings: SettingsDep, token: str = "") -> Response:
     try:
-        data = await service(request).everything_about(member_from(request, token))
+        data = await rights.everything_about(member_from(settings, token))
     except BadLink:
         return bad_link(request)
     except MemberNotFound:
@@ -168,20 +177,20 @@ async def download(request: Request, token: str = "") -> Response:
 
 
 @router.get("/me/leave", response_class=HTMLResponse)
-async def leave_form(request: Request, token: str = "") -> HTMLResponse:
+async def leave_form(request: Request, settings: SettingsDep, token: str = "") -> HTMLResponse:
     try:
-        member_from(request, token)
+        member_from(settings, token)
     except BadLink:
         return bad_link(request)
     return page(request, "leave.html", {"token": token, "errors": {}})
 
 
 @router.post("/me/leave", response_class=HTMLResponse)
-async def leave(request: Request) -> HTMLResponse:
+async def leave(request: Request, rights: MemberRightsDep, settings: SettingsDep) -> HTMLResponse:
     form = await request.form()
     try:
-        member_id = member_from(request, str(form.get("token") or ""))
-        await service(request).leave(member_id, str(form.get("reason") or ""))
+        member_id = member_from(settings, str(form.get("token") or ""))
+        await rights.leave(member_id, str(form.get("reason") or ""))
     except BadLink:
         return bad_link(request)
     except MemberNotFound:
@@ -190,26 +199,26 @@ async def leave(request: Request) -> HTMLResponse:
 
 
 @router.get("/me/erase", response_class=HTMLResponse)
-async def erase_form(request: Request, token: str = "") -> HTMLResponse:
+async def erase_form(request: Request, settings: SettingsDep, token: str = "") -> HTMLResponse:
     try:
-        member_from(request, token)
+        member_from(settings, token)
     except BadLink:
         return bad_link(request)
     return page(request, "erase.html", {"token": token, "errors": {}})
 
 
 @router.post("/me/erase", response_class=HTMLResponse)
-async def erase(request: Request) -> HTMLResponse:
+async def erase(request: Request, rights: MemberRightsDep, settings: SettingsDep) -> HTMLResponse:
     form = await request.form()
     token = str(form.get("token") or "")
     try:
-        member_id = member_from(request, token)
+        member_id = member_from(settings, token)
     except BadLink:
         return bad_link(request)
     if form.get("confirm") != "erase":
         errors = {"confirm": "Tick the box to confirm that everything about you should be erased"}
         return page(request, "erase.html", {"token": token, "errors": errors}, 422)
-    if not await service(request).erase(member_id, actor=f"member:{member_id}"):
+    if not await rights.erase(member_id, actor=f"member:{member_id}"):
         return gone(request)
     return message_page(
         request,

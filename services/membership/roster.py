@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
 from shared import auth
-from shared.db import Database
+from shared.uow import UnitsOfWork
 
 MAX_PER_PAGE = 100
 CSV_COLUMNS = (
@@ -104,8 +104,8 @@ def _filtered(f: MemberFilters) -> list[ColumnElement[bool]]:
 
 
 class Roster:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, uows: UnitsOfWork) -> None:
+        self.uows = uows
 
     @staticmethod
     async def audit(
@@ -123,7 +123,8 @@ class Roster:
         per_page = max(1, min(per_page, MAX_PER_PAGE))
         page = max(page, 1)
         where = and_(in_scope(who), *_filtered(filters))
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             total = (await session.execute(select(func.count()).select_from(m).where(where))).scalar_one()
             rows = (
                 await session.execute(
@@ -143,7 +144,8 @@ class Roster:
         """Every member in scope matching the filters as CSV; audited with how many were exported."""
         m, mg, ms = tables.members, tables.member_groups, tables.member_subteams
         where = and_(in_scope(who), *_filtered(filters))
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             rows = (await session.execute(select(m).where(where).order_by(m.c.joined_at, m.c.id))).all()
             names = await self.unit_names(session)
             ids = [r.id for r in rows]
@@ -185,7 +187,8 @@ class Roster:
     async def member(self, who: auth.OrganiserScope, member_id: str, *, audit: bool = True) -> dict[str, Any] | None:
         """Everything an organiser may see of one member in their scope, or None (also when out of scope)."""
         m = tables.members
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             row = (
                 await session.execute(select(m).where(m.c.id == member_id, m.c.status != "erased", in_scope(who)))
             ).first()
@@ -229,7 +232,8 @@ class Roster:
         query = select(a).order_by(a.c.id.desc()).limit(limit)
         if not who.is_network:
             query = query.where(a.c.actor == actor_of(who))
-        async with self.db.transaction() as session:
+        async with self.uows.begin() as uow:
+            session = uow.session
             return list((await session.execute(query)).all())
 
 

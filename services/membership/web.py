@@ -14,39 +14,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
-from services.membership.domain import (
-    InvalidJoin,
-    JoinApplication,
-    JoinForm,
-    JoinOptions,
-    origin_of,
-    validate_join,
-)
-from services.membership.service import MemberNotFound, MembershipService
+from services.membership.deps import JoinFormsDep, JoinsDep, OriginsDep, SettingsDep
+from services.membership.domain import JoinOptions, origin_of
+from services.membership.join_forms import HONEYPOT, LIST_FIELDS, TEXT_FIELDS
+from services.membership.joins import MemberNotFound
 from shared import tokens
+from shared.config import Settings
 
 router = APIRouter(tags=["join"])
 
 MAX_BODY = 64 * 1024
-HONEYPOT = "website"
-LIST_FIELDS = ("interests", "groups", "subteams")
-TEXT_FIELDS = (
-    "name",
-    "email",
-    "postcode",
-    "consent_version",
-    "engagement_level",
-    "region",
-    "skills",
-    "time_available",
-    "organisation",
-    "organisation_name",
-    "source",
-)
-
-
-def service(request: Request) -> MembershipService:
-    return request.app.state.membership
 
 
 def remote_ip(request: Request) -> str:
@@ -54,8 +31,8 @@ def remote_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def own_origin(request: Request) -> str | None:
-    return origin_of(request.app.state.runtime.settings.public_base_url)
+def own_origin(settings: Settings) -> str | None:
+    return origin_of(settings.public_base_url)
 
 
 def page(
@@ -83,40 +60,6 @@ def _groups_by_region(options: JoinOptions) -> list[tuple[str, list[Any]]]:
     return [(r.name, [g for g in options.groups if g.parent_id == r.id]) for r in options.regions]
 
 
-def _form_from(data: dict[str, Any]) -> JoinForm:
-    def text(name: str) -> str:
-        value = data.get(name, "")
-        return value if isinstance(value, str) else ""
-
-    def items(name: str) -> list[str]:
-        value = data.get(name) or []
-        if isinstance(value, str):
-            value = [value]
-        return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-    consent = data.get("email_consent")
-    form = JoinForm(
-        email_consent=consent is True or (isinstance(consent, str) and consent.lower() in ("yes", "on", "true", "1"))
-    )
-    for name in TEXT_FIELDS:
-        setattr(form, name, text(name))
-    for name in LIST_FIELDS:
-        setattr(form, name, items(name))
-    return form
-
-
-def _validated(
-    data: dict[str, Any], options: JoinOptions, site: str | None
-) -> tuple[JoinApplication | None, dict[str, str]]:
-    """The application, or None and what to fix (nothing to fix for a bot caught by the honeypot)."""
-    if data.get(HONEYPOT):
-        return None, {}
-    try:
-        return validate_join(_form_from(data), options, site=site), {}
-    except InvalidJoin as invalid:
-        return None, invalid.errors
-
-
 def _form_values(form: FormData) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key in {*TEXT_FIELDS, "email_consent", HONEYPOT, "redirect"}:
@@ -129,28 +72,30 @@ def _form_values(form: FormData) -> dict[str, Any]:
 
 
 @router.get("/join", response_class=HTMLResponse)
-async def join_form(request: Request, redirect: str = "", source: str = "", region: str = "") -> HTMLResponse:
-    options = await service(request).join_options()
+async def join_form(
+    request: Request, joins: JoinsDep, redirect: str = "", source: str = "", region: str = ""
+) -> HTMLResponse:
+    options = await joins.options()
     values = {"redirect": redirect, "source": source, "region": region, "consent_version": options.consent_version}
     return _render_join(request, options, values=values, errors={})
 
 
 @router.post("/join")
-async def join_submit(request: Request) -> Response:
+async def join_submit(
+    request: Request, forms: JoinFormsDep, origins: OriginsDep, settings: SettingsDep
+) -> Response:
     """The join form: HTML (from our page or any site embedding it) or JSON (a site's own script)."""
     if "application/json" in request.headers.get("content-type", ""):
-        return await _join_json(request)
-    svc = service(request)
-    ip = remote_ip(request)
+        return await _join_json(request, forms, origins, settings)
     form = await request.form()
     values = _form_values(form)
     redirect = values.get("redirect", "").strip()
-    ours = own_origin(request)
+    ours = own_origin(settings)
     thanks = "/join/thanks"
     site = None
     if redirect:
         target = origin_of(redirect)
-        if target is None or (target != ours and not await svc.is_allowed_origin(target)):
+        if target is None or (target != ours and not await origins.is_allowed(target)):
             return message_page(
                 request,
                 "This form cannot send you back to that site",
@@ -162,23 +107,15 @@ async def join_submit(request: Request) -> Response:
     else:
         origin = origin_of(request.headers.get("origin", ""))
         site = origin if origin and origin != ours else None
-    too_many = (
-        "Too many sign-ups from your connection",
-        "Please wait a few minutes and try again.",
-    )
-    options = await svc.join_options()
-    application, errors = _validated(values, options, site)
-    if application is None:
-        # Counted against the address like any attempt; a bot caught by the honeypot learns nothing.
-        if not (await svc.allow_join_from(ip)).allowed:
-            return message_page(request, *too_many, 429)
-        if values.get(HONEYPOT):
-            return RedirectResponse(thanks, status_code=303)
+    result = await forms.submit(values, remote_ip(request), site)
+    if result.too_many:
+        return message_page(
+            request, "Too many sign-ups from your connection", "Please wait a few minutes and try again.", 429
+        )
+    if result.errors:
         values["email_consent"] = bool(values.get("email_consent"))
-        values.setdefault("consent_version", options.consent_version)
-        return _render_join(request, options, values=values, errors=errors, status=422)
-    if not (await request.app.state.join_batcher.submit(application, ip=ip)).address_allowed:
-        return message_page(request, *too_many, 429)
+        values.setdefault("consent_version", result.options.consent_version)
+        return _render_join(request, result.options, values=values, errors=result.errors, status=422)
     return RedirectResponse(thanks, status_code=303)
 
 
@@ -194,25 +131,28 @@ def _cors(origin: str | None) -> dict[str, str]:
     }
 
 
-async def _caller_origin(request: Request) -> tuple[str | None, bool]:
+async def _caller_origin(
+    request: Request, origins: OriginsDep, settings: SettingsDep
+) -> tuple[str | None, bool]:
     """The Origin of a cross-origin call and whether it may make it (same-origin and no Origin are fine)."""
     origin = origin_of(request.headers.get("origin", ""))
-    if origin is None or origin == own_origin(request):
+    if origin is None or origin == own_origin(settings):
         return None, True
-    return origin, await service(request).is_allowed_origin(origin)
+    return origin, await origins.is_allowed(origin)
 
 
 @router.options("/join")
-async def join_preflight(request: Request) -> Response:
-    origin, allowed = await _caller_origin(request)
+async def join_preflight(request: Request, origins: OriginsDep, settings: SettingsDep) -> Response:
+    origin, allowed = await _caller_origin(request, origins, settings)
     if not allowed:
         return Response(status_code=403)
     return Response(status_code=204, headers=_cors(origin))
 
 
-async def _join_json(request: Request) -> JSONResponse:
-    svc = service(request)
-    origin, allowed = await _caller_origin(request)
+async def _join_json(
+    request: Request, forms: JoinFormsDep, origins: OriginsDep, settings: SettingsDep
+) -> JSONResponse:
+    origin, allowed = await _caller_origin(request, origins, settings)
     if not allowed:
         return JSONResponse({"error": "This site may not post to the join form"}, status_code=403)
     headers = _cors(origin)
@@ -223,24 +163,19 @@ async def _join_json(request: Request) -> JSONResponse:
         data = None
     if not isinstance(data, dict):
         return JSONResponse({"error": "Send the form as a JSON object"}, status_code=400, headers=headers)
-    ip = remote_ip(request)
-    too_many = JSONResponse(
-        {"error": "Too many sign-ups from this connection: try again in a few minutes"},
-        status_code=429,
-        headers=headers,
-    )
+    result = await forms.submit(data, remote_ip(request), origin)
+    if result.too_many:
+        return JSONResponse(
+            {"error": "Too many sign-ups from this connection: try again in a few minutes"},
+            status_code=429,
+            headers=headers,
+        )
+    if result.errors:
+        return JSONResponse({"errors": result.errors}, status_code=422, headers=headers)
     received = {"status": "received"}
-    options = await svc.join_options()
-    application, errors = _validated(data, options, origin)
-    if application is None:
-        # Counted against the address like any attempt; a bot caught by the honeypot learns nothing.
-        if not (await svc.allow_join_from(ip)).allowed:
-            return too_many
-        if data.get(HONEYPOT):
-            return JSONResponse(received, status_code=202, headers=headers)
-        return JSONResponse({"errors": errors}, status_code=422, headers=headers)
-    if not (await request.app.state.join_batcher.submit(application, ip=ip)).address_allowed:
-        return too_many
+    application, options = result.application, result.options
+    if application is None:  # a bot caught by the honeypot
+        return JSONResponse(received, status_code=202, headers=headers)
     # What the person typed places them; saying where tells nothing about whether they were a member.
     region = options.resolve(options.regions, application.region_id or "")
     group = options.resolve(options.groups, application.suggested_group_id or "")
@@ -261,11 +196,10 @@ async def join_thanks(request: Request) -> HTMLResponse:
 
 
 @router.get("/join/confirm", response_class=HTMLResponse)
-async def confirm_email(request: Request, token: str = "") -> HTMLResponse:
+async def confirm_email(request: Request, joins: JoinsDep, settings: SettingsDep, token: str = "") -> HTMLResponse:
     """The link in the welcome email: confirms the address (double opt-in) and publishes MemberConfirmed."""
-    secret = request.app.state.runtime.settings.secret_key
     try:
-        payload = tokens.verify(secret, tokens.CONFIRM_EMAIL, token, tokens.CONFIRM_MAX_AGE_S)
+        payload = tokens.verify(settings.secret_key, tokens.CONFIRM_EMAIL, token, tokens.CONFIRM_MAX_AGE_S)
         member_id = str(payload["m"])
     except (tokens.InvalidToken, KeyError, TypeError) as exc:
         reason = str(exc) if isinstance(exc, tokens.InvalidToken) else "This link is not valid"
@@ -273,7 +207,7 @@ async def confirm_email(request: Request, token: str = "") -> HTMLResponse:
             request, "We could not confirm your email address", f"{reason}. Join again to get a new link.", 400
         )
     try:
-        await service(request).confirm(member_id)
+        await joins.confirm(member_id)
     except MemberNotFound:
         return message_page(
             request,

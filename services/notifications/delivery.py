@@ -3,6 +3,10 @@
 Several senders (one SMTP connection each) run per process and any number of processes may run: each
 delivery is locked with FOR UPDATE SKIP LOCKED while it is sent, and committed as sent at the relay's
 point of acceptance (see mailer.py), so a crash or a second instance never sends one twice.
+
+A delivery that cannot be sent (no address, an email that cannot be prepared) is failed on its own, with its
+reason in `last_error`, before any SMTP command; an unexpected error while sending is retried with backoff and
+failed after `max_attempts`. Either way it never holds up, nor is blamed on, anyone else's email.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from typing import Any
 
 from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
-from services.notifications.mailer import Mailer, OutgoingEmail, PermanentFailure, TemporaryFailure
+from services.notifications.mailer import Mailer, OutgoingEmail, PermanentFailure, TemporaryFailure, Unsendable
 from services.notifications.suppression import MARKETING_KINDS, STOPS_EVERYTHING, Suppressions, blocks
 from shared import metrics, tokens
 from shared.config import Settings
@@ -33,6 +38,7 @@ log = get_logger(__name__)
 AttachmentProvider = Callable[[AsyncSession, Any], Awaitable[list[tuple[str, str, bytes]]]]
 
 HARD_FAILURES_BEFORE_SUPPRESSION = 3
+NO_ADDRESS = "no recipient address"
 
 # The due rows are picked once (a materialised CTE): as `id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` the
 # planner may rescan the subquery, each rescan skipping the rows already locked, and lease far more than n.
@@ -65,9 +71,13 @@ MARK_SENT_SQL = text(
     "UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, lease_until = NULL "
     f"WHERE id = :id AND status = 'sending' AND NOT {_SUPPRESSED} RETURNING id"
 )
+# When the commit point finds the delivery no longer this sender's to send: marked suppressed if its address was
+# suppressed since the claim; the delivery's status then ('suppressed' too when it was cancelled meanwhile, e.g.
+# its member erased; otherwise another sender has it).
 SUPPRESS_ONE_SQL = text(
-    "UPDATE deliveries SET status = 'suppressed', lease_until = NULL "
-    f"WHERE id = :id AND status = 'sending' AND {_SUPPRESSED} RETURNING id"
+    "WITH s AS (UPDATE deliveries SET status = 'suppressed', lease_until = NULL "
+    f"WHERE id = :id AND status = 'sending' AND {_SUPPRESSED} RETURNING status) "
+    "SELECT coalesce((SELECT status FROM s), (SELECT status FROM deliveries WHERE id = :id))"
 )
 
 
@@ -76,7 +86,7 @@ class LeaseLost(Exception):
 
 
 class SuppressedMeanwhile(Exception):
-    """The address was suppressed for this kind of email after the delivery was claimed."""
+    """The address was suppressed for this kind of email, or the delivery cancelled, after it was claimed."""
 
 
 class Claimed:
@@ -220,21 +230,26 @@ class DeliveryWorker:
 
     async def claim(self, n: int) -> list[Any]:
         """Lease up to `n` due deliveries to this sender (status 'sending' until the lease ends), and set aside
-        in the same transaction those whose address is suppressed for their kind (one query for the batch)."""
+        in the same transaction those whose address is suppressed for their kind (one query for the batch) and
+        fail those without an address (none is queued without one; this keeps a stray row from SMTP)."""
         async with self.db.transaction() as session:
             rows = list((await session.execute(CLAIM_SQL, {"n": n, "lease_s": self.lease_s})).all())
             if not rows:
                 return []
-            keys = {row.id: self.suppressions.address_key(row.recipient_email) for row in rows if row.recipient_email}
+            for row in rows:
+                if not row.recipient_email:
+                    await self._fail(session, row, NO_ADDRESS, row.attempts, permanent=True)
+            rows = [row for row in rows if row.recipient_email]
+            keys = {row.id: self.suppressions.address_key(row.recipient_email) for row in rows}
             reasons: dict[str, str] = {}
             if keys:
                 found = await session.execute(SUPPRESSIONS_SQL, {"keys": list(set(keys.values()))})
                 reasons = {email: reason for email, reason in found.tuples()}
-            blocked = [row.id for row in rows if row.id in keys and blocks(reasons.get(keys[row.id]), row.kind)]
+            blocked = [row.id for row in rows if blocks(reasons.get(keys[row.id]), row.kind)]
             if blocked:
                 await session.execute(SUPPRESS_CLAIMED_SQL, {"ids": blocked})
             blocked_ids = set(blocked)
-            return [Claimed(row, keys.get(row.id)) for row in rows if row.id not in blocked_ids]
+            return [Claimed(row, keys[row.id]) for row in rows if row.id not in blocked_ids]
 
     async def _release(self, ids: list[str]) -> None:
         """Give back, best effort, a batch's deliveries not tried because the batch stopped (otherwise their
@@ -258,7 +273,8 @@ class DeliveryWorker:
         """Send one leased delivery and commit it as sent at the relay's point of acceptance.
 
         `row` comes from `claim` (suppressions already checked for the batch). The commit point checks them
-        again, so an address suppressed while the batch was going out is not emailed either."""
+        again, and that the delivery is still 'sending', so an address suppressed, or a delivery cancelled (its
+        member erased), while the batch was going out is not emailed either."""
         if session is None:
             async with self.db.engine.connect() as conn:
                 own = AsyncSession(bind=conn, expire_on_commit=False)
@@ -271,8 +287,6 @@ class DeliveryWorker:
             row = Claimed(row, self.suppressions.address_key(row.recipient_email) if row.recipient_email else None)
         token = correlation_id_var.set(row.correlation_id)
         try:
-            email = await self._email(session, row)
-            await self.limiter.wait()
             attempts = row.attempts + 1
             commit: asyncio.Future[None] | None = None
             params = {
@@ -288,10 +302,11 @@ class DeliveryWorker:
                 now = datetime.now(UTC)
                 still_mine = await session.execute(MARK_SENT_SQL, {**params, "now": now})
                 if still_mine.first() is None:
-                    # Suppressed since it was claimed, or another sender has it now: abandon this copy before its '.'.
-                    suppressed = (await session.execute(SUPPRESS_ONE_SQL, params)).first() is not None
+                    # Suppressed or cancelled since it was claimed, or another sender has it now: abandon this copy
+                    # before its '.'.
+                    status = (await session.execute(SUPPRESS_ONE_SQL, params)).scalar()
                     await session.commit()
-                    raise SuppressedMeanwhile(row.id) if suppressed else LeaseLost(row.id)
+                    raise SuppressedMeanwhile(row.id) if status == "suppressed" else LeaseLost(row.id)
                 await self.outbox.add_events(
                     session,
                     [NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now)],
@@ -305,13 +320,19 @@ class DeliveryWorker:
                 await asyncio.sleep(0)
 
             try:
+                email = await self._prepared(session, row)
+                await self.limiter.wait()
                 await mailer.send(email, commit_point=commit_as_sent)
                 metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
             except LeaseLost:
                 log.warning("delivery lease lost; left to its new sender", delivery_id=row.id)
             except SuppressedMeanwhile:
-                log.info("delivery suppressed while its batch was sent", delivery_id=row.id)
-            except (TemporaryFailure, PermanentFailure) as exc:
+                log.info("delivery suppressed or cancelled while its batch was sent", delivery_id=row.id)
+            except (SQLAlchemyError, OSError):
+                raise  # the database, not this delivery: the pass fails and its lease brings the delivery back
+            except Exception as exc:
+                # The relay's answer, an email that cannot be sent, or an error of ours while sending (the mailer
+                # has left its connection outside any transaction): recorded on this delivery alone.
                 if commit is not None:
                     await commit  # recorded as sent, then refused at the '.': correct the record
                 await session.begin()
@@ -322,6 +343,15 @@ class DeliveryWorker:
                     await commit
         finally:
             correlation_id_var.reset(token)
+
+    async def _prepared(self, session: AsyncSession, row: Any) -> OutgoingEmail:
+        """The email of `row`; Unsendable when it cannot be prepared (a database error is raised as it is)."""
+        try:
+            return await self._email(session, row)
+        except (SQLAlchemyError, OSError):
+            raise
+        except Exception as exc:
+            raise Unsendable(f"the email could not be prepared ({type(exc).__name__})") from exc
 
     async def _email(self, session: AsyncSession, row: Any) -> OutgoingEmail:
         headers: dict[str, str] = {}
@@ -350,10 +380,22 @@ class DeliveryWorker:
         )
 
     async def _record_failure(self, session: AsyncSession, row: Any, exc: Exception, attempts: int) -> None:
+        """A failed attempt, retried after a backoff until `max_attempts`; failed at once when the relay refused
+        the recipient (counted against the address) or the email cannot be sent as it is (not the address's
+        fault)."""
         table = tables.deliveries
-        permanent = isinstance(exc, PermanentFailure)
-        if permanent or attempts >= self.max_attempts:
-            await self._fail(session, row, str(exc), attempts, permanent=permanent)
+        known = isinstance(exc, TemporaryFailure | PermanentFailure | Unsendable)
+        # An unexpected error's own message may quote an address: only its type is kept (and logged).
+        error = str(exc) if known else f"unexpected error while sending ({type(exc).__name__})"
+        if isinstance(exc, PermanentFailure | Unsendable) or attempts >= self.max_attempts:
+            await self._fail(
+                session,
+                row,
+                error,
+                attempts,
+                permanent=isinstance(exc, PermanentFailure | Unsendable),
+                refused_by_relay=isinstance(exc, PermanentFailure),
+            )
             return
         backoff = timedelta(seconds=min(2**attempts, 3600))
         await session.execute(
@@ -363,14 +405,23 @@ class DeliveryWorker:
                 status="pending",
                 attempts=attempts,
                 next_attempt_at=datetime.now(UTC) + backoff,
-                last_error=str(exc)[:2000],
+                last_error=error[:2000],
                 lease_until=None,
             )
         )
         metrics.EMAILS_FAILED.labels(self.service, row.kind, "false").inc()
-        log.info("delivery deferred", delivery_id=row.id, error=str(exc), retry_in_s=backoff.total_seconds())
+        log.info("delivery deferred", delivery_id=row.id, error=error, retry_in_s=backoff.total_seconds())
 
-    async def _fail(self, session: AsyncSession, row: Any, error: str, attempts: int, *, permanent: bool) -> None:
+    async def _fail(
+        self,
+        session: AsyncSession,
+        row: Any,
+        error: str,
+        attempts: int,
+        *,
+        permanent: bool,
+        refused_by_relay: bool = False,
+    ) -> None:
         table = tables.deliveries
         await session.execute(
             update(table)
@@ -390,7 +441,7 @@ class DeliveryWorker:
             ],
             correlation_id=row.correlation_id,
         )
-        if permanent and row.recipient_email:
+        if refused_by_relay and row.recipient_email:
             await self._count_hard_failure(session, row.recipient_email)
         metrics.EMAILS_FAILED.labels(self.service, row.kind, str(permanent).lower()).inc()
         log.warning("delivery failed", delivery_id=row.id, error=error, permanent=permanent)

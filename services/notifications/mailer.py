@@ -20,14 +20,22 @@ from email.utils import make_msgid, parseaddr
 from functools import lru_cache
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from shared.config import Settings
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 PERIOD_RE = re.compile(rb"(?m)^\.")
 CommitPoint = Callable[[], Awaitable[None]]
 # RFC 5322 allows 998 characters a line; a header within it that is plain ASCII is written as it is.
 MAX_LINE = 998
+# Replies that say the relay and we disagree about where the conversation is (500 unrecognised, 502 not
+# implemented, 503 bad sequence such as "nested MAIL command", 504 parameter not implemented): our state, not
+# a refusal of the recipient.
+OUT_OF_STEP = frozenset({500, 502, 503, 504})
 
 
 @lru_cache(maxsize=256)
@@ -77,7 +85,29 @@ class TemporaryFailure(Exception):
 
 
 class PermanentFailure(Exception):
-    """The relay refused the message for good (5xx)."""
+    """The relay refused the recipient or the message for good (5xx to RCPT or DATA)."""
+
+
+class Unsendable(Exception):
+    """The email cannot be sent as it is (no usable recipient address, a message that cannot be written): found
+    before any SMTP command, so it never reaches the relay; retrying would not help."""
+
+
+class _OutOfStep(Exception):
+    """The relay answered as if our side of the conversation were elsewhere (see OUT_OF_STEP), before the
+    commit point: the connection is dropped and the email may be tried again at once on a new one."""
+
+
+def envelope_recipient(address: str | None) -> str:
+    """`address` once it is known to be usable in RCPT TO (ASCII, no characters that could smuggle a command),
+    else Unsendable. The reason never repeats the address: it is logged and published."""
+    if not address or not address.strip():
+        raise Unsendable("no recipient address")
+    try:
+        quote_address(address).encode("ascii")
+    except ValueError:  # UnicodeEncodeError included; the original message holds the address
+        raise Unsendable("recipient address not usable in RCPT TO") from None
+    return address
 
 
 class Mailer:
@@ -162,30 +192,84 @@ class Mailer:
             self._smtp = None
 
     async def send(self, email: OutgoingEmail, commit_point: CommitPoint | None = None) -> None:
-        """Send one email; `commit_point` runs once the relay holds the whole message, just before it accepts."""
+        """Send one email; `commit_point` runs once the relay holds the whole message, just before it accepts.
+
+        Raises Unsendable (before any SMTP command), TemporaryFailure or PermanentFailure. Whatever goes wrong
+        inside a mail transaction, the connection is left outside one (RSET, or dropped), so the next email on
+        it starts clean; a reply that shows we were out of step with the relay is retried on a new connection,
+        never reported as the recipient's refusal."""
+        recipient = envelope_recipient(email.to)
+        try:
+            message = self.message_bytes(email)
+        except Exception as exc:
+            raise Unsendable(f"the message could not be written ({type(exc).__name__})") from exc
         async with self._lock:
             try:
-                smtp = await self._connection()
-                await smtp.mail(self.sender)
-                await smtp.rcpt(email.to)
-                await self._data(smtp, self.message_bytes(email), commit_point)
-            except aiosmtplib.SMTPResponseException as exc:
-                await self._reset()
-                if 400 <= exc.code < 500:
-                    raise TemporaryFailure(f"{exc.code} {exc.message}") from exc
-                raise PermanentFailure(f"{exc.code} {exc.message}") from exc
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                await self.close()
-                raise TemporaryFailure(repr(exc)) from exc
+                await self._transaction(recipient, message, commit_point)
+            except _OutOfStep as exc:
+                log.warning("relay out of step with this connection; trying again on a new one", reply=str(exc))
+                try:
+                    await self._transaction(recipient, message, commit_point)
+                except _OutOfStep as again:
+                    raise TemporaryFailure(str(again)) from again
+
+    async def _transaction(self, recipient: str, message: bytes, commit_point: CommitPoint | None) -> None:
+        """One mail transaction (MAIL, RCPT, DATA), its errors classified by the step that met them."""
+        step = "connect"
+        committing = False
+
+        async def at_commit_point() -> None:
+            nonlocal committing
+            committing = True
+            if commit_point is not None:
+                await commit_point()
+
+        try:
+            smtp = await self._connection()
+            step = "MAIL"
+            await smtp.mail(self.sender)
+            step = "RCPT"
+            await smtp.rcpt(recipient)
+            step = "DATA"
+            await self._data(smtp, message, at_commit_point)
+        except aiosmtplib.SMTPResponseException as exc:
+            reply = f"{exc.code} {exc.message}"
+            if exc.code in OUT_OF_STEP:
+                self._drop()
+                if committing:
+                    raise TemporaryFailure(reply) from exc  # the caller corrects its record; no second commit
+                raise _OutOfStep(reply) from exc
+            await self._reset()
+            if 500 <= exc.code < 600 and step in ("RCPT", "DATA"):
+                raise PermanentFailure(reply) from exc
+            # 4xx; or a refusal of the connection, the login or our sender: the relay's or our configuration's
+            # doing, so never counted against the recipient's address.
+            raise TemporaryFailure(reply) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self._drop()
+            raise TemporaryFailure(repr(exc)) from exc
+        except BaseException:
+            # Anything else (an error of ours, a cancellation) may leave the transaction half done: only a new
+            # connection is sure to be outside it, and the relay discards what was not ended by a final '.'.
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        """Close the connection without a word to the relay, which discards any transaction left open on it."""
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
 
     async def _reset(self) -> None:
         if self._smtp is not None and self._smtp.is_connected:
             try:
                 await self._smtp.rset()
-            except Exception:
-                await self.close()
+            except BaseException as exc:
+                self._drop()
+                if not isinstance(exc, Exception):
+                    raise
 
-    async def _data(self, smtp: aiosmtplib.SMTP, message: bytes, commit_point: CommitPoint | None) -> None:
+    async def _data(self, smtp: aiosmtplib.SMTP, message: bytes, commit_point: CommitPoint) -> None:
         protocol = smtp.protocol
         body = PERIOD_RE.sub(b"..", normalize_message_line_endings(message))
         if not body.endswith(b"\r\n"):
@@ -204,14 +288,12 @@ class Mailer:
             transport = protocol.transport  # type: ignore[union-attr]
             while isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size() > 0:
                 await asyncio.sleep(0.001)
-            if commit_point is not None:
-                try:
-                    await commit_point()
-                except BaseException:
-                    # Drop the connection before the final '.': the relay discards the unfinished message.
-                    smtp.close()
-                    self._smtp = None
-                    raise
+            try:
+                await commit_point()
+            except BaseException:
+                # Drop the connection before the final '.': the relay discards the unfinished message.
+                self._drop()
+                raise
             protocol._response_pending = True  # type: ignore[union-attr]
             protocol.write(b".\r\n")  # type: ignore[union-attr]
             response = await protocol.read_response(timeout=30)  # type: ignore[union-attr]

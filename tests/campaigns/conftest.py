@@ -23,10 +23,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.local import launcher
-from services.campaigns.auth import OrganiserScope, issue
 from services.campaigns.projection import REPORTING_TOPICS
 from services.campaigns.views import member_token
 from shared import topics
+from shared.auth import OrganiserScope, issue
 from shared.config import Settings
 from shared.events.catalog import (
     AttendanceRecorded,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from services.campaigns.auth import OrganiserScope, issue
+from shared.auth import OrganiserScope, issue
 from tests.campaigns.conftest import PETITION, SECRET, ask_of, launch, of_type
 
 HAL = "application/hal+json"

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from deploy.local import launcher
-from services.events.auth import OrganiserScope, issue
 from shared import topics
+from shared.auth import OrganiserScope, issue
 from shared.config import Settings
 from shared.events.envelope import Envelope
 from tests.support.inprocess import InProcessServer, asyncpg_dsn, free_port, fresh_test_database

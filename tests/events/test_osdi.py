@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 
-from services.events.auth import OSDI_API, OrganiserScope, issue
+from shared.auth import OSDI_API, OrganiserScope, issue
 from tests.events.conftest import SECRET, of_meeting, schedule
 
 API_TOKEN = {"OSDI-API-Token": issue(SECRET, OrganiserScope("integration-1", "network"), OSDI_API)}

@@ -52,11 +52,15 @@ async def test_a_reminder_due_while_the_service_is_down_is_sent_once_after_resta
 
 
 async def test_a_cancelled_meetings_reminder_is_never_sent(client, organiser, db):
-    start = datetime.now(UTC) + timedelta(minutes=10, seconds=1)
+    # The reminder falls due a few seconds after scheduling: long enough for the cancel to land first on a busy
+    # machine (with 1 s it once landed after), then the in-process loop (polling every 0.2 s) has its chance.
+    lead = timedelta(seconds=8)
+    start = datetime.now(UTC) + timedelta(minutes=10) + lead
     meeting = await schedule(client, organiser, starts_at=start.isoformat(),
                              ends_at=(start + timedelta(hours=1)).isoformat(), reminder_offsets=[10])
     await client.post(f"/meetings/{meeting['id']}/cancel", json={}, headers=organiser)
-    await asyncio.sleep(1.5)
+    assert datetime.now(UTC) < start - timedelta(minutes=10), "the cancel landed after the reminder was due"
+    await asyncio.sleep(max(0.0, (start - timedelta(minutes=10) - datetime.now(UTC)).total_seconds()) + 1.5)
     assert await db.fetchval("SELECT status FROM reminders WHERE meeting_id = $1", meeting["id"]) == "cancelled"
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE key = $1 AND event_type = 'MeetingReminderDue'",
                              meeting["id"]) == 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -19,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from deploy.local import launcher
+from deploy.local import kafka, launcher
 
 
 def unique_address(local: str = "person") -> str:
@@ -129,6 +131,26 @@ async def test_kafka_answers_metadata_and_never_creates_topics_on_its_own(infra:
         assert topic not in await admin.list_topics()
     finally:
         await admin.close()
+
+
+def test_kafka_storage_formats_under_a_cluster_id_that_begins_with_a_dash(tmp_path: Path) -> None:
+    """Issue #21: about one id in 64 began with '-', and Kafka's StorageTool took it for an option."""
+    cluster_id = base64.urlsafe_b64encode(b"\xf8" + bytes(15)).decode().rstrip("=")
+    assert cluster_id.startswith("-")
+    kafka.write_kafka_config(tmp_path)
+
+    kafka.format_kafka_storage(kafka.ensure_kafka_libs(), cluster_id, tmp_path)
+
+    assert f"cluster.id={cluster_id}" in (tmp_path / "data" / "meta.properties").read_text().splitlines()
+
+
+def test_a_new_cluster_id_is_drawn_again_when_it_would_begin_with_a_dash() -> None:
+    draws = iter([b"\xf8" + bytes(15), b"\x10" + bytes(15)])
+
+    cluster_id = kafka.new_cluster_id(lambda: next(draws))
+
+    assert cluster_id == base64.urlsafe_b64encode(b"\x10" + bytes(15)).decode().rstrip("=")
+    assert not cluster_id.startswith("-")
 
 
 @pytest.mark.fault
@@ -281,3 +303,21 @@ def test_an_extra_instance_gets_its_own_port_pid_and_log_and_can_be_killed(full_
     assert extra.wait(10) == -signal.SIGKILL
     assert launcher.read_record("membership-b") is None
     assert launcher.service_ready("membership", 10), "the main instance must be unaffected"
+
+
+def test_organiser_command_prints_a_link_that_opens_the_password_page_through_the_gateway(full_stack: None) -> None:
+    """Issue #16: the first organiser, made as the README says (`make organiser` runs this), lands in the running
+    stack's membership database, and its link carries the stack's address and verifies with the stack's key."""
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.local.launcher", "organiser", "--email", unique_address("first-organiser")],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = dict(re.findall(r"^(TOTP secret|set password link):\s+(\S+)$", result.stdout, re.M))
+    link = printed["set password link"]
+    assert link.startswith(f"{launcher.PUBLIC_BASE_URL}/organisers/set-password?token=")
+
+    page = httpx.get(link, timeout=30)
+
+    assert page.status_code == 200, page.text
+    assert printed["TOTP secret"] in page.text and "otpauth://totp/" in page.text

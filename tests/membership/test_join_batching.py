@@ -13,16 +13,17 @@ from sqlalchemy.exc import IntegrityError
 from services.membership import db as tables
 from services.membership.batching import JoinBatcher
 from services.membership.domain import JoinApplication
-from services.membership.service import MembershipService, PendingJoin
+from services.membership.joins import Joins, PendingJoin
 from shared.db import Database
 from shared.outbox import Outbox
+from shared.uow import UnitsOfWork
 from tests.membership.conftest import unique_email
 
 
 @pytest.fixture
-async def membership(membership_test_db_url: str, membership_settings) -> AsyncIterator[MembershipService]:
+async def membership(membership_test_db_url: str, membership_settings) -> AsyncIterator[Joins]:
     db = Database(membership_test_db_url, pool_size=4)
-    yield MembershipService(db, Outbox(tables.delivery.outbox), membership_settings.secret_key)
+    yield Joins(UnitsOfWork(db, Outbox(tables.delivery.outbox)), membership_settings.secret_key)
     await db.dispose()
 
 

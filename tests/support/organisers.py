@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from deploy.local import launcher
-from services.events.auth import OrganiserScope, issue
+from shared.auth import OrganiserScope, issue
 
 
 def organiser_headers(scope_type: str = "network", scope_id: str | None = None) -> dict[str, str]:

@@ -1,0 +1,178 @@
+"""The gateway: nginx in front of the services, its nginx.conf rendered from ROUTES (below) and
+deploy/nginx/gateway.conf.template, for the launcher ("local") and for the Docker image ("docker")."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from deploy.local.config import (
+    GATEWAY,
+    GATEWAY_PORT,
+    GATEWAY_URL,
+    HOST,
+    IS_ROOT,
+    NGINX_DIR,
+    NGINX_TEMPLATE,
+    SERVICE_PORTS,
+    LauncherError,
+    required_ports,
+    start_timeout,
+)
+from deploy.local.packages import apt_install
+from deploy.local.probes import check_ports, not_ready, wait_http
+from deploy.local.processes import ManagedProcess, launcher_lock, read_record, spawn, stop_process
+
+# --------------------------------------------------------------------------------------------------
+# The gateway's routing table: path -> owning service. The one place it is written down.
+#   "/x"  routes /x exactly and everything under /x/ ;   "/x/" routes everything under /x/ ;
+#   "/"   is the catch-all (home page, anything unrouted: membership renders the 404).
+# nginx picks the longest matching prefix, so /api/v2/events beats /api/v2.
+# --------------------------------------------------------------------------------------------------
+ROUTES: dict[str, str] = {
+    "/": "membership",
+    # membership: people, consent (preferences, unsubscribe), organiser accounts, OSDI entry point
+    "/join": "membership",
+    "/members": "membership",
+    "/me": "membership",
+    "/organisers": "membership",
+    "/signin": "membership",
+    "/admin": "membership",
+    "/preferences": "membership",
+    "/unsubscribe": "membership",
+    "/api/v2": "membership",
+    "/api/v2/people": "membership",
+    "/api/v2/tags": "membership",
+    "/api/v2/person_signup_helper": "membership",
+    "/static/membership/": "membership",
+    # events: meetings, conferences, RSVPs, calendars
+    "/events": "events",
+    "/meetings": "events",
+    "/calendar": "events",
+    "/api/v2/events": "events",
+    "/static/events/": "events",
+    # notifications: delivery, digests and their feeds
+    "/notifications": "notifications",
+    "/feeds": "notifications",
+    "/static/notifications/": "notifications",
+    # campaigns: asks, actions, the organisers' dashboard
+    "/campaigns": "campaigns",
+    "/dashboard": "campaigns",
+    "/api/v2/petitions": "campaigns",
+    "/static/campaigns/": "campaigns",
+}
+# Besides ROUTES, /_svc/<service>/<path> reaches <path> on that service (health, metrics), and
+# /_gateway/healthz answers from nginx itself.
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def check_tools() -> None:
+    """nginx, installed with apt-get as root."""
+    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+        apt_install("nginx-light", "nginx (the gateway)")
+
+
+def _location_blocks(service_hosts: Mapping[str, str]) -> str:
+    blocks: list[str] = []
+
+    def location(match: str, upstream: str, uri: str = "") -> None:
+        blocks.append(f"        location {match} {{\n            proxy_pass http://{upstream}{uri};\n        }}")
+
+    for path, service in sorted(ROUTES.items(), key=lambda item: (item[0] != "/", item[0])):
+        if path == "/":
+            location("/", service)
+        elif path.endswith("/"):
+            location(f"^~ {path}", service)
+        else:
+            location(f"= {path}", service)
+            location(f"^~ {path}/", service)
+    for service in service_hosts:
+        # /_svc/<service>/readyz -> <service>/readyz (the trailing slash of proxy_pass strips the prefix)
+        location(f"^~ /_svc/{service}/", service, "/")
+    return "\n".join(blocks)
+
+
+def render_nginx_conf(target: str = "local") -> str:
+    """The gateway's nginx.conf from deploy/nginx/gateway.conf.template and ROUTES.
+
+    target "local": 127.0.0.1 ports, paths inside .run/nginx; "docker": service names of docker-compose.
+    """
+    if target == "local":
+        hosts = {name: f"{HOST}:{port}" for name, port in SERVICE_PORTS.items()}
+        values = {
+            "USER_DIRECTIVE": "user root;" if IS_ROOT else "# (not root: workers run as the launching user)",
+            "WORKER_PROCESSES": "2",
+            "PID_FILE": str(NGINX_DIR / "nginx.pid"),
+            "ERROR_LOG": "stderr",
+            "ACCESS_LOG": "/dev/stdout",
+            "TEMP_DIR": str(NGINX_DIR / "tmp"),
+            "LISTEN": f"{HOST}:{GATEWAY_PORT}",
+        }
+    elif target == "docker":
+        hosts = {name: f"{name}:{port}" for name, port in SERVICE_PORTS.items()}
+        values = {
+            "USER_DIRECTIVE": "user nginx;",
+            "WORKER_PROCESSES": "auto",
+            "PID_FILE": "/var/run/nginx.pid",
+            "ERROR_LOG": "/dev/stderr",
+            "ACCESS_LOG": "/dev/stdout",
+            "TEMP_DIR": "/var/cache/nginx",
+            "LISTEN": "8000",
+        }
+    else:
+        raise ValueError(f"unknown target {target!r} (local or docker)")
+    values["UPSTREAMS"] = "\n".join(
+        f"    upstream {name} {{\n        server {host} max_fails=0;\n        keepalive 16;\n    }}"
+        for name, host in hosts.items()
+    )
+    values["ROUTES"] = _location_blocks(hosts)
+    text = NGINX_TEMPLATE.read_text()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", value)
+    leftover = re.findall(r"@@[A-Z_]+@@", text)
+    if leftover:
+        raise LauncherError(f"{NGINX_TEMPLATE} has placeholders the launcher does not know: {leftover}")
+    return text
+
+
+def _prepare_gateway() -> list[str]:
+    (NGINX_DIR / "tmp").mkdir(parents=True, exist_ok=True)
+    (NGINX_DIR / "nginx.conf").write_text(render_nginx_conf("local"))
+    command = [nginx_binary(), "-p", str(NGINX_DIR), "-c", str(NGINX_DIR / "nginx.conf"), "-e", "stderr"]
+    test = subprocess.run([*command, "-t", "-q"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if test.returncode != 0:
+        raise LauncherError(f"nginx rejects the generated {NGINX_DIR / 'nginx.conf'}:\n{test.stderr}")
+    return [*command, "-g", "daemon off;"]
+
+
+def spawn_gateway() -> ManagedProcess:
+    return spawn(GATEWAY, "gateway", _prepare_gateway(), port=GATEWAY_PORT)
+
+
+def gateway_ready(timeout: float = 0.0, process: ManagedProcess | None = None) -> bool:
+    return wait_http(f"{GATEWAY_URL}/_gateway/healthz", timeout, process=process)
+
+
+def start_gateway(timeout: float | None = None) -> ManagedProcess:
+    with launcher_lock():
+        record = read_record(GATEWAY)
+        if record is not None:
+            return ManagedProcess(record)
+        check_tools()
+        check_ports(required_ports([GATEWAY]))
+        process = spawn_gateway()
+        timeout = timeout or start_timeout("gateway")
+        if not gateway_ready(timeout, process):
+            stop_process(GATEWAY)
+            raise not_ready(GATEWAY, process, timeout, f"{GATEWAY_URL}/_gateway/healthz")
+        return process
+
+
+def stop_gateway() -> bool:
+    return stop_process(GATEWAY)

@@ -1,0 +1,72 @@
+"""What membership's routes need, declared in their signatures (`Annotated[..., Depends(...)]` aliases): the use
+cases the composition root (`main.py`) built, the settings, and the signed-in organiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import Depends, HTTPException, Request
+
+from services.membership.accounts import OrganiserAccounts
+from services.membership.directory import Directory
+from services.membership.join_forms import JoinForms
+from services.membership.joins import Joins
+from services.membership.member_rights import MemberRights
+from services.membership.origins import AllowedOrigins
+from services.membership.roster import Roster
+from shared import auth
+from shared.config import Settings
+from shared.uow import UnitsOfWork
+
+
+def _state(name: str) -> Callable[[Request], Any]:
+    """A dependency returning what `main.create_app` put in the app's state under `name`."""
+
+    def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return get
+
+
+def _uows(request: Request) -> UnitsOfWork:
+    return request.app.state.runtime.uows
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.runtime.settings
+
+
+JoinsDep = Annotated[Joins, Depends(_state("joins"))]
+JoinFormsDep = Annotated[JoinForms, Depends(_state("join_forms"))]
+MemberRightsDep = Annotated[MemberRights, Depends(_state("member_rights"))]
+OriginsDep = Annotated[AllowedOrigins, Depends(_state("origins"))]
+AccountsDep = Annotated[OrganiserAccounts, Depends(_state("accounts"))]
+DirectoryDep = Annotated[Directory, Depends(_state("directory"))]
+RosterDep = Annotated[Roster, Depends(_state("roster"))]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+UnitsOfWorkDep = Annotated[UnitsOfWork, Depends(_uows)]
+
+
+class SignInNeeded(Exception):
+    """No valid organiser session: pages send people to sign in, JSON callers get 401."""
+
+
+async def current_organiser(request: Request, accounts: AccountsDep) -> auth.OrganiserScope:
+    """The signed-in organiser, still active here; a POST from another site is refused (CSRF)."""
+    who = auth.optional_organiser(request)
+    if who is None or who.key_id is not None:
+        raise SignInNeeded()
+    row = await accounts.organiser(who.organiser_id)
+    if row is None or row.status != "active":
+        raise SignInNeeded()
+    if request.method == "POST":
+        origin = request.headers.get("origin")
+        if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
+            raise HTTPException(403, "This form was sent from another site")
+    return who
+
+
+CurrentOrganiser = Annotated[auth.OrganiserScope, Depends(current_organiser)]

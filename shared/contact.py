@@ -1,0 +1,55 @@
+"""Email addresses, UK postcodes and names: one way to validate and normalise them in every service.
+
+Services compare what other services send them (an RSVP's postcode becomes a member's, an action's email
+address is hashed to count a person once), so the rules must agree to the letter.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+UK_POSTCODE_RE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
+MAX_EMAIL = 254
+MAX_NAME = 120
+
+
+def collapse_spaces(raw: object) -> str:
+    """Text as typed, trimmed, with every run of white space one space; None is empty."""
+    return " ".join(str(raw or "").split())
+
+
+def normalise_email(raw: str | None) -> str:
+    """Case and spaces do not make a different person: ` Ada@Example.ORG ` is `ada@example.org`."""
+    return unicodedata.normalize("NFC", raw or "").strip().lower()
+
+
+def is_email(address: str) -> bool:
+    """Whether a normalised email address looks deliverable and fits the columns that keep it."""
+    return len(address) <= MAX_EMAIL and EMAIL_RE.match(address) is not None
+
+
+def normalise_postcode(raw: str | None) -> str:
+    """`b11aa`, ` B1  1AA ` → `B1 1AA`; partial codes (`B1`, `B15 2`) are kept as typed, upper-cased.
+
+    Partial codes stay as they are because the MP dataset keys constituencies by sector and district too.
+    """
+    compact = re.sub(r"\s+", "", (raw or "").upper())
+    if len(compact) >= 5 and compact[-3].isdigit() and compact[-2:].isalpha():
+        return f"{compact[:-3]} {compact[-3:]}"
+    return collapse_spaces((raw or "").upper())
+
+
+def person_problems(name: str, email: str) -> dict[str, str]:
+    """What is wrong with a name and an email address a person typed (both normalised), field by field."""
+    problems: dict[str, str] = {}
+    if not name:
+        problems["name"] = "Enter your name"
+    elif len(name) > MAX_NAME:
+        problems["name"] = f"Name must be {MAX_NAME} characters or fewer"
+    if not email:
+        problems["email"] = "Enter your email address"
+    elif not is_email(email):
+        problems["email"] = "Enter an email address in the correct format, like name@example.org"
+    return problems

@@ -1,0 +1,189 @@
+"""Membership's rules without I/O (services/membership/domain.py): what a join does to someone who is a member
+already, has left, or was erased, which events it raises, and how the engagement ladder's level is recorded.
+No Kafka, no database: the end-to-end tests in test_join.py and test_reactions.py cover the same through both."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from services.membership.domain import (
+    OWNER,
+    JoinApplication,
+    MemberRecord,
+    joined_events,
+    ladder_level,
+    new_member_row,
+    rejoin,
+)
+from shared.crypto import new_key, seal, unseal
+from shared.events.catalog import (
+    ConsentChanged,
+    EngagementLevelChosen,
+    MemberJoined,
+    MemberProfileUpdated,
+    SubjectKeyIssued,
+)
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+EARLIER = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def member(**fields) -> MemberRecord:
+    values = dict(
+        id="m-1",
+        name="Claudia Jones",
+        postcode="B15 2TT",
+        region_id="west-midlands",
+        suggested_group_id="birmingham",
+        engagement_level="informed",
+        interests=["housing"],
+        organisation_id=None,
+        status="confirmed",
+        confirmed_at=EARLIER,
+        email_consent=True,
+        group_ids=["birmingham"],
+        subteam_ids=[],
+    )
+    values.update(fields)
+    return MemberRecord(**values)
+
+
+def application(**fields) -> JoinApplication:
+    values = dict(
+        name="Claudia Jones",
+        email="claudia@example.org",
+        postcode="B15 2TT",
+        email_consent=True,
+        consent_version="email-2026-11",
+        engagement_level="informed",
+        interests=["housing"],
+        group_ids=["birmingham"],
+        region_id="west-midlands",
+        suggested_group_id="birmingham",
+    )
+    values.update(fields)
+    return JoinApplication(**values)
+
+
+def test_joining_again_with_nothing_new_changes_nothing_and_raises_no_event():
+    decision = rejoin(member(), application(), NOW, double_opt_in=True)
+
+    assert decision.changed == [] and decision.events() == []
+    assert not decision.back_after_leaving and "status" not in decision.values
+
+
+def test_a_join_form_replaces_name_and_level_and_only_adds_to_groups_and_interests():
+    previous = member()
+    decision = rejoin(
+        previous,
+        application(name="Claudia Cumberbatch Jones", engagement_level="active", interests=["climate"],
+                    group_ids=["coventry"]),
+        NOW,
+        double_opt_in=True,
+    )
+
+    assert decision.values["name"] == "Claudia Cumberbatch Jones" and decision.values["engagement_level"] == "active"
+    assert decision.values["interests"] == ["housing", "climate"]
+    assert decision.add_group_ids == ["coventry"] and decision.group_ids == ["birmingham", "coventry"]
+    assert decision.changed == ["name", "group_ids", "interests", "engagement_level"]
+    sealed = seal("Claudia Cumberbatch Jones", new_key(), key_id="m-1", owner=OWNER)
+    updated, chosen = decision.events(sealed)
+    assert isinstance(updated, MemberProfileUpdated) and updated.name == sealed
+    assert updated.group_ids == ["birmingham", "coventry"] and updated.engagement_level == "active"
+    assert chosen == EngagementLevelChosen(member_id="m-1", level="active", previous_level="informed")
+
+
+def test_a_join_with_an_rsvp_fills_in_what_is_missing_and_does_not_move_someone_whose_postcode_is_known():
+    decision = rejoin(
+        member(),
+        application(name="C. Jones", engagement_level="active", postcode="NG7 1AA", region_id="east-midlands",
+                    group_ids=["nottingham"], suggested_group_id="nottingham", replace_profile=False),
+        NOW,
+        double_opt_in=True,
+    )
+
+    assert decision.values["name"] == "Claudia Jones" and decision.values["engagement_level"] == "informed"
+    assert "postcode" not in decision.values and "region_id" not in decision.values
+    assert decision.add_group_ids == []
+    assert not any(isinstance(e, EngagementLevelChosen) for e in decision.events())
+
+
+def test_a_join_with_an_rsvp_places_a_member_whose_postcode_was_not_known():
+    decision = rejoin(
+        member(postcode=None, region_id=None, suggested_group_id=None, group_ids=[]),
+        application(postcode="NG7 1AA", region_id="east-midlands", group_ids=["nottingham"],
+                    suggested_group_id="nottingham", replace_profile=False),
+        NOW,
+        double_opt_in=True,
+    )
+
+    assert decision.values["postcode"] == "NG7 1AA" and decision.values["region_id"] == "east-midlands"
+    assert decision.values["suggested_group_id"] == "nottingham" and decision.add_group_ids == ["nottingham"]
+    assert decision.changed == ["postcode", "region_id", "group_ids"]
+    [updated] = decision.events()
+    assert isinstance(updated, MemberProfileUpdated) and updated.name is None and updated.region_id == "east-midlands"
+
+
+def test_a_leaver_who_joins_again_is_back_as_confirmed_as_before_and_announced_by_member_joined_not_updates():
+    decision = rejoin(member(status="left", engagement_level="informed"), application(engagement_level="active"),
+                      NOW, double_opt_in=True)
+
+    assert decision.back_after_leaving and decision.values["status"] == "confirmed"
+    assert decision.values["left_at"] is None and not decision.confirmation_required
+    assert decision.events() == []  # the use case announces MemberJoined from the updated record instead
+
+
+def test_a_leaver_who_never_confirmed_confirms_again_only_under_double_opt_in():
+    never_confirmed = member(status="left", confirmed_at=None)
+
+    pending = rejoin(never_confirmed, application(), NOW, double_opt_in=True)
+    assert pending.values["status"] == "pending" and pending.confirmation_required
+    assert rejoin(never_confirmed, application(), NOW, double_opt_in=False).values["status"] == "confirmed"
+
+
+def test_consent_given_again_is_recorded_and_announced_with_the_wording_agreed_to():
+    decision = rejoin(member(email_consent=False), application(source="join-form"), NOW, double_opt_in=True)
+
+    assert decision.values["email_consent"] is True
+    assert decision.events() == [
+        ConsentChanged(member_id="m-1", granted=True, wording_version="email-2026-11", source="join-form")
+    ]
+
+
+def test_a_join_without_consent_never_withdraws_consent_given_before():
+    decision = rejoin(member(), application(email_consent=False), NOW, double_opt_in=True)
+
+    assert "email_consent" not in decision.values and decision.events() == []
+
+
+def test_an_erased_members_address_joins_as_a_new_person_with_a_new_key_and_one_member_joined():
+    """Erasure deletes the address, so the next join with it finds no member: a new row, key and MemberJoined."""
+    joining = application(email="Claudia@Example.org")
+    row = new_member_row("m-2", joining, NOW, double_opt_in=True)
+    key = new_key()
+    issued, joined = joined_events("m-2", key, joining, ["birmingham"], [], consent_version="email-2026-11",
+                                   source="join-form", confirm=True, now=NOW)
+
+    assert row["email_normalised"] == "claudia@example.org" and row["status"] == "pending"
+    assert row["confirmed_at"] is None
+    assert new_member_row("m-2", joining, NOW, double_opt_in=False)["confirmed_at"] == NOW
+    assert isinstance(issued, SubjectKeyIssued) and issued.key_id == "m-2"
+    assert isinstance(joined, MemberJoined) and joined.confirmation_required
+    assert unseal(joined.email, key) == "claudia@example.org" and unseal(joined.name, key) == "Claudia Jones"
+
+
+def test_the_ladder_level_is_recorded_for_a_member_but_never_for_an_erased_or_unknown_one():
+    assert ladder_level("confirmed", "organising", NOW) == {"ladder_level": "organising", "ladder_changed_at": NOW}
+    assert ladder_level("left", "organising", NOW) == {"ladder_level": "organising", "ladder_changed_at": NOW}
+    assert ladder_level("erased", "organising", NOW) == {}
+    assert ladder_level(None, "organising", NOW) == {}
+
+
+def test_rules_take_loaded_state_and_leave_it_as_it_was():
+    previous = member()
+    before = replace(previous, interests=list(previous.interests), group_ids=list(previous.group_ids))
+    joining = application(interests=["climate"], group_ids=["coventry"], replace_profile=False)
+    rejoin(previous, joining, NOW, double_opt_in=True)
+
+    assert previous == before and joining.group_ids == ["coventry"] and joining.postcode == "B15 2TT"
