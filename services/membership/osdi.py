@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import ColumnElement, and_, delete, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.membership import db as tables
@@ -380,6 +380,9 @@ async def person_signup_helper(
             changes.pop("email_consent", None)
             changes.pop("postcode", None)
         await rights.update_person(uow, outcome.member_id, **changes, source=source)
+        if outcome.new_member:  # created and modified dates of a new person are one (parsons tells them apart so)
+            m_id = m.c.id == outcome.member_id
+            await session.execute(update(m).where(m_id).values(updated_at=m.c.joined_at))
         for name in add_tags:
             tag_id = await _tag_id(session, name.strip(), actor_of(caller), create=True)
             await session.execute(
