@@ -22,6 +22,7 @@ from services.membership.roster import Roster
 from shared import topics
 from shared.config import Settings
 from shared.logging import get_logger
+from shared.osdi import install_error_bodies
 from shared.runtime import ServiceRuntime
 from shared.web import make_templates
 
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, *, reactions_group: str = "memb
     app = runtime.build_app("Groundswell membership", routers=[web.router, organise.router, rights.router, osdi.router])
     app.add_exception_handler(deps.SignInNeeded, organise.sign_in_needed)
     app.add_exception_handler(osdi.ApiError, osdi.api_error)
+    install_error_bodies(app)
     app.state.joins = joins
     app.state.join_forms = JoinForms(joins, JoinBatcher(joins))
     app.state.member_rights = MemberRights(runtime.uows)

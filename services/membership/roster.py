@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,13 +117,19 @@ class Roster:
         )
 
     async def page(
-        self, who: auth.OrganiserScope, filters: MemberFilters, page: int = 1, per_page: int = 25
+        self,
+        who: auth.OrganiserScope,
+        filters: MemberFilters,
+        page: int = 1,
+        per_page: int = 25,
+        also: Sequence[ColumnElement[bool]] = (),
     ) -> tuple[list[Any], int]:
-        """One page of the members in scope matching the filters, and how many match; audited."""
+        """One page of the members in scope matching the filters (and the conditions `also`, an API's own
+        filter), and how many match; audited."""
         m = tables.members
         per_page = max(1, min(per_page, MAX_PER_PAGE))
         page = max(page, 1)
-        where = and_(in_scope(who), *_filtered(filters))
+        where = and_(in_scope(who), *_filtered(filters), *also)
         async with self.uows.begin() as uow:
             session = uow.session
             total = (await session.execute(select(func.count()).select_from(m).where(where))).scalar_one()
