@@ -6,8 +6,6 @@ or group inside it; never wider.
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +16,7 @@ from sqlalchemy import text
 from services.campaigns import charts, views
 from services.campaigns.reporting import Scope
 from shared.auth import OrganiserScope, optional_organiser
+from shared.exports import csv_text
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 REPORTS = ("growth", "funnel", "attendance", "actions", "partners")
@@ -165,8 +164,6 @@ async def export(request: Request, report: str, region: str = "", group: str = "
         raise HTTPException(404, f"Choose one of: {', '.join(REPORTS)}")
     scope = await scope_for(request, organiser, region, group)
     data = await _snapshot(request, scope, max(4, min(weeks, 104)))
-    out = io.StringIO()
-    csv.writer(out).writerows(csv_rows(report, data))
     name = f"{report}-{scope.scope_type}{'-' + scope.scope_id if scope.scope_id else ''}.csv"
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+    return Response(csv_text(csv_rows(report, data)), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -3,8 +3,6 @@ tail of members who have not taken part, the MP dataset and the engagement ladde
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -17,6 +15,8 @@ from services.campaigns.service import ActionNotFound, CampaignNotFound, NotYour
 from shared import auth, tokens
 from shared.auth import OrganiserScope, require_organiser
 from shared.errors import InvalidInput
+from shared.exports import csv_text
+from shared.web import DaysAgo
 
 router = APIRouter(prefix="/campaigns/organise", tags=["organiser pages"])
 Organiser = Annotated[OrganiserScope, Depends(require_organiser)]
@@ -150,7 +150,7 @@ async def _long_tail(request: Request, organiser: OrganiserScope, region: str, g
 
 @router.get("/long-tail", response_class=HTMLResponse)
 async def long_tail(request: Request, organiser: Organiser, region: str = "", group: str = "",
-                    days: int = 0) -> HTMLResponse:
+                    days: DaysAgo = 0) -> HTMLResponse:
     tail = await _long_tail(request, organiser, region, group, days)
     units = await views.service(request).units()
     return _page(request, "organise_long_tail.html", {
@@ -160,15 +160,12 @@ async def long_tail(request: Request, organiser: Organiser, region: str = "", gr
 
 @router.get("/long-tail.csv")
 async def long_tail_csv(request: Request, organiser: Organiser, region: str = "", group: str = "",
-                        days: int = 0) -> Response:
+                        days: DaysAgo = 0) -> Response:
     tail = await _long_tail(request, organiser, region, group, days)
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["member_id", "region", "groups", "joined_at"])
-    for m in tail.members:
-        w.writerow([m["member_id"], m["region"], "; ".join(m["groups"]),
-                    m["joined_at"].isoformat() if m["joined_at"] else ""])
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+    rows = [[m["member_id"], m["region"], "; ".join(m["groups"]), m["joined_at"].isoformat() if m["joined_at"] else ""]
+            for m in tail.members]
+    return Response(csv_text([["member_id", "region", "groups", "joined_at"], *rows]),
+                    media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="long-tail.csv"'})
 
 
