@@ -15,6 +15,7 @@ from services.campaigns.domain import validate_ladder
 from services.campaigns.service import ActionNotFound, CampaignNotFound, NotYours
 from shared.auth import OrganiserScope, require_organiser
 from shared.errors import InvalidInput
+from shared.web import DaysAgo
 
 router = APIRouter(prefix="/campaigns/api", tags=["campaigns (organisers)"])
 Organiser = Annotated[OrganiserScope, Depends(require_organiser)]
@@ -213,7 +214,7 @@ async def member_engagement(request: Request, member_id: str, organiser: Organis
 
 @router.get("/engagement/long-tail")
 async def long_tail(request: Request, organiser: Organiser, region: str = "", group: str = "",
-                    joined_days_ago: int = 0) -> dict[str, Any]:
+                    joined_days_ago: DaysAgo = 0) -> dict[str, Any]:
     """Members who joined (at least `joined_days_ago` days ago) and have taken no action nor come to a meeting."""
     before = datetime.now(UTC) - timedelta(days=joined_days_ago) if joined_days_ago > 0 else None
     tail = await views.engagement(request).long_tail(organiser, region_id=region or None, group_id=group or None,

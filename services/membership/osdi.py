@@ -25,6 +25,7 @@ from shared import auth, osdi
 from shared.contact import MAX_NAME, UK_POSTCODE_RE, collapse_spaces, is_email, normalise_email, normalise_postcode
 from shared.osdi import CURIES, MAX_PER_PAGE, api_url, collection, hal
 from shared.uow import UnitsOfWork
+from shared.web import MAX_PAGE
 
 router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
 MAX_TAG = 100
@@ -64,6 +65,8 @@ def _paging(request: Request) -> tuple[int, int]:
             raise
 
     page, per_page = number("page", 1), number("per_page", MAX_PER_PAGE)
+    if page > MAX_PAGE:
+        raise_api(400, f"page must be at most {MAX_PAGE}")
     return max(page, 1), min(max(per_page, 1), MAX_PER_PAGE)
 
 
