@@ -160,6 +160,35 @@ async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
     return body, replay
 
 
+class CloseAfterFailure:
+    """A request that fails answers 500 with `Connection: close`, so the gateway drops that connection instead of
+    keeping it for the next request (the server closes it after a failure: the next request would get a 503)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception:
+            if not started:
+                response = Response(
+                    "Internal Server Error", status_code=500, media_type="text/plain", headers={"Connection": "close"}
+                )
+                await response(scope, receive, send)
+            raise  # still logged by the server, as every failure is
+
+
 class NoStore:
     """Every page and answer may carry tokens or personal data, so no browser or proxy keeps a copy
     (`Cache-Control: no-store`), unless a route chose its own; the shared static files stay cacheable."""

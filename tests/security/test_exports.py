@@ -25,7 +25,8 @@ async def test_a_formula_typed_into_the_join_form_is_text_in_the_organisers_expo
     gateway: httpx.AsyncClient, membership_db: asyncpg.Connection, network_organiser: dict[str, str]
 ) -> None:
     email = f"formula-{uuid.uuid4().hex[:12]}@example.org"
-    joined = await gateway.post("/join", data={**FORMULAS, "email": email, "postcode": "B1 1AA", "email_consent": "yes"})
+    form = {**FORMULAS, "email": email, "postcode": "B1 1AA", "email_consent": "yes"}
+    joined = await gateway.post("/join", data=form)
     assert joined.status_code in (200, 303), joined.text
     await poll(lambda: membership_db.fetchval("SELECT 1 FROM members WHERE email_normalised = $1", email), 60)
 
