@@ -77,17 +77,27 @@ class RequestIdMiddleware:
             ).observe(time.perf_counter() - start)
 
 
-class RejectControlCharacters:
-    """Answers 400 to a request with a NUL or another control character in its path, query string, form or JSON
-    body, before any route sees it: PostgreSQL refuses NUL in text, and no route takes binary."""
+class HttpMiddleware:
+    """An ASGI middleware for HTTP requests (`http`); lifespan and other messages pass straight through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RejectControlCharacters(HttpMiddleware):
+    """Answers 400 to a request with a NUL or another control character in its path, query string, form or JSON
+    body, before any route sees it: PostgreSQL refuses NUL in text, and no route takes binary."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         where = _control_characters_in_url(scope)
         content_type = _content_type(scope)
         if where is None and (content_type == FORM or content_type.endswith(("/json", "+json"))):
@@ -160,17 +170,11 @@ async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
     return body, replay
 
 
-class CloseAfterFailure:
+class CloseAfterFailure(HttpMiddleware):
     """A request that fails answers 500 with `Connection: close`, so the gateway drops that connection instead of
     keeping it for the next request (the server closes it after a failure: the next request would get a 503)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def send_noting_start(message: Message) -> None:
@@ -189,15 +193,12 @@ class CloseAfterFailure:
             raise  # still logged by the server, as every failure is
 
 
-class NoStore:
+class NoStore(HttpMiddleware):
     """Every page and answer may carry tokens or personal data, so no browser or proxy keeps a copy
     (`Cache-Control: no-store`), unless a route chose its own; the shared static files stay cacheable."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path", "").startswith("/static/"):
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("path", "").startswith("/static/"):
             await self.app(scope, receive, send)
             return
 

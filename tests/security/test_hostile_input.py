@@ -11,13 +11,13 @@ import asyncpg
 import httpx
 import pytest
 
+Case = tuple[str, str, dict[str, Any], str]  # method, path, keyword arguments of the request, who calls
 NUL_JOIN = {"name": "Ada\x00Lovelace", "postcode": "B1 1AA", "email_consent": "yes"}
 MEETING = str(uuid.uuid4())
 CAMPAIGN, ASK = str(uuid.uuid4()), str(uuid.uuid4())
 TOO_FAR = "99999999999999999999"
 
-# (method, path, keyword arguments of the request, who calls, what it must answer)
-CONTROL_CHARACTERS: list[tuple[str, str, dict[str, Any], str]] = [
+CONTROL_CHARACTERS: list[Case] = [
     ("GET", "/events?region=%00", {}, "anyone"),
     ("GET", "/join?source=a%01b", {}, "anyone"),
     ("GET", "/campaigns?x=%7f", {}, "anyone"),
@@ -33,7 +33,7 @@ CONTROL_CHARACTERS: list[tuple[str, str, dict[str, Any], str]] = [
      "membership key"),
 ]
 
-TOO_FAR_TO_PAGE: list[tuple[str, str, dict[str, Any], str]] = [
+TOO_FAR_TO_PAGE: list[Case] = [
     ("GET", f"/api/v2/people?page={TOO_FAR}", {}, "membership key"),
     ("GET", "/api/v2/people?page=1e30", {}, "membership key"),
     ("GET", f"/api/v2/tags?page={TOO_FAR}", {}, "membership key"),
@@ -46,7 +46,7 @@ TOO_FAR_TO_PAGE: list[tuple[str, str, dict[str, Any], str]] = [
 ]
 
 # Organiser pages show the last page there is instead: no error, and certainly no 500.
-CLAMPED: list[tuple[str, str, dict[str, Any], str]] = [
+CLAMPED: list[Case] = [
     ("GET", f"/members?page={TOO_FAR}", {}, "organiser"),
     ("GET", f"/notifications/organise/deliveries?page={TOO_FAR}", {}, "organiser"),
     ("GET", f"/dashboard/export/growth.csv?weeks={TOO_FAR}", {}, "organiser"),
@@ -60,35 +60,37 @@ def callers(network_organiser: dict[str, str], membership_key: dict[str, str],
             "integration key": integration_key}
 
 
-def _id(case: tuple[str, str, dict[str, Any], str]) -> str:
+def _id(case: Case) -> str:
     return f"{case[0]} {case[1].split('?')[0]}"
+
+
+async def _send(gateway: httpx.AsyncClient, callers: dict[str, dict[str, str]], case: Case) -> httpx.Response:
+    method, path, kwargs, who = case
+    return await gateway.request(method, path, headers=callers[who], **kwargs)
 
 
 @pytest.mark.parametrize("case", CONTROL_CHARACTERS, ids=_id)
 async def test_control_characters_anywhere_are_refused_with_a_clear_400(
-    gateway: httpx.AsyncClient, callers: dict[str, dict[str, str]], case: tuple[str, str, dict[str, Any], str]
+    gateway: httpx.AsyncClient, callers: dict[str, dict[str, str]], case: Case
 ) -> None:
-    method, path, kwargs, who = case
-    response = await gateway.request(method, path, headers=callers[who], **kwargs)
+    response = await _send(gateway, callers, case)
     assert response.status_code == 400, response.text
     assert "control character" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("case", TOO_FAR_TO_PAGE, ids=_id)
 async def test_numbers_beyond_any_page_are_refused_not_sent_to_the_database(
-    gateway: httpx.AsyncClient, callers: dict[str, dict[str, str]], case: tuple[str, str, dict[str, Any], str]
+    gateway: httpx.AsyncClient, callers: dict[str, dict[str, str]], case: Case
 ) -> None:
-    method, path, kwargs, who = case
-    response = await gateway.request(method, path, headers=callers[who], **kwargs)
+    response = await _send(gateway, callers, case)
     assert response.status_code in (400, 422), response.text
 
 
 @pytest.mark.parametrize("case", CLAMPED, ids=_id)
 async def test_organiser_pages_far_beyond_the_end_answer_normally(
-    gateway: httpx.AsyncClient, callers: dict[str, dict[str, str]], case: tuple[str, str, dict[str, Any], str]
+    gateway: httpx.AsyncClient, callers: dict[str, dict[str, str]], case: Case
 ) -> None:
-    method, path, kwargs, who = case
-    response = await gateway.request(method, path, headers=callers[who], **kwargs)
+    response = await _send(gateway, callers, case)
     assert response.status_code == 200, response.text
 
 
