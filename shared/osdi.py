@@ -15,11 +15,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.web import MAX_PAGE
+
 PREFIX = "/api/v2"
 HAL = "application/hal+json"
 MAX_PER_PAGE = 25
 CURIES = [{"name": "osdi", "href": "https://opensupporter.github.io/osdi-docs/{rel}", "templated": True}]
-Page = Annotated[int, Query(ge=1)]
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 # Action Network caps `per_page` at 25 silently (clients such as parsons rely on it): so does every collection here.
 PerPage = Annotated[int, Query(ge=1), AfterValidator(lambda n: min(n, MAX_PER_PAGE))]
 # A resource's own id, and the same id as Action Network's clients read it (parsons keeps `action_network:` ids).

@@ -26,7 +26,13 @@ from shared.inbox import Inbox, inbox_table
 from shared.logging import configure_logging, get_logger
 from shared.outbox import Outbox, OutboxRelay, outbox_tables
 from shared.uow import UnitsOfWork
-from shared.web import RequestIdMiddleware, add_operational_routes
+from shared.web import (
+    CloseAfterFailure,
+    NoStore,
+    RejectControlCharacters,
+    RequestIdMiddleware,
+    add_operational_routes,
+)
 
 log = get_logger(__name__)
 
@@ -165,7 +171,10 @@ class ServiceRuntime:
 
         app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
         app.state.runtime = self
-        app.add_middleware(RequestIdMiddleware, service=self.name)
+        app.add_middleware(CloseAfterFailure)
+        app.add_middleware(NoStore)
+        app.add_middleware(RejectControlCharacters)
+        app.add_middleware(RequestIdMiddleware, service=self.name)  # the last added runs first
         tracing.instrument_app(app)
         add_operational_routes(app, self.name, self.readiness)
         for r in routers:

@@ -15,6 +15,7 @@ from services.campaigns.deps import Actions, BaseUrl, Campaigns, Engagement, Let
 from services.campaigns.domain import ActionNotFound, NoConstituency, NotYours, validate_ladder
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
+from shared.web import DaysAgo
 
 router = APIRouter(prefix="/campaigns/api", tags=["campaigns (organisers)"])
 
@@ -197,7 +198,7 @@ async def member_engagement(member_id: str, organiser: Organiser, engagement: En
 
 @router.get("/engagement/long-tail")
 async def long_tail(organiser: Organiser, engagement: Engagement, region: str = "", group: str = "",
-                    joined_days_ago: int = 0) -> dict[str, Any]:
+                    joined_days_ago: DaysAgo = 0) -> dict[str, Any]:
     """Members who joined (at least `joined_days_ago` days ago) and have taken no action nor come to a meeting."""
     before = datetime.now(UTC) - timedelta(days=joined_days_ago) if joined_days_ago > 0 else None
     tail = await engagement.long_tail(organiser, region_id=region or None, group_id=group or None,

@@ -6,8 +6,6 @@ or group inside it; never wider.
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -19,6 +17,7 @@ from services.campaigns.deps import ReportsDep, SettingsDep, UnitsOfWorkDep
 from services.campaigns.reports import Reports, Scope, units_by_id
 from services.campaigns.views import PagesDep
 from shared.auth import OrganiserScope, optional_organiser
+from shared.exports import csv_text
 from shared.uow import UnitsOfWork
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
@@ -168,8 +167,6 @@ async def export(organiser: SignedIn, uows: UnitsOfWorkDep, reports: ReportsDep,
         raise HTTPException(404, f"Choose one of: {', '.join(REPORTS)}")
     scope = await scope_for(uows, organiser, region, group)
     data = await _snapshot(uows, reports, scope, max(4, min(weeks, 104)))
-    out = io.StringIO()
-    csv.writer(out).writerows(csv_rows(report, data))
     name = f"{report}-{scope.scope_type}{'-' + scope.scope_id if scope.scope_id else ''}.csv"
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+    return Response(csv_text(csv_rows(report, data)), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

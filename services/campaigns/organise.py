@@ -3,8 +3,6 @@ tail of members who have not taken part, the MP dataset and the engagement ladde
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -26,6 +24,8 @@ from services.campaigns.views import Pages, PagesDep
 from shared import auth, tokens
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
+from shared.exports import csv_text
+from shared.web import DaysAgo
 
 router = APIRouter(prefix="/campaigns/organise", tags=["organiser pages"])
 
@@ -144,7 +144,7 @@ async def _long_tail(engagement: Engagement, organiser: OrganiserScope, region: 
 
 @router.get("/long-tail", response_class=HTMLResponse)
 async def long_tail(pages: PagesDep, organiser: Organiser, engagement: Engagement, campaigns: Campaigns,
-                    region: str = "", group: str = "", days: int = 0) -> HTMLResponse:
+                    region: str = "", group: str = "", days: DaysAgo = 0) -> HTMLResponse:
     tail = await _long_tail(engagement, organiser, region, group, days)
     units = await campaigns.units()
     return pages.render("organise_long_tail.html", {
@@ -154,15 +154,12 @@ async def long_tail(pages: PagesDep, organiser: Organiser, engagement: Engagemen
 
 @router.get("/long-tail.csv")
 async def long_tail_csv(organiser: Organiser, engagement: Engagement, region: str = "", group: str = "",
-                        days: int = 0) -> Response:
+                        days: DaysAgo = 0) -> Response:
     tail = await _long_tail(engagement, organiser, region, group, days)
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["member_id", "region", "groups", "joined_at"])
-    for m in tail.members:
-        w.writerow([m["member_id"], m["region"], "; ".join(m["groups"]),
-                    m["joined_at"].isoformat() if m["joined_at"] else ""])
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+    rows = [[m["member_id"], m["region"], "; ".join(m["groups"]), m["joined_at"].isoformat() if m["joined_at"] else ""]
+            for m in tail.members]
+    return Response(csv_text([["member_id", "region", "groups", "joined_at"], *rows]),
+                    media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="long-tail.csv"'})
 
 

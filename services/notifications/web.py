@@ -22,7 +22,7 @@ from services.notifications.organisers import Organisers
 from services.notifications.wording import EmailSettings
 from shared import auth, tokens
 from shared.auth import OrganiserScope
-from shared.web import make_templates
+from shared.web import MAX_PAGE, make_templates
 
 TEMPLATES = Path(__file__).parent / "templates"
 templates = make_templates(TEMPLATES, {"service": "notifications"})
@@ -423,7 +423,7 @@ async def delivery_log(
     request: Request, organiser: Organiser, status: str = "", kind: str = "", page: int = 1
 ) -> HTMLResponse:
     """Emails sent (or not) to members in the organiser's scope, newest first."""
-    page = max(1, page)
+    page = min(max(1, page), MAX_PAGE)
     # Members of a region or group are known from the recipients mirror; the whole network also sees
     # emails to people no longer there (erased members' rows keep no address).
     join = "LEFT JOIN" if organiser.is_network else "JOIN"
