@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from shared.auth import ORGANISER_SESSION, OSDI_API, SCOPE_TYPES, OrganiserScope, issue
 from shared.config import get_settings
 
@@ -30,7 +32,10 @@ def service_main(
     sub.add_parser("migrate", help="apply the Alembic migrations to the service's database")
     commands = {**_token_commands(sub), **(extra(sub) if extra else {})}
     args = parser.parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as error:  # e.g. a weak SECRET_KEY: say why, without a traceback
+        parser.exit(2, f"{name}: {error}\n")
     if args.command in (None, "serve"):
         import uvicorn
 

@@ -4,8 +4,29 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Signs every session, API key and emailed link: whoever knows it can act as any organiser or member.
+SECRET_KEY_MIN_LENGTH = 32
+# Used only with GROUNDSWELL_DEV=1 when no SECRET_KEY is set (a bare `python -m services.x` on a laptop).
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
+# Keys that were ever written down somewhere public (defaults, examples): never accepted outside development.
+KNOWN_SECRET_KEYS = frozenset(
+    {
+        DEV_SECRET_KEY,
+        "insecure-docker-trial-secret-change-me",
+        "change-me",
+        "changeme",
+        "secret",
+        "secret-key",
+        "your-secret-key",
+    }
+)
+
+
+class InsecureSecretKey(ValueError):
+    """SECRET_KEY is missing, short or published, and GROUNDSWELL_DEV is not set."""
 
 
 class Settings(BaseSettings):
@@ -35,7 +56,9 @@ class Settings(BaseSettings):
     smtp_connections: int = 4  # concurrent SMTP connections per notifications process
 
     public_base_url: str = "http://localhost:8000"
-    secret_key: str = Field(default="dev-insecure-secret-key-change-me", min_length=16)
+    secret_key: str = ""
+    # GROUNDSWELL_DEV=1: a development machine (the launcher, the tests), where a weak SECRET_KEY is allowed.
+    groundswell_dev: bool = False
 
     network_name: str = "Groundswell Network"
     double_opt_in: bool = True
@@ -52,6 +75,20 @@ class Settings(BaseSettings):
     consumer_retry_backoff_max_s: float = 5.0
     consumer_retry_later_budget_s: float = 120.0
 
+    @model_validator(mode="after")
+    def _secret_key_is_secret(self) -> Settings:
+        """Refuse to run with a key an attacker could know or guess, unless this is a development machine."""
+        problem = secret_key_problem(self.secret_key)
+        if problem and not self.groundswell_dev:
+            raise InsecureSecretKey(
+                f"SECRET_KEY {problem}. Set SECRET_KEY to a random value of at least {SECRET_KEY_MIN_LENGTH} "
+                "characters (openssl rand -base64 48), the same for every service; or set GROUNDSWELL_DEV=1 "
+                "on a development machine. See docs/security.md."
+            )
+        if not self.secret_key:
+            self.secret_key = DEV_SECRET_KEY
+        return self
+
     @property
     def service_instance(self) -> str:
         return f"{self.service_name}{'-' + self.instance if self.instance else ''}"
@@ -60,6 +97,17 @@ class Settings(BaseSettings):
     def asyncpg_dsn(self) -> str:
         """The DATABASE_URL in the form asyncpg itself accepts (for LISTEN/NOTIFY)."""
         return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why `key` must not sign anything outside development, or None when it may."""
+    if not key:
+        return "is not set"
+    if key.strip().lower() in KNOWN_SECRET_KEYS:
+        return "is a published default"
+    if len(key) < SECRET_KEY_MIN_LENGTH:
+        return f"is shorter than {SECRET_KEY_MIN_LENGTH} characters"
+    return None
 
 
 @lru_cache

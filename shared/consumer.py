@@ -7,6 +7,10 @@ the offsets are committed once. If anything in the batch fails, the transaction 
 again one record at a time, each in its own transaction: a failing record is retried with backoff a bounded
 number of times, then goes to the group's dead-letter topic with the error in its headers, and the partition
 moves on.
+
+With tracing on, each event is handled in a "process" span that continues the trace its record's headers carry
+(shared/tracing.py). FastStream's KafkaTelemetryMiddleware would see only the record FastStream delivers, not the
+rest of the batch taken with `getmany`, and would make the batch's one transaction that record's alone.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.config import Settings
 from shared.events.envelope import Envelope, EventData
 from shared.handlers import (
@@ -218,7 +222,8 @@ class EventConsumer:
         if not todo:
             return outcomes
         envelopes = [env for _, env, _, _ in todo if env is not None]
-        async with self._uows.begin() as uow:
+        spans = tracing.processing(self.group, [(record, env) for record, env, _, _ in todo if env is not None])
+        async with spans, self._uows.begin() as uow:
             claimed = await self._inbox.claim(uow.session, self.group, envelopes) if envelopes else set()
             pending: list[tuple[Envelope, Any, Any]] = []  # claimed events for the batch handler
             run: list[tuple[Envelope, Any]] = []  # consecutive claimed events of one type with a run handler
@@ -260,7 +265,8 @@ class EventConsumer:
                 await flush()
                 token = correlation_id_var.set(env.correlation_id)
                 try:
-                    await handler(uow.caused_by(env), env, data)
+                    with spans.current(env):
+                        await handler(uow.caused_by(env), env, data)
                 finally:
                     correlation_id_var.reset(token)
             await flush()
@@ -329,7 +335,10 @@ class EventConsumer:
         data = typed_data(model, envelope)
         token = correlation_id_var.set(envelope.correlation_id)
         try:
-            async with self._uows.begin(correlation_id=envelope.correlation_id) as uow:
+            async with (
+                tracing.processing(self.group, [(record, envelope)]),
+                self._uows.begin(correlation_id=envelope.correlation_id) as uow,
+            ):
                 if not await self._inbox.claim(uow.session, self.group, [envelope]):
                     return "duplicate"
                 await handler(uow.caused_by(envelope), envelope, data)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Not starting with = + - (or @): an address built to run as a formula when an organiser opens an export.
+EMAIL_RE = re.compile(r"^(?![=+\-])[^@\s]+@[^@\s]+\.[^@\s]+$")
 UK_POSTCODE_RE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 MAX_EMAIL = 254
 MAX_NAME = 120

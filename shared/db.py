@@ -23,8 +23,10 @@ def new_metadata() -> MetaData:
 
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     # pool_pre_ping lets every checkout survive a PostgreSQL restart: a dead connection is replaced.
+    # hide_parameters: an error that reaches a log names the statement, never the personal data bound to it.
     return create_async_engine(
         url,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

@@ -1,4 +1,4 @@
-"""Structured logs (structlog) carrying the correlation id of the request or event being handled."""
+"""Structured logs (structlog) carrying the correlation id of the request or event being handled, and its trace."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from contextvars import ContextVar
 
 import structlog
+from opentelemetry import trace
 
 correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 causation_id_var: ContextVar[str | None] = ContextVar("causation_id", default=None)
@@ -19,11 +20,21 @@ def _add_correlation(_: object, __: str, event_dict: dict) -> dict:
     return event_dict
 
 
+def _add_trace(_: object, __: str, event_dict: dict) -> dict:
+    """The trace and span ids of the current span (none when tracing is off), to find a log line's trace."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", trace.format_trace_id(context.trace_id))
+        event_dict.setdefault("span_id", trace.format_span_id(context.span_id))
+    return event_dict
+
+
 def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
     """Route both structlog and the standard library (uvicorn, aiokafka, faststream) through one renderer."""
     shared_processors: list = [
         structlog.contextvars.merge_contextvars,
         _add_correlation,
+        _add_trace,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

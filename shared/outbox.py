@@ -4,7 +4,8 @@ A use case calls `add_to_outbox(session, envelope)` inside its transaction. `Out
 pending rows with an idempotent producer (acks=all). Rows are spread over a fixed number of shards
 by their Kafka key; a relay locks the shards it works on with FOR UPDATE SKIP LOCKED, so several
 relay instances share the work, never publish the same row twice, and keep each key's order.
-It is woken by LISTEN/NOTIFY, with a periodic poll as backstop.
+It is woken by LISTEN/NOTIFY, with a periodic poll as backstop. A row's headers (the event's type, version,
+correlation id and, with tracing on, its W3C trace context) become the Kafka record's headers.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.db import Database
 from shared.events.envelope import Envelope, EventData
 from shared.logging import get_logger
@@ -101,10 +102,9 @@ class Outbox:
         """Queue envelopes for publishing; each goes to its event type's topic unless `topic` is given."""
         if not envelopes:
             return
-        rows = []
-        for env in envelopes:
-            target = topic or _topic_of(env)
-            rows.append(
+        targets = [topic or _topic_of(env) for env in envelopes]
+        with tracing.emitting(envelopes, targets) as trace_headers:  # W3C trace context, if tracing is on
+            rows = [
                 {
                     "event_id": env.event_id,
                     "event_type": env.type,
@@ -112,10 +112,12 @@ class Outbox:
                     "key": env.subject_id,
                     "shard": shard_of(env.subject_id),
                     "payload": env.to_bytes(),
-                    "headers": {"type": env.type, "version": str(env.version), "correlation_id": env.correlation_id},
+                    "headers": {"type": env.type, "version": str(env.version), "correlation_id": env.correlation_id,
+                                **trace_context},
                 }
-            )
-        await session.execute(insert(self.table), rows)
+                for env, target, trace_context in zip(envelopes, targets, trace_headers, strict=True)
+            ]  # fmt: skip
+            await session.execute(insert(self.table), rows)
 
     async def add_tombstone(self, session: AsyncSession, topic: str, key: str) -> None:
         """A null value for `key` on a compacted topic: the log cleaner then drops the key's records."""
@@ -343,13 +345,21 @@ class OutboxRelay:
                 await conn.execute("COMMIT")
                 return 0, False
             send = producer.send
+            sends = tracing.sending(self.service)  # a span a row, the child of the row's emitter (if tracing is on)
             futures = []
-            for row in rows:
-                raw = row["headers"]
-                headers = [(k, str(v).encode()) for k, v in json.loads(raw).items()] if raw and raw != "{}" else []
-                futures.append(await send(row["topic"], value=row["payload"], key=row["key"].encode(),
-                                          headers=headers))
-            results = await asyncio.gather(*futures, return_exceptions=True)
+            try:
+                for row in rows:
+                    raw = row["headers"]
+                    fields = json.loads(raw) if raw and raw != "{}" else {}
+                    sends.start(row["topic"], fields)
+                    headers = [(k, str(v).encode()) for k, v in fields.items()]
+                    futures.append(await send(row["topic"], value=row["payload"], key=row["key"].encode(),
+                                              headers=headers))
+                results = await asyncio.gather(*futures, return_exceptions=True)
+            except BaseException as exc:
+                sends.finish([exc] * len(rows))
+                raise
+            sends.finish(results)
             published: list[int] = []
             per_topic: dict[str, int] = {}
             failed_keys: set[str] = set()

@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy import MetaData, Table
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.config import Settings, get_settings
 from shared.consumer import DeadLetterPublisher, EventConsumer
 from shared.db import Database
@@ -26,7 +26,13 @@ from shared.inbox import Inbox, inbox_table
 from shared.logging import configure_logging, get_logger
 from shared.outbox import Outbox, OutboxRelay, outbox_tables
 from shared.uow import UnitsOfWork
-from shared.web import RequestIdMiddleware, add_operational_routes
+from shared.web import (
+    CloseAfterFailure,
+    NoStore,
+    RejectControlCharacters,
+    RequestIdMiddleware,
+    add_operational_routes,
+)
 
 log = get_logger(__name__)
 
@@ -143,6 +149,7 @@ class ServiceRuntime:
 
     def build_app(self, title: str, routers: Sequence[APIRouter] = (), **fastapi_kwargs: Any) -> FastAPI:
         configure_logging(self.settings.service_instance, self.settings.log_level, self.settings.log_json)
+        tracing.configure_tracing(self.name, self.settings.service_instance)  # only if OTEL_* ask for it
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -164,7 +171,11 @@ class ServiceRuntime:
 
         app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
         app.state.runtime = self
-        app.add_middleware(RequestIdMiddleware, service=self.name)
+        app.add_middleware(CloseAfterFailure)
+        app.add_middleware(NoStore)
+        app.add_middleware(RejectControlCharacters)
+        app.add_middleware(RequestIdMiddleware, service=self.name)  # the last added runs first
+        tracing.instrument_app(app)
         add_operational_routes(app, self.name, self.readiness)
         for r in routers:
             app.include_router(r)

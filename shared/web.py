@@ -1,16 +1,20 @@
-"""The HTTP side every service shares: request ids, health, readiness, metrics, templates (and the filters every
-page may use), static files, and errors as pages for people's browsers (JSON for APIs)."""
+"""The HTTP side every service shares: request ids, the guards at the edge (control characters, caching), health,
+readiness, metrics, templates (and the filters every page may use), static files, and errors as pages for people's
+browsers (JSON for APIs)."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, unquote
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -21,13 +25,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.logging import correlation_id_var
 
 SHARED_TEMPLATES = Path(__file__).parent / "templates"
 SHARED_STATIC = Path(__file__).parent / "static"
 REQUEST_ID_HEADER = "x-request-id"
 NETWORK_TIMEZONE = "Europe/London"
+# C0 controls and DEL. Text may keep tab, newline and carriage return (a textarea's lines); a path or a name may not.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTROL_CHARACTERS_IN_PATH = re.compile(r"[\x00-\x1f\x7f]")
+FORM = "application/x-www-form-urlencoded"
+# The highest page number any list serves: its offset stays far inside PostgreSQL's bigint (a bigger one was a 500).
+MAX_PAGE = 100_000
+# "Joined at least this many days ago": a century, so the date it means stays a date (a bigger one was a 500).
+DaysAgo = Annotated[int, Query(le=36_500)]
 
 
 class RequestIdMiddleware:
@@ -59,7 +71,8 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with tracing.serving(request_id):
+                await self.app(scope, receive, send_with_id)
         finally:
             correlation_id_var.reset(token)
             route = scope.get("route")
@@ -67,6 +80,141 @@ class RequestIdMiddleware:
             metrics.HTTP_REQUESTS.labels(
                 self.service, scope.get("method", ""), path, str(status_holder["status"])
             ).observe(time.perf_counter() - start)
+
+
+class HttpMiddleware:
+    """An ASGI middleware for HTTP requests (`http`); lifespan and other messages pass straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RejectControlCharacters(HttpMiddleware):
+    """Answers 400 to a request with a NUL or another control character in its path, query string, form or JSON
+    body, before any route sees it: PostgreSQL refuses NUL in text, and no route takes binary."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        where = _control_characters_in_url(scope)
+        content_type = _content_type(scope)
+        if where is None and (content_type == FORM or content_type.endswith(("/json", "+json"))):
+            body, receive = await _read_body(receive)
+            where = _control_characters_in_body(content_type, body)
+        if where is None:
+            await self.app(scope, receive, send)
+            return
+        message = f"The request has a control character (such as NUL) in its {where}, which no field accepts."
+        await JSONResponse({"detail": message, "error": message}, status_code=400)(scope, receive, send)
+
+
+def _content_type(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return value.decode("latin-1").split(";")[0].strip().lower()
+    return ""
+
+
+def _control_characters_in_url(scope: Scope) -> str | None:
+    if CONTROL_CHARACTERS_IN_PATH.search(scope.get("path", "")):
+        return "path"
+    if CONTROL_CHARACTERS.search(unquote(scope.get("query_string", b"").decode("latin-1"), errors="replace")):
+        return "query string"
+    return None
+
+
+def _control_characters_in_body(content_type: str, body: bytes) -> str | None:
+    text = body.decode("utf-8", errors="replace")
+    if content_type == FORM:
+        fields = parse_qsl(text, keep_blank_values=True)
+        return "form" if any(CONTROL_CHARACTERS.search(k + v) for k, v in fields) else None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None  # not JSON: the route's own validation answers
+    return "JSON body" if _has_control_characters(document) else None
+
+
+def _has_control_characters(value: Any) -> bool:
+    if isinstance(value, str):
+        return CONTROL_CHARACTERS.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_control_characters(k) or _has_control_characters(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_control_characters(v) for v in value)
+    return False
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
+    """The whole request body, and a `receive` that hands it on to the app as if it had not been read."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+class CloseAfterFailure(HttpMiddleware):
+    """A request that fails answers 500 with `Connection: close`, so the gateway drops that connection instead of
+    keeping it for the next request (the server closes it after a failure: the next request would get a 503)."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception:
+            if not started:
+                response = Response(
+                    "Internal Server Error", status_code=500, media_type="text/plain", headers={"Connection": "close"}
+                )
+                await response(scope, receive, send)
+            raise  # still logged by the server, as every failure is
+
+
+class NoStore(HttpMiddleware):
+    """Every page and answer may carry tokens or personal data, so no browser or proxy keeps a copy
+    (`Cache-Control: no-store`), unless a route chose its own; the shared static files stay cacheable."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("path", "").startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    message["headers"] = [*headers, (b"cache-control", b"no-store")]
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
 
 
 def make_templates(service_templates: Path | None, globals_: dict[str, Any] | None = None) -> Jinja2Templates:

@@ -19,6 +19,8 @@ from tests.support.mail import MailCatcher
 #           ports are published, so every test reaches the system the same way; tests marked `fault` drive
 #           the launcher's processes (stop Kafka, SIGKILL a service) and are skipped there.
 TEST_INFRA = os.environ.get("GROUNDSWELL_TEST_INFRA", "launcher")
+# The suite is a development machine: Settings(...) built in-process may use a weak or no SECRET_KEY.
+os.environ.setdefault("GROUNDSWELL_DEV", "1")
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -107,6 +107,12 @@ def required_ports(components: Iterable[str]) -> dict[str, int]:
     return ports
 
 
+def development_flag() -> dict[str, str]:
+    """GROUNDSWELL_DEV for the processes the launcher starts: a development stack, where shared/config.py allows
+    a weak SECRET_KEY from the environment (the generated one is strong). GROUNDSWELL_DEV=0 turns the check on."""
+    return {"GROUNDSWELL_DEV": os.environ.get("GROUNDSWELL_DEV") or "1"}
+
+
 def secret_key() -> str:
     """SECRET_KEY from the environment, else the one generated on the first run (.run/secret_key)."""
     if os.environ.get("SECRET_KEY"):

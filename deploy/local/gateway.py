@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 
 from deploy.local.config import (
@@ -64,8 +63,25 @@ ROUTES: dict[str, str] = {
     "/api/v2/petitions": "campaigns",
     "/static/campaigns/": "campaigns",
 }
-# Besides ROUTES, /_svc/<service>/<path> reaches <path> on that service (health, metrics), and
+# Not public: the gateway answers 404 for these (same matching as ROUTES); they stay on each service's own
+# port (health, metrics, the OpenAPI documents), for operators and monitoring inside the network.
+HIDDEN: tuple[str, ...] = ("/_svc/", "/docs", "/redoc", "/openapi.json", "/metrics")
 # /_gateway/healthz answers from nginx itself.
+
+# Idle upstream connections are closed by nginx before uvicorn closes them (its timeout_keep_alive is 5 s).
+UPSTREAM_KEEPALIVE_S = 4
+
+# Sent with every answer of the gateway. Scripts and styles only from this site ('unsafe-inline' styles: a few
+# pages carry a style attribute); no framing by other sites; forms may post anywhere (the embeddable join form
+# comes back to the other site's thank-you page).
+SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Strict-Transport-Security": "$groundswell_hsts",  # empty, so not sent, unless the public address is https
+}
 
 
 def nginx_binary() -> str:
@@ -78,24 +94,22 @@ def check_tools() -> None:
         apt_install("nginx-light", "nginx (the gateway)")
 
 
-def _location_blocks(service_hosts: Mapping[str, str]) -> str:
+def _location_blocks() -> str:
     blocks: list[str] = []
 
-    def location(match: str, upstream: str, uri: str = "") -> None:
-        blocks.append(f"        location {match} {{\n            proxy_pass http://{upstream}{uri};\n        }}")
+    def location(path: str, body: str) -> None:
+        matches = ["/"] if path == "/" else [f"^~ {path}"] if path.endswith("/") else [f"= {path}", f"^~ {path}/"]
+        blocks.extend(f"        location {match} {{\n            {body}\n        }}" for match in matches)
 
     for path, service in sorted(ROUTES.items(), key=lambda item: (item[0] != "/", item[0])):
-        if path == "/":
-            location("/", service)
-        elif path.endswith("/"):
-            location(f"^~ {path}", service)
-        else:
-            location(f"= {path}", service)
-            location(f"^~ {path}/", service)
-    for service in service_hosts:
-        # /_svc/<service>/readyz -> <service>/readyz (the trailing slash of proxy_pass strips the prefix)
-        location(f"^~ /_svc/{service}/", service, "/")
+        location(path, f"proxy_pass http://{service};")
+    for path in HIDDEN:
+        location(path, "return 404;")
     return "\n".join(blocks)
+
+
+def _security_headers(indent: str) -> str:
+    return "\n".join(f"{indent}add_header {name} \"{value}\" always;" for name, value in SECURITY_HEADERS.items())
 
 
 def render_nginx_conf(target: str = "local") -> str:
@@ -128,10 +142,13 @@ def render_nginx_conf(target: str = "local") -> str:
     else:
         raise ValueError(f"unknown target {target!r} (local or docker)")
     values["UPSTREAMS"] = "\n".join(
-        f"    upstream {name} {{\n        server {host} max_fails=0;\n        keepalive 16;\n    }}"
+        f"    upstream {name} {{\n        server {host} max_fails=0;\n        keepalive 16;\n"
+        f"        keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;\n    }}"
         for name, host in hosts.items()
     )
-    values["ROUTES"] = _location_blocks(hosts)
+    values["ROUTES"] = _location_blocks()
+    values["SECURITY_HEADERS"] = _security_headers(" " * 8)
+    values["SECURITY_HEADERS_IN_LOCATION"] = _security_headers(" " * 12)
     text = NGINX_TEMPLATE.read_text()
     for key, value in values.items():
         text = text.replace(f"@@{key}@@", value)

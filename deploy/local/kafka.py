@@ -32,6 +32,7 @@ from deploy.local.config import (
     KAFKA_PORT,
     LOG_DIR,
     LauncherError,
+    development_flag,
     rel,
     required_ports,
     say,
@@ -357,7 +358,7 @@ def stop_kafka(sig: int = signal.SIGTERM) -> bool:
 
 def start_topics_step() -> Step:
     """Start `python -m shared.topics create` (the topics every service needs) as a one-off step."""
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **development_flag(), "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "shared.topics", "create"]
     return ("topics", "Creating Kafka topics", start_step("topics", command, env))
 

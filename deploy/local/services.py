@@ -20,6 +20,7 @@ from deploy.local.config import (
     SERVICES,
     SMTP_CATCHER_SMTP_PORT,
     LauncherError,
+    development_flag,
     secret_key,
 )
 from deploy.local.kafka import start_topics_step
@@ -66,6 +67,7 @@ def service_env(name: str, *, instance: str = "", port: int | None = None) -> di
             "MAIL_FROM": os.environ.get("MAIL_FROM") or DEFAULT_MAIL_FROM,
             "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "SECRET_KEY": secret_key(),
+            **development_flag(),
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -259,7 +259,7 @@ def addresses(services: bool = True) -> str:
     if services:
         lines.append(f"  Public site (gateway)   {PUBLIC_BASE_URL}   (also {GATEWAY_URL})")
         for name in services_wanted():
-            lines.append(f"  {name:<23} {service_url(name)}   (via gateway: {GATEWAY_URL}/_svc/{name}/readyz)")
+            lines.append(f"  {name:<23} {service_url(name)}   (/readyz, /metrics, /docs: not through the gateway)")
     lines.append(f"  Caught mail (web)       http://localhost:{SMTP_CATCHER_HTTP_PORT}")
     lines.append(f"  SMTP catcher            {HOST}:{SMTP_CATCHER_SMTP_PORT}")
     lines.append(f"  Kafka bootstrap         {KAFKA_BOOTSTRAP}")

@@ -22,22 +22,26 @@ def _database():  # type: ignore[no-untyped-def]
     return Database(settings.database_url, 4)
 
 
-def _load_mps(args: argparse.Namespace) -> int:
-    from services.campaigns.service import CampaignsService
+def _units_of_work(db):  # type: ignore[no-untyped-def]
+    from services.campaigns import db as tables
     from shared.outbox import Outbox
+    from shared.uow import UnitsOfWork
+
+    return UnitsOfWork(db, Outbox(tables.delivery.outbox))
+
+
+def _load_mps(args: argparse.Namespace) -> int:
+    from services.campaigns.letters import MpLetters
 
     path = Path(args.file) if args.file else SAMPLE_MPS
     csv_text = path.read_text(encoding="utf-8")
 
     async def run() -> int:
-        from services.campaigns import db as tables
-
         db = _database()
         try:
-            svc = CampaignsService(db, Outbox(tables.delivery.outbox), secret_key=get_settings().secret_key,
-                                   public_base_url=get_settings().public_base_url)
+            letters = MpLetters(_units_of_work(db))
             try:
-                n, k = await svc.load_mp_dataset(csv_text, replace=not args.add)
+                n, k = await letters.load_mp_dataset(csv_text, replace=not args.add)
             except InvalidInput as exc:
                 print(f"{path}: {exc.errors['file']}", file=sys.stderr)
                 return 1
@@ -50,12 +54,10 @@ def _load_mps(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    from services.campaigns import db as tables
     from services.campaigns.engagement import EngagementService
     from services.campaigns.rebuild import rebuild
-    from services.campaigns.reporting import Reports
+    from services.campaigns.reports import Reports
     from shared.logging import configure_logging
-    from shared.outbox import Outbox
 
     settings = get_settings()
     configure_logging(settings.service_instance, settings.log_level, settings.log_json)
@@ -63,7 +65,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     async def run() -> int:
         db = _database()
         try:
-            ladder = await EngagementService(db, Outbox(tables.delivery.outbox)).ladder()
+            ladder = await EngagementService(_units_of_work(db)).ladder()
             result = await rebuild(db, settings.kafka_bootstrap_servers, Reports(ladder), group=args.group,
                                    check=args.check)
         finally:
@@ -82,17 +84,15 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 
 def _ladder(args: argparse.Namespace) -> int:
-    from services.campaigns import db as tables
     from services.campaigns.domain import validate_ladder
     from services.campaigns.engagement import EngagementService
-    from shared.outbox import Outbox
 
     raw = Path(args.file).read_text(encoding="utf-8") if args.file else None
 
     async def run() -> int:
         db = _database()
         try:
-            svc = EngagementService(db, Outbox(tables.delivery.outbox))
+            svc = EngagementService(_units_of_work(db))
             if raw is not None:
                 try:
                     ladder = validate_ladder(json.loads(raw))

@@ -6,22 +6,21 @@ own actions, for asks and the engagement ladder); `campaigns.reporting` feeds th
 
 from __future__ import annotations
 
-from typing import Any
-
+from services.campaigns.actions import ActionsService
 from services.campaigns.engagement import EngagementService
-from services.campaigns.reporting import PROJECTION, REPORTING_TOPICS, Projector, project_batch
+from services.campaigns.projection import PROJECTION, REPORTING_TOPICS, project_batch
 from services.campaigns.service import CampaignsService
 from shared import topics
 from shared.events import catalog as ev
 from shared.events.envelope import Envelope
-from shared.handlers import Handler, Registry
+from shared.handlers import Registry
 from shared.uow import UnitOfWork
 
 ENGAGEMENT_GROUP = "campaigns.engagement"
 REPORTING_GROUP = "campaigns.reporting"
 
 
-def build_registry(campaigns: CampaignsService, engagement: EngagementService, *,
+def build_registry(campaigns: CampaignsService, actions: ActionsService, engagement: EngagementService, *,
                    engagement_group: str = ENGAGEMENT_GROUP, reporting_group: str = REPORTING_GROUP) -> Registry:
     registry = Registry("campaigns")
     consumer = registry.group(
@@ -34,53 +33,53 @@ def build_registry(campaigns: CampaignsService, engagement: EngagementService, *
 
     @consumer.on(ev.MemberJoined)
     async def member_joined(uow: UnitOfWork, envelope: Envelope, event: ev.MemberJoined) -> None:
-        await campaigns.link_joined_member(uow.session, event)
-        await engagement.member_joined(uow.session, event)
+        await actions.link_joined_member(uow, event)
+        await engagement.member_joined(uow, event)
 
     @consumer.on(ev.MemberProfileUpdated)
     async def member_profile_updated(uow: UnitOfWork, envelope: Envelope, event: ev.MemberProfileUpdated) -> None:
-        await engagement.member_profile_updated(uow.session, event)
+        await engagement.member_profile_updated(uow, event)
 
     @consumer.on(ev.MemberLeft)
     async def member_left(uow: UnitOfWork, envelope: Envelope, event: ev.MemberLeft) -> None:
-        await engagement.member_left(uow.session, event.member_id)
+        await engagement.member_left(uow, event.member_id)
 
     @consumer.on(ev.MemberErased)
     async def member_erased(uow: UnitOfWork, envelope: Envelope, event: ev.MemberErased) -> None:
-        await campaigns.member_erased(uow.session, event.member_id)
-        await engagement.member_erased(uow.session, event.member_id)
+        await actions.member_erased(uow, event.member_id)
+        await engagement.member_erased(uow, event.member_id)
 
     @consumer.on(ev.OrganisationUnitDefined)
     async def unit_defined(uow: UnitOfWork, envelope: Envelope, event: ev.OrganisationUnitDefined) -> None:
-        await engagement.unit_defined(uow.session, event)
+        await engagement.unit_defined(uow, event)
 
     @consumer.on(ev.RoleGranted)
     async def role_granted(uow: UnitOfWork, envelope: Envelope, event: ev.RoleGranted) -> None:
-        await engagement.role_granted(uow.session, event)
+        await engagement.role_granted(uow, event)
 
     @consumer.on(ev.MeetingScheduled)
     async def meeting_scheduled(uow: UnitOfWork, envelope: Envelope, event: ev.MeetingScheduled) -> None:
-        await campaigns.meeting_scheduled(uow.session, event)
+        await campaigns.meeting_scheduled(uow, event)
 
     @consumer.on(ev.MeetingUpdated)
     async def meeting_updated(uow: UnitOfWork, envelope: Envelope, event: ev.MeetingUpdated) -> None:
-        await campaigns.meeting_scheduled(uow.session, event)
+        await campaigns.meeting_scheduled(uow, event)
 
     @consumer.on(ev.MeetingCancelled)
     async def meeting_cancelled(uow: UnitOfWork, envelope: Envelope, event: ev.MeetingCancelled) -> None:
-        await campaigns.meeting_cancelled(uow.session, event)
+        await campaigns.meeting_cancelled(uow, event)
 
     @consumer.on(ev.RsvpReceived)
     async def rsvp_received(uow: UnitOfWork, envelope: Envelope, event: ev.RsvpReceived) -> None:
-        await campaigns.rsvp_received(uow.session, event)
+        await actions.rsvp_received(uow, event)
 
     @consumer.on(ev.AttendanceRecorded)
     async def attendance_recorded(uow: UnitOfWork, envelope: Envelope, event: ev.AttendanceRecorded) -> None:
-        await engagement.attendance_recorded(uow.session, event)
+        await engagement.attendance_recorded(uow, event)
 
     @consumer.on(ev.ActionTaken)
     async def action_taken(uow: UnitOfWork, envelope: Envelope, event: ev.ActionTaken) -> None:
-        await engagement.action_taken(uow.session, event)
+        await engagement.action_taken(uow, event)
 
     consumer.ignore(
         (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.OrganiserInvited,
@@ -94,25 +93,14 @@ def build_registry(campaigns: CampaignsService, engagement: EngagementService, *
         "The reporting read model, built only from events: members, units, meetings, RSVPs and attendance, "
         "campaigns, asks, actions and engagement levels",
     )
-    for model, project in PROJECTION.items():
-        reporting.on(model)(_projector(project))
+    reporting.route(*PROJECTION.items())  # the projections are handlers themselves
     reporting.ignore(
         (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.MeetingReminderDue,
          ev.MpLetterRequested, ev.OrganiserInvited, ev.RoleGranted),
         "no report counts these (ActionTaken already counts a letter to an MP)",
     )
 
-    @reporting.on_batch
-    async def project_many(uow: UnitOfWork, events: list[tuple[Envelope, Any, Any]]) -> None:
-        await project_batch(uow.session, events)  # a fetched batch's facts go in one INSERT per table
+    reporting.on_batch(project_batch)  # a fetched batch's facts go in one INSERT per table
 
     return registry
 
-
-def _projector(project: Projector) -> Handler:
-    """A reporting projection `(envelope, event, session)` as a handler (the rebuild calls projections directly)."""
-
-    async def handler(uow: UnitOfWork, envelope: Envelope, event: Any) -> None:
-        await project(envelope, event, uow.session)
-
-    return handler

@@ -6,34 +6,37 @@ or group inside it; never wider.
 
 from __future__ import annotations
 
-import csv
-import io
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy import text
 
-from services.campaigns import charts, views
-from services.campaigns.reporting import Scope
+from services.campaigns import charts
+from services.campaigns.deps import ReportsDep, SettingsDep, UnitsOfWorkDep
+from services.campaigns.reports import Reports, Scope, units_by_id
+from services.campaigns.views import PagesDep
 from shared.auth import OrganiserScope, optional_organiser
+from shared.exports import csv_text
+from shared.uow import UnitsOfWork
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 REPORTS = ("growth", "funnel", "attendance", "actions", "partners")
+MaybeOrganiser = Annotated[OrganiserScope | None, Depends(optional_organiser)]
 
 
-def _signed_in(request: Request) -> OrganiserScope:
-    organiser = optional_organiser(request)
+def _signed_in(organiser: MaybeOrganiser) -> OrganiserScope:
     if organiser is None:
         raise HTTPException(401, "Sign in as an organiser to see the dashboard")
     return organiser
 
 
-async def _units(request: Request) -> dict[str, Any]:
-    async with views.service(request).db.transaction() as session:
-        rows = (await session.execute(text("SELECT unit_id, kind, name, parent_id FROM rpt_units"))).all()
-    return {r.unit_id: r for r in rows}
+SignedIn = Annotated[OrganiserScope, Depends(_signed_in)]
+
+
+async def _units(uows: UnitsOfWork) -> dict[str, Any]:
+    async with uows.begin() as uow:
+        return await units_by_id(uow.session)
 
 
 def _ancestors(units: dict[str, Any], unit_id: str) -> list[str]:
@@ -45,22 +48,21 @@ def _ancestors(units: dict[str, Any], unit_id: str) -> list[str]:
     return found
 
 
-async def scope_for(request: Request, organiser: OrganiserScope, region: str = "", group: str = "") -> Scope:
+async def scope_for(uows: UnitsOfWork, organiser: OrganiserScope, region: str = "", group: str = "") -> Scope:
     """The organiser's scope, or the region or group inside it they asked for (403 outside it)."""
     own = Scope.of(organiser)
     wanted = ("group", group) if group else ("region", region) if region else None
     if wanted is None:
         return own
-    units = await _units(request)
+    units = await _units(uows)
     if own.network or own.scope_id == wanted[1] or own.scope_id in _ancestors(units, wanted[1]):
         return Scope(*wanted)
     raise HTTPException(403, f"You organise {organiser.describe()}: you can only see figures inside it")
 
 
-async def _snapshot(request: Request, scope: Scope, weeks: int) -> dict[str, Any]:
-    reports = await views.reports(request)
-    async with views.service(request).db.transaction() as session:
-        return await reports.snapshot(session, scope, weeks=weeks)
+async def _snapshot(uows: UnitsOfWork, reports: Reports, scope: Scope, weeks: int) -> dict[str, Any]:
+    async with uows.begin() as uow:
+        return await reports.snapshot(uow.session, scope, weeks=weeks)
 
 
 def _scope_name(scope: Scope, units: dict[str, Any], network_name: str) -> str:
@@ -102,36 +104,36 @@ def _charts(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @router.get("", response_class=HTMLResponse)
-async def dashboard(request: Request, region: str = "", group: str = "", weeks: int = 12) -> HTMLResponse:
-    organiser = optional_organiser(request)
+async def dashboard(request: Request, pages: PagesDep, organiser: MaybeOrganiser, uows: UnitsOfWorkDep,
+                    reports: ReportsDep, settings: SettingsDep, region: str = "", group: str = "",
+                    weeks: int = 12) -> HTMLResponse:
     if organiser is None:
-        return views.templates(request).TemplateResponse(request, "message.html", {
-            "title": "Sign in to see the dashboard",
-            "message": "The dashboard is for organisers: sign in, and you will come straight back here.",
-            "link": f"/signin?next={quote(str(request.url.path))}", "link_text": "Sign in as an organiser"},
-            status_code=401)
+        return pages.message(
+            "Sign in to see the dashboard",
+            "The dashboard is for organisers: sign in, and you will come straight back here.", 401,
+            link=f"/signin?next={quote(str(request.url.path))}", link_text="Sign in as an organiser")
     weeks = max(4, min(weeks, 104))
-    scope = await scope_for(request, organiser, region, group)
-    data = await _snapshot(request, scope, weeks)
-    units = await _units(request)
+    scope = await scope_for(uows, organiser, region, group)
+    data = await _snapshot(uows, reports, scope, weeks)
+    units = await _units(uows)
     own = Scope.of(organiser)
     narrower = sorted(
         (u for u in units.values() if u.kind in ("region", "group")
          and (own.network or own.scope_id in _ancestors(units, u.unit_id))),
         key=lambda u: (u.kind != "region", u.name))
     query = "&".join(f"{k}={v}" for k, v in (("region", region), ("group", group), ("weeks", weeks)) if v)
-    return views.templates(request).TemplateResponse(request, "dashboard.html", {
+    return pages.render("dashboard.html", {
         "data": data, "charts": _charts(data), "organiser": organiser, "scope": scope,
-        "scope_name": _scope_name(scope, units, request.app.state.runtime.settings.network_name),
+        "scope_name": _scope_name(scope, units, settings.network_name),
         "narrower": narrower, "filters": {"region": region, "group": group, "weeks": weeks}, "query": query,
         "reports": REPORTS})
 
 
 @router.get("/data.json")
-async def dashboard_data(request: Request, region: str = "", group: str = "", weeks: int = 12) -> JSONResponse:
-    organiser = _signed_in(request)
-    scope = await scope_for(request, organiser, region, group)
-    return JSONResponse(await _snapshot(request, scope, max(4, min(weeks, 104))))
+async def dashboard_data(organiser: SignedIn, uows: UnitsOfWorkDep, reports: ReportsDep, region: str = "",
+                         group: str = "", weeks: int = 12) -> JSONResponse:
+    scope = await scope_for(uows, organiser, region, group)
+    return JSONResponse(await _snapshot(uows, reports, scope, max(4, min(weeks, 104))))
 
 
 def csv_rows(report: str, data: dict[str, Any]) -> list[list[Any]]:
@@ -159,14 +161,12 @@ def csv_rows(report: str, data: dict[str, Any]) -> list[list[Any]]:
 
 
 @router.get("/export/{report}.csv")
-async def export(request: Request, report: str, region: str = "", group: str = "", weeks: int = 12) -> Response:
-    organiser = _signed_in(request)
+async def export(organiser: SignedIn, uows: UnitsOfWorkDep, reports: ReportsDep, report: str, region: str = "",
+                 group: str = "", weeks: int = 12) -> Response:
     if report not in REPORTS:
         raise HTTPException(404, f"Choose one of: {', '.join(REPORTS)}")
-    scope = await scope_for(request, organiser, region, group)
-    data = await _snapshot(request, scope, max(4, min(weeks, 104)))
-    out = io.StringIO()
-    csv.writer(out).writerows(csv_rows(report, data))
+    scope = await scope_for(uows, organiser, region, group)
+    data = await _snapshot(uows, reports, scope, max(4, min(weeks, 104)))
     name = f"{report}-{scope.scope_type}{'-' + scope.scope_id if scope.scope_id else ''}.csv"
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+    return Response(csv_text(csv_rows(report, data)), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

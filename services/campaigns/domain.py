@@ -1,5 +1,7 @@
-"""The campaigns service's rules, with no I/O: valid campaigns and asks, what an action needs, the engagement
-ladder, postcodes and the MP dataset's format, the letter template."""
+"""The campaigns service's rules, with no I/O: valid campaigns and asks, which actions are accepted and the events
+they raise, the engagement ladder and the level changes it raises, postcodes and the MP dataset's format, the
+letter template. They take loaded state and return what to store and publish; service.py, actions.py, letters.py
+and engagement.py load and store."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import hashlib
 import hmac
 import io
 import re
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from shared.contact import (
@@ -20,7 +24,10 @@ from shared.contact import (
     normalise_postcode,
     person_problems,
 )
+from shared.crypto import encode_key, seal
 from shared.errors import InvalidInput
+from shared.events import catalog as ev
+from shared.events.envelope import EventData, Sealed
 
 SCOPE_TYPES = ("network", "region", "group", "subteam")
 ASK_KINDS: tuple[tuple[str, str], ...] = (
@@ -55,6 +62,22 @@ class ActionRefused(Exception):
 
 class NoConstituency(InvalidInput):
     """The postcode matches no constituency in the organisers' dataset."""
+
+
+class CampaignNotFound(LookupError):
+    """No campaign with that id."""
+
+
+class AskNotFound(LookupError):
+    """No ask with that id (in that campaign)."""
+
+
+class ActionNotFound(LookupError):
+    """No action with that id."""
+
+
+class NotYours(PermissionError):
+    """The organiser's scope does not cover the campaign."""
 
 
 def postcode_keys(postcode: str) -> list[str]:
@@ -194,6 +217,22 @@ def validate_ask(raw: dict[str, Any]) -> AskPlan:
     return AskPlan(kind, title, description, body, addressee, goal, letter_subject, meeting_id, share_url)
 
 
+def check_new_ask(plan: AskPlan, *, campaign_status: str, meeting_known: bool) -> None:
+    """Whether a campaign takes this ask: not once it has closed; an attend ask only for a meeting we know of."""
+    if campaign_status == "closed":
+        raise InvalidInput({"campaign": "This campaign has closed: it takes no new asks"})
+    if plan.kind == "attend" and not meeting_known:
+        raise InvalidInput({"meeting_id": "There is no meeting with that id (a new one takes a moment to "
+                                          "arrive from the events service)"})
+
+
+def attend_ask_for(*, meeting_id: str, title: str, campaign_status: str | None, linked: bool) -> AskPlan | None:
+    """A meeting scheduled for a live campaign becomes one of its asks, once (None: nothing to add)."""
+    if campaign_status != "live" or linked:
+        return None
+    return AskPlan(kind="attend", title=f"Come to {title}"[:MAX_TITLE], meeting_id=meeting_id)
+
+
 # Actions ---------------------------------------------------------------------------------------------
 @dataclass
 class ActionForm:
@@ -289,6 +328,10 @@ def validate_action(kind: str, *, member_id: str | None = None, name: str = "", 
     return form
 
 
+KEY_OWNER = "campaigns"  # the owner named in what an action's key seals
+ATTEND_NAMESPACE = uuid.UUID("4f0c62a4-5d1e-4b8e-9a51-6c3f0f6a1d7e")  # action ids of RSVPs: one per ask and RSVP
+
+
 def closed_reason(*, campaign_status: str, ask_status: str) -> str | None:
     """Why an ask takes no action now, in words for the person, or None when it does."""
     if campaign_status == "closed":
@@ -296,6 +339,126 @@ def closed_reason(*, campaign_status: str, ask_status: str) -> str | None:
     if ask_status == "closed":
         return "This action has closed. Thank you for your support."
     return None
+
+
+def no_constituency_message(postcode: str) -> str:
+    return (f"We could not find a constituency for the postcode {postcode.strip() or '(empty)'}. Check it is your "
+            "home postcode, or write to us and we will find your MP for you.")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What deciding on an action needs of its ask and the ask's campaign."""
+
+    id: str
+    campaign_id: str
+    kind: str
+    status: str = "open"
+    campaign_status: str = "live"
+
+
+@dataclass(frozen=True)
+class NewAction:
+    """An accepted action: the row that stores it (`row`) and the events that announce it (`events`)."""
+
+    id: str
+    ask: Ask
+    form: ActionForm
+    person_ref: str | None
+    source: str
+    region_id: str | None
+    group_id: str | None
+    constituency: Constituency | None
+    taken_at: datetime
+
+    @property
+    def needs_key(self) -> bool:
+        """Whether it carries a name or an email address, sealed with a key of the action's own."""
+        return bool(self.form.email or self.form.name)
+
+    def row(self) -> dict[str, Any]:
+        form, kind, constituency = self.form, self.ask.kind, self.constituency
+        return {
+            "id": self.id, "ask_id": self.ask.id, "campaign_id": self.ask.campaign_id, "kind": kind,
+            "person_ref": self.person_ref, "member_id": form.member_id, "name": form.name, "email": form.email,
+            "postcode": form.postcode, "comment": form.comment, "pledge_text": form.pledge_text,
+            "moderation": "pending" if kind == "pledge" else None,
+            "constituency_code": constituency.code if constituency else None,
+            "mp_name": constituency.mp_name if constituency else None,
+            "letter_subject": form.letter_subject, "letter_body": form.letter_body, "channel": form.channel,
+            "join_network": form.join_network, "source": self.source, "region_id": self.region_id,
+            "group_id": self.group_id, "created_at": self.taken_at,
+        }
+
+    def events(self, key: bytes | None = None, *, key_issued: bool = False) -> list[EventData]:
+        """ActionTaken (and the letter, for an MP ask) with the person's fields sealed with `key`, the action's own;
+        a key just made is issued first, on its key topic."""
+        form, kind, action_id = self.form, self.ask.kind, self.id
+        events: list[EventData] = []
+        sealed: dict[str, Sealed] = {}
+
+        def sealed_value(value: str) -> Sealed:
+            assert key is not None, "an action with personal fields needs its key"
+            return seal(value, key, key_id=action_id, owner=KEY_OWNER)
+
+        if self.needs_key:
+            if key_issued:
+                assert key is not None
+                events.append(ev.ActionKeyIssued(key_id=action_id, key=encode_key(key)))
+            for name in ("email", "name"):
+                if getattr(form, name):
+                    sealed[name] = sealed_value(getattr(form, name))
+            if form.postcode and (form.join_network or kind == "write_to_mp"):
+                sealed["postcode"] = sealed_value(form.postcode)
+        events.append(ev.ActionTaken(
+            action_id=action_id, ask_id=self.ask.id, campaign_id=self.ask.campaign_id, kind=kind,  # type: ignore[arg-type]
+            member_id=form.member_id, region_id=self.region_id, group_id=self.group_id,
+            join_network=form.join_network, email_consent=form.email_consent, taken_at=self.taken_at, **sealed,
+        ))
+        if kind == "write_to_mp":
+            constituency = self.constituency
+            assert constituency and form.letter_subject and form.letter_body and form.name and form.email
+            events.append(ev.MpLetterRequested(
+                action_id=action_id, ask_id=self.ask.id, campaign_id=self.ask.campaign_id, member_id=form.member_id,
+                constituency_code=constituency.code, constituency_name=constituency.name,
+                mp_name=constituency.mp_name, mp_email=constituency.mp_email,
+                letter_subject=sealed_value(form.letter_subject), letter_body=sealed_value(form.letter_body),
+                sender_name=sealed["name"], sender_email=sealed["email"], sender_postcode=sealed["postcode"],
+                requested_at=self.taken_at,
+            ))
+        return events
+
+
+def accept_action(ask: Ask, form: ActionForm, *, action_id: str, constituency: Constituency | None,
+                  region_id: str | None, group_id: str | None, source: str, secret_key: str,
+                  now: datetime) -> NewAction:
+    """The action someone takes on `ask`, or why not: refused (ActionRefused) while the ask or its campaign is
+    closed or for a meeting (an RSVP counts instead); a letter needs the MP of the sender's postcode
+    (`constituency`, None when the dataset has none) and their email address (NoConstituency)."""
+    reason = closed_reason(campaign_status=ask.campaign_status, ask_status=ask.status)
+    if reason:
+        raise ActionRefused(reason)
+    if ask.kind == "attend":
+        raise ActionRefused("RSVP on the meeting's own page: it counts here as soon as you have.")
+    if ask.kind == "write_to_mp":
+        if constituency is None:
+            raise NoConstituency({"postcode": no_constituency_message(form.postcode or "")})
+        if not constituency.mp_email:
+            raise NoConstituency({"postcode": f"We have no email address for the MP for {constituency.name} "
+                                              "yet, so we cannot send your letter. Please try again later."})
+    ref = None if ask.kind == "share" else person_ref(member_id=form.member_id, email=form.email,
+                                                     secret_key=secret_key)
+    return NewAction(action_id, ask, form, ref, source, region_id, group_id, constituency, now)
+
+
+def attend_action_id(ask_id: str, rsvp_id: str) -> str:
+    """An RSVP's action on an attend ask: the same id however often the RSVP arrives."""
+    return str(uuid.uuid5(ATTEND_NAMESPACE, f"{ask_id}:{rsvp_id}"))
+
+
+def place_of(region_id: str | None, group_ids: Sequence[str] | None) -> tuple[str | None, str | None]:
+    """Where a member's action counts: their region and their first group."""
+    return region_id, (group_ids[0] if group_ids else None)
 
 
 def render_letter(template: str, **values: str) -> str:
@@ -435,3 +598,55 @@ def level_for(ladder: Sequence[LadderRung], *, actions: int, attended: int, role
         if rung.reached(actions, attended, roles):
             level = rung.level
     return level
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A member's place on the ladder as last stored: their level (None before the first), what it counted, roles."""
+
+    member_id: str
+    level: str | None
+    actions: int = 0
+    attended: int = 0
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A member's standing after counting their facts again: what to store, and the event to publish, if any."""
+
+    actions: int
+    attended: int
+    level: str
+    level_changed: bool
+    counts_changed: bool
+    event: ev.EngagementLevelChanged | None = None
+
+
+def assess(standing: Standing, *, actions: int, attended: int, ladder: Sequence[LadderRung],
+           reason: str = "") -> Assessment:
+    """The level a member's actions, meetings attended and roles now reach. A move is published, with `reason` or
+    the counts as why, except a new member's first level at the bottom of the ladder (where everyone starts)."""
+    level = level_for(ladder, actions=actions, attended=attended, roles=standing.roles)
+    changed = level != standing.level
+    event = None
+    if changed and (standing.level is not None or level != ladder[0].level):
+        why = reason or f"{actions} action{'s' if actions != 1 else ''}, {attended} meeting" \
+                        f"{'s' if attended != 1 else ''} attended"
+        event = ev.EngagementLevelChanged(member_id=standing.member_id, level=level,
+                                          previous_level=standing.level, reason=why)
+    return Assessment(actions, attended, level, changed,
+                      (actions, attended) != (standing.actions, standing.attended), event)
+
+
+def place_changes(e: ev.MemberProfileUpdated) -> dict[str, Any]:
+    """The places (region, groups, sub-teams) a profile update changes, by column."""
+    values: dict[str, Any] = {}
+    changed = set(e.changed)
+    if {"region_id", "region"} & changed:
+        values["region_id"] = e.region_id
+    if {"group_ids", "groups"} & changed:
+        values["group_ids"] = e.group_ids
+    if {"subteam_ids", "subteams"} & changed:
+        values["subteam_ids"] = e.subteam_ids
+    return values

@@ -6,9 +6,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.campaigns import api, dashboard, organise, osdi, views, web
 from services.campaigns import db as tables
+from services.campaigns.actions import ActionsService
 from services.campaigns.consumers import ENGAGEMENT_GROUP, REPORTING_GROUP, build_registry
 from services.campaigns.engagement import EngagementService
+from services.campaigns.letters import MpLetters
 from services.campaigns.service import CampaignsService
 from shared import topics
 from shared.config import Settings
@@ -28,14 +31,12 @@ def create_app(
     reporting_group: str = REPORTING_GROUP,
 ) -> FastAPI:
     """The service's app; tests pass their own settings and consumer groups."""
-    from services.campaigns import api, dashboard, organise, osdi, views, web
-
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
     settings = runtime.settings
-    campaigns = CampaignsService(runtime.db, runtime.outbox, secret_key=settings.secret_key,
-                                 public_base_url=settings.public_base_url)
-    engagement = EngagementService(runtime.db, runtime.outbox)
-    registry = build_registry(campaigns, engagement, engagement_group=engagement_group,
+    campaigns = CampaignsService(runtime.uows)
+    actions = ActionsService(runtime.uows, secret_key=settings.secret_key)
+    engagement = EngagementService(runtime.uows)
+    registry = build_registry(campaigns, actions, engagement, engagement_group=engagement_group,
                               reporting_group=reporting_group)
     runtime.add_consumer(EventConsumer(registry[engagement_group]))
     # The read model has an inbox of its own, so a rebuild swaps both in one transaction (rebuild.py).
@@ -49,6 +50,8 @@ def create_app(
         routers=[organise.router, dashboard.router, api.router, osdi.router, web.router],
     )
     app.state.campaigns = campaigns
+    app.state.actions = actions
+    app.state.letters = MpLetters(runtime.uows)
     app.state.engagement = engagement
     app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
     views.install_filters(app.state.templates)

@@ -6,25 +6,22 @@ A petition is an ask of kind `petition`. Authentication is the `OSDI-API-Token` 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.campaigns import views
-from services.campaigns.domain import ActionRefused, validate_action
-from services.campaigns.service import ActionNotFound, AskNotFound
+from services.campaigns.deps import Actions, ApiCaller, BaseUrl, Campaigns
+from services.campaigns.domain import ActionNotFound, ActionRefused, AskNotFound, validate_action
 from shared import osdi
-from shared.auth import OrganiserScope, require_api_token
 from shared.errors import InvalidInput
 from shared.osdi import MAX_PER_PAGE, Page, PerPage, api_url, collection, hal, hal_error, without_paging
 
 router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
-ApiCaller = Annotated[OrganiserScope, Depends(require_api_token)]
 
 
-def _petition(request: Request, a: Any, total: int) -> dict[str, Any]:
+def _petition(request: Request, base_url: str, a: Any, total: int) -> dict[str, Any]:
     api = api_url(request)
     return {
         "identifiers": [f"groundswell:{a.id}"],
@@ -32,7 +29,7 @@ def _petition(request: Request, a: Any, total: int) -> dict[str, Any]:
         "title": a.title,
         "description": a.description,
         "petition_text": a.body,
-        "browser_url": f"{views.base_url(request)}/campaigns/{a.campaign_id}/asks/{a.id}",
+        "browser_url": f"{base_url}/campaigns/{a.campaign_id}/asks/{a.id}",
         "target": [{"name": a.addressee}] if a.addressee else [],
         "total_signatures": total,
         "created_date": a.created_at.isoformat(),
@@ -66,44 +63,43 @@ def _signature(request: Request, x: Any) -> dict[str, Any]:
 
 
 @router.get("/petitions")
-async def list_petitions(request: Request, caller: ApiCaller, page: Page = 1,
-                         per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
-    svc = views.service(request)
-    rows, total = await svc.petitions(limit=per_page, offset=(page - 1) * per_page)
+async def list_petitions(request: Request, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
+                         base_url: BaseUrl, page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
+    rows, total = await campaigns.petitions(limit=per_page, offset=(page - 1) * per_page)
     items = []
     for a in rows:
-        items.append(_petition(request, a, (await svc.counts(a.campaign_id)).get(a.id, 0)))
+        items.append(_petition(request, base_url, a, (await actions.counts(a.campaign_id)).get(a.id, 0)))
     return hal(collection(without_paging(request), "petitions", items, total, page, per_page))
 
 
 @router.get("/petitions/{ask_id}")
-async def get_petition(request: Request, ask_id: str, caller: ApiCaller) -> JSONResponse:
-    svc = views.service(request)
+async def get_petition(request: Request, ask_id: str, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
+                       base_url: BaseUrl) -> JSONResponse:
     try:
-        a = await svc.petition(ask_id)
+        a = await campaigns.petition(ask_id)
     except AskNotFound:
         return hal_error(404, "There is no petition with that id")
-    return hal(_petition(request, a, (await svc.counts(a.campaign_id)).get(a.id, 0)))
+    return hal(_petition(request, base_url, a, (await actions.counts(a.campaign_id)).get(a.id, 0)))
 
 
 @router.get("/petitions/{ask_id}/signatures")
-async def list_signatures(request: Request, ask_id: str, caller: ApiCaller, page: Page = 1,
-                          per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
-    svc = views.service(request)
+async def list_signatures(request: Request, ask_id: str, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
+                          page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     try:
-        a = await svc.petition(ask_id)
+        a = await campaigns.petition(ask_id)
     except AskNotFound:
         return hal_error(404, "There is no petition with that id")
-    total = (await svc.counts(a.campaign_id)).get(a.id, 0)
-    rows = await svc.actions_of(ask_id, limit=per_page, offset=(page - 1) * per_page)
+    total = (await actions.counts(a.campaign_id)).get(a.id, 0)
+    rows = await actions.actions_of(ask_id, limit=per_page, offset=(page - 1) * per_page)
     items = [_signature(request, x) for x in rows]
     return hal(collection(without_paging(request), "signatures", items, total, page, per_page))
 
 
 @router.get("/petitions/{ask_id}/signatures/{action_id}")
-async def get_signature(request: Request, ask_id: str, action_id: str, caller: ApiCaller) -> JSONResponse:
+async def get_signature(request: Request, ask_id: str, action_id: str, caller: ApiCaller,
+                        actions: Actions) -> JSONResponse:
     try:
-        x = await views.service(request).get_action(action_id)
+        x = await actions.get_action(action_id)
     except ActionNotFound:
         x = None
     if x is None or x.ask_id != ask_id:
@@ -137,11 +133,10 @@ class SignatureHelperRequest(BaseModel):
 
 @router.post("/petitions/{ask_id}/signatures")
 async def record_signature_helper(request: Request, ask_id: str, body: SignatureHelperRequest,
-                                  caller: ApiCaller) -> JSONResponse:
+                                  caller: ApiCaller, campaigns: Campaigns, actions: Actions) -> JSONResponse:
     """201 with the new signature, or 200 with the existing one when this person had signed already."""
-    svc = views.service(request)
     try:
-        await svc.petition(ask_id)
+        await campaigns.petition(ask_id)
     except AskNotFound:
         return hal_error(404, "There is no petition with that id")
     p = body.person
@@ -151,9 +146,9 @@ async def record_signature_helper(request: Request, ask_id: str, body: Signature
     try:
         form = validate_action("petition", name=f"{p.given_name} {p.family_name}", email=email, postcode=postcode,
                                join_network=bool(postcode), comment=body.comments)
-        outcome = await svc.take_action(ask_id, form, source="osdi")
+        outcome = await actions.take_action(ask_id, form, source="osdi")
     except InvalidInput as exc:
         return hal_error(400, "; ".join(exc.errors.values()))
     except ActionRefused as exc:
         return hal_error(409, str(exc))
-    return hal(_signature(request, await svc.get_action(outcome.action_id)), 200 if outcome.already else 201)
+    return hal(_signature(request, await actions.get_action(outcome.action_id)), 200 if outcome.already else 201)

@@ -28,20 +28,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
 from services.campaigns.consumers import REPORTING_GROUP
-from services.campaigns.reporting import (
+from services.campaigns.projection import (
     PROJECTED_TYPES,
     REPORTING_TOPICS,
     MemoryRows,
-    Reports,
-    Scope,
     memory_rows,
     project_batch,
     project_in_memory,
 )
+from services.campaigns.reports import Reports, Scope
 from shared.consumer import H_REPLAY_FOR_GROUP, typed_data
 from shared.db import Database
 from shared.events.envelope import Envelope, EventData
 from shared.logging import get_logger
+from shared.outbox import Outbox
+from shared.uow import UnitOfWork, UnitsOfWork
 
 log = get_logger(__name__)
 SHADOW = "rpt_rebuild"
@@ -109,7 +110,7 @@ class TopicReader:
                 total += len(records)
 
 
-async def apply_records(session: AsyncSession, records: list[Any], group: str, result: RebuildResult, *,
+async def apply_records(uow: UnitOfWork, records: list[Any], group: str, result: RebuildResult, *,
                         careful: bool = True) -> None:
     """Project records exactly as the live consumer does, each once by its event id (the inbox).
 
@@ -132,17 +133,17 @@ async def apply_records(session: AsyncSession, records: list[Any], group: str, r
         if entry is None:
             continue
         if not careful:
-            result.applied += await _project(session, envelope, entry, group)
+            result.applied += await _project(uow, envelope, entry, group)
             continue
         try:
-            async with session.begin_nested():
-                result.applied += await _project(session, envelope, entry, group)
+            async with uow.session.begin_nested():
+                result.applied += await _project(uow, envelope, entry, group)
         except Exception as exc:
             log.warning("rebuild skipped an event", event_id=str(envelope.event_id), error=repr(exc))
             result.skipped += 1
 
 
-async def apply_batch(session: AsyncSession, records: list[Any], group: str, result: RebuildResult) -> None:
+async def apply_batch(uow: UnitOfWork, records: list[Any], group: str, result: RebuildResult) -> None:
     """`apply_records` for a whole batch with few statements: one claims every event's inbox row, and the rows that
     facts (joins, actions, RSVPs ...) write go in one INSERT per table. Same effect as projecting the events one by
     one: an updating event (a member leaving) runs on its own, after the pending rows when it changes one of them.
@@ -162,7 +163,7 @@ async def apply_batch(session: AsyncSession, records: list[Any], group: str, res
     if not events:
         return
     inbox = tables.rpt_inbox
-    claimed = set((await session.execute(
+    claimed = set((await uow.session.execute(
         pg_insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id),
         [{"consumer": group, "event_id": env.event_id, "event_type": env.type} for env, _, _ in events],
     )).scalars())
@@ -174,20 +175,20 @@ async def apply_batch(session: AsyncSession, records: list[Any], group: str, res
         data = typed_data(model, envelope)
         claimed_events.append((envelope, model, data))
     result.applied += len(claimed_events)
-    await project_batch(session, claimed_events)
+    await project_batch(uow, claimed_events)
 
 
-async def _project(session: AsyncSession, envelope: Envelope, entry: tuple[Any, Any], group: str) -> int:
+async def _project(uow: UnitOfWork, envelope: Envelope, entry: tuple[Any, Any], group: str) -> int:
     model, project = entry
     inbox = tables.rpt_inbox
-    claimed = (await session.execute(
+    claimed = (await uow.session.execute(
         pg_insert(inbox).values(consumer=group, event_id=envelope.event_id, event_type=envelope.type)
         .on_conflict_do_nothing().returning(inbox.c.event_id)
     )).first()
     if claimed is None:
         return 0
     data = typed_data(model, envelope)
-    await project(envelope, data, session)
+    await project(uow, envelope, data)
     return 1
 
 
@@ -214,7 +215,7 @@ def _typed_envelopes() -> TypeAdapter[Any]:
 class BulkShadow:
     """The replay into the empty shadow, projected in memory and written once: the inbox by a set of event ids
     instead of an INSERT … ON CONFLICT per batch, the facts and what later events change in them as rows in memory
-    (`reporting.project_in_memory`), then each table by COPY into the shadow without its indexes, which are built
+    (`projection.project_in_memory`), then each table by COPY into the shadow without its indexes, which are built
     afterwards. The rows are those the batch-by-batch replay writes (tests/campaigns/test_rebuild_bulk.py)."""
 
     def __init__(self, group: str) -> None:
@@ -312,16 +313,17 @@ async def _index_statements(session: AsyncSession, schema: str) -> list[str]:
     return statements
 
 
-async def _replay_in_bulk(db: Database, reader: TopicReader, group: str, result: RebuildResult) -> None:
+async def _replay_in_bulk(uows: UnitsOfWork, reader: TopicReader, group: str, result: RebuildResult) -> None:
     """The topics up to their current ends into a new shadow through `BulkShadow`; past `BULK_LIMIT` events, the
     rest batch by batch into the shadow written so far."""
+    db = uows.db
     await _create_shadow(db, indexed=False)
     bulk: BulkShadow | None = BulkShadow(group)
 
     async def into_shadow(records: list[Any]) -> None:
         nonlocal bulk
         if bulk is None:
-            await _into_shadow(db, records, group, result)
+            await _into_shadow(uows, records, group, result)
             return
         bulk.add(records, result)
         # What the bulk replay holds lives until it is written: the garbage collector need not walk it again and
@@ -340,17 +342,17 @@ async def _replay_in_bulk(db: Database, reader: TopicReader, group: str, result:
         gc.unfreeze()
 
 
-async def _into_shadow(db: Database, records: list[Any], group: str, result: RebuildResult) -> None:
-    """A batch in one transaction; if any event in it fails, the batch again with each event on its own."""
+async def _into_shadow(uows: UnitsOfWork, records: list[Any], group: str, result: RebuildResult) -> None:
+    """A batch in one unit of work; if any event in it fails, the batch again with each event on its own."""
     fast = RebuildResult()
     try:
-        async with db.transaction() as session:
-            await session.execute(text(f"SET LOCAL search_path TO {SHADOW}, {LIVE}"))
-            await apply_batch(session, records, group, fast)
+        async with uows.begin() as uow:
+            await uow.session.execute(text(f"SET LOCAL search_path TO {SHADOW}, {LIVE}"))
+            await apply_batch(uow, records, group, fast)
     except Exception:
-        async with db.transaction() as session:
-            await session.execute(text(f"SET LOCAL search_path TO {SHADOW}, {LIVE}"))
-            await apply_records(session, records, group, result, careful=True)
+        async with uows.begin() as uow:
+            await uow.session.execute(text(f"SET LOCAL search_path TO {SHADOW}, {LIVE}"))
+            await apply_records(uow, records, group, result, careful=True)
         return
     result.records += fast.records
     result.applied += fast.applied
@@ -430,15 +432,17 @@ async def rebuild(db: Database, bootstrap: str, reports: Reports, *, group: str 
                   check: bool = False) -> RebuildResult:
     """Replay the reporting topics into a shadow schema, then swap it in (or, with `check`, compare)."""
     result = RebuildResult()
+    # The projection's handlers take a unit of work; a rebuild emits nothing, so its outbox stays unused.
+    uows = UnitsOfWork(db, Outbox(tables.delivery.outbox))
     reader = TopicReader(bootstrap)
     await reader.start()
     try:
         async def into_shadow(records: list[Any]) -> None:
-            await _into_shadow(db, records, group, result)
+            await _into_shadow(uows, records, group, result)
 
         started = time.monotonic()
         try:
-            await _replay_in_bulk(db, reader, group, result)
+            await _replay_in_bulk(uows, reader, group, result)
         except Exception as exc:  # a row the database refuses: the careful replay skips just that event
             log.warning("the bulk replay failed; replaying event by event", error=repr(exc))
             result.records = result.applied = result.skipped = 0

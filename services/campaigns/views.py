@@ -1,44 +1,33 @@
-"""What the HTML and JSON entrypoints share: the services on the app, signed member links, template filters."""
+"""What the HTML and JSON entrypoints share: rendering pages, signed member links, template filters, JSON shapes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from services.campaigns.deps import Templates
 from services.campaigns.domain import ASK_KIND_LABELS, SHARE_CHANNELS
-from services.campaigns.engagement import EngagementService
-from services.campaigns.reporting import Reports
-from services.campaigns.service import CampaignsService
 from shared import tokens
 
 MEMBER_LINK = "campaigns-member"  # in emails to members: take an action without typing a name and address
 MEMBER_LINK_MAX_AGE_S = 60 * 24 * 3600
 
 
-def service(request: Request) -> CampaignsService:
-    return request.app.state.campaigns
+class Pages:
+    """The service's pages for one request (a route declares `pages: Pages`)."""
 
+    def __init__(self, request: Request, templates: Templates) -> None:
+        self.request = request
+        self.templates = templates
 
-def engagement(request: Request) -> EngagementService:
-    return request.app.state.engagement
+    def render(self, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+        return self.templates.TemplateResponse(self.request, name, context, status_code=status)
 
-
-async def reports(request: Request) -> Reports:
-    return Reports(await engagement(request).ladder())
-
-
-def templates(request: Request) -> Jinja2Templates:
-    return request.app.state.templates
-
-
-def secret_key(request: Request) -> str:
-    return request.app.state.runtime.settings.secret_key
-
-
-def base_url(request: Request) -> str:
-    return request.app.state.runtime.settings.public_base_url.rstrip("/")
+    def message(self, title: str, message: str, status: int, **extra: Any) -> HTMLResponse:
+        return self.render("message.html", {"title": title, "message": message, **extra}, status)
 
 
 def member_token(secret: str, member_id: str) -> str:
@@ -111,3 +100,6 @@ def ask_json(row: Any, count: int = 0, base: str = "") -> dict[str, Any]:
         "count": count,
         "public_url": f"{base}/campaigns/{row.campaign_id}/asks/{row.id}",
     }
+
+
+PagesDep = Annotated[Pages, Depends()]

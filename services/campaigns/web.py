@@ -5,112 +5,146 @@ Forms work without JavaScript; a bot that fills the hidden `website` field sees 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from services.campaigns import views
+from services.campaigns.deps import Actions, BaseUrl, Campaigns, Letters, SecretKey
 from services.campaigns.domain import (
     ActionRefused,
+    AskNotFound,
+    CampaignNotFound,
     NoConstituency,
     closed_reason,
     validate_action,
 )
-from services.campaigns.service import AskNotFound, CampaignNotFound
+from services.campaigns.views import Pages, PagesDep, member_from_token
 from shared.contact import normalise_postcode
 from shared.errors import InvalidInput
 
 router = APIRouter(tags=["public pages"])
 
 
-def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
-    return views.templates(request).TemplateResponse(request, name, context, status_code=status)
-
-
-def _message(request: Request, title: str, message: str, status: int) -> HTMLResponse:
-    return _page(request, "message.html", {"title": title, "message": message}, status)
-
-
-def _not_found(request: Request) -> HTMLResponse:
-    return _message(request, "Campaign not found", "There is no campaign or action at this address.", 404)
-
-
-async def _partners(request: Request, ids: list[str]) -> list[str]:
-    names = {u.unit_id: u.name for u in await views.service(request).units()}
-    return [names.get(p, p) for p in ids]
+def _not_found(pages: Pages) -> HTMLResponse:
+    return pages.message("Campaign not found", "There is no campaign or action at this address.", 404)
 
 
 @router.get("/campaigns", response_class=HTMLResponse)
-async def listing(request: Request) -> HTMLResponse:
-    svc = views.service(request)
-    rows = await svc.list_campaigns(limit=200)
-    totals = {r.id: sum((await svc.counts(r.id)).values()) for r in rows}
-    return _page(request, "campaigns_list.html", {
+async def listing(pages: PagesDep, campaigns: Campaigns, actions: Actions) -> HTMLResponse:
+    rows = await campaigns.list_campaigns(limit=200)
+    totals = {r.id: sum((await actions.counts(r.id)).values()) for r in rows}
+    return pages.render("campaigns_list.html", {
         "live": [r for r in rows if r.status == "live"], "closed": [r for r in rows if r.status == "closed"][:20],
         "totals": totals})
 
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
-async def campaign_page(request: Request, campaign_id: str, member: str = "") -> HTMLResponse:
-    svc = views.service(request)
+async def campaign_page(pages: PagesDep, campaigns: Campaigns, actions: Actions, campaign_id: str,
+                        member: str = "") -> HTMLResponse:
     try:
-        campaign = await svc.get_campaign(campaign_id)
+        campaign = await campaigns.get_campaign(campaign_id)
     except CampaignNotFound:
-        return _not_found(request)
-    asks = await svc.asks_of(campaign_id)
-    return _page(request, "campaign.html", {
-        "campaign": campaign, "asks": asks, "counts": await svc.counts(campaign_id), "member": member,
-        "partners": await _partners(request, list(campaign.partner_ids)),
+        return _not_found(pages)
+    names = {u.unit_id: u.name for u in await campaigns.units()}
+    return pages.render("campaign.html", {
+        "campaign": campaign, "asks": await campaigns.asks_of(campaign_id), "counts": await actions.counts(campaign_id),
+        "member": member, "partners": [names.get(p, p) for p in campaign.partner_ids],
         "closed": closed_reason(campaign_status=campaign.status, ask_status="open")})
 
 
 @router.get("/campaigns/{campaign_id}/counts.json")
-async def live_counts(request: Request, campaign_id: str) -> JSONResponse:
+async def live_counts(actions: Actions, campaign_id: str) -> JSONResponse:
     """Actions per ask, for the pages' live counts (they refresh from this without reloading)."""
-    counts = await views.service(request).counts(campaign_id)
+    counts = await actions.counts(campaign_id)
     return JSONResponse({"campaign_id": campaign_id, "counts": counts, "total": sum(counts.values())},
                         headers={"Cache-Control": "no-store"})
 
 
-async def _load(request: Request, campaign_id: str, ask_id: str) -> tuple[Any, Any] | None:
-    svc = views.service(request)
-    try:
-        campaign = await svc.get_campaign(campaign_id)
-        ask = await svc.get_ask(ask_id, campaign_id)
-    except (CampaignNotFound, AskNotFound):
-        return None
-    return campaign, ask
+@dataclass
+class AskPages:
+    """An ask's pages: its form (with what was typed and what to fix), the letter step, the thanks page."""
+
+    pages: PagesDep
+    campaigns: Campaigns
+    actions: Actions
+    letters: Letters
+    base_url: BaseUrl
+    secret_key: SecretKey
+
+    async def load(self, campaign_id: str, ask_id: str) -> tuple[Any, Any] | None:
+        try:
+            campaign = await self.campaigns.get_campaign(campaign_id)
+            ask = await self.campaigns.get_ask(ask_id, campaign_id)
+        except (CampaignNotFound, AskNotFound):
+            return None
+        return campaign, ask
+
+    def campaign_url(self, campaign: Any) -> str:
+        return f"{self.base_url}/campaigns/{campaign.id}"
+
+    async def render(self, campaign: Any, ask: Any, *, values: dict[str, Any], errors: dict[str, str],
+                     status: int = 200, refused: str | None = None, template: str = "ask.html",
+                     extra: dict[str, Any] | None = None) -> HTMLResponse:
+        counts = await self.actions.counts(campaign.id)
+        closed = refused or closed_reason(campaign_status=campaign.status, ask_status=ask.status)
+        context = {
+            "campaign": campaign, "ask": ask, "count": counts.get(ask.id, 0), "values": values, "errors": errors,
+            "closed": closed, "meeting": await self.campaigns.meeting(ask.meeting_id) if ask.kind == "attend" else None,
+            "pledges": await self.actions.pledges(ask_id=ask.id, limit=50) if ask.kind == "pledge" else [],
+            "share_url": ask.share_url or self.campaign_url(campaign),
+        }
+        context.update(extra or {})
+        return self.pages.render(template, context, status)
+
+    async def letter_context(self, values: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return {"constituency": await self.letters.constituency_for(values.get("postcode", ""))}
+        except NoConstituency:
+            return {"constituency": None}
+
+    async def find_mp(self, campaign: Any, ask: Any, values: dict[str, Any], member_id: str | None) -> HTMLResponse:
+        """Step one of writing to an MP: who is writing, and their postcode; then the letter, ready to edit."""
+        refused = closed_reason(campaign_status=campaign.status, ask_status=ask.status)
+        if refused:
+            return await self.render(campaign, ask, values=values, errors={}, status=409, refused=refused)
+        errors: dict[str, str] = {}
+        try:
+            validate_action("write_to_mp", member_id=member_id, name=values["name"], email=values["email"],
+                            postcode=values["postcode"], join_network=values["join_network"],
+                            letter_subject="-", letter_body="-")
+        except InvalidInput as exc:
+            errors = exc.errors
+        if errors:
+            return await self.render(campaign, ask, values=values, errors=errors, status=422)
+        try:
+            constituency = await self.letters.constituency_for(values["postcode"])
+        except NoConstituency as exc:
+            return await self.render(campaign, ask, values=values, errors=exc.errors, status=422)
+        values = {**values, "postcode": normalise_postcode(values["postcode"]),
+                  "letter_subject": ask.letter_subject or "",
+                  "letter_body": self.letters.letter_draft(ask, constituency, name=" ".join(values["name"].split()),
+                                                           postcode=normalise_postcode(values["postcode"]))}
+        return await self.render(campaign, ask, values=values, errors={}, template="letter.html",
+                                 extra={"constituency": constituency})
 
 
-async def _render_ask(request: Request, campaign: Any, ask: Any, *, values: dict[str, Any], errors: dict[str, str],
-                      status: int = 200, refused: str | None = None, template: str = "ask.html",
-                      extra: dict[str, Any] | None = None) -> HTMLResponse:
-    svc = views.service(request)
-    counts = await svc.counts(campaign.id)
-    closed = refused or closed_reason(campaign_status=campaign.status, ask_status=ask.status)
-    context = {
-        "campaign": campaign, "ask": ask, "count": counts.get(ask.id, 0), "values": values, "errors": errors,
-        "closed": closed, "meeting": await svc.meeting(ask.meeting_id) if ask.kind == "attend" else None,
-        "pledges": await svc.pledges(ask_id=ask.id, limit=50) if ask.kind == "pledge" else [],
-        "share_url": ask.share_url or f"{views.base_url(request)}/campaigns/{campaign.id}",
-    }
-    context.update(extra or {})
-    return _page(request, template, context, status)
+AskPagesDep = Annotated[AskPages, Depends()]
 
 
 @router.get("/campaigns/{campaign_id}/asks/{ask_id}", response_class=HTMLResponse)
-async def ask_page(request: Request, campaign_id: str, ask_id: str, member: str = "") -> HTMLResponse:
-    found = await _load(request, campaign_id, ask_id)
+async def ask_page(asks: AskPagesDep, campaign_id: str, ask_id: str, member: str = "") -> HTMLResponse:
+    found = await asks.load(campaign_id, ask_id)
     if found is None:
-        return _not_found(request)
-    return await _render_ask(request, *found, values={"member": member}, errors={})
+        return _not_found(asks.pages)
+    return await asks.render(*found, values={"member": member}, errors={})
 
 
 @router.post("/campaigns/{campaign_id}/asks/{ask_id}", response_class=HTMLResponse)
 async def take_action(
-    request: Request,
+    asks: AskPagesDep,
     campaign_id: str,
     ask_id: str,
     name: Annotated[str, Form()] = "",
@@ -125,93 +159,57 @@ async def take_action(
     member: Annotated[str, Form()] = "",
     website: Annotated[str, Form()] = "",  # honeypot: people never see it, bots fill it
 ) -> Response:
-    found = await _load(request, campaign_id, ask_id)
+    found = await asks.load(campaign_id, ask_id)
     if found is None:
-        return _not_found(request)
+        return _not_found(asks.pages)
     campaign, ask = found
     thanks = f"/campaigns/{campaign_id}/asks/{ask_id}/thanks"
     if website:
         return RedirectResponse(thanks, status_code=303)  # look like success to a bot; store nothing
-    svc = views.service(request)
     values = {"name": name, "email": email, "postcode": postcode, "join_network": bool(join_network),
               "comment": comment, "pledge_text": pledge_text, "letter_subject": letter_subject,
               "letter_body": letter_body, "member": member}
-    member_id = views.member_from_token(views.secret_key(request), member)
+    member_id = member_from_token(asks.secret_key, member)
     if ask.kind in ("share", "attend"):
         return RedirectResponse(f"/campaigns/{campaign_id}/asks/{ask_id}", status_code=303)
     if ask.kind == "write_to_mp" and step != "send":
-        return await _find_mp(request, campaign, ask, values, member_id)
+        return await asks.find_mp(campaign, ask, values, member_id)
     try:
         form = validate_action(ask.kind, member_id=member_id, name=name, email=email, postcode=postcode,
                                join_network=bool(join_network), comment=comment, pledge_text=pledge_text,
                                letter_subject=letter_subject, letter_body=letter_body)
-        outcome = await svc.take_action(ask_id, form, source="form")
+        outcome = await asks.actions.take_action(ask_id, form, source="form")
     except ActionRefused as exc:
-        return await _render_ask(request, campaign, ask, values=values, errors={}, status=409, refused=str(exc))
+        return await asks.render(campaign, ask, values=values, errors={}, status=409, refused=str(exc))
     except InvalidInput as exc:
         template = "letter.html" if ask.kind == "write_to_mp" and "postcode" not in exc.errors else "ask.html"
-        extra = await _letter_context(request, values) if template == "letter.html" else None
-        return await _render_ask(request, campaign, ask, values=values, errors=exc.errors, status=422,
-                                 template=template, extra=extra)
+        extra = await asks.letter_context(values) if template == "letter.html" else None
+        return await asks.render(campaign, ask, values=values, errors=exc.errors, status=422, template=template,
+                                 extra=extra)
     query = {"already": "1"} if outcome.already else {}
     return RedirectResponse(thanks + (f"?{urlencode(query)}" if query else ""), status_code=303)
 
 
-async def _letter_context(request: Request, values: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return {"constituency": await views.service(request).constituency_for(values.get("postcode", ""))}
-    except NoConstituency:
-        return {"constituency": None}
-
-
-async def _find_mp(request: Request, campaign: Any, ask: Any, values: dict[str, Any],
-                   member_id: str | None) -> HTMLResponse:
-    """Step one of writing to an MP: who is writing, and their postcode; then the letter, ready to edit."""
-    refused = closed_reason(campaign_status=campaign.status, ask_status=ask.status)
-    if refused:
-        return await _render_ask(request, campaign, ask, values=values, errors={}, status=409, refused=refused)
-    errors: dict[str, str] = {}
-    try:
-        validate_action("write_to_mp", member_id=member_id, name=values["name"], email=values["email"],
-                        postcode=values["postcode"], join_network=values["join_network"],
-                        letter_subject="-", letter_body="-")
-    except InvalidInput as exc:
-        errors = exc.errors
-    if errors:
-        return await _render_ask(request, campaign, ask, values=values, errors=errors, status=422)
-    svc = views.service(request)
-    try:
-        constituency = await svc.constituency_for(values["postcode"])
-    except NoConstituency as exc:
-        return await _render_ask(request, campaign, ask, values=values, errors=exc.errors, status=422)
-    values = {**values, "postcode": normalise_postcode(values["postcode"]),
-              "letter_subject": ask.letter_subject or "",
-              "letter_body": svc.letter_draft(ask, constituency, name=" ".join(values["name"].split()),
-                                              postcode=normalise_postcode(values["postcode"]))}
-    return await _render_ask(request, campaign, ask, values=values, errors={}, template="letter.html",
-                             extra={"constituency": constituency})
-
-
 @router.post("/campaigns/{campaign_id}/asks/{ask_id}/share")
-async def share(request: Request, campaign_id: str, ask_id: str, channel: Annotated[str, Form()] = "",
+async def share(asks: AskPagesDep, campaign_id: str, ask_id: str, channel: Annotated[str, Form()] = "",
                 member: Annotated[str, Form()] = "", website: Annotated[str, Form()] = "") -> Response:
     """Count the share, then send the person on to the place they chose to share on."""
-    found = await _load(request, campaign_id, ask_id)
+    found = await asks.load(campaign_id, ask_id)
     if found is None:
-        return _not_found(request)
+        return _not_found(asks.pages)
     campaign, ask = found
-    target = share_link(channel, ask.body or campaign.title,
-                        ask.share_url or f"{views.base_url(request)}/campaigns/{campaign.id}", campaign.title)
+    target = share_link(channel, ask.body or campaign.title, ask.share_url or asks.campaign_url(campaign),
+                        campaign.title)
     if website or ask.kind != "share" or target is None:
         return RedirectResponse(target or f"/campaigns/{campaign_id}/asks/{ask_id}", status_code=303)
-    member_id = views.member_from_token(views.secret_key(request), member)
+    member_id = member_from_token(asks.secret_key, member)
     try:
         form = validate_action("share", member_id=member_id, channel=channel)
-        await views.service(request).take_action(ask_id, form, source="form")
+        await asks.actions.take_action(ask_id, form, source="form")
     except ActionRefused as exc:
-        return await _render_ask(request, campaign, ask, values={}, errors={}, status=409, refused=str(exc))
+        return await asks.render(campaign, ask, values={}, errors={}, status=409, refused=str(exc))
     except InvalidInput as exc:
-        return await _render_ask(request, campaign, ask, values={}, errors=exc.errors, status=422)
+        return await asks.render(campaign, ask, values={}, errors=exc.errors, status=422)
     return RedirectResponse(target, status_code=303)
 
 
@@ -227,13 +225,12 @@ def share_link(channel: str, message: str, url: str, title: str) -> str | None:
 
 
 @router.get("/campaigns/{campaign_id}/asks/{ask_id}/thanks", response_class=HTMLResponse)
-async def thanks(request: Request, campaign_id: str, ask_id: str, already: str = "") -> HTMLResponse:
-    found = await _load(request, campaign_id, ask_id)
+async def thanks(asks: AskPagesDep, campaign_id: str, ask_id: str, already: str = "") -> HTMLResponse:
+    found = await asks.load(campaign_id, ask_id)
     if found is None:
-        return _not_found(request)
+        return _not_found(asks.pages)
     campaign, ask = found
-    svc = views.service(request)
-    asks = [a for a in await svc.asks_of(campaign_id) if a.id != ask_id and a.status == "open"]
-    return _page(request, "thanks.html", {
-        "campaign": campaign, "ask": ask, "already": bool(already), "count": (await svc.counts(campaign_id))
-        .get(ask_id, 0), "next_asks": asks if campaign.status == "live" else []})
+    others = [a for a in await asks.campaigns.asks_of(campaign_id) if a.id != ask_id and a.status == "open"]
+    return asks.pages.render("thanks.html", {
+        "campaign": campaign, "ask": ask, "already": bool(already), "count": (await asks.actions.counts(campaign_id))
+        .get(ask_id, 0), "next_asks": others if campaign.status == "live" else []})

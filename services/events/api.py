@@ -5,18 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.events import views
-from services.events.domain import CheckInRefused, RsvpRefused, validate_rsvp
-from services.events.service import MeetingNotFound, NotYourMeeting, RsvpNotFound
-from shared.auth import OrganiserScope, require_organiser
+from services.events.deps import BaseUrl, CheckInDep, CurrentOrganiser, MeetingsDep, RsvpsDep
+from services.events.domain import (
+    CheckInRefused,
+    MeetingNotFound,
+    NotYourMeeting,
+    RsvpNotFound,
+    RsvpRefused,
+    validate_rsvp,
+)
 from shared.errors import InvalidInput
 
 router = APIRouter(prefix="/meetings", tags=["meetings (organisers)"])
-Organiser = Annotated[OrganiserScope, Depends(require_organiser)]
 
 
 class SpeakerIn(BaseModel):
@@ -85,12 +90,20 @@ def _raw(body: BaseModel) -> dict[str, Any]:
     return raw
 
 
-async def _meeting_out(request: Request, meeting_id: str, status: int = 200) -> JSONResponse:
-    svc = views.service(request)
-    row = await svc.get_meeting(meeting_id)
-    counts = await svc.count_rsvps(meeting_id)
-    base = request.app.state.runtime.settings.public_base_url.rstrip("/")
-    return JSONResponse(views.meeting_json(row, counts, organiser=True, base_url=base), status_code=status)
+class MeetingOut:
+    """A meeting as the organiser API returns it, with its counts (a route's dependency)."""
+
+    def __init__(self, meetings: MeetingsDep, rsvps: RsvpsDep, base_url: BaseUrl) -> None:
+        self.meetings, self.rsvps, self.base_url = meetings, rsvps, base_url
+
+    async def __call__(self, meeting_id: str, status: int = 200) -> JSONResponse:
+        row = await self.meetings.get(meeting_id)
+        counts = await self.rsvps.counts(meeting_id)
+        return JSONResponse(views.meeting_json(row, counts, organiser=True, base_url=self.base_url),
+                            status_code=status)
+
+
+MeetingOutDep = Annotated[MeetingOut, Depends()]
 
 
 def _not_found(what: str = "meeting") -> HTTPException:
@@ -98,65 +111,68 @@ def _not_found(what: str = "meeting") -> HTTPException:
 
 
 @router.post("", status_code=201)
-async def schedule_meeting(request: Request, body: MeetingRequest, organiser: Organiser) -> JSONResponse:
+async def schedule_meeting(meetings: MeetingsDep, out: MeetingOutDep, body: MeetingRequest,
+                           organiser: CurrentOrganiser) -> JSONResponse:
     try:
-        meeting_id = await views.service(request).schedule(_raw(body), organiser)
+        meeting_id = await meetings.schedule(_raw(body), organiser)
     except InvalidInput as exc:
         return invalid(exc)
     except NotYourMeeting as exc:
         return problem(403, str(exc))
-    return await _meeting_out(request, meeting_id, 201)
+    return await out(meeting_id, 201)
 
 
 @router.get("")
 async def list_meetings(
-    request: Request,
-    organiser: Organiser,
+    meetings: MeetingsDep,
+    base: BaseUrl,
+    organiser: CurrentOrganiser,
     include_past: bool = False,
     include_cancelled: bool = True,
 ) -> dict[str, Any]:
-    svc = views.service(request)
-    rows = await svc.list_meetings(upcoming_only=not include_past, include_cancelled=include_cancelled, limit=1000)
-    base = request.app.state.runtime.settings.public_base_url.rstrip("/")
+    rows = await meetings.find(upcoming_only=not include_past, include_cancelled=include_cancelled, limit=1000)
     mine = [r for r in rows if organiser.covers(r.scope_type, r.scope_id, r.region_id)]
     return {"meetings": [views.meeting_json(r, organiser=True, base_url=base) for r in mine]}
 
 
 @router.get("/{meeting_id}")
-async def get_meeting(request: Request, meeting_id: str, organiser: Organiser) -> JSONResponse:
+async def get_meeting(out: MeetingOutDep, meeting_id: str, organiser: CurrentOrganiser) -> JSONResponse:
     try:
-        return await _meeting_out(request, meeting_id)
+        return await out(meeting_id)
     except MeetingNotFound:
         raise _not_found() from None
 
 
 @router.patch("/{meeting_id}")
-async def update_meeting(request: Request, meeting_id: str, body: MeetingChanges, organiser: Organiser) -> JSONResponse:
+async def update_meeting(meetings: MeetingsDep, out: MeetingOutDep, meeting_id: str, body: MeetingChanges,
+                         organiser: CurrentOrganiser) -> JSONResponse:
     try:
-        await views.service(request).update(meeting_id, _raw(body), organiser)
+        await meetings.update(meeting_id, _raw(body), organiser)
     except MeetingNotFound:
         raise _not_found() from None
     except InvalidInput as exc:
         return invalid(exc)
     except NotYourMeeting as exc:
         return problem(403, str(exc))
-    return await _meeting_out(request, meeting_id)
+    return await out(meeting_id)
 
 
 @router.post("/{meeting_id}/cancel")
-async def cancel_meeting(request: Request, meeting_id: str, body: CancelRequest, organiser: Organiser) -> JSONResponse:
+async def cancel_meeting(meetings: MeetingsDep, out: MeetingOutDep, meeting_id: str, body: CancelRequest,
+                         organiser: CurrentOrganiser) -> JSONResponse:
     try:
-        await views.service(request).cancel(meeting_id, body.reason, organiser)
+        await meetings.cancel(meeting_id, body.reason, organiser)
     except MeetingNotFound:
         raise _not_found() from None
     except NotYourMeeting as exc:
         return problem(403, str(exc))
-    return await _meeting_out(request, meeting_id)
+    return await out(meeting_id)
 
 
-async def _own_meeting(request: Request, meeting_id: str, organiser: OrganiserScope) -> Any:
+async def _own_meeting(meetings: MeetingsDep, meeting_id: str, organiser: CurrentOrganiser) -> Any:
+    """The meeting of the path, if the organiser's scope covers it (404, 403 otherwise)."""
     try:
-        row = await views.service(request).get_meeting(meeting_id)
+        row = await meetings.get(meeting_id)
     except MeetingNotFound:
         raise _not_found() from None
     if not organiser.covers(row.scope_type, row.scope_id, row.region_id):
@@ -164,52 +180,50 @@ async def _own_meeting(request: Request, meeting_id: str, organiser: OrganiserSc
     return row
 
 
+OwnMeeting = Annotated[Any, Depends(_own_meeting)]
+
+
 @router.get("/{meeting_id}/rsvps")
 async def list_rsvps(
-    request: Request,
-    meeting_id: str,
-    organiser: Organiser,
+    rsvps: RsvpsDep,
+    meeting: OwnMeeting,
     search: str = "",
     status: Annotated[list[str] | None, Query()] = None,
 ) -> dict[str, Any]:
-    await _own_meeting(request, meeting_id, organiser)
-    svc = views.service(request)
-    rows = await svc.list_rsvps(meeting_id, search=search, statuses=status or ())
-    return {"rsvps": [views.rsvp_json(r) for r in rows], "counts": await svc.count_rsvps(meeting_id)}
+    rows = await rsvps.find(meeting.id, search=search, statuses=status or ())
+    return {"rsvps": [views.rsvp_json(r) for r in rows], "counts": await rsvps.counts(meeting.id)}
 
 
 @router.post("/{meeting_id}/rsvps", status_code=201)
-async def add_rsvp(request: Request, meeting_id: str, body: PersonRequest, organiser: Organiser) -> JSONResponse:
-    await _own_meeting(request, meeting_id, organiser)
+async def add_rsvp(rsvps: RsvpsDep, meeting: OwnMeeting, body: PersonRequest) -> JSONResponse:
     try:
         form = validate_rsvp(name=body.name, email=body.email, member_id=body.member_id, guests=body.guests,
                              join_network=body.join_network, postcode=body.postcode)
-        outcome = await views.service(request).rsvp(meeting_id, form, source="api")
+        outcome = await rsvps.rsvp(meeting.id, form, source="api")
     except InvalidInput as exc:
         return invalid(exc)
     except RsvpRefused as exc:
         return problem(409, str(exc))
-    rsvp = await views.service(request).get_rsvp(outcome.rsvp_id)
+    rsvp = await rsvps.get(outcome.rsvp_id)
     return JSONResponse(views.rsvp_json(rsvp), status_code=200 if outcome.already else 201)
 
 
 @router.post("/{meeting_id}/rsvps/{rsvp_id}/cancel")
-async def cancel_rsvp(request: Request, meeting_id: str, rsvp_id: str, organiser: Organiser) -> dict[str, Any]:
-    await _own_meeting(request, meeting_id, organiser)
-    svc = views.service(request)
+async def cancel_rsvp(rsvps: RsvpsDep, meeting: OwnMeeting, rsvp_id: str) -> dict[str, Any]:
     try:
-        if (await svc.get_rsvp(rsvp_id)).meeting_id != meeting_id:
+        if (await rsvps.get(rsvp_id)).meeting_id != meeting.id:
             raise RsvpNotFound(rsvp_id)
-        promoted = await svc.cancel_rsvp(rsvp_id)
+        promoted = await rsvps.cancel(rsvp_id)
     except RsvpNotFound:
         raise _not_found("RSVP for this meeting") from None
     return {"cancelled": rsvp_id, "promoted": promoted}
 
 
 @router.post("/{meeting_id}/rsvps/{rsvp_id}/attendance")
-async def mark_attended(request: Request, meeting_id: str, rsvp_id: str, organiser: Organiser) -> JSONResponse:
+async def mark_attended(check_in: CheckInDep, rsvps: RsvpsDep, meeting_id: str, rsvp_id: str,
+                        organiser: CurrentOrganiser) -> JSONResponse:
     try:
-        await views.service(request).record_attendance(meeting_id, rsvp_id, "organiser", organiser)
+        await check_in.record_attendance(meeting_id, rsvp_id, "organiser", organiser)
     except MeetingNotFound:
         raise _not_found() from None
     except RsvpNotFound:
@@ -218,15 +232,16 @@ async def mark_attended(request: Request, meeting_id: str, rsvp_id: str, organis
         return problem(403, str(exc))
     except CheckInRefused as exc:
         return problem(409, str(exc))
-    return JSONResponse(views.rsvp_json(await views.service(request).get_rsvp(rsvp_id)))
+    return JSONResponse(views.rsvp_json(await rsvps.get(rsvp_id)))
 
 
 @router.post("/{meeting_id}/walk-ins", status_code=201)
-async def add_walk_in(request: Request, meeting_id: str, body: PersonRequest, organiser: Organiser) -> JSONResponse:
+async def add_walk_in(check_in: CheckInDep, rsvps: RsvpsDep, meeting_id: str, body: PersonRequest,
+                      organiser: CurrentOrganiser) -> JSONResponse:
     try:
         form = validate_rsvp(name=body.name, email=body.email, member_id=body.member_id, guests=body.guests,
                              join_network=body.join_network, postcode=body.postcode)
-        rsvp_id = await views.service(request).walk_in(meeting_id, form, organiser)
+        rsvp_id = await check_in.walk_in(meeting_id, form, organiser)
     except InvalidInput as exc:
         return invalid(exc)
     except MeetingNotFound:
@@ -235,4 +250,4 @@ async def add_walk_in(request: Request, meeting_id: str, body: PersonRequest, or
         return problem(403, str(exc))
     except CheckInRefused as exc:
         return problem(409, str(exc))
-    return JSONResponse(views.rsvp_json(await views.service(request).get_rsvp(rsvp_id)), status_code=201)
+    return JSONResponse(views.rsvp_json(await rsvps.get(rsvp_id)), status_code=201)

@@ -13,12 +13,13 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from icalendar import Calendar, Event, vText
 
-from services.events import views
-from services.events.service import MeetingNotFound
+from services.events.deps import BaseUrl, MeetingsDep, SettingsDep
+from services.events.domain import MeetingNotFound
+from services.events.meetings import Meetings
 
 router = APIRouter(prefix="/calendar", tags=["calendars"])
 ICS = "text/calendar; charset=utf-8"
@@ -57,44 +58,39 @@ def build_calendar(meetings: Sequence[Any], *, base_url: str, name: str) -> byte
     return cal.to_ical()
 
 
-def _base_url(request: Request) -> str:
-    return request.app.state.runtime.settings.public_base_url.rstrip("/")
-
-
 @router.get("/meetings/{meeting_id}.ics")
-async def meeting_ics(request: Request, meeting_id: str) -> Response:
+async def meeting_ics(meetings: MeetingsDep, base_url: BaseUrl, meeting_id: str) -> Response:
     try:
-        meeting = await views.service(request).get_meeting(meeting_id)
+        meeting = await meetings.get(meeting_id)
     except MeetingNotFound:
         return Response("There is no meeting with that id\n", status_code=404, media_type="text/plain")
-    body = build_calendar([meeting], base_url=_base_url(request), name=meeting.title)
+    body = build_calendar([meeting], base_url=base_url, name=meeting.title)
     return Response(body, media_type=ICS, headers={"Content-Disposition": f'attachment; filename="{meeting_id}.ics"'})
 
 
-async def _feed(request: Request, name: str, **filters: Any) -> Response:
+async def _feed(meetings: Meetings, base_url: str, name: str, **filters: Any) -> Response:
     since = (datetime.now(UTC) - FEED_LOOKBACK).date()
-    meetings = await views.service(request).list_meetings(
-        include_cancelled=True, on_or_after=since, upcoming_only=False, limit=2000, **filters
-    )
-    body = build_calendar(meetings, base_url=_base_url(request), name=name)
+    rows = await meetings.find(include_cancelled=True, on_or_after=since, upcoming_only=False, limit=2000, **filters)
+    body = build_calendar(rows, base_url=base_url, name=name)
     return Response(body, media_type=ICS)
 
 
 @router.get("/network.ics")
-async def network_feed(request: Request) -> Response:
+async def network_feed(meetings: MeetingsDep, settings: SettingsDep, base_url: BaseUrl) -> Response:
     """Every meeting in the network."""
-    return await _feed(request, f"{request.app.state.runtime.settings.network_name}: all events")
+    return await _feed(meetings, base_url, f"{settings.network_name}: all events")
 
 
 @router.get("/{scope_type}/{scope_id}.ics")
-async def scope_feed(request: Request, scope_type: str, scope_id: str) -> Response:
+async def scope_feed(meetings: MeetingsDep, settings: SettingsDep, base_url: BaseUrl, scope_type: str,
+                     scope_id: str) -> Response:
     """A region's feed holds its own, its groups' and network-wide meetings; a group's, its own and network-wide."""
-    network = request.app.state.runtime.settings.network_name
+    network = settings.network_name
     if scope_type == "region":
-        return await _feed(request, f"{network}: region events", region_id=scope_id)
+        return await _feed(meetings, base_url, f"{network}: region events", region_id=scope_id)
     if scope_type == "group":
-        return await _feed(request, f"{network}: group events", group_id=scope_id)
+        return await _feed(meetings, base_url, f"{network}: group events", group_id=scope_id)
     if scope_type == "subteam":
-        return await _feed(request, f"{network}: sub-team events", scope_type="subteam", scope_id=scope_id)
+        return await _feed(meetings, base_url, f"{network}: sub-team events", scope_type="subteam", scope_id=scope_id)
     return Response("Feeds are per region, group or subteam, or /calendar/network.ics\n", status_code=404,
                     media_type="text/plain")

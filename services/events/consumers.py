@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.events.service import EventsService
+from services.events.members import MemberReadModel
 from shared import topics
 from shared.events.catalog import (
     ConsentChanged,
@@ -23,7 +23,7 @@ from shared.uow import UnitOfWork
 MEMBERS_GROUP = "events.members"
 
 
-def build_registry(service: EventsService, group: str = MEMBERS_GROUP) -> Registry:
+def build_registry(read_model: MemberReadModel, group: str = MEMBERS_GROUP) -> Registry:
     registry = Registry("events")
     members = registry.group(
         group,
@@ -32,19 +32,19 @@ def build_registry(service: EventsService, group: str = MEMBERS_GROUP) -> Regist
     )
 
     async def member_joined(uow: UnitOfWork, envelope: Envelope, event: MemberJoined) -> None:
-        await service.member_joined(uow.session, event)
+        await read_model.joined(uow, event)
 
     async def member_profile_updated(uow: UnitOfWork, envelope: Envelope, event: MemberProfileUpdated) -> None:
-        await service.member_profile_updated(uow.session, event)
+        await read_model.profile_updated(uow, event)
 
     async def member_left(uow: UnitOfWork, envelope: Envelope, event: MemberLeft) -> None:
-        await service.member_left(uow.session, event)
+        await read_model.left(uow, event)
 
     async def member_erased(uow: UnitOfWork, envelope: Envelope, event: MemberErased) -> None:
-        await service.member_erased(uow.session, event)
+        await read_model.erased(uow, event)
 
     async def unit_defined(uow: UnitOfWork, envelope: Envelope, event: OrganisationUnitDefined) -> None:
-        await service.unit_defined(uow.session, event)
+        await read_model.unit_defined(uow, event)
 
     members.route(
         (MemberJoined, member_joined),

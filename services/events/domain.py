@@ -1,4 +1,8 @@
-"""The events service's rules, with no I/O: what makes a meeting valid, who gets a place, when reminders fall due."""
+"""The events service's rules, with no I/O: what makes a meeting valid, who gets a place, when reminders fall due.
+
+The use cases (meetings.py, rsvps.py, checkin.py, reminders.py) load state under the meeting's row lock, ask a rule
+here what changes and which events that raises, then write and emit; the rules' tests need no database or Kafka.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +25,8 @@ from shared.contact import (
     person_problems,
 )
 from shared.errors import InvalidInput
+from shared.events import catalog as ev
+from shared.events.envelope import EventData
 
 DEFAULT_TIMEZONE = "Europe/London"
 DEFAULT_REMINDER_OFFSETS: tuple[int, ...] = (24 * 60, 60)  # minutes before the start
@@ -32,6 +39,9 @@ MAX_VENUE = 500
 MAX_URL = 1000
 MAX_GUESTS = 10
 CHECK_IN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud at a venue
+SELF_CHECK_IN_OPENS = timedelta(hours=1)  # before the start
+SELF_CHECK_IN_CLOSES = timedelta(hours=1)  # after the end
+FIXED_FIELDS = ("scope_type", "scope_id", "parent_meeting_id")  # who a meeting is for never changes
 
 RsvpStatus = Literal["going", "waitlisted", "cancelled"]
 AttendanceMethod = Literal["organiser", "self_check_in", "walk_in"]
@@ -51,6 +61,18 @@ class RsvpRefused(Exception):
 
 class CheckInRefused(Exception):
     """A self check-in that does not match (wrong code, no such RSVP, meeting not on)."""
+
+
+class MeetingNotFound(LookupError):
+    """No meeting with that id."""
+
+
+class RsvpNotFound(LookupError):
+    """No RSVP with that id (for that meeting)."""
+
+
+class NotYourMeeting(PermissionError):
+    """The organiser's scope does not cover the meeting."""
 
 
 @dataclass(frozen=True)
@@ -379,3 +401,200 @@ def validate_rsvp(
         email_consent=join_network,
         postcode=postcode_n,
     )
+
+
+# Changing and cancelling a meeting ------------------------------------------------------------------------------
+def plan_change(current: MeetingPlan, *, status: str, raw: dict[str, Any],
+                now: datetime) -> tuple[MeetingPlan, list[str]]:
+    """The meeting once `raw` is applied, and the fields that change (none: nothing to do). Who a meeting is for
+    stays as scheduled; a cancelled meeting cannot be changed."""
+    if status == "cancelled":
+        raise InvalidMeeting({"status": "This meeting has been cancelled and cannot be changed"})
+    after = validate_meeting({k: v for k, v in raw.items() if k not in FIXED_FIELDS}, now=now, existing=current)
+    return after, changed_fields(current, after)
+
+
+def cancel_reason(raw: str | None) -> str | None:
+    """The reason as it is kept and announced: one line, at most 1,000 characters, None when empty."""
+    return " ".join((raw or "").split())[:1000] or None
+
+
+# Places, RSVPs and the waitlist ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Places:
+    """A meeting's places as the RSVP rules see them, read under the meeting's row lock."""
+
+    meeting_id: str
+    status: str  # scheduled | cancelled
+    capacity: int | None
+    going_count: int  # places taken, guests included
+    waitlist_last: int  # the last waitlist position handed out
+
+    @classmethod
+    def of(cls, row: Any) -> Places:
+        return cls(row.id, row.status, row.capacity, row.going_count, row.waitlist_last)
+
+    @property
+    def hands_out_places(self) -> bool:
+        """Only a meeting that is still on moves people up from its waitlist."""
+        return self.status == "scheduled"
+
+
+@dataclass(frozen=True)
+class Rsvp:
+    """One person's RSVP as the rules see it."""
+
+    id: str
+    status: str  # going | waitlisted | cancelled
+    guests: int = 0
+    member_id: str | None = None
+    waitlist_position: int | None = None
+    attended: bool = False
+
+    @classmethod
+    def of(cls, row: Any) -> Rsvp:
+        return cls(row.id, row.status, row.guests, row.member_id, row.waitlist_position, row.attended_at is not None)
+
+    @property
+    def party(self) -> int:
+        """The places it takes: the person and their guests."""
+        return 1 + self.guests
+
+    @property
+    def stands(self) -> bool:
+        return self.status != "cancelled"
+
+
+@dataclass(frozen=True)
+class RsvpDecision:
+    """Where an RSVP puts the person, and what it takes from the meeting's places."""
+
+    status: str  # going | waitlisted
+    waitlist_position: int | None
+    places_taken: int = 0
+    already: bool = False  # their RSVP still stands: a duplicate changes nothing
+
+
+def decide_rsvp(places: Places, *, party: int, existing: Rsvp | None, someone_waiting: bool) -> RsvpDecision:
+    """A place if the whole party fits and nobody waits before them, otherwise the next waitlist position; someone
+    whose RSVP still stands keeps it as it is."""
+    if existing is not None and existing.stands:
+        return RsvpDecision(existing.status, existing.waitlist_position, already=True)
+    if someone_waiting or place_for(capacity=places.capacity, going=places.going_count, party=party) == "waitlisted":
+        return RsvpDecision("waitlisted", places.waitlist_last + 1)
+    return RsvpDecision("going", None, places_taken=party)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Who moves up from the waitlist, the places taken once they have, and the events that announces."""
+
+    promoted: list[Rsvp]
+    going_count: int
+    events: list[EventData]
+
+
+def promote_from_waitlist(places: Places, waiting: Sequence[Rsvp]) -> Promotion:
+    """Freed places go to the waitlist (in position order) until a party does not fit: nobody jumps the queue."""
+    going, promoted = places.going_count, []
+    if places.hands_out_places:
+        for rsvp in waiting:
+            if place_for(capacity=places.capacity, going=going, party=rsvp.party) != "going":
+                break
+            going += rsvp.party
+            promoted.append(rsvp)
+    events: list[EventData] = [
+        ev.PromotedFromWaitlist(meeting_id=places.meeting_id, rsvp_id=r.id, member_id=r.member_id) for r in promoted
+    ]
+    return Promotion(promoted, going, events)
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """An RSVP given up: the places it frees (none from the waitlist), the meeting's places after, the event."""
+
+    places_freed: int
+    places: Places
+    events: list[EventData]
+
+
+def cancel_rsvp(places: Places, rsvp: Rsvp) -> Cancellation | None:
+    """Give up an RSVP; None when it already was (cancelling twice changes nothing)."""
+    if not rsvp.stands:
+        return None
+    freed = rsvp.party if rsvp.status == "going" else 0
+    return Cancellation(
+        freed,
+        replace(places, going_count=places.going_count - freed),
+        [ev.RsvpCancelled(meeting_id=places.meeting_id, rsvp_id=rsvp.id, member_id=rsvp.member_id)],
+    )
+
+
+# Check-in and attendance -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Attendance:
+    """Someone marked as there: whether they came off the waitlist (their party now counts), and the events."""
+
+    from_waitlist: bool
+    events: list[EventData]
+
+
+def attend(places: Places, rsvp: Rsvp, *, method: str, now: datetime) -> Attendance | None:
+    """Mark someone as there; None when they already are (AttendanceRecorded once only). Someone from the
+    waitlist who came anyway has a place now: it counts, and they leave the waitlist."""
+    if places.status == "cancelled":
+        raise CheckInRefused("This meeting was cancelled")
+    if rsvp.attended:
+        return None
+    events: list[EventData] = []
+    if rsvp.status == "waitlisted":
+        events.append(ev.PromotedFromWaitlist(meeting_id=places.meeting_id, rsvp_id=rsvp.id, member_id=rsvp.member_id))
+    events.append(ev.AttendanceRecorded(meeting_id=places.meeting_id, rsvp_id=rsvp.id, member_id=rsvp.member_id,
+                                        method=method, attended_at=now))  # type: ignore[arg-type]
+    return Attendance(rsvp.status == "waitlisted", events)
+
+
+def walk_in_method(places: Places, existing: Rsvp | None, method: str) -> str:
+    """How a person at the door is recorded: someone whose RSVP stands is checked in by the organiser (not a walk-in);
+    anyone else gets a place whatever the capacity, recorded with `method`."""
+    if places.status == "cancelled":
+        raise CheckInRefused("This meeting was cancelled")
+    if existing is not None and existing.stands and method == "walk_in":
+        return "organiser"
+    return method
+
+
+def self_check_in_refusal(*, status: str, starts_at: datetime, ends_at: datetime, expected_code: str, code: str,
+                          now: datetime) -> str | None:
+    """Why the code shown at the venue does not check someone in now, in words for them, or None when it does:
+    from an hour before the start to an hour after the end, with the meeting's code however it was typed."""
+    if status == "cancelled":
+        return "This meeting was cancelled."
+    if now < starts_at - SELF_CHECK_IN_OPENS:
+        return "Check-in opens an hour before the meeting starts."
+    if now > ends_at + SELF_CHECK_IN_CLOSES:
+        return "Check-in for this meeting has closed."
+    if not hmac.compare_digest(normalise_code(code), expected_code):
+        return "That code does not match the one shown at the venue. Check it and try again."
+    return None
+
+
+# Reminders ----------------------------------------------------------------------------------------------------
+def reminder_wait(next_due: datetime | None, *, now: datetime, poll_interval_s: float) -> float:
+    """How long the reminder loop sleeps: until the next reminder falls due, at most the poll interval."""
+    if next_due is None:
+        return poll_interval_s
+    return max(0.05, min(poll_interval_s, (next_due - now).total_seconds()))
+
+
+# The read model of members ------------------------------------------------------------------------------------
+def profile_changes(event: ev.MemberProfileUpdated) -> dict[str, Any]:
+    """What a profile update changes in the read model: region, groups and sub-teams, only those it names."""
+    changes: dict[str, Any] = {}
+    if "region_id" in event.changed or "region" in event.changed:
+        changes["region_id"] = event.region_id
+    if "group_ids" in event.changed or "groups" in event.changed:
+        changes["group_ids"] = event.group_ids
+    if "subteam_ids" in event.changed or "subteams" in event.changed:
+        changes["subteam_ids"] = event.subteam_ids
+    return changes

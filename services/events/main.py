@@ -6,9 +6,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.events import api, calendar, organise, osdi, views, web
 from services.events import db as tables
 from services.events.consumers import MEMBERS_GROUP, build_registry
-from services.events.service import EventsService, ReminderLoop
+from services.events.reminders import ReminderLoop
+from services.events.service import EventsService
 from shared import topics
 from shared.config import Settings
 from shared.runtime import ServiceRuntime
@@ -25,18 +27,16 @@ def create_app(
     reminder_poll_interval_s: float = 5.0,
 ) -> FastAPI:
     """The service's app; tests pass their own settings, consumer group and a shorter reminder poll."""
-    from services.events import api, calendar, organise, osdi, views, web
-
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
     settings = runtime.settings
     service = EventsService(
-        runtime.db, runtime.outbox, secret_key=settings.secret_key, public_base_url=settings.public_base_url
+        runtime.uows, secret_key=settings.secret_key, public_base_url=settings.public_base_url
     )
-    runtime.add_registry(build_registry(service, members_group))
+    runtime.add_registry(build_registry(service.members, members_group))
     runtime.document_publisher(topics.EVENTS_MEETINGS, "Meetings scheduled, updated, cancelled; reminders due")
     runtime.document_publisher(topics.EVENTS_RSVPS, "RSVPs, cancellations, waitlist promotions, attendance")
     runtime.document_publisher(topics.EVENTS_SUBJECT_KEYS, "Per-RSVP data keys (compacted; tombstone on erasure)")
-    runtime.add_background(ReminderLoop(service, reminder_poll_interval_s).run)
+    runtime.add_background(ReminderLoop(service.reminders, reminder_poll_interval_s).run)
     app = runtime.build_app(
         "Groundswell events",
         routers=[organise.router, web.router, api.router, calendar.router, osdi.router],

@@ -7,27 +7,44 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.events import views
-from services.events.domain import KINDS, CheckInRefused, validate_rsvp
-from services.events.service import MeetingNotFound, NotYourMeeting, RsvpNotFound
+from services.events.deps import CheckInDep, CurrentOrganiser, MeetingsDep, PagesDep, RsvpsDep, SecretKey
+from services.events.domain import (
+    KINDS,
+    CheckInRefused,
+    MeetingNotFound,
+    NotYourMeeting,
+    RsvpNotFound,
+    validate_rsvp,
+)
+from services.events.rsvps import Rsvps
+from services.events.views import Pages
 from shared import auth, tokens
-from shared.auth import OrganiserScope, require_organiser
+from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
 from shared.web import local_time
 
 router = APIRouter(prefix="/events/organise", tags=["organiser pages"])
-Organiser = Annotated[OrganiserScope, Depends(require_organiser)]
 
 
-def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
-    return views.templates(request).TemplateResponse(request, name, context, status_code=status)
+async def _own(meetings: MeetingsDep, meeting_id: str, organiser: CurrentOrganiser) -> Any:
+    """The meeting of the path, if the signed-in organiser's scope covers it (404, 403 otherwise)."""
+    try:
+        meeting = await meetings.get(meeting_id)
+    except MeetingNotFound:
+        raise HTTPException(404, "There is no meeting with that id") from None
+    if not organiser.covers(meeting.scope_type, meeting.scope_id, meeting.region_id):
+        raise HTTPException(403, "This meeting is outside the part of the network you organise")
+    return meeting
+
+
+OwnMeeting = Annotated[Any, Depends(_own)]
 
 
 @router.get("/sign-in")
-async def sign_in(request: Request, token: str) -> Response:
+async def sign_in(secret: SecretKey, token: str) -> Response:
     """Exchange a signed organiser token (from `python -m services.events organiser-token`) for a session cookie."""
     try:
-        tokens.verify(views.secret_key(request), auth.ORGANISER_SESSION, token, auth.SESSION_MAX_AGE_S)
+        tokens.verify(secret, auth.ORGANISER_SESSION, token, auth.SESSION_MAX_AGE_S)
     except tokens.InvalidToken:
         raise HTTPException(401, "This sign-in link is not valid or has expired") from None
     response = RedirectResponse("/events/organise", status_code=303)
@@ -37,10 +54,10 @@ async def sign_in(request: Request, token: str) -> Response:
 
 
 @router.get("", response_class=HTMLResponse)
-async def my_meetings(request: Request, organiser: Organiser) -> HTMLResponse:
-    rows = await views.service(request).list_meetings(upcoming_only=False, include_cancelled=True, limit=500)
+async def my_meetings(pages: PagesDep, meetings: MeetingsDep, organiser: CurrentOrganiser) -> HTMLResponse:
+    rows = await meetings.find(upcoming_only=False, include_cancelled=True, limit=500)
     mine = [r for r in rows if organiser.covers(r.scope_type, r.scope_id, r.region_id)]
-    return _page(request, "organise_list.html", {"meetings": mine, "organiser": organiser})
+    return pages.render("organise_list.html", {"meetings": mine, "organiser": organiser})
 
 
 def _form_context(values: dict[str, Any], errors: dict[str, str], organiser: OrganiserScope) -> dict[str, Any]:
@@ -48,10 +65,10 @@ def _form_context(values: dict[str, Any], errors: dict[str, str], organiser: Org
 
 
 @router.get("/new", response_class=HTMLResponse)
-async def new_meeting_form(request: Request, organiser: Organiser) -> HTMLResponse:
+async def new_meeting_form(pages: PagesDep, organiser: CurrentOrganiser) -> HTMLResponse:
     values = {"kind": "in_person", "timezone": "Europe/London", "scope_type": organiser.scope_type,
               "scope_id": organiser.scope_id or "", "reminders": "1440, 60"}
-    return _page(request, "organise_new.html", _form_context(values, {}, organiser))
+    return pages.render("organise_new.html", _form_context(values, {}, organiser))
 
 
 FORM_FIELDS = ("title", "description", "kind", "scope_type", "scope_id", "starts_at", "ends_at", "timezone", "venue",
@@ -78,20 +95,20 @@ def _form_errors(exc: InvalidInput) -> dict[str, str]:
 
 
 @router.post("/new", response_class=HTMLResponse)
-async def new_meeting(request: Request, organiser: Organiser) -> Response:
+async def new_meeting(request: Request, pages: PagesDep, meetings: MeetingsDep,
+                      organiser: CurrentOrganiser) -> Response:
     values, raw = await _read_meeting_form(request)
     try:
-        meeting_id = await views.service(request).schedule(raw, organiser)
+        meeting_id = await meetings.schedule(raw, organiser)
     except InvalidInput as exc:
-        return _page(request, "organise_new.html", _form_context(values, _form_errors(exc), organiser), 422)
+        return pages.render("organise_new.html", _form_context(values, _form_errors(exc), organiser), 422)
     except NotYourMeeting as exc:
-        return _page(request, "organise_new.html", _form_context(values, {"scope_id": str(exc)}, organiser), 403)
+        return pages.render("organise_new.html", _form_context(values, {"scope_id": str(exc)}, organiser), 403)
     return RedirectResponse(f"/events/organise/{meeting_id}/check-in", status_code=303)
 
 
 @router.get("/{meeting_id}/edit", response_class=HTMLResponse)
-async def edit_meeting_form(request: Request, meeting_id: str, organiser: Organiser) -> HTMLResponse:
-    m = await _own(request, meeting_id, organiser)
+async def edit_meeting_form(pages: PagesDep, m: OwnMeeting, organiser: CurrentOrganiser) -> HTMLResponse:
     values = {
         "title": m.title, "description": m.description, "kind": m.kind, "scope_type": m.scope_type,
         "scope_id": m.scope_id or "", "timezone": m.timezone, "venue": m.venue or "",
@@ -101,99 +118,85 @@ async def edit_meeting_form(request: Request, meeting_id: str, organiser: Organi
         "rsvp_deadline": local_time(m.rsvp_deadline, m.timezone, "input") if m.rsvp_deadline else "",
         "reminders": ", ".join(str(o) for o in m.reminder_offsets),
     }
-    return _page(request, "organise_new.html", {**_form_context(values, {}, organiser), "meeting": m})
+    return pages.render("organise_new.html", {**_form_context(values, {}, organiser), "meeting": m})
 
 
 @router.post("/{meeting_id}/edit", response_class=HTMLResponse)
-async def edit_meeting(request: Request, meeting_id: str, organiser: Organiser) -> Response:
-    m = await _own(request, meeting_id, organiser)
+async def edit_meeting(request: Request, pages: PagesDep, meetings: MeetingsDep, m: OwnMeeting,
+                       organiser: CurrentOrganiser) -> Response:
     values, raw = await _read_meeting_form(request)
     try:
-        await views.service(request).update(meeting_id, raw, organiser)
+        await meetings.update(m.id, raw, organiser)
     except InvalidInput as exc:
         context = {**_form_context(values, _form_errors(exc), organiser), "meeting": m}
-        return _page(request, "organise_new.html", context, 422)
+        return pages.render("organise_new.html", context, 422)
     return RedirectResponse("/events/organise", status_code=303)
 
 
-async def _own(request: Request, meeting_id: str, organiser: OrganiserScope) -> Any:
-    try:
-        meeting = await views.service(request).get_meeting(meeting_id)
-    except MeetingNotFound:
-        raise HTTPException(404, "There is no meeting with that id") from None
-    if not organiser.covers(meeting.scope_type, meeting.scope_id, meeting.region_id):
-        raise HTTPException(403, "This meeting is outside the part of the network you organise")
-    return meeting
-
-
-async def _check_in_page(request: Request, meeting: Any, *, search: str = "", values: dict[str, Any] | None = None,
-                         errors: dict[str, str] | None = None, notice: str = "", status: int = 200) -> HTMLResponse:
-    svc = views.service(request)
-    rsvps = await svc.list_rsvps(meeting.id, search=search, statuses=("going", "waitlisted"))
-    return _page(
-        request,
+async def _check_in_page(pages: Pages, rsvps: Rsvps, meeting: Any, *, search: str = "",
+                         values: dict[str, Any] | None = None, errors: dict[str, str] | None = None, notice: str = "",
+                         status: int = 200) -> HTMLResponse:
+    listed = await rsvps.find(meeting.id, search=search, statuses=("going", "waitlisted"))
+    return pages.render(
         "organise_check_in.html",
-        {"meeting": meeting, "rsvps": rsvps, "counts": await svc.count_rsvps(meeting.id), "search": search,
+        {"meeting": meeting, "rsvps": listed, "counts": await rsvps.counts(meeting.id), "search": search,
          "values": values or {}, "errors": errors or {}, "notice": notice},
         status,
     )
 
 
 @router.get("/{meeting_id}/check-in", response_class=HTMLResponse)
-async def check_in_desk(request: Request, meeting_id: str, organiser: Organiser, search: str = "",
+async def check_in_desk(pages: PagesDep, rsvps: RsvpsDep, meeting: OwnMeeting, search: str = "",
                         notice: str = "") -> HTMLResponse:
-    meeting = await _own(request, meeting_id, organiser)
-    return await _check_in_page(request, meeting, search=search, notice=notice)
+    return await _check_in_page(pages, rsvps, meeting, search=search, notice=notice)
 
 
 @router.post("/{meeting_id}/check-in/{rsvp_id}")
-async def mark_attended(request: Request, meeting_id: str, rsvp_id: str, organiser: Organiser,
-                        search: Annotated[str, Form()] = "") -> Response:
-    meeting = await _own(request, meeting_id, organiser)
+async def mark_attended(pages: PagesDep, rsvps: RsvpsDep, check_in: CheckInDep, meeting: OwnMeeting, rsvp_id: str,
+                        organiser: CurrentOrganiser, search: Annotated[str, Form()] = "") -> Response:
+    meeting_id = meeting.id
     try:
-        await views.service(request).record_attendance(meeting_id, rsvp_id, "organiser", organiser)
+        await check_in.record_attendance(meeting_id, rsvp_id, "organiser", organiser)
     except RsvpNotFound:
         raise HTTPException(404, "There is no such RSVP for this meeting") from None
     except CheckInRefused as exc:
-        return await _check_in_page(request, meeting, errors={"search": str(exc)}, status=409)
+        return await _check_in_page(pages, rsvps, meeting, errors={"search": str(exc)}, status=409)
     return RedirectResponse(f"/events/organise/{meeting_id}/check-in?notice=checked-in&search={search}",
                             status_code=303)
 
 
 @router.post("/{meeting_id}/walk-ins", response_class=HTMLResponse)
 async def walk_in(
-    request: Request,
-    meeting_id: str,
-    organiser: Organiser,
+    pages: PagesDep,
+    rsvps: RsvpsDep,
+    check_in: CheckInDep,
+    meeting: OwnMeeting,
+    organiser: CurrentOrganiser,
     name: Annotated[str, Form()] = "",
     email: Annotated[str, Form()] = "",
     join_network: Annotated[str, Form()] = "",
     postcode: Annotated[str, Form()] = "",
 ) -> Response:
-    meeting = await _own(request, meeting_id, organiser)
     values = {"name": name, "email": email, "join_network": bool(join_network), "postcode": postcode}
     try:
         form = validate_rsvp(name=name, email=email, join_network=bool(join_network), postcode=postcode)
-        await views.service(request).walk_in(meeting_id, form, organiser)
+        await check_in.walk_in(meeting.id, form, organiser)
     except InvalidInput as exc:
-        return await _check_in_page(request, meeting, values=values, errors=exc.errors, status=422)
+        return await _check_in_page(pages, rsvps, meeting, values=values, errors=exc.errors, status=422)
     except CheckInRefused as exc:
-        return await _check_in_page(request, meeting, values=values, errors={"name": str(exc)}, status=409)
-    return RedirectResponse(f"/events/organise/{meeting_id}/check-in?notice=walk-in", status_code=303)
+        return await _check_in_page(pages, rsvps, meeting, values=values, errors={"name": str(exc)}, status=409)
+    return RedirectResponse(f"/events/organise/{meeting.id}/check-in?notice=walk-in", status_code=303)
 
 
 @router.post("/{meeting_id}/cancel")
-async def cancel_meeting(request: Request, meeting_id: str, organiser: Organiser,
+async def cancel_meeting(meetings: MeetingsDep, meeting: OwnMeeting, organiser: CurrentOrganiser,
                          reason: Annotated[str, Form()] = "") -> Response:
-    await _own(request, meeting_id, organiser)
-    await views.service(request).cancel(meeting_id, reason, organiser)
+    await meetings.cancel(meeting.id, reason, organiser)
     return RedirectResponse("/events/organise", status_code=303)
 
 
 @router.get("/{meeting_id}/no-shows", response_class=HTMLResponse)
-async def no_shows(request: Request, meeting_id: str, organiser: Organiser) -> HTMLResponse:
-    meeting = await _own(request, meeting_id, organiser)
-    svc = views.service(request)
-    rsvps = [r for r in await svc.list_rsvps(meeting_id, statuses=("going",)) if r.attended_at is None]
-    return _page(request, "organise_no_shows.html",
-                 {"meeting": meeting, "rsvps": rsvps, "counts": await svc.count_rsvps(meeting_id)})
+async def no_shows(pages: PagesDep, rsvps: RsvpsDep, meeting: OwnMeeting) -> HTMLResponse:
+    absent = [r for r in await rsvps.find(meeting.id, statuses=("going",)) if r.attended_at is None]
+    return pages.render("organise_no_shows.html",
+                        {"meeting": meeting, "rsvps": absent, "counts": await rsvps.counts(meeting.id)})

@@ -5,27 +5,23 @@ Authentication is the `OSDI-API-Token` header; collections page with `page` and 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.events import views
-from services.events.domain import RsvpRefused, validate_rsvp
-from services.events.service import MeetingNotFound
+from services.events.deps import ApiCaller, BaseUrl, CheckInDep, MeetingsDep, RsvpsDep
+from services.events.domain import MeetingNotFound, RsvpRefused, validate_rsvp
 from shared import osdi
-from shared.auth import OrganiserScope, require_api_token
 from shared.errors import InvalidInput
 from shared.osdi import MAX_PER_PAGE, Page, PerPage, api_url, collection, hal, hal_error, without_paging
 
 router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
-ApiCaller = Annotated[OrganiserScope, Depends(require_api_token)]
 
 
-def _event(request: Request, m: Any, counts: dict[str, int]) -> dict[str, Any]:
+def _event(request: Request, base: str, m: Any, counts: dict[str, int]) -> dict[str, Any]:
     api = api_url(request)
-    base = request.app.state.runtime.settings.public_base_url.rstrip("/")
     location: dict[str, Any] = {"venue": m.venue} if m.venue else {}
     return {
         "identifiers": [f"groundswell:{m.id}"],
@@ -75,44 +71,43 @@ def _attendance(request: Request, r: Any) -> dict[str, Any]:
 
 @router.get("/events")
 async def list_events(
-    request: Request, caller: ApiCaller, page: Page = 1, per_page: PerPage = MAX_PER_PAGE
+    request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, base: BaseUrl, caller: ApiCaller, page: Page = 1,
+    per_page: PerPage = MAX_PER_PAGE,
 ) -> JSONResponse:
-    svc = views.service(request)
-    rows = await svc.list_meetings(upcoming_only=False, include_cancelled=True, limit=per_page,
-                                   offset=(page - 1) * per_page)
-    total = await svc.count_meetings()
-    items = [_event(request, m, await svc.count_rsvps(m.id)) for m in rows]
+    rows = await meetings.find(upcoming_only=False, include_cancelled=True, limit=per_page,
+                               offset=(page - 1) * per_page)
+    total = await meetings.count()
+    items = [_event(request, base, m, await rsvps.counts(m.id)) for m in rows]
     return hal(collection(without_paging(request), "events", items, total, page, per_page))
 
 
 @router.get("/events/{meeting_id}")
-async def get_event(request: Request, meeting_id: str, caller: ApiCaller) -> JSONResponse:
-    svc = views.service(request)
+async def get_event(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, base: BaseUrl, meeting_id: str,
+                    caller: ApiCaller) -> JSONResponse:
     try:
-        m = await svc.get_meeting(meeting_id)
+        m = await meetings.get(meeting_id)
     except MeetingNotFound:
         return hal_error(404, "There is no event with that id")
-    return hal(_event(request, m, await svc.count_rsvps(m.id)))
+    return hal(_event(request, base, m, await rsvps.counts(m.id)))
 
 
 @router.get("/events/{meeting_id}/attendances")
-async def list_attendances(request: Request, meeting_id: str, caller: ApiCaller, page: Page = 1,
-                           per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
-    svc = views.service(request)
+async def list_attendances(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, meeting_id: str,
+                           caller: ApiCaller, page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     try:
-        await svc.get_meeting(meeting_id)
+        await meetings.get(meeting_id)
     except MeetingNotFound:
         return hal_error(404, "There is no event with that id")
-    counts = await svc.count_rsvps(meeting_id)
-    rows = await svc.list_rsvps(meeting_id, limit=per_page, offset=(page - 1) * per_page)
+    counts = await rsvps.counts(meeting_id)
+    rows = await rsvps.find(meeting_id, limit=per_page, offset=(page - 1) * per_page)
     items = [_attendance(request, r) for r in rows]
     return hal(collection(without_paging(request), "attendances", items, counts["total"], page, per_page))
 
 
 @router.get("/events/{meeting_id}/attendances/{rsvp_id}")
-async def get_attendance(request: Request, meeting_id: str, rsvp_id: str, caller: ApiCaller) -> JSONResponse:
-    svc = views.service(request)
-    rows = [r for r in await svc.list_rsvps(meeting_id) if r.id == rsvp_id]
+async def get_attendance(request: Request, rsvps: RsvpsDep, meeting_id: str, rsvp_id: str,
+                         caller: ApiCaller) -> JSONResponse:
+    rows = [r for r in await rsvps.find(meeting_id) if r.id == rsvp_id]
     if not rows:
         return hal_error(404, "There is no attendance with that id for this event")
     return hal(_attendance(request, rows[0]))
@@ -143,11 +138,10 @@ class AttendanceHelperRequest(BaseModel):
 
 
 @router.post("/events/{meeting_id}/attendances")
-async def record_attendance_helper(request: Request, meeting_id: str, body: AttendanceHelperRequest,
-                                   caller: ApiCaller) -> JSONResponse:
-    svc = views.service(request)
+async def record_attendance_helper(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, check_in: CheckInDep,
+                                   meeting_id: str, body: AttendanceHelperRequest, caller: ApiCaller) -> JSONResponse:
     try:
-        await svc.get_meeting(meeting_id)
+        await meetings.get(meeting_id)
     except MeetingNotFound:
         return hal_error(404, "There is no event with that id")
     p = body.person
@@ -158,14 +152,14 @@ async def record_attendance_helper(request: Request, meeting_id: str, body: Atte
         form = validate_rsvp(name=f"{p.given_name} {p.family_name}", email=email, join_network=bool(postcode),
                              postcode=postcode)
         if body.attended:
-            rsvp_id = await svc.walk_in(meeting_id, form, None, source="osdi")
+            rsvp_id = await check_in.walk_in(meeting_id, form, None, source="osdi")
             status = 201
         else:
-            outcome = await svc.rsvp(meeting_id, form, source="osdi")
+            outcome = await rsvps.rsvp(meeting_id, form, source="osdi")
             rsvp_id, status = outcome.rsvp_id, 200 if outcome.already else 201
     except InvalidInput as exc:
         return hal_error(400, "; ".join(exc.errors.values()))
     except RsvpRefused as exc:
         return hal_error(409, str(exc))
-    rsvp = await svc.get_rsvp(rsvp_id)
+    rsvp = await rsvps.get(rsvp_id)
     return hal(_attendance(request, rsvp), status)

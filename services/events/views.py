@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from services.events.domain import KINDS
-from services.events.service import EventsService
 from shared import tokens
 
 RSVP_LINK = "events-rsvp"  # a person's own link to their RSVP: see it, get the joining link, cancel
@@ -18,16 +18,18 @@ MEMBER_LINK_MAX_AGE_S = 60 * 24 * 3600
 KIND_LABELS = dict(KINDS)
 
 
-def service(request: Request) -> EventsService:
-    return request.app.state.events
+class Pages:
+    """The HTML pages of one request: a template rendered, or a page with a title and a message."""
 
+    def __init__(self, request: Request, templates: Jinja2Templates) -> None:
+        self.request = request
+        self.templates = templates
 
-def templates(request: Request) -> Jinja2Templates:
-    return request.app.state.templates
+    def render(self, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+        return self.templates.TemplateResponse(self.request, name, context, status_code=status)
 
-
-def secret_key(request: Request) -> str:
-    return request.app.state.runtime.settings.secret_key
+    def message(self, title: str, message: str, status: int) -> HTMLResponse:
+        return self.render("message.html", {"title": title, "message": message}, status)
 
 
 def rsvp_token(secret: str, rsvp_id: str) -> str:

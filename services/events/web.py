@@ -5,24 +5,29 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.events import views
-from services.events.domain import KINDS, CheckInRefused, RsvpRefused, rsvp_closed_reason, validate_rsvp
-from services.events.service import MeetingNotFound, RsvpNotFound, utcnow
+from services.events.deps import CheckInDep, MeetingsDep, PagesDep, RsvpsDep, SecretKey
+from services.events.domain import (
+    KINDS,
+    CheckInRefused,
+    MeetingNotFound,
+    RsvpNotFound,
+    RsvpRefused,
+    rsvp_closed_reason,
+    validate_rsvp,
+)
+from services.events.meetings import Meetings
+from services.events.queries import utcnow
+from services.events.rsvps import Rsvps
+from services.events.views import Pages
 from shared import tokens
 from shared.errors import InvalidInput
 
 router = APIRouter(tags=["public pages"])
-
-
-def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
-    return views.templates(request).TemplateResponse(request, name, context, status_code=status)
-
-
-def _message(request: Request, title: str, message: str, status: int) -> HTMLResponse:
-    return _page(request, "message.html", {"title": title, "message": message}, status)
+NO_MEETING = ("Meeting not found", "There is no meeting at this address.", 404)
 
 
 def _date(value: str) -> date | None:
@@ -34,7 +39,8 @@ def _date(value: str) -> date | None:
 
 @router.get("/events", response_class=HTMLResponse)
 async def listing(
-    request: Request, region: str = "", group: str = "", kind: str = "", date_from: str = "", date_to: str = ""
+    pages: PagesDep, meetings: MeetingsDep,
+    region: str = "", group: str = "", kind: str = "", date_from: str = "", date_to: str = "",
 ) -> HTMLResponse:
     """Upcoming meetings, filtered by region, group, kind and dates (a plain GET form)."""
     errors: dict[str, str] = {}
@@ -46,17 +52,15 @@ async def listing(
     if kind and kind not in dict(KINDS):
         errors["kind"] = "Choose in person, online or hybrid"
         kind = ""
-    svc = views.service(request)
-    rows = await svc.list_meetings(
+    rows = await meetings.find(
         region_id=region or None,
         group_id=group or None,
         kind=kind or None,
         on_or_after=start,
         before=date.fromordinal(end.toordinal() + 1) if end else None,
     )
-    units = await svc.units()
-    return _page(
-        request,
+    units = await meetings.units()
+    return pages.render(
         "events_list.html",
         {
             "meetings": rows,
@@ -72,44 +76,45 @@ async def listing(
 
 
 # A person's own RSVP (from the link on the thank-you page and in emails) ----------------------------
-async def _rsvp_from(request: Request, token: str) -> Any:
+async def _rsvp_from(rsvps: RsvpsDep, secret: SecretKey, token: str) -> Any:
+    """The RSVP a person's own link names, or None when the link is not valid."""
     try:
-        rsvp_id = views.rsvp_from_token(views.secret_key(request), token)
-        return await views.service(request).get_rsvp(rsvp_id)
+        return await rsvps.get(views.rsvp_from_token(secret, token))
     except (tokens.InvalidToken, RsvpNotFound, KeyError, TypeError):
         return None
 
 
+RsvpFromLink = Annotated[Any, Depends(_rsvp_from)]
+UNKNOWN_LINK = ("Link not recognised", "This RSVP link is not valid or has expired.", 404)
+
+
 @router.get("/events/rsvps/{token}", response_class=HTMLResponse)
-async def my_rsvp(request: Request, token: str) -> HTMLResponse:
-    rsvp = await _rsvp_from(request, token)
+async def my_rsvp(pages: PagesDep, meetings: MeetingsDep, rsvp: RsvpFromLink, token: str) -> HTMLResponse:
     if rsvp is None:
-        return _message(request, "Link not recognised", "This RSVP link is not valid or has expired.", 404)
-    meeting = await views.service(request).get_meeting(rsvp.meeting_id)
-    return _page(request, "rsvp.html", {"rsvp": rsvp, "meeting": meeting, "token": token})
+        return pages.message(*UNKNOWN_LINK)
+    meeting = await meetings.get(rsvp.meeting_id)
+    return pages.render("rsvp.html", {"rsvp": rsvp, "meeting": meeting, "token": token})
 
 
 @router.post("/events/rsvps/{token}/cancel")
-async def cancel_my_rsvp(request: Request, token: str) -> Response:
-    rsvp = await _rsvp_from(request, token)
+async def cancel_my_rsvp(pages: PagesDep, rsvps: RsvpsDep, rsvp: RsvpFromLink, token: str) -> Response:
     if rsvp is None:
-        return _message(request, "Link not recognised", "This RSVP link is not valid or has expired.", 404)
-    await views.service(request).cancel_rsvp(rsvp.id)
+        return pages.message(*UNKNOWN_LINK)
+    await rsvps.cancel(rsvp.id)
     return RedirectResponse(f"/events/rsvps/{token}", status_code=303)
 
 
 # A meeting's page and its RSVP form ------------------------------------------------------------------
-async def _render_meeting(request: Request, meeting: Any, *, values: dict[str, Any], errors: dict[str, str],
-                          status: int = 200, closed: str | None = None) -> HTMLResponse:
-    svc = views.service(request)
-    counts = await svc.count_rsvps(meeting.id)
+async def _render_meeting(pages: Pages, meetings: Meetings, rsvps: Rsvps, meeting: Any, *,
+                          values: dict[str, Any], errors: dict[str, str], status: int = 200,
+                          closed: str | None = None) -> HTMLResponse:
+    counts = await rsvps.counts(meeting.id)
     closed = closed or rsvp_closed_reason(status=meeting.status, starts_at=meeting.starts_at,
                                           ends_at=meeting.ends_at, rsvp_deadline=meeting.rsvp_deadline, now=utcnow())
-    sessions = await svc.list_meetings(upcoming_only=False, limit=100) if meeting.parent_meeting_id is None else []
+    sessions = await meetings.find(upcoming_only=False, limit=100) if meeting.parent_meeting_id is None else []
     sessions = [s for s in sessions if s.parent_meeting_id == meeting.id]
     places_left = None if meeting.capacity is None else max(0, meeting.capacity - meeting.going_count)
-    return _page(
-        request,
+    return pages.render(
         "meeting.html",
         {"meeting": meeting, "counts": counts, "values": values, "errors": errors, "closed": closed,
          "places_left": places_left, "sessions": sessions},
@@ -118,17 +123,21 @@ async def _render_meeting(request: Request, meeting: Any, *, values: dict[str, A
 
 
 @router.get("/events/{meeting_id}", response_class=HTMLResponse)
-async def meeting_page(request: Request, meeting_id: str, member: str = "") -> HTMLResponse:
+async def meeting_page(pages: PagesDep, meetings: MeetingsDep, rsvps: RsvpsDep, meeting_id: str,
+                       member: str = "") -> HTMLResponse:
     try:
-        meeting = await views.service(request).get_meeting(meeting_id)
+        meeting = await meetings.get(meeting_id)
     except MeetingNotFound:
-        return _message(request, "Meeting not found", "There is no meeting at this address.", 404)
-    return await _render_meeting(request, meeting, values={"member": member, "guests": "0"}, errors={})
+        return pages.message(*NO_MEETING)
+    return await _render_meeting(pages, meetings, rsvps, meeting, values={"member": member, "guests": "0"}, errors={})
 
 
 @router.post("/events/{meeting_id}/rsvp", response_class=HTMLResponse)
 async def rsvp_submit(
-    request: Request,
+    pages: PagesDep,
+    meetings: MeetingsDep,
+    rsvps: RsvpsDep,
+    secret: SecretKey,
     meeting_id: str,
     name: Annotated[str, Form()] = "",
     email: Annotated[str, Form()] = "",
@@ -138,64 +147,66 @@ async def rsvp_submit(
     member: Annotated[str, Form()] = "",
     website: Annotated[str, Form()] = "",  # honeypot: people never see it, bots fill it
 ) -> Response:
-    svc = views.service(request)
     try:
-        meeting = await svc.get_meeting(meeting_id)
+        meeting = await meetings.get(meeting_id)
     except MeetingNotFound:
-        return _message(request, "Meeting not found", "There is no meeting at this address.", 404)
+        return pages.message(*NO_MEETING)
     if website:
         # Look like success to a bot; store nothing.
         return RedirectResponse(f"/events/{meeting_id}?rsvp=received", status_code=303)
     values = {"name": name, "email": email, "guests": guests, "join_network": bool(join_network),
               "postcode": postcode, "member": member}
-    member_id = views.member_from_token(views.secret_key(request), member)
+    member_id = views.member_from_token(secret, member)
     try:
         form = validate_rsvp(name=name, email=email, member_id=member_id, guests=guests,
                              join_network=bool(join_network) and member_id is None, postcode=postcode)
-        outcome = await svc.rsvp(meeting_id, form, source="form")
+        outcome = await rsvps.rsvp(meeting_id, form, source="form")
     except InvalidInput as exc:
-        return await _render_meeting(request, meeting, values=values, errors=exc.errors, status=422)
+        return await _render_meeting(pages, meetings, rsvps, meeting, values=values, errors=exc.errors, status=422)
     except RsvpRefused as exc:
-        return await _render_meeting(request, meeting, values=values, errors={}, status=409, closed=str(exc))
-    token = views.rsvp_token(views.secret_key(request), outcome.rsvp_id)
+        return await _render_meeting(pages, meetings, rsvps, meeting, values=values, errors={}, status=409,
+                                     closed=str(exc))
+    token = views.rsvp_token(secret, outcome.rsvp_id)
     return RedirectResponse(f"/events/rsvps/{token}", status_code=303)
 
 
 # Self check-in with the code shown at the venue ------------------------------------------------------
 @router.get("/events/{meeting_id}/check-in", response_class=HTMLResponse)
-async def self_check_in_form(request: Request, meeting_id: str, member: str = "") -> HTMLResponse:
+async def self_check_in_form(pages: PagesDep, meetings: MeetingsDep, meeting_id: str, member: str = "") -> HTMLResponse:
     try:
-        meeting = await views.service(request).get_meeting(meeting_id)
+        meeting = await meetings.get(meeting_id)
     except MeetingNotFound:
-        return _message(request, "Meeting not found", "There is no meeting at this address.", 404)
-    return _page(request, "self_check_in.html", {"meeting": meeting, "values": {"member": member}, "errors": {}})
+        return pages.message(*NO_MEETING)
+    return pages.render("self_check_in.html", {"meeting": meeting, "values": {"member": member}, "errors": {}})
 
 
 @router.post("/events/{meeting_id}/check-in", response_class=HTMLResponse)
 async def self_check_in(
-    request: Request,
+    pages: PagesDep,
+    meetings: MeetingsDep,
+    check_in: CheckInDep,
+    secret: SecretKey,
     meeting_id: str,
     code: Annotated[str, Form()] = "",
     email: Annotated[str, Form()] = "",
     member: Annotated[str, Form()] = "",
 ) -> HTMLResponse:
-    svc = views.service(request)
     try:
-        meeting = await svc.get_meeting(meeting_id)
+        meeting = await meetings.get(meeting_id)
     except MeetingNotFound:
-        return _message(request, "Meeting not found", "There is no meeting at this address.", 404)
+        return pages.message(*NO_MEETING)
     values = {"code": code, "email": email, "member": member}
     errors: dict[str, str] = {}
     if not code.strip():
         errors["code"] = "Enter the code shown at the venue"
-    member_id = views.member_from_token(views.secret_key(request), member)
+    member_id = views.member_from_token(secret, member)
     if not email.strip() and not member_id:
         errors["email"] = "Enter the email address you RSVPed with"
     if not errors:
         try:
-            await svc.self_check_in(meeting_id, code, email, member_id)
+            await check_in.self_check_in(meeting_id, code, email, member_id)
         except CheckInRefused as exc:
             errors["code"] = str(exc)
     if errors:
-        return _page(request, "self_check_in.html", {"meeting": meeting, "values": values, "errors": errors}, 422)
-    return _message(request, "You are checked in", f"Welcome to {meeting.title}. Thank you for coming.", 200)
+        return pages.render("self_check_in.html", {"meeting": meeting, "values": values, "errors": errors}, 422)
+    return pages.message("You are checked in", f"Welcome to {meeting.title}. Thank you for coming.", 200)

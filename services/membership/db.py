@@ -148,7 +148,11 @@ members = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("email_normalised", String(254), nullable=True, unique=True),  # NULL once erased
-    Column("name", String(120), nullable=False),
+    Column("name", String(120), nullable=False),  # the display name the rest of the system uses
+    Column("given_name", String(120), nullable=True),  # as an integration sent them (OSDI); NULL: only `name`
+    Column("family_name", String(120), nullable=True),
+    Column("phone_number", String(40), nullable=True),
+    Column("custom_fields", JSONB, nullable=False, server_default=text("'{}'::jsonb")),  # an integration's own
     Column("postcode", String(10), nullable=True),
     Column("region_id", String(36), nullable=True),
     Column("suggested_group_id", String(36), nullable=True),

@@ -98,6 +98,20 @@ def place(postcode: str | None, prefixes: Mapping[str, tuple[str, str | None]]) 
     return None, None
 
 
+def given_and_family(name: str, given: str | None, family: str | None) -> tuple[str, str]:
+    """A member's given and family names: as an integration sent them, or (for a name typed whole into a
+    form) the display name split at its last space, which is only a guess."""
+    if given is not None or family is not None:
+        return given or "", family or ""
+    head, _, tail = name.rpartition(" ")
+    return (head, tail) if head else (name, "")
+
+
+def display_name(given: str, family: str) -> str:
+    """The one name the rest of the system shows, from given and family names."""
+    return collapse_spaces(f"{given} {family}")
+
+
 @dataclass
 class JoinApplication:
     """What a person typed into a join form, validated and resolved to ids."""

@@ -24,6 +24,7 @@ from services.membership.roster import Roster
 from shared import topics
 from shared.config import Settings
 from shared.logging import get_logger
+from shared.osdi import install_error_bodies
 from shared.runtime import ServiceRuntime
 from shared.web import make_templates
 
@@ -68,6 +69,7 @@ def create_app(
     )
     app.add_exception_handler(deps.SignInNeeded, organise.sign_in_needed)
     app.add_exception_handler(osdi.ApiError, osdi.api_error)
+    install_error_bodies(app)
     app.state.joins = joins
     app.state.join_forms = JoinForms(joins, JoinBatcher(joins))
     app.state.member_rights = MemberRights(runtime.uows)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
 from services.membership import queries
-from services.membership.domain import OWNER, Preferences, place
+from services.membership.domain import OWNER, Preferences, display_name, given_and_family, place
 from services.membership.joins import MemberNotFound, utcnow
 from shared import topics
 from shared.crypto import KeyStore
@@ -188,6 +188,10 @@ class MemberRights:
                 .values(
                     email_normalised=None,
                     name="",
+                    given_name=None,
+                    family_name=None,
+                    phone_number=None,
+                    custom_fields={},
                     postcode=None,
                     region_id=None,
                     suggested_group_id=None,
@@ -245,7 +249,11 @@ class MemberRights:
                 "member": {
                     "id": row.id,
                     "name": row.name,
+                    "given_name": row.given_name,
+                    "family_name": row.family_name,
                     "email": row.email_normalised,
+                    "phone_number": row.phone_number,
+                    "custom_fields": dict(row.custom_fields),
                     "postcode": row.postcode,
                     "region": names.get(row.region_id or ""),
                     "nearest_group": names.get(row.suggested_group_id or ""),
@@ -299,21 +307,37 @@ class MemberRights:
         uow: UnitOfWork,
         member_id: str,
         *,
-        name: str | None = None,
+        given_name: str | None = None,
+        family_name: str | None = None,
         postcode: str | None = None,
         email_consent: bool | None = None,
+        phone_number: str | None = None,
+        custom_fields: dict[str, Any] | None = None,
         source: str,
     ) -> None:
-        """Change what an integration may change (name, postcode, email consent); announce what changed."""
+        """Change what an integration may change (names, postcode, email consent, phone number, its custom
+        fields); what is not sent (None) stays; announce what changed that other services hold."""
         m = tables.members
         session = uow.session
         row = await self._member_for_update(session, member_id, allow_left=False)
         values: dict[str, Any] = {}
         events: list[EventData] = []
         changed: list[str] = []
-        if name and name != row.name:
+        old_given, old_family = given_and_family(row.name, row.given_name, row.family_name)
+        given = old_given if given_name is None else given_name
+        family = old_family if family_name is None else family_name
+        if (given, family) != (row.given_name, row.family_name) and (given_name, family_name) != (None, None):
+            values.update(given_name=given, family_name=family)
+        name = display_name(given, family)
+        if name != row.name and (given_name, family_name) != (None, None):
             values["name"] = name
             changed.append("name")
+        if phone_number is not None and phone_number != row.phone_number:
+            values["phone_number"] = phone_number or None
+        if custom_fields:
+            merged = {k: v for k, v in {**row.custom_fields, **custom_fields}.items() if v is not None}
+            if merged != row.custom_fields:
+                values["custom_fields"] = merged
         if postcode and postcode != row.postcode:
             options = await queries.load_join_options(session)
             region_id, nearest = place(postcode, options.postcode_prefixes)

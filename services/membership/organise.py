@@ -39,6 +39,7 @@ from services.membership.roster import MemberFilters
 from services.membership.web import message_page, page, remote_ip
 from shared import auth
 from shared.errors import InvalidInput
+from shared.web import MAX_PAGE
 
 router = APIRouter(tags=["organiser pages"])
 SCOPE_NAMES = {"network": "The whole network", "region": "A region", "group": "A local group", "subteam": "A sub-team"}
@@ -179,7 +180,7 @@ def _int(value: str | None, default: int) -> int:
 @router.get("/members", response_class=HTMLResponse)
 async def member_list(request: Request, who: CurrentOrganiser, roster: RosterDep, joins: JoinsDep) -> HTMLResponse:
     filters = _filters(request)
-    page_no = max(_int(request.query_params.get("page"), 1), 1)
+    page_no = min(max(_int(request.query_params.get("page"), 1), 1), MAX_PAGE)
     per_page = min(max(_int(request.query_params.get("per_page"), 25), 1), 100)
     rows, total = await roster.page(who, filters, page_no, per_page)
     options = await joins.options()

@@ -2,32 +2,53 @@
 
 HAL+JSON under `/api/v2/`, authenticated by an API key in the `OSDI-API-Token` header (keys are created and
 revoked by organisers; a key only reaches the members of the scope it was created for). Collections page
-with `page` and `per_page` (at most 25). Every read of people is written to the audit log.
+with `page` and `per_page` (at most 25, capped silently); people take OData's `filter` on email address and
+dates. Every read of people is written to the audit log. docs/api.md is the integrator's guide.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.membership import db as tables
 from services.membership import queries
 from services.membership.deps import JoinsDep, MemberRightsDep, RosterDep, SettingsDep, UnitsOfWorkDep
-from services.membership.domain import JoinApplication, place
+from services.membership.domain import JoinApplication, display_name, given_and_family, new_member_row, place
 from services.membership.joins import MemberNotFound
 from services.membership.roster import MemberFilters, Roster, actor_of, in_scope
 from shared import auth, osdi
 from shared.contact import MAX_NAME, UK_POSTCODE_RE, collapse_spaces, is_email, normalise_email, normalise_postcode
-from shared.osdi import CURIES, MAX_PER_PAGE, api_url, collection, hal
+from shared.osdi import (
+    CURIES,
+    MAX_PER_PAGE,
+    FilterError,
+    Page,
+    PerPage,
+    api_url,
+    bare_id,
+    collection,
+    hal,
+    identifiers,
+    parse_filter,
+)
 from shared.uow import UnitsOfWork
 
 router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
 MAX_TAG = 100
+MAX_CUSTOM_FIELDS, MAX_CUSTOM_KEY, MAX_CUSTOM_VALUE = 100, 100, 2000
+# Custom fields the system itself reports on a person (read-only: an integration may not set them).
+SYSTEM_FIELDS = frozenset({"engagement_level", "interests", "status", "ladder_level"})
+PHONE_RE = re.compile(r"^\+?[0-9]{6,20}$")
+PEOPLE_FILTERS = {"email_address": ("eq",), "modified_date": ("gt", "lt"), "created_date": ("gt", "lt")}
 
 
 async def api_caller(request: Request) -> auth.OrganiserScope:
@@ -55,24 +76,18 @@ def api_error(request: Request, exc: Exception) -> Response:
 Caller = Annotated[auth.OrganiserScope, Depends(api_caller)]
 
 
-def _paging(request: Request) -> tuple[int, int]:
-    def number(name: str, default: int) -> int:
-        try:
-            return int(request.query_params.get(name, default))
-        except ValueError:
-            raise_api(400, f"{name} must be a whole number")
-            raise
-
-    page, per_page = number("page", 1), number("per_page", MAX_PER_PAGE)
-    return max(page, 1), min(max(per_page, 1), MAX_PER_PAGE)
+def _here(request: Request, path: str) -> str:
+    """A collection's public URL with the query asked for (a filter, say), less its paging."""
+    rest = request.url.remove_query_params(["page", "per_page"]).query
+    return f"{api_url(request)}/{path}" + (f"?{rest}" if rest else "")
 
 
 def _person(request: Request, details: dict[str, Any]) -> dict[str, Any]:
     m = details["member"]
-    given, _, family = m.name.rpartition(" ") if " " in m.name else (m.name, "", "")
+    given, family = given_and_family(m.name, m.given_name, m.family_name)
     api = api_url(request)
     return {
-        "identifiers": [f"groundswell:{m.id}"],
+        "identifiers": identifiers(m.id),
         "origin_system": "Groundswell",
         "given_name": given,
         "family_name": family,
@@ -93,9 +108,11 @@ def _person(request: Request, details: dict[str, Any]) -> dict[str, Any]:
         ]
         if m.postcode
         else [],
+        "phone_numbers": [{"number": m.phone_number, "primary": True}] if m.phone_number else [],
         "created_date": m.joined_at.isoformat(),
         "modified_date": m.updated_at.isoformat(),
         "custom_fields": {
+            **m.custom_fields,
             "engagement_level": m.engagement_level,
             "interests": ",".join(m.interests),
             "status": m.status,
@@ -142,23 +159,59 @@ async def entry_point(request: Request, caller: Caller, settings: SettingsDep) -
 async def _person_or_404(
     request: Request, roster: Roster, caller: auth.OrganiserScope, person_id: str
 ) -> dict[str, Any]:
-    details = await roster.member(caller, person_id)
+    details = await roster.member(caller, bare_id(person_id))
     if details is None:
         raise_api(404, "There is no person with that id that this API key may see")
     assert details is not None
     return _person(request, details)
 
 
+def _when(field: str, value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise_api(400, f"{field} takes a date or time such as '2026-03-25' or '2026-03-25T14:00:00Z'")
+        raise
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _people_filter(text: str) -> list[ColumnElement[bool]]:
+    """OData's `filter` on people as conditions on members (a 400 for what is not supported)."""
+    m = tables.members
+    conditions: list[ColumnElement[bool]] = []
+    try:
+        clauses = parse_filter(text, PEOPLE_FILTERS)
+    except FilterError as exc:
+        raise_api(400, str(exc))
+        raise
+    for field, op, value in clauses:
+        if field == "email_address":
+            conditions.append(m.c.email_normalised == normalise_email(value))
+            continue
+        column = m.c.updated_at if field == "modified_date" else m.c.joined_at
+        moment = _when(field, value)
+        conditions.append(column > moment if op == "gt" else column < moment)
+    return conditions
+
+
 @router.get("/people")
-async def people(request: Request, caller: Caller, roster: RosterDep, uows: UnitsOfWorkDep) -> JSONResponse:
-    page, per_page = _paging(request)
+async def people(
+    request: Request,
+    caller: Caller,
+    roster: RosterDep,
+    uows: UnitsOfWorkDep,
+    page: Page = 1,
+    per_page: PerPage = MAX_PER_PAGE,
+    filter: str = "",  # noqa: A002 - OData's name for it
+) -> JSONResponse:
     filters = MemberFilters(q=request.query_params.get("q", "")[:200])
-    rows, total = await roster.page(caller, filters, page, per_page)
+    also = _people_filter(filter) if filter.strip() else []
+    rows, total = await roster.page(caller, filters, page, per_page, also)
     items = []
     async with uows.begin() as uow:
         for row in rows:
             items.append(_person(request, await roster.details(uow.session, row)))
-    return hal(collection(f"{api_url(request)}/people", "people", items, total, page, per_page))
+    return hal(collection(_here(request, "people"), "people", items, total, page, per_page))
 
 
 @router.get("/people/{person_id}")
@@ -166,19 +219,23 @@ async def person(request: Request, caller: Caller, roster: RosterDep, person_id:
     return hal(await _person_or_404(request, roster, caller, person_id))
 
 
+def _name_part(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise_api(400, f"{key} must be text")
+    return None if value is None else collapse_spaces(value)
+
+
 def _read_person(body: Any) -> dict[str, Any]:
-    """The fields of an OSDI person we use, checked: name, email, postcode, email status."""
+    """The fields of an OSDI person we keep, checked; a field not sent is not in the result (so not changed)."""
     if not isinstance(body, dict):
         raise_api(400, "Send a JSON object")
     out: dict[str, Any] = {}
-    given, family = body.get("given_name"), body.get("family_name")
-    if given is not None or family is not None:
-        if not all(isinstance(x, str | None) for x in (given, family)):
-            raise_api(400, "given_name and family_name must be text")
-        name = collapse_spaces(f"{given or ''} {family or ''}")
-        if len(name) > MAX_NAME:
-            raise_api(400, f"The name must be {MAX_NAME} characters or fewer")
-        out["name"] = name or None
+    for key in ("given_name", "family_name"):
+        if (part := _name_part(body, key)) is not None:
+            out[key] = part
+    if len(display_name(out.get("given_name", ""), out.get("family_name", ""))) > MAX_NAME:
+        raise_api(400, f"The name must be {MAX_NAME} characters or fewer")
     emails = body.get("email_addresses")
     if emails is not None:
         if not isinstance(emails, list) or not emails or not isinstance(emails[0], dict):
@@ -201,27 +258,56 @@ def _read_person(body: Any) -> dict[str, Any]:
         if code and not UK_POSTCODE_RE.match(code):
             raise_api(400, "The postal code is not a UK postcode")
         out["postcode"] = code or None
+    phones = body.get("phone_numbers")
+    if phones:
+        if not isinstance(phones, list) or not all(isinstance(p, dict) for p in phones):
+            raise_api(400, "phone_numbers must be a list of objects with a number")
+        primary = next((p for p in phones if p.get("primary")), phones[0])
+        number = re.sub(r"[\s().-]", "", str(primary.get("number") or ""))
+        if not PHONE_RE.match(number):
+            raise_api(400, "A phone number is 6 to 20 digits, perhaps after a +")
+        out["phone_number"] = number
+    custom = body.get("custom_fields")
+    if custom:
+        out["custom_fields"] = _read_custom_fields(custom)
     return out
+
+
+def _read_custom_fields(custom: Any) -> dict[str, Any]:
+    """An integration's own fields: names to text, numbers or true/false (null removes one)."""
+    if not isinstance(custom, dict) or len(custom) > MAX_CUSTOM_FIELDS:
+        raise_api(400, f"custom_fields must be an object of up to {MAX_CUSTOM_FIELDS} fields")
+    for key, value in custom.items():
+        if not key.strip() or len(key) > MAX_CUSTOM_KEY:
+            raise_api(400, f"A custom field's name must be 1 to {MAX_CUSTOM_KEY} characters")
+        if key in SYSTEM_FIELDS:
+            raise_api(400, f"The custom field {key} is the system's own and cannot be set: {sorted(SYSTEM_FIELDS)}")
+        if not isinstance(value, str | int | float | bool | None) or len(str(value)) > MAX_CUSTOM_VALUE:
+            raise_api(
+                400,
+                f"A custom field's value must be text, a number or true/false, of up to {MAX_CUSTOM_VALUE} characters",
+            )
+    return dict(custom)
+
+
+def _changes(fields: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of MemberRights.update_person for what was sent."""
+    keys = ("given_name", "family_name", "postcode", "email_consent", "phone_number", "custom_fields")
+    return {k: fields[k] for k in keys if k in fields}
 
 
 @router.put("/people/{person_id}")
 async def update_person(
     request: Request, caller: Caller, roster: RosterDep, rights: MemberRightsDep, uows: UnitsOfWorkDep, person_id: str
 ) -> JSONResponse:
+    person_id = bare_id(person_id)
     current = await _person_or_404(request, roster, caller, person_id)
     fields = _read_person(await _json(request))
     if fields.get("email", current["email_addresses"][0]["address"]) != current["email_addresses"][0]["address"]:
         raise_api(400, "An email address is changed by the person themselves (it needs confirming)")
     async with uows.begin() as uow:
         try:
-            await rights.update_person(
-                uow,
-                person_id,
-                name=fields.get("name"),
-                postcode=fields.get("postcode"),
-                email_consent=fields.get("email_consent"),
-                source=f"api:{caller.key_id}",
-            )
+            await rights.update_person(uow, person_id, **_changes(fields), source=f"api:{caller.key_id}")
         except MemberNotFound:
             raise_api(404, "There is no person with that id that this API key may see")
     return hal(await _person_or_404(request, roster, caller, person_id))
@@ -235,6 +321,7 @@ async def _json(request: Request) -> Any:
 
 
 @router.post("/people")
+@router.post("/people/", include_in_schema=False)  # Action Network's documented form: no redirect
 @router.post("/person_signup_helper")
 async def person_signup_helper(
     request: Request,
@@ -244,7 +331,8 @@ async def person_signup_helper(
     rights: MemberRightsDep,
     uows: UnitsOfWorkDep,
 ) -> JSONResponse:
-    """Add a person, or find them by email and merge what is sent (`add_tags` tags them)."""
+    """Add a person, or find them by email and merge what is sent (`add_tags` tags them). Someone already
+    known but outside the key's scope is left untouched, and the answer is the one a new person gets."""
     body = await _json(request)
     if not isinstance(body, dict) or not isinstance(body.get("person"), dict):
         raise_api(400, 'Send {"person": {...}} with at least one email address')
@@ -257,6 +345,7 @@ async def person_signup_helper(
     ):
         raise_api(400, f"add_tags must be a list of tag names of up to {MAX_TAG} characters")
     source = f"api:{caller.key_id}"
+    m = tables.members
     async with uows.begin() as uow:
         session = uow.session
         options = await queries.load_join_options(session)
@@ -267,7 +356,7 @@ async def person_signup_helper(
         if not group_ids and nearest:
             group_ids = [nearest]
         application = JoinApplication(
-            name=fields.get("name") or "",
+            name=display_name(fields.get("given_name", ""), fields.get("family_name", "")),
             email=fields["email"],
             postcode=fields.get("postcode"),
             email_consent=bool(fields.get("email_consent")),
@@ -280,16 +369,20 @@ async def person_signup_helper(
             source=source,
             replace_profile=False,
         )
+        known = select(m.c.id).where(m.c.email_normalised == fields["email"])
+        visible = (await session.execute(known.where(in_scope(caller)))).first()
+        if not visible and (await session.execute(known)).first():
+            names = await Roster.unit_names(session)
+            return _as_if_new(request, application, fields, names, double_opt_in=joins.double_opt_in)
         outcome = await joins.join_in(uow, application, ip=None)
-        if not outcome.new_member:
-            await rights.update_person(
-                uow,
-                outcome.member_id,
-                name=fields.get("name"),
-                postcode=fields.get("postcode"),
-                email_consent=fields.get("email_consent"),
-                source=source,
-            )
+        changes = _changes(fields)
+        if outcome.new_member:  # the join took the name and consent; keep the names as sent and the rest
+            changes.pop("email_consent", None)
+            changes.pop("postcode", None)
+        await rights.update_person(uow, outcome.member_id, **changes, source=source)
+        if outcome.new_member:  # created and modified dates of a new person are one (parsons tells them apart so)
+            m_id = m.c.id == outcome.member_id
+            await session.execute(update(m).where(m_id).values(updated_at=m.c.joined_at))
         for name in add_tags:
             tag_id = await _tag_id(session, name.strip(), actor_of(caller), create=True)
             await session.execute(
@@ -298,9 +391,38 @@ async def person_signup_helper(
                 .on_conflict_do_nothing()
             )
     details = await roster.member(caller, outcome.member_id)
-    if details is None:  # the person exists but lies outside this key's scope: say nothing more about them
-        return hal({"identifiers": [], "_links": {"curies": CURIES}}, 200)
+    if details is None:  # cannot happen: a key's signups land in its scope
+        raise_api(404, "There is no person with that id that this API key may see")
+    assert details is not None
     return hal(_person(request, details), 201 if outcome.new_member else 200)
+
+
+def _as_if_new(
+    request: Request,
+    application: JoinApplication,
+    fields: dict[str, Any],
+    names: dict[str, str],
+    *,
+    double_opt_in: bool,
+) -> JSONResponse:
+    """The answer a new person gets, for someone already known whom this key may not see: nothing about them is
+    read or changed, and the id is a fresh one that leads nowhere (the key could not reach them anyway)."""
+    row = new_member_row(str(uuid.uuid4()), application, datetime.now(UTC), double_opt_in=double_opt_in)
+    member = SimpleNamespace(
+        **row,
+        given_name=fields.get("given_name"),
+        family_name=fields.get("family_name"),
+        phone_number=fields.get("phone_number"),
+        custom_fields=fields.get("custom_fields") or {},
+        ladder_level=None,
+    )
+    details = {
+        "member": member,
+        "region": names.get(application.region_id or ""),
+        "groups": [(g, names.get(g, g)) for g in application.group_ids],
+        "subteams": [(t, names.get(t, t)) for t in application.subteam_ids],
+    }
+    return hal(_person(request, details), 201)
 
 
 # -- tags and taggings -----------------------------------------------------------------------------
@@ -321,7 +443,7 @@ async def _tag_id(session: Any, name: str, actor: str, *, create: bool) -> str:
 def _tag(request: Request, row: Any) -> dict[str, Any]:
     api = api_url(request)
     return {
-        "identifiers": [f"groundswell:{row.id}"],
+        "identifiers": identifiers(row.id),
         "name": row.name,
         "created_date": row.created_at.isoformat(),
         "modified_date": row.updated_at.isoformat(),
@@ -336,7 +458,7 @@ def _tag(request: Request, row: Any) -> dict[str, Any]:
 def _tagging(request: Request, row: Any) -> dict[str, Any]:
     api = api_url(request)
     return {
-        "identifiers": [f"groundswell:{row.id}"],
+        "identifiers": identifiers(row.id),
         "created_date": row.created_at.isoformat(),
         "modified_date": row.created_at.isoformat(),
         "_links": {
@@ -349,14 +471,15 @@ def _tagging(request: Request, row: Any) -> dict[str, Any]:
 
 
 @router.get("/tags")
-async def tag_list(request: Request, caller: Caller, uows: UnitsOfWorkDep) -> JSONResponse:
-    page, per_page = _paging(request)
+async def tag_list(
+    request: Request, caller: Caller, uows: UnitsOfWorkDep, page: Page = 1, per_page: PerPage = MAX_PER_PAGE
+) -> JSONResponse:
     t = tables.tags
     async with uows.begin() as uow:
         session = uow.session
         total = (await session.execute(select(func.count()).select_from(t))).scalar_one()
         rows = (await session.execute(select(t).order_by(t.c.name).limit(per_page).offset((page - 1) * per_page))).all()
-    return hal(collection(f"{api_url(request)}/tags", "tags", [_tag(request, r) for r in rows], total, page, per_page))
+    return hal(collection(_here(request, "tags"), "tags", [_tag(request, r) for r in rows], total, page, per_page))
 
 
 @router.post("/tags")
@@ -383,13 +506,12 @@ async def _tag_row(session: Any, tag_id: str) -> Any:
 async def tag(request: Request, caller: Caller, uows: UnitsOfWorkDep, tag_id: str) -> JSONResponse:
     async with uows.begin() as uow:
         session = uow.session
-        return hal(_tag(request, await _tag_row(session, tag_id)))
+        return hal(_tag(request, await _tag_row(session, bare_id(tag_id))))
 
 
 async def _taggings_page(
-    request: Request, uows: UnitsOfWork, caller: auth.OrganiserScope, where: Any, path: str
+    request: Request, uows: UnitsOfWork, caller: auth.OrganiserScope, where: Any, path: str, page: int, per_page: int
 ) -> JSONResponse:
-    page, per_page = _paging(request)
     g, m = tables.taggings, tables.members
     visible = and_(where, g.c.member_id == m.c.id, m.c.status != "erased", in_scope(caller))
     async with uows.begin() as uow:
@@ -409,25 +531,60 @@ async def _taggings_page(
         ).all()
         await Roster.audit(session, actor_of(caller), "taggings.list", path=path, shown=len(rows))
     items = [_tagging(request, r) for r in rows]
-    return hal(collection(f"{api_url(request)}/{path}", "taggings", items, total, page, per_page))
+    return hal(collection(_here(request, path), "taggings", items, total, page, per_page))
 
 
 @router.get("/tags/{tag_id}/taggings")
-async def tag_taggings(request: Request, caller: Caller, uows: UnitsOfWorkDep, tag_id: str) -> JSONResponse:
+async def tag_taggings(
+    request: Request,
+    caller: Caller,
+    uows: UnitsOfWorkDep,
+    tag_id: str,
+    page: Page = 1,
+    per_page: PerPage = MAX_PER_PAGE,
+) -> JSONResponse:
+    tag_id = bare_id(tag_id)
     async with uows.begin() as uow:
         session = uow.session
         await _tag_row(session, tag_id)
-    return await _taggings_page(request, uows, caller, tables.taggings.c.tag_id == tag_id, f"tags/{tag_id}/taggings")
+    where = tables.taggings.c.tag_id == tag_id
+    return await _taggings_page(request, uows, caller, where, f"tags/{tag_id}/taggings", page, per_page)
+
+
+@router.get("/tags/{tag_id}/taggings/{tagging_id}")
+async def tagging(request: Request, caller: Caller, uows: UnitsOfWorkDep, tag_id: str, tagging_id: str) -> JSONResponse:
+    return hal(_tagging(request, await _visible_tagging(uows, caller, bare_id(tag_id), bare_id(tagging_id))))
+
+
+async def _visible_tagging(uows: UnitsOfWork, caller: auth.OrganiserScope, tag_id: str, tagging_id: str) -> Any:
+    g, m = tables.taggings, tables.members
+    async with uows.begin() as uow:
+        row = (
+            await uow.session.execute(
+                select(g)
+                .select_from(g.join(m, g.c.member_id == m.c.id))
+                .where(g.c.id == tagging_id, g.c.tag_id == tag_id, m.c.status != "erased", in_scope(caller))
+            )
+        ).first()
+    if row is None:
+        raise_api(404, "There is no such tagging that this API key may see")
+    return row
 
 
 @router.get("/people/{person_id}/taggings")
 async def person_taggings(
-    request: Request, caller: Caller, roster: RosterDep, uows: UnitsOfWorkDep, person_id: str
+    request: Request,
+    caller: Caller,
+    roster: RosterDep,
+    uows: UnitsOfWorkDep,
+    person_id: str,
+    page: Page = 1,
+    per_page: PerPage = MAX_PER_PAGE,
 ) -> JSONResponse:
+    person_id = bare_id(person_id)
     await _person_or_404(request, roster, caller, person_id)
-    return await _taggings_page(
-        request, uows, caller, tables.taggings.c.member_id == person_id, f"people/{person_id}/taggings"
-    )
+    where = tables.taggings.c.member_id == person_id
+    return await _taggings_page(request, uows, caller, where, f"people/{person_id}/taggings", page, per_page)
 
 
 @router.post("/tags/{tag_id}/taggings")
@@ -438,9 +595,10 @@ async def tag_someone(
     href = ""
     if isinstance(body, dict):
         href = str(((body.get("_links") or {}).get("osdi:person") or {}).get("href") or "")
-    person_id = href.rstrip("/").rsplit("/", 1)[-1] if "/people/" in href else ""
+    person_id = bare_id(href.rstrip("/").rsplit("/", 1)[-1]) if "/people/" in href else ""
     if not person_id:
         raise_api(400, 'Send {"_links": {"osdi:person": {"href": ".../api/v2/people/<id>"}}}')
+    tag_id = bare_id(tag_id)
     await _person_or_404(request, roster, caller, person_id)
     g = tables.taggings
     async with uows.begin() as uow:
@@ -457,17 +615,7 @@ async def tag_someone(
 
 @router.delete("/tags/{tag_id}/taggings/{tagging_id}")
 async def untag(request: Request, caller: Caller, uows: UnitsOfWorkDep, tag_id: str, tagging_id: str) -> JSONResponse:
-    g, m = tables.taggings, tables.members
+    row = await _visible_tagging(uows, caller, bare_id(tag_id), bare_id(tagging_id))
     async with uows.begin() as uow:
-        session = uow.session
-        row = (
-            await session.execute(
-                select(g.c.id)
-                .select_from(g.join(m, g.c.member_id == m.c.id))
-                .where(g.c.id == tagging_id, g.c.tag_id == tag_id, in_scope(caller))
-            )
-        ).first()
-        if row is None:
-            raise_api(404, "There is no such tagging that this API key may see")
-        await session.execute(delete(g).where(g.c.id == tagging_id))
+        await uow.session.execute(delete(tables.taggings).where(tables.taggings.c.id == row.id))
     return hal({"notice": "This tagging was removed"})

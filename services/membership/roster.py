@@ -6,8 +6,7 @@ Out of scope is the same as not existing: a member outside an organiser's scope 
 
 from __future__ import annotations
 
-import csv
-import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
 from shared import auth
+from shared.exports import csv_text
 from shared.uow import UnitsOfWork
 
 MAX_PER_PAGE = 100
@@ -116,13 +116,19 @@ class Roster:
         )
 
     async def page(
-        self, who: auth.OrganiserScope, filters: MemberFilters, page: int = 1, per_page: int = 25
+        self,
+        who: auth.OrganiserScope,
+        filters: MemberFilters,
+        page: int = 1,
+        per_page: int = 25,
+        also: Sequence[ColumnElement[bool]] = (),
     ) -> tuple[list[Any], int]:
-        """One page of the members in scope matching the filters, and how many match; audited."""
+        """One page of the members in scope matching the filters (and the conditions `also`, an API's own
+        filter), and how many match; audited."""
         m = tables.members
         per_page = max(1, min(per_page, MAX_PER_PAGE))
         page = max(page, 1)
-        where = and_(in_scope(who), *_filtered(filters))
+        where = and_(in_scope(who), *_filtered(filters), *also)
         async with self.uows.begin() as uow:
             session = uow.session
             total = (await session.execute(select(func.count()).select_from(m).where(where))).scalar_one()
@@ -157,15 +163,13 @@ class Roster:
                 for r in (await session.execute(select(ms).where(ms.c.member_id.in_(ids)))).all():
                     subteams.setdefault(r.member_id, []).append(names.get(r.subteam_id, r.subteam_id))
             await self.audit(session, actor_of(who), "members.export", filters=filters.as_dict(), exported=len(rows))
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
+        table: list[list[Any]] = [list(CSV_COLUMNS)]
         for r in rows:
             organisation = names.get(r.organisation_id or "", "") or (r.organisation_name or "")
-            writer.writerow(
+            table.append(
                 [
                     r.id,
-                    _safe(r.name),
+                    r.name,
                     r.email_normalised,
                     r.postcode or "",
                     names.get(r.region_id or "", ""),
@@ -173,16 +177,16 @@ class Roster:
                     "; ".join(subteams.get(r.id, [])),
                     "; ".join(r.interests),
                     r.engagement_level,
-                    _safe(r.skills or ""),
-                    _safe(r.time_available or ""),
-                    _safe(organisation),
+                    r.skills or "",
+                    r.time_available or "",
+                    organisation,
                     r.status,
                     "yes" if r.email_consent else "no",
                     r.joined_at.isoformat(),
                     r.confirmed_at.isoformat() if r.confirmed_at else "",
                 ]
             )
-        return out.getvalue(), len(rows)
+        return csv_text(table), len(rows)
 
     async def member(self, who: auth.OrganiserScope, member_id: str, *, audit: bool = True) -> dict[str, Any] | None:
         """Everything an organiser may see of one member in their scope, or None (also when out of scope)."""
@@ -236,7 +240,3 @@ class Roster:
             session = uow.session
             return list((await session.execute(query)).all())
 
-
-def _safe(value: str) -> str:
-    """Keep a spreadsheet from running what a person typed as a formula (CSV injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

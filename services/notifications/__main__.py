@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from services.notifications.digests import commands
+from services.notifications.cli import commands
 from shared.cli import service_main
 
 raise SystemExit(

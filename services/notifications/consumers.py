@@ -1,16 +1,18 @@
-"""Notifications' event handlers: its one registry, thin adapters from events to the service layer."""
+"""Notifications' event handlers: its one registry, by consumer group. The handlers are the use cases' own
+methods, `(uow, envelope, event)`; events released from parking (when the key they waited for arrives) are
+dispatched through the group that parked them, so a released event of a type with no handler raises."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from services.notifications.digests import Digests
+from services.notifications.activity import ActivityLog
 from services.notifications.followups import FollowUps
 from services.notifications.invitations import Invitations
 from services.notifications.letters import LetterNotifications
 from services.notifications.meetings import MeetingNotifications
+from services.notifications.organisers import Organisers
 from services.notifications.service import NotificationService
 from shared import topics
 from shared.events.catalog import (
@@ -46,27 +48,24 @@ from shared.handlers import Handlers, Registry
 from shared.uow import UnitOfWork
 
 
-def _route(consumer: Handlers, model: type[Any], handler: Any) -> None:
-    """Register `handler(session, envelope, event)` for `model` on `consumer`."""
+@dataclass(frozen=True)
+class UseCases:
+    """What notifications' handlers call (made by main.py)."""
 
-    async def adapter(uow: UnitOfWork, envelope: Envelope, event: Any) -> None:
-        await handler(uow.session, envelope, event)
+    service: NotificationService
+    meetings: MeetingNotifications
+    letters: LetterNotifications
+    organisers: Organisers
+    activity: ActivityLog
+    follow_ups: FollowUps
+    invitations: Invitations
 
-    consumer.on(model)(adapter)
 
-
-def build_registry(
-    service: NotificationService,
-    meetings: MeetingNotifications,
-    letters: LetterNotifications,
-    digests: Digests,
-    follow_ups: FollowUps,
-    invitations: Invitations,
-    *,
-    group_suffix: str = "",
-) -> Registry:
+def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     """Every consumer group of the service. Tests pass a `group_suffix` so their groups start apart from a running
     service's."""
+    u = use_cases
+    service = u.service
     registry = Registry("notifications")
     keys = registry.group(
         "notifications.keys" + group_suffix,
@@ -74,67 +73,18 @@ def build_registry(
         "Copies members', RSVPs' and actions' data keys so their sealed fields can be read; a tombstone destroys "
         "the copy",
     )
-
-    async def key_issued(session: AsyncSession, envelope: Envelope, event: Any) -> None:
-        await service.remember_key(session, event.key_id, event.key)
-
-    async def keys_issued(uow: UnitOfWork, run: list[tuple[Envelope, Any]]) -> None:
-        await service.remember_keys(uow.session, [(event.key_id, event.key) for _, event in run])
-
-    key_models: tuple[type[Any], ...] = (SubjectKeyIssued, RsvpKeyIssued, ActionKeyIssued)
-    for key_model in key_models:
-        _route(keys, key_model, key_issued)
-        keys.on_run(key_model)(keys_issued)
-
-    @keys.on_tombstone
-    async def key_destroyed(uow: UnitOfWork, key: str) -> None:
-        await service.forget_key(uow.session, key)
-
     members = registry.group(
         "notifications" + group_suffix,
         (topics.MEMBERSHIP_MEMBERS, topics.EVENTS_MEETINGS, topics.EVENTS_RSVPS, topics.CAMPAIGNS_ACTIONS),
         "Welcome emails, the recipient mirror and suppressions; meeting announcements, RSVP emails, reminders; "
         "letters to MPs",
     )
-    for model, handler in (
-        (MemberJoined, service.member_joined),
-        (MemberConfirmed, service.member_confirmed),
-        (MemberProfileUpdated, service.profile_updated),
-        (ConsentChanged, service.consent_changed),
-        (MemberLeft, service.member_left),
-        (MemberErased, service.member_erased),
-        (MeetingScheduled, meetings.meeting_scheduled),
-        (MeetingUpdated, meetings.meeting_updated),
-        (MeetingCancelled, meetings.meeting_cancelled),
-        (MeetingReminderDue, meetings.reminder_due),
-        (RsvpReceived, meetings.rsvp_received),
-        (PromotedFromWaitlist, meetings.promoted),
-        (RsvpCancelled, meetings.rsvp_cancelled),
-        (AttendanceRecorded, meetings.attendance),
-        (MpLetterRequested, letters.letter_requested),
-    ):
-        _route(members, model, handler)
-
-    members.ignore(
-        (ActionTaken, EngagementLevelChosen),
-        "an action's confirmation is not sent yet (issue #17); the chosen level changes no email",
-    )
-
-    @members.on_run(MemberJoined)
-    async def members_joined(uow: UnitOfWork, run: list[tuple[Envelope, MemberJoined]]) -> None:
-        await service.members_joined(uow.session, run)
-
-    # Organisers' digests and follow-ups: who organises where, and the activity log digests are made of.
     organisers = registry.group(
         "notifications.organisers" + group_suffix,
         (topics.MEMBERSHIP_ORGANISATION,),
         "Organisers and their scopes (RoleGranted) for digests; the network's regions and groups by name; "
         "organisers' invitations",
     )
-    _route(organisers, RoleGranted, digests.role_granted)
-    _route(organisers, OrganisationUnitDefined, digests.unit_defined)
-    _route(organisers, OrganiserInvited, invitations.organiser_invited)
-
     activity = registry.group(
         "notifications.activity" + group_suffix,
         (
@@ -146,43 +96,122 @@ def build_registry(
         ),
         "What happens where (joins, meetings, RSVPs, campaigns, actions) for organisers' digests; follow-ups",
     )
+    # The groups whose handlers park events until a key arrives; they read different topics, so an event's
+    # type names the group that parked it.
+    parking_groups = (members, organisers)
 
-    async def member_joined(session: AsyncSession, envelope: Envelope, event: MemberJoined) -> None:
-        await digests.member_joined(session, envelope, event)
-        await follow_ups.schedule(session, event)
+    async def key_issued(uow: UnitOfWork, envelope: Envelope, event: Any) -> None:
+        await keys_issued(uow, [(envelope, event)])
 
-    async def action_taken(session: AsyncSession, envelope: Envelope, event: ActionTaken) -> None:
-        await digests.action_taken(session, envelope, event)
-        await follow_ups.action_taken(session, envelope, event)
+    async def keys_issued(uow: UnitOfWork, run: list[tuple[Envelope, Any]]) -> None:
+        released = await service.remember_keys(uow, [(event.key_id, event.key) for _, event in run])
+        await dispatch_released(uow, released, parking_groups)
 
-    async def member_erased(session: AsyncSession, envelope: Envelope, event: MemberErased) -> None:
-        await digests.member_erased(session, envelope, event)
-        await follow_ups.member_erased(session, envelope, event)
+    key_models: tuple[type[Any], ...] = (SubjectKeyIssued, RsvpKeyIssued, ActionKeyIssued)
+    for key_model in key_models:
+        keys.on(key_model)(key_issued)
+        keys.on_run(key_model)(keys_issued)
 
-    for model, handler in (
+    @keys.on_tombstone
+    async def key_destroyed(uow: UnitOfWork, key: str) -> None:
+        await service.forget_key(uow, key)
+
+    members.route(
+        (MemberJoined, service.member_joined),
+        (MemberConfirmed, service.member_confirmed),
+        (MemberProfileUpdated, service.profile_updated),
+        (ConsentChanged, service.consent_changed),
+        (MemberLeft, service.member_left),
+        (MemberErased, service.member_erased),
+        (MeetingScheduled, u.meetings.meeting_scheduled),
+        (MeetingUpdated, u.meetings.meeting_updated),
+        (MeetingCancelled, u.meetings.meeting_cancelled),
+        (MeetingReminderDue, u.meetings.reminder_due),
+        (RsvpReceived, u.meetings.rsvp_received),
+        (PromotedFromWaitlist, u.meetings.promoted),
+        (RsvpCancelled, u.meetings.rsvp_cancelled),
+        (AttendanceRecorded, u.meetings.attendance),
+        (MpLetterRequested, u.letters.letter_requested),
+    )
+    members.on_run(MemberJoined)(service.members_joined)
+    members.ignore(
+        (ActionTaken, EngagementLevelChosen),
+        "an action's confirmation is not sent yet (issue #17); the chosen level changes no email",
+    )
+
+    organisers.route(
+        (RoleGranted, u.organisers.role_granted),
+        (OrganisationUnitDefined, u.organisers.unit_defined),
+        (OrganiserInvited, u.invitations.organiser_invited),
+    )
+
+    async def member_joined(uow: UnitOfWork, envelope: Envelope, event: MemberJoined) -> None:
+        await u.activity.member_joined(uow, envelope, event)
+        await u.follow_ups.member_joined(uow, envelope, event)
+
+    async def members_joined(uow: UnitOfWork, run: list[tuple[Envelope, MemberJoined]]) -> None:
+        await u.activity.members_joined(uow, run)
+        await u.follow_ups.members_joined(uow, run)
+
+    async def member_profile_updated(uow: UnitOfWork, envelope: Envelope, event: MemberProfileUpdated) -> None:
+        await u.organisers.member_profile_updated(uow, envelope, event)
+
+    async def member_erased(uow: UnitOfWork, envelope: Envelope, event: MemberErased) -> None:
+        await u.activity.member_erased(uow, envelope, event)
+        await u.organisers.member_erased(uow, envelope, event)
+        await u.follow_ups.member_erased(uow, envelope, event)
+
+    async def action_taken(uow: UnitOfWork, envelope: Envelope, event: ActionTaken) -> None:
+        await u.activity.action_taken(uow, envelope, event)
+        await u.follow_ups.action_taken(uow, envelope, event)
+
+    activity.route(
         (MemberJoined, member_joined),
-        (MemberProfileUpdated, digests.member_profile_updated),
+        (MemberProfileUpdated, member_profile_updated),
         (MemberErased, member_erased),
-        (MeetingScheduled, digests.meeting_changed),
-        (MeetingUpdated, digests.meeting_changed),
-        (MeetingCancelled, digests.meeting_cancelled),
-        (RsvpReceived, digests.rsvp_changed),
-        (RsvpCancelled, digests.rsvp_changed),
-        (PromotedFromWaitlist, digests.rsvp_changed),
-        (CampaignLaunched, digests.campaign_launched),
+        (MeetingScheduled, u.activity.meeting_changed),
+        (MeetingUpdated, u.activity.meeting_changed),
+        (MeetingCancelled, u.activity.meeting_cancelled),
+        (RsvpReceived, u.activity.rsvp_changed),
+        (RsvpCancelled, u.activity.rsvp_changed),
+        (PromotedFromWaitlist, u.activity.rsvp_changed),
+        (CampaignLaunched, u.activity.campaign_launched),
         (ActionTaken, action_taken),
-    ):
-        _route(activity, model, handler)
-
+    )
+    activity.on_run(MemberJoined)(members_joined)
     activity.ignore(
         (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MemberLeft, MeetingReminderDue, AttendanceRecorded,
          AskPublished, CampaignClosed, MpLetterRequested),
         "digests and follow-ups report arrivals, meetings, RSVPs, campaigns launched and actions; not these (yet)",
     )
-
-    @activity.on_run(MemberJoined)
-    async def activity_joined(uow: UnitOfWork, run: list[tuple[Envelope, MemberJoined]]) -> None:
-        await digests.members_joined(uow.session, run)
-        await follow_ups.schedule_many(uow.session, [event for _, event in run])
-
     return registry
+
+
+async def dispatch_released(
+    uow: UnitOfWork, released: list[list[Envelope]], groups: tuple[Handlers, ...]
+) -> None:
+    """Handle events released from parking, subject by subject, each through the group that handles its type
+    (`Handlers.dispatch`: a type no group handles raises UnhandledEvent). A subject's lone MemberJoined (the
+    common case under load: a join and its key travel on different topics, and the join often comes first) is
+    welcomed with the others in one run, through the group's run handler; anything else one by one, in order."""
+    joins: list[tuple[Envelope, Any]] = []
+
+    async def flush() -> None:
+        if joins:
+            await _group_of(groups, MemberJoined.event_type).run_handlers[MemberJoined.event_type](uow, list(joins))
+            joins.clear()
+
+    for envelopes in released:
+        for envelope in envelopes:
+            if envelope.type == MemberJoined.event_type and len(envelopes) == 1:
+                joins.append((envelope, MemberJoined.model_validate(envelope.data)))
+                continue
+            await flush()
+            await _group_of(groups, envelope.type).dispatch(uow, envelope)
+    await flush()
+
+
+def _group_of(groups: tuple[Handlers, ...], event_type: str) -> Handlers:
+    """The group with an entry (a handler or a decision to ignore) for `event_type`; else the first, whose
+    dispatch raises UnhandledEvent."""
+    return next((g for g in groups if event_type in g.consumed_types()), groups[0])

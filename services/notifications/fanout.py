@@ -17,30 +17,22 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
+from services.notifications import queries
+from services.notifications.domain import announcement_audience, announcement_goes_ahead, first_name_of
 from services.notifications.meetings import format_when
-from services.notifications.service import NotificationService, Stencil, first_name_of
+from services.notifications.rendering import Stencil
+from services.notifications.service import NotificationService
 from services.notifications.suppression import BULK_KINDS
 from shared import tokens
 from shared.logging import get_logger
 
 log = get_logger(__name__)
-ANNOUNCEMENT_TOPIC = "meetings"  # the kind of email a member can opt out of in their preferences
 KIND = "announcement"
 SLOTS = ("name", "rsvp_url", "preferences_url", "unsubscribe_url")
-# A batch's deliveries in one statement; the unique (kind, subject, recipient) skips those queued before.
-QUEUE_SQL = text(
-    "INSERT INTO deliveries (id, kind, subject_ref, recipient_id, recipient_email, subject, body_text, body_html, "
-    "correlation_id, priority) "
-    "SELECT t.id, :kind, :subject_ref, t.recipient_id, t.recipient_email, :subject, t.body_text, t.body_html, "
-    "CAST(:correlation_id AS varchar), :priority "
-    "FROM unnest(CAST(:ids AS varchar[]), CAST(:recipient_ids AS varchar[]), CAST(:emails AS varchar[]), "
-    "CAST(:texts AS text[]), CAST(:htmls AS text[])) AS t(id, recipient_id, recipient_email, body_text, body_html) "
-    "ON CONFLICT ON CONSTRAINT uq_deliveries_kind_subject_recipient DO NOTHING RETURNING 1"
-)
 
 
 class AnnouncementFanOut:
@@ -69,7 +61,8 @@ class AnnouncementFanOut:
     async def step(self) -> bool:
         """Queue one batch of one announcement; False when there is nothing to do."""
         a = tables.announcements
-        async with self.service.db.transaction() as session:
+        async with self.service.uows.begin() as uow:
+            session = uow.session
             job = (
                 (
                     await session.execute(
@@ -86,7 +79,8 @@ class AnnouncementFanOut:
             if job is None:
                 return False
             meeting = await self._meeting(session, job["meeting_id"])
-            if meeting is None or meeting["status"] == "cancelled" or meeting["starts_at"] < datetime.now(UTC):
+            now = datetime.now(UTC)
+            if meeting is None or not announcement_goes_ahead(meeting["status"], meeting["starts_at"], now):
                 await session.execute(update(a).where(a.c.meeting_id == job["meeting_id"]).values(status="cancelled"))
                 return True
             batch = await self._next_recipients(session, meeting, job["cursor"])
@@ -104,8 +98,8 @@ class AnnouncementFanOut:
                     finished_at=datetime.now(UTC) if done else None,
                 )
             )
-        if queued:
-            self.service.deliveries_queued.set()
+            if queued:
+                uow.on_commit(self.service.deliveries_queued.set)
         return True
 
     async def _meeting(self, session: AsyncSession, meeting_id: str) -> dict[str, Any] | None:
@@ -116,32 +110,11 @@ class AnnouncementFanOut:
     async def _next_recipients(
         self, session: AsyncSession, meeting: dict[str, Any], cursor: str | None
     ) -> list[dict[str, Any]]:
-        r, s = tables.recipients, tables.suppressions
-        conditions = [
-            r.c.email.is_not(None),
-            r.c.email_consent.is_(True),
-            r.c.status == "confirmed",
-            or_(r.c.email_topics.is_(None), r.c.email_topics.any(ANNOUNCEMENT_TOPIC)),
-        ]
-        scope_type, scope_id = meeting["scope_type"], meeting["scope_id"]
-        if scope_type == "region":
-            conditions.append(r.c.region_id == scope_id)
-        elif scope_type == "group":
-            conditions.append(r.c.group_ids.any(scope_id))
-        elif scope_type == "subteam":
-            conditions.append(r.c.subteam_ids.any(scope_id))
-        if cursor:
-            conditions.append(r.c.member_id > cursor)
-        rows = await session.execute(
-            select(r.c.member_id, r.c.email, r.c.name)
-            .where(and_(*conditions))
-            .order_by(r.c.member_id)
-            .limit(self.batch_size)
-        )
-        batch = [dict(row) for row in rows.mappings()]
+        audience = announcement_audience(meeting["scope_type"], meeting["scope_id"])
+        batch = await queries.audience_after(session, audience, cursor, self.batch_size)
         # The suppression list holds keyed hashes, so it is checked here rather than joined in SQL.
         keys = {m["member_id"]: self.service.suppressions.address_key(m["email"]) for m in batch}
-        suppressed = set((await session.execute(select(s.c.email).where(s.c.email.in_(list(keys.values()))))).scalars())
+        suppressed = await queries.suppressed_among(session, list(keys.values()))
         return [{**m, "suppressed": keys[m["member_id"]] in suppressed} for m in batch]
 
     async def _queue_batch(
@@ -174,7 +147,7 @@ class AnnouncementFanOut:
             texts.append(body_text)
             htmls.append(body_html)
         result = await session.execute(
-            QUEUE_SQL,
+            queries.QUEUE_ANNOUNCEMENTS_SQL,
             {
                 "kind": KIND,
                 "subject_ref": meeting["meeting_id"],

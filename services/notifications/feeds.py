@@ -7,6 +7,7 @@ by asking for a new address on their digests page, after which the old one answe
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -14,6 +15,7 @@ from fastapi.responses import Response
 from feedgen.feed import FeedGenerator
 
 from services.notifications.digests import Digests
+from services.notifications.organisers import Organisers
 
 router = APIRouter(tags=["digest feeds"])
 FEED_ENTRIES = 50
@@ -51,12 +53,13 @@ def build_feed(organiser: Any, digests: list[Any], *, base_url: str, network_nam
 @router.get("/feeds/digests/{token}.atom", include_in_schema=False)
 async def digest_feed(request: Request, token: str) -> Response:
     digests: Digests = request.app.state.digests
-    async with digests.db.transaction() as session:
-        organiser = await digests.organiser_by_feed_token(session, token) if token else None
+    organisers: Organisers = request.app.state.organisers
+    async with organisers.uows.begin() as uow:
+        organiser = await organisers.organiser_by_feed_token(uow.session, token) if token else None
         if organiser is None:
             raise HTTPException(404, "There is no feed at this address: it may have been replaced by a new one")
-        rows = await digests.digests_of(session, organiser.organiser_id, FEED_ENTRIES)
-        wording = await digests.email_settings.load(session)
+        rows = await organisers.digests_of(uow.session, organiser.organiser_id, FEED_ENTRIES)
+        wording = await digests.email_settings.load(uow.session)
     body = build_feed(organiser, rows, base_url=digests.settings.public_base_url, network_name=wording["network_name"])
     return Response(
         body,
@@ -70,6 +73,4 @@ async def digest_feed(request: Request, token: str) -> Response:
 
 
 def _http_date(at: datetime) -> str:
-    from email.utils import format_datetime
-
     return format_datetime(at.astimezone(UTC), usegmt=True)

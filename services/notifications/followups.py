@@ -21,20 +21,20 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
-from services.notifications.digests import Digests, Scope, fill, paragraphs
-from services.notifications.service import NotificationService, first_name_of
+from services.notifications import queries
+from services.notifications.domain import FOLLOW_UP_KIND, RECHECK_AFTER, first_name_of, follow_up_decision
+from services.notifications.queries import Scope
+from services.notifications.service import NotificationService
+from services.notifications.wording import EmailSettings, fill, format_when, paragraphs
 from shared.errors import InvalidInput
 from shared.events.catalog import ActionTaken, MemberErased, MemberJoined
 from shared.events.envelope import Envelope
 from shared.logging import get_logger
+from shared.uow import UnitOfWork
 
 log = get_logger(__name__)
 
-FOLLOW_UP_KIND = "follow_up"  # not transactional: carries List-Unsubscribe, stops on unsubscribe (suppression.py)
-FOLLOW_UP_TOPIC = "follow_ups"  # the kind of email a member can opt out of in their preferences
 STEP_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-RECHECK_AFTER = timedelta(hours=6)  # a member not yet confirmed (or not mirrored yet) is looked at again
-GIVE_UP_AFTER = timedelta(days=7)  # ... until this long after the step was due
 PLACEHOLDERS = ("first_name", "network_name", "group_name", "region_name", "events_url", "campaigns_url")
 
 
@@ -78,19 +78,21 @@ _SCHEDULE_STEP = pg_insert(tables.follow_ups).on_conflict_do_nothing()
 class FollowUps:
     """Use cases of follow-up sequences."""
 
-    def __init__(self, notifications: NotificationService, digests: Digests) -> None:
+    def __init__(self, notifications: NotificationService, email_settings: EmailSettings) -> None:
         self.notifications = notifications
-        self.digests = digests
-        self.db = notifications.db
+        self.email_settings = email_settings
+        self.uows = notifications.uows
         self.settings = notifications.settings
 
     # reacting to events ----------------------------------------------------------------------------
-    async def schedule(self, session: AsyncSession, event: MemberJoined) -> None:
+    async def member_joined(self, uow: UnitOfWork, envelope: Envelope, event: MemberJoined) -> None:
         """A new member: one row per enabled step, due `day_offset` days after they joined."""
-        await self.schedule_many(session, [event])
+        await self.members_joined(uow, [(envelope, event)])
 
-    async def schedule_many(self, session: AsyncSession, events: list[MemberJoined]) -> None:
-        """`schedule` for several new members: the steps read once, their rows in one round trip."""
+    async def members_joined(self, uow: UnitOfWork, joins: list[tuple[Envelope, MemberJoined]]) -> None:
+        """`member_joined` for several new members: the steps read once, their rows in one round trip."""
+        events = [event for _, event in joins]
+        session = uow.session
         steps = await self.steps(session, enabled_only=True)
         if not steps or not events:
             return
@@ -101,13 +103,13 @@ class FollowUps:
         ]
         await session.execute(_SCHEDULE_STEP, rows)
 
-    async def action_taken(self, session: AsyncSession, envelope: Envelope, event: ActionTaken) -> None:
+    async def action_taken(self, uow: UnitOfWork, envelope: Envelope, event: ActionTaken) -> None:
         """Taking an action in a campaign is taking part: later follow-ups are skipped."""
         if event.member_id:
-            await took_part(session, event.member_id, event.taken_at)
+            await took_part(uow.session, event.member_id, event.taken_at)
 
-    async def member_erased(self, session: AsyncSession, envelope: Envelope, event: MemberErased) -> None:
-        await session.execute(delete(tables.follow_ups).where(tables.follow_ups.c.member_id == event.member_id))
+    async def member_erased(self, uow: UnitOfWork, envelope: Envelope, event: MemberErased) -> None:
+        await uow.session.execute(delete(tables.follow_ups).where(tables.follow_ups.c.member_id == event.member_id))
 
     # the configurable sequence ---------------------------------------------------------------------
     async def steps(self, session: AsyncSession, *, enabled_only: bool = False) -> list[Any]:
@@ -121,7 +123,7 @@ class FollowUps:
         s = tables.follow_up_steps
         return (await session.execute(select(s).where(s.c.step_key == step_key))).first()
 
-    async def save_step(self, session: AsyncSession, step: StepInput) -> None:
+    async def save_step(self, uow: UnitOfWork, step: StepInput) -> None:
         """Add a step or change one; members who joined earlier keep the due dates they were given."""
         step.validate()
         s = tables.follow_up_steps
@@ -135,7 +137,7 @@ class FollowUps:
             "enabled": step.enabled,
             "updated_at": datetime.now(UTC),
         }
-        await session.execute(
+        await uow.session.execute(
             pg_insert(s)
             .values(step_key=step.step_key, **values)
             .on_conflict_do_update(index_elements=[s.c.step_key], set_=values)
@@ -148,7 +150,8 @@ class FollowUps:
         outcome = {"queued": 0, "skipped": 0, "waiting": 0}
         f = tables.follow_ups
         while True:
-            async with self.db.transaction() as session:
+            async with self.uows.begin() as uow:
+                session = uow.session
                 rows = (
                     await session.execute(
                         select(f)
@@ -165,9 +168,9 @@ class FollowUps:
                 if not rows:
                     return outcome
                 steps = {s.step_key: s for s in await self.steps(session)}
-                wording = await self.digests.email_settings.load(session)
+                wording = await self.email_settings.load(session)
                 for row in rows:
-                    status, reason = await self._handle(session, row, steps.get(row.step_key), wording, now)
+                    status, reason = await self._handle(uow, row, steps.get(row.step_key), wording, now)
                     outcome[status if status != "due" else "waiting"] += 1
                     await session.execute(
                         update(f)
@@ -178,32 +181,27 @@ class FollowUps:
                 return outcome
 
     async def _handle(
-        self, session: AsyncSession, row: Any, step: Any, wording: dict[str, str], now: datetime
+        self, uow: UnitOfWork, row: Any, step: Any, wording: dict[str, str], now: datetime
     ) -> tuple[str, str | None]:
-        """('queued' | 'skipped' | 'due', reason) for one due follow-up."""
-        if step is None or not step.enabled:
-            return "skipped", "step switched off"
-        p = tables.participation
-        if (await session.execute(select(p.c.member_id).where(p.c.member_id == row.member_id))).first():
-            return "skipped", "already took part"
-        r = tables.recipients
+        """('queued' | 'skipped' | 'due', reason) for one due follow-up (domain.follow_up_decision decides)."""
+        session = uow.session
+        p, r = tables.participation, tables.recipients
+        participated = (await session.execute(select(p.c.member_id).where(p.c.member_id == row.member_id))).first()
         recipient = (await session.execute(select(r).where(r.c.member_id == row.member_id))).first()
-        too_late = now - row.due_at > GIVE_UP_AFTER
-        if recipient is None or not recipient.email:
-            return ("skipped", "no address") if too_late else ("due", "waiting for the member's details")
-        if recipient.status == "pending":
-            return ("skipped", "never confirmed") if too_late else ("due", "waiting for confirmation")
-        if recipient.status != "confirmed":
-            return "skipped", f"member {recipient.status}"
-        if not recipient.email_consent:
-            return "skipped", "no consent to email"
-        if recipient.email_topics is not None and FOLLOW_UP_TOPIC not in recipient.email_topics:
-            return "skipped", "opted out of follow-ups"
-        if await self.notifications.suppressions.blocks(session, recipient.email, FOLLOW_UP_KIND):
-            return "skipped", "address suppressed"
+        email = recipient.email if recipient is not None else None
+        status, reason = follow_up_decision(
+            step_enabled=step.enabled if step is not None else None,
+            took_part=participated is not None,
+            recipient=recipient,
+            suppressed=await self.notifications.suppressions.blocks(session, email, FOLLOW_UP_KIND),
+            due_at=row.due_at,
+            now=now,
+        )
+        if status != "queued" or recipient is None:
+            return status, reason
         subject, body_text, body_html = await self.render(session, step, recipient, wording, now)
         await self.notifications.queue(
-            session,
+            uow,
             kind=FOLLOW_UP_KIND,
             subject_ref=step.step_key,
             recipient_id=row.member_id,
@@ -220,8 +218,8 @@ class FollowUps:
     ) -> tuple[str, str, str]:
         """Subject, plain text and HTML of one step for one member (the meetings listed are near them)."""
         group_id = recipient.group_ids[0] if recipient.group_ids else None
-        group = await self.digests._unit(session, group_id)
-        region = await self.digests._unit(session, recipient.region_id)
+        group = await queries.unit(session, group_id)
+        region = await queries.unit(session, recipient.region_id)
         base = self.settings.public_base_url.rstrip("/")
         where = {"group": group_id} if group else ({"region": recipient.region_id} if region else {})
         values = {
@@ -233,7 +231,9 @@ class FollowUps:
             "campaigns_url": f"{base}/campaigns",
         }
         scope = Scope("group", group.unit_id) if group else (Scope("region", region.unit_id) if region else None)
-        meetings = await self.digests.upcoming_meetings(session, scope, now, limit=3) if scope else []
+        meetings = await queries.upcoming_meetings(session, scope, now, limit=3) if scope else []
+        for m in meetings:
+            m["when"] = format_when(m["starts_at"], m.get("timezone") or "Europe/London")
         body_text, body_html = self.notifications.renderer.render(
             "follow_up",
             network_name=wording["network_name"],
@@ -251,7 +251,7 @@ class FollowUps:
         self, session: AsyncSession, step: Any, wording: dict[str, str] | None = None
     ) -> tuple[str, str, str]:
         """A step as a member would get it (a sample member in no group), for the organisers' preview."""
-        wording = wording or await self.digests.email_settings.load(session)
+        wording = wording or await self.email_settings.load(session)
         return await self.render(session, step, _SampleRecipient(), wording, datetime.now(UTC))
 
     async def status_counts(self, session: AsyncSession) -> dict[tuple[str, str], int]:

@@ -3,11 +3,11 @@ The link is a credential, so it arrives sealed with the organiser's key (see Org
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from services.notifications.service import NotificationService, first_name_of, parked_handler
+from services.notifications.domain import first_name_of
+from services.notifications.service import NotificationService
 from shared.events.catalog import OrganiserInvited
 from shared.events.envelope import Envelope
+from shared.uow import UnitOfWork
 
 SCOPE_WORDS = {"network": "the whole network", "region": "a region", "group": "a local group", "subteam": "a sub-team"}
 
@@ -15,11 +15,11 @@ SCOPE_WORDS = {"network": "the whole network", "region": "a region", "group": "a
 class Invitations:
     def __init__(self, service: NotificationService) -> None:
         self.service = service
-        service.parked_handlers[OrganiserInvited.event_type] = parked_handler(OrganiserInvited, self.organiser_invited)
 
-    async def organiser_invited(self, session: AsyncSession, envelope: Envelope, event: OrganiserInvited) -> None:
+    async def organiser_invited(self, uow: UnitOfWork, envelope: Envelope, event: OrganiserInvited) -> None:
+        session = uow.session
         service = self.service
-        if not await service.key_ready(session, envelope, event.organiser_id):
+        if not await service.key_ready(uow, envelope, event.organiser_id):
             return
         email = await service.keys.unseal(session, event.email)
         name = await service.keys.unseal(session, event.name)
@@ -32,7 +32,7 @@ class Invitations:
             expires=f"{event.expires_at:%-d %B %Y, %H:%M} UTC",
         )
         await service.queue(
-            session,
+            uow,
             kind="organiser_invitation",
             subject_ref=envelope.event_id.hex,
             recipient_id=event.organiser_id,

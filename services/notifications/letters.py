@@ -3,21 +3,21 @@ and the member gets a copy. Everything the member typed arrives sealed with the 
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from services.notifications.service import NotificationService, first_name_of, parked_handler
+from services.notifications.domain import first_name_of
+from services.notifications.service import NotificationService
 from shared.events.catalog import MpLetterRequested
 from shared.events.envelope import Envelope
+from shared.uow import UnitOfWork
 
 
 class LetterNotifications:
     def __init__(self, service: NotificationService) -> None:
         self.service = service
-        service.parked_handlers[MpLetterRequested.event_type] = parked_handler(MpLetterRequested, self.letter_requested)
 
-    async def letter_requested(self, session: AsyncSession, envelope: Envelope, event: MpLetterRequested) -> None:
+    async def letter_requested(self, uow: UnitOfWork, envelope: Envelope, event: MpLetterRequested) -> None:
+        session = uow.session
         service = self.service
-        if not await service.key_ready(session, envelope, event.action_id):
+        if not await service.key_ready(uow, envelope, event.action_id):
             return
         unseal = service.keys.unseal
         subject = (
@@ -36,7 +36,7 @@ class LetterNotifications:
             constituency=event.constituency_name,
         )
         await service.queue(
-            session,
+            uow,
             kind="mp_letter",
             subject_ref=event.action_id,
             recipient_id=f"mp:{event.constituency_code}"[:36],
@@ -56,7 +56,7 @@ class LetterNotifications:
                 constituency=event.constituency_name,
             )
             await service.queue(
-                session,
+                uow,
                 kind="mp_letter_copy",
                 subject_ref=event.action_id,
                 recipient_id=event.member_id or event.action_id,

@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 from services.notifications import db as tables
 from services.notifications import web as organiser_web
-from services.notifications.consumers import build_registry
+from services.notifications.activity import ActivityLog
+from services.notifications.consumers import UseCases, build_registry
 from services.notifications.delivery import DeliveryWorker
 from services.notifications.digests import DigestLoop, Digests
 from services.notifications.fanout import AnnouncementFanOut
@@ -14,6 +15,7 @@ from services.notifications.followups import FollowUpLoop, FollowUps
 from services.notifications.invitations import Invitations
 from services.notifications.letters import LetterNotifications
 from services.notifications.meetings import MeetingNotifications
+from services.notifications.organisers import Organisers
 from services.notifications.service import NotificationService
 from shared import topics
 from shared.config import Settings
@@ -23,20 +25,31 @@ NAME = "notifications"
 RSVP_EMAIL_KINDS = ("rsvp_confirmation", "rsvp_promoted", "meeting_changed", "meeting_cancelled", "reminder")
 
 
+def digests_and_follow_ups(service: NotificationService) -> tuple[Organisers, Digests, FollowUps]:
+    """The organisers' side of the service (also what the command line runs)."""
+    organisers = Organisers(service)
+    digests = Digests(service, organisers)
+    return organisers, digests, FollowUps(service, digests.email_settings)
+
+
 def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop_interval_s: float = 60.0) -> FastAPI:
     """The service's app. Tests pass their own settings, a suffix giving them consumer groups of their own,
     and a long pause between digest and follow-up passes (they run those passes themselves)."""
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
     settings = runtime.settings
-    service = NotificationService(runtime.db, runtime.outbox, settings)
+    service = NotificationService(runtime.uows, settings)
     meetings = MeetingNotifications(service)
-    letters = LetterNotifications(service)
-    digests = Digests(service)
-    follow_ups = FollowUps(service, digests)
-    invitations = Invitations(service)
-    runtime.add_registry(
-        build_registry(service, meetings, letters, digests, follow_ups, invitations, group_suffix=group_suffix)
+    organisers, digests, follow_ups = digests_and_follow_ups(service)
+    use_cases = UseCases(
+        service=service,
+        meetings=meetings,
+        letters=LetterNotifications(service),
+        organisers=organisers,
+        activity=ActivityLog(),
+        follow_ups=follow_ups,
+        invitations=Invitations(service),
     )
+    runtime.add_registry(build_registry(use_cases, group_suffix=group_suffix))
     runtime.document_publisher(topics.NOTIFICATIONS_DELIVERIES, "Notifications sent or failed")
     runtime.document_publisher(topics.NOTIFICATIONS_DIGESTS, "Digests published to organisers")
 
@@ -53,5 +66,5 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
 
     app = runtime.build_app("Groundswell notifications", routers=organiser_web.ROUTERS)
     app.state.notifications = service
-    organiser_web.attach(app, digests, follow_ups)
+    organiser_web.attach(app, organisers, digests, follow_ups)
     return app

@@ -15,7 +15,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
-from services.notifications.service import NotificationService, first_name_of, parked_handler, wake_after_commit
+from services.notifications.domain import changes_worth_an_email, first_name_of, is_announced, rsvp_email_wanted
+from services.notifications.service import NotificationService
 from shared import tokens
 from shared.events.catalog import (
     AttendanceRecorded,
@@ -28,45 +29,41 @@ from shared.events.catalog import (
     RsvpReceived,
 )
 from shared.events.envelope import Envelope
+from shared.uow import UnitOfWork
 
 RSVP_LINK_PURPOSE = "events-rsvp"  # the events service's own page of one RSVP (see docs/events.md)
-STALE_AFTER = timedelta(days=2)
-CHANGES_WORTH_AN_EMAIL = {"starts_at", "ends_at", "venue", "kind", "timezone", "title"}
 
 
 class MeetingNotifications:
     def __init__(self, service: NotificationService) -> None:
         self.service = service
         self.settings = service.settings
-        for model, handler in (
-            (RsvpReceived, self.rsvp_received),
-            (PromotedFromWaitlist, self.promoted),
-            (RsvpCancelled, self.rsvp_cancelled),
-        ):
-            self.service.parked_handlers[model.event_type] = parked_handler(model, handler)
 
     # meetings --------------------------------------------------------------------------------------
-    async def meeting_scheduled(self, session: AsyncSession, envelope: Envelope, event: MeetingScheduled) -> None:
+    async def meeting_scheduled(self, uow: UnitOfWork, envelope: Envelope, event: MeetingScheduled) -> None:
         """Mirror the meeting and start its announcement fan-out (run by AnnouncementFanOut)."""
+        session = uow.session
         await self._mirror(session, event, status="scheduled")
-        if event.parent_meeting_id is None:  # a conference's sessions are announced with the conference
+        if is_announced(event.parent_meeting_id):
             await session.execute(
                 pg_insert(tables.announcements)
                 .values(meeting_id=event.meeting_id, correlation_id=envelope.correlation_id)
                 .on_conflict_do_nothing()
             )
-            wake_after_commit(session, self.service.announcements_queued)
+            uow.on_commit(self.service.announcements_queued.set)
 
-    async def meeting_updated(self, session: AsyncSession, envelope: Envelope, event: MeetingUpdated) -> None:
+    async def meeting_updated(self, uow: UnitOfWork, envelope: Envelope, event: MeetingUpdated) -> None:
+        session = uow.session
         await self._mirror(session, event, status="scheduled")
-        if not CHANGES_WORTH_AN_EMAIL & set(event.changed):
+        changed = changes_worth_an_email(event.changed)
+        if not changed:
             return
         meeting = await self._meeting(session, event.meeting_id)
         if meeting is None:
             return
         for rsvp in await self._people(session, event.meeting_id, ("going", "waitlisted")):
             await self._queue_for_rsvp(
-                session,
+                uow,
                 envelope,
                 rsvp,
                 kind="meeting_changed",
@@ -74,10 +71,11 @@ class MeetingNotifications:
                 subject=f"Changed: {meeting['title']}",
                 template="meeting_changed",
                 meeting=meeting,
-                extra={"changed": sorted(CHANGES_WORTH_AN_EMAIL & set(event.changed))},
+                extra={"changed": changed},
             )
 
-    async def meeting_cancelled(self, session: AsyncSession, envelope: Envelope, event: MeetingCancelled) -> None:
+    async def meeting_cancelled(self, uow: UnitOfWork, envelope: Envelope, event: MeetingCancelled) -> None:
+        session = uow.session
         m = tables.meetings
         await session.execute(
             update(m)
@@ -94,7 +92,7 @@ class MeetingNotifications:
             return
         for rsvp in await self._people(session, event.meeting_id, ("going", "waitlisted")):
             await self._queue_for_rsvp(
-                session,
+                uow,
                 envelope,
                 rsvp,
                 kind="meeting_cancelled",
@@ -105,13 +103,14 @@ class MeetingNotifications:
                 extra={"reason": event.reason or ""},
             )
 
-    async def reminder_due(self, session: AsyncSession, envelope: Envelope, event: MeetingReminderDue) -> None:
+    async def reminder_due(self, uow: UnitOfWork, envelope: Envelope, event: MeetingReminderDue) -> None:
+        session = uow.session
         meeting = await self._meeting(session, event.meeting_id)
         if meeting is None or meeting["status"] == "cancelled":
             return
         for rsvp in await self._people(session, event.meeting_id, ("going",)):
             await self._queue_for_rsvp(
-                session,
+                uow,
                 envelope,
                 rsvp,
                 kind="reminder",
@@ -123,8 +122,9 @@ class MeetingNotifications:
             )
 
     # RSVPs -----------------------------------------------------------------------------------------
-    async def rsvp_received(self, session: AsyncSession, envelope: Envelope, event: RsvpReceived) -> None:
-        email, name = await self._contact(session, envelope, event)
+    async def rsvp_received(self, uow: UnitOfWork, envelope: Envelope, event: RsvpReceived) -> None:
+        session = uow.session
+        email, name = await self._contact(uow, envelope, event)
         if email is None and event.member_id is None:
             return  # parked until the RSVP's key arrives, or its key was destroyed (erased)
         rv = tables.rsvps
@@ -149,7 +149,7 @@ class MeetingNotifications:
         rsvp = await self._rsvp(session, event.rsvp_id)
         going = event.status == "going"
         await self._queue_for_rsvp(
-            session,
+            uow,
             envelope,
             rsvp,
             kind="rsvp_confirmation" if going else "rsvp_waitlisted",
@@ -160,11 +160,11 @@ class MeetingNotifications:
             extra={"position": event.waitlist_position},
         )
 
-    async def promoted(self, session: AsyncSession, envelope: Envelope, event: PromotedFromWaitlist) -> None:
+    async def promoted(self, uow: UnitOfWork, envelope: Envelope, event: PromotedFromWaitlist) -> None:
+        session = uow.session
         rsvp = await self._rsvp(session, event.rsvp_id)
         if rsvp is None:
-            if not await self.service.key_ready(session, envelope, event.rsvp_id):
-                return
+            await self.service.key_ready(uow, envelope, event.rsvp_id)  # parks it, unless its key was destroyed
             return
         await session.execute(
             update(tables.rsvps).where(tables.rsvps.c.rsvp_id == event.rsvp_id).values(status="going")
@@ -173,7 +173,7 @@ class MeetingNotifications:
         if meeting is None:
             return
         await self._queue_for_rsvp(
-            session,
+            uow,
             envelope,
             {**rsvp, "status": "going"},
             kind="rsvp_promoted",
@@ -183,7 +183,8 @@ class MeetingNotifications:
             meeting=meeting,
         )
 
-    async def rsvp_cancelled(self, session: AsyncSession, envelope: Envelope, event: RsvpCancelled) -> None:
+    async def rsvp_cancelled(self, uow: UnitOfWork, envelope: Envelope, event: RsvpCancelled) -> None:
+        session = uow.session
         if await self._rsvp(session, event.rsvp_id) is None and await self.service.parking.has_parked(
             session, event.rsvp_id
         ):
@@ -193,7 +194,8 @@ class MeetingNotifications:
             update(tables.rsvps).where(tables.rsvps.c.rsvp_id == event.rsvp_id).values(status="cancelled")
         )
 
-    async def attendance(self, session: AsyncSession, envelope: Envelope, event: AttendanceRecorded) -> None:
+    async def attendance(self, uow: UnitOfWork, envelope: Envelope, event: AttendanceRecorded) -> None:
+        session = uow.session
         await session.execute(
             update(tables.rsvps).where(tables.rsvps.c.rsvp_id == event.rsvp_id).values(status="attended")
         )
@@ -234,10 +236,11 @@ class MeetingNotifications:
 
     # internals -------------------------------------------------------------------------------------
     async def _contact(
-        self, session: AsyncSession, envelope: Envelope, event: RsvpReceived
+        self, uow: UnitOfWork, envelope: Envelope, event: RsvpReceived
     ) -> tuple[str | None, str | None]:
+        session = uow.session
         if event.email is not None:
-            if not await self.service.key_ready(session, envelope, event.rsvp_id):
+            if not await self.service.key_ready(uow, envelope, event.rsvp_id):
                 return None, None
             return await self.service.keys.unseal(session, event.email), await self.service.keys.unseal(
                 session, event.name
@@ -291,7 +294,7 @@ class MeetingNotifications:
 
     async def _queue_for_rsvp(
         self,
-        session: AsyncSession,
+        uow: UnitOfWork,
         envelope: Envelope,
         rsvp: dict[str, Any] | None,
         *,
@@ -304,11 +307,8 @@ class MeetingNotifications:
     ) -> None:
         if rsvp is None or not rsvp.get("email"):
             return
-        now = datetime.now(UTC)
-        if kind != "meeting_cancelled" and meeting["ends_at"] < now:
-            return  # about a meeting that is over: of no use to anyone any more
-        if envelope.occurred_at < now - STALE_AFTER:
-            return  # an old event met late (a new consumer reading history, a long outage): don't email about it
+        if not rsvp_email_wanted(kind, meeting["ends_at"], envelope.occurred_at, datetime.now(UTC)):
+            return
         secret, base = self.settings.secret_key, self.settings.public_base_url
         rsvp_url = f"{base.rstrip('/')}/events/rsvps/{tokens.sign(secret, RSVP_LINK_PURPOSE, {'r': rsvp['rsvp_id']})}"
         footer = self.service.footer(rsvp["member_id"]) if rsvp.get("member_id") else {}
@@ -323,7 +323,7 @@ class MeetingNotifications:
             **(extra or {}),
         )
         await self.service.queue(
-            session,
+            uow,
             kind=kind,
             subject_ref=subject_ref,
             recipient_id=rsvp.get("member_id") or rsvp["rsvp_id"],

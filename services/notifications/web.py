@@ -1,6 +1,6 @@
 """Organisers' pages of notifications, under /notifications/organise: their digests (daily or weekly, the
 private feed's address), the emails' editable wording with a preview, the follow-up sequence, and the
-delivery log of their scope. Also `install`, which wires digests and follow-ups into the service.
+delivery log of their scope. Also `attach`, which hands the pages the organisers, digests and follow-ups use cases.
 """
 
 from __future__ import annotations
@@ -13,13 +13,16 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import text
 
-from services.notifications.digests import PERIODS, Digests, EmailSettings
+from services.notifications.digest_schedule import PERIODS
+from services.notifications.digests import Digests
 from services.notifications.feeds import feed_url
 from services.notifications.feeds import router as feeds_router
 from services.notifications.followups import PLACEHOLDERS, FollowUps, InvalidStep, StepInput
+from services.notifications.organisers import Organisers
+from services.notifications.wording import EmailSettings
 from shared import auth, tokens
 from shared.auth import OrganiserScope
-from shared.web import make_templates
+from shared.web import MAX_PAGE, make_templates
 
 TEMPLATES = Path(__file__).parent / "templates"
 templates = make_templates(TEMPLATES, {"service": "notifications"})
@@ -33,7 +36,8 @@ LOG_PAGE_SIZE = 50
 ROUTERS = (feeds_router, router)
 
 
-def attach(app: FastAPI, digests: Digests, follow_ups: FollowUps) -> None:
+def attach(app: FastAPI, organisers: Organisers, digests: Digests, follow_ups: FollowUps) -> None:
+    app.state.organisers = organisers
     app.state.digests = digests
     app.state.follow_ups = follow_ups
 
@@ -51,10 +55,14 @@ def _follow_ups(request: Request) -> FollowUps:
     return request.app.state.follow_ups  # type: ignore[no-any-return]
 
 
+def _organisers(request: Request) -> Organisers:
+    return request.app.state.organisers  # type: ignore[no-any-return]
+
+
 async def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     digests = _digests(request)
-    async with digests.db.transaction() as session:
-        wording = await digests.email_settings.load(session)
+    async with digests.uows.begin() as uow:
+        wording = await digests.email_settings.load(uow.session)
     return templates.TemplateResponse(
         request, name, {"network_name": wording["network_name"], **context}, status_code=status
     )
@@ -91,12 +99,13 @@ async def home(request: Request, organiser: Organiser) -> HTMLResponse:
 @router.get("/digests", response_class=HTMLResponse)
 async def my_digests(request: Request, organiser: Organiser, saved: str = "") -> HTMLResponse:
     digests = _digests(request)
-    async with digests.db.transaction() as session:
-        me = await digests.organiser(session, organiser.organiser_id)
-        subscriptions = await digests.subscriptions_of(session, organiser.organiser_id) if me else []
-        past = await digests.digests_of(session, organiser.organiser_id, 20) if me else []
+    organisers = _organisers(request)
+    async with digests.uows.begin() as uow:
+        me = await organisers.organiser(uow.session, organiser.organiser_id)
+        subscriptions = await organisers.subscriptions_of(uow.session, organiser.organiser_id) if me else []
+        past = await organisers.digests_of(uow.session, organiser.organiser_id, 20) if me else []
         names = {
-            s.id: await digests.scope_name(session, s.scope_type, s.scope_id, "the whole network")
+            s.id: await digests.scope_name(uow.session, s.scope_type, s.scope_id, "the whole network")
             for s in subscriptions
         }
     return await _page(
@@ -120,30 +129,30 @@ async def choose_period(request: Request, organiser: Organiser) -> Response:
     period = str((await request.form()).get("period", ""))
     if period not in PERIODS:
         raise HTTPException(422, "Choose daily or weekly")
-    digests = _digests(request)
-    async with digests.db.transaction() as session:
-        if await digests.organiser(session, organiser.organiser_id) is None:
+    organisers = _organisers(request)
+    async with organisers.uows.begin() as uow:
+        if await organisers.organiser(uow.session, organiser.organiser_id) is None:
             raise HTTPException(404, "Your organiser role has not reached notifications yet: try again in a minute")
-        await digests.choose_period(session, organiser.organiser_id, period)
+        await organisers.choose_period(uow, organiser.organiser_id, period)
     return RedirectResponse("/notifications/organise/digests?saved=period", status_code=303)
 
 
 @router.post("/digests/feed")
 async def renew_feed(request: Request, organiser: Organiser) -> Response:
     """Revoke the feed's address and make a new one (for a leaked address, or a feed reader you stopped using)."""
-    digests = _digests(request)
-    async with digests.db.transaction() as session:
-        if await digests.organiser(session, organiser.organiser_id) is None:
+    organisers = _organisers(request)
+    async with organisers.uows.begin() as uow:
+        if await organisers.organiser(uow.session, organiser.organiser_id) is None:
             raise HTTPException(404, "Your organiser role has not reached notifications yet: try again in a minute")
-        await digests.renew_feed_token(session, organiser.organiser_id)
+        await organisers.renew_feed_token(uow, organiser.organiser_id)
     return RedirectResponse("/notifications/organise/digests?saved=feed", status_code=303)
 
 
 @router.get("/digests/{digest_id}", response_class=HTMLResponse)
 async def one_digest(request: Request, digest_id: str, organiser: Organiser) -> HTMLResponse:
-    digests = _digests(request)
-    async with digests.db.transaction() as session:
-        rows = [d for d in await digests.digests_of(session, organiser.organiser_id, 500) if d.id == digest_id]
+    organisers = _organisers(request)
+    async with organisers.uows.begin() as uow:
+        rows = [d for d in await organisers.digests_of(uow.session, organiser.organiser_id, 500) if d.id == digest_id]
     if not rows:
         raise HTTPException(404, "No digest of yours has this address")
     d = rows[0]
@@ -211,10 +220,10 @@ async def _previews(request: Request, wording: dict[str, str]) -> list[dict[str,
     previews.append(
         {"heading": "Organisers' digest", "subject": "(the digest's title)", "text": text_part, "html": html_part}
     )
-    async with digests.db.transaction() as session:
-        steps = await follow_ups.steps(session)
+    async with digests.uows.begin() as uow:
+        steps = await follow_ups.steps(uow.session)
         if steps:
-            subject, text_part, html_part = await follow_ups.preview(session, steps[0], wording)
+            subject, text_part, html_part = await follow_ups.preview(uow.session, steps[0], wording)
             previews.append(
                 {"heading": f"Follow-up: {steps[0].step_key}", "subject": subject, "text": text_part, "html": html_part}
             )
@@ -224,8 +233,8 @@ async def _previews(request: Request, wording: dict[str, str]) -> list[dict[str,
 @router.get("/emails", response_class=HTMLResponse)
 async def email_settings(request: Request, organiser: Organiser, saved: str = "") -> HTMLResponse:
     digests = _digests(request)
-    async with digests.db.transaction() as session:
-        values = await digests.email_settings.load(session)
+    async with digests.uows.begin() as uow:
+        values = await digests.email_settings.load(uow.session)
     return await _page(
         request,
         "organise_emails.html",
@@ -242,8 +251,8 @@ async def save_email_settings(request: Request, organiser: Organiser) -> Respons
     errors = {k: "Enter some text" for k in ("network_name", "sender_name") if not submitted[k]}
     errors |= {k: "Keep it under 2,000 characters" for k, v in submitted.items() if len(v) > 2000}
     if form.get("action") == "preview" or errors:
-        async with digests.db.transaction() as session:
-            current = await digests.email_settings.load(session)
+        async with digests.uows.begin() as uow:
+            current = await digests.email_settings.load(uow.session)
         wording = {**current, **{k: v for k, v in submitted.items() if v}}
         return await _page(
             request,
@@ -259,8 +268,8 @@ async def save_email_settings(request: Request, organiser: Organiser) -> Respons
             status=422 if errors else 200,
         )
     _require_network(organiser)
-    async with digests.db.transaction() as session:
-        await digests.email_settings.save(session, submitted, organiser.organiser_id)
+    async with digests.uows.begin() as uow:
+        await digests.email_settings.save(uow.session, submitted, organiser.organiser_id)
     return RedirectResponse("/notifications/organise/emails?saved=1", status_code=303)
 
 
@@ -270,9 +279,9 @@ async def save_email_settings(request: Request, organiser: Organiser) -> Respons
 @router.get("/follow-ups", response_class=HTMLResponse)
 async def follow_up_steps(request: Request, organiser: Organiser, saved: str = "") -> HTMLResponse:
     follow_ups = _follow_ups(request)
-    async with follow_ups.db.transaction() as session:
-        steps = await follow_ups.steps(session)
-        counts = await follow_ups.status_counts(session)
+    async with follow_ups.uows.begin() as uow:
+        steps = await follow_ups.steps(uow.session)
+        counts = await follow_ups.status_counts(uow.session)
     return await _page(
         request,
         "organise_follow_ups.html",
@@ -317,11 +326,11 @@ async def new_step(request: Request, organiser: Organiser) -> HTMLResponse:
 @router.get("/follow-ups/{step_key}", response_class=HTMLResponse)
 async def edit_step(request: Request, step_key: str, organiser: Organiser) -> HTMLResponse:
     follow_ups = _follow_ups(request)
-    async with follow_ups.db.transaction() as session:
-        step = await follow_ups.step(session, step_key)
+    async with follow_ups.uows.begin() as uow:
+        step = await follow_ups.step(uow.session, step_key)
         if step is None:
             raise HTTPException(404, "There is no follow-up step with this name")
-        subject, text_part, html_part = await follow_ups.preview(session, step)
+        subject, text_part, html_part = await follow_ups.preview(uow.session, step)
     return await _page(
         request,
         "organise_follow_up_step.html",
@@ -368,8 +377,8 @@ async def save_step(request: Request, organiser: Organiser) -> Response:
     if errors or form.get("action") == "preview":
         preview = None
         if not errors:
-            async with follow_ups.db.transaction() as session:
-                subject, text_part, html_part = await follow_ups.preview(session, step)
+            async with follow_ups.uows.begin() as uow:
+                subject, text_part, html_part = await follow_ups.preview(uow.session, step)
             preview = {"heading": "Preview", "subject": subject, "text": text_part, "html": html_part}
         return await _page(
             request,
@@ -385,10 +394,10 @@ async def save_step(request: Request, organiser: Organiser) -> Response:
             status=422 if errors else 200,
         )
     _require_network(organiser)
-    async with follow_ups.db.transaction() as session:
-        if new and await follow_ups.step(session, step.step_key) is not None:
+    async with follow_ups.uows.begin() as uow:
+        if new and await follow_ups.step(uow.session, step.step_key) is not None:
             raise HTTPException(409, "A step with this name exists already: choose another name")
-        await follow_ups.save_step(session, step)
+        await follow_ups.save_step(uow, step)
     return RedirectResponse("/notifications/organise/follow-ups?saved=1", status_code=303)
 
 
@@ -414,7 +423,7 @@ async def delivery_log(
     request: Request, organiser: Organiser, status: str = "", kind: str = "", page: int = 1
 ) -> HTMLResponse:
     """Emails sent (or not) to members in the organiser's scope, newest first."""
-    page = max(1, page)
+    page = min(max(1, page), MAX_PAGE)
     # Members of a region or group are known from the recipients mirror; the whole network also sees
     # emails to people no longer there (erased members' rows keep no address).
     join = "LEFT JOIN" if organiser.is_network else "JOIN"
@@ -431,9 +440,9 @@ async def delivery_log(
         filters.append("d.kind = :kind")
         params["kind"] = kind
     digests = _digests(request)
-    async with digests.db.transaction() as session:
+    async with digests.uows.begin() as uow:
         rows = (
-            await session.execute(
+            await uow.session.execute(
                 text(
                     "SELECT d.id, d.kind, d.recipient_id, d.recipient_email, d.subject, d.status, d.attempts, "
                     "d.created_at, d.sent_at, d.last_error, r.name FROM deliveries d "
@@ -443,10 +452,10 @@ async def delivery_log(
                 params,
             )
         ).all()
-        kinds = (await session.execute(text("SELECT DISTINCT kind FROM deliveries ORDER BY kind"))).scalars().all()
+        kinds = (await uow.session.execute(text("SELECT DISTINCT kind FROM deliveries ORDER BY kind"))).scalars().all()
         since = datetime.now(UTC) - timedelta(days=7)
         summary = (
-            await session.execute(
+            await uow.session.execute(
                 text(
                     f"SELECT d.status, count(*) AS n FROM deliveries d {join} recipients r "
                     f"ON r.member_id = d.recipient_id WHERE {filters[0]} AND d.created_at >= :since "

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.local import launcher
-from services.campaigns.reporting import REPORTING_TOPICS
+from services.campaigns.projection import REPORTING_TOPICS
 from services.campaigns.views import member_token
 from shared import topics
 from shared.auth import OrganiserScope, issue
@@ -99,6 +99,10 @@ class CampaignsServer(InProcessServer):
         return self.app.state.campaigns
 
     @property
+    def letters(self) -> Any:
+        return self.app.state.letters
+
+    @property
     def engagement(self) -> Any:
         return self.app.state.engagement
 
@@ -113,7 +117,7 @@ async def campaigns_server(campaigns_settings: Settings, campaigns_port: int,
     await group_starts_at_the_end(ENGAGEMENT_GROUP, ENGAGEMENT_TOPICS)
     server = CampaignsServer(campaigns_settings, campaigns_port)
     await server.start()
-    await server.campaigns.load_mp_dataset(SAMPLE_MPS.read_text(encoding="utf-8"))
+    await server.letters.load_mp_dataset(SAMPLE_MPS.read_text(encoding="utf-8"))
     yield server
     await server.stop()
 

@@ -27,6 +27,8 @@ from shared.consumer import H_REPLAY_FOR_GROUP
 from shared.db import Database
 from shared.events import catalog as ev
 from shared.events.envelope import Envelope, EventData
+from shared.outbox import Outbox
+from shared.uow import UnitsOfWork
 from tests.campaigns.conftest import joined
 
 GROUP = "campaigns.reporting.bulk-test"
@@ -177,9 +179,9 @@ async def database(campaigns_db_url: str) -> AsyncIterator[Database]:
 async def one_by_one(db: Database, records: list[Record]) -> RebuildResult:
     result = RebuildResult()
     await _create_shadow(db, schema=ONE_BY_ONE)
-    async with db.transaction() as session:
-        await session.execute(text(f"SET LOCAL search_path TO {ONE_BY_ONE}, public"))
-        await apply_records(session, records, GROUP, result, careful=True)
+    async with UnitsOfWork(db, Outbox(tables.delivery.outbox)).begin() as uow:
+        await uow.session.execute(text(f"SET LOCAL search_path TO {ONE_BY_ONE}, public"))
+        await apply_records(uow, records, GROUP, result, careful=True)
     return result
 
 

@@ -281,7 +281,7 @@ def test_gateway_reaches_every_running_service_and_keeps_the_request_id(full_sta
     assert running, "no service runs"
     with httpx.Client(base_url=launcher.GATEWAY_URL, timeout=10) as client:
         for service in running:
-            response = client.get(f"/_svc/{service}/readyz", headers={"X-Request-ID": f"test-{service}"})
+            response = client.get(f"/static/{service}/groundswell.css", headers={"X-Request-ID": f"test-{service}"})
             assert response.status_code == 200, (service, response.text)
             assert response.headers.get_list("X-Request-ID") == [f"test-{service}"]
         generated = client.get("/_gateway/healthz").headers["X-Request-ID"]

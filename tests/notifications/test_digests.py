@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from services.notifications.digests import next_digest_time
+from services.notifications import queries
+from services.notifications.digest_schedule import next_digest_time
 from shared import topics
 from shared.events.envelope import Envelope
 from tests.notifications.conftest import poll
@@ -275,7 +276,7 @@ async def _reference(session, digests, scope, start, end):
                 {**params, "parent": parent},
             )
         ).all()
-    meetings = await digests.upcoming_meetings(session, scope, end, window_start=start)
+    meetings = await queries.upcoming_meetings(session, scope, end, window_start=start)
     return {
         "levels": [(r.level, r.n) for r in levels],
         "actions": sorted((r.subject_id, r.ask_kind or "action", r.n) for r in actions),
@@ -302,7 +303,8 @@ def _sections(content):
 
 
 async def test_a_pass_gives_each_scope_exactly_what_its_own_queries_would(notifications_server, db):
-    from services.notifications.digests import DigestPass, Scope
+    from services.notifications.digests import DigestPass
+    from services.notifications.queries import Scope
 
     ids: dict[str, str] = {}
 
@@ -374,8 +376,9 @@ async def test_a_pass_gives_each_scope_exactly_what_its_own_queries_would(notifi
     digests = notifications_server.digests
     scopes = [Scope("network"), *(Scope("region", r) for r in (r1, r2, "no-such-region"))]
     scopes += [*(Scope("group", g) for g in (g1, g2, g3, g4, s1, "no-such-group")), Scope("subteam", s1)]
-    async with digests.db.transaction() as session:
-        shared = DigestPass(digests)
+    async with digests.uows.begin() as uow:
+        session = uow.session
+        shared = DigestPass()
         for scope in scopes:
             reference_scope = Scope("group", g1) if scope.scope_type == "subteam" else scope
             expected = await _reference(session, digests, reference_scope, _WINDOW_START, _WINDOW_END)

@@ -137,8 +137,8 @@ async def test_a_member_not_yet_confirmed_waits_and_a_suppressed_address_is_neve
 
     # Confirmed later, but the address has since been suppressed (hard bounces): still nothing is sent.
     await db.execute("UPDATE recipients SET status = 'confirmed' WHERE member_id = $1", member_id)
-    async with notifications_server.digests.db.transaction() as session:
-        await notifications_server.app.state.notifications.suppressions.suppress(session, email, "hard_bounces")
+    async with notifications_server.digests.uows.begin() as uow:
+        await notifications_server.app.state.notifications.suppressions.suppress(uow.session, email, "hard_bounces")
     await follow_ups.run_due(now() + timedelta(hours=7))  # past the re-check interval
     assert (await _follow_ups_of(db, member_id))["meet-your-group"] == ("skipped", "address suppressed")
     await catcher.settle(email, 1.0)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.notifications.meetings import format_when
-from services.notifications.service import EmailRenderer
+from services.notifications.rendering import EmailRenderer
 
 MEETING = {
     "meeting_id": "m-1",

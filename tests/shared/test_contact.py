@@ -73,6 +73,12 @@ def test_an_email_address_needs_an_at_a_dot_after_it_and_to_fit_its_column() -> 
     assert not is_email("a@" + "b" * (MAX_EMAIL - 5) + ".org")
 
 
+@pytest.mark.parametrize("address", ["=cmd|'/c calc'!a1@example.org", "+1+1@example.org", "-2+3@example.org"])
+def test_an_email_address_built_to_run_as_a_spreadsheet_formula_is_refused(address: str) -> None:
+    assert not is_email(address)
+    assert is_email("ada+news@example.org") and is_email("ada-l@example.org")  # inside an address they are fine
+
+
 def test_names_and_other_text_lose_surrounding_and_repeated_white_space() -> None:
     assert collapse_spaces("  Ada \t  Lovelace\n") == "Ada Lovelace"
     assert collapse_spaces(None) == ""

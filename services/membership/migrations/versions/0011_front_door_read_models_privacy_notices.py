@@ -1,8 +1,8 @@
 """The public front door: privacy notices (versioned, named by consent records), the network's description, and
 read models of public meetings and live campaigns (fed by events' and campaigns' events).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 from collections.abc import Sequence
 
@@ -11,8 +11,8 @@ from alembic import op
 
 from services.membership import seeds
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,232 @@
+"""The campaigns service's queries: the statements its use cases and handlers share, and the tuned ones.
+
+The engagement consumer runs a few statements for every event it handles; they are built once here, so
+SQLAlchemy finds each compiled in its cache at once. Everything takes the unit of work's session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import any_, bindparam, delete, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.campaigns import db as tables
+from services.campaigns.domain import CampaignNotFound, Constituency, LadderRung, Standing, postcode_keys
+from shared.auth import OrganiserScope
+
+
+async def one(session: AsyncSession, query: Any, missing: LookupError) -> Row:
+    """The query's first row, or `missing` raised."""
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise missing
+    return row
+
+
+# Places: units and their parents ------------------------------------------------------------------------------
+
+
+async def ancestors(session: AsyncSession, unit_id: str | None) -> list[str]:
+    """The unit's parents, nearest first, from membership's organisation events."""
+    u = tables.units
+    found: list[str] = []
+    current = unit_id
+    while current and len(found) < 5:
+        current = (await session.execute(select(u.c.parent_id).where(u.c.unit_id == current))).scalar()
+        if current:
+            found.append(current)
+    return found
+
+
+async def region_of(session: AsyncSession, scope_type: str, scope_id: str | None) -> str | None:
+    """The region a scope lies in (None for the network, or a unit no region is above)."""
+    if scope_type == "network" or scope_id is None:
+        return None
+    if scope_type == "region":
+        return scope_id
+    u = tables.units
+    for unit in await ancestors(session, scope_id):
+        kind = (await session.execute(select(u.c.kind).where(u.c.unit_id == unit))).scalar()
+        if kind == "region":
+            return unit
+    return None
+
+
+async def units(session: AsyncSession) -> list[Row]:
+    u = tables.units
+    return list((await session.execute(select(u).order_by(u.c.kind, u.c.name))).all())
+
+
+async def member(session: AsyncSession, member_id: str | None) -> Row | None:
+    """A member as campaigns keeps them (ids and places, their counts and level), or None."""
+    if not member_id:
+        return None
+    m = tables.members
+    return (await session.execute(select(m).where(m.c.member_id == member_id))).first()
+
+
+# Constituencies ---------------------------------------------------------------------------------------------
+
+
+async def find_constituency(session: AsyncSession, postcode: str) -> Constituency | None:
+    """The constituency of the most precise key of the postcode the dataset holds (unit, sector, district, area)."""
+    cp, c = tables.constituency_postcodes, tables.constituencies
+    keys = postcode_keys(postcode)
+    if not keys:
+        return None
+    rows = (await session.execute(
+        select(cp.c.postcode_key, c).join(c, c.c.code == cp.c.constituency_code).where(cp.c.postcode_key.in_(keys))
+    )).all()
+    by_key = {r.postcode_key: r for r in rows}
+    for key in keys:  # the most precise match wins
+        if key in by_key:
+            r = by_key[key]
+            return Constituency(r.code, r.name, r.mp_name, r.mp_party, r.mp_email)
+    return None
+
+
+# The engagement ladder --------------------------------------------------------------------------------------
+_m, _f = tables.members, tables.engagement_facts
+_JOINED = ("region_id", "group_ids", "subteam_ids", "status", "source", "joined_at", "updated_at")
+_join_insert = pg_insert(_m).values({c: bindparam(c, type_=_m.c[c].type) for c in ("member_id", *_JOINED)})
+# The upsert returns the member's row, locked by it: what recompute would otherwise read FOR UPDATE.
+_UPSERT_JOINED = _join_insert.on_conflict_do_update(
+    index_elements=[_m.c.member_id], set_={c: _join_insert.excluded[c] for c in _JOINED}
+).returning(*_m.c)
+_MEMBER_FOR_UPDATE = select(_m).where(_m.c.member_id == bindparam("m_id")).with_for_update()
+_FACT_COUNTS = select(_f.c.kind, func.count()).where(_f.c.member_id == bindparam("m_id")).group_by(_f.c.kind)
+_SET_COUNTS = update(_m).where(_m.c.member_id == bindparam("m_id")).values(
+    actions=bindparam("n_actions"), attended=bindparam("n_attended"))
+_SET_COUNTS_AND_LEVEL = update(_m).where(_m.c.member_id == bindparam("m_id")).values(
+    actions=bindparam("n_actions"), attended=bindparam("n_attended"), level=bindparam("new_level"),
+    level_since=bindparam("since"))
+
+
+def standing(row: Any) -> Standing:
+    """A member's row as the ladder's rules see it."""
+    return Standing(row.member_id, row.level, row.actions, row.attended, tuple(row.roles))
+
+
+async def upsert_joined_member(session: AsyncSession, values: dict[str, Any]) -> Standing:
+    """Store a joined member (`member_id` and the columns of a join) and return their standing, row locked."""
+    return standing((await session.execute(_UPSERT_JOINED, values)).one())
+
+
+async def standing_for_update(session: AsyncSession, member_id: str) -> Standing | None:
+    """The member's standing with their row locked (facts are counted under it), or None if they have not joined."""
+    row = (await session.execute(_MEMBER_FOR_UPDATE, {"m_id": member_id})).first()
+    return None if row is None else standing(row)
+
+
+async def fact_counts(session: AsyncSession, member_id: str) -> tuple[int, int]:
+    """How many actions and meetings attended count for the member."""
+    counts: dict[str, int] = dict((await session.execute(_FACT_COUNTS, {"m_id": member_id})).all())  # type: ignore[arg-type]
+    return int(counts.get("action", 0)), int(counts.get("attendance", 0))
+
+
+async def set_counts(session: AsyncSession, member_id: str, actions: int, attended: int) -> None:
+    await session.execute(_SET_COUNTS, {"m_id": member_id, "n_actions": actions, "n_attended": attended})
+
+
+async def set_counts_and_level(session: AsyncSession, member_id: str, actions: int, attended: int, level: str,
+                               since: datetime) -> None:
+    await session.execute(_SET_COUNTS_AND_LEVEL, {"m_id": member_id, "n_actions": actions, "n_attended": attended,
+                                                  "new_level": level, "since": since})
+
+
+async def link_facts(session: AsyncSession, link_ref: str, member_id: str) -> None:
+    """Facts of someone who acted (`action:<id>`, `rsvp:<id>`) before joining become the new member's."""
+    await session.execute(
+        update(_f).where(_f.c.link_ref == link_ref, _f.c.member_id.is_(None)).values(member_id=member_id))
+
+
+async def member_joined_from(session: AsyncSession, link_ref: str) -> str | None:
+    """The member who joined from this action or RSVP, if they have."""
+    return (await session.execute(select(_m.c.member_id).where(_m.c.source == link_ref).limit(1))).scalar()
+
+
+async def insert_fact(session: AsyncSession, kind: str, fact_id: str, member_id: str | None, link_ref: str | None,
+                      occurred_at: datetime) -> bool:
+    """Store a fact once (by kind and id); False if it was stored already."""
+    inserted = (await session.execute(
+        pg_insert(_f).values(kind=kind, fact_id=fact_id, member_id=member_id, link_ref=link_ref,
+                             occurred_at=occurred_at)
+        .on_conflict_do_nothing().returning(_f.c.fact_id)
+    )).first()
+    return inserted is not None
+
+
+async def ladder(session: AsyncSession) -> tuple[LadderRung, ...] | None:
+    """The organisers' ladder, lowest first, or None when they have not set one."""
+    t = tables.engagement_ladder
+    rows = (await session.execute(select(t).order_by(t.c.position))).all()
+    return tuple(LadderRung(r.level, r.label, r.min_actions, r.min_attended, r.min_total, tuple(r.roles))
+                 for r in rows) if rows else None
+
+
+async def replace_ladder(session: AsyncSession, ladder: Sequence[LadderRung]) -> None:
+    t = tables.engagement_ladder
+    await session.execute(delete(t))
+    await session.execute(pg_insert(t).values([
+        {"position": i, "level": r.level, "label": r.label, "min_actions": r.min_actions,
+         "min_attended": r.min_attended, "min_total": r.min_total, "roles": list(r.roles)}
+        for i, r in enumerate(ladder)
+    ]))
+
+
+async def active_member_ids(session: AsyncSession) -> list[str]:
+    m = _m
+    return list((await session.execute(
+        select(m.c.member_id).where(m.c.status == "active").order_by(m.c.member_id))).scalars().all())
+
+
+def _scope_members(query: Any, m: Any, organiser: OrganiserScope) -> Any:
+    """Only the members an organiser looks after: their region's, group's or sub-team's."""
+    if organiser.is_network:
+        return query
+    if organiser.scope_type == "region":
+        return query.where(m.c.region_id == organiser.scope_id)
+    if organiser.scope_type == "group":
+        return query.where(literal(organiser.scope_id) == any_(m.c.group_ids))
+    return query.where(literal(organiser.scope_id) == any_(m.c.subteam_ids))
+
+
+async def members_without_part(session: AsyncSession, organiser: OrganiserScope, *, region_id: str | None,
+                               group_id: str | None, joined_before: datetime | None) -> list[Row]:
+    """Active members in the organiser's scope who have taken no action and attended no meeting, longest first."""
+    m = _m
+    q = select(m).where(m.c.status == "active", m.c.actions == 0, m.c.attended == 0)
+    q = _scope_members(q, m, organiser)
+    if region_id:
+        q = q.where(m.c.region_id == region_id)
+    if group_id:
+        q = q.where(literal(group_id) == any_(m.c.group_ids))
+    if joined_before is not None:
+        q = q.where(m.c.joined_at < joined_before)
+    return list((await session.execute(q.order_by(m.c.joined_at, m.c.member_id))).all())
+
+
+async def unit_names(session: AsyncSession) -> dict[Any, str]:
+    u = tables.units
+    return dict((await session.execute(select(u.c.unit_id, u.c.name))).all())  # type: ignore[arg-type]
+
+
+# Campaigns, asks and meetings ----------------------------------------------------------------------------------
+
+
+async def locked_campaign(session: AsyncSession, campaign_id: str, *, share: bool = False) -> Row:
+    """The campaign, locked: `share` for reading its status while acting on it (closing waits for those)."""
+    c = tables.campaigns
+    query = select(c).where(c.c.id == campaign_id)
+    query = query.with_for_update(read=True) if share else query.with_for_update()
+    return await one(session, query, CampaignNotFound(campaign_id))
+
+
+async def meeting_known(session: AsyncSession, meeting_id: str | None) -> bool:
+    m = tables.meetings
+    return (await session.execute(select(m.c.meeting_id).where(m.c.meeting_id == meeting_id))).first() is not None

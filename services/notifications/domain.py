@@ -1,0 +1,151 @@
+"""Notifications' rules, without I/O: who gets which email, and when. The use cases load the state these take
+(a key's state, a recipient's row, a meeting) and act on what they decide; tests/notifications/test_rules.py
+checks them without Kafka or a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+# Events that need a subject's key ---------------------------------------------------------------------------
+
+
+class Readiness(StrEnum):
+    """What becomes of an event whose sealed fields need its subject's key (a joiner's welcome, say)."""
+
+    NOW = "now"  # the key is here and nothing of the subject waits: handle it
+    WAIT = "wait"  # park it until the key arrives (or behind the subject's parked events, to keep their order)
+    DROP = "drop"  # the key was destroyed (the person was erased): nobody is emailed, nothing is kept
+
+
+def readiness(*, has_key: bool, destroyed: bool, others_wait: bool) -> Readiness:
+    """Whether an event needing its subject's key goes ahead now, waits for the key, or is dropped."""
+    if destroyed:
+        return Readiness.DROP
+    if not has_key or others_wait:
+        return Readiness.WAIT
+    return Readiness.NOW
+
+
+def first_name_of(name: str | None) -> str:
+    """How an email greets someone: their first name, or "friend"."""
+    return (name or "").split(" ")[0] or "friend"
+
+
+def mirror_status(confirmation_required: bool) -> str:
+    """A joiner's status in the recipients mirror: pending until they confirm their address, when asked to."""
+    return "pending" if confirmation_required else "confirmed"
+
+
+def lifts_unsubscribe(email_consent: bool, email: str | None) -> bool:
+    """Joining (again) with consent to email lifts an earlier unsubscribe or leaving of that address."""
+    return email_consent and bool(email)
+
+
+# Meeting announcements ----------------------------------------------------------------------------------------
+
+ANNOUNCEMENT_TOPIC = "meetings"  # the kind of email a member can opt out of in their preferences
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who a meeting's announcement goes to: confirmed members who consented to email and did not opt out of
+    `topic`, within the meeting's scope (`field` of the recipients mirror holding `unit_id`; None: everyone)."""
+
+    field: str | None
+    unit_id: str | None
+    topic: str = ANNOUNCEMENT_TOPIC
+
+
+def announcement_audience(scope_type: str, scope_id: str | None) -> Audience:
+    """A region's meeting goes to the region's members, a group's to its members, a sub-team's to the sub-team,
+    a network-wide one to everyone."""
+    field = {"region": "region_id", "group": "group_ids", "subteam": "subteam_ids"}.get(scope_type)
+    return Audience(field, scope_id if field else None)
+
+
+def is_announced(parent_meeting_id: str | None) -> bool:
+    """A conference's sessions are announced with the conference, not one by one."""
+    return parent_meeting_id is None
+
+
+def announcement_goes_ahead(status: str, starts_at: datetime, now: datetime) -> bool:
+    """An announcement still worth sending: the meeting is not cancelled and has not started."""
+    return status != "cancelled" and starts_at >= now
+
+
+# Emails about a member's RSVP ------------------------------------------------------------------------------
+
+STALE_AFTER = timedelta(days=2)
+CHANGES_WORTH_AN_EMAIL = frozenset({"starts_at", "ends_at", "venue", "kind", "timezone", "title"})
+
+
+def changes_worth_an_email(changed: Iterable[str]) -> list[str]:
+    """The changes of a meeting its attendees are told about (sorted); none: no email."""
+    return sorted(CHANGES_WORTH_AN_EMAIL & set(changed))
+
+
+def rsvp_email_wanted(kind: str, meeting_ends_at: datetime, occurred_at: datetime, now: datetime) -> bool:
+    """Whether an email about an RSVP is still of use: not about a meeting that is over (unless it tells of its
+    cancellation), and not caused by an old event met late (a new consumer reading history, a long outage)."""
+    if kind != "meeting_cancelled" and meeting_ends_at < now:
+        return False
+    return occurred_at >= now - STALE_AFTER
+
+
+# Follow-ups -------------------------------------------------------------------------------------------------
+
+FOLLOW_UP_KIND = "follow_up"  # not transactional: carries List-Unsubscribe, stops on unsubscribe (suppression.py)
+FOLLOW_UP_TOPIC = "follow_ups"  # the kind of email a member can opt out of in their preferences
+RECHECK_AFTER = timedelta(hours=6)  # a member not yet confirmed (or not mirrored yet) is looked at again
+GIVE_UP_AFTER = timedelta(days=7)  # ... until this long after the step was due
+
+
+class Recipient(Protocol):
+    """What the follow-up rule reads of a member's row in the recipients mirror."""
+
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def email_consent(self) -> bool: ...
+    @property
+    def email_topics(self) -> Any: ...
+
+
+def follow_up_decision(
+    *,
+    step_enabled: bool | None,
+    took_part: bool,
+    recipient: Recipient | None,
+    suppressed: bool,
+    due_at: datetime,
+    now: datetime,
+) -> tuple[str, str | None]:
+    """('queued' | 'skipped' | 'due', reason) for one follow-up that is due: queue it, skip it for good (the
+    reason), or look again later (not confirmed yet, or not mirrored yet) until GIVE_UP_AFTER has passed.
+    `step_enabled`: None when the step was deleted; `suppressed`: whether the address's suppression stops
+    follow-ups."""
+    if not step_enabled:
+        return "skipped", "step switched off"
+    if took_part:
+        return "skipped", "already took part"
+    too_late = now - due_at > GIVE_UP_AFTER
+    if recipient is None or not recipient.email:
+        return ("skipped", "no address") if too_late else ("due", "waiting for the member's details")
+    if recipient.status == "pending":
+        return ("skipped", "never confirmed") if too_late else ("due", "waiting for confirmation")
+    if recipient.status != "confirmed":
+        return "skipped", f"member {recipient.status}"
+    if not recipient.email_consent:
+        return "skipped", "no consent to email"
+    if recipient.email_topics is not None and FOLLOW_UP_TOPIC not in recipient.email_topics:
+        return "skipped", "opted out of follow-ups"
+    if suppressed:
+        return "skipped", "address suppressed"
+    return "queued", None
