@@ -3,9 +3,10 @@ paged collections with their `_links` and `_embedded` items. Each service adds i
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -48,23 +49,31 @@ def bare_id(value: str) -> str:
 
 
 def install_error_bodies(app: FastAPI) -> None:
-    """OSDI's `{"error": "…"}` for every error under `/api/v2` (FastAPI's `{"detail"}` stays elsewhere)."""
+    """OSDI's `{"error": "…"}` for every error under `/api/v2`; elsewhere the handlers installed before this one
+    (the shared error pages for browsers, FastAPI's `{"detail"}` for JSON callers) answer as they did."""
+    other_http = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
+    other_invalid = app.exception_handlers.get(RequestValidationError, request_validation_exception_handler)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if not request.url.path.startswith(PREFIX):
-            return await http_exception_handler(request, exc)
+            return await _answer(other_http(request, exc))
         return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers, media_type=HAL)
 
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         if not request.url.path.startswith(PREFIX):
-            return await request_validation_exception_handler(request, exc)
+            return await _answer(other_invalid(request, exc))
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
         return hal_error(422, problems or "The request is not valid")
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
+
+
+async def _answer(response: Response | Awaitable[Response]) -> Response:
+    """An exception handler's answer, whether the handler was a coroutine or a plain function."""
+    return await response if inspect.isawaitable(response) else response
 
 
 class FilterError(ValueError):
