@@ -18,7 +18,17 @@ from tests.support.kafka import produce
 from tests.support.organisers import organiser_headers
 
 
-async def seed_members(conn, n: int, group_id: str, tag: str) -> list[tuple[str, str]]:
+@pytest.fixture
+async def seeded(notifications_db):
+    """The member ids a test seeds into the mirror, removed afterwards: on a stack that is used again (make test
+    reuses a running one), 2,000 members left behind would receive every later test's network-wide announcement
+    and bury the next run's emails under tens of thousands of bulk ones."""
+    ids: list[str] = []
+    yield ids
+    await notifications_db.execute("DELETE FROM recipients WHERE member_id = ANY($1::text[])", ids)
+
+
+async def seed_members(conn, n: int, group_id: str, tag: str, seeded: list[str]) -> list[tuple[str, str]]:
     """Confirmed, consenting members of one local group, as the mirror holds them once their events arrived."""
     people = [(str(uuid.uuid4()), f"{tag}-{i}-{uuid.uuid4().hex[:6]}@example.org") for i in range(n)]
     await conn.executemany(
@@ -26,6 +36,7 @@ async def seed_members(conn, n: int, group_id: str, tag: str) -> list[tuple[str,
         "VALUES ($1, $2, $3, true, 'confirmed', ARRAY[$4], now())",
         [(mid, email, f"Member {i}", group_id) for i, (mid, email) in enumerate(people)],
     )
+    seeded.extend(mid for mid, _ in people)
     await conn.executemany(
         "INSERT INTO subject_keys (key_id, key) VALUES ($1, $2)", [(mid, os.urandom(32)) for mid, _ in people]
     )
@@ -65,10 +76,12 @@ class Tally:
         return self.counts
 
 
-async def test_announcement_reaches_members_in_scope_and_never_the_unsubscribed(gateway, mail, notifications_db):
+async def test_announcement_reaches_members_in_scope_and_never_the_unsubscribed(
+    gateway, mail, notifications_db, seeded
+):
     group = str(uuid.uuid4())
-    members = await seed_members(notifications_db, 3, group, "announce")
-    elsewhere = await seed_members(notifications_db, 1, str(uuid.uuid4()), "othergroup")
+    members = await seed_members(notifications_db, 3, group, "announce", seeded)
+    elsewhere = await seed_members(notifications_db, 1, str(uuid.uuid4()), "othergroup", seeded)
     unsubscribed_id, unsubscribed_email = members[0]
 
     # The member unsubscribes (membership publishes ConsentChanged); it takes effect at once.
@@ -98,10 +111,10 @@ async def test_announcement_reaches_members_in_scope_and_never_the_unsubscribed(
 
 @pytest.mark.fault
 async def test_fanout_to_2000_members_killed_midway_and_restarted_sends_exactly_one_each(
-    gateway, mail, notifications_db
+    gateway, mail, notifications_db, seeded
 ):
     group = str(uuid.uuid4())
-    members = await seed_members(notifications_db, 2000, group, "fanout")
+    members = await seed_members(notifications_db, 2000, group, "fanout", seeded)
     emails = [email for _, email in members]
     since = await mail.mark()
     response = await gateway.post("/meetings", json=meeting_for_group(group), headers=organiser_headers())
