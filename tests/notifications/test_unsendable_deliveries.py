@@ -32,6 +32,7 @@ from shared.events.catalog import MemberErased
 from shared.events.envelope import Envelope
 from shared.outbox import Outbox
 from shared.topics import NOTIFICATIONS_DELIVERIES
+from shared.uow import UnitsOfWork
 from tests.support.inprocess import asyncpg_dsn, fresh_test_database, poll
 from tests.support.kafka import EnvelopePublisher, wait_for_records
 from tests.support.mail import MailCatcher
@@ -241,10 +242,11 @@ async def test_a_delivery_cancelled_by_erasure_while_its_batch_is_sent_is_droppe
     batch = {claimed.recipient_email: claimed for claimed in await worker.claim(10)}
     assert set(batch) == {in_flight, given_back}
 
-    service = NotificationService(worker.db, worker.outbox, worker.settings)
+    uows = UnitsOfWork(worker.db, worker.outbox)
+    service = NotificationService(uows, worker.settings)
     erased = MemberErased(member_id=member_id, erased_at=datetime.now(UTC))
-    async with worker.db.transaction() as session:
-        await service.member_erased(session, Envelope.wrap(erased), erased)
+    async with uows.begin() as uow:
+        await service.member_erased(uow, Envelope.wrap(erased), erased)
 
     await worker.deliver(mailer, batch[in_flight])  # the sender reaches it with the address it claimed
     await worker._release([batch[given_back].id])  # the batch ran out of time: the rest is given back
