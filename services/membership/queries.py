@@ -144,11 +144,15 @@ async def current_privacy_version(session: AsyncSession) -> int | None:
     return (await session.execute(select(func.max(tables.privacy_notices.c.version)))).scalar()
 
 
+# The notice in force, read by the INSERT itself (a join's hot path: no round trip of its own).
+_INSERT_CONSENT = insert(tables.consent_records).values(
+    privacy_version=select(func.max(tables.privacy_notices.c.version)).scalar_subquery()
+)
+
+
 async def insert_consent_records(session: AsyncSession, rows: list[dict[str, Any]] | dict[str, Any]) -> None:
     """Consent records, each naming the privacy notice in force as it is recorded."""
-    version = await current_privacy_version(session)
-    rows = [rows] if isinstance(rows, dict) else rows
-    await session.execute(insert(tables.consent_records), [{**row, "privacy_version": version} for row in rows])
+    await session.execute(_INSERT_CONSENT, [rows] if isinstance(rows, dict) else rows)
 
 
 async def insert_member_keys(session: AsyncSession, keys: dict[str, bytes]) -> None:

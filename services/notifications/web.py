@@ -59,6 +59,11 @@ def _organisers(request: Request) -> Organisers:
     return request.app.state.organisers  # type: ignore[no-any-return]
 
 
+DigestsDep = Annotated[Digests, Depends(_digests)]
+FollowUpsDep = Annotated[FollowUps, Depends(_follow_ups)]
+OrganisersDep = Annotated[Organisers, Depends(_organisers)]
+
+
 async def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     digests = _digests(request)
     async with digests.uows.begin() as uow:
@@ -97,9 +102,9 @@ async def home(request: Request, organiser: Organiser) -> HTMLResponse:
 
 
 @router.get("/digests", response_class=HTMLResponse)
-async def my_digests(request: Request, organiser: Organiser, saved: str = "") -> HTMLResponse:
-    digests = _digests(request)
-    organisers = _organisers(request)
+async def my_digests(
+    request: Request, organiser: Organiser, digests: DigestsDep, organisers: OrganisersDep, saved: str = ""
+) -> HTMLResponse:
     async with digests.uows.begin() as uow:
         me = await organisers.organiser(uow.session, organiser.organiser_id)
         subscriptions = await organisers.subscriptions_of(uow.session, organiser.organiser_id) if me else []
@@ -125,11 +130,10 @@ async def my_digests(request: Request, organiser: Organiser, saved: str = "") ->
 
 
 @router.post("/digests/period")
-async def choose_period(request: Request, organiser: Organiser) -> Response:
+async def choose_period(request: Request, organiser: Organiser, organisers: OrganisersDep) -> Response:
     period = str((await request.form()).get("period", ""))
     if period not in PERIODS:
         raise HTTPException(422, "Choose daily or weekly")
-    organisers = _organisers(request)
     async with organisers.uows.begin() as uow:
         if await organisers.organiser(uow.session, organiser.organiser_id) is None:
             raise HTTPException(404, "Your organiser role has not reached notifications yet: try again in a minute")
@@ -138,9 +142,8 @@ async def choose_period(request: Request, organiser: Organiser) -> Response:
 
 
 @router.post("/digests/feed")
-async def renew_feed(request: Request, organiser: Organiser) -> Response:
+async def renew_feed(request: Request, organiser: Organiser, organisers: OrganisersDep) -> Response:
     """Revoke the feed's address and make a new one (for a leaked address, or a feed reader you stopped using)."""
-    organisers = _organisers(request)
     async with organisers.uows.begin() as uow:
         if await organisers.organiser(uow.session, organiser.organiser_id) is None:
             raise HTTPException(404, "Your organiser role has not reached notifications yet: try again in a minute")
@@ -149,8 +152,7 @@ async def renew_feed(request: Request, organiser: Organiser) -> Response:
 
 
 @router.get("/digests/{digest_id}", response_class=HTMLResponse)
-async def one_digest(request: Request, digest_id: str, organiser: Organiser) -> HTMLResponse:
-    organisers = _organisers(request)
+async def one_digest(request: Request, digest_id: str, organiser: Organiser, organisers: OrganisersDep) -> HTMLResponse:
     async with organisers.uows.begin() as uow:
         rows = [d for d in await organisers.digests_of(uow.session, organiser.organiser_id, 500) if d.id == digest_id]
     if not rows:
@@ -231,8 +233,7 @@ async def _previews(request: Request, wording: dict[str, str]) -> list[dict[str,
 
 
 @router.get("/emails", response_class=HTMLResponse)
-async def email_settings(request: Request, organiser: Organiser, saved: str = "") -> HTMLResponse:
-    digests = _digests(request)
+async def email_settings(request: Request, organiser: Organiser, digests: DigestsDep, saved: str = "") -> HTMLResponse:
     async with digests.uows.begin() as uow:
         values = await digests.email_settings.load(uow.session)
     return await _page(
@@ -243,10 +244,9 @@ async def email_settings(request: Request, organiser: Organiser, saved: str = ""
 
 
 @router.post("/emails", response_class=HTMLResponse)
-async def save_email_settings(request: Request, organiser: Organiser) -> Response:
+async def save_email_settings(request: Request, organiser: Organiser, digests: DigestsDep) -> Response:
     """Save the wording, or (the Preview button) show the emails with it without saving."""
     form = await request.form()
-    digests = _digests(request)
     submitted = {k: str(form.get(k, "")).strip() for k in EmailSettings.LABELS}
     errors = {k: "Enter some text" for k in ("network_name", "sender_name") if not submitted[k]}
     errors |= {k: "Keep it under 2,000 characters" for k, v in submitted.items() if len(v) > 2000}
@@ -277,8 +277,9 @@ async def save_email_settings(request: Request, organiser: Organiser) -> Respons
 
 
 @router.get("/follow-ups", response_class=HTMLResponse)
-async def follow_up_steps(request: Request, organiser: Organiser, saved: str = "") -> HTMLResponse:
-    follow_ups = _follow_ups(request)
+async def follow_up_steps(
+    request: Request, organiser: Organiser, follow_ups: FollowUpsDep, saved: str = ""
+) -> HTMLResponse:
     async with follow_ups.uows.begin() as uow:
         steps = await follow_ups.steps(uow.session)
         counts = await follow_ups.status_counts(uow.session)
@@ -324,8 +325,7 @@ async def new_step(request: Request, organiser: Organiser) -> HTMLResponse:
 
 
 @router.get("/follow-ups/{step_key}", response_class=HTMLResponse)
-async def edit_step(request: Request, step_key: str, organiser: Organiser) -> HTMLResponse:
-    follow_ups = _follow_ups(request)
+async def edit_step(request: Request, step_key: str, organiser: Organiser, follow_ups: FollowUpsDep) -> HTMLResponse:
     async with follow_ups.uows.begin() as uow:
         step = await follow_ups.step(uow.session, step_key)
         if step is None:
@@ -346,7 +346,7 @@ async def edit_step(request: Request, step_key: str, organiser: Organiser) -> HT
 
 
 @router.post("/follow-ups", response_class=HTMLResponse)
-async def save_step(request: Request, organiser: Organiser) -> Response:
+async def save_step(request: Request, organiser: Organiser, follow_ups: FollowUpsDep) -> Response:
     form = await request.form()
     values: dict[str, Any] = {k: str(form.get(k, "")) for k in ("step_key", "subject", "body", "cta_label", "cta_url")}
     values["enabled"] = form.get("enabled") == "on"
@@ -358,7 +358,6 @@ async def save_step(request: Request, organiser: Organiser) -> Response:
         except ValueError:
             values[number] = raw
             errors[number] = "Enter a whole number"
-    follow_ups = _follow_ups(request)
     step = StepInput(
         step_key=values["step_key"].strip(),
         day_offset=values["day_offset"] if isinstance(values["day_offset"], int) else 0,
@@ -420,7 +419,7 @@ def _scope_condition(organiser: OrganiserScope) -> str:
 
 @router.get("/deliveries", response_class=HTMLResponse)
 async def delivery_log(
-    request: Request, organiser: Organiser, status: str = "", kind: str = "", page: int = 1
+    request: Request, organiser: Organiser, digests: DigestsDep, status: str = "", kind: str = "", page: int = 1
 ) -> HTMLResponse:
     """Emails sent (or not) to members in the organiser's scope, newest first."""
     page = min(max(1, page), MAX_PAGE)
@@ -439,7 +438,6 @@ async def delivery_log(
     if kind:
         filters.append("d.kind = :kind")
         params["kind"] = kind
-    digests = _digests(request)
     async with digests.uows.begin() as uow:
         rows = (
             await uow.session.execute(
