@@ -153,9 +153,6 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         await u.activity.members_joined(uow, run)
         await u.follow_ups.members_joined(uow, run)
 
-    async def member_profile_updated(uow: UnitOfWork, envelope: Envelope, event: MemberProfileUpdated) -> None:
-        await u.organisers.member_profile_updated(uow, envelope, event)
-
     async def member_erased(uow: UnitOfWork, envelope: Envelope, event: MemberErased) -> None:
         await u.activity.member_erased(uow, envelope, event)
         await u.organisers.member_erased(uow, envelope, event)
@@ -167,7 +164,7 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
 
     activity.route(
         (MemberJoined, member_joined),
-        (MemberProfileUpdated, member_profile_updated),
+        (MemberProfileUpdated, u.organisers.member_profile_updated),
         (MemberErased, member_erased),
         (MeetingScheduled, u.activity.meeting_changed),
         (MeetingUpdated, u.activity.meeting_changed),
