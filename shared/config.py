@@ -41,6 +41,8 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str = "localhost:9092"
     kafka_replication_factor: int = 1
+    # None: 2 from a replication factor of 3, else the cluster's default (shared.topics.min_insync_for)
+    kafka_min_insync_replicas: int | None = None
     kafka_partitions: int = 6
 
     database_url: str = "postgresql+asyncpg://groundswell:groundswell@127.0.0.1:5433/groundswell"

@@ -24,12 +24,37 @@ class TopicSpec:
     compacted: bool = False
     extra_config: dict[str, str] = field(default_factory=dict)
 
-    def config(self) -> dict[str, str]:
-        cfg = {"retention.ms": str(self.retention_ms), "min.insync.replicas": "1"}
+    def config(self, replication_factor: int = 1, min_insync_replicas: int | None = None) -> dict[str, str]:
+        """The topic's configuration; `min.insync.replicas` only where `min_insync_for` decides one."""
+        cfg = {"retention.ms": str(self.retention_ms)}
+        insync = min_insync_for(replication_factor, min_insync_replicas)
+        if insync is not None:
+            cfg["min.insync.replicas"] = str(insync)
         if self.compacted:
             cfg["cleanup.policy"] = "compact"
         cfg.update(self.extra_config)
         return cfg
+
+
+def min_insync_for(replication_factor: int, configured: int | None = None) -> int | None:
+    """The `min.insync.replicas` a topic is created with, or None to take the cluster's own setting.
+
+    With `acks=all`, a write is acknowledged once this many replicas have it: 2 of 3 means losing one broker's
+    disk never loses an acknowledged event, and one broker down still accepts writes. Configured
+    (`KAFKA_MIN_INSYNC_REPLICAS`) it is used as given, but never above replication factor - 1 (then one broker
+    down would stop every write) and never below 1; unconfigured it is 2 from a replication factor of 3, and the
+    cluster's default below that (a single broker: 1).
+    """
+    if configured is not None:
+        if configured < 1:
+            raise ValueError(f"KAFKA_MIN_INSYNC_REPLICAS must be at least 1, not {configured}")
+        if replication_factor > 1 and configured > replication_factor - 1:
+            raise ValueError(
+                f"KAFKA_MIN_INSYNC_REPLICAS={configured} with a replication factor of {replication_factor}: one broker "
+                f"down would refuse every write; use at most {replication_factor - 1}"
+            )
+        return configured if replication_factor > 1 else None
+    return 2 if replication_factor >= 3 else None
 
 
 MEMBERSHIP_MEMBERS = "membership.members"
@@ -141,7 +166,9 @@ async def create_topics(bootstrap: str | None = None, extra: tuple[TopicSpec, ..
                         name=t.name,
                         num_partitions=t.partitions or settings.kafka_partitions,
                         replication_factor=settings.kafka_replication_factor,
-                        topic_configs=t.config(),
+                        topic_configs=t.config(
+                            settings.kafka_replication_factor, settings.kafka_min_insync_replicas
+                        ),
                     )
                     for t in wanted
                 ]
