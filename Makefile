@@ -25,7 +25,7 @@ export UV_PYTHON_DOWNLOADS ?= never
 .PHONY: help install run up infra stop down status organiser test lint bench demo
 
 help:
-	@echo "make install   bootstrap: uv, system packages (postgresql nginx-light chromium java maven), .venv"
+	@echo "make install   bootstrap: uv, system packages (postgresql nginx-light chromium java maven prometheus: promtool checks the alert rules), .venv"
 	@echo "make run       run everything in the foreground; Ctrl-C stops it"
 	@echo "make up        start everything in the background (reuses what runs); prints the addresses"
 	@echo "make infra     start only Kafka, PostgreSQL and the SMTP catcher"
@@ -48,6 +48,7 @@ install:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing system packages:$$missing"; \

@@ -21,6 +21,11 @@ CONSUMER_LAG = Gauge(
     "Messages behind the end of the partition",
     ["service", "consumer", "topic", "partition"],
 )
+READY = Gauge(
+    "groundswell_ready",
+    "1 when a dependency answers the service (database, kafka), 0 when it does not; set at each scrape",
+    ["service", "dependency"],
+)
 HTTP_REQUESTS = Histogram(
     "groundswell_http_request_seconds", "HTTP request duration", ["service", "method", "route", "status"]
 )

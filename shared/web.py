@@ -317,6 +317,9 @@ def add_operational_routes(app: FastAPI, service: str, readiness: Any) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
+        # Readiness measured at each scrape, so an alert sees a service that stopped being ready (docs/operations.md).
+        for dependency, ok in (await readiness()).items():
+            metrics.READY.labels(service, dependency).set(1 if ok else 0)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.mount(f"/static/{service}", StaticFiles(directory=str(SHARED_STATIC)), name="static")
