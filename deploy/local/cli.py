@@ -21,7 +21,7 @@ from deploy.local.config import (
     rel,
     say,
 )
-from deploy.local.gateway import render_nginx_conf
+from deploy.local.gateway import configured_tls, render_nginx_conf
 from deploy.local.processes import launcher_lock, log_path, log_tail, read_record, tie_children_to_launcher
 from deploy.local.services import run_service_command, service_instances, service_ready, service_url
 from deploy.local.stack import addresses, ensure_up, planned_components, status, stop_all, stop_names
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _cmd_status(args.quiet, args.json)
         if args.command == "nginx-conf":
-            print(render_nginx_conf(args.target), end="")
+            tls = configured_tls() if args.target == "local" else None
+            print(render_nginx_conf(args.target, tls=tls), end="")
             return 0
         if args.command == "logs":
             print(log_tail(args.name, args.n))

@@ -48,11 +48,20 @@ SMTP_CATCHER_SMTP_PORT = 1025 + PORT_OFFSET
 SMTP_CATCHER_HTTP_PORT = 1080 + PORT_OFFSET
 
 GATEWAY_URL = f"http://{HOST}:{GATEWAY_PORT}"
+# HTTPS at the gateway (docs/operations.md, "HTTPS"): both files set -> it serves TLS on GATEWAY_HTTPS_PORT and the
+# plain port redirects there (it still answers /_gateway/healthz and ACME's http-01 challenges).
+GATEWAY_TLS_CERT = os.environ.get("GATEWAY_TLS_CERT") or ""
+GATEWAY_TLS_KEY = os.environ.get("GATEWAY_TLS_KEY") or ""
+GATEWAY_HTTPS_PORT = int(os.environ.get("GATEWAY_HTTPS_PORT") or 8443 + PORT_OFFSET)
+GATEWAY_ACME_WEBROOT = os.environ.get("GATEWAY_ACME_WEBROOT") or ""
+GATEWAY_TLS = bool(GATEWAY_TLS_CERT and GATEWAY_TLS_KEY)
 SMTP_CATCHER_URL = f"http://{HOST}:{SMTP_CATCHER_HTTP_PORT}"
 KAFKA_EXTERNAL = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
 KAFKA_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or f"{HOST}:{KAFKA_PORT}"
 POSTGRES_EXTERNAL = bool(os.environ.get("DATABASE_URL"))
-PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL") or f"http://localhost:{GATEWAY_PORT}"
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL") or (
+    f"https://localhost:{GATEWAY_HTTPS_PORT}" if GATEWAY_TLS else f"http://localhost:{GATEWAY_PORT}"
+)
 DEFAULT_MAIL_FROM = "Groundswell <hello@groundswell.localhost>"
 
 INFRA = ("postgres", "kafka", "smtp_catcher")
@@ -102,6 +111,8 @@ def required_ports(components: Iterable[str]) -> dict[str, int]:
             ports["SMTP catcher (web)"] = SMTP_CATCHER_HTTP_PORT
         elif component == GATEWAY:
             ports["gateway"] = GATEWAY_PORT
+            if GATEWAY_TLS:
+                ports["gateway (https)"] = GATEWAY_HTTPS_PORT
         elif component in SERVICE_PORTS:
             ports[component] = SERVICE_PORTS[component]
     return ports

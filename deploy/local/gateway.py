@@ -6,16 +6,23 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.local.config import (
     GATEWAY,
+    GATEWAY_ACME_WEBROOT,
+    GATEWAY_HTTPS_PORT,
     GATEWAY_PORT,
+    GATEWAY_TLS,
+    GATEWAY_TLS_CERT,
+    GATEWAY_TLS_KEY,
     GATEWAY_URL,
     HOST,
     IS_ROOT,
     NGINX_DIR,
     NGINX_TEMPLATE,
+    PUBLIC_BASE_URL,
     SERVICE_PORTS,
     LauncherError,
     required_ports,
@@ -84,6 +91,61 @@ SECURITY_HEADERS: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class Tls:
+    """HTTPS at the gateway: the certificate chain and key files, the port it serves on, where it redirects plain
+    HTTP to (the public address), and ACME's webroot for http-01 challenges (certbot --webroot), if any."""
+
+    certificate: str
+    key: str
+    port: int
+    public_base_url: str
+    acme_webroot: str = ""
+
+
+def configured_tls() -> Tls | None:
+    """The TLS the environment asks for (GATEWAY_TLS_CERT and GATEWAY_TLS_KEY), or None: plain HTTP."""
+    if not GATEWAY_TLS:
+        return None
+    for name, path in (("GATEWAY_TLS_CERT", GATEWAY_TLS_CERT), ("GATEWAY_TLS_KEY", GATEWAY_TLS_KEY)):
+        if not Path(path).is_file():
+            raise LauncherError(f"{name}={path}: no such file. Give the certificate chain and its private key (PEM).")
+    if not PUBLIC_BASE_URL.startswith("https://"):
+        raise LauncherError(f"PUBLIC_BASE_URL={PUBLIC_BASE_URL} with TLS at the gateway: use its https:// address.")
+    return Tls(GATEWAY_TLS_CERT, GATEWAY_TLS_KEY, GATEWAY_HTTPS_PORT, PUBLIC_BASE_URL, GATEWAY_ACME_WEBROOT)
+
+
+def _tls_listen(listen_host: str, tls: Tls) -> str:
+    return "\n".join([
+        f"        listen {listen_host}{tls.port} ssl;",
+        f"        ssl_certificate {tls.certificate};",
+        f"        ssl_certificate_key {tls.key};",
+        "        ssl_protocols TLSv1.2 TLSv1.3;",
+        "        ssl_prefer_server_ciphers off;",
+        "        ssl_session_cache shared:groundswell_tls:10m;",
+        "        ssl_session_timeout 1d;",
+    ])
+
+
+def _redirect_server(listen: str, tls: Tls) -> str:
+    """Plain HTTP: the gateway's health answer, ACME's challenges, and a permanent redirect to https for the rest."""
+    acme = (
+        f"        location ^~ /.well-known/acme-challenge/ {{\n            root {tls.acme_webroot};\n        }}\n"
+        if tls.acme_webroot else ""
+    )
+    target = tls.public_base_url.rstrip("/")
+    return (
+        "    server {\n"
+        f"        listen {listen};\n"
+        "        server_name _;\n"
+        "        location = /_gateway/healthz {\n            access_log off;\n            default_type text/plain;\n"
+        '            return 200 "ok\\n";\n        }\n'
+        f"{acme}"
+        f"        location / {{\n            return 308 {target}$request_uri;\n        }}\n"
+        "    }\n"
+    )
+
+
 def nginx_binary() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -112,21 +174,26 @@ def _security_headers(indent: str) -> str:
     return "\n".join(f"{indent}add_header {name} \"{value}\" always;" for name, value in SECURITY_HEADERS.items())
 
 
-def render_nginx_conf(target: str = "local") -> str:
+def render_nginx_conf(
+    target: str = "local", *, tls: Tls | None = None, directory: Path = NGINX_DIR, port: int = GATEWAY_PORT
+) -> str:
     """The gateway's nginx.conf from deploy/nginx/gateway.conf.template and ROUTES.
 
-    target "local": 127.0.0.1 ports, paths inside .run/nginx; "docker": service names of docker-compose.
+    target "local": 127.0.0.1 ports, paths inside `directory` (.run/nginx); "docker": service names of
+    docker-compose. With `tls`, the routes are served over HTTPS and the plain `port` redirects there.
     """
+    listen_host = ""
     if target == "local":
         hosts = {name: f"{HOST}:{port}" for name, port in SERVICE_PORTS.items()}
+        listen_host = f"{HOST}:"
         values = {
             "USER_DIRECTIVE": "user root;" if IS_ROOT else "# (not root: workers run as the launching user)",
             "WORKER_PROCESSES": "2",
-            "PID_FILE": str(NGINX_DIR / "nginx.pid"),
+            "PID_FILE": str(directory / "nginx.pid"),
             "ERROR_LOG": "stderr",
             "ACCESS_LOG": "/dev/stdout",
-            "TEMP_DIR": str(NGINX_DIR / "tmp"),
-            "LISTEN": f"{HOST}:{GATEWAY_PORT}",
+            "TEMP_DIR": str(directory / "tmp"),
+            "LISTEN": f"{HOST}:{port}",
         }
     elif target == "docker":
         hosts = {name: f"{name}:{port}" for name, port in SERVICE_PORTS.items()}
@@ -141,6 +208,13 @@ def render_nginx_conf(target: str = "local") -> str:
         }
     else:
         raise ValueError(f"unknown target {target!r} (local or docker)")
+    if tls is None:
+        values["LISTEN_DIRECTIVES"] = f"        listen {values['LISTEN']};"
+        values["REDIRECT_SERVER"] = ""
+    else:
+        values["LISTEN_DIRECTIVES"] = _tls_listen(listen_host, tls)
+        values["REDIRECT_SERVER"] = _redirect_server(values["LISTEN"], tls)
+    del values["LISTEN"]
     values["UPSTREAMS"] = "\n".join(
         f"    upstream {name} {{\n        server {host} max_fails=0;\n        keepalive 16;\n"
         f"        keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;\n    }}"
@@ -160,7 +234,7 @@ def render_nginx_conf(target: str = "local") -> str:
 
 def _prepare_gateway() -> list[str]:
     (NGINX_DIR / "tmp").mkdir(parents=True, exist_ok=True)
-    (NGINX_DIR / "nginx.conf").write_text(render_nginx_conf("local"))
+    (NGINX_DIR / "nginx.conf").write_text(render_nginx_conf("local", tls=configured_tls()))
     command = [nginx_binary(), "-p", str(NGINX_DIR), "-c", str(NGINX_DIR / "nginx.conf"), "-e", "stderr"]
     test = subprocess.run([*command, "-t", "-q"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if test.returncode != 0:
