@@ -22,11 +22,13 @@ BENCH_ARGS ?=
 
 export UV_PYTHON_DOWNLOADS ?= never
 
-.PHONY: help install run up infra stop down status organiser test lint bench demo
+.PHONY: help install run up infra stop down status organiser backup restore test lint bench demo
 
 help:
 	@echo "make install   bootstrap: uv, system packages (postgresql nginx-light chromium java maven prometheus: promtool checks the alert rules), .venv"
 	@echo "make run       run everything in the foreground; Ctrl-C stops it"
+	@echo "make backup    an encrypted backup of every database and Kafka's topics (docs/operations.md, Backups)"
+	@echo "make restore BACKUP=dir   bring the stopped system back from a backup"
 	@echo "make up        start everything in the background (reuses what runs); prints the addresses"
 	@echo "make infra     start only Kafka, PostgreSQL and the SMTP catcher"
 	@echo "make stop      stop everything the launcher started (also: make down)"
@@ -80,6 +82,13 @@ status:
 
 # The first organiser (or any other) on whichever stack `make run`/`make up` started here (same
 # GROUNDSWELL_STATE_DIR and GROUNDSWELL_PORT_OFFSET): prints the TOTP secret and a one-time link.
+backup: install
+	@$(PY) -m deploy.local.backup create
+
+restore: install
+	@test -n "$(BACKUP)" || { echo 'usage: make restore BACKUP=.run/backups/<time>  (stop the services first: make stop)' >&2; exit 2; }
+	@$(PY) -m deploy.local.backup restore "$(BACKUP)"
+
 organiser: install
 	@test -n "$(EMAIL)" || { echo 'usage: make organiser EMAIL=you@example.org [SCOPE=network|region|group|subteam SCOPE_ID=...] [NAME="..."]' >&2; exit 2; }
 	@$(LAUNCHER) organiser --email="$(EMAIL)" --scope="$(or $(SCOPE),network)" \

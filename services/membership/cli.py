@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+from pathlib import Path
 
 from services.membership.accounts import AccountProblem, OrganiserAccounts
+from services.membership.member_rights import MemberRights
 from shared import auth
 from shared.cli import ExtraCommand
 from shared.config import get_settings
 from shared.db import Database
 from shared.outbox import Outbox
+from shared.uow import UnitsOfWork
 
 
 def _accounts() -> tuple[OrganiserAccounts, Database]:
@@ -73,6 +77,26 @@ def _create_api_key(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _reapply_erasures(args: argparse.Namespace) -> int:
+    """After a restore: erase again everyone erased since the backup was taken (deploy/local/backup.py)."""
+    from services.membership import db as tables
+
+    member_ids = json.loads(Path(args.file).read_text())
+
+    async def run() -> int:
+        settings = get_settings()
+        database = Database(settings.database_url, 2)
+        rights = MemberRights(UnitsOfWork(database, Outbox(tables.delivery.outbox)))
+        try:
+            erased = [m for m in member_ids if await rights.erase(m, actor="restore")]
+        finally:
+            await database.dispose()
+        print(f"erased again: {len(erased)} of {len(member_ids)} (the others were already erased or unknown)")
+        return 0
+
+    return asyncio.run(run())
+
+
 def extra_commands(sub: argparse._SubParsersAction) -> dict[str, ExtraCommand]:
     p = sub.add_parser("create-organiser", help="create an organiser account; prints TOTP enrolment and a link")
     p.add_argument("--email", required=True)
@@ -83,4 +107,10 @@ def extra_commands(sub: argparse._SubParsersAction) -> dict[str, ExtraCommand]:
     k.add_argument("--name", required=True, help="what the key is for")
     k.add_argument("--scope", choices=auth.SCOPE_TYPES, default="network")
     k.add_argument("--scope-id", default=None)
-    return {"create-organiser": _create_organiser, "create-api-key": _create_api_key}
+    r = sub.add_parser("reapply-erasures", help="after a restore: erase again the member ids listed in FILE (JSON)")
+    r.add_argument("file")
+    return {
+        "create-organiser": _create_organiser,
+        "create-api-key": _create_api_key,
+        "reapply-erasures": _reapply_erasures,
+    }
