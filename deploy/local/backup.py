@@ -290,14 +290,16 @@ def _records(source: Path, key: bytes) -> Iterator[dict[str, Any]]:
         yield json.loads(pending)
 
 
-async def import_topics(bootstrap: str, source: Path, key: bytes, groups: dict[str, Any]) -> int:
+async def import_topics(
+    bootstrap: str, source: Path, key: bytes, groups: dict[str, Any], create_topics: Callable[[], None]
+) -> int:
     """Recreate the registered topics empty, write the records back to their partitions in order, and commit each
     consumer group at the position of its first record not yet handled (offsets are renumbered from 0)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import OffsetAndMetadata
 
-    from shared.topics import all_topics, create_topics
+    from shared.topics import all_topics
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -312,7 +314,7 @@ async def import_topics(bootstrap: str, source: Path, key: bytes, groups: dict[s
                 await asyncio.sleep(0.5)
     finally:
         await admin.close()
-    await create_topics(bootstrap)
+    await asyncio.to_thread(create_topics)  # as the launcher does: `python -m shared.topics create`
     # How many records of each partition came before each old offset: the new offset of a committed position.
     before: dict[tuple[str, int], list[int]] = {}
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5)
@@ -423,8 +425,8 @@ def verify_backup(backup: Path, key: bytes) -> dict[str, Any]:
     return manifest
 
 
-def restore_backup(backup: Path, key_file: Path = BACKUP_KEY_FILE, bootstrap: str = KAFKA_BOOTSTRAP,
-                   reapply: Callable[[Path], int] | None = None) -> dict[str, Any]:  # fmt: skip
+def restore_backup(backup: Path, create_topics: Callable[[], None], reapply: Callable[[Path], int],
+                   key_file: Path = BACKUP_KEY_FILE, bootstrap: str = KAFKA_BOOTSTRAP) -> dict[str, Any]:  # fmt: skip
     """Bring the stopped system back from `backup`: databases, topics, consumer positions, then every later
     erasure from the ledger beside it. PostgreSQL and Kafka must run; the services must not."""
     key = load_key(key_file)
@@ -433,7 +435,8 @@ def restore_backup(backup: Path, key_file: Path = BACKUP_KEY_FILE, bootstrap: st
         say(f"restoring {service}'s database ...")
         restore_database(service, backup / entry["file"], key)
     say("restoring Kafka's topics ...")
-    written = asyncio.run(import_topics(bootstrap, backup / KAFKA_FILE, key, manifest["consumer_groups"]))
+    groups = manifest["consumer_groups"]
+    written = asyncio.run(import_topics(bootstrap, backup / KAFKA_FILE, key, groups, create_topics))
     ledger_path = backup.parent / ERASURE_LEDGER
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     later = sorted(set(ledger) - set(manifest["erased_member_ids"]))
@@ -441,7 +444,7 @@ def restore_backup(backup: Path, key_file: Path = BACKUP_KEY_FILE, bootstrap: st
         listing = backup / "reapply-erasures.json"
         listing.write_text(json.dumps(later) + "\n")
         say(f"re-applying {len(later)} erasure(s) made after this backup ...")
-        if reapply is None or reapply(listing) != 0:
+        if reapply(listing) != 0:
             raise LauncherError("re-applying later erasures failed: do not start the services; see the output above.")
     say(f"restored {backup.name}: {len(manifest['databases'])} databases, {written} Kafka records.")
     return {"records": written, "reapplied_erasures": later}
@@ -481,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _restore_stopped(backup: Path, stack: Any) -> None:
     """`make restore`: refuses while services run, starts PostgreSQL and Kafka if needed, restores."""
-    from deploy.local.kafka import start_kafka
+    from deploy.local.kafka import create_topics, start_kafka
     from deploy.local.postgres import start_postgres
     from deploy.local.services import run_service_command
 
@@ -490,7 +493,9 @@ def _restore_stopped(backup: Path, stack: Any) -> None:
         raise LauncherError(f"Stop the services first (make stop): {', '.join(running)} still run.")
     start_postgres()
     start_kafka()
-    restore_backup(backup, reapply=lambda listing: run_service_command("membership", "reapply-erasures", str(listing)))
+    restore_backup(
+        backup, create_topics, lambda listing: run_service_command("membership", "reapply-erasures", str(listing))
+    )
     say("start the system with `make up` (or `make run`).")
 
 
