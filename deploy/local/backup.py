@@ -247,14 +247,21 @@ async def committed_offsets(bootstrap: str) -> dict[str, dict[str, dict[str, int
 async def export_topics(bootstrap: str, target: Path, key: bytes, topics: list[str]) -> dict[str, Any]:
     """Every record of `topics` up to their end offsets now, sealed, one JSON line a record."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        described = await admin.describe_topics([t for t in topics if t in existing]) if existing else []
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(d["topic"], p["partition"]) for d in sorted(described, key=lambda d: d["topic"])
+                  for p in sorted(d["partitions"], key=lambda p: p["partition"])]  # fmt: skip
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     counts: dict[str, dict[str, int]] = {}
     try:
-        existing = await consumer.topics()
-        partitions = [TopicPartition(t, p) for t in topics if t in existing
-                      for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
         ends = await consumer.end_offsets(partitions) if partitions else {}
         with target.open("wb") as out:
             writer = SealedWriter(out, key)
@@ -262,8 +269,10 @@ async def export_topics(bootstrap: str, target: Path, key: bytes, topics: list[s
                 counts.setdefault(tp.topic, {})[str(tp.partition)] = 0
                 consumer.assign([tp])
                 await consumer.seek_to_beginning(tp)
-                while await consumer.position(tp) < ends[tp]:
-                    batch = await consumer.getmany(tp, timeout_ms=2000, max_records=2000)
+                idle = 0  # a compacted partition's last offsets may hold no record: stop when fetches stay empty
+                while await consumer.position(tp) < ends[tp] and idle < 3:
+                    batch = await consumer.getmany(tp, timeout_ms=1000, max_records=2000)
+                    idle = 0 if batch.get(tp) else idle + 1
                     for record in batch.get(tp, []):
                         if record.offset >= ends[tp]:
                             break

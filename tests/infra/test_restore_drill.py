@@ -165,6 +165,8 @@ async def test_a_lost_system_comes_back_from_its_backup(drill):
     await asyncio.sleep(3)  # the consumers handle what was just published
     drill.run("-m", "deploy.local.backup", "create")
     first = sorted(drill.backups.glob("*Z"))[-1]
+    exported = json.loads((first / "manifest.json").read_text())["kafka"]["records"]
+    assert sum(exported["membership.members"].values()) >= 4 and sum(exported["campaigns.actions"].values()) >= 1
 
     # Frank is erased after that backup (a second backup records it in the erasure ledger).
     erased = await client.post(f"/members/{ids['frank']}/erase", headers=organiser, data={"confirm": "erase"})
@@ -185,8 +187,8 @@ async def test_a_lost_system_comes_back_from_its_backup(drill):
     drill.launcher("up")
 
     membership = await drill.db("membership")
-    rows = {r["id"]: r for r in await membership.fetch("SELECT id::text, status, name, email_normalised FROM members "
-                                                       "WHERE id::text = ANY($1::text[])", list(ids.values()))}  # fmt: skip
+    query = "SELECT id::text, status, name, email_normalised FROM members WHERE id::text = ANY($1::text[])"
+    rows = {r["id"]: r for r in await membership.fetch(query, list(ids.values()))}
     assert rows[ids["alice"]]["email_normalised"] == people["alice"][1]
     assert rows[ids["bob"]]["name"] == people["bob"][0]
     assert rows[ids["carol"]]["status"] == "erased" and rows[ids["carol"]]["email_normalised"] is None
