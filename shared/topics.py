@@ -35,7 +35,6 @@ class TopicSpec:
 MEMBERSHIP_MEMBERS = "membership.members"
 MEMBERSHIP_ORGANISATION = "membership.organisation"
 MEMBERSHIP_SUBJECT_KEYS = "membership.subject-keys"
-MEMBERSHIP_REQUESTS = "membership.requests"
 EVENTS_MEETINGS = "events.meetings"
 EVENTS_RSVPS = "events.rsvps"
 EVENTS_SUBJECT_KEYS = "events.subject-keys"
@@ -47,12 +46,9 @@ NOTIFICATIONS_DELIVERIES = "notifications.deliveries"
 NOTIFICATIONS_DIGESTS = "notifications.digests"
 
 DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(MEMBERSHIP_MEMBERS, "Members joining, confirming, changing consent, leaving, erased; key: member id"),
     TopicSpec(
-        MEMBERSHIP_REQUESTS,
-        "Links membership asks notifications to email a member (confirm a join's changes, a download, an "
-        "erasure); key: member id. Kept a month: every link in them expires within a week",
-        retention_ms=30 * DAY_MS,
+        MEMBERSHIP_MEMBERS,
+        "Members joining, confirming, changing consent, leaving, erased, asked to confirm a request; key: member id",
     ),
     TopicSpec(MEMBERSHIP_ORGANISATION, "Regions, local groups, sub-teams, roles; key: the unit's id"),
     TopicSpec(

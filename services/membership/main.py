@@ -42,12 +42,11 @@ def create_app(
     """The service's app; tests pass their own settings and consumer groups."""
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
     settings = runtime.settings
-    runtime.document_publisher(topics.MEMBERSHIP_MEMBERS, "Members joining, confirming, updating, leaving, erased")
+    runtime.document_publisher(
+        topics.MEMBERSHIP_MEMBERS, "Members joining, confirming, updating, leaving, erased, asked to confirm"
+    )
     runtime.document_publisher(topics.MEMBERSHIP_SUBJECT_KEYS, "Per-member data keys (compacted; tombstone on erasure)")
     runtime.document_publisher(topics.MEMBERSHIP_ORGANISATION, "Regions, local groups, sub-teams, partners, roles")
-    runtime.document_publisher(
-        topics.MEMBERSHIP_REQUESTS, "Links to email a member: confirm a join's changes, a data download, an erasure"
-    )
     joins = Joins(
         runtime.uows,
         settings.secret_key,

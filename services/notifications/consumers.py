@@ -79,13 +79,7 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     )
     members = registry.group(
         "notifications" + group_suffix,
-        (
-            topics.MEMBERSHIP_MEMBERS,
-            topics.MEMBERSHIP_REQUESTS,
-            topics.EVENTS_MEETINGS,
-            topics.EVENTS_RSVPS,
-            topics.CAMPAIGNS_ACTIONS,
-        ),
+        (topics.MEMBERSHIP_MEMBERS, topics.EVENTS_MEETINGS, topics.EVENTS_RSVPS, topics.CAMPAIGNS_ACTIONS),
         "Welcome emails, the recipient mirror and suppressions; links members confirm; meeting announcements, "
         "RSVP emails, reminders; letters to MPs",
     )
@@ -190,7 +184,7 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     activity.on_run(MemberJoined)(members_joined)
     activity.ignore(
         (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MemberLeft, MeetingReminderDue, AttendanceRecorded,
-         AskPublished, CampaignClosed, MpLetterRequested),
+         AskPublished, CampaignClosed, MpLetterRequested, JoinChangeRequested, MemberRightsConfirmationRequested),
         "digests and follow-ups report arrivals, meetings, RSVPs, campaigns launched and actions; not these (yet)",
     )
     return registry

@@ -93,9 +93,10 @@ class MemberErased(_MemberEvent):
 
 class _MemberRequestEvent(EventData):
     """A request membership recorded for a member and asks them to confirm through a link emailed to them. The
-    link is a credential, so it travels sealed with the member's key, like their address and name."""
+    link is a credential, so it travels sealed with the member's key, like their address and name. On the
+    members' topic, so it stays in order with the member's other events (a MemberLeft, a MemberErased)."""
 
-    topic = topics.MEMBERSHIP_REQUESTS
+    topic = topics.MEMBERSHIP_MEMBERS
     source_service = "membership"
     member_id: str
     email: Sealed

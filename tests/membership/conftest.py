@@ -26,12 +26,7 @@ from tests.support.kafka import KafkaWatcher, group_starts_at_the_end
 
 SERVICE_DIR = Path(__file__).resolve().parents[2] / "services" / "membership"
 TEST_DB = "groundswell_membership_test"
-WATCHED = (
-    topics.MEMBERSHIP_MEMBERS,
-    topics.MEMBERSHIP_ORGANISATION,
-    topics.MEMBERSHIP_SUBJECT_KEYS,
-    topics.MEMBERSHIP_REQUESTS,
-)
+WATCHED = (topics.MEMBERSHIP_MEMBERS, topics.MEMBERSHIP_ORGANISATION, topics.MEMBERSHIP_SUBJECT_KEYS)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ cannot download or erase without a fresh emailed confirmation; the double opt-in
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -34,13 +35,14 @@ def link_token(message: dict[str, Any], path: str) -> str:
 
 
 async def the_mail(mail: MailCatcher, email: str, subject_starts: str, count: int = 1) -> dict[str, Any]:
-    """The `count`th email to `email` whose subject starts so (waiting for it)."""
-    for _ in range(3):
-        found = [m for m in await mail.wait_for(email, count) if m["subject"].startswith(subject_starts)]
+    """The `count`th email to `email` whose subject starts so (waiting up to 30 s for it)."""
+    found: list[dict[str, Any]] = []
+    for _ in range(150):
+        found = [m for m in await mail.messages(email) if m["subject"].startswith(subject_starts)]
         if len(found) >= count:
             return found[count - 1]
-        count += 1
-    raise AssertionError(f"no email {subject_starts!r} to {email}")
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{len(found)} email(s) {subject_starts!r} to {email}, not {count}")
 
 
 async def snapshot(db: asyncpg.Connection, email: str) -> dict[str, Any]:
