@@ -539,7 +539,6 @@ def rejoin(previous: MemberRecord, application: JoinApplication, now: datetime, 
     """Joining again updates the member; lists only grow. A join form replaces name and level; a join that comes
     with an RSVP or an action only fills in what is missing and, where the member's postcode is known, does not
     move them. Someone who had left is back (confirmed again if they had confirmed before)."""
-    new_groups = merged(previous.group_ids, application.group_ids)
     new_subteams = merged(previous.subteam_ids, application.subteam_ids)
     new_interests = merged(previous.interests, application.interests)
     values: dict[str, Any] = {
@@ -553,6 +552,7 @@ def rejoin(previous: MemberRecord, application: JoinApplication, now: datetime, 
         values.update(name=previous.name or application.name, engagement_level=previous.engagement_level)
         if previous.postcode:  # where they live is known already: the RSVP's postcode does not move them
             postcode, region_id, add_groups = None, None, []
+    new_groups = merged(previous.group_ids, add_groups)
     if postcode:
         values.update(postcode=postcode, region_id=region_id, suggested_group_id=application.suggested_group_id)
     elif region_id:
