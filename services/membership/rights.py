@@ -184,14 +184,19 @@ def _check_your_email(request: Request, action: str) -> HTMLResponse:
     )
 
 
-@router.get("/me/data", response_class=HTMLResponse)
-async def download_form(request: Request, settings: SettingsDep, token: str = "") -> HTMLResponse:
-    """A button that emails a link to the download (the preferences link alone does not download)."""
+def _form_for_link(request: Request, settings: Settings, token: str, template: str) -> HTMLResponse:
+    """A page whose form acts for the preferences link's member (showing it changes nothing)."""
     try:
         member_from(settings, token)
     except BadLink:
         return bad_link(request)
-    return page(request, "download.html", {"token": token})
+    return page(request, template, {"token": token, "errors": {}})
+
+
+@router.get("/me/data", response_class=HTMLResponse)
+async def download_form(request: Request, settings: SettingsDep, token: str = "") -> HTMLResponse:
+    """A button that emails a link to the download (the preferences link alone does not download)."""
+    return _form_for_link(request, settings, token, "download.html")
 
 
 @router.post("/me/data", response_class=HTMLResponse)
@@ -254,11 +259,7 @@ async def confirm_request(request: Request, rights: MemberRightsDep) -> Response
 
 @router.get("/me/leave", response_class=HTMLResponse)
 async def leave_form(request: Request, settings: SettingsDep, token: str = "") -> HTMLResponse:
-    try:
-        member_from(settings, token)
-    except BadLink:
-        return bad_link(request)
-    return page(request, "leave.html", {"token": token, "errors": {}})
+    return _form_for_link(request, settings, token, "leave.html")
 
 
 @router.post("/me/leave", response_class=HTMLResponse)
@@ -276,11 +277,7 @@ async def leave(request: Request, rights: MemberRightsDep, settings: SettingsDep
 
 @router.get("/me/erase", response_class=HTMLResponse)
 async def erase_form(request: Request, settings: SettingsDep, token: str = "") -> HTMLResponse:
-    try:
-        member_from(settings, token)
-    except BadLink:
-        return bad_link(request)
-    return page(request, "erase.html", {"token": token, "errors": {}})
+    return _form_for_link(request, settings, token, "erase.html")
 
 
 @router.post("/me/erase", response_class=HTMLResponse)
