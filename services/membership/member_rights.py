@@ -264,6 +264,12 @@ class MemberRights:
             consents = await session.execute(select(c).where(c.c.member_id == member_id).order_by(c.c.recorded_at))
             roles = await session.execute(select(g).where(g.c.member_id == member_id).order_by(g.c.granted_at))
             views = await session.execute(select(a).where(a.c.member_id == member_id).order_by(a.c.id))
+            r = tables.member_requests
+            waiting = await session.execute(
+                select(r.c.kind, r.c.requested_at, r.c.expires_at)
+                .where(r.c.member_id == member_id, r.c.expires_at > utcnow())
+                .order_by(r.c.requested_at)
+            )
             await session.execute(
                 insert(a).values(actor=f"member:{member_id}", action="member.download", member_id=member_id, detail={})
             )
@@ -322,6 +328,10 @@ class MemberRights:
                         "ended_at": when(r.revoked_at),
                     }
                     for r in roles.all()
+                ],
+                "waiting_for_you_to_confirm": [
+                    {"what": w.kind, "asked_at": when(w.requested_at), "until": when(w.expires_at)}
+                    for w in waiting.all()
                 ],
                 "who_looked_at_your_record": [
                     {"at": when(r.at), "who": r.actor, "what": r.action} for r in views.all()

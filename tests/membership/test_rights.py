@@ -165,12 +165,14 @@ async def test_download_holds_everything_about_the_member_including_who_looked(c
     member = await joined(client, db, skills="Sign language", groups=["derby"], subteams=["welcome"])
     _, headers = await make_organiser(db)
     await client.get(f"/members/{member['id']}", headers=headers)
+    await client.post("/join", data=join_form(member["email_normalised"], name="Someone Else"))
     response = await confirmed_request(client, db, membership_settings, member["id"], "download")
     assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
     data = json.loads(response.text)
     assert data["member"]["email"] == member["email_normalised"] and data["member"]["skills"] == "Sign language"
     assert data["member"]["local_groups"] == ["Derby"] and data["member"]["subteams"] == ["Welcome team"]
     assert data["consent_records"][0]["wording_version"] == "email-2026-11"
+    assert [w["what"] for w in data["waiting_for_you_to_confirm"]] == ["join-change"]
     assert any(
         v["what"] == "member.view" and v["who"].startswith("organiser:") for v in data["who_looked_at_your_record"]
     )

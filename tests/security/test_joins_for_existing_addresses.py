@@ -192,6 +192,7 @@ async def test_the_preferences_link_alone_cannot_download_or_erase(
     )
     data = await gateway.post("/me/confirm", data={"token": download})
     assert data.status_code == 200 and data.json()["member"]["email"] == email
+    assert data.json()["waiting_for_you_to_confirm"] == []  # the download's own request is used up
     assert (await gateway.post("/me/confirm", data={"token": download})).status_code == 400  # used once
 
     erase = await gateway.post("/me/erase", data={"token": preferences, "confirm": "erase"})
