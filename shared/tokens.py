@@ -38,6 +38,13 @@ def verify(secret_key: str, purpose: str, token: str, max_age_s: int) -> Any:
 CONFIRM_EMAIL = "confirm-email"
 CONFIRM_MAX_AGE_S = 30 * 24 * 3600
 
+# Links membership emails to confirm a request it recorded (payload {"r": request id}); each is single-use (the
+# request row goes once it is used, and a newer request of the same kind replaces an older one).
+JOIN_CHANGE = "join-change"  # a join for an address that is a member already: confirm the changes
+JOIN_CHANGE_MAX_AGE_S = 7 * 24 * 3600
+MEMBER_RIGHTS = "member-rights"  # a data download or an erasure asked for through the preferences link
+MEMBER_RIGHTS_MAX_AGE_S = 30 * 60
+
 # Links in emails that act for a member without a password. Payload: {"m": member_id}.
 # Notifications makes them (List-Unsubscribe, footers); membership, which owns consent, honours them at
 # GET/POST /unsubscribe?token=… (RFC 8058 one-click) and GET /preferences?token=….

@@ -71,7 +71,10 @@ NOTIFICATIONS_DELIVERIES = "notifications.deliveries"
 NOTIFICATIONS_DIGESTS = "notifications.digests"
 
 DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(MEMBERSHIP_MEMBERS, "Members joining, confirming, changing consent, leaving, erased; key: member id"),
+    TopicSpec(
+        MEMBERSHIP_MEMBERS,
+        "Members joining, confirming, changing consent, leaving, erased, asked to confirm a request; key: member id",
+    ),
     TopicSpec(MEMBERSHIP_ORGANISATION, "Regions, local groups, sub-teams, roles; key: the unit's id"),
     TopicSpec(
         MEMBERSHIP_SUBJECT_KEYS,

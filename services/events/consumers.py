@@ -7,11 +7,13 @@ from shared import topics
 from shared.events.catalog import (
     ConsentChanged,
     EngagementLevelChosen,
+    JoinChangeRequested,
     MemberConfirmed,
     MemberErased,
     MemberJoined,
     MemberLeft,
     MemberProfileUpdated,
+    MemberRightsConfirmationRequested,
     OrganisationUnitDefined,
     OrganiserInvited,
     RoleGranted,
@@ -54,7 +56,8 @@ def build_registry(read_model: MemberReadModel, group: str = MEMBERS_GROUP) -> R
         (OrganisationUnitDefined, unit_defined),
     )
     members.ignore(
-        (MemberConfirmed, ConsentChanged, EngagementLevelChosen, RoleGranted, OrganiserInvited),
+        (MemberConfirmed, ConsentChanged, EngagementLevelChosen, RoleGranted, OrganiserInvited, JoinChangeRequested,
+         MemberRightsConfirmationRequested),
         "who may be invited where depends on membership, region and groups only; consent is notifications' concern",
     )
     return registry

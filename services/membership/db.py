@@ -209,6 +209,23 @@ consent_records = Table(
     Column("privacy_version", Integer, nullable=True),  # the privacy notice in force; NULL before notices
 )
 
+# Requests recorded for a member and waiting for them to confirm through a link emailed to them (decision 0006):
+# `join-change` (a join for their address: `details` holds the join, its personal fields sealed with the member's
+# key), `download` and `erase` (asked for through a preferences link). One of each kind per member: a newer
+# request replaces the older, whose link then leads nowhere; a request is deleted once used.
+member_requests = Table(
+    "member_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("member_id", String(36), ForeignKey("members.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("ip_hash", String(64), nullable=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    UniqueConstraint("member_id", "kind", name="uq_member_requests_member_id_kind"),
+)
+
 # -- the public front door -------------------------------------------------------------------------
 
 # Every privacy notice ever published stays readable (`/privacy?version=N`): consent records name theirs.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -493,6 +493,11 @@ class Rejoin:
         return self.values.get("status") == "pending"
 
     @property
+    def changes_anything(self) -> bool:
+        """Whether the member's record would be any different (beyond its `updated_at`)."""
+        return bool(self.changed) or self.back_after_leaving or self.consent_regained
+
+    @property
     def name_changed(self) -> bool:
         """The announcement carries the new name, sealed with the member's key (which the caller holds)."""
         return "name" in self.changed
@@ -534,7 +539,6 @@ def rejoin(previous: MemberRecord, application: JoinApplication, now: datetime, 
     """Joining again updates the member; lists only grow. A join form replaces name and level; a join that comes
     with an RSVP or an action only fills in what is missing and, where the member's postcode is known, does not
     move them. Someone who had left is back (confirmed again if they had confirmed before)."""
-    new_groups = merged(previous.group_ids, application.group_ids)
     new_subteams = merged(previous.subteam_ids, application.subteam_ids)
     new_interests = merged(previous.interests, application.interests)
     values: dict[str, Any] = {
@@ -548,6 +552,7 @@ def rejoin(previous: MemberRecord, application: JoinApplication, now: datetime, 
         values.update(name=previous.name or application.name, engagement_level=previous.engagement_level)
         if previous.postcode:  # where they live is known already: the RSVP's postcode does not move them
             postcode, region_id, add_groups = None, None, []
+    new_groups = merged(previous.group_ids, add_groups)
     if postcode:
         values.update(postcode=postcode, region_id=region_id, suggested_group_id=application.suggested_group_id)
     elif region_id:
@@ -591,6 +596,75 @@ def rejoin(previous: MemberRecord, application: JoinApplication, now: datetime, 
         consent_version=application.consent_version,
         source=application.source,
     )
+
+
+# -- requests the member confirms through a link emailed to them (decision 0006) ----------------------
+
+JOIN_CHANGE, DOWNLOAD, ERASE = "join-change", "download", "erase"
+# How long a request (and the link emailed for it) lasts: a join's changes a week, a download or an erasure asked
+# for through a long-lived preferences link half an hour.
+REQUEST_LIFETIME = {JOIN_CHANGE: timedelta(days=7), DOWNLOAD: timedelta(minutes=30), ERASE: timedelta(minutes=30)}
+# What a waiting join holds sealed with the member's key; the rest is ids and choices.
+PERSONAL_JOIN_FIELDS = ("name", "postcode", "skills", "time_available", "organisation_name")
+
+
+def asks_first(application: JoinApplication, decision: Rejoin) -> bool:
+    """Whether a join for a member's address is recorded and the member asked to confirm it. A join form always
+    is (the person was told to look for an email); a join that came with an RSVP or an action only when it would
+    change something (it has its own email)."""
+    return application.replace_profile or decision.changes_anything
+
+
+def join_details(application: JoinApplication) -> tuple[dict[str, Any], dict[str, str]]:
+    """A join to keep until it is confirmed: (its ids and choices, its personal fields to seal). The address is
+    the member's own, so it is not kept."""
+    plain = {k: v for k, v in asdict(application).items() if k not in (*PERSONAL_JOIN_FIELDS, "email")}
+    personal = {k: getattr(application, k) for k in PERSONAL_JOIN_FIELDS if getattr(application, k)}
+    return plain, personal
+
+
+def join_from_details(plain: Mapping[str, Any], personal: Mapping[str, str], email: str) -> JoinApplication:
+    """The join `join_details` kept, whole again (fields added to JoinApplication later take their defaults)."""
+    known = {f.name for f in fields(JoinApplication)}
+    values = {k: v for k, v in plain.items() if k in known}
+    values.update({k: personal.get(k) for k in PERSONAL_JOIN_FIELDS})
+    values["name"] = values["name"] or ""
+    return JoinApplication(email=email, **values)
+
+
+def change_summary(previous: MemberRecord, decision: Rejoin, options: JoinOptions) -> list[tuple[str, str]]:
+    """What confirming a join would change, in words, for the page the emailed link opens."""
+    values = decision.values
+    lines: list[tuple[str, str]] = []
+    if decision.back_after_leaving:
+        lines.append(("Your membership", "You join the network again"))
+    if "name" in decision.changed:
+        lines.append(("Your name", values["name"]))
+    if "postcode" in decision.changed:
+        lines.append(("Your postcode", values["postcode"]))
+    if "region_id" in decision.changed:
+        lines.append(("Your region", options.unit_name(values.get("region_id")) or "None"))
+
+    def added(label: str, old: Iterable[str], new: Iterable[str], name: Any) -> None:
+        extra = [name(x) for x in new if x not in set(old)]
+        if extra:
+            lines.append((label, ", ".join(extra)))
+
+    added("Local groups you join", previous.group_ids, decision.group_ids, lambda x: options.unit_name(x) or x)
+    added("Sub-teams you join", previous.subteam_ids, decision.subteam_ids, lambda x: options.unit_name(x) or x)
+    labels = {c.key: c.label for c in options.interests}
+    added("Issues you care about", previous.interests, values["interests"], lambda x: labels.get(x, x))
+    if "engagement_level" in decision.changed:
+        level = values["engagement_level"]
+        lines.append(("How involved you want to be", {c.key: c.label for c in options.levels}.get(level, level)))
+    if "organisation_id" in decision.changed:
+        lines.append(("Your organisation", options.unit_name(values.get("organisation_id")) or "None"))
+    for name, label in (("skills", "Your skills"), ("time_available", "Time you can give")):
+        if values.get(name):
+            lines.append((label, values[name]))
+    if decision.consent_regained:
+        lines.append(("Email from us", "You agree that we may email you again"))
+    return lines
 
 
 # -- the engagement ladder ---------------------------------------------------------------------------

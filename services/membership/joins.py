@@ -1,8 +1,10 @@
 """Joining: storing join forms (one by one, or a batch of them in one transaction), joins that come with an RSVP,
 an action or an integration, the double opt-in confirmation, and the join form's options.
 
-What a join does to someone who is a member already is decided by `domain.rejoin`; this module loads the record,
-writes what the rule decided and emits the events it raises.
+A join for an address that is a member already (or was, and left) changes nothing about them: it is recorded as a
+request and the address is emailed a link to confirm it (`member_requests`, decision 0006); only once the member
+confirms does `domain.rejoin` decide what it does to their record, and this module writes that and emits the
+events it raises. An integration's key (OSDI) changes people in its scope at once, as Action Network does.
 """
 
 from __future__ import annotations
@@ -16,22 +18,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
 from services.membership import queries
 from services.membership.domain import (
+    JOIN_CHANGE,
     OWNER,
     JoinApplication,
     JoinOptions,
+    asks_first,
+    change_summary,
+    join_details,
+    join_from_details,
     joined_events,
     new_member_row,
     rejoin,
 )
+from services.membership.member_requests import MemberRequest, MemberRequests, RequestNotValid
 from services.membership.ratelimit import JOIN_PER_EMAIL, JOIN_PER_IP, Attempt, RateLimiter, Verdict
 from shared.cache import Expiring
 from shared.crypto import KeyStore, new_key
 from shared.events.catalog import MemberConfirmed
-from shared.events.envelope import Envelope, EventData
+from shared.events.envelope import Envelope, EventData, Sealed
 from shared.uow import UnitOfWork, UnitsOfWork
 
 JOIN_OPTIONS_TTL_S = 5.0  # other instances see an organiser's change to the join form within this
@@ -65,6 +74,14 @@ class MemberNotFound(LookupError):
     """No member with that id (or they were erased)."""
 
 
+@dataclass(frozen=True)
+class JoinChange:
+    """A join waiting for the member to confirm it: what it would change, in words (none: nothing would)."""
+
+    changes: list[tuple[str, str]]
+    left: bool
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -76,11 +93,14 @@ def _unique(items: list[str]) -> list[str]:
 class Joins:
     """The join use cases; `double_opt_in`: a new member confirms their address before they count."""
 
-    def __init__(self, uows: UnitsOfWork, secret_key: str, double_opt_in: bool = True) -> None:
+    def __init__(
+        self, uows: UnitsOfWork, secret_key: str, double_opt_in: bool = True, *, public_base_url: str = ""
+    ) -> None:
         self.uows = uows
         self.keys = KeyStore(tables.subject_keys, OWNER)
         self.secret_key = secret_key
         self.double_opt_in = double_opt_in
+        self.requests = MemberRequests(secret_key, public_base_url)
         self.limiter = RateLimiter(secret_key)
         self._options = Expiring(self._load_options, JOIN_OPTIONS_TTL_S)
 
@@ -107,15 +127,17 @@ class Joins:
             return await self.limiter.hit(uow.session, JOIN_PER_IP, ip, ip=ip)
 
     async def prune_rate_limits(self) -> None:
+        """Forget old rate limit counters and expired requests (with the personal fields a waiting join holds)."""
         async with self.uows.begin() as uow:
             await RateLimiter.prune(uow.session)
+            await MemberRequests.prune(uow.session, utcnow())
 
     # storing joins -------------------------------------------------------------------------------
     async def submit_joins(self, pending: Sequence[PendingJoin]) -> list[JoinSubmission]:
         """Valid join forms in one transaction, with exactly the effects of submitting them one after another
         in this order (see `JoinBatcher`): both limits counted in one statement, new members written with one
-        statement per table, anyone already a member (or twice in the batch) updated as a join again. Each
-        join's events carry its own request's correlation id.
+        statement per table, anyone already a member (or twice in the batch) asked by email to confirm the join
+        (nothing about them changes yet). Each join's events carry its own request's correlation id.
 
         One refused for its address changes nothing but the counters. One over the per-email limit is counted
         and stores nothing, and the caller answers as if it were accepted.
@@ -157,20 +179,28 @@ class Joins:
         return [r for r in results if r is not None]
 
     async def join(self, application: JoinApplication, *, ip: str | None) -> JoinOutcome:
-        """Store a new member (or update the member with that email) and announce it, in one transaction.
+        """Store a new member and announce it, in one transaction; for a member's address, ask them to confirm.
 
         Joining again never creates a duplicate and never raises a second MemberJoined, even when two
-        submissions race: the unique email settles it; the loser of the race updates the winner's row.
+        submissions race: the unique email settles it; the loser of the race is a join for a member's address.
         """
         async with self.uows.begin() as uow:
             return await self.join_in(uow, application, ip=ip)
 
-    async def join_in(self, uow: UnitOfWork, application: JoinApplication, *, ip: str | None) -> JoinOutcome:
-        """`join` in a unit of work the caller holds (a consumer's, with its inbox row; an integration's)."""
+    async def join_in(
+        self, uow: UnitOfWork, application: JoinApplication, *, ip: str | None, ask_first: bool = True
+    ) -> JoinOutcome:
+        """`join` in a unit of work the caller holds (a consumer's, with its inbox row; an integration's).
+        `ask_first=False`: a member's record is changed at once (an integration's key, within its scope)."""
         created = await self._insert_new_members(uow, [(0, application, ip, uow.correlation_id)])
         if created:
             return JoinOutcome(created[0], True)
-        outcome, events = await self._join_existing(uow, application, ip=ip)
+        if ask_first:
+            outcome, events = await self._join_existing(uow, application, ip=ip)
+        else:
+            previous = await queries.lock_member_by_email(uow.session, application.email_normalised)
+            events = await self._apply_join(uow, previous, application, self._ip_hash(ip))
+            outcome = JoinOutcome(previous.id, False)
         await uow.emit(*events)
         return outcome
 
@@ -196,7 +226,9 @@ class Joins:
             [{"member_id": ids[i], "group_id": g} for i, *_ in new for g in units[i][0]],
             [{"member_id": ids[i], "subteam_id": t} for i, *_ in new for t in units[i][1]],
         )
-        await queries.insert_consent_records(session, [self._consent_row(ids[i], a, ip, now) for i, a, ip, _ in new])
+        await queries.insert_consent_records(
+            session, [self._consent_row(ids[i], a, self._ip_hash(ip), now) for i, a, ip, _ in new]
+        )
         keys = {i: new_key() for i, *_ in new}
         await queries.insert_member_keys(session, {ids[i]: keys[i] for i, *_ in new})
         envelopes = []
@@ -220,22 +252,93 @@ class Joins:
     async def _join_existing(
         self, uow: UnitOfWork, application: JoinApplication, *, ip: str | None
     ) -> tuple[JoinOutcome, list[EventData]]:
-        """A join for an address that is a member: the record updated as `domain.rejoin` decides, the consent
-        recorded; returns the events to announce (the caller knows in whose request)."""
+        """A join for an address that is a member (or was, and left): nothing about them changes. The join is kept
+        (its personal fields sealed with the member's key) and the address emailed a link to confirm it; returns
+        that request's event (none when a join from elsewhere would change nothing)."""
         session = uow.session
         now = utcnow()
         previous = await queries.lock_member_by_email(session, application.email_normalised)
-        decision = rejoin(
-            await queries.member_record(session, previous), application, now, double_opt_in=self.double_opt_in
+        decision = rejoin(await queries.member_record(session, previous), application, now, double_opt_in=False)
+        outcome = JoinOutcome(previous.id, False)
+        if not asks_first(application, decision):
+            return outcome, []
+        plain, personal = join_details(application)
+        sealed = {k: (await self.keys.seal(session, previous.id, v)).model_dump() for k, v in personal.items()}
+        event = await self.requests.record(
+            session,
+            previous,
+            JOIN_CHANGE,
+            now,
+            details={"join": plain, "sealed": sealed},
+            ip_hash=self._ip_hash(ip),
         )
+        return outcome, [event]
+
+    async def _waiting_join(self, session: AsyncSession, request: MemberRequest, member: Any) -> JoinApplication:
+        """The join a request kept, its personal fields unsealed (raises KeyDestroyed after an erasure)."""
+        personal = {
+            k: await self.keys.unseal(session, Sealed.model_validate(v))
+            for k, v in request.details.get("sealed", {}).items()
+        }
+        return join_from_details(
+            request.details.get("join", {}), {k: v for k, v in personal.items() if v}, member.email_normalised
+        )
+
+    async def join_change(self, token: str) -> JoinChange:
+        """What the join a link names would change, now (reading it changes nothing: mail scanners open links)."""
+        async with self.uows.begin() as uow:
+            session = uow.session
+            request = await self.requests.find(session, token, (JOIN_CHANGE,), utcnow())
+            member = await queries.member_row(session, request.member_id)
+            if member.status == "erased":
+                raise RequestNotValid()
+            application = await self._waiting_join(session, request, member)
+            record = await queries.member_record(session, member)
+            decision = rejoin(record, application, utcnow(), double_opt_in=False)
+            return JoinChange(change_summary(record, decision, await self.options()), member.status == "left")
+
+    async def confirm_join_change(self, token: str) -> str:
+        """The member confirmed the join a link names (by a POST from the page it opens): their record changes
+        as `domain.rejoin` decides, they are back if they had left, and their address counts as confirmed (the
+        link reached it). The link is used up. Returns the member's id."""
+        async with self.uows.begin() as uow:
+            session = uow.session
+            request = await self.requests.find(session, token, (JOIN_CHANGE,), utcnow(), lock=True)
+            member = await queries.lock_member(session, request.member_id)
+            if member is None or member.status == "erased":
+                raise RequestNotValid()
+            application = await self._waiting_join(session, request, member)
+            events = await self._apply_join(uow, member, application, request.ip_hash, address_confirmed=True)
+            await self.requests.used(session, request)
+            if (await queries.member_row(session, member.id)).status == "pending":
+                events.append(await self._confirmed(session, member.id))
+            await uow.emit(*events)
+            return str(member.id)
+
+    async def _apply_join(
+        self,
+        uow: UnitOfWork,
+        previous: Any,
+        application: JoinApplication,
+        ip_hash: str | None,
+        *,
+        address_confirmed: bool = False,
+    ) -> list[EventData]:
+        """A join applied to a member's record (locked): updated as `domain.rejoin` decides, the consent recorded;
+        returns the events to announce. `address_confirmed`: the member confirmed through a link emailed to the
+        address, so someone back after leaving needs no second confirmation."""
+        session = uow.session
+        now = utcnow()
+        double_opt_in = self.double_opt_in and not address_confirmed
+        decision = rejoin(await queries.member_record(session, previous), application, now, double_opt_in=double_opt_in)
         await queries.update_member(session, previous.id, decision.values)
         await queries.add_units(session, previous.id, decision.add_group_ids, decision.add_subteam_ids)
-        await queries.insert_consent_records(session, self._consent_row(previous.id, application, ip, now))
+        await queries.insert_consent_records(session, self._consent_row(previous.id, application, ip_hash, now))
         if decision.back_after_leaving:
             # MemberJoined again, from the stored record as this join updated it.
             key, _ = await self.keys.get_or_create(session, previous.id)
             group_ids, subteam_ids = await queries.units_of(session, previous.id)
-            events = joined_events(
+            return joined_events(
                 previous.id,
                 key,
                 await queries.member_row(session, previous.id),
@@ -246,14 +349,15 @@ class Joins:
                 confirm=decision.confirmation_required,
                 now=now,
             )
-        else:
-            name = decision.values["name"]
-            sealed = await self.keys.seal(session, previous.id, name) if decision.name_changed else None
-            events = decision.events(sealed)
-        return JoinOutcome(previous.id, False), events
+        name = decision.values["name"]
+        sealed = await self.keys.seal(session, previous.id, name) if decision.name_changed else None
+        return decision.events(sealed)
+
+    def _ip_hash(self, ip: str | None) -> str | None:
+        return self.hash_ip(ip) if ip else None
 
     def _consent_row(
-        self, member_id: str, application: JoinApplication, ip: str | None, now: datetime
+        self, member_id: str, application: JoinApplication, ip_hash: str | None, now: datetime
     ) -> dict[str, Any]:
         return {
             "id": str(uuid.uuid4()),
@@ -263,7 +367,7 @@ class Joins:
             "wording_version": application.consent_version,
             "source": application.source,
             "site": application.site,
-            "ip_hash": self.hash_ip(ip) if ip else None,
+            "ip_hash": ip_hash,
             "recorded_at": now,
         }
 
@@ -278,9 +382,22 @@ class Joins:
                 raise MemberNotFound(member_id)
             if row.status != "pending":
                 return False
-            now = utcnow()
-            await session.execute(
-                update(m).where(m.c.id == member_id).values(status="confirmed", confirmed_at=now, updated_at=now)
-            )
-            await uow.emit(MemberConfirmed(member_id=member_id, confirmed_at=now))
+            await uow.emit(await self._confirmed(session, member_id))
             return True
+
+    async def confirmable(self, member_id: str) -> bool:
+        """Whether a confirmation link's member can still confirm (reading changes nothing)."""
+        m = tables.members
+        async with self.uows.begin() as uow:
+            status = (await uow.session.execute(select(m.c.status).where(m.c.id == member_id))).scalar()
+            return status not in (None, "erased", "left")
+
+    @staticmethod
+    async def _confirmed(session: AsyncSession, member_id: str) -> MemberConfirmed:
+        """A pending member's address confirmed (the row is locked by the caller)."""
+        m = tables.members
+        now = utcnow()
+        await session.execute(
+            update(m).where(m.c.id == member_id).values(status="confirmed", confirmed_at=now, updated_at=now)
+        )
+        return MemberConfirmed(member_id=member_id, confirmed_at=now)

@@ -42,10 +42,17 @@ def create_app(
     """The service's app; tests pass their own settings and consumer groups."""
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
     settings = runtime.settings
-    runtime.document_publisher(topics.MEMBERSHIP_MEMBERS, "Members joining, confirming, updating, leaving, erased")
+    runtime.document_publisher(
+        topics.MEMBERSHIP_MEMBERS, "Members joining, confirming, updating, leaving, erased, asked to confirm"
+    )
     runtime.document_publisher(topics.MEMBERSHIP_SUBJECT_KEYS, "Per-member data keys (compacted; tombstone on erasure)")
     runtime.document_publisher(topics.MEMBERSHIP_ORGANISATION, "Regions, local groups, sub-teams, partners, roles")
-    joins = Joins(runtime.uows, settings.secret_key, double_opt_in=settings.double_opt_in)
+    joins = Joins(
+        runtime.uows,
+        settings.secret_key,
+        double_opt_in=settings.double_opt_in,
+        public_base_url=settings.public_base_url,
+    )
 
     async def prune_rate_limits() -> None:
         while True:
@@ -72,7 +79,7 @@ def create_app(
     install_error_bodies(app)
     app.state.joins = joins
     app.state.join_forms = JoinForms(joins, JoinBatcher(joins))
-    app.state.member_rights = MemberRights(runtime.uows)
+    app.state.member_rights = MemberRights(runtime.uows, joins.requests)
     app.state.origins = AllowedOrigins(runtime.uows)
     app.state.accounts = accounts
     app.state.directory = Directory(runtime.uows, accounts, joins.forget_options)

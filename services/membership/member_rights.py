@@ -1,6 +1,9 @@
 """Members' rights over their record after joining: their view of it and their choices (preferences), one-click
 unsubscribe, leaving, erasure, a download of everything held about them, and the changes an integration may make
 on their behalf. Each is one unit of work that writes state and the events it raises together.
+
+A download or an erasure asked for through a preferences link (long-lived, forwarded, left in a browser's history)
+first asks the member to confirm through a fresh link emailed to them (`ask_to_confirm`, decision 0006).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from services.membership import db as tables
 from services.membership import queries
 from services.membership.domain import OWNER, Preferences, display_name, given_and_family, place
 from services.membership.joins import MemberNotFound, utcnow
+from services.membership.member_requests import MemberRequest, MemberRequests, RequestNotValid
 from shared import topics
 from shared.crypto import KeyStore
 from shared.events.catalog import (
@@ -30,9 +34,31 @@ from shared.uow import UnitOfWork, UnitsOfWork
 
 
 class MemberRights:
-    def __init__(self, uows: UnitsOfWork) -> None:
+    def __init__(self, uows: UnitsOfWork, requests: MemberRequests) -> None:
         self.uows = uows
         self.keys = KeyStore(tables.subject_keys, OWNER)
+        self.requests = requests
+
+    # confirming a download or an erasure by email --------------------------------------------------------
+    async def ask_to_confirm(self, member_id: str, action: str) -> None:
+        """Record a download or an erasure to confirm and email the member a short-lived link to it (a newer
+        request replaces an older one of the same kind)."""
+        async with self.uows.begin() as uow:
+            session = uow.session
+            row = await self._member_for_update(session, member_id)
+            await uow.emit(await self.requests.record(session, row, action, utcnow()))
+
+    async def requested(self, token: str, *, use: bool = False) -> MemberRequest:
+        """The download or erasure a confirmation link names, if it still stands; `use`: it is used up now (the
+        caller then does what it asked, in its own transaction)."""
+        async with self.uows.begin() as uow:
+            request = await self.requests.find(uow.session, token, ("download", "erase"), utcnow(), lock=use)
+            member = await queries.member_row(uow.session, request.member_id)
+            if member.status == "erased":
+                raise RequestNotValid()
+            if use:
+                await self.requests.used(uow.session, request)
+            return request
 
     async def _member_for_update(self, session: AsyncSession, member_id: str, *, allow_left: bool = True) -> Any:
         row = await queries.lock_member(session, member_id)
@@ -215,6 +241,7 @@ class MemberRights:
                 tables.consent_records,
                 tables.role_grants,
                 tables.taggings,
+                tables.member_requests,
             ):
                 await session.execute(delete(table).where(table.c.member_id == member_id))
             await session.execute(
@@ -237,6 +264,12 @@ class MemberRights:
             consents = await session.execute(select(c).where(c.c.member_id == member_id).order_by(c.c.recorded_at))
             roles = await session.execute(select(g).where(g.c.member_id == member_id).order_by(g.c.granted_at))
             views = await session.execute(select(a).where(a.c.member_id == member_id).order_by(a.c.id))
+            r = tables.member_requests
+            waiting = await session.execute(
+                select(r.c.kind, r.c.requested_at, r.c.expires_at)
+                .where(r.c.member_id == member_id, r.c.expires_at > utcnow())
+                .order_by(r.c.requested_at)
+            )
             await session.execute(
                 insert(a).values(actor=f"member:{member_id}", action="member.download", member_id=member_id, detail={})
             )
@@ -295,6 +328,10 @@ class MemberRights:
                         "ended_at": when(r.revoked_at),
                     }
                     for r in roles.all()
+                ],
+                "waiting_for_you_to_confirm": [
+                    {"what": w.kind, "asked_at": when(w.requested_at), "until": when(w.expires_at)}
+                    for w in waiting.all()
                 ],
                 "who_looked_at_your_record": [
                     {"at": when(r.at), "who": r.actor, "what": r.action} for r in views.all()

@@ -23,7 +23,7 @@ from services.membership import db as tables
 from services.membership import queries
 from services.membership.deps import JoinsDep, MemberRightsDep, RosterDep, SettingsDep, UnitsOfWorkDep
 from services.membership.domain import JoinApplication, display_name, given_and_family, new_member_row, place
-from services.membership.joins import MemberNotFound
+from services.membership.joins import JoinOutcome, MemberNotFound
 from services.membership.roster import MemberFilters, Roster, actor_of, in_scope
 from shared import auth, osdi
 from shared.contact import MAX_NAME, UK_POSTCODE_RE, collapse_spaces, is_email, normalise_email, normalise_postcode
@@ -332,7 +332,8 @@ async def person_signup_helper(
     uows: UnitsOfWorkDep,
 ) -> JSONResponse:
     """Add a person, or find them by email and merge what is sent (`add_tags` tags them). Someone already
-    known but outside the key's scope is left untouched, and the answer is the one a new person gets."""
+    known but outside the key's scope is left untouched, and the answer is the one a new person gets; someone in
+    scope who left stays as they left (only tagged)."""
     body = await _json(request)
     if not isinstance(body, dict) or not isinstance(body.get("person"), dict):
         raise_api(400, 'Send {"person": {...}} with at least one email address')
@@ -369,17 +370,22 @@ async def person_signup_helper(
             source=source,
             replace_profile=False,
         )
-        known = select(m.c.id).where(m.c.email_normalised == fields["email"])
+        known = select(m.c.id, m.c.status).where(m.c.email_normalised == fields["email"])
         visible = (await session.execute(known.where(in_scope(caller)))).first()
         if not visible and (await session.execute(known)).first():
             names = await Roster.unit_names(session)
             return _as_if_new(request, application, fields, names, double_opt_in=joins.double_opt_in)
-        outcome = await joins.join_in(uow, application, ip=None)
-        changes = _changes(fields)
-        if outcome.new_member:  # the join took the name and consent; keep the names as sent and the rest
-            changes.pop("email_consent", None)
-            changes.pop("postcode", None)
-        await rights.update_person(uow, outcome.member_id, **changes, source=source)
+        if visible and visible.status == "left":
+            # Not brought back or subscribed again, as Action Network keeps someone who unsubscribed: their record
+            # stays as they left it (only they can rejoin, through the link a join emails them); tags are added.
+            outcome = JoinOutcome(visible.id, False)
+        else:  # a key changes the people in its scope at once (no email to confirm), as Action Network does
+            outcome = await joins.join_in(uow, application, ip=None, ask_first=False)
+            changes = _changes(fields)
+            if outcome.new_member:  # the join took the name and consent; keep the names as sent and the rest
+                changes.pop("email_consent", None)
+                changes.pop("postcode", None)
+            await rights.update_person(uow, outcome.member_id, **changes, source=source)
         if outcome.new_member:  # created and modified dates of a new person are one (parsons tells them apart so)
             m_id = m.c.id == outcome.member_id
             await session.execute(update(m).where(m_id).values(updated_at=m.c.joined_at))

@@ -2,7 +2,10 @@
 unsubscribe (RFC 8058), leaving, a download of everything held about them, and erasure.
 
 Link tokens are made by notifications with `shared.tokens.member_link` (purposes `preferences` and
-`unsubscribe`, payload `{"m": member id}`); a forged, altered or expired one changes nothing.
+`unsubscribe`, payload `{"m": member id}`); a forged, altered or expired one changes nothing. The preferences
+link is not a key to everything: a download or an erasure asked for with it is done only once confirmed through
+a fresh link emailed to the member, valid for half an hour and used once (`/me/confirm`, decision 0006). A link
+only shows a page; the POST from its button acts (mail scanners follow links).
 """
 
 from __future__ import annotations
@@ -14,8 +17,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from services.membership.deps import JoinsDep, MemberRightsDep, SettingsDep
-from services.membership.domain import EMAIL_TOPICS, InvalidJoin, PreferencesForm, validate_preferences
+from services.membership.domain import (
+    DOWNLOAD,
+    EMAIL_TOPICS,
+    ERASE,
+    REQUEST_LIFETIME,
+    InvalidJoin,
+    PreferencesForm,
+    validate_preferences,
+)
 from services.membership.joins import Joins, MemberNotFound
+from services.membership.member_requests import RequestNotValid
 from services.membership.member_rights import MemberRights
 from services.membership.web import message_page, page
 from shared import tokens
@@ -161,12 +173,81 @@ async def unsubscribe(
     return page(request, "unsubscribed.html", {})
 
 
-@router.get("/me/data")
-async def download(request: Request, rights: MemberRightsDep, settings: SettingsDep, token: str = "") -> Response:
+def _check_your_email(request: Request, action: str) -> HTMLResponse:
+    minutes = int(REQUEST_LIFETIME[action].total_seconds() // 60)
+    what = "download your data" if action == DOWNLOAD else "erase everything we hold about you"
+    return message_page(
+        request,
+        "Check your email",
+        f"We have sent you a link to {what}. It works once, for {minutes} minutes. Nothing happens until you "
+        "open it and press its button.",
+    )
+
+
+def _form_for_link(request: Request, settings: Settings, token: str, template: str) -> HTMLResponse:
+    """A page whose form acts for the preferences link's member (showing it changes nothing)."""
     try:
-        data = await rights.everything_about(member_from(settings, token))
+        member_from(settings, token)
     except BadLink:
         return bad_link(request)
+    return page(request, template, {"token": token, "errors": {}})
+
+
+@router.get("/me/data", response_class=HTMLResponse)
+async def download_form(request: Request, settings: SettingsDep, token: str = "") -> HTMLResponse:
+    """A button that emails a link to the download (the preferences link alone does not download)."""
+    return _form_for_link(request, settings, token, "download.html")
+
+
+@router.post("/me/data", response_class=HTMLResponse)
+async def ask_for_download(request: Request, rights: MemberRightsDep, settings: SettingsDep) -> HTMLResponse:
+    form = await request.form()
+    try:
+        await rights.ask_to_confirm(member_from(settings, str(form.get("token") or "")), DOWNLOAD)
+    except BadLink:
+        return bad_link(request)
+    except MemberNotFound:
+        return gone(request)
+    return _check_your_email(request, DOWNLOAD)
+
+
+def _request_not_valid(request: Request, exc: RequestNotValid) -> HTMLResponse:
+    return message_page(
+        request,
+        "This link does not work",
+        f"{exc.reason}: it works once, for a short time. Ask again from the link at the bottom of any email from us.",
+        400,
+    )
+
+
+@router.get("/me/confirm", response_class=HTMLResponse)
+async def confirm_request_page(request: Request, rights: MemberRightsDep, token: str = "") -> HTMLResponse:
+    """The link emailed to confirm a download or an erasure: a page with a button (opening it does nothing)."""
+    try:
+        asked = await rights.requested(token)
+    except RequestNotValid as exc:
+        return _request_not_valid(request, exc)
+    return page(request, "confirm_request.html", {"token": token, "action": asked.kind})
+
+
+@router.post("/me/confirm")
+async def confirm_request(request: Request, rights: MemberRightsDep) -> Response:
+    """The button: the download (a JSON file) or the erasure, once."""
+    form = await request.form()
+    try:
+        asked = await rights.requested(str(form.get("token") or ""), use=True)
+    except RequestNotValid as exc:
+        return _request_not_valid(request, exc)
+    if asked.kind == ERASE:
+        if not await rights.erase(asked.member_id, actor=f"member:{asked.member_id}"):
+            return gone(request)
+        return message_page(
+            request,
+            "Everything about you is being erased",
+            "Your membership and everything we held about you are deleted, here and in every part of the network.",
+        )
+    try:
+        data = await rights.everything_about(asked.member_id)
     except MemberNotFound:
         return gone(request)
     return Response(
@@ -178,11 +259,7 @@ async def download(request: Request, rights: MemberRightsDep, settings: Settings
 
 @router.get("/me/leave", response_class=HTMLResponse)
 async def leave_form(request: Request, settings: SettingsDep, token: str = "") -> HTMLResponse:
-    try:
-        member_from(settings, token)
-    except BadLink:
-        return bad_link(request)
-    return page(request, "leave.html", {"token": token, "errors": {}})
+    return _form_for_link(request, settings, token, "leave.html")
 
 
 @router.post("/me/leave", response_class=HTMLResponse)
@@ -200,11 +277,7 @@ async def leave(request: Request, rights: MemberRightsDep, settings: SettingsDep
 
 @router.get("/me/erase", response_class=HTMLResponse)
 async def erase_form(request: Request, settings: SettingsDep, token: str = "") -> HTMLResponse:
-    try:
-        member_from(settings, token)
-    except BadLink:
-        return bad_link(request)
-    return page(request, "erase.html", {"token": token, "errors": {}})
+    return _form_for_link(request, settings, token, "erase.html")
 
 
 @router.post("/me/erase", response_class=HTMLResponse)
@@ -218,10 +291,8 @@ async def erase(request: Request, rights: MemberRightsDep, settings: SettingsDep
     if form.get("confirm") != "erase":
         errors = {"confirm": "Tick the box to confirm that everything about you should be erased"}
         return page(request, "erase.html", {"token": token, "errors": errors}, 422)
-    if not await rights.erase(member_id, actor=f"member:{member_id}"):
+    try:
+        await rights.ask_to_confirm(member_id, ERASE)
+    except MemberNotFound:
         return gone(request)
-    return message_page(
-        request,
-        "Everything about you is being erased",
-        "Your membership and everything we held about you are deleted, here and in every part of the network.",
-    )
+    return _check_your_email(request, ERASE)

@@ -1,8 +1,10 @@
 """Membership's public pages: the join form (also embedded in other sites, and as JSON), its thank-you page,
-and the double opt-in confirmation link.
+the double opt-in confirmation link, and the link that confirms a join for a member's address.
 
 A person never learns from these answers whether an address is already a member: a new join, a join
 again, a join stopped by the per-email limit and a bot caught by the honeypot all look the same.
+The links emailed to confirm something only show a page: the POST from its button does it (mail scanners
+follow links).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from services.membership.deps import JoinFormsDep, JoinsDep, OriginsDep, Setting
 from services.membership.domain import JoinOptions, origin_of
 from services.membership.join_forms import HONEYPOT, LIST_FIELDS, TEXT_FIELDS
 from services.membership.joins import MemberNotFound
+from services.membership.member_requests import RequestNotValid
 from shared import tokens
 from shared.config import Settings
 
@@ -195,24 +198,79 @@ async def join_thanks(request: Request) -> HTMLResponse:
     return page(request, "join_thanks.html", {})
 
 
+def _confirm_token(settings: Settings, token: str) -> str:
+    """The member a double opt-in link names; raises InvalidToken."""
+    payload = tokens.verify(settings.secret_key, tokens.CONFIRM_EMAIL, token, tokens.CONFIRM_MAX_AGE_S)
+    if not isinstance(payload, dict) or not isinstance(payload.get("m"), str):
+        raise tokens.InvalidToken("This link is not valid")
+    return payload["m"]
+
+
+def _not_confirmed(request: Request, reason: str, status: int = 400) -> HTMLResponse:
+    return message_page(
+        request, "We could not confirm your email address", f"{reason}. Join again to get a new link.", status
+    )
+
+
 @router.get("/join/confirm", response_class=HTMLResponse)
-async def confirm_email(request: Request, joins: JoinsDep, settings: SettingsDep, token: str = "") -> HTMLResponse:
-    """The link in the welcome email: confirms the address (double opt-in) and publishes MemberConfirmed."""
+async def confirm_email_page(
+    request: Request, joins: JoinsDep, settings: SettingsDep, token: str = ""
+) -> HTMLResponse:
+    """The link in the welcome email: a page with a button (opening it confirms nothing: mail scanners follow
+    links)."""
     try:
-        payload = tokens.verify(settings.secret_key, tokens.CONFIRM_EMAIL, token, tokens.CONFIRM_MAX_AGE_S)
-        member_id = str(payload["m"])
-    except (tokens.InvalidToken, KeyError, TypeError) as exc:
-        reason = str(exc) if isinstance(exc, tokens.InvalidToken) else "This link is not valid"
-        return message_page(
-            request, "We could not confirm your email address", f"{reason}. Join again to get a new link.", 400
-        )
+        member_id = _confirm_token(settings, token)
+    except tokens.InvalidToken as exc:
+        return _not_confirmed(request, str(exc))
+    if not await joins.confirmable(member_id):
+        return _not_confirmed(request, "This link is not valid any more", 404)
+    return page(request, "confirm_email.html", {"token": token})
+
+
+@router.post("/join/confirm", response_class=HTMLResponse)
+async def confirm_email(request: Request, joins: JoinsDep, settings: SettingsDep) -> HTMLResponse:
+    """The button on the confirmation page: confirms the address (double opt-in), publishes MemberConfirmed."""
+    form = await request.form()
+    try:
+        member_id = _confirm_token(settings, str(form.get("token") or ""))
+    except tokens.InvalidToken as exc:
+        return _not_confirmed(request, str(exc))
     try:
         await joins.confirm(member_id)
     except MemberNotFound:
-        return message_page(
-            request,
-            "We could not confirm your email address",
-            "This link is not valid any more. Join again to get a new link.",
-            404,
-        )
+        return _not_confirmed(request, "This link is not valid any more", 404)
     return page(request, "confirmed.html", {})
+
+
+def _change_not_valid(request: Request, exc: RequestNotValid) -> HTMLResponse:
+    return message_page(
+        request,
+        "This link does not work",
+        f"{exc.reason}: it may have expired, been used already, or been replaced by a newer email from us. "
+        "Nothing about your membership has changed.",
+        400,
+    )
+
+
+@router.get("/join/changes", response_class=HTMLResponse)
+async def join_change_page(request: Request, joins: JoinsDep, token: str = "") -> HTMLResponse:
+    """The link emailed after a join for a member's address: what confirming would change, and a button. Opening
+    it changes nothing."""
+    try:
+        change = await joins.join_change(token)
+    except RequestNotValid as exc:
+        return _change_not_valid(request, exc)
+    return page(request, "join_change.html", {"token": token, "changes": change.changes, "left": change.left})
+
+
+@router.post("/join/changes", response_class=HTMLResponse)
+async def confirm_join_change(request: Request, joins: JoinsDep) -> HTMLResponse:
+    """The button on that page: the join's changes are made, once."""
+    form = await request.form()
+    try:
+        await joins.confirm_join_change(str(form.get("token") or ""))
+    except RequestNotValid as exc:
+        return _change_not_valid(request, exc)
+    return message_page(
+        request, "Thank you: your membership is up to date", "The changes you confirmed are made."
+    )

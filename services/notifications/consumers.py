@@ -12,6 +12,7 @@ from services.notifications.followups import FollowUps
 from services.notifications.invitations import Invitations
 from services.notifications.letters import LetterNotifications
 from services.notifications.meetings import MeetingNotifications
+from services.notifications.member_requests import MemberRequestEmails
 from services.notifications.organisers import Organisers
 from services.notifications.service import NotificationService
 from shared import topics
@@ -24,6 +25,7 @@ from shared.events.catalog import (
     CampaignLaunched,
     ConsentChanged,
     EngagementLevelChosen,
+    JoinChangeRequested,
     MeetingCancelled,
     MeetingReminderDue,
     MeetingScheduled,
@@ -33,6 +35,7 @@ from shared.events.catalog import (
     MemberJoined,
     MemberLeft,
     MemberProfileUpdated,
+    MemberRightsConfirmationRequested,
     MpLetterRequested,
     OrganisationUnitDefined,
     OrganiserInvited,
@@ -59,6 +62,7 @@ class UseCases:
     activity: ActivityLog
     follow_ups: FollowUps
     invitations: Invitations
+    member_requests: MemberRequestEmails
 
 
 def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
@@ -76,8 +80,8 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     members = registry.group(
         "notifications" + group_suffix,
         (topics.MEMBERSHIP_MEMBERS, topics.EVENTS_MEETINGS, topics.EVENTS_RSVPS, topics.CAMPAIGNS_ACTIONS),
-        "Welcome emails, the recipient mirror and suppressions; meeting announcements, RSVP emails, reminders; "
-        "letters to MPs",
+        "Welcome emails, the recipient mirror and suppressions; links members confirm; meeting announcements, "
+        "RSVP emails, reminders; letters to MPs",
     )
     organisers = registry.group(
         "notifications.organisers" + group_suffix,
@@ -123,6 +127,8 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         (ConsentChanged, service.consent_changed),
         (MemberLeft, service.member_left),
         (MemberErased, service.member_erased),
+        (JoinChangeRequested, u.member_requests.join_change_requested),
+        (MemberRightsConfirmationRequested, u.member_requests.rights_confirmation_requested),
         (MeetingScheduled, u.meetings.meeting_scheduled),
         (MeetingUpdated, u.meetings.meeting_updated),
         (MeetingCancelled, u.meetings.meeting_cancelled),
@@ -178,7 +184,7 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     activity.on_run(MemberJoined)(members_joined)
     activity.ignore(
         (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MemberLeft, MeetingReminderDue, AttendanceRecorded,
-         AskPublished, CampaignClosed, MpLetterRequested),
+         AskPublished, CampaignClosed, MpLetterRequested, JoinChangeRequested, MemberRightsConfirmationRequested),
         "digests and follow-ups report arrivals, meetings, RSVPs, campaigns launched and actions; not these (yet)",
     )
     return registry

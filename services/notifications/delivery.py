@@ -24,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
 from services.notifications.mailer import Mailer, OutgoingEmail, PermanentFailure, TemporaryFailure, Unsendable
-from services.notifications.suppression import MARKETING_KINDS, STOPS_EVERYTHING, Suppressions, blocks
+from services.notifications.suppression import (
+    MARKETING_KINDS,
+    REACHES_LEAVERS,
+    STOPS_EVERYTHING,
+    Suppressions,
+    blocks,
+)
 from shared import metrics, tokens
 from shared.config import Settings
 from shared.db import Database
@@ -64,7 +70,7 @@ SUPPRESS_CLAIMED_SQL = text(
 _SUPPRESSED = (
     "EXISTS (SELECT 1 FROM suppressions s WHERE s.email = :key AND (s.reason IN ("
     + ", ".join(f"'{reason}'" for reason in sorted(STOPS_EVERYTHING))
-    + ") OR :marketing))"
+    + ") AND NOT (s.reason = 'left' AND :reaches_leavers) OR :marketing))"
 )
 # The commit point: still this sender's, and the address not suppressed meanwhile.
 MARK_SENT_SQL = text(
@@ -294,6 +300,7 @@ class DeliveryWorker:
                 "attempts": attempts,
                 "key": row.address_key,
                 "marketing": row.kind in MARKETING_KINDS,
+                "reaches_leavers": row.kind in REACHES_LEAVERS,
             }
 
             async def commit_as_sent() -> None:

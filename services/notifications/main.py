@@ -15,6 +15,7 @@ from services.notifications.followups import FollowUpLoop, FollowUps
 from services.notifications.invitations import Invitations
 from services.notifications.letters import LetterNotifications
 from services.notifications.meetings import MeetingNotifications
+from services.notifications.member_requests import MemberRequestEmails
 from services.notifications.organisers import Organisers
 from services.notifications.service import NotificationService
 from shared import topics
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
         activity=ActivityLog(),
         follow_ups=follow_ups,
         invitations=Invitations(service),
+        member_requests=MemberRequestEmails(service),
     )
     runtime.add_registry(build_registry(use_cases, group_suffix=group_suffix))
     runtime.document_publisher(topics.NOTIFICATIONS_DELIVERIES, "Notifications sent or failed")

@@ -1,7 +1,9 @@
 """The suppression list: addresses that must not be emailed, kept as keyed hashes (not the address itself).
 
 Reasons and what they stop:
-- `left`, `erased`, `hard_bounces`: every email.
+- `left`, `erased`, `hard_bounces`: every email; but `left` lets through the confirmation of a join for the
+  address (`join_change`): it is the only way someone who left comes back, and nothing changes unless they
+  confirm it.
 - `unsubscribed` (ConsentChanged granted=false): every email that is not strictly transactional; the
   transactional ones a person asks for themselves (an RSVP confirmation, a reminder of a meeting they
   RSVPed to, a change or cancellation of it) still go, as UK PECR and GDPR allow.
@@ -24,6 +26,7 @@ from services.notifications import db as tables
 # Kinds that are not strictly transactional: they carry List-Unsubscribe and stop on unsubscribe.
 MARKETING_KINDS = frozenset({"announcement", "follow_up"})
 STOPS_EVERYTHING = frozenset({"left", "erased", "hard_bounces"})
+REACHES_LEAVERS = frozenset({"join_change"})
 # Sent after what people are waiting for (see deliveries.priority).
 BULK_KINDS = MARKETING_KINDS | {"digest"}
 
@@ -72,6 +75,6 @@ class Suppressions:
 
 def blocks(reason: str | None, kind: str) -> bool:
     """Whether a suppression for `reason` (None: none) stops an email of `kind`."""
-    if reason is None:
+    if reason is None or (reason == "left" and kind in REACHES_LEAVERS):
         return False
     return reason in STOPS_EVERYTHING or kind in MARKETING_KINDS

@@ -91,6 +91,39 @@ class MemberErased(_MemberEvent):
     erased_at: datetime
 
 
+class _MemberRequestEvent(EventData):
+    """A request membership recorded for a member and asks them to confirm through a link emailed to them. The
+    link is a credential, so it travels sealed with the member's key, like their address and name. On the
+    members' topic, so it stays in order with the member's other events (a MemberLeft, a MemberErased)."""
+
+    topic = topics.MEMBERSHIP_MEMBERS
+    source_service = "membership"
+    member_id: str
+    email: Sealed
+    name: Sealed | None = None
+    confirm_url: Sealed
+    expires_at: datetime
+
+    def subject(self) -> str:
+        return self.member_id
+
+
+class JoinChangeRequested(_MemberRequestEvent):
+    """Someone joined with the address of a member (or of someone who left): nothing changes until the
+    address's owner opens the link and confirms the changes (decision 0006)."""
+
+    event_type = "JoinChangeRequested"
+    left: bool = Field(default=False, description="the member had left: confirming brings them back")
+
+
+class MemberRightsConfirmationRequested(_MemberRequestEvent):
+    """A data download or an erasure was asked for through a preferences link: it happens only once confirmed
+    through a fresh, short-lived link emailed to the member."""
+
+    event_type = "MemberRightsConfirmationRequested"
+    action: Literal["download", "erase"]
+
+
 class _OrganisationEvent(EventData):
     topic = topics.MEMBERSHIP_ORGANISATION
     source_service = "membership"
@@ -421,6 +454,8 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     EngagementLevelChosen,
     MemberLeft,
     MemberErased,
+    JoinChangeRequested,
+    MemberRightsConfirmationRequested,
     OrganisationUnitDefined,
     RoleGranted,
     OrganiserInvited,

@@ -28,7 +28,9 @@ async def test_join_through_gateway_sends_personal_welcome_email(gateway, mail, 
     assert row["name"] == "Ada Lovelace" and row["postcode"] == "B1 1AA" and row["status"] == "pending"
 
 
-async def test_joining_again_with_same_email_updates_without_second_welcome(gateway, mail, membership_db):
+async def test_joining_again_with_same_email_asks_to_confirm_the_changes_without_second_welcome(
+    gateway, mail, membership_db
+):
     email = unique_email("grace")
     first = {"name": "Grace Hopper", "email": email, "postcode": "CV1 2AB", "email_consent": "yes"}
     assert (await gateway.post("/join", data=first)).status_code == 303
@@ -37,9 +39,19 @@ async def test_joining_again_with_same_email_updates_without_second_welcome(gate
     again = {**first, "email": f"  {email.upper()} ", "postcode": "CV1 5FB"}
     assert (await gateway.post("/join", data=again)).status_code == 303
 
-    assert len(await mail.settle(email, seconds=3)) == 1
-    rows = await membership_db.fetch("SELECT postcode FROM members WHERE email_normalised = $1", email)
-    assert [r["postcode"] for r in rows] == ["CV1 5FB"]
+    welcome, confirm = await mail.wait_for(email, count=2)
+    assert welcome["subject"].startswith("Welcome") and confirm["subject"].startswith("Confirm the changes")
+    assert "Dear Grace," in confirm["text"]
+    assert len(await mail.settle(email, seconds=3)) == 2
+    postcode = "SELECT postcode FROM members WHERE email_normalised = $1"
+    assert [r["postcode"] for r in await membership_db.fetch(postcode, email)] == ["CV1 2AB"]
+
+    link = re.search(r"/join/changes\?token=(\S+)", confirm["text"])
+    assert link, "no link to confirm the changes"
+    page = await gateway.get("/join/changes", params={"token": link.group(1)})
+    assert page.status_code == 200 and "CV1 5FB" in page.text
+    assert (await gateway.post("/join/changes", data={"token": link.group(1)})).status_code == 200
+    assert [r["postcode"] for r in await membership_db.fetch(postcode, email)] == ["CV1 5FB"]
 
 
 async def test_invalid_join_rerenders_with_errors_and_input_kept_and_stores_nothing(gateway, mail, membership_db):

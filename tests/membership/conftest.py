@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from deploy.local import launcher
-from shared import topics
+from shared import tokens, topics
 from shared.config import Settings
 from shared.events.envelope import Envelope
 from tests.support.inprocess import InProcessServer, asyncpg_dsn, free_port, fresh_test_database
@@ -133,6 +133,24 @@ async def member_by_email(db: asyncpg.Connection, email: str) -> Any:
     return await db.fetchrow("SELECT * FROM members WHERE email_normalised = $1", email)
 
 
+def request_link(settings: Settings, purpose: str, request_id: str) -> str:
+    """The token of the link membership emails for a request (as the email carries it)."""
+    return tokens.sign(settings.secret_key, purpose, {"r": request_id})
+
+
+async def confirm_join_change(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, member_id: str
+) -> None:
+    """What the member does with the email a join for their address sends: open the link, press the button."""
+    request_id = await db.fetchval(
+        "SELECT id FROM member_requests WHERE member_id = $1 AND kind = 'join-change'", member_id
+    )
+    assert request_id, "no join waiting for this member to confirm"
+    token = request_link(settings, tokens.JOIN_CHANGE, request_id)
+    assert (await client.get("/join/changes", params={"token": token})).status_code == 200
+    assert (await client.post("/join/changes", data={"token": token})).status_code == 200
+
+
 async def make_organiser(
     db: asyncpg.Connection, scope_type: str = "network", scope_id: str | None = None
 ) -> tuple[str, dict[str, str]]:
@@ -150,3 +168,22 @@ async def make_organiser(
     )
     token = auth.issue(launcher.secret_key(), auth.OrganiserScope(organiser_id, scope_type, scope_id))
     return organiser_id, {"Authorization": f"Bearer {token}"}
+
+
+async def confirmed_request(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, member_id: str, kind: str
+) -> httpx.Response:
+    """A download or an erasure as a member does it: asked for through their preferences link, then confirmed
+    through the link emailed to them (its page, then its button); the button's answer."""
+    preferences = tokens.sign(settings.secret_key, tokens.PREFERENCES, {"m": member_id})
+    if kind == "download":
+        asked = await client.post("/me/data", data={"token": preferences})
+    else:
+        asked = await client.post("/me/erase", data={"token": preferences, "confirm": "erase"})
+    assert asked.status_code == 200 and "Check your email" in asked.text
+    request_id = await db.fetchval(
+        "SELECT id FROM member_requests WHERE member_id = $1 AND kind = $2", member_id, kind
+    )
+    token = request_link(settings, tokens.MEMBER_RIGHTS, request_id)
+    assert (await client.get("/me/confirm", params={"token": token})).status_code == 200
+    return await client.post("/me/confirm", data={"token": token})

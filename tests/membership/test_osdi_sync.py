@@ -14,7 +14,7 @@ import pytest
 
 from services.membership import seeds
 from shared import tokens
-from tests.membership.conftest import join_form, member_by_email, unique_email
+from tests.membership.conftest import confirmed_request, join_form, member_by_email, unique_email
 from tests.membership.test_osdi import api_key
 
 BIRMINGHAM = seeds.unit_id("region", "birmingham-black-country")
@@ -153,12 +153,12 @@ async def test_custom_fields_and_phone_numbers_are_kept_downloaded_and_erased(
     )
     assert refused.status_code == 400 and "status" in refused.json()["error"]
 
-    token = tokens.sign(membership_settings.secret_key, tokens.PREFERENCES, {"m": member_id})
-    download = json.loads((await client.get("/me/data", params={"token": token})).text)["member"]
+    downloaded = await confirmed_request(client, db, membership_settings, member_id, "download")
+    download = json.loads(downloaded.text)["member"]
     assert download["phone_number"] == "+447700900123"
     assert download["custom_fields"] == {"employer": "Co-op", "branch": "North"}
 
-    erased = await client.post("/me/erase", data={"token": token, "confirm": "erase"})
+    erased = await confirmed_request(client, db, membership_settings, member_id, "erase")
     assert erased.status_code == 200
     row = await db.fetchrow("SELECT * FROM members WHERE id = $1", member_id)
     assert row["phone_number"] is None and json.loads(row["custom_fields"]) == {}
@@ -192,6 +192,51 @@ async def test_a_signup_for_someone_outside_the_keys_scope_changes_nothing_and_a
     after = await member_by_email(db, notts)
     assert dict(after) == dict(before)
     assert await db.fetchval("SELECT count(*) FROM taggings WHERE member_id = $1", before["id"]) == 0
+
+
+async def test_a_signup_for_someone_in_the_keys_scope_changes_them_at_once_as_action_network_does(
+    client, db, kafka, network_key
+):
+    email = unique_email("inscope")
+    await client.post("/join", data=join_form(email, name="Amy Garvey", postcode="B1 1AA"))
+    member_id = (await member_by_email(db, email))["id"]
+    sent = {
+        "given_name": "Amy Ashwood",
+        "family_name": "Garvey",
+        "email_addresses": [{"address": email}],
+        "phone_numbers": [{"number": "07700 900456"}],
+    }
+    merged = await client.post("/api/v2/people", json={"person": sent, "add_tags": ["speaker"]}, headers=network_key)
+    assert merged.status_code == 200 and merged.json()["given_name"] == "Amy Ashwood"
+    row = await member_by_email(db, email)
+    assert row["name"] == "Amy Ashwood Garvey" and row["phone_number"] == "07700900456"
+    assert row["postcode"] == "B1 1AA" and row["email_consent"] is True  # only what is sent changes
+    # An integration's key within its scope is trusted with its people: nothing waits for the member to confirm.
+    assert await db.fetchval("SELECT count(*) FROM member_requests WHERE member_id = $1", member_id) == 0
+    assert await db.fetchval("SELECT count(*) FROM taggings WHERE member_id = $1", member_id) == 1
+
+
+async def test_a_signup_for_someone_in_scope_who_left_neither_brings_them_back_nor_subscribes_them(
+    client, db, network_key, membership_settings
+):
+    email = unique_email("leftscope")
+    await client.post("/join", data=join_form(email, name="Claudia Jones"))
+    member_id = (await member_by_email(db, email))["id"]
+    preferences = tokens.sign(membership_settings.secret_key, tokens.PREFERENCES, {"m": member_id})
+    assert (await client.post("/me/leave", data={"token": preferences})).status_code == 200
+    left = dict(await member_by_email(db, email))
+    outbox_before = await db.fetchval("SELECT count(*) FROM outbox")
+
+    sent = {
+        "given_name": "Someone",
+        "family_name": "Else",
+        "email_addresses": [{"address": email, "status": "subscribed"}],
+    }
+    answer = await client.post("/api/v2/people", json={"person": sent, "add_tags": ["returner"]}, headers=network_key)
+    assert answer.status_code == 200 and answer.json()["custom_fields"]["status"] == "left"
+    assert dict(await member_by_email(db, email)) == left
+    assert await db.fetchval("SELECT count(*) FROM outbox") == outbox_before
+    assert await db.fetchval("SELECT count(*) FROM taggings WHERE member_id = $1", member_id) == 1
 
 
 async def test_errors_under_the_api_are_osdi_error_bodies(client, network_key):

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from deploy.local import launcher
 from services.membership import seeds
+from shared import tokens
 from shared.crypto import encode_key, new_key, seal
 from shared.events.catalog import (
     ActionKeyIssued,
@@ -116,20 +117,33 @@ async def test_an_existing_member_who_rsvps_and_joins_keeps_their_level_and_plac
     await client.post(
         "/join", data=join_form(email, name="Jessica Huntley", engagement_level="organise", postcode="B1 1AA")
     )
+    before = dict(await member_by_email(db, email))
     rsvp_id, key = str(uuid.uuid4()), new_key()
-    await publish(RsvpKeyIssued(key_id=rsvp_id, key=encode_key(key)), rsvp(email.upper(), key=key, rsvp_id=rsvp_id))
-    await poll(
-        lambda: db.fetchval(
-            "SELECT count(*) = 2 FROM consent_records c JOIN members m ON m.id = c.member_id "
-            "WHERE m.email_normalised = $1",
-            email,
-        ),
-        30,
-    )
+    event = Envelope.wrap(rsvp(email.upper(), key=key, rsvp_id=rsvp_id))
+    await publish(RsvpKeyIssued(key_id=rsvp_id, key=encode_key(key)), event)
+    await poll(lambda: db.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event.event_id), 30)
     rows = await db.fetch("SELECT * FROM members WHERE email_normalised = $1", email)
-    assert len(rows) == 1
-    assert rows[0]["engagement_level"] == "organise" and rows[0]["name"] == "Jessica Huntley"
-    assert rows[0]["postcode"] == "B1 1AA"
+    assert [dict(r) for r in rows] == [before]  # nothing it would change, so nothing to ask them either
+    assert await db.fetchval("SELECT count(*) FROM consent_records WHERE member_id = $1", before["id"]) == 1
+    assert await db.fetchval("SELECT count(*) FROM member_requests WHERE member_id = $1", before["id"]) == 0
+
+
+async def test_an_rsvp_asking_to_join_with_the_address_of_someone_who_left_only_asks_them(
+    client, membership_server, db, kafka, membership_settings
+):
+    email = unique_email("gone")
+    await client.post("/join", data=join_form(email))
+    member_id = (await member_by_email(db, email))["id"]
+    preferences = tokens.sign(membership_settings.secret_key, tokens.PREFERENCES, {"m": member_id})
+    assert (await client.post("/me/leave", data={"token": preferences})).status_code == 200
+    left = dict(await member_by_email(db, email))
+
+    rsvp_id, key = str(uuid.uuid4()), new_key()
+    await publish(RsvpKeyIssued(key_id=rsvp_id, key=encode_key(key)), rsvp(email, key=key, rsvp_id=rsvp_id))
+    [asked] = await kafka.wait_for(of_member(member_id, "JoinChangeRequested"))
+    assert asked.data["left"] is True
+    assert dict(await member_by_email(db, email)) == left  # still left, still without consent
+    assert left["status"] == "left" and left["email_consent"] is False
 
 
 async def test_an_action_asking_to_join_makes_a_member_with_its_group(membership_server, db, kafka):

@@ -14,7 +14,16 @@ from services.membership import seeds
 from shared import tokens, topics
 from shared.crypto import unseal
 from shared.events.envelope import Envelope, Sealed
-from tests.membership.conftest import join_form, make_organiser, member_by_email, of_member, poll, unique_email
+from tests.membership.conftest import (
+    confirm_join_change,
+    confirmed_request,
+    join_form,
+    make_organiser,
+    member_by_email,
+    of_member,
+    poll,
+    unique_email,
+)
 from tests.support.kafka import read_topic
 
 
@@ -141,6 +150,8 @@ async def test_joining_again_after_leaving_announces_the_member_again_with_their
     assert (await client.post("/me/leave", data={"token": token})).status_code == 200
     back = await client.post("/join", data=join_form(member["email_normalised"], name="Back Again"))
     assert back.status_code == 303
+    assert (await member_by_email(db, member["email_normalised"]))["status"] == "left"  # until they confirm
+    await confirm_join_change(client, db, membership_settings, member["id"])
     row = await member_by_email(db, member["email_normalised"])
     assert row["id"] == member["id"] and row["status"] != "left" and row["name"] == "Back Again"
     *_, again = await kafka.wait_for(of_member(member["id"], "MemberJoined"), count=2)
@@ -154,13 +165,14 @@ async def test_download_holds_everything_about_the_member_including_who_looked(c
     member = await joined(client, db, skills="Sign language", groups=["derby"], subteams=["welcome"])
     _, headers = await make_organiser(db)
     await client.get(f"/members/{member['id']}", headers=headers)
-    token = link(membership_settings, tokens.PREFERENCES, member["id"])
-    response = await client.get("/me/data", params={"token": token})
+    await client.post("/join", data=join_form(member["email_normalised"], name="Someone Else"))
+    response = await confirmed_request(client, db, membership_settings, member["id"], "download")
     assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
     data = json.loads(response.text)
     assert data["member"]["email"] == member["email_normalised"] and data["member"]["skills"] == "Sign language"
     assert data["member"]["local_groups"] == ["Derby"] and data["member"]["subteams"] == ["Welcome team"]
     assert data["consent_records"][0]["wording_version"] == "email-2026-11"
+    assert [w["what"] for w in data["waiting_for_you_to_confirm"]] == ["join-change"]
     assert any(
         v["what"] == "member.view" and v["who"].startswith("organiser:") for v in data["who_looked_at_your_record"]
     )
@@ -217,8 +229,7 @@ async def test_erasure_deletes_personal_data_everywhere_and_kafka_copies_no_long
         sealed_email = Sealed(**joined_event.data["email"])
         assert unseal(sealed_email, await db.fetchval("SELECT key FROM subject_keys WHERE key_id = $1", member_id))
 
-        token = link(membership_settings, tokens.PREFERENCES, member_id)
-        erased = await client.post("/me/erase", data={"token": token, "confirm": "erase"})
+        erased = await confirmed_request(client, db, membership_settings, member_id, "erase")
         assert erased.status_code == 200 and "being erased" in erased.text
 
         row = await db.fetchrow("SELECT * FROM members WHERE id = $1", member_id)

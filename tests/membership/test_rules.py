@@ -9,8 +9,16 @@ from datetime import UTC, datetime
 
 from services.membership.domain import (
     OWNER,
+    REQUEST_LIFETIME,
+    Choice,
     JoinApplication,
+    JoinOptions,
     MemberRecord,
+    Unit,
+    asks_first,
+    change_summary,
+    join_details,
+    join_from_details,
     joined_events,
     ladder_level,
     new_member_row,
@@ -105,8 +113,9 @@ def test_a_join_with_an_rsvp_fills_in_what_is_missing_and_does_not_move_someone_
 
     assert decision.values["name"] == "Claudia Jones" and decision.values["engagement_level"] == "informed"
     assert "postcode" not in decision.values and "region_id" not in decision.values
-    assert decision.add_group_ids == []
-    assert not any(isinstance(e, EngagementLevelChosen) for e in decision.events())
+    assert decision.add_group_ids == [] and decision.group_ids == ["birmingham"]
+    assert decision.changed == [] and decision.events() == []  # it announces nothing it did not store
+    assert not decision.changes_anything
 
 
 def test_a_join_with_an_rsvp_places_a_member_whose_postcode_was_not_known():
@@ -187,3 +196,59 @@ def test_rules_take_loaded_state_and_leave_it_as_it_was():
     rejoin(previous, joining, NOW, double_opt_in=True)
 
     assert previous == before and joining.group_ids == ["coventry"] and joining.postcode == "B15 2TT"
+
+
+# A join for a member's address waits for them to confirm it (decision 0006) ----------------------------------
+
+OPTIONS = JoinOptions(
+    interests=(Choice("housing", "Housing"), Choice("climate", "Climate justice")),
+    levels=(Choice("informed", "Keep me informed"), Choice("active", "Take action")),
+    regions=(Unit("west-midlands", "wm", "West Midlands"), Unit("east-midlands", "em", "East Midlands")),
+    groups=(Unit("birmingham", "brum", "Birmingham"), Unit("nottingham", "notts", "Nottingham")),
+    subteams=(Unit("research", "research", "Research and policy"),),
+    partners=(),
+    consent_version="email-2026-11",
+    consent_wording="We may email you",
+    consent_versions=frozenset({"email-2026-11"}),
+)
+
+
+def test_a_join_form_always_asks_a_join_from_elsewhere_only_when_it_would_change_something():
+    same = rejoin(member(), application(), NOW, double_opt_in=False)
+    assert not same.changes_anything and asks_first(application(), same)
+    rsvp = application(replace_profile=False)
+    assert not asks_first(rsvp, rejoin(member(), rsvp, NOW, double_opt_in=False))
+    assert asks_first(rsvp, rejoin(member(status="left"), rsvp, NOW, double_opt_in=False))
+    assert asks_first(rsvp, rejoin(member(email_consent=False), rsvp, NOW, double_opt_in=False))
+
+
+def test_a_waiting_join_keeps_its_personal_fields_apart_to_be_sealed_and_comes_back_whole():
+    joining = application(name="Renamed", postcode="NG1 5FS", skills="Printing", group_ids=["nottingham"])
+    plain, personal = join_details(joining)
+    assert personal == {"name": "Renamed", "postcode": "NG1 5FS", "skills": "Printing"}
+    assert not {"name", "postcode", "skills", "email"} & set(plain) and plain["group_ids"] == ["nottingham"]
+    assert join_from_details(plain, personal, "claudia@example.org") == joining
+
+
+def test_the_page_of_a_waiting_join_says_what_confirming_would_change_in_words():
+    joining = application(name="Renamed", postcode="NG1 5FS", region_id="east-midlands", group_ids=["nottingham"],
+                          subteam_ids=["research"], engagement_level="active", interests=["climate"])
+    previous = member(status="left", email_consent=False)
+    lines = dict(change_summary(previous, rejoin(previous, joining, NOW, double_opt_in=False), OPTIONS))
+    assert lines == {
+        "Your membership": "You join the network again",
+        "Your name": "Renamed",
+        "Your postcode": "NG1 5FS",
+        "Your region": "East Midlands",
+        "Local groups you join": "Nottingham",
+        "Sub-teams you join": "Research and policy",
+        "Issues you care about": "Climate justice",
+        "How involved you want to be": "Take action",
+        "Email from us": "You agree that we may email you again",
+    }
+    assert change_summary(member(), rejoin(member(), application(), NOW, double_opt_in=False), OPTIONS) == []
+
+
+def test_a_joins_changes_wait_a_week_a_download_or_an_erasure_half_an_hour():
+    assert REQUEST_LIFETIME["join-change"].days == 7
+    assert REQUEST_LIFETIME["download"].total_seconds() == REQUEST_LIFETIME["erase"].total_seconds() == 30 * 60

@@ -22,6 +22,7 @@ from services.notifications.domain import (
     readiness,
     rsvp_email_wanted,
 )
+from services.notifications.suppression import blocks
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -166,3 +167,10 @@ def test_members_who_left_withdrew_consent_opted_out_or_are_suppressed_are_skipp
     assert decide(recipient=Member(email_topics=["meetings"])) == ("skipped", "opted out of follow-ups")
     assert decide(recipient=Member(email_topics=["follow_ups"])) == ("queued", None)
     assert decide(suppressed=True) == ("skipped", "address suppressed")
+
+
+def test_a_left_address_gets_only_the_confirmation_of_a_join_that_would_bring_it_back():
+    assert not blocks("left", "join_change")
+    assert blocks("left", "welcome") and blocks("left", "confirm_download")
+    assert blocks("erased", "join_change") and blocks("hard_bounces", "join_change")
+    assert not blocks("unsubscribed", "join_change") and not blocks(None, "join_change")

@@ -142,3 +142,21 @@ def test_the_message_written_directly_reads_as_email_message_builds_it():
                 assert a.get_content_type() == b.get_content_type()
                 assert a.get_content() == b.get_content()
     assert direct.get("Message-ID") is not None
+
+
+@pytest.mark.parametrize(
+    ("template", "context", "words"),
+    [
+        ("join_change", {"left": False}, "Someone joined"),
+        ("join_change", {"left": True}, "bring you back"),
+        ("confirm_rights", {"action": "download"}, "copy of everything"),
+        ("confirm_rights", {"action": "erase"}, "erase everything"),
+    ],
+)
+def test_links_a_member_confirms_render_with_the_link_and_when_it_ends(template, context, words):
+    link = "http://x/join/changes?token=t"
+    text, html = EmailRenderer("Midlands Network").render(
+        template, name="Ada", link=link, expires="7 December 2026, 10:00 UTC", **context
+    )
+    for part in (text, html):
+        assert "Ada" in part and link in part and "7 December 2026, 10:00 UTC" in part and words in part
