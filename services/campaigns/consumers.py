@@ -86,6 +86,10 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
          ev.MeetingReminderDue, ev.RsvpCancelled, ev.PromotedFromWaitlist, ev.MpLetterRequested),
         "neither the asks nor the engagement ladder depend on these (reporting reads what it needs itself)",
     )
+    consumer.ignore(
+        (ev.RsvpRepeated, ev.ActionRepeated, ev.MpLetterAwaitingConfirmation),
+        "a repeat changes nothing, and a letter waiting for its writer's confirmation is not an action yet",
+    )
 
     reporting = registry.group(
         reporting_group,
@@ -98,6 +102,10 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
         (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.MeetingReminderDue,
          ev.MpLetterRequested, ev.OrganiserInvited, ev.RoleGranted),
         "no report counts these (ActionTaken already counts a letter to an MP)",
+    )
+    reporting.ignore(
+        (ev.RsvpRepeated, ev.ActionRepeated, ev.MpLetterAwaitingConfirmation),
+        "a repeat changes nothing, and a letter counts once confirmed (ActionTaken)",
     )
 
     reporting.on_batch(project_batch)  # a fetched batch's facts go in one INSERT per table

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from services.notifications.action_notices import ActionNotices
 from services.notifications.activity import ActivityLog
 from services.notifications.followups import FollowUps
 from services.notifications.invitations import Invitations
@@ -17,6 +18,7 @@ from services.notifications.service import NotificationService
 from shared import topics
 from shared.events.catalog import (
     ActionKeyIssued,
+    ActionRepeated,
     ActionTaken,
     AskPublished,
     AttendanceRecorded,
@@ -33,6 +35,7 @@ from shared.events.catalog import (
     MemberJoined,
     MemberLeft,
     MemberProfileUpdated,
+    MpLetterAwaitingConfirmation,
     MpLetterRequested,
     OrganisationUnitDefined,
     OrganiserInvited,
@@ -41,6 +44,7 @@ from shared.events.catalog import (
     RsvpCancelled,
     RsvpKeyIssued,
     RsvpReceived,
+    RsvpRepeated,
     SubjectKeyIssued,
 )
 from shared.events.envelope import Envelope
@@ -59,6 +63,7 @@ class UseCases:
     activity: ActivityLog
     follow_ups: FollowUps
     invitations: Invitations
+    action_notices: ActionNotices
 
 
 def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
@@ -132,6 +137,9 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         (RsvpCancelled, u.meetings.rsvp_cancelled),
         (AttendanceRecorded, u.meetings.attendance),
         (MpLetterRequested, u.letters.letter_requested),
+        (RsvpRepeated, u.meetings.rsvp_repeated),
+        (ActionRepeated, u.action_notices.action_repeated),
+        (MpLetterAwaitingConfirmation, u.action_notices.letter_awaiting_confirmation),
     )
     members.on_run(MemberJoined)(service.members_joined)
     members.ignore(
@@ -178,7 +186,7 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     activity.on_run(MemberJoined)(members_joined)
     activity.ignore(
         (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MemberLeft, MeetingReminderDue, AttendanceRecorded,
-         AskPublished, CampaignClosed, MpLetterRequested),
+         AskPublished, CampaignClosed, MpLetterRequested, RsvpRepeated, ActionRepeated, MpLetterAwaitingConfirmation),
         "digests and follow-ups report arrivals, meetings, RSVPs, campaigns launched and actions; not these (yet)",
     )
     return registry
