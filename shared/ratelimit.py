@@ -135,7 +135,7 @@ class RateLimiter:
 
     async def settings(self, session: AsyncSession) -> LimitSettings:
         """The limits and trusted networks, read again once they are `SETTINGS_TTL_S` old."""
-        if self._settings is not None and time.monotonic() - self._settings_at < SETTINGS_TTL_S:
+        if self.fresh and self._settings is not None:
             return self._settings
         r = _limits
         limits = {
@@ -150,6 +150,15 @@ class RateLimiter:
                 continue
         self._settings, self._settings_at = LimitSettings(limits, tuple(trusted)), time.monotonic()
         return self._settings
+
+    @property
+    def fresh(self) -> bool:
+        """Whether the settings in hand are recent enough to use without reading them again."""
+        return self._settings is not None and time.monotonic() - self._settings_at < SETTINGS_TTL_S
+
+    def known_trusted(self, ip: str) -> bool:
+        """Whether `ip` is in a trusted network, by the settings in hand while they are fresh (False otherwise)."""
+        return self.fresh and self._settings is not None and self._trusted(self._settings, ip)
 
     async def hit(self, session: AsyncSession, limit: str, value: str, *, ip: str | None = None) -> Verdict:
         """Count one attempt against `limit` for `value`; allowed while the window's count is within the limit.
@@ -234,6 +243,7 @@ class Limits:
     def __init__(self, uows: UnitsOfWork, secret_key: str) -> None:
         self.uows = uows
         self.limiter = RateLimiter(secret_key)
+        self._reading = asyncio.Lock()
 
     async def check(self, ip: str, per_ip: Sequence[str], per_address: Sequence[tuple[str, str]] = ()) -> bool:
         """Count an attempt from client address `ip` against each limit of `per_ip`, and against each (limit,
@@ -242,6 +252,13 @@ class Limits:
         Raises RateLimited when a per-IP limit is over. Returns False when a per-address limit is: the caller
         then answers as usual and does nothing (telling the client would reveal that someone else has been
         using that address)."""
+        if not self.limiter.fresh:
+            async with self._reading:  # one reads the settings; a burst arriving meanwhile waits for them
+                if not self.limiter.fresh:
+                    async with self.uows.begin() as uow:
+                        await self.limiter.settings(uow.session)
+        if self.limiter.known_trusted(ip):
+            return True  # nothing to count: no transaction (a trusted network's signup stall, the tests)
         attempts = [Attempt(name, ip, ip) for name in per_ip]
         attempts += [Attempt(name, value, ip) for name, value in per_address]
         async with self.uows.begin() as uow:
