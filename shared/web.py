@@ -250,7 +250,7 @@ ERROR_PAGES: dict[int, tuple[str, str]] = {
           "the page may have moved or ended."),
     405: ("This page cannot do that", "The page exists, but not for what your browser asked. Please go back and "
           "use the page's own links and buttons."),
-    429: ("Please wait a moment", "Too many attempts came from your connection in a short while. Please wait a few "
+    429: ("Too many attempts", "Too many attempts came from your connection in a short while. Please wait a few "
           "minutes and try again."),
     422: ("Something in the form could not be used", "Please go back, check what you entered and send it again."),
     500: ("Something went wrong on our side", "Please try again in a few minutes."),

@@ -195,7 +195,7 @@ async def test_a_burst_of_rsvps_from_one_client_address_is_stopped_and_stores_no
 
     over = await gateway.post(path, data=someone("burst"), headers=client)
     assert over.status_code == 429 and int(over.headers["Retry-After"]) > 0
-    assert "Please wait a moment" in over.text and "try again" in over.text
+    assert "Too many attempts" in over.text and "try again" in over.text
     assert await events_db.fetchval("SELECT count(*) FROM rsvps WHERE meeting_id = $1", meeting["id"]) == stored
     # Another client (the gateway says so) is not held up by this one.
     other = await gateway.post(path, data=someone("other"), headers={"X-Forwarded-For": "192.0.2.77", **BROWSER})
