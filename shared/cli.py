@@ -51,8 +51,7 @@ def service_main(
             port=settings.http_port,
             log_config=None,
             access_log=False,
-            proxy_headers=True,
-            forwarded_allow_ips="127.0.0.1",
+            proxy_headers=False,  # shared/client_address.py believes them, from TRUSTED_PROXIES only
         )
         return 0
     if args.command == "migrate":

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     smtp_connections: int = 4  # concurrent SMTP connections per notifications process
 
     public_base_url: str = "http://localhost:8000"
+    # The gateway's addresses (CIDR, comma-separated): only a connection from one of them may say who the client
+    # is (X-Forwarded-For, X-Real-IP). Loopback for the local launcher; the gateway's network in docker-compose.
+    trusted_proxies: str = "127.0.0.1/32,::1/128"
     secret_key: str = ""
     # GROUNDSWELL_DEV=1: a development machine (the launcher, the tests), where a weak SECRET_KEY is allowed.
     groundswell_dev: bool = False

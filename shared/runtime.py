@@ -17,6 +17,7 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy import MetaData, Table
 
 from shared import metrics, tracing
+from shared.client_address import TrustedProxies, parse_networks
 from shared.config import Settings, get_settings
 from shared.consumer import DeadLetterPublisher, EventConsumer
 from shared.db import Database
@@ -174,6 +175,7 @@ class ServiceRuntime:
         app.add_middleware(CloseAfterFailure)
         app.add_middleware(NoStore)
         app.add_middleware(RejectControlCharacters)
+        app.add_middleware(TrustedProxies, trusted=parse_networks(self.settings.trusted_proxies))
         app.add_middleware(RequestIdMiddleware, service=self.name)  # the last added runs first
         tracing.instrument_app(app)
         add_operational_routes(app, self.name, self.readiness)

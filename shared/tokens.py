@@ -57,3 +57,9 @@ PREFERENCES_MAX_AGE_S = 90 * 24 * 3600
 def member_link(secret_key: str, base_url: str, purpose: str, member_id: str) -> str:
     """An absolute signed link to `/<purpose>?token=…` for one member."""
     return f"{base_url.rstrip('/')}/{purpose}?token={sign(secret_key, purpose, {'m': member_id})}"
+
+
+# A letter to an MP waits until its writer opens this link (emailed by notifications) and confirms on the page it
+# opens (campaigns, GET shows the letter, POST sends it). Payload: {"a": action_id}.
+CONFIRM_LETTER = "confirm-letter"
+CONFIRM_LETTER_MAX_AGE_S = 7 * 24 * 3600

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics, tracing
 from shared.logging import correlation_id_var
+from shared.ratelimit import RateLimited
 
 SHARED_TEMPLATES = Path(__file__).parent / "templates"
 SHARED_STATIC = Path(__file__).parent / "static"
@@ -249,6 +250,8 @@ ERROR_PAGES: dict[int, tuple[str, str]] = {
           "the page may have moved or ended."),
     405: ("This page cannot do that", "The page exists, but not for what your browser asked. Please go back and "
           "use the page's own links and buttons."),
+    429: ("Too many attempts", "Too many attempts came from your connection in a short while. Please wait a few "
+          "minutes and try again."),
     422: ("Something in the form could not be used", "Please go back, check what you entered and send it again."),
     500: ("Something went wrong on our side", "Please try again in a few minutes."),
 }
@@ -295,6 +298,18 @@ def add_error_pages(app: FastAPI, service: str) -> None:
             return PlainTextResponse("Internal Server Error", status_code=500)
         return error_page(request, 500)
 
+    async def rate_limited(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RateLimited)
+        seconds = exc.retry_after_s
+        wait = f"{seconds} seconds" if seconds < 120 else f"{(seconds + 59) // 60} minutes"
+        message = (f"Too many attempts came from your connection in a short while, so we have stopped taking "
+                   f"them for now. Please wait {wait} and try again; what you typed has not been sent.")
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        if not wants_html(request):
+            return JSONResponse({"detail": message}, status_code=429, headers=headers)
+        return error_page(request, 429, message, headers)
+
+    app.add_exception_handler(RateLimited, rate_limited)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, crash)
@@ -326,7 +341,5 @@ def add_operational_routes(app: FastAPI, service: str, readiness: Any) -> None:
 
 
 def client_ip(request: Request) -> str:
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded:
-        return forwarded.split(",")[0].strip()
+    """The client's address, as `shared/client_address.py` resolved it (proxy headers only from trusted proxies)."""
     return request.client.host if request.client else "unknown"

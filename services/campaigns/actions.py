@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,12 +23,16 @@ from services.campaigns.domain import (
     KEY_OWNER,
     ActionForm,
     ActionNotFound,
+    ActionRefused,
     Ask,
     AskNotFound,
     Constituency,
     accept_action,
     attend_action_id,
+    closed_reason,
     place_of,
+    repeat_events,
+    stored_action,
 )
 from services.campaigns.service import check_scope
 from shared import topics
@@ -37,6 +41,15 @@ from shared.crypto import KeyStore
 from shared.errors import InvalidInput
 from shared.events import catalog as ev
 from shared.uow import UnitOfWork, UnitsOfWork
+
+# What counts: every action but a letter still waiting for its writer's confirmation.
+COUNTED = or_(tables.actions.c.kind != "write_to_mp", tables.actions.c.letter_confirmed_at.is_not(None))
+
+
+@dataclass(frozen=True)
+class LetterConfirmation:
+    letter: Row
+    already: bool
 
 
 @dataclass(frozen=True)
@@ -59,8 +72,11 @@ class ActionsService:
 
     # use cases -----------------------------------------------------------------------------------------
     async def take_action(self, ask_id: str, form: ActionForm, *, source: str = "form") -> ActionOutcome:
-        """Record an action once per person and ask and publish ActionTaken (and the letter, for an MP ask).
+        """Record an action once per person and ask and publish ActionTaken; a letter to an MP waits for its writer
+        to confirm it (`confirm_letter`) from the link notifications emails them.
 
+        Again from the same person: nothing changes, and the action's own address (not the one who typed it) is
+        told (ActionRepeated, or the letter's confirmation link again).
         Refused with nothing stored: a closed campaign or ask, a postcode with no constituency for an MP letter.
         """
         x = tables.actions
@@ -81,12 +97,62 @@ class ActionsService:
             )).first()
             if inserted is None:  # this person already took this action: counted once
                 existing = (await session.execute(
-                    select(x.c.id).where(x.c.ask_id == ask_id, x.c.person_ref == action.person_ref)
-                )).scalar_one()
-                return ActionOutcome(existing, True, await self._count(session, ask_id), constituency)
+                    select(x).where(x.c.ask_id == ask_id, x.c.person_ref == action.person_ref)
+                )).one()
+                their_key, issued = await self.keys.get_or_create(session, existing.id)
+                await uow.emit_all(repeat_events(existing, ask, their_key, key_issued=issued,
+                                                 constituency_name=await self._constituency_name(session, existing)))
+                return ActionOutcome(existing.id, True, await self._count(session, ask_id), constituency)
             key, issued = await self.keys.get_or_create(session, action.id) if action.needs_key else (None, False)
-            await uow.emit_all(action.events(key, key_issued=issued))
+            if action.awaits_confirmation:
+                assert key is not None  # a letter has its writer's name and address
+                await uow.emit_all(action.confirmation_events(key, key_issued=issued))
+            else:
+                await uow.emit_all(action.events(key, key_issued=issued))
             return ActionOutcome(action.id, False, await self._count(session, ask_id), constituency)
+
+    async def confirm_letter(self, action_id: str) -> LetterConfirmation:
+        """The writer confirmed their letter from the emailed link: it goes to the MP (MpLetterRequested) and
+        counts (ActionTaken), once; a second confirmation changes nothing."""
+        x = tables.actions
+        async with self.uows.begin() as uow:
+            session = uow.session
+            row = (await session.execute(select(x).where(x.c.id == action_id).with_for_update())).first()
+            if row is None or row.kind != "write_to_mp" or row.email is None:
+                raise ActionNotFound(action_id)
+            if row.letter_confirmed_at is not None:
+                return LetterConfirmation(row, already=True)
+            ask = await self._ask(session, row.ask_id)
+            reason = closed_reason(campaign_status=ask.campaign_status, ask_status=ask.status)
+            if reason:
+                raise ActionRefused(reason)
+            constituency = await self._constituency(session, row.constituency_code)
+            if constituency is None or not constituency.mp_email:
+                raise ActionRefused("We no longer have an email address for this MP, so we cannot send your "
+                                    "letter. Please write to them again from the campaign's page.")
+            now = utcnow()
+            await session.execute(update(x).where(x.c.id == action_id).values(letter_confirmed_at=now))
+            key, issued = await self.keys.get_or_create(session, action_id)
+            await uow.emit_all(stored_action(row, ask, constituency, now=now).events(key, key_issued=issued))
+            return LetterConfirmation(row, already=False)
+
+    async def letter(self, action_id: str) -> Row:
+        """A letter as its writer sees it on the confirmation page."""
+        x = tables.actions
+        async with self.uows.begin() as uow:
+            row = (await uow.session.execute(select(x).where(x.c.id == action_id))).first()
+        if row is None or row.kind != "write_to_mp" or row.email is None:
+            raise ActionNotFound(action_id)
+        return row
+
+    async def _constituency(self, session: AsyncSession, code: str | None) -> Constituency | None:
+        c = tables.constituencies
+        r = (await session.execute(select(c).where(c.c.code == code))).first() if code else None
+        return Constituency(r.code, r.name, r.mp_name, r.mp_party, r.mp_email) if r else None
+
+    async def _constituency_name(self, session: AsyncSession, action: Row) -> str | None:
+        found = await self._constituency(session, action.constituency_code) if action.kind == "write_to_mp" else None
+        return found.name if found else None
 
     async def _ask(self, session: AsyncSession, ask_id: str) -> Ask:
         """The ask and its campaign's status, the campaign share-locked (closing it waits for this action)."""
@@ -97,7 +163,9 @@ class ActionsService:
 
     async def _count(self, session: AsyncSession, ask_id: str) -> int:
         x = tables.actions
-        return int((await session.execute(select(func.count()).where(x.c.ask_id == ask_id))).scalar_one())
+        return int((await session.execute(
+            select(func.count()).where(x.c.ask_id == ask_id, COUNTED)
+        )).scalar_one())
 
     async def moderate(self, action_id: str, decision: str, organiser: OrganiserScope) -> str:
         """Approve or reject a pledge for public display; returns the new state."""
@@ -172,7 +240,8 @@ class ActionsService:
         x = tables.actions
         async with self.uows.begin() as uow:
             rows = (await uow.session.execute(
-                select(x.c.ask_id, func.count()).where(x.c.campaign_id == campaign_id).group_by(x.c.ask_id))).all()
+                select(x.c.ask_id, func.count()).where(x.c.campaign_id == campaign_id, COUNTED)
+                .group_by(x.c.ask_id))).all()
         return {ask_id: int(n) for ask_id, n in rows}
 
     async def pledges(self, *, ask_id: str | None = None, campaign_ids: Sequence[str] | None = None,

@@ -87,6 +87,10 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
          ev.JoinChangeRequested, ev.MemberRightsConfirmationRequested),
         "neither the asks nor the engagement ladder depend on these (reporting reads what it needs itself)",
     )
+    consumer.ignore(
+        (ev.RsvpRepeated, ev.ActionRepeated, ev.MpLetterAwaitingConfirmation),
+        "a repeat changes nothing, and a letter waiting for its writer's confirmation is not an action yet",
+    )
 
     reporting = registry.group(
         reporting_group,
@@ -100,6 +104,10 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
          ev.MpLetterRequested, ev.OrganiserInvited, ev.RoleGranted, ev.JoinChangeRequested,
          ev.MemberRightsConfirmationRequested),
         "no report counts these (ActionTaken already counts a letter to an MP)",
+    )
+    reporting.ignore(
+        (ev.RsvpRepeated, ev.ActionRepeated, ev.MpLetterAwaitingConfirmation),
+        "a repeat changes nothing, and a letter counts once confirmed (ActionTaken)",
     )
 
     reporting.on_batch(project_batch)  # a fetched batch's facts go in one INSERT per table

@@ -28,12 +28,15 @@ from sqlalchemy import (
 
 from shared.crypto import subject_keys_table
 from shared.db import new_metadata
+from shared.ratelimit import rate_limit_tables
 from shared.runtime import DeliveryTables
 
 metadata = new_metadata()
 delivery = DeliveryTables(metadata)
 # One key per action that carries personal fields (see docs/campaigns.md): campaigns is that key's owner.
 subject_keys = subject_keys_table(metadata)
+# Spam protection of the public forms (shared/ratelimit.py).
+rate_limits, trusted_networks, rate_limit_hits = rate_limit_tables(metadata)
 
 campaigns = Table(
     "campaigns",
@@ -96,6 +99,8 @@ actions = Table(
     Column("mp_name", String(200), nullable=True),
     Column("letter_subject", String(200), nullable=True),
     Column("letter_body", Text, nullable=True),
+    # A letter to an MP goes once its writer confirms it from the emailed link; NULL until then (not counted).
+    Column("letter_confirmed_at", DateTime(timezone=True), nullable=True),
     Column("channel", String(20), nullable=True),  # shares
     Column("rsvp_id", String(36), nullable=True, index=True),  # attend: the RSVP it came from
     Column("join_network", Boolean, nullable=False, server_default=text("false")),

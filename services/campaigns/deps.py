@@ -17,7 +17,9 @@ from services.campaigns.reports import Reports
 from services.campaigns.service import CampaignsService
 from shared.auth import OrganiserScope, require_api_token, require_organiser
 from shared.config import Settings
+from shared.ratelimit import Limits
 from shared.uow import UnitsOfWork
+from shared.web import client_ip
 
 
 def _campaigns(request: Request) -> CampaignsService:
@@ -34,6 +36,10 @@ def _letters(request: Request) -> MpLetters:
 
 def _engagement(request: Request) -> EngagementService:
     return request.app.state.engagement  # type: ignore[no-any-return]
+
+
+def _limits(request: Request) -> Limits:
+    return request.app.state.limits  # type: ignore[no-any-return]
 
 
 def _uows(request: Request) -> UnitsOfWork:
@@ -63,6 +69,8 @@ async def _reports(engagement: Annotated[EngagementService, Depends(_engagement)
 Campaigns = Annotated[CampaignsService, Depends(_campaigns)]
 Actions = Annotated[ActionsService, Depends(_actions)]
 Letters = Annotated[MpLetters, Depends(_letters)]
+LimitsDep = Annotated[Limits, Depends(_limits)]
+ClientIp = Annotated[str, Depends(client_ip)]
 Engagement = Annotated[EngagementService, Depends(_engagement)]
 UnitsOfWorkDep = Annotated[UnitsOfWork, Depends(_uows)]
 Templates = Annotated[Jinja2Templates, Depends(_templates)]

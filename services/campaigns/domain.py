@@ -51,6 +51,19 @@ MAX_COMMENT = 500
 MAX_PLEDGE = 1000
 MAX_LETTER = 6000
 MAX_LETTER_SUBJECT = 200
+
+# Rate limits of the public forms (shared/ratelimit.py; settings in `rate_limits`, seeded by migration 0002):
+# per client address (over it: 429), and per email address (over it: the answer looks the same, nothing is done).
+ACTION_PER_IP = "action-per-ip"
+ACTION_PER_EMAIL = "action-per-email"
+LETTER_PER_IP = "letter-per-ip"
+LETTER_PER_EMAIL = "letter-per-email"
+RATE_LIMITS: tuple[tuple[str, int, int], ...] = (
+    (ACTION_PER_IP, 30, 600),
+    (ACTION_PER_EMAIL, 10, 3600),
+    (LETTER_PER_IP, 5, 3600),
+    (LETTER_PER_EMAIL, 3, 3600),
+)
 MAX_ISSUES = 20
 # What a letter template may use; anything else in braces is left as typed.
 LETTER_PLACEHOLDERS = ("mp_name", "constituency", "name", "postcode")
@@ -427,6 +440,70 @@ class NewAction:
                 requested_at=self.taken_at,
             ))
         return events
+
+    @property
+    def awaits_confirmation(self) -> bool:
+        """A letter to an MP goes only once its writer has confirmed it from the link emailed to them."""
+        return self.ask.kind == "write_to_mp"
+
+    def confirmation_events(self, key: bytes, *, key_issued: bool = False) -> list[EventData]:
+        """For a letter waiting for its writer: the action's key (when just made) and MpLetterAwaitingConfirmation,
+        which has notifications email the writer the link. ActionTaken and the letter itself follow the
+        confirmation (`events`)."""
+        form, constituency = self.form, self.constituency
+        assert constituency and form.letter_subject and form.name and form.email
+        events: list[EventData] = []
+        if key_issued:
+            events.append(ev.ActionKeyIssued(key_id=self.id, key=encode_key(key)))
+        events.append(letter_awaiting_confirmation(
+            self.id, self.ask, key, member_id=form.member_id, constituency_name=constituency.name,
+            mp_name=constituency.mp_name, name=form.name, email=form.email, subject=form.letter_subject))
+        return events
+
+
+def letter_awaiting_confirmation(action_id: str, ask: Ask, key: bytes, *, member_id: str | None,
+                                 constituency_name: str, mp_name: str, name: str, email: str,
+                                 subject: str) -> ev.MpLetterAwaitingConfirmation:
+    def sealed(value: str) -> Sealed:
+        return seal(value, key, key_id=action_id, owner=KEY_OWNER)
+
+    return ev.MpLetterAwaitingConfirmation(
+        action_id=action_id, ask_id=ask.id, campaign_id=ask.campaign_id, member_id=member_id,
+        constituency_name=constituency_name, mp_name=mp_name, sender_name=sealed(name), sender_email=sealed(email),
+        letter_subject=sealed(subject))
+
+
+def repeat_events(action: Any, ask: Ask, key: bytes | None, *, key_issued: bool = False,
+                  constituency_name: str | None = None) -> list[EventData]:
+    """Someone took the action `action` (its stored row) stands for again: nothing changes, and its own address
+    hears of it — the confirmation link again for a letter still waiting, otherwise ActionRepeated. With no
+    address or member to tell (a share), nothing."""
+    if key is None or not (action.email or action.member_id):
+        return []
+    events: list[EventData] = []
+    if key_issued:
+        events.append(ev.ActionKeyIssued(key_id=action.id, key=encode_key(key)))
+
+    def sealed(value: str | None) -> Sealed | None:
+        return seal(value, key, key_id=action.id, owner=KEY_OWNER) if value else None
+
+    if ask.kind == "write_to_mp" and action.letter_confirmed_at is None and action.email and action.name:
+        events.append(letter_awaiting_confirmation(
+            action.id, ask, key, member_id=action.member_id, constituency_name=constituency_name or "",
+            mp_name=action.mp_name or "", name=action.name, email=action.email, subject=action.letter_subject or ""))
+    else:
+        events.append(ev.ActionRepeated(
+            action_id=action.id, ask_id=ask.id, campaign_id=ask.campaign_id, kind=ask.kind,  # type: ignore[arg-type]
+            member_id=action.member_id, email=sealed(action.email), name=sealed(action.name),
+        ))
+    return events
+
+
+def stored_action(row: Any, ask: Ask, constituency: Constituency | None, *, now: datetime) -> NewAction:
+    """A letter waiting for confirmation, as accepted when it was written (to publish it once confirmed)."""
+    form = ActionForm(member_id=row.member_id, name=row.name, email=row.email, postcode=row.postcode,
+                      join_network=row.join_network, letter_subject=row.letter_subject, letter_body=row.letter_body)
+    return NewAction(row.id, ask, form, row.person_ref, row.source, row.region_id, row.group_id, constituency, now)
 
 
 def accept_action(ask: Ask, form: ActionForm, *, action_id: str, constituency: Constituency | None,

@@ -17,6 +17,7 @@ from shared import topics
 from shared.config import Settings
 from shared.consumer import EventConsumer
 from shared.inbox import Inbox
+from shared.ratelimit import Limits
 from shared.runtime import ServiceRuntime
 from shared.web import make_templates
 
@@ -45,12 +46,15 @@ def create_app(
     runtime.document_publisher(topics.CAMPAIGNS_ACTIONS, "Actions taken on asks; letters to MPs for notifications")
     runtime.document_publisher(topics.CAMPAIGNS_ENGAGEMENT, "Members' engagement levels changing")
     runtime.document_publisher(topics.CAMPAIGNS_SUBJECT_KEYS, "Per-action data keys (compacted; tombstone on erasure)")
+    limits = Limits(runtime.uows, settings.secret_key)
+    runtime.add_background(limits.keep_pruned)
     app = runtime.build_app(
         "Groundswell campaigns",
         routers=[organise.router, dashboard.router, api.router, osdi.router, web.router],
     )
     app.state.campaigns = campaigns
     app.state.actions = actions
+    app.state.limits = limits
     app.state.letters = MpLetters(runtime.uows)
     app.state.engagement = engagement
     app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})

@@ -12,8 +12,13 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from services.campaigns.deps import Actions, BaseUrl, Campaigns, Letters, SecretKey
+from services.campaigns.deps import Actions, BaseUrl, Campaigns, ClientIp, Letters, LimitsDep, SecretKey
 from services.campaigns.domain import (
+    ACTION_PER_EMAIL,
+    ACTION_PER_IP,
+    LETTER_PER_EMAIL,
+    LETTER_PER_IP,
+    ActionNotFound,
     ActionRefused,
     AskNotFound,
     CampaignNotFound,
@@ -22,7 +27,8 @@ from services.campaigns.domain import (
     validate_action,
 )
 from services.campaigns.views import Pages, PagesDep, member_from_token
-from shared.contact import normalise_postcode
+from shared import tokens
+from shared.contact import normalise_email, normalise_postcode
 from shared.errors import InvalidInput
 
 router = APIRouter(tags=["public pages"])
@@ -73,6 +79,8 @@ class AskPages:
     letters: Letters
     base_url: BaseUrl
     secret_key: SecretKey
+    limits: LimitsDep
+    ip: ClientIp
 
     async def load(self, campaign_id: str, ask_id: str) -> tuple[Any, Any] | None:
         try:
@@ -169,16 +177,22 @@ async def take_action(
     values = {"name": name, "email": email, "postcode": postcode, "join_network": bool(join_network),
               "comment": comment, "pledge_text": pledge_text, "letter_subject": letter_subject,
               "letter_body": letter_body, "member": member}
+    sending = ask.kind != "write_to_mp" or step == "send"  # a letter's first step only finds the MP
+    address = normalise_email(email)
+    per_ip = [ACTION_PER_IP] + ([LETTER_PER_IP] if ask.kind == "write_to_mp" and sending else [])
+    per_address = LETTER_PER_EMAIL if ask.kind == "write_to_mp" else ACTION_PER_EMAIL
+    address_allowed = await asks.limits.check(asks.ip, per_ip, [(per_address, address)] if address and sending else [])
     member_id = member_from_token(asks.secret_key, member)
     if ask.kind in ("share", "attend"):
         return RedirectResponse(f"/campaigns/{campaign_id}/asks/{ask_id}", status_code=303)
-    if ask.kind == "write_to_mp" and step != "send":
+    if not sending:
         return await asks.find_mp(campaign, ask, values, member_id)
     try:
         form = validate_action(ask.kind, member_id=member_id, name=name, email=email, postcode=postcode,
                                join_network=bool(join_network), comment=comment, pledge_text=pledge_text,
                                letter_subject=letter_subject, letter_body=letter_body)
-        outcome = await asks.actions.take_action(ask_id, form, source="form")
+        if address_allowed:  # over its limit, that address gets no more email from us: answer as always
+            await asks.actions.take_action(ask_id, form, source="form")
     except ActionRefused as exc:
         return await asks.render(campaign, ask, values=values, errors={}, status=409, refused=str(exc))
     except InvalidInput as exc:
@@ -186,8 +200,8 @@ async def take_action(
         extra = await asks.letter_context(values) if template == "letter.html" else None
         return await asks.render(campaign, ask, values=values, errors=exc.errors, status=422, template=template,
                                  extra=extra)
-    query = {"already": "1"} if outcome.already else {}
-    return RedirectResponse(thanks + (f"?{urlencode(query)}" if query else ""), status_code=303)
+    # The same answer for a first time and a repeat, whoever's address it was (decision "repeats reveal nothing").
+    return RedirectResponse(thanks, status_code=303)
 
 
 @router.post("/campaigns/{campaign_id}/asks/{ask_id}/share")
@@ -202,6 +216,7 @@ async def share(asks: AskPagesDep, campaign_id: str, ask_id: str, channel: Annot
                         campaign.title)
     if website or ask.kind != "share" or target is None:
         return RedirectResponse(target or f"/campaigns/{campaign_id}/asks/{ask_id}", status_code=303)
+    await asks.limits.check(asks.ip, [ACTION_PER_IP])
     member_id = member_from_token(asks.secret_key, member)
     try:
         form = validate_action("share", member_id=member_id, channel=channel)
@@ -225,12 +240,67 @@ def share_link(channel: str, message: str, url: str, title: str) -> str | None:
 
 
 @router.get("/campaigns/{campaign_id}/asks/{ask_id}/thanks", response_class=HTMLResponse)
-async def thanks(asks: AskPagesDep, campaign_id: str, ask_id: str, already: str = "") -> HTMLResponse:
+async def thanks(asks: AskPagesDep, campaign_id: str, ask_id: str) -> HTMLResponse:
     found = await asks.load(campaign_id, ask_id)
     if found is None:
         return _not_found(asks.pages)
     campaign, ask = found
     others = [a for a in await asks.campaigns.asks_of(campaign_id) if a.id != ask_id and a.status == "open"]
     return asks.pages.render("thanks.html", {
-        "campaign": campaign, "ask": ask, "already": bool(already), "count": (await asks.actions.counts(campaign_id))
+        "campaign": campaign, "ask": ask, "count": (await asks.actions.counts(campaign_id))
         .get(ask_id, 0), "next_asks": others if campaign.status == "live" else []})
+
+
+# A letter to an MP, confirmed by its writer from the link emailed to them ----------------------------------
+@dataclass
+class LetterPages:
+    """The page a letter's confirmation link opens: GET shows the letter (mail scanners follow links, so
+    opening it sends nothing), its button POSTs the confirmation."""
+
+    pages: PagesDep
+    campaigns: Campaigns
+    actions: Actions
+    secret_key: SecretKey
+    limits: LimitsDep
+    ip: ClientIp
+
+    async def letter(self, token: str) -> Any | None:
+        try:
+            payload = tokens.verify(self.secret_key, tokens.CONFIRM_LETTER, token, tokens.CONFIRM_LETTER_MAX_AGE_S)
+            return await self.actions.letter(str(payload["a"]))
+        except (tokens.InvalidToken, ActionNotFound, KeyError, TypeError):
+            return None
+
+    def unknown(self) -> HTMLResponse:
+        return self.pages.message("Link not recognised", "This link to confirm a letter is not valid or has "
+                                  "expired. You can write your letter again from the campaign's page.", 404)
+
+    async def render(self, letter: Any, token: str, *, sent: bool, status: int = 200,
+                     refused: str | None = None) -> HTMLResponse:
+        campaign = await self.campaigns.get_campaign(letter.campaign_id)
+        return self.pages.render("confirm_letter.html", {"letter": letter, "campaign": campaign, "sent": sent,
+                                                        "refused": refused, "token": token}, status)
+
+
+LetterPagesDep = Annotated[LetterPages, Depends()]
+
+
+@router.get("/campaigns/letters/{token}", response_class=HTMLResponse)
+async def letter_to_confirm(letters: LetterPagesDep, token: str) -> HTMLResponse:
+    letter = await letters.letter(token)
+    if letter is None:
+        return letters.unknown()
+    return await letters.render(letter, token, sent=letter.letter_confirmed_at is not None)
+
+
+@router.post("/campaigns/letters/{token}", response_class=HTMLResponse)
+async def confirm_letter(letters: LetterPagesDep, token: str) -> HTMLResponse:
+    await letters.limits.check(letters.ip, [ACTION_PER_IP])
+    letter = await letters.letter(token)
+    if letter is None:
+        return letters.unknown()
+    try:
+        await letters.actions.confirm_letter(letter.id)
+    except ActionRefused as exc:
+        return await letters.render(letter, token, sent=False, status=409, refused=str(exc))
+    return await letters.render(await letters.actions.letter(letter.id), token, sent=True)

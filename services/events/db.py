@@ -22,12 +22,15 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.crypto import subject_keys_table
 from shared.db import new_metadata
+from shared.ratelimit import rate_limit_tables
 from shared.runtime import DeliveryTables
 
 metadata = new_metadata()
 delivery = DeliveryTables(metadata)
 # One key per RSVP that carries personal fields (see docs/events.md): events is that key's owner.
 subject_keys = subject_keys_table(metadata)
+# Spam protection of the public forms (shared/ratelimit.py).
+rate_limits, trusted_networks, rate_limit_hits = rate_limit_tables(metadata)
 
 # Read model fed by membership's events: who may be invited where. No names, no addresses.
 members = Table(

@@ -15,6 +15,8 @@ from services.events.service import EventsService
 from services.events.views import Pages
 from shared.auth import OrganiserScope, require_api_token, require_organiser
 from shared.config import Settings
+from shared.ratelimit import Limits
+from shared.web import client_ip
 
 
 def events(request: Request) -> EventsService:
@@ -46,6 +48,10 @@ def check_in(service: EventsDep) -> CheckIn:
     return service.check_in
 
 
+def limits(service: EventsDep) -> Limits:
+    return service.limits
+
+
 def pages(request: Request, t: TemplatesDep) -> Pages:
     return Pages(request, t)
 
@@ -62,6 +68,8 @@ def base_url(s: SettingsDep) -> str:
 MeetingsDep = Annotated[Meetings, Depends(meetings)]
 RsvpsDep = Annotated[Rsvps, Depends(rsvps)]
 CheckInDep = Annotated[CheckIn, Depends(check_in)]
+LimitsDep = Annotated[Limits, Depends(limits)]
+ClientIp = Annotated[str, Depends(client_ip)]
 PagesDep = Annotated[Pages, Depends(pages)]
 SecretKey = Annotated[str, Depends(secret_key)]
 BaseUrl = Annotated[str, Depends(base_url)]

@@ -38,6 +38,17 @@ MAX_DESCRIPTION = 10_000
 MAX_VENUE = 500
 MAX_URL = 1000
 MAX_GUESTS = 10
+
+# Rate limits of the public forms (shared/ratelimit.py; settings in `rate_limits`, seeded by migration 0003):
+# per client address, and per email address (over that one, the answer looks the same and nothing is done).
+RSVP_PER_IP = "rsvp-per-ip"
+RSVP_PER_EMAIL = "rsvp-per-email"
+CHECK_IN_PER_IP = "check-in-per-ip"
+RATE_LIMITS: tuple[tuple[str, int, int], ...] = (
+    (RSVP_PER_IP, 30, 600),
+    (RSVP_PER_EMAIL, 5, 3600),
+    (CHECK_IN_PER_IP, 120, 600),  # a venue's wifi is one address for everyone checking in
+)
 CHECK_IN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud at a venue
 SELF_CHECK_IN_OPENS = timedelta(hours=1)  # before the start
 SELF_CHECK_IN_CLOSES = timedelta(hours=1)  # after the end

@@ -98,6 +98,9 @@ class Rsvps:
                                    someone_waiting=await queries.someone_waiting(uow.session, meeting_id))
             if decision.already:
                 assert existing is not None
+                if form.email:  # only the address's owner hears of it (decision "repeats reveal nothing")
+                    await uow.emit(ev.RsvpRepeated(meeting_id=meeting_id, rsvp_id=existing.id,
+                                                   member_id=existing.member_id))
                 return RsvpOutcome(existing.id, decision.status, decision.waitlist_position, already=True)
             await queries.take_places(uow.session, meeting_id, decision.places_taken, decision.waitlist_position)
             rsvp_id = existing.id if existing is not None else str(uuid.uuid4())

@@ -13,6 +13,7 @@ from services.events.members import MemberReadModel
 from services.events.reminders import Reminders
 from services.events.rsvps import OWNER, Rsvps
 from shared.crypto import KeyStore
+from shared.ratelimit import Limits
 from shared.uow import UnitsOfWork
 
 
@@ -26,3 +27,4 @@ class EventsService:
         self.rsvps = Rsvps(uows, keys, secret_key=secret_key)
         self.check_in = CheckIn(uows, self.rsvps, secret_key=secret_key)
         self.members = MemberReadModel(keys)
+        self.limits = Limits(uows, secret_key)

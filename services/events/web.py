@@ -9,9 +9,12 @@ from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.events import views
-from services.events.deps import CheckInDep, MeetingsDep, PagesDep, RsvpsDep, SecretKey
+from services.events.deps import CheckInDep, ClientIp, LimitsDep, MeetingsDep, PagesDep, RsvpsDep, SecretKey
 from services.events.domain import (
+    CHECK_IN_PER_IP,
     KINDS,
+    RSVP_PER_EMAIL,
+    RSVP_PER_IP,
     CheckInRefused,
     MeetingNotFound,
     RsvpNotFound,
@@ -24,6 +27,7 @@ from services.events.queries import utcnow
 from services.events.rsvps import Rsvps
 from services.events.views import Pages
 from shared import tokens
+from shared.contact import normalise_email
 from shared.errors import InvalidInput
 
 router = APIRouter(tags=["public pages"])
@@ -137,6 +141,8 @@ async def rsvp_submit(
     pages: PagesDep,
     meetings: MeetingsDep,
     rsvps: RsvpsDep,
+    limits: LimitsDep,
+    ip: ClientIp,
     secret: SecretKey,
     meeting_id: str,
     name: Annotated[str, Form()] = "",
@@ -147,27 +153,44 @@ async def rsvp_submit(
     member: Annotated[str, Form()] = "",
     website: Annotated[str, Form()] = "",  # honeypot: people never see it, bots fill it
 ) -> Response:
+    """An RSVP answers the same whoever's address was typed, and whether it was new or a repeat: "check your
+    email" (the RSVP's own link goes to that address). Only a member who came by their own signed link is taken
+    to their RSVP's page."""
     try:
         meeting = await meetings.get(meeting_id)
     except MeetingNotFound:
         return pages.message(*NO_MEETING)
+    sent = RedirectResponse(f"/events/{meeting_id}/rsvp/sent", status_code=303)
     if website:
-        # Look like success to a bot; store nothing.
-        return RedirectResponse(f"/events/{meeting_id}?rsvp=received", status_code=303)
+        return sent  # look like success to a bot; store nothing
+    address = normalise_email(email)
+    address_allowed = await limits.check(ip, [RSVP_PER_IP], [(RSVP_PER_EMAIL, address)] if address else [])
     values = {"name": name, "email": email, "guests": guests, "join_network": bool(join_network),
               "postcode": postcode, "member": member}
     member_id = views.member_from_token(secret, member)
     try:
         form = validate_rsvp(name=name, email=email, member_id=member_id, guests=guests,
                              join_network=bool(join_network) and member_id is None, postcode=postcode)
+        if not address_allowed:
+            return sent  # that address had enough email from us this hour: answer as always, do nothing
         outcome = await rsvps.rsvp(meeting_id, form, source="form")
     except InvalidInput as exc:
         return await _render_meeting(pages, meetings, rsvps, meeting, values=values, errors=exc.errors, status=422)
     except RsvpRefused as exc:
         return await _render_meeting(pages, meetings, rsvps, meeting, values=values, errors={}, status=409,
                                      closed=str(exc))
-    token = views.rsvp_token(secret, outcome.rsvp_id)
-    return RedirectResponse(f"/events/rsvps/{token}", status_code=303)
+    if member_id is not None:
+        return RedirectResponse(f"/events/rsvps/{views.rsvp_token(secret, outcome.rsvp_id)}", status_code=303)
+    return sent
+
+
+@router.get("/events/{meeting_id}/rsvp/sent", response_class=HTMLResponse)
+async def rsvp_sent(pages: PagesDep, meetings: MeetingsDep, meeting_id: str) -> HTMLResponse:
+    try:
+        meeting = await meetings.get(meeting_id)
+    except MeetingNotFound:
+        return pages.message(*NO_MEETING)
+    return pages.render("rsvp_sent.html", {"meeting": meeting})
 
 
 # Self check-in with the code shown at the venue ------------------------------------------------------
@@ -185,6 +208,8 @@ async def self_check_in(
     pages: PagesDep,
     meetings: MeetingsDep,
     check_in: CheckInDep,
+    limits: LimitsDep,
+    ip: ClientIp,
     secret: SecretKey,
     meeting_id: str,
     code: Annotated[str, Form()] = "",
@@ -195,6 +220,7 @@ async def self_check_in(
         meeting = await meetings.get(meeting_id)
     except MeetingNotFound:
         return pages.message(*NO_MEETING)
+    await limits.check(ip, [CHECK_IN_PER_IP])  # the venue's code is short: no guessing it by the thousand
     values = {"code": code, "email": email, "member": member}
     errors: dict[str, str] = {}
     if not code.strip():

@@ -11,6 +11,7 @@ from services.membership.reactions import Reactions
 from shared import topics
 from shared.events.catalog import (
     ActionKeyIssued,
+    ActionRepeated,
     ActionTaken,
     AskPublished,
     AttendanceRecorded,
@@ -21,11 +22,13 @@ from shared.events.catalog import (
     MeetingReminderDue,
     MeetingScheduled,
     MeetingUpdated,
+    MpLetterAwaitingConfirmation,
     MpLetterRequested,
     PromotedFromWaitlist,
     RsvpCancelled,
     RsvpKeyIssued,
     RsvpReceived,
+    RsvpRepeated,
 )
 from shared.events.envelope import Envelope
 from shared.handlers import Registry
@@ -73,6 +76,10 @@ def build_registry(
     handlers.ignore(
         (RsvpCancelled, PromotedFromWaitlist, AttendanceRecorded, MpLetterRequested),
         "only a request to join (on an RSVP or an action) and the ladder's level change a member",
+    )
+    handlers.ignore(
+        (RsvpRepeated, ActionRepeated, MpLetterAwaitingConfirmation),
+        "a repeat changes nothing, and a letter waiting for its writer's confirmation is no join",
     )
     return registry
 

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from shared.crypto import subject_keys_table
 from shared.db import new_metadata
 from shared.parking import parked_events_table
+from shared.ratelimit import rate_limit_tables
 from shared.runtime import DeliveryTables
 
 metadata = new_metadata()
@@ -276,32 +277,7 @@ public_campaigns = Table(
 
 # -- spam protection -------------------------------------------------------------------------------
 
-rate_limits = Table(
-    "rate_limits",
-    metadata,
-    Column("name", String(40), primary_key=True),
-    Column("max_count", Integer, nullable=False),
-    Column("window_s", Integer, nullable=False),
-)
-
-# Networks never rate limited (the operator's own machine, a conference stall's connection): CIDR text.
-trusted_networks = Table(
-    "trusted_networks",
-    metadata,
-    Column("cidr", String(50), primary_key=True),
-    Column("note", String(200), nullable=False, server_default=""),
-)
-
-# Counters per (limit, keyed hash of the IP or email, fixed window): shared by every instance.
-rate_limit_hits = Table(
-    "rate_limit_hits",
-    metadata,
-    Column("bucket", String(120), nullable=False),
-    Column("window_start", DateTime(timezone=True), nullable=False),
-    Column("hits", Integer, nullable=False, server_default=text("1")),
-    PrimaryKeyConstraint("bucket", "window_start"),
-    Index("ix_rate_limit_hits_window_start", "window_start"),
-)
+rate_limits, trusted_networks, rate_limit_hits = rate_limit_tables(metadata)
 
 # -- the audit trail -------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from services.notifications.action_notices import ActionNotices
 from services.notifications.activity import ActivityLog
 from services.notifications.followups import FollowUps
 from services.notifications.invitations import Invitations
@@ -18,6 +19,7 @@ from services.notifications.service import NotificationService
 from shared import topics
 from shared.events.catalog import (
     ActionKeyIssued,
+    ActionRepeated,
     ActionTaken,
     AskPublished,
     AttendanceRecorded,
@@ -36,6 +38,7 @@ from shared.events.catalog import (
     MemberLeft,
     MemberProfileUpdated,
     MemberRightsConfirmationRequested,
+    MpLetterAwaitingConfirmation,
     MpLetterRequested,
     OrganisationUnitDefined,
     OrganiserInvited,
@@ -44,6 +47,7 @@ from shared.events.catalog import (
     RsvpCancelled,
     RsvpKeyIssued,
     RsvpReceived,
+    RsvpRepeated,
     SubjectKeyIssued,
 )
 from shared.events.envelope import Envelope
@@ -63,6 +67,7 @@ class UseCases:
     follow_ups: FollowUps
     invitations: Invitations
     member_requests: MemberRequestEmails
+    action_notices: ActionNotices
 
 
 def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
@@ -138,6 +143,9 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         (RsvpCancelled, u.meetings.rsvp_cancelled),
         (AttendanceRecorded, u.meetings.attendance),
         (MpLetterRequested, u.letters.letter_requested),
+        (RsvpRepeated, u.meetings.rsvp_repeated),
+        (ActionRepeated, u.action_notices.action_repeated),
+        (MpLetterAwaitingConfirmation, u.action_notices.letter_awaiting_confirmation),
     )
     members.on_run(MemberJoined)(service.members_joined)
     members.ignore(
@@ -184,7 +192,8 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     activity.on_run(MemberJoined)(members_joined)
     activity.ignore(
         (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MemberLeft, MeetingReminderDue, AttendanceRecorded,
-         AskPublished, CampaignClosed, MpLetterRequested, JoinChangeRequested, MemberRightsConfirmationRequested),
+         AskPublished, CampaignClosed, MpLetterRequested, JoinChangeRequested, MemberRightsConfirmationRequested,
+         RsvpRepeated, ActionRepeated, MpLetterAwaitingConfirmation),
         "digests and follow-ups report arrivals, meetings, RSVPs, campaigns launched and actions; not these (yet)",
     )
     return registry

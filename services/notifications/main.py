@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.notifications import db as tables
 from services.notifications import web as organiser_web
+from services.notifications.action_notices import ActionNotices
 from services.notifications.activity import ActivityLog
 from services.notifications.consumers import UseCases, build_registry
 from services.notifications.delivery import DeliveryWorker
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
         follow_ups=follow_ups,
         invitations=Invitations(service),
         member_requests=MemberRequestEmails(service),
+        action_notices=ActionNotices(service),
     )
     runtime.add_registry(build_registry(use_cases, group_suffix=group_suffix))
     runtime.document_publisher(topics.NOTIFICATIONS_DELIVERIES, "Notifications sent or failed")

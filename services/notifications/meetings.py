@@ -27,6 +27,7 @@ from shared.events.catalog import (
     PromotedFromWaitlist,
     RsvpCancelled,
     RsvpReceived,
+    RsvpRepeated,
 )
 from shared.events.envelope import Envelope
 from shared.uow import UnitOfWork
@@ -158,6 +159,28 @@ class MeetingNotifications:
             template="rsvp_confirmation" if going else "rsvp_waitlisted",
             meeting=meeting,
             extra={"position": event.waitlist_position},
+        )
+
+    async def rsvp_repeated(self, uow: UnitOfWork, envelope: Envelope, event: RsvpRepeated) -> None:
+        """Someone RSVPed again with the address of an RSVP that stands: that address (only) gets its link again."""
+        session = uow.session
+        rsvp = await self._rsvp(session, event.rsvp_id)
+        if rsvp is None:
+            await self.service.key_ready(uow, envelope, event.rsvp_id)  # parks it, unless its key was destroyed
+            return
+        meeting = await self._meeting(session, event.meeting_id)
+        if meeting is None:
+            return
+        await self._queue_for_rsvp(
+            uow,
+            envelope,
+            rsvp,
+            kind="rsvp_repeat",
+            subject_ref=str(envelope.event_id),  # each repeat is told (the per-address rate limit bounds them)
+            subject=f"Your RSVP: {meeting['title']}",
+            template="rsvp_repeat",
+            meeting=meeting,
+            extra={"status": rsvp["status"]},
         )
 
     async def promoted(self, uow: UnitOfWork, envelope: Envelope, event: PromotedFromWaitlist) -> None:

@@ -266,6 +266,15 @@ class RsvpReceived(_RsvpEvent):
     email_consent: bool = Field(default=False, description="the person agreed to be emailed when joining")
 
 
+class RsvpRepeated(_RsvpEvent):
+    """Someone RSVPed again with the email address of an RSVP that stands. Nothing about it changed, and the page
+    they saw said the same as to a first RSVP; notifications emails that RSVP's own address its link (so only
+    the address's owner learns of the RSVP). Carries no personal field: notifications knows the RSVP already."""
+
+    event_type = "RsvpRepeated"
+    member_id: str | None = None
+
+
 class RsvpKeyIssued(EventData):
     """A data key for one RSVP's personal fields (sealed by events), on a compacted topic; a tombstone destroys it."""
 
@@ -396,6 +405,49 @@ class MpLetterRequested(EventData):
         return self.action_id
 
 
+class ActionRepeated(EventData):
+    """Someone took an action again (a second signature, pledge or letter) with the email address of one that
+    stands. Nothing changed, and the page they saw said the same as to a first time; notifications emails the
+    address that took the action (sealed with that action's key, `key_id` = `action_id`, owner `campaigns`)."""
+
+    event_type = "ActionRepeated"
+    topic = topics.CAMPAIGNS_ACTIONS
+    source_service = "campaigns"
+    action_id: str = Field(description="the action that stands")
+    ask_id: str
+    campaign_id: str
+    kind: AskKind
+    member_id: str | None = None
+    email: Sealed | None = Field(default=None, description="the address that took the action")
+    name: Sealed | None = None
+
+    def subject(self) -> str:
+        return self.action_id
+
+
+class MpLetterAwaitingConfirmation(EventData):
+    """A letter to an MP waits, unsent, until its writer confirms it from a link emailed to the address they gave
+    (so nobody can write to an MP in someone else's name). Published when the letter is written, and again when
+    someone writes it again from the same address before it was confirmed. Personal fields sealed with the
+    action's key (`key_id` = `action_id`, owner `campaigns`)."""
+
+    event_type = "MpLetterAwaitingConfirmation"
+    topic = topics.CAMPAIGNS_ACTIONS
+    source_service = "campaigns"
+    action_id: str
+    ask_id: str
+    campaign_id: str
+    member_id: str | None = None
+    constituency_name: str
+    mp_name: str
+    sender_name: Sealed
+    sender_email: Sealed = Field(description="where the confirmation link goes")
+    letter_subject: Sealed
+
+    def subject(self) -> str:
+        return self.action_id
+
+
 class EngagementLevelChanged(EventData):
     event_type = "EngagementLevelChanged"
     topic = topics.CAMPAIGNS_ENGAGEMENT
@@ -466,6 +518,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     MeetingReminderDue,
     RsvpReceived,
     RsvpKeyIssued,
+    RsvpRepeated,
     RsvpCancelled,
     PromotedFromWaitlist,
     AttendanceRecorded,
@@ -475,6 +528,8 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     ActionTaken,
     ActionKeyIssued,
     MpLetterRequested,
+    ActionRepeated,
+    MpLetterAwaitingConfirmation,
     EngagementLevelChanged,
     NotificationSent,
     NotificationFailed,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from services.campaigns.views import member_token
+from shared import tokens
 from shared.crypto import decode_key, unseal
 from shared.events.envelope import Sealed
 from tests.campaigns.conftest import SECRET, ask_of, ask_path, launch, of_type
@@ -40,18 +41,19 @@ async def test_a_non_member_signs_and_joins_in_one_step_with_their_details_seale
     assert (await count(client, campaign))[petition["id"]] == 1
 
 
-async def test_signing_twice_is_counted_once(client, organiser, kafka):
+async def test_signing_twice_is_counted_once_and_the_second_time_answers_like_the_first(client, organiser, kafka):
     campaign = await launch(client, organiser)
     petition = ask_of(campaign, "petition")
     email = f"twice-{uuid.uuid4().hex[:8]}@example.org"
     first = await client.post(ask_path(campaign, "petition"), data=sign(email=email))
     second = await client.post(ask_path(campaign, "petition"), data=sign(email=f"  {email.upper()} "))
     assert first.headers["location"].endswith("/thanks")
-    assert second.status_code == 303 and second.headers["location"].endswith("/thanks?already=1")
+    assert (second.status_code, second.headers["location"]) == (first.status_code, first.headers["location"])
     thanks = await client.get(second.headers["location"])
-    assert "You had already done this: you signed this petition before" in thanks.text
-    assert "counted once" in thanks.text
-    await kafka.wait_for(of_type("ActionTaken", ask_id=petition["id"]))
+    assert "before" not in thanks.text and "counted once" in thanks.text
+    [taken] = await kafka.wait_for(of_type("ActionTaken", ask_id=petition["id"]))
+    [repeated] = await kafka.wait_for(of_type("ActionRepeated", ask_id=petition["id"]))
+    assert repeated.data["action_id"] == taken.data["action_id"] and email not in str(repeated.data)
     member = member_token(SECRET, str(uuid.uuid4()))  # a member from an email link: counted once too
     for _ in range(2):
         await client.post(ask_path(campaign, "petition"), data={"member": member})
@@ -106,13 +108,29 @@ async def test_a_postcode_with_no_constituency_gets_a_clear_message_and_nothing_
     assert kafka.envelopes(lambda e: e.data.get("ask_id") == letter["id"] and e.type != "AskPublished") == []
 
 
-async def test_a_letter_written_to_an_mp_is_published_for_notifications_to_email(client, organiser, kafka):
+async def test_a_letter_waits_for_its_writers_confirmation_then_is_published_once(client, organiser, kafka, db):
     campaign = await launch(client, organiser)
     letter = ask_of(campaign, "write_to_mp")
     form = sign(postcode="NG7 2RD", step="send", letter_subject="Racism in healthcare",
                 letter_body="Dear Chris Holloway,\n\nIn my own words: please act.\n\nAda")
     response = await client.post(ask_path(campaign, "write_to_mp"), data=form)
     assert response.status_code == 303
+    [waiting] = await kafka.wait_for(of_type("MpLetterAwaitingConfirmation", ask_id=letter["id"]))
+    key = decode_key((await kafka.wait_for(of_type("ActionKeyIssued", key_id=waiting.data["action_id"])))[0]
+                     .data["key"])
+    assert unseal(Sealed(**waiting.data["sender_email"]), key) == form["email"]
+    assert waiting.data["mp_name"] == "Chris Holloway" and form["email"] not in str(waiting.data)
+    assert (await count(client, campaign)).get(letter["id"], 0) == 0  # not counted before it is confirmed
+    again = await client.post(ask_path(campaign, "write_to_mp"), data=form)  # before confirming: the link again
+    assert again.headers["location"] == response.headers["location"]
+    await kafka.wait_for(of_type("MpLetterAwaitingConfirmation", ask_id=letter["id"]), count=2)
+    assert kafka.envelopes(of_type("MpLetterRequested", ask_id=letter["id"])) == []
+
+    link = f"/campaigns/letters/{tokens.sign(SECRET, tokens.CONFIRM_LETTER, {'a': waiting.data['action_id']})}"
+    shown = await client.get(link)
+    assert shown.status_code == 200 and "In my own words: please act." in shown.text
+    assert await db.fetchval("SELECT letter_confirmed_at FROM actions WHERE id = $1", waiting.data["action_id"]) is None
+    assert (await client.post(link)).status_code == 200
     requested = (await kafka.wait_for(of_type("MpLetterRequested", ask_id=letter["id"])))[0]
     data = requested.data
     assert (data["constituency_name"], data["mp_name"], data["mp_email"]) == (
@@ -125,9 +143,12 @@ async def test_a_letter_written_to_an_mp_is_published_for_notifications_to_email
     assert unseal(Sealed(**data["sender_postcode"]), key) == "NG7 2RD"
     taken = (await kafka.wait_for(of_type("ActionTaken", ask_id=letter["id"])))[0]
     assert taken.data["action_id"] == data["action_id"] and taken.data["kind"] == "write_to_mp"
-    again = await client.post(ask_path(campaign, "write_to_mp"), data=form)
-    assert again.headers["location"].endswith("?already=1")
+    assert (await client.post(link)).status_code == 200  # confirming twice sends it once
+    after = await client.post(ask_path(campaign, "write_to_mp"), data=form)  # and writing it again sends nothing
+    assert after.headers["location"] == response.headers["location"]
+    await kafka.wait_for(of_type("ActionRepeated", ask_id=letter["id"]))
     assert len(kafka.envelopes(of_type("MpLetterRequested", ask_id=letter["id"]))) == 1
+    assert (await count(client, campaign))[letter["id"]] == 1
 
 
 async def test_an_empty_letter_is_refused_and_kept_for_editing(client, organiser, db):

@@ -25,6 +25,7 @@ from services.campaigns.domain import (
     attend_action_id,
     attend_ask_for,
     check_new_ask,
+    repeat_events,
     validate_action,
     validate_ask,
 )
@@ -184,6 +185,39 @@ def test_a_letter_to_an_mp_is_announced_for_notifications_to_send():
     [_taken, letter] = action.events(key)
     assert isinstance(letter, ev.MpLetterRequested)
     assert (letter.mp_email, unseal(letter.sender_postcode, key)) == (MP.mp_email, "B1 1AA")
+
+
+def test_a_letter_waits_for_its_writer_and_announces_only_that_until_confirmed():
+    key = new_key()
+    form = validate_action("write_to_mp", name="Ada Lovelace", email="ada@example.org", postcode="b11aa",
+                           letter_subject="Care", letter_body="Dear MP")
+    action = _accept(_ask("write_to_mp"), form, MP)
+    assert action.awaits_confirmation and not _accept(_ask("petition"), validate_action(
+        "petition", name="Ada", email="ada@example.org"), None).awaits_confirmation
+    [issued, waiting] = action.confirmation_events(key, key_issued=True)
+    assert isinstance(issued, ev.ActionKeyIssued) and isinstance(waiting, ev.MpLetterAwaitingConfirmation)
+    assert unseal(waiting.sender_email, key) == "ada@example.org" and "ada@example.org" not in waiting.model_dump_json()
+    assert (waiting.mp_name, waiting.constituency_name) == (MP.mp_name, MP.name)
+
+
+class _Stored:
+    """An action's row as take_action finds it again."""
+
+    def __init__(self, **fields: object) -> None:
+        defaults = {"id": "a1", "email": "ada@example.org", "name": "Ada", "member_id": None, "mp_name": "A. Member",
+                    "letter_subject": "Care", "letter_confirmed_at": None}
+        self.__dict__.update({**defaults, **fields})
+
+
+def test_a_repeat_tells_the_address_that_took_the_action_and_resends_a_waiting_letters_link():
+    key = new_key()
+    [repeated] = repeat_events(_Stored(), _ask("petition"), key)
+    assert isinstance(repeated, ev.ActionRepeated) and unseal(repeated.email, key) == "ada@example.org"
+    [again] = repeat_events(_Stored(), _ask("write_to_mp"), key, constituency_name="Ladywood")
+    assert isinstance(again, ev.MpLetterAwaitingConfirmation) and again.constituency_name == "Ladywood"
+    [sent] = repeat_events(_Stored(letter_confirmed_at=NOW), _ask("write_to_mp"), key)
+    assert isinstance(sent, ev.ActionRepeated)
+    assert repeat_events(_Stored(email=None, name=None), _ask("petition"), key) == []  # nobody to tell
 
 
 def test_an_rsvp_is_the_same_action_however_often_it_arrives():

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from deploy.local import launcher
+from services.events.views import rsvp_token
 from shared import topics
 from shared.auth import OrganiserScope, issue
 from shared.config import Settings
@@ -127,6 +128,14 @@ def meeting_body(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+async def own_rsvp_link(db: asyncpg.Connection, meeting_id: str, email: str) -> str:
+    """The link to an RSVP's own page, as its email carries it (the form's answer shows it to nobody)."""
+    rsvp_id = await db.fetchval("SELECT id FROM rsvps WHERE meeting_id = $1 AND email = $2", meeting_id,
+                                email.lower())
+    assert rsvp_id is not None, f"no RSVP for {email}"
+    return f"/events/rsvps/{rsvp_token(SECRET, rsvp_id)}"
 
 
 async def schedule(client: httpx.AsyncClient, headers: dict[str, str], **overrides: Any) -> dict[str, Any]:

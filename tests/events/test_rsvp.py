@@ -11,7 +11,7 @@ import httpx
 
 from shared.crypto import decode_key, unseal
 from shared.events.envelope import Sealed
-from tests.events.conftest import of_meeting, schedule
+from tests.events.conftest import of_meeting, own_rsvp_link, schedule
 
 
 def person() -> dict[str, str]:
@@ -21,6 +21,14 @@ def person() -> dict[str, str]:
 
 async def rsvp(client: httpx.AsyncClient, meeting_id: str, **fields: str) -> httpx.Response:
     return await client.post(f"/events/{meeting_id}/rsvp", data={**person(), **fields})
+
+
+async def rsvp_as(client: httpx.AsyncClient, db, meeting_id: str) -> str:
+    """RSVP as someone new; the link to their RSVP's page (which their email carries)."""
+    who = person()
+    response = await client.post(f"/events/{meeting_id}/rsvp", data=who)
+    assert response.status_code == 303 and response.headers["location"] == f"/events/{meeting_id}/rsvp/sent"
+    return await own_rsvp_link(db, meeting_id, who["email"])
 
 
 async def _no_rsvp_stored(db, meeting_id: str) -> None:
@@ -34,7 +42,7 @@ async def test_someone_new_rsvps_and_joins_with_their_details_sealed_in_the_even
     who = person()
     response = await client.post(f"/events/{meeting['id']}/rsvp",
                                  data={**who, "guests": "1", "join_network": "yes", "postcode": "b1 1aa"})
-    assert response.status_code == 303 and response.headers["location"].startswith("/events/rsvps/")
+    assert response.status_code == 303 and response.headers["location"] == f"/events/{meeting['id']}/rsvp/sent"
     row = await db.fetchrow("SELECT id, status, guests, join_network FROM rsvps WHERE meeting_id = $1", meeting["id"])
     assert row["status"] == "going" and row["guests"] == 1 and row["join_network"]
     [received] = await kafka.wait_for(of_meeting(meeting["id"], "RsvpReceived"))
@@ -44,29 +52,29 @@ async def test_someone_new_rsvps_and_joins_with_their_details_sealed_in_the_even
     secret = decode_key(key.data["key"])
     assert unseal(Sealed(**received.data["email"]), secret) == who["email"]
     assert unseal(Sealed(**received.data["postcode"]), secret) == "B1 1AA"
-    page = await client.get(response.headers["location"])
+    page = await client.get(await own_rsvp_link(db, meeting["id"], who["email"]))
     assert page.status_code == 200 and "You have a place" in page.text
 
 
-async def test_the_joining_link_is_shown_only_to_people_with_a_place(client, organiser):
+async def test_the_joining_link_is_shown_only_to_people_with_a_place(client, organiser, db):
     link = f"https://meet.example.org/{uuid.uuid4().hex}"
     meeting = await schedule(client, organiser, kind="online", venue=None, online_url=link, capacity=1)
-    first = await rsvp(client, meeting["id"])
-    second = await rsvp(client, meeting["id"])
-    assert link in (await client.get(first.headers["location"])).text
-    waitlisted = (await client.get(second.headers["location"])).text
+    first = await rsvp_as(client, db, meeting["id"])
+    second = await rsvp_as(client, db, meeting["id"])
+    assert link in (await client.get(first)).text
+    waitlisted = (await client.get(second)).text
     assert "You are on the waitlist" in waitlisted and link not in waitlisted
     assert link not in (await client.get(f"/events/{meeting['id']}")).text
 
 
 async def test_a_cancellation_promotes_the_first_on_the_waitlist(client, organiser, db, kafka):
     meeting = await schedule(client, organiser, capacity=2)
-    responses = [await rsvp(client, meeting["id"]) for _ in range(4)]
+    links = [await rsvp_as(client, db, meeting["id"]) for _ in range(4)]
     rows = await db.fetch("SELECT id, status, waitlist_position FROM rsvps WHERE meeting_id = $1 ORDER BY created_at",
                           meeting["id"])
     assert [r["status"] for r in rows] == ["going", "going", "waitlisted", "waitlisted"]
     assert [r["waitlist_position"] for r in rows[2:]] == [1, 2]
-    cancelled = await client.post(responses[0].headers["location"] + "/cancel")
+    cancelled = await client.post(links[0] + "/cancel")
     assert cancelled.status_code == 303
     statuses = {r["id"]: r["status"] for r in await db.fetch("SELECT id, status FROM rsvps WHERE meeting_id = $1",
                                                               meeting["id"])}

@@ -42,6 +42,8 @@ CASES = {
         **LINKS,
     },
     "meeting_cancelled": {"name": "Ada", "meeting": MEETING, "when": "w", "rsvp_url": "u", "reason": "Flood", **LINKS},
+    "rsvp_repeat": {"name": "Ada", "meeting": MEETING, "when": "w", "rsvp_url": "u", "status": "going", **LINKS},
+    "action_repeat": {"name": "Ada", "done": "signed this petition", "ask_url": "http://x/campaigns/c/asks/a", **LINKS},
 }
 
 
@@ -58,6 +60,14 @@ LETTERS = {
         "sender_name": "Ada",
         "postcode": "NG7 2RD",
         "constituency": "Nottingham South",
+    },
+    "letter_confirmation": {
+        "name": "Ada",
+        "mp_name": "Chris Holloway",
+        "constituency": "Nottingham South",
+        "letter_subject": "Please act",
+        "confirm_url": "http://x/campaigns/letters/t",
+        "days": 7,
     },
     "mp_letter_copy": {
         "name": "Ada",
