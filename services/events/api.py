@@ -130,17 +130,9 @@ async def list_meetings(
     include_past: bool = False,
     include_cancelled: bool = True,
 ) -> dict[str, Any]:
-    rows = await meetings.find(upcoming_only=not include_past, include_cancelled=include_cancelled, limit=1000)
-    mine = [r for r in rows if organiser.covers(r.scope_type, r.scope_id, r.region_id)]
-    return {"meetings": [views.meeting_json(r, organiser=True, base_url=base) for r in mine]}
-
-
-@router.get("/{meeting_id}")
-async def get_meeting(out: MeetingOutDep, meeting_id: str, organiser: CurrentOrganiser) -> JSONResponse:
-    try:
-        return await out(meeting_id)
-    except MeetingNotFound:
-        raise _not_found() from None
+    rows = await meetings.find(upcoming_only=not include_past, include_cancelled=include_cancelled, limit=1000,
+                               within=organiser)
+    return {"meetings": [views.meeting_json(r, organiser=True, base_url=base) for r in rows]}
 
 
 @router.patch("/{meeting_id}")
@@ -181,6 +173,12 @@ async def _own_meeting(meetings: MeetingsDep, meeting_id: str, organiser: Curren
 
 
 OwnMeeting = Annotated[Any, Depends(_own_meeting)]
+
+
+@router.get("/{meeting_id}")
+async def get_meeting(out: MeetingOutDep, meeting: OwnMeeting) -> JSONResponse:
+    """The meeting with its joining link and check-in code: for the organisers whose scope covers it."""
+    return await out(meeting.id)
 
 
 @router.get("/{meeting_id}/rsvps")

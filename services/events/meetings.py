@@ -146,18 +146,19 @@ class Meetings:
         return True
 
     # what the listing, the feeds and organisers see --------------------------------------------------------------
-    async def get(self, meeting_id: str) -> Row:
+    async def get(self, meeting_id: str, within: OrganiserScope | None = None) -> Row:
+        """The meeting; MeetingNotFound when there is none, or when it lies outside `within` (an API key's scope)."""
         async with self.uows.begin() as uow:
-            return await queries.get_meeting(uow.session, meeting_id)
+            return await queries.get_meeting(uow.session, meeting_id, within)
 
     async def find(self, **filters: Unpack[MeetingFilters]) -> list[Row]:
         """Meetings in start order, filtered as the public listing and the feeds ask."""
         async with self.uows.begin() as uow:
             return await queries.list_meetings(uow.session, **filters)
 
-    async def count(self) -> int:
+    async def count(self, within: OrganiserScope | None = None) -> int:
         async with self.uows.begin() as uow:
-            return await queries.count_meetings(uow.session)
+            return await queries.count_meetings(uow.session, within)
 
     async def units(self) -> list[Row]:
         """Regions, groups and sub-teams by kind and name (for pickers and the listing's filters)."""

@@ -55,8 +55,7 @@ async def sign_in(secret: SecretKey, token: str) -> Response:
 
 @router.get("", response_class=HTMLResponse)
 async def my_meetings(pages: PagesDep, meetings: MeetingsDep, organiser: CurrentOrganiser) -> HTMLResponse:
-    rows = await meetings.find(upcoming_only=False, include_cancelled=True, limit=500)
-    mine = [r for r in rows if organiser.covers(r.scope_type, r.scope_id, r.region_id)]
+    mine = await meetings.find(upcoming_only=False, include_cancelled=True, limit=500, within=organiser)
     return pages.render("organise_list.html", {"meetings": mine, "organiser": organiser})
 
 
