@@ -330,14 +330,16 @@ RULES: dict[str, Rule] = {
     "campaigns GET /campaigns/organise/pledges": Rule("listing", marker="pledge_text"),
     "campaigns POST /campaigns/organise/pledges/{action_id}": Rule(
         "scoped", P(action_id="pledge"), form=True, body=lambda s: {"decision": "pending"}),
-    "campaigns GET /campaigns/organise/long-tail": Rule("listing", marker="member_name"),
-    "campaigns GET /campaigns/organise/long-tail.csv": Rule("listing", marker="member"),
+    # narrowed to the home region: a filter never widens what an organiser sees
+    "campaigns GET /campaigns/organise/long-tail": Rule("listing", marker="member", query={"region": HOME}),
+    "campaigns GET /campaigns/organise/long-tail.csv": Rule("listing", marker="member", query={"region": HOME}),
     "campaigns GET /campaigns/organise/mps": ANY,
     "campaigns POST /campaigns/organise/mps": Rule("network", form=True, files=True, body=lambda s: {"mode": "add"}),
     "campaigns GET /campaigns/organise/ladder": ANY,
-    "campaigns GET /dashboard": ANY,
-    "campaigns GET /dashboard/data.json": ANY,
-    "campaigns GET /dashboard/export/{report}.csv": Rule("any", lambda s: {"report": "growth"}),
+    "campaigns GET /dashboard": Rule("scoped", query={"region": HOME}),
+    "campaigns GET /dashboard/data.json": Rule("scoped", query={"region": HOME}),
+    "campaigns GET /dashboard/export/{report}.csv": Rule("scoped", lambda s: {"report": "growth"},
+                                                         query={"region": HOME}),
     # campaigns: the organisers' JSON API
     "campaigns POST /campaigns/api/campaigns": Rule("scoped", body=campaign_body),
     "campaigns GET /campaigns/api/campaigns": Rule("listing", marker="campaign"),
@@ -353,7 +355,7 @@ RULES: dict[str, Rule] = {
     "campaigns GET /campaigns/api/engagement/ladder": ANY,
     "campaigns PUT /campaigns/api/engagement/ladder": Rule("network", body=lambda s: {"levels": []}),
     "campaigns GET /campaigns/api/engagement/members/{member_id}": Rule("scoped", P(member_id="member")),
-    "campaigns GET /campaigns/api/engagement/long-tail": Rule("listing", marker="member"),
+    "campaigns GET /campaigns/api/engagement/long-tail": Rule("listing", marker="member", query={"region": HOME}),
     # campaigns: OSDI
     "campaigns GET /api/v2/petitions": Rule("listing", api=True, marker="petition"),
     "campaigns GET /api/v2/petitions/{ask_id}": Rule("scoped", P(ask_id="petition"), api=True),
@@ -476,7 +478,6 @@ async def seed(system: None) -> AsyncIterator[Seed]:
 
     s.ids["member"] = await new_member()
     s.ids["member_email"] = await mdb.fetchval("SELECT email_normalised FROM members WHERE id = $1", s["member"])
-    s.ids["member_name"] = s["member"]
     assert await mdb.fetchval("SELECT region_id FROM members WHERE id = $1", s["member"]) == HOME
     await _poll(lambda: s.dbs["campaigns"].fetchval("SELECT 1 FROM members WHERE member_id = $1", s["member"]),
                 "the member to reach campaigns")
