@@ -19,6 +19,7 @@ from services.events.domain import (
     RsvpRefused,
     validate_rsvp,
 )
+from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
 
 router = APIRouter(prefix="/meetings", tags=["meetings (organisers)"])
@@ -192,8 +193,16 @@ async def list_rsvps(
     return {"rsvps": [views.rsvp_json(r) for r in rows], "counts": await rsvps.counts(meeting.id)}
 
 
+async def _check_member(meetings: MeetingsDep, body: PersonRequest, organiser: OrganiserScope) -> None:
+    """A member added by id is one the organiser looks after (404 otherwise: their id reveals nothing)."""
+    if body.member_id and not await meetings.covers_member(body.member_id, organiser):
+        raise _not_found("member in the part of the network you organise")
+
+
 @router.post("/{meeting_id}/rsvps", status_code=201)
-async def add_rsvp(rsvps: RsvpsDep, meeting: OwnMeeting, body: PersonRequest) -> JSONResponse:
+async def add_rsvp(rsvps: RsvpsDep, meetings: MeetingsDep, meeting: OwnMeeting, body: PersonRequest,
+                   organiser: CurrentOrganiser) -> JSONResponse:
+    await _check_member(meetings, body, organiser)
     try:
         form = validate_rsvp(name=body.name, email=body.email, member_id=body.member_id, guests=body.guests,
                              join_network=body.join_network, postcode=body.postcode)
@@ -234,8 +243,9 @@ async def mark_attended(check_in: CheckInDep, rsvps: RsvpsDep, meeting_id: str, 
 
 
 @router.post("/{meeting_id}/walk-ins", status_code=201)
-async def add_walk_in(check_in: CheckInDep, rsvps: RsvpsDep, meeting_id: str, body: PersonRequest,
-                      organiser: CurrentOrganiser) -> JSONResponse:
+async def add_walk_in(check_in: CheckInDep, rsvps: RsvpsDep, meetings: MeetingsDep, meeting_id: str,
+                      body: PersonRequest, organiser: CurrentOrganiser) -> JSONResponse:
+    await _check_member(meetings, body, organiser)
     try:
         form = validate_rsvp(name=body.name, email=body.email, member_id=body.member_id, guests=body.guests,
                              join_network=body.join_network, postcode=body.postcode)

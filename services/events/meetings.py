@@ -101,8 +101,9 @@ class Meetings:
         meeting_id = str(uuid.uuid4())
         async with self.uows.begin() as uow:
             region_id = await check_scope(uow.session, organiser, plan.scope_type, plan.scope_id)
-            if plan.parent_meeting_id is not None and not await queries.meeting_exists(uow.session,
-                                                                                       plan.parent_meeting_id):
+            # a session joins a conference of the organiser's own part of the network only
+            if plan.parent_meeting_id is not None and not await queries.meeting_exists(
+                    uow.session, plan.parent_meeting_id, organiser):
                 raise InvalidMeeting({"parent_meeting_id": "There is no conference with that id"})
             row = await queries.insert_meeting(uow.session, {
                 "id": meeting_id, "region_id": region_id, "check_in_code": new_check_in_code(),
@@ -155,6 +156,11 @@ class Meetings:
         """Meetings in start order, filtered as the public listing and the feeds ask."""
         async with self.uows.begin() as uow:
             return await queries.list_meetings(uow.session, **filters)
+
+    async def covers_member(self, member_id: str, who: OrganiserScope) -> bool:
+        """Whether `who` looks after the member: an organiser adds only their own members to a meeting by id."""
+        async with self.uows.begin() as uow:
+            return await queries.member_covered(uow.session, member_id, who)
 
     async def count(self, within: OrganiserScope | None = None) -> int:
         async with self.uows.begin() as uow:

@@ -78,8 +78,10 @@ async def units(session: AsyncSession) -> list[Row]:
 
 
 # Meetings -----------------------------------------------------------------------------------------------------
-async def meeting_exists(session: AsyncSession, meeting_id: str) -> bool:
-    return (await session.execute(select(m.c.id).where(m.c.id == meeting_id))).first() is not None
+async def meeting_exists(session: AsyncSession, meeting_id: str, within: OrganiserScope | None = None) -> bool:
+    """Whether the meeting exists (and lies in `within`'s scope, when given)."""
+    found = await session.execute(select(m.c.id).where(m.c.id == meeting_id, in_scope(within)))
+    return found.first() is not None
 
 
 async def insert_meeting(session: AsyncSession, values: dict[str, Any]) -> Row:
@@ -115,6 +117,15 @@ def in_scope(who: OrganiserScope | None) -> ColumnElement[bool]:
         subteams = select(u.c.unit_id).where(u.c.parent_id == who.scope_id)
         return or_(own, and_(m.c.scope_type == "subteam", m.c.scope_id.in_(subteams)))
     return own
+
+
+async def member_covered(session: AsyncSession, member_id: str, who: OrganiserScope) -> bool:
+    """Whether the member (as membership last told us) is in `who`'s part of the network: their region, a group or
+    sub-team of theirs."""
+    row = (await session.execute(select(members).where(members.c.member_id == member_id))).first()
+    if row is None:
+        return False
+    return who.covers("member", None, row.region_id, ancestors=[*row.group_ids, *row.subteam_ids])
 
 
 async def get_meeting(session: AsyncSession, meeting_id: str, within: OrganiserScope | None = None) -> Row:

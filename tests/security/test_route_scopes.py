@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -202,28 +201,25 @@ RULES: dict[str, Rule] = {
     "membership POST /members/{member_id}/erase": Rule("network", F("member", member_id="*")),
     "membership GET /admin": ANY,
     "membership GET /admin/units": ANY,  # the network's shape: names of regions and groups, nobody's data
-    "membership POST /admin/units": Rule(
-        "scoped", form=True, form_refuses=True, body=lambda s: {"kind": "group", "name": f"Scope check {uuid.uuid4().hex[:8]}",
-                                             "parent_id": HOME}),
+    "membership POST /admin/units": Rule("scoped", form=True, form_refuses=True, body=lambda s: {
+        "kind": "group", "name": f"Scope check {uuid.uuid4().hex[:8]}", "parent_id": HOME}),
     "membership GET /admin/roles": Rule("listing", marker="member"),
-    "membership POST /admin/roles": Rule(
-        "scoped", form=True, form_refuses=True, body=lambda s: {"member_id": s["member"], "role": "organiser", "scope_type": "region",
-                                             "scope_id": HOME}),
+    "membership POST /admin/roles": Rule("scoped", form=True, form_refuses=True, body=lambda s: {
+        "member_id": s["member"], "role": "organiser", "scope_type": "region", "scope_id": HOME}),
     # the whole log for network organisers; others see what they did themselves
     "membership GET /admin/audit": Rule("listing", marker="member", shown_to=frozenset({"network"})),
     "membership GET /admin/origins": ANY,
     "membership POST /admin/origins": Rule("network", form=True, body=lambda s: {"origin": "not an origin"}),
     "membership GET /admin/public": NETWORK,
-    "membership POST /admin/public/description": Rule("network", form=True, body=lambda s: {"description": "x" * 20000}),
+    "membership POST /admin/public/description": Rule("network", form=True,
+                                                       body=lambda s: {"description": "x" * 20000}),
     "membership POST /admin/public/privacy": Rule("network", form=True, body=lambda s: {"body": ""}),
     "membership GET /organisers": Rule("listing", marker="home_organiser_email"),
-    "membership POST /organisers/invite": Rule(
-        "scoped", form=True, form_refuses=True, body=lambda s: {"email": unique_email("invited"), "name": "Scope Invitee",
-                                             "scope_type": "region", "scope_id": HOME}),
+    "membership POST /organisers/invite": Rule("scoped", form=True, form_refuses=True, body=lambda s: {
+        "email": unique_email("invited"), "name": "Scope Invitee", "scope_type": "region", "scope_id": HOME}),
     "membership GET /organisers/api-keys": Rule("listing", marker="home_key_name"),
-    "membership POST /organisers/api-keys": Rule(
-        "scoped", form=True, form_refuses=True, body=lambda s: {"name": f"Scope {uuid.uuid4().hex[:6]}", "scope_type": "region",
-                                             "scope_id": HOME}),
+    "membership POST /organisers/api-keys": Rule("scoped", form=True, form_refuses=True, body=lambda s: {
+        "name": f"Scope {uuid.uuid4().hex[:6]}", "scope_type": "region", "scope_id": HOME}),
     "membership POST /organisers/api-keys/{key_id}/revoke": Rule("scoped", F("key", key_id="*")),
     # membership: OSDI
     "membership GET /api/v2/": Rule("any", api=True),
@@ -705,3 +701,45 @@ async def test_public_pages_reveal_nothing_private(seed: Seed, route: str) -> No
     assert response.status_code < 500
     shown = [p for p in PRIVATE if seed[p] in response.text]
     assert not shown, f"{route} shows {shown} to anyone"
+
+
+# -- what a body can point at: objects out of scope named inside a request ---------------------------------------
+async def test_an_organiser_adds_by_id_only_members_they_look_after(seed: Seed) -> None:
+    """Adding someone to a meeting by member id acts for that member: another region's organiser cannot, even to
+    their own meeting, and learns nothing (404); the home region's organiser can."""
+    assert seed.client is not None
+    events_db = seed.dbs["events"]
+    await _poll(lambda: events_db.fetchval("SELECT 1 FROM members WHERE member_id = $1", seed["member"]),
+                "the member to reach events")
+    theirs = await seed.client.post("/meetings", headers={**seed.sessions["network"], **ORIGIN},
+                                    json={**meeting_body(seed), "scope_id": OTHER})
+    assert theirs.status_code == 201, theirs.text
+    other_meeting = theirs.json()["id"]
+    for path in (f"/meetings/{other_meeting}/rsvps", f"/meetings/{other_meeting}/walk-ins"):
+        refused_add = await seed.client.post(path, headers={**seed.sessions["other_region"], **ORIGIN},
+                                             json={"member_id": seed["member"]})
+        assert refused_add.status_code == 404, refused_add.text
+    assert await events_db.fetchval("SELECT count(*) FROM rsvps WHERE meeting_id = $1", other_meeting) == 0
+
+    added = await seed.client.post(f"/meetings/{seed['meeting']}/rsvps",
+                                   headers={**seed.sessions["home_region"], **ORIGIN},
+                                   json={"member_id": seed["member"]})
+    assert added.status_code in (200, 201), added.text
+
+
+async def test_a_session_joins_only_a_conference_in_the_organisers_scope(seed: Seed) -> None:
+    """Another region's organiser cannot hang their meeting under the home region's conference."""
+    assert seed.client is not None
+    before = await seed.dbs["events"].fetchval("SELECT count(*) FROM meetings WHERE parent_meeting_id = $1",
+                                               seed["meeting"])
+    refused_session = await seed.client.post(
+        "/meetings", headers={**seed.sessions["other_region"], **ORIGIN},
+        json={**meeting_body(seed), "scope_id": OTHER, "parent_meeting_id": seed["meeting"]})
+    assert refused_session.status_code == 422, refused_session.text
+    assert "no conference" in refused_session.json()["errors"]["parent_meeting_id"]
+    assert await seed.dbs["events"].fetchval("SELECT count(*) FROM meetings WHERE parent_meeting_id = $1",
+                                             seed["meeting"]) == before
+    own_session = await seed.client.post(
+        "/meetings", headers={**seed.sessions["home_region"], **ORIGIN},
+        json={**meeting_body(seed), "parent_meeting_id": seed["meeting"]})
+    assert own_session.status_code == 201, own_session.text
