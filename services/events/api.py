@@ -165,12 +165,11 @@ async def cancel_meeting(meetings: MeetingsDep, out: MeetingOutDep, meeting_id: 
 async def _own_meeting(meetings: MeetingsDep, meeting_id: str, organiser: CurrentOrganiser) -> Any:
     """The meeting of the path, if the organiser's scope covers it (404, 403 otherwise)."""
     try:
-        row = await meetings.get(meeting_id)
+        return await meetings.own(meeting_id, organiser)
     except MeetingNotFound:
         raise _not_found() from None
-    if not organiser.covers(row.scope_type, row.scope_id, row.region_id):
-        raise HTTPException(403, "This meeting is outside the part of the network you organise")
-    return row
+    except NotYourMeeting as exc:
+        raise HTTPException(403, str(exc)) from None
 
 
 OwnMeeting = Annotated[Any, Depends(_own_meeting)]

@@ -157,6 +157,15 @@ class Meetings:
         async with self.uows.begin() as uow:
             return await queries.list_meetings(uow.session, **filters)
 
+    async def own(self, meeting_id: str, who: OrganiserScope) -> Row:
+        """The meeting, for an organiser whose scope covers it (a group's covers its sub-teams' meetings):
+        MeetingNotFound when there is none, NotYourMeeting when it is someone else's."""
+        async with self.uows.begin() as uow:
+            row = await queries.get_meeting(uow.session, meeting_id)
+            if not await queries.meeting_exists(uow.session, meeting_id, who):
+                raise NotYourMeeting("This meeting is outside the part of the network you organise")
+            return row
+
     async def covers_member(self, member_id: str, who: OrganiserScope) -> bool:
         """Whether `who` looks after the member: an organiser adds only their own members to a meeting by id."""
         async with self.uows.begin() as uow:
