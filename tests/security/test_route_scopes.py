@@ -16,8 +16,9 @@ the gateway by:
 - a revoked API key;
 - nobody.
 
-Out of scope: 401, 403 or 404 (or, for a page, the way to sign in), and after a refused unsafe request nothing
-changed in the service's database. In scope: not refused (a read succeeds). A list answered to an organiser out
+Out of scope: 401, 403 or 404 (or, for a page, the way to sign in; a form whose scope field names a part of the
+network outside the organiser's answers 422 saying so), and after a refused unsafe request nothing changed in the
+service's database. In scope: not refused (a read succeeds). A list answered to an organiser out
 of scope does not contain the home region's object.
 """
 
