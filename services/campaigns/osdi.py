@@ -65,7 +65,7 @@ def _signature(request: Request, x: Any) -> dict[str, Any]:
 @router.get("/petitions")
 async def list_petitions(request: Request, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
                          base_url: BaseUrl, page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
-    rows, total = await campaigns.petitions(limit=per_page, offset=(page - 1) * per_page)
+    rows, total = await campaigns.petitions(limit=per_page, offset=(page - 1) * per_page, within=caller)
     items = []
     for a in rows:
         items.append(_petition(request, base_url, a, (await actions.counts(a.campaign_id)).get(a.id, 0)))
@@ -76,7 +76,7 @@ async def list_petitions(request: Request, caller: ApiCaller, campaigns: Campaig
 async def get_petition(request: Request, ask_id: str, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
                        base_url: BaseUrl) -> JSONResponse:
     try:
-        a = await campaigns.petition(ask_id)
+        a = await campaigns.petition(ask_id, within=caller)
     except AskNotFound:
         return hal_error(404, "There is no petition with that id")
     return hal(_petition(request, base_url, a, (await actions.counts(a.campaign_id)).get(a.id, 0)))
@@ -86,7 +86,7 @@ async def get_petition(request: Request, ask_id: str, caller: ApiCaller, campaig
 async def list_signatures(request: Request, ask_id: str, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
                           page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     try:
-        a = await campaigns.petition(ask_id)
+        a = await campaigns.petition(ask_id, within=caller)
     except AskNotFound:
         return hal_error(404, "There is no petition with that id")
     total = (await actions.counts(a.campaign_id)).get(a.id, 0)
@@ -96,11 +96,12 @@ async def list_signatures(request: Request, ask_id: str, caller: ApiCaller, camp
 
 
 @router.get("/petitions/{ask_id}/signatures/{action_id}")
-async def get_signature(request: Request, ask_id: str, action_id: str, caller: ApiCaller,
+async def get_signature(request: Request, ask_id: str, action_id: str, caller: ApiCaller, campaigns: Campaigns,
                         actions: Actions) -> JSONResponse:
     try:
+        await campaigns.petition(ask_id, within=caller)
         x = await actions.get_action(action_id)
-    except ActionNotFound:
+    except (AskNotFound, ActionNotFound):
         x = None
     if x is None or x.ask_id != ask_id:
         return hal_error(404, "There is no signature with that id on this petition")
@@ -136,7 +137,7 @@ async def record_signature_helper(request: Request, ask_id: str, body: Signature
                                   caller: ApiCaller, campaigns: Campaigns, actions: Actions) -> JSONResponse:
     """201 with the new signature, or 200 with the existing one when this person had signed already."""
     try:
-        await campaigns.petition(ask_id)
+        await campaigns.petition(ask_id, within=caller)
     except AskNotFound:
         return hal_error(404, "There is no petition with that id")
     p = body.person

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import any_, bindparam, delete, func, literal, select, update
+from sqlalchemy import ColumnElement, and_, any_, bindparam, delete, func, literal, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +29,18 @@ async def one(session: AsyncSession, query: Any, missing: LookupError) -> Row:
 
 
 # Places: units and their parents ------------------------------------------------------------------------------
+def in_scope(who: OrganiserScope | None) -> ColumnElement[bool]:
+    """SQL: the campaign lies in `who`'s part of the network, as `OrganiserScope.covers` decides with the
+    campaign's parents (its region; a sub-team's group). None: anyone's."""
+    c, u = tables.campaigns, tables.units
+    if who is None or who.is_network:
+        return true()
+    own = and_(c.c.scope_type == who.scope_type, c.c.scope_id == who.scope_id)
+    if who.scope_type == "region":
+        return or_(own, c.c.region_id == who.scope_id)
+    return or_(own, c.c.scope_id.in_(select(u.c.unit_id).where(u.c.parent_id == who.scope_id)))
+
+
 
 
 async def ancestors(session: AsyncSession, unit_id: str | None) -> list[str]:

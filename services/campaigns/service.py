@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -177,9 +177,11 @@ class CampaignsService:
         async with self.uows.begin() as uow:
             return await queries.one(uow.session, select(c).where(c.c.id == campaign_id), CampaignNotFound(campaign_id))
 
-    async def list_campaigns(self, *, include_closed: bool = True, limit: int = 200, offset: int = 0) -> list[Row]:
+    async def list_campaigns(self, *, include_closed: bool = True, limit: int = 200, offset: int = 0,
+                             within: OrganiserScope | None = None) -> list[Row]:
+        """Campaigns, live first; `within`: only those an organiser's (or an API key's) scope covers."""
         c = tables.campaigns
-        q = select(c)
+        q = select(c).where(queries.in_scope(within))
         if not include_closed:
             q = q.where(c.c.status == "live")
         q = q.order_by(c.c.status.desc(), c.c.launched_at.desc(), c.c.id).limit(limit).offset(offset)
@@ -187,8 +189,7 @@ class CampaignsService:
             return list((await uow.session.execute(q)).all())
 
     async def campaigns_for(self, organiser: OrganiserScope) -> list[Row]:
-        rows = await self.list_campaigns(limit=1000)
-        return [r for r in rows if await self.covers_campaign(organiser, r)]
+        return await self.list_campaigns(limit=1000, within=organiser)
 
     async def asks_of(self, campaign_id: str) -> list[Row]:
         a = tables.asks
@@ -204,22 +205,28 @@ class CampaignsService:
         async with self.uows.begin() as uow:
             return await queries.one(uow.session, q, AskNotFound(ask_id))
 
-    async def petitions(self, *, limit: int, offset: int) -> tuple[list[Row], int]:
+    async def petitions(self, *, limit: int, offset: int,
+                        within: OrganiserScope | None = None) -> tuple[list[Row], int]:
+        """Petitions of the campaigns `within` covers (an API key's scope), oldest first, and how many there are."""
         a, c = tables.asks, tables.campaigns
+        mine = and_(a.c.kind == "petition", queries.in_scope(within))
         base = select(a, c.c.status.label("campaign_status"), c.c.title.label("campaign_title")).join(
-            c, c.c.id == a.c.campaign_id).where(a.c.kind == "petition")
+            c, c.c.id == a.c.campaign_id).where(mine)
         async with self.uows.begin() as uow:
             rows = (await uow.session.execute(
                 base.order_by(a.c.created_at, a.c.id).limit(limit).offset(offset))).all()
-            total = (await uow.session.execute(select(func.count()).where(a.c.kind == "petition"))).scalar_one()
+            total = (await uow.session.execute(
+                select(func.count()).select_from(a.join(c, c.c.id == a.c.campaign_id)).where(mine))).scalar_one()
         return list(rows), int(total)
 
-    async def petition(self, ask_id: str) -> Row:
+    async def petition(self, ask_id: str, within: OrganiserScope | None = None) -> Row:
+        """The petition; AskNotFound also when its campaign lies outside `within` (an API key's scope)."""
         a, c = tables.asks, tables.campaigns
         async with self.uows.begin() as uow:
             return await queries.one(uow.session, select(
                 a, c.c.status.label("campaign_status"), c.c.title.label("campaign_title")
-            ).join(c, c.c.id == a.c.campaign_id).where(a.c.id == ask_id, a.c.kind == "petition"), AskNotFound(ask_id))
+            ).join(c, c.c.id == a.c.campaign_id).where(a.c.id == ask_id, a.c.kind == "petition",
+                                                       queries.in_scope(within)), AskNotFound(ask_id))
 
     async def meeting(self, meeting_id: str | None) -> Row | None:
         if not meeting_id:

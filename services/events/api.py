@@ -19,6 +19,7 @@ from services.events.domain import (
     RsvpRefused,
     validate_rsvp,
 )
+from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
 
 router = APIRouter(prefix="/meetings", tags=["meetings (organisers)"])
@@ -130,17 +131,9 @@ async def list_meetings(
     include_past: bool = False,
     include_cancelled: bool = True,
 ) -> dict[str, Any]:
-    rows = await meetings.find(upcoming_only=not include_past, include_cancelled=include_cancelled, limit=1000)
-    mine = [r for r in rows if organiser.covers(r.scope_type, r.scope_id, r.region_id)]
-    return {"meetings": [views.meeting_json(r, organiser=True, base_url=base) for r in mine]}
-
-
-@router.get("/{meeting_id}")
-async def get_meeting(out: MeetingOutDep, meeting_id: str, organiser: CurrentOrganiser) -> JSONResponse:
-    try:
-        return await out(meeting_id)
-    except MeetingNotFound:
-        raise _not_found() from None
+    rows = await meetings.find(upcoming_only=not include_past, include_cancelled=include_cancelled, limit=1000,
+                               within=organiser)
+    return {"meetings": [views.meeting_json(r, organiser=True, base_url=base) for r in rows]}
 
 
 @router.patch("/{meeting_id}")
@@ -172,15 +165,20 @@ async def cancel_meeting(meetings: MeetingsDep, out: MeetingOutDep, meeting_id: 
 async def _own_meeting(meetings: MeetingsDep, meeting_id: str, organiser: CurrentOrganiser) -> Any:
     """The meeting of the path, if the organiser's scope covers it (404, 403 otherwise)."""
     try:
-        row = await meetings.get(meeting_id)
+        return await meetings.own(meeting_id, organiser)
     except MeetingNotFound:
         raise _not_found() from None
-    if not organiser.covers(row.scope_type, row.scope_id, row.region_id):
-        raise HTTPException(403, "This meeting is outside the part of the network you organise")
-    return row
+    except NotYourMeeting as exc:
+        raise HTTPException(403, str(exc)) from None
 
 
 OwnMeeting = Annotated[Any, Depends(_own_meeting)]
+
+
+@router.get("/{meeting_id}")
+async def get_meeting(out: MeetingOutDep, meeting: OwnMeeting) -> JSONResponse:
+    """The meeting with its joining link and check-in code: for the organisers whose scope covers it."""
+    return await out(meeting.id)
 
 
 @router.get("/{meeting_id}/rsvps")
@@ -194,8 +192,16 @@ async def list_rsvps(
     return {"rsvps": [views.rsvp_json(r) for r in rows], "counts": await rsvps.counts(meeting.id)}
 
 
+async def _check_member(meetings: MeetingsDep, body: PersonRequest, organiser: OrganiserScope) -> None:
+    """A member added by id is one the organiser looks after (404 otherwise: their id reveals nothing)."""
+    if body.member_id and not await meetings.covers_member(body.member_id, organiser):
+        raise _not_found("member in the part of the network you organise")
+
+
 @router.post("/{meeting_id}/rsvps", status_code=201)
-async def add_rsvp(rsvps: RsvpsDep, meeting: OwnMeeting, body: PersonRequest) -> JSONResponse:
+async def add_rsvp(rsvps: RsvpsDep, meetings: MeetingsDep, meeting: OwnMeeting, body: PersonRequest,
+                   organiser: CurrentOrganiser) -> JSONResponse:
+    await _check_member(meetings, body, organiser)
     try:
         form = validate_rsvp(name=body.name, email=body.email, member_id=body.member_id, guests=body.guests,
                              join_network=body.join_network, postcode=body.postcode)
@@ -236,8 +242,9 @@ async def mark_attended(check_in: CheckInDep, rsvps: RsvpsDep, meeting_id: str, 
 
 
 @router.post("/{meeting_id}/walk-ins", status_code=201)
-async def add_walk_in(check_in: CheckInDep, rsvps: RsvpsDep, meeting_id: str, body: PersonRequest,
-                      organiser: CurrentOrganiser) -> JSONResponse:
+async def add_walk_in(check_in: CheckInDep, rsvps: RsvpsDep, meetings: MeetingsDep, meeting_id: str,
+                      body: PersonRequest, organiser: CurrentOrganiser) -> JSONResponse:
+    await _check_member(meetings, body, organiser)
     try:
         form = validate_rsvp(name=body.name, email=body.email, member_id=body.member_id, guests=body.guests,
                              join_network=body.join_network, postcode=body.postcode)

@@ -101,8 +101,9 @@ class Meetings:
         meeting_id = str(uuid.uuid4())
         async with self.uows.begin() as uow:
             region_id = await check_scope(uow.session, organiser, plan.scope_type, plan.scope_id)
-            if plan.parent_meeting_id is not None and not await queries.meeting_exists(uow.session,
-                                                                                       plan.parent_meeting_id):
+            # a session joins a conference of the organiser's own part of the network only
+            if plan.parent_meeting_id is not None and not await queries.meeting_exists(
+                    uow.session, plan.parent_meeting_id, organiser):
                 raise InvalidMeeting({"parent_meeting_id": "There is no conference with that id"})
             row = await queries.insert_meeting(uow.session, {
                 "id": meeting_id, "region_id": region_id, "check_in_code": new_check_in_code(),
@@ -146,18 +147,33 @@ class Meetings:
         return True
 
     # what the listing, the feeds and organisers see --------------------------------------------------------------
-    async def get(self, meeting_id: str) -> Row:
+    async def get(self, meeting_id: str, within: OrganiserScope | None = None) -> Row:
+        """The meeting; MeetingNotFound when there is none, or when it lies outside `within` (an API key's scope)."""
         async with self.uows.begin() as uow:
-            return await queries.get_meeting(uow.session, meeting_id)
+            return await queries.get_meeting(uow.session, meeting_id, within)
 
     async def find(self, **filters: Unpack[MeetingFilters]) -> list[Row]:
         """Meetings in start order, filtered as the public listing and the feeds ask."""
         async with self.uows.begin() as uow:
             return await queries.list_meetings(uow.session, **filters)
 
-    async def count(self) -> int:
+    async def own(self, meeting_id: str, who: OrganiserScope) -> Row:
+        """The meeting, for an organiser whose scope covers it (a group's covers its sub-teams' meetings):
+        MeetingNotFound when there is none, NotYourMeeting when it is someone else's."""
         async with self.uows.begin() as uow:
-            return await queries.count_meetings(uow.session)
+            row = await queries.get_meeting(uow.session, meeting_id)
+            if not await queries.meeting_exists(uow.session, meeting_id, who):
+                raise NotYourMeeting("This meeting is outside the part of the network you organise")
+            return row
+
+    async def covers_member(self, member_id: str, who: OrganiserScope) -> bool:
+        """Whether `who` looks after the member: an organiser adds only their own members to a meeting by id."""
+        async with self.uows.begin() as uow:
+            return await queries.member_covered(uow.session, member_id, who)
+
+    async def count(self, within: OrganiserScope | None = None) -> int:
+        async with self.uows.begin() as uow:
+            return await queries.count_meetings(uow.session, within)
 
     async def units(self) -> list[Row]:
         """Regions, groups and sub-teams by kind and name (for pickers and the listing's filters)."""

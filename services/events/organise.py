@@ -29,12 +29,11 @@ router = APIRouter(prefix="/events/organise", tags=["organiser pages"])
 async def _own(meetings: MeetingsDep, meeting_id: str, organiser: CurrentOrganiser) -> Any:
     """The meeting of the path, if the signed-in organiser's scope covers it (404, 403 otherwise)."""
     try:
-        meeting = await meetings.get(meeting_id)
+        return await meetings.own(meeting_id, organiser)
     except MeetingNotFound:
         raise HTTPException(404, "There is no meeting with that id") from None
-    if not organiser.covers(meeting.scope_type, meeting.scope_id, meeting.region_id):
-        raise HTTPException(403, "This meeting is outside the part of the network you organise")
-    return meeting
+    except NotYourMeeting as exc:
+        raise HTTPException(403, str(exc)) from None
 
 
 OwnMeeting = Annotated[Any, Depends(_own)]
@@ -55,8 +54,7 @@ async def sign_in(secret: SecretKey, token: str) -> Response:
 
 @router.get("", response_class=HTMLResponse)
 async def my_meetings(pages: PagesDep, meetings: MeetingsDep, organiser: CurrentOrganiser) -> HTMLResponse:
-    rows = await meetings.find(upcoming_only=False, include_cancelled=True, limit=500)
-    mine = [r for r in rows if organiser.covers(r.scope_type, r.scope_id, r.region_id)]
+    mine = await meetings.find(upcoming_only=False, include_cancelled=True, limit=500, within=organiser)
     return pages.render("organise_list.html", {"meetings": mine, "organiser": organiser})
 
 

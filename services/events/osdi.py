@@ -75,8 +75,8 @@ async def list_events(
     per_page: PerPage = MAX_PER_PAGE,
 ) -> JSONResponse:
     rows = await meetings.find(upcoming_only=False, include_cancelled=True, limit=per_page,
-                               offset=(page - 1) * per_page)
-    total = await meetings.count()
+                               offset=(page - 1) * per_page, within=caller)
+    total = await meetings.count(within=caller)
     items = [_event(request, base, m, await rsvps.counts(m.id)) for m in rows]
     return hal(collection(without_paging(request), "events", items, total, page, per_page))
 
@@ -85,7 +85,7 @@ async def list_events(
 async def get_event(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, base: BaseUrl, meeting_id: str,
                     caller: ApiCaller) -> JSONResponse:
     try:
-        m = await meetings.get(meeting_id)
+        m = await meetings.get(meeting_id, within=caller)
     except MeetingNotFound:
         return hal_error(404, "There is no event with that id")
     return hal(_event(request, base, m, await rsvps.counts(m.id)))
@@ -95,7 +95,7 @@ async def get_event(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, ba
 async def list_attendances(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, meeting_id: str,
                            caller: ApiCaller, page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     try:
-        await meetings.get(meeting_id)
+        await meetings.get(meeting_id, within=caller)
     except MeetingNotFound:
         return hal_error(404, "There is no event with that id")
     counts = await rsvps.counts(meeting_id)
@@ -105,8 +105,12 @@ async def list_attendances(request: Request, meetings: MeetingsDep, rsvps: Rsvps
 
 
 @router.get("/events/{meeting_id}/attendances/{rsvp_id}")
-async def get_attendance(request: Request, rsvps: RsvpsDep, meeting_id: str, rsvp_id: str,
+async def get_attendance(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, meeting_id: str, rsvp_id: str,
                          caller: ApiCaller) -> JSONResponse:
+    try:
+        await meetings.get(meeting_id, within=caller)
+    except MeetingNotFound:
+        return hal_error(404, "There is no attendance with that id for this event")
     rows = [r for r in await rsvps.find(meeting_id) if r.id == rsvp_id]
     if not rows:
         return hal_error(404, "There is no attendance with that id for this event")
@@ -141,7 +145,7 @@ class AttendanceHelperRequest(BaseModel):
 async def record_attendance_helper(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, check_in: CheckInDep,
                                    meeting_id: str, body: AttendanceHelperRequest, caller: ApiCaller) -> JSONResponse:
     try:
-        await meetings.get(meeting_id)
+        await meetings.get(meeting_id, within=caller)
     except MeetingNotFound:
         return hal_error(404, "There is no event with that id")
     p = body.person

@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any, TypedDict
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.events import db as tables
 from services.events.domain import MeetingNotFound, RsvpNotFound
+from shared.auth import OrganiserScope
 
 m, r, u, rem, members = tables.meetings, tables.rsvps, tables.units, tables.reminders, tables.members
 
@@ -77,8 +78,10 @@ async def units(session: AsyncSession) -> list[Row]:
 
 
 # Meetings -----------------------------------------------------------------------------------------------------
-async def meeting_exists(session: AsyncSession, meeting_id: str) -> bool:
-    return (await session.execute(select(m.c.id).where(m.c.id == meeting_id))).first() is not None
+async def meeting_exists(session: AsyncSession, meeting_id: str, within: OrganiserScope | None = None) -> bool:
+    """Whether the meeting exists (and lies in `within`'s scope, when given)."""
+    found = await session.execute(select(m.c.id).where(m.c.id == meeting_id, in_scope(within)))
+    return found.first() is not None
 
 
 async def insert_meeting(session: AsyncSession, values: dict[str, Any]) -> Row:
@@ -103,8 +106,31 @@ async def change_meeting(session: AsyncSession, meeting_id: str, values: dict[st
     ).one()
 
 
-async def get_meeting(session: AsyncSession, meeting_id: str) -> Row:
-    row = (await session.execute(select(m).where(m.c.id == meeting_id))).first()
+def in_scope(who: OrganiserScope | None) -> ColumnElement[bool]:
+    """SQL: the meeting lies in `who`'s part of the network (as `OrganiserScope.covers` decides; None: anyone's)."""
+    if who is None or who.is_network:
+        return true()
+    own = and_(m.c.scope_type == who.scope_type, m.c.scope_id == who.scope_id)
+    if who.scope_type == "region":
+        return or_(own, m.c.region_id == who.scope_id)
+    if who.scope_type == "group":
+        subteams = select(u.c.unit_id).where(u.c.parent_id == who.scope_id)
+        return or_(own, and_(m.c.scope_type == "subteam", m.c.scope_id.in_(subteams)))
+    return own
+
+
+async def member_covered(session: AsyncSession, member_id: str, who: OrganiserScope) -> bool:
+    """Whether the member (as membership last told us) is in `who`'s part of the network: their region, a group or
+    sub-team of theirs."""
+    row = (await session.execute(select(members).where(members.c.member_id == member_id))).first()
+    if row is None:
+        return False
+    return who.covers("member", None, row.region_id, ancestors=[*row.group_ids, *row.subteam_ids])
+
+
+async def get_meeting(session: AsyncSession, meeting_id: str, within: OrganiserScope | None = None) -> Row:
+    """The meeting; MeetingNotFound also when it lies outside `within`'s scope (an API key's, an organiser's)."""
+    row = (await session.execute(select(m).where(m.c.id == meeting_id, in_scope(within)))).first()
     if row is None:
         raise MeetingNotFound(meeting_id)
     return row
@@ -120,6 +146,7 @@ class MeetingFilters(TypedDict, total=False):
     before: date | None
     scope_type: str | None
     scope_id: str | None
+    within: OrganiserScope | None
     include_cancelled: bool
     upcoming_only: bool
     limit: int
@@ -136,13 +163,15 @@ async def list_meetings(
     before: date | None = None,
     scope_type: str | None = None,
     scope_id: str | None = None,
+    within: OrganiserScope | None = None,
     include_cancelled: bool = False,
     upcoming_only: bool = True,
     limit: int = 200,
     offset: int = 0,
 ) -> list[Row]:
-    """Meetings in start order, filtered as the public listing and the feeds ask."""
-    q = select(m)
+    """Meetings in start order, filtered as the public listing and the feeds ask; `within`: an organiser's or an
+    API key's scope (only the meetings it covers)."""
+    q = select(m).where(in_scope(within))
     if not include_cancelled:
         q = q.where(m.c.status == "scheduled")
     if upcoming_only and on_or_after is None:
@@ -166,8 +195,8 @@ async def list_meetings(
     return list((await session.execute(q)).all())
 
 
-async def count_meetings(session: AsyncSession) -> int:
-    return int((await session.execute(select(func.count()).select_from(m))).scalar_one())
+async def count_meetings(session: AsyncSession, within: OrganiserScope | None = None) -> int:
+    return int((await session.execute(select(func.count()).select_from(m).where(in_scope(within)))).scalar_one())
 
 
 # Reminders ----------------------------------------------------------------------------------------------------
