@@ -228,7 +228,7 @@ class NotificationService:
         return (await session.execute(select(r.c.email).where(r.c.member_id == member_id))).scalar()
 
     async def _cancel_pending(self, session: AsyncSession, recipient_id: str, kinds: frozenset[str] | None) -> None:
-        """Stop the recipient's deliveries not sent yet, those a sender has claimed too: its commit point then
+        """Stop the recipient's deliveries not sent yet, those a sender has claimed too: staging its record then
         finds them no longer its own and drops the email before the relay accepts it. (Left 'sending', an erased
         member's delivery would come back without its address when its lease ran out.)"""
         d = tables.deliveries
