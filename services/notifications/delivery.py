@@ -31,8 +31,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
-from services.notifications.mailer import Mailer, OutgoingEmail, PermanentFailure, TemporaryFailure, Unsendable
+from services.notifications.mailer import (
+    Mailer,
+    OutgoingEmail,
+    PermanentFailure,
+    TemporaryFailure,
+    Unsendable,
+    from_header,
+    message_domain,
+)
 from services.notifications.suppression import MARKETING_KINDS, STOPS_EVERYTHING, Suppressions, blocks
+from services.notifications.wording import EmailSettings, one_line
 from shared import metrics, tokens
 from shared.config import Settings
 from shared.db import Database
@@ -149,6 +158,7 @@ class DeliveryWorker:
         mailer_factory: Callable[[], Mailer] | None = None,
         batch_size: int = 50,
         lease_s: float = 30.0,
+        wording: EmailSettings | None = None,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -161,6 +171,8 @@ class DeliveryWorker:
         self.mailer_factory = mailer_factory or (lambda: Mailer(settings))
         self.limiter = RateLimiter(settings.smtp_max_per_second)
         self.suppressions = Suppressions(settings.secret_key)
+        self.wording = wording or EmailSettings(settings.network_name)
+        self.domain = message_domain(settings.mail_from)
         self.attachments: dict[str, AttachmentProvider] = {}
         self.service = settings.service_name
         # A batch must be sent well within its lease, even at the relay's allowed rate.
@@ -374,14 +386,20 @@ class DeliveryWorker:
         if provider:
             async with session.begin():
                 attachments = await provider(session, row)
+        wording = self.wording.cached()
+        if wording is None:
+            async with session.begin():
+                wording = await self.wording.load(session)
         return OutgoingEmail(
             to=row.recipient_email,
-            subject=row.subject,
+            subject=one_line(row.subject),
             text=row.body_text,
             html=row.body_html,
             headers=headers,
             attachments=attachments,
-            message_id=f"<{row.id}@groundswell.local>",
+            # The same for every attempt: a receiver drops a second copy (see the module's docstring).
+            message_id=f"<{row.id}@{self.domain}>",
+            sender=from_header(wording["sender_name"], self.settings.mail_from),
         )
 
     async def _record_failure(self, session: AsyncSession, row: Any, exc: Exception, attempts: int) -> None:

@@ -17,8 +17,9 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import make_msgid, parseaddr
+from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from functools import lru_cache
 
 import aiosmtplib
@@ -80,6 +81,7 @@ class OutgoingEmail:
     headers: dict[str, str] = field(default_factory=dict)
     attachments: list[tuple[str, str, bytes]] = field(default_factory=list)  # (filename, mime type, content)
     message_id: str | None = None
+    sender: str | None = None  # the From header (name and address); MAIL_FROM when None
 
 
 class TemporaryFailure(Exception):
@@ -100,6 +102,16 @@ class _OutOfStep(Exception):
     staged record: the connection is dropped and the email may be tried again at once on a new one."""
 
 
+def message_domain(mail_from: str) -> str:
+    """The domain our Message-IDs end with: the sending address's."""
+    return parseaddr(mail_from)[1].rpartition("@")[2] or "groundswell.localhost"
+
+
+def from_header(sender_name: str, mail_from: str) -> str:
+    """The From header: the organisers' sender name with the configured sending address."""
+    return formataddr((" ".join(sender_name.split()), parseaddr(mail_from)[1]))
+
+
 def envelope_recipient(address: str | None) -> str:
     """`address` once it is known to be usable in RCPT TO (ASCII, no characters that could smuggle a command),
     else Unsendable. The reason never repeats the address: it is logged and published."""
@@ -118,6 +130,7 @@ class Mailer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sender = parseaddr(settings.mail_from)[1]
+        self.domain = message_domain(settings.mail_from)
         self._smtp: aiosmtplib.SMTP | None = None
         self._lock = asyncio.Lock()
 
@@ -128,10 +141,11 @@ class Mailer:
         if email.attachments:
             return self.build(email).as_bytes()
         headers = [
-            ("From", self.settings.mail_from),
+            ("From", email.sender or self.settings.mail_from),
             ("To", email.to),
             ("Subject", email.subject),
-            ("Message-ID", email.message_id or make_msgid(domain="groundswell.local")),
+            ("Date", format_datetime(datetime.now(UTC))),
+            ("Message-ID", email.message_id or make_msgid(domain=self.domain)),
             *email.headers.items(),
         ]
         out = []
@@ -155,10 +169,11 @@ class Mailer:
 
     def build(self, email: OutgoingEmail) -> EmailMessage:
         msg = EmailMessage()
-        msg["From"] = self.settings.mail_from
+        msg["From"] = email.sender or self.settings.mail_from
         msg["To"] = email.to
         msg["Subject"] = email.subject
-        msg["Message-ID"] = email.message_id or make_msgid(domain="groundswell.local")
+        msg["Date"] = format_datetime(datetime.now(UTC))
+        msg["Message-ID"] = email.message_id or make_msgid(domain=self.domain)
         for name, value in email.headers.items():
             msg[name] = value
         msg.set_content(email.text)

@@ -54,7 +54,12 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     runtime.document_publisher(topics.NOTIFICATIONS_DIGESTS, "Digests published to organisers")
 
     worker = DeliveryWorker(
-        runtime.db, runtime.outbox, settings, service.deliveries_queued, connections=settings.smtp_connections
+        runtime.db,
+        runtime.outbox,
+        settings,
+        service.deliveries_queued,
+        connections=settings.smtp_connections,
+        wording=service.wording,
     )
     for kind in RSVP_EMAIL_KINDS:
         worker.attach_for(kind, meetings.ics_for_delivery)

@@ -270,6 +270,7 @@ async def save_email_settings(request: Request, organiser: Organiser, digests: D
     _require_network(organiser)
     async with digests.uows.begin() as uow:
         await digests.email_settings.save(uow.session, submitted, organiser.organiser_id)
+    digests.email_settings.forget()  # committed: the next email reads it
     return RedirectResponse("/notifications/organise/emails?saved=1", status_code=303)
 
 

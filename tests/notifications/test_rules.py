@@ -166,3 +166,25 @@ def test_members_who_left_withdrew_consent_opted_out_or_are_suppressed_are_skipp
     assert decide(recipient=Member(email_topics=["meetings"])) == ("skipped", "opted out of follow-ups")
     assert decide(recipient=Member(email_topics=["follow_ups"])) == ("queued", None)
     assert decide(suppressed=True) == ("skipped", "address suppressed")
+
+
+def test_a_welcome_lists_the_soonest_meetings_of_the_members_groups_region_and_network():
+    from types import SimpleNamespace
+
+    from services.notifications.domain import meetings_near
+
+    def meeting(scope_type: str, scope_id: str | None) -> SimpleNamespace:
+        return SimpleNamespace(scope_type=scope_type, scope_id=scope_id)
+
+    soonest_first = [
+        meeting("group", "other-group"),
+        mine_group := meeting("group", "g1"),
+        meeting("region", "other-region"),
+        network := meeting("network", None),
+        mine_region := meeting("region", "r1"),
+        mine_team := meeting("subteam", "t1"),
+    ]
+    assert meetings_near(soonest_first, region_id="r1", group_ids=["g1"], subteam_ids=["t1"]) == [
+        mine_group, network, mine_region
+    ]
+    assert meetings_near(soonest_first, region_id=None, group_ids=[], subteam_ids=[]) == [network]
