@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.notifications.activity import ActivityLog
+from services.notifications.confirmations import ActionConfirmations
 from services.notifications.followups import FollowUps
 from services.notifications.invitations import Invitations
 from services.notifications.letters import LetterNotifications
@@ -59,6 +60,7 @@ class UseCases:
     activity: ActivityLog
     follow_ups: FollowUps
     invitations: Invitations
+    confirmations: ActionConfirmations
 
 
 def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
@@ -132,12 +134,10 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         (RsvpCancelled, u.meetings.rsvp_cancelled),
         (AttendanceRecorded, u.meetings.attendance),
         (MpLetterRequested, u.letters.letter_requested),
+        (ActionTaken, u.confirmations.action_taken),
     )
     members.on_run(MemberJoined)(service.members_joined)
-    members.ignore(
-        (ActionTaken, EngagementLevelChosen),
-        "an action's confirmation is not sent yet (issue #17); the chosen level changes no email",
-    )
+    members.ignore((EngagementLevelChosen,), "the chosen level changes no email")
 
     organisers.route(
         (RoleGranted, u.organisers.role_granted),

@@ -62,6 +62,14 @@ def meetings_near(
     return near[:limit]
 
 
+CONFIRMATIONS = {"petition": "petition_signed", "pledge": "pledge_received"}
+
+
+def confirmation_kind(action_kind: str) -> str | None:
+    """The confirmation (a kind of delivery, an autoresponder of wording.py) an action of `action_kind` gets."""
+    return CONFIRMATIONS.get(action_kind)
+
+
 def mirror_status(confirmation_required: bool) -> str:
     """A joiner's status in the recipients mirror: pending until they confirm their address, when asked to."""
     return "pending" if confirmation_required else "confirmed"

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.notifications import db as tables
 from services.notifications import web as organiser_web
 from services.notifications.activity import ActivityLog
+from services.notifications.confirmations import ActionConfirmations
 from services.notifications.consumers import UseCases, build_registry
 from services.notifications.delivery import DeliveryWorker
 from services.notifications.digests import DigestLoop, Digests
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
         activity=ActivityLog(),
         follow_ups=follow_ups,
         invitations=Invitations(service),
+        confirmations=ActionConfirmations(service),
     )
     runtime.add_registry(build_registry(use_cases, group_suffix=group_suffix))
     runtime.document_publisher(topics.NOTIFICATIONS_DELIVERIES, "Notifications sent or failed")

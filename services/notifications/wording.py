@@ -55,15 +55,15 @@ AUTORESPONDERS = (
         "welcome",
         "Welcome, when someone joins",
         "Welcome to {network_name}, {first_name}",
-        "Welcome to {network_name}! Thank you for joining us.\n\nTogether we can make change happen: here is your "
-        "local group and what is coming up near you.",
+        "Welcome to {network_name}! Thank you for joining us.\n\nTogether we can make change happen. The best way "
+        "to start is to meet the people near you.",
         ("first_name", "network_name", "group_name"),
     ),
     Autoresponder(
         "petition_signed",
         "Petition signed",
         "Thank you for signing: {campaign_title}",
-        "Thank you for signing the petition of {campaign_title}. Your signature is counted.\n\nPetitions work when "
+        "Thank you for signing the petition for {campaign_title}. Your signature is counted.\n\nPetitions work when "
         "many people sign: please ask a friend to sign too.",
         ("first_name", "network_name", "campaign_title"),
     ),
