@@ -83,7 +83,8 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
 
     consumer.ignore(
         (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.OrganiserInvited,
-         ev.MeetingReminderDue, ev.RsvpCancelled, ev.PromotedFromWaitlist, ev.MpLetterRequested),
+         ev.MeetingReminderDue, ev.RsvpCancelled, ev.PromotedFromWaitlist, ev.MpLetterRequested,
+         ev.PledgePublished),
         "neither the asks nor the engagement ladder depend on these (reporting reads what it needs itself)",
     )
 
@@ -96,7 +97,7 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
     reporting.route(*PROJECTION.items())  # the projections are handlers themselves
     reporting.ignore(
         (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.MeetingReminderDue,
-         ev.MpLetterRequested, ev.OrganiserInvited, ev.RoleGranted),
+         ev.MpLetterRequested, ev.OrganiserInvited, ev.RoleGranted, ev.PledgePublished),
         "no report counts these (ActionTaken already counts a letter to an MP)",
     )
 

@@ -22,6 +22,7 @@ from shared.events.catalog import (
     MeetingScheduled,
     MeetingUpdated,
     MpLetterRequested,
+    PledgePublished,
     PromotedFromWaitlist,
     RsvpCancelled,
     RsvpKeyIssued,
@@ -71,7 +72,7 @@ def build_registry(
         (EngagementLevelChanged, level_changed),
     )
     handlers.ignore(
-        (RsvpCancelled, PromotedFromWaitlist, AttendanceRecorded, MpLetterRequested),
+        (RsvpCancelled, PromotedFromWaitlist, AttendanceRecorded, MpLetterRequested, PledgePublished),
         "only a request to join (on an RSVP or an action) and the ladder's level change a member",
     )
     return registry

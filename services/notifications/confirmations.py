@@ -1,6 +1,8 @@
-"""Confirmations of public actions: someone who signs a petition or makes a pledge gets an email saying so, in
-the organisers' wording (wording.py, the emails page). The address is the one they typed (sealed with the
-action's key) or, for a member acting through their own link, the one in the recipients mirror."""
+"""Confirmations of public actions: someone who signs a petition or makes a pledge gets an email saying so, and
+again when organisers publish their pledge, in the organisers' wording (wording.py, the emails page). The address
+is the one they typed (sealed with the action's key) or, for a member acting through their own link, the one in
+the recipients mirror; the pledge's publication goes to the address its first confirmation went to (nothing is
+sent when that was erased)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from services.notifications import queries
 from services.notifications.domain import confirmation_kind, first_name_of
 from services.notifications.service import NotificationService
 from services.notifications.wording import AUTORESPONDERS, autoresponder_text, paragraph_lines
-from shared.events.catalog import ActionTaken
+from shared.events.catalog import ActionTaken, PledgePublished
 from shared.events.envelope import Envelope
 from shared.uow import UnitOfWork
 
@@ -87,11 +89,47 @@ class ActionConfirmations:
         )
         footer = service.footer(event.member_id) if event.member_id else NO_FOOTER
         text_body, html_body = render_confirmation(service, wording, first_name, intro, event.campaign_id, footer)
-        await service.queue(
+        await self._queue(uow, envelope, kind, event.action_id, event.member_id or event.action_id, email, subject,
+                          text_body, html_body)  # fmt: skip
+
+    async def pledge_published(self, uow: UnitOfWork, envelope: Envelope, event: PledgePublished) -> None:
+        service, session = self.service, uow.session
+        d = tables.deliveries
+        received = (
+            await session.execute(
+                select(d.c.recipient_id, d.c.recipient_email).where(
+                    d.c.kind == "pledge_received", d.c.subject_ref == event.action_id
+                )
+            )
+        ).first()
+        if received is None or not received.recipient_email:
+            return
+        name = None
+        if event.member_id:
+            r = tables.recipients
+            name = (await session.execute(select(r.c.name).where(r.c.member_id == event.member_id))).scalar()
+        wording = await service.wording.current(session)
+        titles = await queries.campaign_titles(session, [event.campaign_id])
+        first_name = first_name_of(name)
+        subject, intro = autoresponder_text(
+            wording,
+            "pledge_published",
+            {"first_name": first_name, "campaign_title": titles.get(event.campaign_id, "the campaign")},
+        )
+        footer = service.footer(event.member_id) if event.member_id else NO_FOOTER
+        text_body, html_body = render_confirmation(service, wording, first_name, intro, event.campaign_id, footer)
+        await self._queue(uow, envelope, "pledge_published", event.action_id, received.recipient_id,
+                          received.recipient_email, subject, text_body, html_body)  # fmt: skip
+
+    async def _queue(
+        self, uow: UnitOfWork, envelope: Envelope, kind: str, action_id: str, recipient_id: str, email: str,
+        subject: str, text_body: str, html_body: str,
+    ) -> None:  # fmt: skip
+        await self.service.queue(
             uow,
             kind=kind,
-            subject_ref=event.action_id,
-            recipient_id=event.member_id or event.action_id,
+            subject_ref=action_id,
+            recipient_id=recipient_id,
             recipient_email=email,
             subject=subject,
             body_text=text_body,

@@ -37,6 +37,7 @@ from shared.events.catalog import (
     MpLetterRequested,
     OrganisationUnitDefined,
     OrganiserInvited,
+    PledgePublished,
     PromotedFromWaitlist,
     RoleGranted,
     RsvpCancelled,
@@ -135,6 +136,7 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         (AttendanceRecorded, u.meetings.attendance),
         (MpLetterRequested, u.letters.letter_requested),
         (ActionTaken, u.confirmations.action_taken),
+        (PledgePublished, u.confirmations.pledge_published),
     )
     members.on_run(MemberJoined)(service.members_joined)
     members.ignore((EngagementLevelChosen,), "the chosen level changes no email")
@@ -178,7 +180,7 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     activity.on_run(MemberJoined)(members_joined)
     activity.ignore(
         (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MemberLeft, MeetingReminderDue, AttendanceRecorded,
-         AskPublished, CampaignClosed, MpLetterRequested),
+         AskPublished, CampaignClosed, MpLetterRequested, PledgePublished),
         "digests and follow-ups report arrivals, meetings, RSVPs, campaigns launched and actions; not these (yet)",
     )
     return registry

@@ -76,6 +76,14 @@ AUTORESPONDERS = (
         ("first_name", "network_name", "campaign_title"),
     ),
     Autoresponder(
+        "pledge_published",
+        "Pledge published",
+        "Your pledge is on the page: {campaign_title}",
+        "Your pledge for {campaign_title} is now on the campaign's page for everyone to see. Thank you for standing "
+        "up to be counted.",
+        ("first_name", "network_name", "campaign_title"),
+    ),
+    Autoresponder(
         "mp_letter_copy",
         "Letter sent to an MP (the writer's copy)",
         "Your letter to {mp_name}",

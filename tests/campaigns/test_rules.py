@@ -189,3 +189,11 @@ def test_a_letter_to_an_mp_is_announced_for_notifications_to_send():
 def test_an_rsvp_is_the_same_action_however_often_it_arrives():
     assert attend_action_id("ask-1", "rsvp-1") == attend_action_id("ask-1", "rsvp-1")
     assert attend_action_id("ask-1", "rsvp-1") != attend_action_id("ask-2", "rsvp-1")
+
+
+def test_a_pledge_is_published_once_when_it_is_first_approved():
+    from services.campaigns.domain import publishes_pledge
+
+    assert publishes_pledge("pending", "approved") and publishes_pledge("rejected", "approved")
+    assert not publishes_pledge("approved", "approved")  # approving again announces nothing
+    assert not publishes_pledge("pending", "rejected") and not publishes_pledge("approved", "pending")
