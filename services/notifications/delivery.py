@@ -26,11 +26,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
+from services.notifications.bounces import return_path
 from services.notifications.mailer import (
     Mailer,
     OutgoingEmail,
@@ -55,7 +55,6 @@ log = get_logger(__name__)
 # What a kind of email attaches, computed when it is sent: (session, delivery row) -> [(name, mime, bytes)].
 AttachmentProvider = Callable[[AsyncSession, Any], Awaitable[list[tuple[str, str, bytes]]]]
 
-HARD_FAILURES_BEFORE_SUPPRESSION = 3
 NO_ADDRESS = "no recipient address"
 
 # The due rows are picked once (a materialised CTE): as `id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` the
@@ -399,6 +398,7 @@ class DeliveryWorker:
             attachments=attachments,
             # The same for every attempt: a receiver drops a second copy (see the module's docstring).
             message_id=f"<{row.id}@{self.domain}>",
+            return_path=return_path(self.settings.mail_from, row.id),  # VERP: its bounces name it (bounces.py)
             sender=from_header(wording["sender_name"], self.settings.mail_from),
         )
 
@@ -458,24 +458,8 @@ class DeliveryWorker:
             )
         )
         if refused_by_relay and row.recipient_email:
-            await self._count_hard_failure(session, row.recipient_email)
+            await self.suppressions.count_hard_failure(
+                session, row.recipient_email, self.settings.bounce_suppress_after
+            )
         metrics.EMAILS_FAILED.labels(self.service, row.kind, str(permanent).lower()).inc()
         log.warning("delivery failed", delivery_id=row.id, error=error, permanent=permanent)
-
-    async def _count_hard_failure(self, session: AsyncSession, email: str) -> None:
-        """Repeated permanent refusals suppress the address: a relay's reputation depends on it."""
-        health = tables.address_health
-        key = self.suppressions.address_key(email)
-        failures = (
-            await session.execute(
-                pg_insert(health)
-                .values(email=key, hard_failures=1, last_failure_at=datetime.now(UTC))
-                .on_conflict_do_update(
-                    index_elements=[health.c.email],
-                    set_={"hard_failures": health.c.hard_failures + 1, "last_failure_at": datetime.now(UTC)},
-                )
-                .returning(health.c.hard_failures)
-            )
-        ).scalar_one()
-        if failures >= HARD_FAILURES_BEFORE_SUPPRESSION:
-            await self.suppressions.suppress(session, email, "hard_bounces")

@@ -82,6 +82,7 @@ class OutgoingEmail:
     attachments: list[tuple[str, str, bytes]] = field(default_factory=list)  # (filename, mime type, content)
     message_id: str | None = None
     sender: str | None = None  # the From header (name and address); MAIL_FROM when None
+    return_path: str | None = None  # the envelope sender (MAIL FROM), where bounces go; MAIL_FROM's when None
 
 
 class TemporaryFailure(Exception):
@@ -217,21 +218,22 @@ class Mailer:
         it starts clean; a reply that shows we were out of step with the relay is retried on a new connection,
         never reported as the recipient's refusal."""
         recipient = envelope_recipient(email.to)
+        sender = email.return_path or self.sender
         try:
             message = self.message_bytes(email)
         except Exception as exc:
             raise Unsendable(f"the message could not be written ({type(exc).__name__})") from exc
         async with self._lock:
             try:
-                await self._transaction(recipient, message, before_end)
+                await self._transaction(sender, recipient, message, before_end)
             except _OutOfStep as exc:
                 log.warning("relay out of step with this connection; trying again on a new one", reply=str(exc))
                 try:
-                    await self._transaction(recipient, message, before_end)
+                    await self._transaction(sender, recipient, message, before_end)
                 except _OutOfStep as again:
                     raise TemporaryFailure(str(again)) from again
 
-    async def _transaction(self, recipient: str, message: bytes, before_end: BeforeEnd | None) -> None:
+    async def _transaction(self, sender: str, recipient: str, message: bytes, before_end: BeforeEnd | None) -> None:
         """One mail transaction (MAIL, RCPT, DATA), its errors classified by the step that met them."""
         step = "connect"
         staged = False
@@ -245,7 +247,7 @@ class Mailer:
         try:
             smtp = await self._connection()
             step = "MAIL"
-            await smtp.mail(self.sender)
+            await smtp.mail(sender)
             step = "RCPT"
             await smtp.rcpt(recipient)
             step = "DATA"

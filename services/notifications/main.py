@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.notifications import db as tables
 from services.notifications import web as organiser_web
 from services.notifications.activity import ActivityLog
+from services.notifications.bounces import BounceReceiver, Bounces
 from services.notifications.confirmations import ActionConfirmations
 from services.notifications.consumers import UseCases, build_registry
 from services.notifications.delivery import DeliveryWorker
@@ -67,6 +68,8 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
         worker.attach_for(kind, meetings.ics_for_delivery)
     fanout = AnnouncementFanOut(service)
     runtime.add_background(worker.run)
+    if settings.bounce_smtp_port:
+        runtime.add_background(BounceReceiver(Bounces(runtime.uows, settings)).run)
     runtime.add_background(fanout.run)
     runtime.add_background(DigestLoop(digests, loop_interval_s).run)
     runtime.add_background(FollowUpLoop(follow_ups, loop_interval_s).run)

@@ -187,4 +187,5 @@ def test_a_welcome_lists_the_soonest_meetings_of_the_members_groups_region_and_n
     assert meetings_near(soonest_first, region_id="r1", group_ids=["g1"], subteam_ids=["t1"]) == [
         mine_group, network, mine_region
     ]
+    assert meetings_near(soonest_first, region_id="r1", group_ids=["g1"], subteam_ids=["t1"], limit=9)[-1] is mine_team
     assert meetings_near(soonest_first, region_id=None, group_ids=[], subteam_ids=[]) == [network]
