@@ -483,7 +483,7 @@ async def delivery_log(
             "status": status,
             "kind": kind,
             "kinds": kinds,
-            "statuses": ("pending", "sending", "sent", "failed", "suppressed"),
+            "statuses": ("pending", "sending", "sent", "bounced", "failed", "suppressed"),
             "summary": summary,
         },
     )
