@@ -10,7 +10,8 @@ the record the moment the relay answers "250". So:
   * a sender killed after the relay accepted but before its COMMIT reached PostgreSQL (the relay's reply and
     one COMMIT message: well under a millisecond on a local relay) sends that email again after the lease;
     both copies carry the same Message-ID (the delivery's id), so a receiver can drop the second.
-A delivery is never marked sent that the relay did not accept: at least once, never lost (docs/operations.md).
+A delivery is never marked sent that the relay did not accept: at least once, never lost
+(docs/delivery-guarantees.md).
 
 A delivery that cannot be sent (no address, an email that cannot be prepared) is failed on its own, with its
 reason in `last_error`, before any SMTP command; an unexpected error while sending is retried with backoff and
