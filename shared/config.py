@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     mail_from: str = "Groundswell <hello@groundswell.localhost>"
     smtp_max_per_second: float = 0.0  # the relay's allowed rate; 0: no limit
     smtp_connections: int = 4  # concurrent SMTP connections per notifications process
+    # The receiver of bounces that arrive later (notifications/bounces.py); port 0: not started.
+    bounce_smtp_host: str = "127.0.0.1"
+    bounce_smtp_port: int = 0
+    bounce_suppress_after: int = 3  # hard bounces and refusals of one address before it is suppressed
 
     public_base_url: str = "http://localhost:8000"
     # The gateway's addresses (CIDR, comma-separated): only a connection from one of them may say who the client

@@ -46,6 +46,7 @@ KAFKA_CONTROLLER_PORT = 9093 + PORT_OFFSET
 PG_PORT = 5433 + PORT_OFFSET
 SMTP_CATCHER_SMTP_PORT = 1025 + PORT_OFFSET
 SMTP_CATCHER_HTTP_PORT = 1080 + PORT_OFFSET
+BOUNCE_SMTP_PORT = int(os.environ.get("BOUNCE_SMTP_PORT") or 1026 + PORT_OFFSET)  # notifications' bounce receiver
 
 GATEWAY_URL = f"http://{HOST}:{GATEWAY_PORT}"
 # HTTPS at the gateway (docs/operations.md, "HTTPS"): both files set -> it serves TLS on GATEWAY_HTTPS_PORT and the

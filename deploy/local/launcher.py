@@ -25,6 +25,7 @@ from __future__ import annotations
 from deploy.local.catcher import start_smtp_catcher, stop_smtp_catcher
 from deploy.local.cli import main
 from deploy.local.config import (
+    BOUNCE_SMTP_PORT,
     GATEWAY_PORT,
     GATEWAY_URL,
     HOST,
@@ -90,6 +91,7 @@ __all__ = [
     "SMTP_CATCHER_SMTP_PORT",
     "SMTP_CATCHER_URL",
     "STATE_DIR",
+    "BOUNCE_SMTP_PORT",
     "LauncherError",
     "ManagedProcess",
     "ProcessRecord",

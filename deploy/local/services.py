@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 
 from deploy.local.config import (
+    BOUNCE_SMTP_PORT,
     DEFAULT_MAIL_FROM,
     HOST,
     KAFKA_BOOTSTRAP,
@@ -65,6 +66,8 @@ def service_env(name: str, *, instance: str = "", port: int | None = None) -> di
             "SMTP_PASSWORD": os.environ.get("SMTP_PASSWORD", ""),
             "SMTP_STARTTLS": os.environ.get("SMTP_STARTTLS") or "false",
             "MAIL_FROM": os.environ.get("MAIL_FROM") or DEFAULT_MAIL_FROM,
+            # Notifications' receiver of later bounces: the main instance's (another would need a port of its own).
+            "BOUNCE_SMTP_PORT": str(BOUNCE_SMTP_PORT) if name == "notifications" and not instance else "0",
             "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "SECRET_KEY": secret_key(),
             **development_flag(),

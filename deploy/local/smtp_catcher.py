@@ -10,7 +10,12 @@ so the catcher copes with hundreds of thousands of messages.
 Fault injection for tests, decided per RCPT TO address:
   * local part starting with ``tempfail``: ``451 4.3.0 Try again later`` for the first 2 attempts,
     then accepted;
-  * local part starting with ``reject``: ``550 5.1.1 No such user`` always.
+  * local part starting with ``reject``: ``550 5.1.1 No such user`` always;
+  * local part starting with ``stall``: the first message's final "." is never answered, and the message not
+    kept, until the client goes away (a sender killed before the relay accepted);
+  * local part starting with ``lostreply``: the first message is kept, but its "250" never sent until the
+    client goes away (a sender killed after the relay accepted, before it recorded so).
+  Held messages are listed by ``GET /api/held`` (their recipients) while they are held.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ TEMPFAIL_ATTEMPTS = 2
 TEMPFAIL_REPLY = "451 4.3.0 Try again later"
 REJECT_REPLY = "550 5.1.1 No such user"
 PARSED_CACHE_SIZE = 512
+HOLD_LIMIT_S = 600.0
+HELD_TOO_LONG_REPLY = "451 4.4.2 Held too long"
 
 log = logging.getLogger("smtp_catcher")
 
@@ -79,6 +86,8 @@ class MailStore:
     messages: list[CaughtMail] = field(default_factory=list)
     next_id: int = 1
     tempfail_attempts: dict[str, int] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)  # recipients whose message's reply is held now
+    held_before: set[str] = field(default_factory=set)  # recipients held once already (the next is answered)
     rejections: list[Rejection] = field(default_factory=list)
     _parsed: OrderedDict[int, EmailMessage] = field(default_factory=OrderedDict)
     _by_id: dict[int, CaughtMail] = field(default_factory=dict)
@@ -201,6 +210,7 @@ class MailStore:
         self._by_rcpt.clear()
         self._parsed.clear()
         self.tempfail_attempts.clear()
+        self.held_before.clear()
         self.rejections.clear()
         with self.index_path.open("wb") as f:
             f.write(json.dumps({"next_id": self.next_id}).encode() + b"\n")
@@ -345,8 +355,34 @@ class CatcherHandler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        hold = self._hold(envelope.rcpt_tos)
+        if hold == "stall":
+            await self._held(envelope.rcpt_tos)  # cancelled when the client goes: nothing kept
+            return HELD_TOO_LONG_REPLY
         mail = self.store.add(envelope.mail_from or "", list(envelope.rcpt_tos), raw, peer)
+        if hold == "lostreply":
+            await self._held(envelope.rcpt_tos)
         return f"250 OK id={mail.id}"
+
+    def _hold(self, rcpt_tos: list[str]) -> str | None:
+        """Which reply-holding fault (``stall``, ``lostreply``) the message's first recipient asks for, the
+        first time only."""
+        for address in rcpt_tos[:1]:
+            local, key = address.split("@", 1)[0].lower(), address.lower()
+            for fault in ("stall", "lostreply"):
+                if local.startswith(fault) and key not in self.store.held_before:
+                    self.store.held_before.add(key)
+                    return fault
+        return None
+
+    async def _held(self, rcpt_tos: list[str]) -> None:
+        """Wait without answering, up to HOLD_LIMIT_S; aiosmtpd cancels this when the client's connection ends."""
+        addresses = {a.lower() for a in rcpt_tos}
+        self.store.held.update(addresses)
+        try:
+            await asyncio.sleep(HOLD_LIMIT_S)
+        finally:
+            self.store.held.difference_update(addresses)
 
 
 def _accept_any_login(server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
@@ -518,6 +554,10 @@ def create_app(store: MailStore) -> FastAPI:
             media_type=part.get_content_type(),
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
+
+    @app.get("/api/held")
+    async def held() -> list[str]:
+        return sorted(store.held)
 
     @app.get("/api/rejections")
     async def rejections() -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from services.campaigns.domain import (
     attend_action_id,
     closed_reason,
     place_of,
+    publishes_pledge,
     repeat_events,
     stored_action,
 )
@@ -179,8 +180,12 @@ class ActionsService:
                 raise ActionNotFound(action_id)
             campaign = await queries.locked_campaign(session, row.campaign_id, share=True)
             await check_scope(session, organiser, campaign.scope_type, campaign.scope_id)
+            now = utcnow()
             await session.execute(update(x).where(x.c.id == action_id).values(
-                moderation=decision, moderated_by=organiser.organiser_id, moderated_at=utcnow()))
+                moderation=decision, moderated_by=organiser.organiser_id, moderated_at=now))
+            if publishes_pledge(row.moderation, decision):
+                await uow.emit(ev.PledgePublished(action_id=row.id, ask_id=row.ask_id, campaign_id=row.campaign_id,
+                                                  member_id=row.member_id, published_at=now))
         return decision
 
     # reactions to other services' events ---------------------------------------------------------------

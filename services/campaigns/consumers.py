@@ -84,7 +84,7 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
     consumer.ignore(
         (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.OrganiserInvited,
          ev.MeetingReminderDue, ev.RsvpCancelled, ev.PromotedFromWaitlist, ev.MpLetterRequested,
-         ev.JoinChangeRequested, ev.MemberRightsConfirmationRequested),
+         ev.JoinChangeRequested, ev.MemberRightsConfirmationRequested, ev.PledgePublished),
         "neither the asks nor the engagement ladder depend on these (reporting reads what it needs itself)",
     )
     consumer.ignore(
@@ -102,7 +102,7 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
     reporting.ignore(
         (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.MeetingReminderDue,
          ev.MpLetterRequested, ev.OrganiserInvited, ev.RoleGranted, ev.JoinChangeRequested,
-         ev.MemberRightsConfirmationRequested),
+         ev.MemberRightsConfirmationRequested, ev.PledgePublished),
         "no report counts these (ActionTaken already counts a letter to an MP)",
     )
     reporting.ignore(

@@ -528,6 +528,11 @@ def accept_action(ask: Ask, form: ActionForm, *, action_id: str, constituency: C
     return NewAction(action_id, ask, form, ref, source, region_id, group_id, constituency, now)
 
 
+def publishes_pledge(previous: str | None, decision: str) -> bool:
+    """Whether moderating a pledge publishes it (PledgePublished): approved now, and not approved before."""
+    return decision == "approved" and previous != "approved"
+
+
 def attend_action_id(ask_id: str, rsvp_id: str) -> str:
     """An RSVP's action on an attend ask: the same id however often the RSVP arrives."""
     return str(uuid.uuid5(ATTEND_NAMESPACE, f"{ask_id}:{rsvp_id}"))

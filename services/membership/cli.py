@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from services.membership.accounts import AccountProblem, OrganiserAccounts
+from services.membership.member_requests import MemberRequests
 from services.membership.member_rights import MemberRights
 from shared import auth
 from shared.cli import ExtraCommand
@@ -86,7 +87,8 @@ def _reapply_erasures(args: argparse.Namespace) -> int:
     async def run() -> int:
         settings = get_settings()
         database = Database(settings.database_url, 2)
-        rights = MemberRights(UnitsOfWork(database, Outbox(tables.delivery.outbox)))
+        uows = UnitsOfWork(database, Outbox(tables.delivery.outbox))
+        rights = MemberRights(uows, MemberRequests(settings.secret_key, settings.public_base_url))
         try:
             erased = [m for m in member_ids if await rights.erase(m, actor="restore")]
         finally:

@@ -24,6 +24,7 @@ from shared.events.catalog import (
     MeetingUpdated,
     MpLetterAwaitingConfirmation,
     MpLetterRequested,
+    PledgePublished,
     PromotedFromWaitlist,
     RsvpCancelled,
     RsvpKeyIssued,
@@ -74,7 +75,7 @@ def build_registry(
         (EngagementLevelChanged, level_changed),
     )
     handlers.ignore(
-        (RsvpCancelled, PromotedFromWaitlist, AttendanceRecorded, MpLetterRequested),
+        (RsvpCancelled, PromotedFromWaitlist, AttendanceRecorded, MpLetterRequested, PledgePublished),
         "only a request to join (on an RSVP or an action) and the ladder's level change a member",
     )
     handlers.ignore(

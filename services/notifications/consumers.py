@@ -9,6 +9,7 @@ from typing import Any
 
 from services.notifications.action_notices import ActionNotices
 from services.notifications.activity import ActivityLog
+from services.notifications.confirmations import ActionConfirmations
 from services.notifications.followups import FollowUps
 from services.notifications.invitations import Invitations
 from services.notifications.letters import LetterNotifications
@@ -42,6 +43,7 @@ from shared.events.catalog import (
     MpLetterRequested,
     OrganisationUnitDefined,
     OrganiserInvited,
+    PledgePublished,
     PromotedFromWaitlist,
     RoleGranted,
     RsvpCancelled,
@@ -68,6 +70,7 @@ class UseCases:
     invitations: Invitations
     member_requests: MemberRequestEmails
     action_notices: ActionNotices
+    confirmations: ActionConfirmations
 
 
 def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
@@ -146,12 +149,11 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         (RsvpRepeated, u.meetings.rsvp_repeated),
         (ActionRepeated, u.action_notices.action_repeated),
         (MpLetterAwaitingConfirmation, u.action_notices.letter_awaiting_confirmation),
+        (ActionTaken, u.confirmations.action_taken),
+        (PledgePublished, u.confirmations.pledge_published),
     )
     members.on_run(MemberJoined)(service.members_joined)
-    members.ignore(
-        (ActionTaken, EngagementLevelChosen),
-        "an action's confirmation is not sent yet (issue #17); the chosen level changes no email",
-    )
+    members.ignore((EngagementLevelChosen,), "the chosen level changes no email")
 
     organisers.route(
         (RoleGranted, u.organisers.role_granted),
@@ -193,7 +195,8 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     activity.ignore(
         (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MemberLeft, MeetingReminderDue, AttendanceRecorded,
          AskPublished, CampaignClosed, MpLetterRequested, JoinChangeRequested, MemberRightsConfirmationRequested,
-         RsvpRepeated, ActionRepeated, MpLetterAwaitingConfirmation),
+         RsvpRepeated, ActionRepeated, MpLetterAwaitingConfirmation,
+         PledgePublished),
         "digests and follow-ups report arrivals, meetings, RSVPs, campaigns launched and actions; not these (yet)",
     )
     return registry

@@ -1,8 +1,17 @@
-"""Sending: due deliveries go out through SMTP once each, throttled, with unsubscribe headers and attachments.
+"""Sending: due deliveries go out through SMTP, throttled, with unsubscribe headers and attachments.
 
-Several senders (one SMTP connection each) run per process and any number of processes may run: each
-delivery is locked with FOR UPDATE SKIP LOCKED while it is sent, and committed as sent at the relay's
-point of acceptance (see mailer.py), so a crash or a second instance never sends one twice.
+Several senders (one SMTP connection each) run per process and any number of processes may run. A sender
+leases a batch of deliveries (status 'sending', `lease_until`: claimed with FOR UPDATE SKIP LOCKED, so no
+two senders hold one). For each, once the relay holds the whole message, the sender stages its record as sent
+(the row locked, still its own lease, the address not suppressed meanwhile), writes the final '.', and commits
+the record the moment the relay answers "250". So:
+  * a sender killed before the relay accepted leaves its deliveries 'sending': when their lease runs out the
+    reaper makes them due again and another sender sends them (the relay discarded the unfinished message);
+  * a sender killed after the relay accepted but before its COMMIT reached PostgreSQL (the relay's reply and
+    one COMMIT message: well under a millisecond on a local relay) sends that email again after the lease;
+    both copies carry the same Message-ID (the delivery's id), so a receiver can drop the second.
+A delivery is never marked sent that the relay did not accept: at least once, never lost
+(docs/delivery-guarantees.md).
 
 A delivery that cannot be sent (no address, an email that cannot be prepared) is failed on its own, with its
 reason in `last_error`, before any SMTP command; an unexpected error while sending is retried with backoff and
@@ -18,12 +27,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
-from services.notifications.mailer import Mailer, OutgoingEmail, PermanentFailure, TemporaryFailure, Unsendable
+from services.notifications.bounces import return_path
+from services.notifications.mailer import (
+    Mailer,
+    OutgoingEmail,
+    PermanentFailure,
+    TemporaryFailure,
+    Unsendable,
+    from_header,
+    message_domain,
+)
 from services.notifications.suppression import (
     MARKETING_KINDS,
     REACHES_LEAVERS,
@@ -31,19 +48,20 @@ from services.notifications.suppression import (
     Suppressions,
     blocks,
 )
+from services.notifications.wording import EmailSettings, one_line
 from shared import metrics, tokens
 from shared.config import Settings
 from shared.db import Database
 from shared.events.catalog import NotificationFailed, NotificationSent
-from shared.logging import correlation_id_var, get_logger
+from shared.logging import get_logger
 from shared.outbox import Outbox
+from shared.uow import UnitsOfWork
 
 log = get_logger(__name__)
 
 # What a kind of email attaches, computed when it is sent: (session, delivery row) -> [(name, mime, bytes)].
 AttachmentProvider = Callable[[AsyncSession, Any], Awaitable[list[tuple[str, str, bytes]]]]
 
-HARD_FAILURES_BEFORE_SUPPRESSION = 3
 NO_ADDRESS = "no recipient address"
 
 # The due rows are picked once (a materialised CTE): as `id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` the
@@ -54,10 +72,12 @@ CLAIM_SQL = text(
     "UPDATE deliveries d SET status = 'sending', lease_until = now() + make_interval(secs => :lease_s) "
     "FROM due WHERE d.id = due.id "
     "RETURNING d.id, d.kind, d.subject_ref, d.recipient_id, d.recipient_email, d.subject, d.body_text, d.body_html, "
-    "d.attempts, d.correlation_id, d.next_attempt_at, d.reply_to"
+    "d.attempts, d.correlation_id, d.next_attempt_at, d.reply_to, d.lease_until"
 )
+# A delivery being recorded as sent is locked until the relay answers: skipped here, not waited for.
 RELEASE_SQL = text(
-    "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE status = 'sending' AND lease_until < now()"
+    "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE id IN (SELECT id FROM deliveries "
+    "WHERE status = 'sending' AND lease_until < now() FOR UPDATE SKIP LOCKED)"
 )
 RELEASE_CLAIMED_SQL = text(
     "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE id = ANY(:ids) AND status = 'sending'"
@@ -72,12 +92,14 @@ _SUPPRESSED = (
     + ", ".join(f"'{reason}'" for reason in sorted(STOPS_EVERYTHING))
     + ") AND NOT (s.reason = 'left' AND :reaches_leavers) OR :marketing))"
 )
-# The commit point: still this sender's, and the address not suppressed meanwhile.
+# The record staged before the final '.' (committed once the relay accepts): still this sender's lease (its
+# `lease_until`, a fencing token: a lease that ran out and was claimed again is another's), and the address not
+# suppressed meanwhile.
 MARK_SENT_SQL = text(
     "UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, lease_until = NULL "
-    f"WHERE id = :id AND status = 'sending' AND NOT {_SUPPRESSED} RETURNING id"
+    f"WHERE id = :id AND status = 'sending' AND lease_until = :lease_until AND NOT {_SUPPRESSED} RETURNING id"
 )
-# When the commit point finds the delivery no longer this sender's to send: marked suppressed if its address was
+# When staging the record finds the delivery no longer this sender's to send: marked suppressed if its address was
 # suppressed since the claim; the delivery's status then ('suppressed' too when it was cancelled meanwhile, e.g.
 # its member erased; otherwise another sender has it).
 SUPPRESS_ONE_SQL = text(
@@ -142,9 +164,11 @@ class DeliveryWorker:
         mailer_factory: Callable[[], Mailer] | None = None,
         batch_size: int = 50,
         lease_s: float = 30.0,
+        wording: EmailSettings | None = None,
     ) -> None:
         self.db = db
         self.outbox = outbox
+        self.uows = UnitsOfWork(db, outbox)
         self.settings = settings
         self.wake = wake
         self.connections = max(1, connections)
@@ -153,6 +177,8 @@ class DeliveryWorker:
         self.mailer_factory = mailer_factory or (lambda: Mailer(settings))
         self.limiter = RateLimiter(settings.smtp_max_per_second)
         self.suppressions = Suppressions(settings.secret_key)
+        self.wording = wording or EmailSettings(settings.network_name)
+        self.domain = message_domain(settings.mail_from)
         self.attachments: dict[str, AttachmentProvider] = {}
         self.service = settings.service_name
         # A batch must be sent well within its lease, even at the relay's allowed rate.
@@ -215,7 +241,7 @@ class DeliveryWorker:
             if len(batch) == self.batch_size:
                 self.wake.set()  # probably more due: bring in the next idle sender
             until = time.monotonic() + self.lease_s / 3
-            # One connection for the batch: each email's commit point is then one transaction on it, without
+            # One connection for the batch: each email's record is then one transaction on it, without
             # a pool checkout (and its pre-ping) per email.
             async with self.db.engine.connect() as conn:
                 session = AsyncSession(bind=conn, expire_on_commit=False)
@@ -269,18 +295,19 @@ class DeliveryWorker:
             log.warning("giving back unsent deliveries failed; their lease will run out", error=repr(exc))
 
     async def release_expired_leases(self) -> int:
-        """Deliveries whose sender died are due again. The one it was sending when it died was either
-        committed as sent (the relay then got its final '.') or not (the relay discarded it): no duplicate."""
+        """Deliveries whose sender died are due again: none of them was recorded as sent, so the relay either
+        discarded it or (killed in the moment between the relay's "250" and the COMMIT) has a copy already, with
+        the same Message-ID (see the module's docstring)."""
         async with self.db.transaction() as session:
             result = await session.execute(RELEASE_SQL)
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def deliver(self, mailer: Mailer, row: Any, session: AsyncSession | None = None) -> None:
-        """Send one leased delivery and commit it as sent at the relay's point of acceptance.
+        """Send one leased delivery; record it as sent once the relay has accepted it.
 
-        `row` comes from `claim` (suppressions already checked for the batch). The commit point checks them
-        again, and that the delivery is still 'sending', so an address suppressed, or a delivery cancelled (its
-        member erased), while the batch was going out is not emailed either."""
+        `row` comes from `claim` (suppressions already checked for the batch). The record staged before the
+        final '.' checks them again, and that the delivery is still this sender's, so an address suppressed, or
+        a delivery cancelled (its member erased), while the batch was going out is not emailed either."""
         if session is None:
             async with self.db.engine.connect() as conn:
                 own = AsyncSession(bind=conn, expire_on_commit=False)
@@ -291,65 +318,55 @@ class DeliveryWorker:
             return
         if not isinstance(row, Claimed):
             row = Claimed(row, self.suppressions.address_key(row.recipient_email) if row.recipient_email else None)
-        token = correlation_id_var.set(row.correlation_id)
-        try:
-            attempts = row.attempts + 1
-            commit: asyncio.Future[None] | None = None
-            params = {
-                "id": row.id,
-                "attempts": attempts,
-                "key": row.address_key,
-                "marketing": row.kind in MARKETING_KINDS,
-                "reaches_leavers": row.kind in REACHES_LEAVERS,
-            }
+        attempts = row.attempts + 1
+        params = {
+            "id": row.id,
+            "attempts": attempts,
+            "key": row.address_key,
+            "marketing": row.kind in MARKETING_KINDS,
+            "reaches_leavers": row.kind in REACHES_LEAVERS,
+            "lease_until": row.lease_until,
+        }
 
-            async def commit_as_sent() -> None:
-                nonlocal commit
-                await session.begin()
-                now = datetime.now(UTC)
-                still_mine = await session.execute(MARK_SENT_SQL, {**params, "now": now})
-                if still_mine.first() is None:
-                    # Suppressed or cancelled since it was claimed, or another sender has it now: abandon this copy
-                    # before its '.'.
-                    status = (await session.execute(SUPPRESS_ONE_SQL, params)).scalar()
-                    await session.commit()
-                    raise SuppressedMeanwhile(row.id) if status == "suppressed" else LeaseLost(row.id)
-                await self.outbox.add_events(
-                    session,
-                    [NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now)],
-                    correlation_id=row.correlation_id,
-                )
-                # COMMIT goes to PostgreSQL and the final '.' to the relay in consecutive steps of the event
-                # loop with nothing between them: the commit task's first step writes COMMIT, and the mailer
-                # writes '.' as soon as this returns. A crash then leaves both or neither in the kernel's
-                # buffers, which deliver them even after the process is gone.
-                commit = asyncio.ensure_future(session.commit())
-                await asyncio.sleep(0)
-
-            try:
-                email = await self._prepared(session, row)
-                await self.limiter.wait()
-                await mailer.send(email, commit_point=commit_as_sent)
-                metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
-            except LeaseLost:
-                log.warning("delivery lease lost; left to its new sender", delivery_id=row.id)
-            except SuppressedMeanwhile:
-                log.info("delivery suppressed or cancelled while its batch was sent", delivery_id=row.id)
-            except (SQLAlchemyError, OSError):
-                raise  # the database, not this delivery: the pass fails and its lease brings the delivery back
-            except Exception as exc:
-                # The relay's answer, an email that cannot be sent, or an error of ours while sending (the mailer
-                # has left its connection outside any transaction): recorded on this delivery alone.
-                if commit is not None:
-                    await commit  # recorded as sent, then refused at the '.': correct the record
-                await session.begin()
-                await self._record_failure(session, row, exc, attempts)
+        async def stage_as_sent() -> None:
+            """The record of the email as sent, written (the row locked) but not committed: the relay has the
+            whole message and is about to get its final '.'."""
+            await session.begin()
+            now = datetime.now(UTC)
+            still_mine = await session.execute(MARK_SENT_SQL, {**params, "now": now})
+            if still_mine.first() is None:
+                # Suppressed or cancelled since it was claimed, or another sender has it now: abandon this copy
+                # before its '.'.
+                status = (await session.execute(SUPPRESS_ONE_SQL, params)).scalar()
                 await session.commit()
-            else:
-                if commit is not None:
-                    await commit
-        finally:
-            correlation_id_var.reset(token)
+                raise SuppressedMeanwhile(row.id) if status == "suppressed" else LeaseLost(row.id)
+            uow = self.uows.over(session, correlation_id=row.correlation_id)
+            await uow.emit(
+                NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now)
+            )
+
+        try:
+            email = await self._prepared(session, row)
+            await self.limiter.wait()
+            await mailer.send(email, before_end=stage_as_sent)
+            # The relay has accepted: only COMMIT is left (the duplicate window of the module's docstring).
+            await session.commit()
+            metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
+        except LeaseLost:
+            log.warning("delivery lease lost; left to its new sender", delivery_id=row.id)
+        except SuppressedMeanwhile:
+            log.info("delivery suppressed or cancelled while its batch was sent", delivery_id=row.id)
+        except (SQLAlchemyError, OSError):
+            raise  # the database, not this delivery: the pass fails and its lease brings the delivery back
+        except Exception as exc:
+            # The relay's answer, an email that cannot be sent, or an error of ours while sending (the mailer
+            # has left its connection outside any transaction): recorded on this delivery alone, the staged
+            # record (if any) dropped.
+            if session.in_transaction():
+                await session.rollback()
+            await session.begin()
+            await self._record_failure(session, row, exc, attempts)
+            await session.commit()
 
     async def _prepared(self, session: AsyncSession, row: Any) -> OutgoingEmail:
         """The email of `row`; Unsendable when it cannot be prepared (a database error is raised as it is)."""
@@ -376,14 +393,21 @@ class DeliveryWorker:
         if provider:
             async with session.begin():
                 attachments = await provider(session, row)
+        wording = self.wording.cached()
+        if wording is None:
+            async with session.begin():
+                wording = await self.wording.load(session)
         return OutgoingEmail(
             to=row.recipient_email,
-            subject=row.subject,
+            subject=one_line(row.subject),
             text=row.body_text,
             html=row.body_html,
             headers=headers,
             attachments=attachments,
-            message_id=f"<{row.id}@groundswell.local>",
+            # The same for every attempt: a receiver drops a second copy (see the module's docstring).
+            message_id=f"<{row.id}@{self.domain}>",
+            return_path=return_path(self.settings.mail_from, row.id),  # VERP: its bounces name it (bounces.py)
+            sender=from_header(wording["sender_name"], self.settings.mail_from),
         )
 
     async def _record_failure(self, session: AsyncSession, row: Any, exc: Exception, attempts: int) -> None:
@@ -435,38 +459,15 @@ class DeliveryWorker:
             .where(table.c.id == row.id)
             .values(status="failed", attempts=attempts, last_error=error[:2000], lease_until=None)
         )
-        await self.outbox.add_events(
-            session,
-            [
-                NotificationFailed(
-                    delivery_id=row.id,
-                    kind=row.kind,
-                    recipient_id=row.recipient_id,
-                    error=error[:2000],
-                    permanent=permanent,
-                )
-            ],
-            correlation_id=row.correlation_id,
+        await self.uows.over(session, correlation_id=row.correlation_id).emit(
+            NotificationFailed(
+                delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, error=error[:2000],
+                permanent=permanent,
+            )
         )
         if refused_by_relay and row.recipient_email:
-            await self._count_hard_failure(session, row.recipient_email)
+            await self.suppressions.count_hard_failure(
+                session, row.recipient_email, self.settings.bounce_suppress_after
+            )
         metrics.EMAILS_FAILED.labels(self.service, row.kind, str(permanent).lower()).inc()
         log.warning("delivery failed", delivery_id=row.id, error=error, permanent=permanent)
-
-    async def _count_hard_failure(self, session: AsyncSession, email: str) -> None:
-        """Repeated permanent refusals suppress the address: a relay's reputation depends on it."""
-        health = tables.address_health
-        key = self.suppressions.address_key(email)
-        failures = (
-            await session.execute(
-                pg_insert(health)
-                .values(email=key, hard_failures=1, last_failure_at=datetime.now(UTC))
-                .on_conflict_do_update(
-                    index_elements=[health.c.email],
-                    set_={"hard_failures": health.c.hard_failures + 1, "last_failure_at": datetime.now(UTC)},
-                )
-                .returning(health.c.hard_failures)
-            )
-        ).scalar_one()
-        if failures >= HARD_FAILURES_BEFORE_SUPPRESSION:
-            await self.suppressions.suppress(session, email, "hard_bounces")

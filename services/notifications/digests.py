@@ -85,7 +85,7 @@ class Digests:
         self.organisers = organisers
         self.uows = notifications.uows
         self.settings = notifications.settings
-        self.email_settings = EmailSettings(self.settings.network_name)
+        self.email_settings: EmailSettings = notifications.wording
 
     async def compose(
         self,

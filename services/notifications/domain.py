@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 # Events that need a subject's key ---------------------------------------------------------------------------
 
@@ -34,6 +34,40 @@ def readiness(*, has_key: bool, destroyed: bool, others_wait: bool) -> Readiness
 def first_name_of(name: str | None) -> str:
     """How an email greets someone: their first name, or "friend"."""
     return (name or "").split(" ")[0] or "friend"
+
+
+WELCOME_MEETINGS = 3  # how many meetings near them a welcome lists
+
+
+class Placed(Protocol):
+    """What `meetings_near` reads of a meeting."""
+
+    @property
+    def scope_type(self) -> str: ...
+    @property
+    def scope_id(self) -> str | None: ...
+
+
+M = TypeVar("M", bound=Placed)
+
+
+def meetings_near(
+    meetings: Iterable[M], *, region_id: str | None, group_ids: Iterable[str], subteam_ids: Iterable[str],
+    limit: int = WELCOME_MEETINGS,
+) -> list[M]:
+    """The first `limit` of `meetings` (soonest first) a member can come to as a member of their groups, sub-teams
+    and region, or of the network: what their welcome lists as "coming up near you"."""
+    places = {*group_ids, *subteam_ids, *([region_id] if region_id else [])}
+    near = [m for m in meetings if m.scope_type == "network" or (m.scope_id is not None and m.scope_id in places)]
+    return near[:limit]
+
+
+CONFIRMATIONS = {"petition": "petition_signed", "pledge": "pledge_received"}
+
+
+def confirmation_kind(action_kind: str) -> str | None:
+    """The confirmation (a kind of delivery, an autoresponder of wording.py) an action of `action_kind` gets."""
+    return CONFIRMATIONS.get(action_kind)
 
 
 def mirror_status(confirmation_required: bool) -> str:

@@ -125,7 +125,8 @@ class AnnouncementFanOut:
             return 0
         service = self.service
         when = format_when(meeting)
-        stencil: Stencil | None = service.renderer.stencil(KIND, SLOTS, meeting=meeting, when=when)
+        wording = await service.wording.current(session)
+        stencil: Stencil | None = service.renderer.stencil(KIND, SLOTS, wording=wording, meeting=meeting, when=when)
         ids, recipient_ids, emails, texts, htmls = [], [], [], [], []
         for i, member in enumerate(members):
             values = {"name": first_name_of(member["name"]), "rsvp_url": self._rsvp_url(meeting, member)}
@@ -133,14 +134,16 @@ class AnnouncementFanOut:
             if (
                 i == 0
                 and stencil is not None
-                and not stencil.matches(service.renderer, KIND, values, meeting=meeting, when=when)
+                and not stencil.matches(service.renderer, KIND, values, wording=wording, meeting=meeting, when=when)
             ):
                 log.warning("announcement template does not fill in as a stencil; rendering each email")
                 stencil = None
             if stencil is not None:
                 body_text, body_html = stencil.fill(**values)
             else:
-                body_text, body_html = service.renderer.render(KIND, meeting=meeting, when=when, **values)
+                body_text, body_html = service.renderer.render(
+                    KIND, wording=wording, meeting=meeting, when=when, **values
+                )
             ids.append(str(uuid.uuid4()))
             recipient_ids.append(member["member_id"])
             emails.append(member["email"])

@@ -24,8 +24,10 @@ class Invitations:
         email = await service.keys.unseal(session, event.email)
         name = await service.keys.unseal(session, event.name)
         link = await service.keys.unseal(session, event.set_password_url)
+        wording = await service.wording.current(session)
         text_body, html_body = service.renderer.render(
             "organiser_invitation",
+            wording=wording,
             name=first_name_of(name),
             link=link,
             scope=SCOPE_WORDS.get(event.scope_type, event.scope_type),
@@ -37,7 +39,7 @@ class Invitations:
             subject_ref=envelope.event_id.hex,
             recipient_id=event.organiser_id,
             recipient_email=email,
-            subject=f"You're invited to organise with {service.settings.network_name}",
+            subject=f"You're invited to organise with {wording['network_name']}",
             body_text=text_body,
             body_html=html_body,
             correlation_id=envelope.correlation_id,

@@ -1,10 +1,13 @@
 """Letters to MPs: a member writes from a campaign; the letter goes to their MP with the member as Reply-To,
-and the member gets a copy. Everything the member typed arrives sealed with the action's key."""
+exactly as they wrote it, and the member gets a copy (in the organisers' wording, with the letter's text).
+Everything the member typed arrives sealed with the action's key."""
 
 from __future__ import annotations
 
+from services.notifications import queries
 from services.notifications.domain import first_name_of
 from services.notifications.service import NotificationService
+from services.notifications.wording import as_written, autoresponder_text, paragraph_lines
 from shared.events.catalog import MpLetterRequested
 from shared.events.envelope import Envelope
 from shared.uow import UnitOfWork
@@ -27,13 +30,16 @@ class LetterNotifications:
         name = await unseal(session, event.sender_name) or ""
         sender = await unseal(session, event.sender_email)
         postcode = await unseal(session, event.sender_postcode) or ""
+        wording = await service.wording.current(session)
+        # The letter exactly as its writer left it (their greeting, paragraphs and sign-off), in both parts.
+        letter = {"letter": as_written(body), "letter_paragraphs": paragraph_lines(body)}
         text_body, html_body = service.renderer.render(
             "mp_letter",
-            mp_name=event.mp_name,
-            body=body,
+            wording=wording,
             sender_name=name,
             postcode=postcode,
             constituency=event.constituency_name,
+            **letter,
         )
         await service.queue(
             uow,
@@ -48,12 +54,19 @@ class LetterNotifications:
             correlation_id=envelope.correlation_id,
         )
         if event.copy_to_sender and sender:
-            copy_text, copy_html = service.renderer.render(
+            titles = await queries.campaign_titles(session, [event.campaign_id])
+            subject, intro = autoresponder_text(
+                wording,
                 "mp_letter_copy",
-                name=first_name_of(name),
-                mp_name=event.mp_name,
-                letter=text_body,
-                constituency=event.constituency_name,
+                {
+                    "first_name": first_name_of(name),
+                    "mp_name": event.mp_name,
+                    "constituency": event.constituency_name,
+                    "campaign_title": titles.get(event.campaign_id, "the campaign"),
+                },
+            )
+            copy_text, copy_html = service.renderer.render(
+                "mp_letter_copy", wording=wording, name=first_name_of(name), intro=intro, **letter
             )
             await service.queue(
                 uow,
@@ -61,7 +74,7 @@ class LetterNotifications:
                 subject_ref=event.action_id,
                 recipient_id=event.member_id or event.action_id,
                 recipient_email=sender,
-                subject=f"Your letter to {event.mp_name}",
+                subject=subject,
                 body_text=copy_text,
                 body_html=copy_html,
                 correlation_id=envelope.correlation_id,

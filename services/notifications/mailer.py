@@ -1,9 +1,11 @@
 """The SMTP adapter: email out through the configured relay, with errors classified for retry.
 
-`Mailer.send` commits the caller's record of a delivery at the last possible moment: after the relay
-has the whole message but before the final "." that makes it accept it. A crash before that commit
-leaves the relay with an unfinished message it discards (so a retry sends one email, not two); a crash
-after it can only lose the final "." itself, a window of microseconds instead of a whole round trip.
+`Mailer.send` lets the caller stage its record of a delivery (`before_end`) once the relay holds the whole
+message, before the final "." that makes the relay accept it, and returns once the relay has accepted; the
+caller then commits that record at once. A crash before the relay's "250" leaves the record uncommitted, so the
+delivery is sent again once its lease ends (the relay discarded an unfinished message, or, if it had accepted
+in the moment before the crash, the receiver gets a second copy with the same Message-ID and can drop it). A
+crash never loses an email marked as sent.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import make_msgid, parseaddr
+from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from functools import lru_cache
 
 import aiosmtplib
@@ -29,7 +32,7 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 PERIOD_RE = re.compile(rb"(?m)^\.")
-CommitPoint = Callable[[], Awaitable[None]]
+BeforeEnd = Callable[[], Awaitable[None]]
 # RFC 5322 allows 998 characters a line; a header within it that is plain ASCII is written as it is.
 MAX_LINE = 998
 # Replies that say the relay and we disagree about where the conversation is (500 unrecognised, 502 not
@@ -78,6 +81,8 @@ class OutgoingEmail:
     headers: dict[str, str] = field(default_factory=dict)
     attachments: list[tuple[str, str, bytes]] = field(default_factory=list)  # (filename, mime type, content)
     message_id: str | None = None
+    sender: str | None = None  # the From header (name and address); MAIL_FROM when None
+    return_path: str | None = None  # the envelope sender (MAIL FROM), where bounces go; MAIL_FROM's when None
 
 
 class TemporaryFailure(Exception):
@@ -95,7 +100,17 @@ class Unsendable(Exception):
 
 class _OutOfStep(Exception):
     """The relay answered as if our side of the conversation were elsewhere (see OUT_OF_STEP), before the
-    commit point: the connection is dropped and the email may be tried again at once on a new one."""
+    staged record: the connection is dropped and the email may be tried again at once on a new one."""
+
+
+def message_domain(mail_from: str) -> str:
+    """The domain our Message-IDs end with: the sending address's."""
+    return parseaddr(mail_from)[1].rpartition("@")[2] or "groundswell.localhost"
+
+
+def from_header(sender_name: str, mail_from: str) -> str:
+    """The From header: the organisers' sender name with the configured sending address."""
+    return formataddr((" ".join(sender_name.split()), parseaddr(mail_from)[1]))
 
 
 def envelope_recipient(address: str | None) -> str:
@@ -116,6 +131,7 @@ class Mailer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sender = parseaddr(settings.mail_from)[1]
+        self.domain = message_domain(settings.mail_from)
         self._smtp: aiosmtplib.SMTP | None = None
         self._lock = asyncio.Lock()
 
@@ -126,10 +142,11 @@ class Mailer:
         if email.attachments:
             return self.build(email).as_bytes()
         headers = [
-            ("From", self.settings.mail_from),
+            ("From", email.sender or self.settings.mail_from),
             ("To", email.to),
             ("Subject", email.subject),
-            ("Message-ID", email.message_id or make_msgid(domain="groundswell.local")),
+            ("Date", format_datetime(datetime.now(UTC))),
+            ("Message-ID", email.message_id or make_msgid(domain=self.domain)),
             *email.headers.items(),
         ]
         out = []
@@ -153,10 +170,11 @@ class Mailer:
 
     def build(self, email: OutgoingEmail) -> EmailMessage:
         msg = EmailMessage()
-        msg["From"] = self.settings.mail_from
+        msg["From"] = email.sender or self.settings.mail_from
         msg["To"] = email.to
         msg["Subject"] = email.subject
-        msg["Message-ID"] = email.message_id or make_msgid(domain="groundswell.local")
+        msg["Date"] = format_datetime(datetime.now(UTC))
+        msg["Message-ID"] = email.message_id or make_msgid(domain=self.domain)
         for name, value in email.headers.items():
             msg[name] = value
         msg.set_content(email.text)
@@ -191,53 +209,55 @@ class Mailer:
                 self._smtp.close()
             self._smtp = None
 
-    async def send(self, email: OutgoingEmail, commit_point: CommitPoint | None = None) -> None:
-        """Send one email; `commit_point` runs once the relay holds the whole message, just before it accepts.
+    async def send(self, email: OutgoingEmail, before_end: BeforeEnd | None = None) -> None:
+        """Send one email; `before_end` runs once the relay holds the whole message, just before the final '.'
+        (raising there abandons the message: the relay discards it). Returns once the relay has accepted it.
 
         Raises Unsendable (before any SMTP command), TemporaryFailure or PermanentFailure. Whatever goes wrong
         inside a mail transaction, the connection is left outside one (RSET, or dropped), so the next email on
         it starts clean; a reply that shows we were out of step with the relay is retried on a new connection,
         never reported as the recipient's refusal."""
         recipient = envelope_recipient(email.to)
+        sender = email.return_path or self.sender
         try:
             message = self.message_bytes(email)
         except Exception as exc:
             raise Unsendable(f"the message could not be written ({type(exc).__name__})") from exc
         async with self._lock:
             try:
-                await self._transaction(recipient, message, commit_point)
+                await self._transaction(sender, recipient, message, before_end)
             except _OutOfStep as exc:
                 log.warning("relay out of step with this connection; trying again on a new one", reply=str(exc))
                 try:
-                    await self._transaction(recipient, message, commit_point)
+                    await self._transaction(sender, recipient, message, before_end)
                 except _OutOfStep as again:
                     raise TemporaryFailure(str(again)) from again
 
-    async def _transaction(self, recipient: str, message: bytes, commit_point: CommitPoint | None) -> None:
+    async def _transaction(self, sender: str, recipient: str, message: bytes, before_end: BeforeEnd | None) -> None:
         """One mail transaction (MAIL, RCPT, DATA), its errors classified by the step that met them."""
         step = "connect"
-        committing = False
+        staged = False
 
-        async def at_commit_point() -> None:
-            nonlocal committing
-            committing = True
-            if commit_point is not None:
-                await commit_point()
+        async def at_end() -> None:
+            nonlocal staged
+            staged = True
+            if before_end is not None:
+                await before_end()
 
         try:
             smtp = await self._connection()
             step = "MAIL"
-            await smtp.mail(self.sender)
+            await smtp.mail(sender)
             step = "RCPT"
             await smtp.rcpt(recipient)
             step = "DATA"
-            await self._data(smtp, message, at_commit_point)
+            await self._data(smtp, message, at_end)
         except aiosmtplib.SMTPResponseException as exc:
             reply = f"{exc.code} {exc.message}"
             if exc.code in OUT_OF_STEP:
                 self._drop()
-                if committing:
-                    raise TemporaryFailure(reply) from exc  # the caller corrects its record; no second commit
+                if staged:
+                    raise TemporaryFailure(reply) from exc  # the caller drops its staged record; no second stage
                 raise _OutOfStep(reply) from exc
             await self._reset()
             if 500 <= exc.code < 600 and step in ("RCPT", "DATA"):
@@ -269,7 +289,7 @@ class Mailer:
                 if not isinstance(exc, Exception):
                     raise
 
-    async def _data(self, smtp: aiosmtplib.SMTP, message: bytes, commit_point: CommitPoint) -> None:
+    async def _data(self, smtp: aiosmtplib.SMTP, message: bytes, before_end: BeforeEnd) -> None:
         protocol = smtp.protocol
         body = PERIOD_RE.sub(b"..", normalize_message_line_endings(message))
         if not body.endswith(b"\r\n"):
@@ -283,13 +303,8 @@ class Mailer:
             if start.code != 354:
                 raise aiosmtplib.SMTPDataError(start.code, start.message)
             protocol.write(body)  # type: ignore[union-attr]
-            # The whole message must have left this process before it is recorded as sent: what the kernel
-            # holds still reaches the relay if we die, what asyncio buffers does not.
-            transport = protocol.transport  # type: ignore[union-attr]
-            while isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size() > 0:
-                await asyncio.sleep(0.001)
             try:
-                await commit_point()
+                await before_end()
             except BaseException:
                 # Drop the connection before the final '.': the relay discards the unfinished message.
                 self._drop()

@@ -8,6 +8,8 @@ from services.notifications import db as tables
 from services.notifications import web as organiser_web
 from services.notifications.action_notices import ActionNotices
 from services.notifications.activity import ActivityLog
+from services.notifications.bounces import BounceReceiver, Bounces
+from services.notifications.confirmations import ActionConfirmations
 from services.notifications.consumers import UseCases, build_registry
 from services.notifications.delivery import DeliveryWorker
 from services.notifications.digests import DigestLoop, Digests
@@ -52,18 +54,26 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
         invitations=Invitations(service),
         member_requests=MemberRequestEmails(service),
         action_notices=ActionNotices(service),
+        confirmations=ActionConfirmations(service),
     )
     runtime.add_registry(build_registry(use_cases, group_suffix=group_suffix))
     runtime.document_publisher(topics.NOTIFICATIONS_DELIVERIES, "Notifications sent or failed")
     runtime.document_publisher(topics.NOTIFICATIONS_DIGESTS, "Digests published to organisers")
 
     worker = DeliveryWorker(
-        runtime.db, runtime.outbox, settings, service.deliveries_queued, connections=settings.smtp_connections
+        runtime.db,
+        runtime.outbox,
+        settings,
+        service.deliveries_queued,
+        connections=settings.smtp_connections,
+        wording=service.wording,
     )
     for kind in RSVP_EMAIL_KINDS:
         worker.attach_for(kind, meetings.ics_for_delivery)
     fanout = AnnouncementFanOut(service)
     runtime.add_background(worker.run)
+    if settings.bounce_smtp_port:
+        runtime.add_background(BounceReceiver(Bounces(runtime.uows, settings)).run)
     runtime.add_background(fanout.run)
     runtime.add_background(DigestLoop(digests, loop_interval_s).run)
     runtime.add_background(FollowUpLoop(follow_ups, loop_interval_s).run)

@@ -337,6 +337,7 @@ class MeetingNotifications:
         footer = self.service.footer(rsvp["member_id"]) if rsvp.get("member_id") else {}
         text_body, html_body = self.service.renderer.render(
             template,
+            wording=await self.service.wording.current(uow.session),
             name=first_name_of(rsvp.get("name")),
             meeting=meeting,
             when=format_when(meeting),

@@ -300,6 +300,37 @@ async def campaign_titles(session: AsyncSession, ids: list[str]) -> dict[str, st
     return {r.subject_id: r.title for r in rows.all()}
 
 
+async def meetings_in_places(
+    session: AsyncSession, unit_ids: list[str], now: datetime, *, limit: int = 200
+) -> list[Any]:
+    """Scheduled meetings that have not started, soonest first, network-wide or in any of `unit_ids` (regions,
+    groups, sub-teams), from the meetings mirror: what a welcome picks each joiner's nearest from."""
+    m = tables.meetings
+    rows = await session.execute(
+        select(
+            m.c.meeting_id, m.c.title, m.c.starts_at, m.c.timezone, m.c.venue, m.c.public_url, m.c.scope_type,
+            m.c.scope_id,
+        )
+        .where(
+            m.c.status != "cancelled",
+            m.c.starts_at > now,
+            or_(m.c.scope_type == "network", m.c.scope_id.in_(unit_ids)),
+        )
+        .order_by(m.c.starts_at)
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+async def unit_names(session: AsyncSession, unit_ids: list[str]) -> dict[str, str]:
+    """The names of the units mirror's regions, groups and sub-teams among `unit_ids`."""
+    if not unit_ids:
+        return {}
+    u = tables.units
+    rows = await session.execute(select(u.c.unit_id, u.c.name).where(u.c.unit_id.in_(unit_ids)))
+    return {r.unit_id: r.name for r in rows.all()}
+
+
 async def meeting_place(session: AsyncSession, meeting_id: str) -> tuple[str | None, str | None]:
     """(region_id, group_id) of a meeting, as its latest description in the activity log places it."""
     a = tables.activity

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import escape
+
+from services.notifications.wording import sign_off_lines
 
 EMAIL_TEMPLATES = Path(__file__).parent / "templates" / "email"
 
@@ -24,13 +27,21 @@ class EmailRenderer:
             autoescape=select_autoescape(["html"]),
         )
 
-    def render(self, template: str, **context: object) -> tuple[str, str]:
-        """The plain-text and HTML parts of email `template` (templates/email/<template>.txt and .html)."""
-        context = {"network_name": self.network_name, **context}
+    def render(self, template: str, **context: Any) -> tuple[str, str]:
+        """The plain-text and HTML parts of email `template` (templates/email/<template>.txt and .html), with the
+        network's name and sign-off from the organisers' wording (`wording=`, wording.py; else the configured
+        name)."""
+        context = {**self.signature(context.pop("wording", None)), **context}
         return (
             self.text_env.get_template(f"{template}.txt").render(context),
             self.html_env.get_template(f"{template}.html").render(context),
         )
+
+    def signature(self, wording: dict[str, str] | None) -> dict[str, object]:
+        """The network's name and the sign-off's lines, as every email's template gets them."""
+        if wording is None:
+            return {"network_name": self.network_name, "sign_off": ["With thanks,", self.network_name]}
+        return {"network_name": wording["network_name"], "sign_off": sign_off_lines(wording)}
 
     def stencil(self, template: str, slots: tuple[str, ...], **context: object) -> Stencil:
         """Email `template` rendered once, with the per-recipient `slots` left as holes for `Stencil.fill`."""

@@ -13,9 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
 from services.notifications import queries
-from services.notifications.domain import Readiness, first_name_of, lifts_unsubscribe, mirror_status, readiness
+from services.notifications.domain import (
+    Readiness,
+    first_name_of,
+    lifts_unsubscribe,
+    meetings_near,
+    mirror_status,
+    readiness,
+)
 from services.notifications.rendering import EmailRenderer
 from services.notifications.suppression import BULK_KINDS, MARKETING_KINDS, Suppressions
+from services.notifications.wording import EmailSettings, autoresponder_text, format_when, one_line
 from shared import tokens
 from shared.config import Settings
 from shared.crypto import KeyStore, decode_key, unseal
@@ -45,6 +53,7 @@ class NotificationService:
         self.parking = ParkingLot(tables.parked_events)
         self.suppressions = Suppressions(settings.secret_key)
         self.renderer = EmailRenderer(settings.network_name)
+        self.wording = EmailSettings(settings.network_name)  # the organisers' wording (the emails page)
         # Set once a transaction that queued deliveries (or an announcement to fan out) has committed: a worker
         # woken before would find nothing yet and go back to waiting for its poll.
         self.deliveries_queued = asyncio.Event()
@@ -103,6 +112,12 @@ class NotificationService:
         """`member_joined` for a run of joins (each member once), with one statement per step for all of them."""
         session = uow.session
         keys = await self.ready_keys(uow, [(envelope, event.member_id) for envelope, event in joins])
+        if not keys:
+            return
+        wording = await self.wording.current(session)
+        places = sorted({u for _, e in joins for u in (*e.group_ids, *e.subteam_ids, e.region_id) if u})
+        names = await queries.unit_names(session, [g for _, e in joins for g in e.group_ids[:1]])
+        upcoming = await queries.meetings_in_places(session, places, datetime.now(UTC))
         mirrors: list[dict[str, Any]] = []
         consented: list[str] = []
         welcomes: list[dict[str, Any]] = []
@@ -134,8 +149,22 @@ class NotificationService:
                 token = tokens.sign(self.settings.secret_key, tokens.CONFIRM_EMAIL, {"m": event.member_id})
                 confirm_url = f"{self.settings.public_base_url}/join/confirm?token={token}"
             first_name = first_name_of(name)
+            group_name = names.get(event.group_ids[0], "") if event.group_ids else ""
+            subject, intro = autoresponder_text(
+                wording, "welcome", {"first_name": first_name, "group_name": group_name or wording["network_name"]}
+            )
+            near = meetings_near(
+                upcoming, region_id=event.region_id, group_ids=event.group_ids, subteam_ids=event.subteam_ids
+            )
             body_text, body_html = self.renderer.render(
-                "welcome", name=first_name, confirm_url=confirm_url, **self.footer(event.member_id)
+                "welcome",
+                wording=wording,
+                name=first_name,
+                intro=intro,
+                group_name=group_name,
+                meetings=[meeting_line(m) for m in near],
+                confirm_url=confirm_url,
+                **self.footer(event.member_id),
             )
             welcomes.append(
                 {
@@ -143,7 +172,7 @@ class NotificationService:
                     "subject_ref": event.member_id,
                     "recipient_id": event.member_id,
                     "recipient_email": email,
-                    "subject": f"Welcome to {self.settings.network_name}, {first_name}",
+                    "subject": subject,
                     "body_text": body_text,
                     "body_html": body_html,
                     "correlation_id": envelope.correlation_id,
@@ -228,7 +257,7 @@ class NotificationService:
         return (await session.execute(select(r.c.email).where(r.c.member_id == member_id))).scalar()
 
     async def _cancel_pending(self, session: AsyncSession, recipient_id: str, kinds: frozenset[str] | None) -> None:
-        """Stop the recipient's deliveries not sent yet, those a sender has claimed too: its commit point then
+        """Stop the recipient's deliveries not sent yet, those a sender has claimed too: staging its record then
         finds them no longer its own and drops the email before the relay accepts it. (Left 'sending', an erased
         member's delivery would come back without its address when its lease ran out.)"""
         d = tables.deliveries
@@ -271,8 +300,20 @@ _UPSERT_RECIPIENT = _upsert.on_conflict_do_update(
 _QUEUE_DELIVERY = pg_insert(tables.deliveries).on_conflict_do_nothing(constraint="uq_deliveries_kind_subject_recipient")
 
 
+def meeting_line(meeting: Any) -> dict[str, str]:
+    """A meeting as an email lists it: title, when (in its own time zone), where, and its public page."""
+    return {
+        "title": meeting.title,
+        "when": format_when(meeting.starts_at, meeting.timezone),
+        "venue": meeting.venue or "",
+        "public_url": meeting.public_url,
+    }
+
+
 def _delivery(row: dict[str, Any]) -> dict[str, Any]:
-    """A delivery row with its id and its priority (bulk emails after what people are waiting for)."""
+    """A delivery row with its id, its subject on one line, and its priority (bulk emails after what people are
+    waiting for)."""
     row.setdefault("id", str(uuid.uuid4()))
+    row["subject"] = one_line(row["subject"])
     row.setdefault("priority", 1 if row["kind"] in BULK_KINDS else 0)
     return row

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import UTC, datetime
 
 from sqlalchemy import String, any_, bindparam, delete, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -68,6 +69,24 @@ class Suppressions:
             return None
         s = tables.suppressions
         return (await session.execute(select(s.c.reason).where(s.c.email == self.address_key(email)))).scalar()
+
+    async def count_hard_failure(self, session: AsyncSession, email: str, suppress_after: int) -> None:
+        """One more permanent refusal or hard bounce of the address; suppressed once it has had `suppress_after`
+        (BOUNCE_SUPPRESS_AFTER): a relay's reputation depends on it."""
+        health = tables.address_health
+        failures = (
+            await session.execute(
+                pg_insert(health)
+                .values(email=self.address_key(email), hard_failures=1, last_failure_at=datetime.now(UTC))
+                .on_conflict_do_update(
+                    index_elements=[health.c.email],
+                    set_={"hard_failures": health.c.hard_failures + 1, "last_failure_at": datetime.now(UTC)},
+                )
+                .returning(health.c.hard_failures)
+            )
+        ).scalar_one()
+        if failures >= suppress_after:
+            await self.suppress(session, email, "hard_bounces")
 
     async def blocks(self, session: AsyncSession, email: str | None, kind: str) -> bool:
         return blocks(await self.reason(session, email), kind)

@@ -13,13 +13,14 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import text
 
+from services.notifications.confirmations import autoresponder_previews
 from services.notifications.digest_schedule import PERIODS
 from services.notifications.digests import Digests
 from services.notifications.feeds import feed_url
 from services.notifications.feeds import router as feeds_router
 from services.notifications.followups import PLACEHOLDERS, FollowUps, InvalidStep, StepInput
 from services.notifications.organisers import Organisers
-from services.notifications.wording import EmailSettings
+from services.notifications.wording import AUTORESPONDERS, EmailSettings
 from shared import auth, tokens
 from shared.auth import OrganiserScope
 from shared.web import MAX_PAGE, make_templates
@@ -215,9 +216,9 @@ def _sample_digest(network_name: str) -> dict[str, Any]:
 
 
 async def _previews(request: Request, wording: dict[str, str]) -> list[dict[str, str]]:
-    """The digest and the first follow-up step as they would look with `wording`."""
+    """The confirmations, the digest and the first follow-up step as they would look with `wording`."""
     digests, follow_ups = _digests(request), _follow_ups(request)
-    previews = []
+    previews = autoresponder_previews(digests.notifications, wording)
     text_part, html_part = digests.render(_sample_digest(wording["network_name"]), wording, "Alex Organiser")
     previews.append(
         {"heading": "Organisers' digest", "subject": "(the digest's title)", "text": text_part, "html": html_part}
@@ -239,7 +240,14 @@ async def email_settings(request: Request, organiser: Organiser, digests: Digest
     return await _page(
         request,
         "organise_emails.html",
-        {"organiser": organiser, "values": values, "labels": EmailSettings.LABELS, "saved": saved, "previews": []},
+        {
+            "organiser": organiser,
+            "values": values,
+            "labels": EmailSettings.LABELS,
+            "autoresponders": AUTORESPONDERS,
+            "saved": saved,
+            "previews": [],
+        },
     )
 
 
@@ -261,6 +269,7 @@ async def save_email_settings(request: Request, organiser: Organiser, digests: D
                 "organiser": organiser,
                 "values": submitted,
                 "labels": EmailSettings.LABELS,
+                "autoresponders": AUTORESPONDERS,
                 "errors": errors,
                 "previews": [] if errors else await _previews(request, wording),
                 "saved": "",
@@ -270,6 +279,7 @@ async def save_email_settings(request: Request, organiser: Organiser, digests: D
     _require_network(organiser)
     async with digests.uows.begin() as uow:
         await digests.email_settings.save(uow.session, submitted, organiser.organiser_id)
+    digests.email_settings.forget()  # committed: the next email reads it
     return RedirectResponse("/notifications/organise/emails?saved=1", status_code=303)
 
 
@@ -473,7 +483,7 @@ async def delivery_log(
             "status": status,
             "kind": kind,
             "kinds": kinds,
-            "statuses": ("pending", "sending", "sent", "failed", "suppressed"),
+            "statuses": ("pending", "sending", "sent", "bounced", "failed", "suppressed"),
             "summary": summary,
         },
     )

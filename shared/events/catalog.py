@@ -448,6 +448,23 @@ class MpLetterAwaitingConfirmation(EventData):
         return self.action_id
 
 
+class PledgePublished(EventData):
+    """An organiser approved a pledge for the campaign's page (once: approving it again publishes nothing). No
+    personal data: notifications tells the person who made it, at the address it confirmed the pledge to."""
+
+    event_type = "PledgePublished"
+    topic = topics.CAMPAIGNS_ACTIONS
+    source_service = "campaigns"
+    action_id: str
+    ask_id: str
+    campaign_id: str
+    member_id: str | None = None
+    published_at: datetime
+
+    def subject(self) -> str:
+        return self.ask_id  # ActionTaken's key: the pledge's confirmation comes first
+
+
 class EngagementLevelChanged(EventData):
     event_type = "EngagementLevelChanged"
     topic = topics.CAMPAIGNS_ENGAGEMENT
@@ -530,6 +547,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     MpLetterRequested,
     ActionRepeated,
     MpLetterAwaitingConfirmation,
+    PledgePublished,
     EngagementLevelChanged,
     NotificationSent,
     NotificationFailed,

@@ -223,3 +223,11 @@ def test_a_repeat_tells_the_address_that_took_the_action_and_resends_a_waiting_l
 def test_an_rsvp_is_the_same_action_however_often_it_arrives():
     assert attend_action_id("ask-1", "rsvp-1") == attend_action_id("ask-1", "rsvp-1")
     assert attend_action_id("ask-1", "rsvp-1") != attend_action_id("ask-2", "rsvp-1")
+
+
+def test_a_pledge_is_published_once_when_it_is_first_approved():
+    from services.campaigns.domain import publishes_pledge
+
+    assert publishes_pledge("pending", "approved") and publishes_pledge("rejected", "approved")
+    assert not publishes_pledge("approved", "approved")  # approving again announces nothing
+    assert not publishes_pledge("pending", "rejected") and not publishes_pledge("approved", "pending")

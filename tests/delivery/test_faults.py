@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from deploy.local import launcher
+from shared.config import Settings
 from shared.events.envelope import Envelope
 from shared.topics import MEMBERSHIP_MEMBERS
 from tests.support.joins import join, join_many, member_ids, wait_for_welcomes
@@ -95,9 +96,19 @@ async def test_consumer_killed_mid_batch_and_restarted_handles_every_event_once(
     assert launcher.service_ready("notifications", 60)
 
     counts = await wait_for_welcomes(mail, emails, timeout=180, since=since)
+    assert all(counts.values()), {e: c for e, c in counts.items() if not c}
     await asyncio.sleep(2)
-    counts = await wait_for_welcomes(mail, emails, timeout=0, since=since)
-    assert set(counts.values()) == {1}, {e: c for e, c in counts.items() if c != 1}
+    # Every welcome once. The one exception the sender allows (services/notifications/delivery.py): an email the
+    # relay accepted in the moment before the kill, before its record committed, goes again with the same
+    # Message-ID; at most one per SMTP connection was in that moment.
+    message_ids: dict[str, list[str]] = {e: [] for e in emails}
+    for message in await mail.messages(since=since):
+        for rcpt in message["to"]:
+            if rcpt in message_ids:
+                message_ids[rcpt].append(message["headers"]["Message-ID"])
+    assert all(len(set(ids)) == 1 for ids in message_ids.values()), message_ids
+    copied = {e: ids for e, ids in message_ids.items() if len(ids) > 1}
+    assert len(copied) <= Settings().smtp_connections and all(len(ids) == 2 for ids in copied.values()), copied
     duplicates = await notifications_db.fetchval(
         "SELECT count(*) FROM (SELECT recipient_email FROM deliveries WHERE recipient_email = ANY($1) "
         "GROUP BY recipient_email HAVING count(*) > 1) d",

@@ -174,3 +174,26 @@ def test_a_left_address_gets_only_the_confirmation_of_a_join_that_would_bring_it
     assert blocks("left", "welcome") and blocks("left", "confirm_download")
     assert blocks("erased", "join_change") and blocks("hard_bounces", "join_change")
     assert not blocks("unsubscribed", "join_change") and not blocks(None, "join_change")
+
+
+def test_a_welcome_lists_the_soonest_meetings_of_the_members_groups_region_and_network():
+    from types import SimpleNamespace
+
+    from services.notifications.domain import meetings_near
+
+    def meeting(scope_type: str, scope_id: str | None) -> SimpleNamespace:
+        return SimpleNamespace(scope_type=scope_type, scope_id=scope_id)
+
+    soonest_first = [
+        meeting("group", "other-group"),
+        mine_group := meeting("group", "g1"),
+        meeting("region", "other-region"),
+        network := meeting("network", None),
+        mine_region := meeting("region", "r1"),
+        mine_team := meeting("subteam", "t1"),
+    ]
+    assert meetings_near(soonest_first, region_id="r1", group_ids=["g1"], subteam_ids=["t1"]) == [
+        mine_group, network, mine_region
+    ]
+    assert meetings_near(soonest_first, region_id="r1", group_ids=["g1"], subteam_ids=["t1"], limit=9)[-1] is mine_team
+    assert meetings_near(soonest_first, region_id=None, group_ids=[], subteam_ids=[]) == [network]

@@ -21,7 +21,14 @@ MEETING = {
 }
 LINKS = {"preferences_url": "http://x/preferences?token=t", "unsubscribe_url": "http://x/unsubscribe?token=t"}
 CASES = {
-    "welcome": {"name": "Ada", "confirm_url": "http://x/join/confirm?token=t", **LINKS},
+    "welcome": {
+        "name": "Ada",
+        "intro": ["Welcome!"],
+        "group_name": "Northfield group",
+        "meetings": [{"title": "Street stall", "when": "Sat 5 Dec, 11:00", "venue": "", "public_url": "http://x/m"}],
+        "confirm_url": "http://x/join/confirm?token=t",
+        **LINKS,
+    },
     "announcement": {
         "name": "Ada",
         "meeting": MEETING,
@@ -55,8 +62,8 @@ LETTERS = {
         "expires": "1 December 2026",
     },
     "mp_letter": {
-        "mp_name": "Chris Holloway",
-        "body": "Please act.",
+        "letter": "Dear Chris Holloway,\n\nPlease act.",
+        "letter_paragraphs": [["Dear Chris Holloway,"], ["Please act."]],
         "sender_name": "Ada",
         "postcode": "NG7 2RD",
         "constituency": "Nottingham South",
@@ -71,9 +78,9 @@ LETTERS = {
     },
     "mp_letter_copy": {
         "name": "Ada",
-        "mp_name": "Chris Holloway",
+        "intro": ["Thank you for writing to Chris Holloway."],
         "letter": "Please act.",
-        "constituency": "Nottingham South",
+        "letter_paragraphs": [["Please act."]],
     },
 }
 
@@ -89,6 +96,20 @@ def test_template_renders_text_and_html_with_the_unsubscribe_footer(template):
     text, html = EmailRenderer("Midlands Network").render(template, **CASES[template])
     assert "Ada" in text and "Ada" in html
     assert "Unsubscribe" in html and CASES[template]["unsubscribe_url"] in text
+
+
+def test_the_letter_to_an_mp_is_the_writers_own_with_its_paragraphs_and_line_breaks_in_both_parts():
+    from services.notifications.wording import as_written, paragraph_lines
+
+    written = "Dear Chris Holloway,\r\n\r\nFirst paragraph,\r\nits second line.  \r\n\r\nYours sincerely,\r\nAda"
+    text, html = EmailRenderer("Midlands Network").render(
+        "mp_letter", letter=as_written(written), letter_paragraphs=paragraph_lines(written), sender_name="Ada",
+        postcode="NG7 2RD", constituency="Nottingham South",
+    )  # fmt: skip
+    assert text.startswith("Dear Chris Holloway,\n\nFirst paragraph,\nits second line.\n\nYours sincerely,\nAda\n")
+    assert text.count("Dear") == 1 and text.count("Yours sincerely") == 1
+    assert html.count("Dear") == 1 and html.count("Yours sincerely") == 1
+    assert "<p>First paragraph,<br>its second line.</p>" in html and "<p>Yours sincerely,<br>Ada</p>" in html
 
 
 def test_when_is_given_in_the_meetings_own_time_zone():
