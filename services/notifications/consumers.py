@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from services.notifications import db as tables
 from services.notifications.activity import ActivityLog
 from services.notifications.followups import FollowUps
 from services.notifications.invitations import Invitations
@@ -18,6 +19,7 @@ from shared import topics
 from shared.events.catalog import (
     ActionKeyIssued,
     ActionTaken,
+    ApiKeyRevoked,
     AskPublished,
     AttendanceRecorded,
     CampaignClosed,
@@ -35,9 +37,13 @@ from shared.events.catalog import (
     MemberProfileUpdated,
     MpLetterRequested,
     OrganisationUnitDefined,
+    OrganiserDisabled,
     OrganiserInvited,
+    OrganiserSignedOut,
+    OrganiserSignInLocked,
     PromotedFromWaitlist,
     RoleGranted,
+    RoleRevoked,
     RsvpCancelled,
     RsvpKeyIssued,
     RsvpReceived,
@@ -45,6 +51,7 @@ from shared.events.catalog import (
 )
 from shared.events.envelope import Envelope
 from shared.handlers import Handlers, Registry
+from shared.revocations import add_revocation_group
 from shared.uow import UnitOfWork
 
 
@@ -141,9 +148,17 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
 
     organisers.route(
         (RoleGranted, u.organisers.role_granted),
+        (RoleRevoked, u.organisers.role_revoked),
+        (OrganiserDisabled, u.organisers.organiser_disabled),
         (OrganisationUnitDefined, u.organisers.unit_defined),
         (OrganiserInvited, u.invitations.organiser_invited),
+        (OrganiserSignInLocked, u.invitations.sign_in_locked),
     )
+    organisers.ignore(
+        (ApiKeyRevoked, OrganiserSignedOut),
+        f"copied into the revocation record by notifications.revocations{group_suffix}; no digest changes",
+    )
+    add_revocation_group(registry, tables.delivery.revocations, "notifications.revocations" + group_suffix)
 
     async def member_joined(uow: UnitOfWork, envelope: Envelope, event: MemberJoined) -> None:
         await u.activity.member_joined(uow, envelope, event)
