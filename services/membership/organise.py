@@ -18,6 +18,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from services.membership import enrolment_qr
 from services.membership.accounts import AccountProblem, InvalidLink, OrganiserAccounts, SignInRefused, TooManyAttempts
 from services.membership.deps import (
     AccountsDep,
@@ -150,7 +151,8 @@ async def set_password_form(request: Request, accounts: AccountsDep, token: str 
         enrolment = await accounts.enrolment(token)
     except InvalidLink:
         return _invalid_link(request)
-    return page(request, "set_password.html", {"enrolment": enrolment, "token": token, "errors": {}})
+    context = {"enrolment": enrolment, "token": token, "errors": {}, "qr_svg": enrolment_qr.svg(enrolment.otpauth_uri)}
+    return page(request, "set_password.html", context)
 
 
 def _invalid_link(request: Request) -> HTMLResponse:
@@ -173,9 +175,9 @@ async def set_password(request: Request, accounts: AccountsDep) -> HTMLResponse:
         return _invalid_link(request)
     except AccountProblem as problem:
         enrolment = await svc.enrolment(token)
-        return page(
-            request, "set_password.html", {"enrolment": enrolment, "token": token, "errors": problem.errors}, 422
-        )
+        context = {"enrolment": enrolment, "token": token, "errors": problem.errors,
+                   "qr_svg": enrolment_qr.svg(enrolment.otpauth_uri)}
+        return page(request, "set_password.html", context, 422)
     return page(request, "recovery_codes.html", {"codes": codes})
 
 
