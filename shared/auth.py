@@ -6,15 +6,22 @@ token's signature and age itself, never calling membership. Pages read it from t
 cookie (HttpOnly, SameSite=Lax), JSON APIs from `Authorization: Bearer <token>`.
 
 Integrations send an API key in the `OSDI-API-Token` header: a signed token carrying the key's id and
-the scope it was created for. Membership records keys and their revocation; a service that can look up
-revocations installs `app.state.api_key_revoked` (an async function of the key id).
+the scope it was created for.
+
+A signature alone is not enough: every session has an id, and every service checks each session and key
+against its own copy of membership's revocations (`shared/revocations.py`, installed as
+`app.state.revocations`): signed out, key revoked, organiser disabled, role revoked. A service that cannot
+tell (no record, database down) refuses: revocation fails closed. Membership also installs
+`app.state.api_key_revoked` (an async function of the key id), which refuses keys it never issued.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
 
 from fastapi import HTTPException, Request
 
@@ -30,6 +37,12 @@ SCOPE_TYPES = ("network", "region", "group", "subteam")
 RevocationCheck = Callable[[str], Awaitable[bool]]
 
 
+class RevocationRecord(Protocol):
+    """What a service installs as `app.state.revocations` (`shared.revocations.Revocations`)."""
+
+    async def is_revoked(self, who: OrganiserScope) -> bool: ...
+
+
 @dataclass(frozen=True)
 class OrganiserScope:
     """An organiser (or an integration's API key) and the part of the network they look after."""
@@ -38,6 +51,8 @@ class OrganiserScope:
     scope_type: str  # network | region | group | subteam
     scope_id: str | None = None
     key_id: str | None = None  # set when the caller is an API key
+    session_id: str | None = field(default=None, compare=False)  # set for a session: sign-out ends this one
+    issued_at: datetime | None = field(default=None, compare=False)  # when its token was signed
 
     @property
     def is_network(self) -> bool:
@@ -66,31 +81,48 @@ class OrganiserScope:
         body: dict[str, Any] = {"o": self.organiser_id, "t": self.scope_type, "s": self.scope_id}
         if self.key_id:
             body["k"] = self.key_id
+        if self.session_id:
+            body["i"] = self.session_id
         return body
 
 
 def issue(secret_key: str, scope: OrganiserScope, purpose: str = ORGANISER_SESSION) -> str:
-    """A signed token for `scope`: an organiser session (default) or, with purpose OSDI_API, an API key."""
+    """A signed token for `scope`: an organiser session (default) or, with purpose OSDI_API, an API key.
+
+    A session gets an id of its own (so it can be ended) and a key one (so it can be revoked) when `scope`
+    has none."""
+    if purpose == ORGANISER_SESSION and not scope.session_id:
+        scope = replace(scope, session_id=uuid.uuid4().hex)
+    if purpose == OSDI_API and not scope.key_id:
+        scope = replace(scope, key_id=str(uuid.uuid4()))
     return tokens.sign(secret_key, purpose, scope.payload())
 
 
 def verify(
     secret_key: str, token: str, purpose: str = ORGANISER_SESSION, max_age_s: int | None = None
 ) -> OrganiserScope:
-    """The scope a token carries; `tokens.InvalidToken` when it is forged, altered, expired or malformed."""
+    """The scope a token carries; `tokens.InvalidToken` when it is forged, altered, expired or malformed, or
+    when it cannot be revoked (a session without an id, a key without one). Revocations are checked apart:
+    `require_organiser`, `require_api_token`."""
     if max_age_s is None:
         max_age_s = SESSION_MAX_AGE_S if purpose == ORGANISER_SESSION else API_TOKEN_MAX_AGE_S
-    payload = tokens.verify(secret_key, purpose, token, max_age_s)
+    payload, signed_at = tokens.verify_with_time(secret_key, purpose, token, max_age_s)
     try:
         scope_type = str(payload["t"])
         if scope_type not in SCOPE_TYPES:
             raise ValueError(scope_type)
         scope_id = payload.get("s")
+        session_id = str(payload["i"]) if payload.get("i") else None
+        key_id = str(payload["k"]) if payload.get("k") else None
+        if (purpose == ORGANISER_SESSION and session_id is None) or (purpose == OSDI_API and key_id is None):
+            raise ValueError("a token that could not be revoked")
         return OrganiserScope(
             organiser_id=str(payload["o"]),
             scope_type=scope_type,
             scope_id=str(scope_id) if scope_id is not None else None,
-            key_id=str(payload["k"]) if payload.get("k") else None,
+            key_id=key_id,
+            session_id=session_id,
+            issued_at=signed_at,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise tokens.InvalidToken("This token is not valid") from None
@@ -107,34 +139,61 @@ def session_token(request: Request) -> str:
     return request.cookies.get(SESSION_COOKIE, "")
 
 
-def optional_organiser(request: Request) -> OrganiserScope | None:
-    """The signed-in organiser, or None (no token, or one that is not valid)."""
+async def revoked(request: Request, who: OrganiserScope) -> bool:
+    """Whether this service's record says `who` was revoked; raises when it cannot tell."""
+    record: RevocationRecord | None = getattr(request.app.state, "revocations", None)
+    if record is None:
+        raise LookupError("this service keeps no revocation record")
+    return await record.is_revoked(who)
+
+
+async def optional_organiser(request: Request) -> OrganiserScope | None:
+    """The signed-in organiser, or None (no token, one that is not valid or was revoked, or the revocation
+    record cannot be read: fails closed)."""
     token = session_token(request)
     if not token:
         return None
     try:
-        return verify(_secret(request), token)
+        who = verify(_secret(request), token)
+        return None if await revoked(request, who) else who
     except tokens.InvalidToken:
+        return None
+    except Exception:  # the revocation record cannot be read: not signed in
         return None
 
 
-def require_organiser(request: Request) -> OrganiserScope:
-    """The signed-in organiser, or 401 with a message saying what to do."""
+async def require_organiser(request: Request) -> OrganiserScope:
+    """The signed-in organiser, or 401 with a message saying what to do (503 when this service cannot tell
+    whether the session was ended)."""
     token = session_token(request)
     if not token:
         raise HTTPException(401, "Sign in as an organiser to do this", headers={"WWW-Authenticate": "Bearer"})
     try:
-        return verify(_secret(request), token)
+        who = verify(_secret(request), token)
     except tokens.InvalidToken:
         raise HTTPException(
             401,
             "Your organiser sign-in is not valid or has expired: sign in again",
             headers={"WWW-Authenticate": "Bearer"},
         ) from None
+    await _refuse_revoked(request, who, "Your organiser sign-in has ended: sign in again")
+    return who
+
+
+async def _refuse_revoked(request: Request, who: OrganiserScope, message: str) -> None:
+    try:
+        is_revoked = await revoked(request, who)
+    except Exception:
+        raise HTTPException(
+            503, "Sign-ins cannot be checked just now: try again in a minute", headers={"Retry-After": "30"}
+        ) from None
+    if is_revoked:
+        raise HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def require_api_token(request: Request) -> OrganiserScope:
-    """The integration calling an OSDI API, from its `OSDI-API-Token` header, or 401."""
+    """The integration calling an OSDI API, from its `OSDI-API-Token` header, or 401 (503 when this service
+    cannot tell whether the key was revoked)."""
     token = request.headers.get("osdi-api-token", "")
     if not token:
         raise HTTPException(401, "Send your API key in the OSDI-API-Token header")
@@ -142,7 +201,8 @@ async def require_api_token(request: Request) -> OrganiserScope:
         caller = verify(_secret(request), token, OSDI_API)
     except tokens.InvalidToken:
         raise HTTPException(401, "The API key in OSDI-API-Token is not valid") from None
-    revoked: RevocationCheck | None = getattr(request.app.state, "api_key_revoked", None)
-    if revoked is not None and caller.key_id and await revoked(caller.key_id):
+    await _refuse_revoked(request, caller, "This API key has been revoked")
+    check: RevocationCheck | None = getattr(request.app.state, "api_key_revoked", None)
+    if check is not None and caller.key_id and await check(caller.key_id):
         raise HTTPException(401, "This API key has been revoked")
     return caller

@@ -65,3 +65,27 @@ def drop_outbox_notify() -> None:
 
     for statement in DROP_TRIGGER_SQL:
         op.execute(statement)
+
+
+def create_revocations_table() -> None:
+    """Every service's copy of membership's revocations (`shared/revocations.py`), in its own revision."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.create_table(
+        "revocations",
+        sa.Column("id", sa.String(length=120), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("organiser_id", sa.String(length=64), nullable=True),
+        sa.Column("key_id", sa.String(length=64), nullable=True),
+        sa.Column("session_id", sa.String(length=64), nullable=True),
+        sa.Column("scope_type", sa.String(length=20), nullable=True),
+        sa.Column("scope_id", sa.String(length=64), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_revocations")),
+    )
+    op.create_index("ix_revocations_organiser_id", "revocations", ["organiser_id"])
+    op.create_index("ix_revocations_key_id", "revocations", ["key_id"])
+    op.create_index("ix_revocations_session_id", "revocations", ["session_id"])

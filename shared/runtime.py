@@ -17,6 +17,7 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy import MetaData, Table
 
 from shared import metrics, tracing
+from shared.auth import SESSION_COOKIE
 from shared.client_address import TrustedProxies, parse_networks
 from shared.config import Settings, get_settings
 from shared.consumer import DeadLetterPublisher, EventConsumer
@@ -26,10 +27,12 @@ from shared.handlers import Registry
 from shared.inbox import Inbox, inbox_table
 from shared.logging import configure_logging, get_logger
 from shared.outbox import Outbox, OutboxRelay, outbox_tables
+from shared.revocations import Revocations, revocations_table
 from shared.uow import UnitsOfWork
 from shared.web import (
     CloseAfterFailure,
     NoStore,
+    RefuseCrossSiteForms,
     RejectControlCharacters,
     RequestIdMiddleware,
     add_operational_routes,
@@ -39,11 +42,12 @@ log = get_logger(__name__)
 
 
 class DeliveryTables:
-    """The outbox and inbox tables, added to a service's own metadata."""
+    """The outbox, inbox and revocation tables, added to a service's own metadata."""
 
     def __init__(self, metadata: MetaData) -> None:
         self.outbox, self.outbox_shard = outbox_tables(metadata)
         self.inbox: Table = inbox_table(metadata)
+        self.revocations: Table = revocations_table(metadata)
 
 
 def bootstrap_list(servers: str) -> list[str]:
@@ -66,6 +70,7 @@ class ServiceRuntime:
         self.outbox = Outbox(tables.outbox)
         self.uows = UnitsOfWork(self.db, self.outbox)
         self.inbox = Inbox(self.db, tables.inbox)
+        self.revocations = Revocations(self.db, tables.revocations)
         self.broker = KafkaBroker(
             bootstrap_list(self.settings.kafka_bootstrap_servers),
             client_id=f"{self.settings.service_instance}",
@@ -86,6 +91,15 @@ class ServiceRuntime:
         self.consumers: list[EventConsumer] = []
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task] = []
+        self.add_background(self._prune_revocations)
+
+    async def _prune_revocations(self) -> None:
+        while True:
+            try:
+                await self.revocations.prune()
+            except Exception as exc:  # the next pass tries again
+                log.warning("pruning ended sessions from the revocation record failed", error=repr(exc))
+            await asyncio.sleep(3600)
 
     def document_publisher(self, topic: str, description: str) -> None:
         """Declare what this service publishes on `topic`, for the AsyncAPI document (the relay does the sending)."""
@@ -172,7 +186,10 @@ class ServiceRuntime:
 
         app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
         app.state.runtime = self
+        app.state.revocations = self.revocations  # shared/auth.py checks every session and API key against it
         app.add_middleware(CloseAfterFailure)
+        app.add_middleware(RefuseCrossSiteForms, public_base_url=self.settings.public_base_url,
+                           session_cookie=SESSION_COOKIE)
         app.add_middleware(NoStore)
         app.add_middleware(RejectControlCharacters)
         app.add_middleware(TrustedProxies, trusted=parse_networks(self.settings.trusted_proxies))

@@ -6,6 +6,7 @@ made for one purpose is refused for another.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -27,12 +28,18 @@ def sign(secret_key: str, purpose: str, payload: Any) -> str:
 
 
 def verify(secret_key: str, purpose: str, token: str, max_age_s: int) -> Any:
+    return verify_with_time(secret_key, purpose, token, max_age_s)[0]
+
+
+def verify_with_time(secret_key: str, purpose: str, token: str, max_age_s: int) -> tuple[Any, datetime]:
+    """The payload and when the token was signed (UTC, whole seconds): a revocation ends tokens signed before it."""
     try:
-        return _serializer(secret_key, purpose).loads(token, max_age=max_age_s)
+        payload, signed_at = _serializer(secret_key, purpose).loads(token, max_age=max_age_s, return_timestamp=True)
     except SignatureExpired as exc:
         raise InvalidToken("This link has expired") from exc
     except BadSignature as exc:
         raise InvalidToken("This link is not valid") from exc
+    return payload, signed_at
 
 
 CONFIRM_EMAIL = "confirm-email"

@@ -138,6 +138,9 @@ CONSUMER_GROUPS: tuple[str, ...] = (
     "membership.public",
     "campaigns.engagement",
     "campaigns.reporting",
+    "events.revocations",
+    "notifications.revocations",
+    "campaigns.revocations",
 )
 
 

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Query, Request
@@ -218,6 +218,68 @@ class NoStore(HttpMiddleware):
         await self.app(scope, receive, send_no_store)
 
 
+class RefuseCrossSiteForms(HttpMiddleware):
+    """A request that would change something (POST, PUT, PATCH, DELETE) with an organiser's session cookie is
+    refused (403, nothing done) unless the browser says it comes from this site: its `Origin` (or, without one, its
+    `Referer`) is the public address (`PUBLIC_BASE_URL`) or the address it was sent to (`Host`). Another site's
+    form cannot act for a signed-in organiser. Requests without the cookie (the public forms, the embeddable join
+    form), and API calls that carry their credentials in a header (`Authorization: Bearer`, `OSDI-API-Token`,
+    which no other site's page can set), are not affected; nor are non-browser clients that send neither header.
+    """
+
+    SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+    def __init__(self, app: ASGIApp, public_base_url: str, session_cookie: str) -> None:
+        super().__init__(app)
+        self.public_origin = _origin(public_base_url)
+        self.cookie_prefix = f"{session_cookie}=".encode()
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method", "GET") in self.SAFE or self._same_site(scope):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        message = "This form was sent from another site, so it was not acted on. Use the form on this site."
+        templates = getattr(request.app.state, "error_templates", None) if "app" in scope else None
+        if wants_html(request) and templates is not None:
+            response = error_page(request, templates, 403, message)
+        else:
+            response = JSONResponse({"detail": message}, status_code=403)
+        await response(scope, receive, send)
+
+    def _same_site(self, scope: Scope) -> bool:
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope.get("headers", []):
+            if name == b"cookie" and name in headers:
+                headers[name] += b"; " + value
+            else:
+                headers.setdefault(name, value)
+        cookies = headers.get(b"cookie", b"")
+        if not any(part.strip().startswith(self.cookie_prefix) for part in cookies.split(b";")):
+            return True  # no session to ride on
+        if b"authorization" in headers or b"osdi-api-token" in headers:
+            return True  # credentials in a header: no other site's page can send them
+        claimed = headers.get(b"origin") or headers.get(b"referer")
+        if claimed is None:
+            return True  # not a browser: browsers send Origin with every cross-site POST
+        origin = _origin(claimed.decode("latin-1"))
+        if origin is None:
+            return False  # `Origin: null` (a sandboxed frame, a privacy redirect) or garbage
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        return origin == self.public_origin or urlsplit(origin).netloc == host
+
+
+def _origin(url: str) -> str | None:
+    """`scheme://host[:port]` of an absolute http(s) address, lowercased; None for anything else."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
 def make_templates(service_templates: Path | None, globals_: dict[str, Any] | None = None) -> Jinja2Templates:
     loaders = [FileSystemLoader(str(service_templates))] if service_templates else []
     loaders.append(FileSystemLoader(str(SHARED_TEMPLATES)))
@@ -265,38 +327,50 @@ def wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
+def error_page(
+    request: Request,
+    templates: Jinja2Templates,
+    status: int,
+    detail: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """An HTTP error as a page in the shared layout (`templates`: `make_templates(None, {"service": …})`)."""
+    title, message = ERROR_PAGES.get(status, ERROR_PAGES[400] if status < 500 else ERROR_PAGES[500])
+    if isinstance(detail, str) and detail and status not in GENERIC_DETAIL:
+        message = detail
+    runtime = getattr(request.app.state, "runtime", None)
+    network_name = runtime.settings.network_name if runtime else "Groundswell"
+    context = {"title": title, "message": message, "status": status, "network_name": network_name}
+    return templates.TemplateResponse(request, "error.html", context, status_code=status, headers=headers)
+
+
 def add_error_pages(app: FastAPI, service: str) -> None:
     """HTTP errors (an unknown address, a wrong method, a form that failed validation, a crash) as a page in the
     shared layout for browsers; JSON callers get FastAPI's JSON as before."""
     templates = make_templates(None, {"service": service})
+    app.state.error_templates = templates
 
-    def error_page(
+    def page_for(
         request: Request, status: int, detail: Any = None, headers: dict[str, str] | None = None
     ) -> Response:
-        title, message = ERROR_PAGES.get(status, ERROR_PAGES[400] if status < 500 else ERROR_PAGES[500])
-        if isinstance(detail, str) and detail and status not in GENERIC_DETAIL:
-            message = detail
-        runtime = getattr(request.app.state, "runtime", None)
-        network_name = runtime.settings.network_name if runtime else "Groundswell"
-        context = {"title": title, "message": message, "status": status, "network_name": network_name}
-        return templates.TemplateResponse(request, "error.html", context, status_code=status, headers=headers)
+        return error_page(request, templates, status, detail, headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if not wants_html(request):
             return await http_exception_handler(request, exc)
-        return error_page(request, exc.status_code, exc.detail, getattr(exc, "headers", None))
+        return page_for(request, exc.status_code, exc.detail, getattr(exc, "headers", None))
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         if not wants_html(request):
             return await request_validation_exception_handler(request, exc)
-        return error_page(request, 422)
+        return page_for(request, 422)
 
     async def crash(request: Request, exc: Exception) -> Response:
         if not wants_html(request):
             return PlainTextResponse("Internal Server Error", status_code=500)
-        return error_page(request, 500)
+        return page_for(request, 500)
 
     async def rate_limited(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RateLimited)
@@ -307,7 +381,7 @@ def add_error_pages(app: FastAPI, service: str) -> None:
         headers = {"Retry-After": str(exc.retry_after_s)}
         if not wants_html(request):
             return JSONResponse({"detail": message}, status_code=429, headers=headers)
-        return error_page(request, 429, message, headers)
+        return page_for(request, 429, message, headers)
 
     app.add_exception_handler(RateLimited, rate_limited)
     app.add_exception_handler(StarletteHTTPException, http_error)

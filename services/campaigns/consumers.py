@@ -6,6 +6,7 @@ own actions, for asks and the engagement ladder); `campaigns.reporting` feeds th
 
 from __future__ import annotations
 
+from services.campaigns import db as tables
 from services.campaigns.actions import ActionsService
 from services.campaigns.engagement import EngagementService
 from services.campaigns.projection import PROJECTION, REPORTING_TOPICS, project_batch
@@ -14,15 +15,19 @@ from shared import topics
 from shared.events import catalog as ev
 from shared.events.envelope import Envelope
 from shared.handlers import Registry
+from shared.revocations import REVOCATION_EVENTS, add_revocation_group
 from shared.uow import UnitOfWork
 
 ENGAGEMENT_GROUP = "campaigns.engagement"
 REPORTING_GROUP = "campaigns.reporting"
+REVOCATIONS_GROUP = "campaigns.revocations"
 
 
 def build_registry(campaigns: CampaignsService, actions: ActionsService, engagement: EngagementService, *,
-                   engagement_group: str = ENGAGEMENT_GROUP, reporting_group: str = REPORTING_GROUP) -> Registry:
+                   engagement_group: str = ENGAGEMENT_GROUP, reporting_group: str = REPORTING_GROUP,
+                   revocations_group: str = REVOCATIONS_GROUP) -> Registry:
     registry = Registry("campaigns")
+    add_revocation_group(registry, tables.delivery.revocations, revocations_group)
     consumer = registry.group(
         engagement_group,
         (topics.MEMBERSHIP_MEMBERS, topics.MEMBERSHIP_ORGANISATION, topics.EVENTS_MEETINGS, topics.EVENTS_RSVPS,
@@ -91,6 +96,8 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
         (ev.RsvpRepeated, ev.ActionRepeated, ev.MpLetterAwaitingConfirmation),
         "a repeat changes nothing, and a letter waiting for its writer's confirmation is not an action yet",
     )
+    consumer.ignore((*REVOCATION_EVENTS, ev.OrganiserSignInLocked),
+                    f"revocations are copied by {revocations_group}; a sign-in lockout is notifications' to tell")
 
     reporting = registry.group(
         reporting_group,
@@ -109,6 +116,7 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
         (ev.RsvpRepeated, ev.ActionRepeated, ev.MpLetterAwaitingConfirmation),
         "a repeat changes nothing, and a letter counts once confirmed (ActionTaken)",
     )
+    reporting.ignore((*REVOCATION_EVENTS, ev.OrganiserSignInLocked), "no report counts these")
 
     reporting.on_batch(project_batch)  # a fetched batch's facts go in one INSERT per table
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from services.campaigns import api, dashboard, organise, osdi, views, web
 from services.campaigns import db as tables
 from services.campaigns.actions import ActionsService
-from services.campaigns.consumers import ENGAGEMENT_GROUP, REPORTING_GROUP, build_registry
+from services.campaigns.consumers import ENGAGEMENT_GROUP, REPORTING_GROUP, REVOCATIONS_GROUP, build_registry
 from services.campaigns.engagement import EngagementService
 from services.campaigns.letters import MpLetters
 from services.campaigns.service import CampaignsService
@@ -30,6 +30,7 @@ def create_app(
     *,
     engagement_group: str = ENGAGEMENT_GROUP,
     reporting_group: str = REPORTING_GROUP,
+    revocations_group: str = REVOCATIONS_GROUP,
 ) -> FastAPI:
     """The service's app; tests pass their own settings and consumer groups."""
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
@@ -38,8 +39,9 @@ def create_app(
     actions = ActionsService(runtime.uows, secret_key=settings.secret_key)
     engagement = EngagementService(runtime.uows)
     registry = build_registry(campaigns, actions, engagement, engagement_group=engagement_group,
-                              reporting_group=reporting_group)
+                              reporting_group=reporting_group, revocations_group=revocations_group)
     runtime.add_consumer(EventConsumer(registry[engagement_group]))
+    runtime.add_consumer(EventConsumer(registry[revocations_group]))
     # The read model has an inbox of its own, so a rebuild swaps both in one transaction (rebuild.py).
     runtime.add_consumer(EventConsumer(registry[reporting_group]), Inbox(runtime.db, tables.rpt_inbox))
     runtime.document_publisher(topics.CAMPAIGNS_CAMPAIGNS, "Campaigns launched and closed; asks published")

@@ -16,32 +16,16 @@ from services.campaigns.deps import (
     Letters,
     Organiser,
     OwnCampaign,
-    SecretKey,
 )
 from services.campaigns.domain import ASK_KINDS, ActionNotFound, NotYours
 from services.campaigns.engagement import LongTail
 from services.campaigns.views import Pages, PagesDep
-from shared import auth, tokens
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
 from shared.exports import csv_text
 from shared.web import DaysAgo
 
 router = APIRouter(prefix="/campaigns/organise", tags=["organiser pages"])
-
-
-@router.get("/sign-in")
-async def sign_in(secret_key: SecretKey, token: str, next: str = "/campaigns/organise") -> Response:
-    """Exchange a signed organiser token for the session cookie (membership's /signin is the usual way in)."""
-    try:
-        auth.verify(secret_key, token)
-    except tokens.InvalidToken:
-        raise HTTPException(401, "This sign-in link is not valid or has expired") from None
-    target = next if next.startswith("/") and not next.startswith("//") else "/campaigns/organise"
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(auth.SESSION_COOKIE, token, max_age=auth.SESSION_MAX_AGE_S, httponly=True, samesite="lax",
-                        path="/")
-    return response
 
 
 @router.get("", response_class=HTMLResponse)

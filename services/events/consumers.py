@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.events import db as tables
 from services.events.members import MemberReadModel
 from shared import topics
 from shared.events.catalog import (
@@ -16,17 +17,23 @@ from shared.events.catalog import (
     MemberRightsConfirmationRequested,
     OrganisationUnitDefined,
     OrganiserInvited,
+    OrganiserSignInLocked,
     RoleGranted,
 )
 from shared.events.envelope import Envelope
 from shared.handlers import Registry
+from shared.revocations import REVOCATION_EVENTS, add_revocation_group
 from shared.uow import UnitOfWork
 
 MEMBERS_GROUP = "events.members"
+REVOCATIONS_GROUP = "events.revocations"
 
 
-def build_registry(read_model: MemberReadModel, group: str = MEMBERS_GROUP) -> Registry:
+def build_registry(
+    read_model: MemberReadModel, group: str = MEMBERS_GROUP, revocations_group: str = REVOCATIONS_GROUP
+) -> Registry:
     registry = Registry("events")
+    add_revocation_group(registry, tables.delivery.revocations, revocations_group)
     members = registry.group(
         group,
         (topics.MEMBERSHIP_MEMBERS, topics.MEMBERSHIP_ORGANISATION),
@@ -60,4 +67,6 @@ def build_registry(read_model: MemberReadModel, group: str = MEMBERS_GROUP) -> R
          MemberRightsConfirmationRequested),
         "who may be invited where depends on membership, region and groups only; consent is notifications' concern",
     )
+    members.ignore(REVOCATION_EVENTS, f"copied into the revocation record by {revocations_group}")
+    members.ignore((OrganiserSignInLocked,), "notifications emails the organiser; nothing here changes")
     return registry

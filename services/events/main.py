@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from services.events import api, calendar, organise, osdi, views, web
 from services.events import db as tables
-from services.events.consumers import MEMBERS_GROUP, build_registry
+from services.events.consumers import MEMBERS_GROUP, REVOCATIONS_GROUP, build_registry
 from services.events.reminders import ReminderLoop
 from services.events.service import EventsService
 from shared import topics
@@ -24,6 +24,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     members_group: str = MEMBERS_GROUP,
+    revocations_group: str = REVOCATIONS_GROUP,
     reminder_poll_interval_s: float = 5.0,
 ) -> FastAPI:
     """The service's app; tests pass their own settings, consumer group and a shorter reminder poll."""
@@ -32,7 +33,7 @@ def create_app(
     service = EventsService(
         runtime.uows, secret_key=settings.secret_key, public_base_url=settings.public_base_url
     )
-    runtime.add_registry(build_registry(service.members, members_group))
+    runtime.add_registry(build_registry(service.members, members_group, revocations_group))
     runtime.document_publisher(topics.EVENTS_MEETINGS, "Meetings scheduled, updated, cancelled; reminders due")
     runtime.document_publisher(topics.EVENTS_RSVPS, "RSVPs, cancellations, waitlist promotions, attendance")
     runtime.document_publisher(topics.EVENTS_SUBJECT_KEYS, "Per-RSVP data keys (compacted; tombstone on erasure)")

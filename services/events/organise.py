@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.events.deps import CheckInDep, CurrentOrganiser, MeetingsDep, PagesDep, RsvpsDep, SecretKey
+from services.events.deps import CheckInDep, CurrentOrganiser, MeetingsDep, PagesDep, RsvpsDep
 from services.events.domain import (
     KINDS,
     CheckInRefused,
@@ -18,7 +18,6 @@ from services.events.domain import (
 )
 from services.events.rsvps import Rsvps
 from services.events.views import Pages
-from shared import auth, tokens
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
 from shared.web import local_time
@@ -37,19 +36,6 @@ async def _own(meetings: MeetingsDep, meeting_id: str, organiser: CurrentOrganis
 
 
 OwnMeeting = Annotated[Any, Depends(_own)]
-
-
-@router.get("/sign-in")
-async def sign_in(secret: SecretKey, token: str) -> Response:
-    """Exchange a signed organiser token (from `python -m services.events organiser-token`) for a session cookie."""
-    try:
-        tokens.verify(secret, auth.ORGANISER_SESSION, token, auth.SESSION_MAX_AGE_S)
-    except tokens.InvalidToken:
-        raise HTTPException(401, "This sign-in link is not valid or has expired") from None
-    response = RedirectResponse("/events/organise", status_code=303)
-    response.set_cookie(auth.SESSION_COOKIE, token, max_age=auth.SESSION_MAX_AGE_S, httponly=True, samesite="lax",
-                        path="/")
-    return response
 
 
 @router.get("", response_class=HTMLResponse)

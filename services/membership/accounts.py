@@ -27,13 +27,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
+from services.membership.domain import failures_so_far, sign_in_wait_s
 from services.membership.ratelimit import SIGNIN_PER_ACCOUNT, SIGNIN_PER_IP, RateLimiter
 from shared import auth, tokens
 from shared.contact import MAX_NAME, collapse_spaces, is_email, normalise_email
 from shared.crypto import KeyStore, encode_key
 from shared.db import Database
 from shared.errors import InvalidInput
-from shared.events.catalog import OrganiserInvited, RoleGranted, SubjectKeyIssued
+from shared.events.catalog import OrganiserInvited, OrganiserSignInLocked, RoleGranted, SubjectKeyIssued
 from shared.events.envelope import EventData
 from shared.outbox import Outbox
 from shared.uow import UnitsOfWork
@@ -55,7 +56,11 @@ class SignInRefused(Exception):
 
 
 class TooManyAttempts(Exception):
-    """Too many sign-in attempts from this address or for this account: wait, then try again."""
+    """Too many sign-in attempts from this address or for this account: wait `retry_after_s`, then try again."""
+
+    def __init__(self, retry_after_s: int = 300) -> None:
+        super().__init__(retry_after_s)
+        self.retry_after_s = max(1, retry_after_s)
 
 
 class InvalidLink(Exception):
@@ -313,14 +318,30 @@ class OrganiserAccounts:
     # signing in ------------------------------------------------------------------------------------
     async def sign_in(self, email: str, password: str, code: str, *, ip: str) -> tuple[auth.OrganiserScope, str]:
         """Check password and second factor (a TOTP code or an unused recovery code); return the scope and
-        a session token. Raises SignInRefused without saying what was wrong, or TooManyAttempts."""
+        a session token. Raises SignInRefused without saying what was wrong, or TooManyAttempts: per address,
+        per account, and an account's own back-off (each wrong try past the first few doubles its wait)."""
         email_n = normalise_email(email)
         async with self.uows.begin() as uow:
             session = uow.session
             by_ip = await self.limiter.hit(session, SIGNIN_PER_IP, ip, ip=ip)
             by_account = await self.limiter.hit(session, SIGNIN_PER_ACCOUNT, email_n, ip=ip)
+            locked = await self._locked_for_s(session, email_n)
+        if locked:
+            raise TooManyAttempts(locked)
         if not (by_ip.allowed and by_account.allowed):
-            raise TooManyAttempts()
+            raise TooManyAttempts(max(by_ip.retry_after_s, by_account.retry_after_s))
+        try:
+            scope = await self._check_credentials(email_n, password, code)
+        except SignInRefused:
+            await self._count_failure(email_n)
+            raise
+        async with self.uows.begin() as uow:
+            await uow.session.execute(
+                tables.signin_backoff.delete().where(tables.signin_backoff.c.bucket == self._backoff_bucket(email_n))
+            )
+        return scope, auth.issue(self.secret_key, scope)
+
+    async def _check_credentials(self, email_n: str, password: str, code: str) -> auth.OrganiserScope:
         o = tables.organisers
         async with self.uows.begin() as uow:
             session = uow.session
@@ -340,9 +361,71 @@ class OrganiserAccounts:
                 values["totp_last_step"] = step
             elif not await self._use_recovery_code(session, row.id, code):
                 raise SignInRefused()
+            if await self._role_revoked(session, row):
+                raise SignInRefused()
             await session.execute(update(o).where(o.c.id == row.id).values(**values))
-        scope = auth.OrganiserScope(row.id, row.scope_type, row.scope_id)
-        return scope, auth.issue(self.secret_key, scope)
+        return auth.OrganiserScope(row.id, row.scope_type, row.scope_id)
+
+    @staticmethod
+    async def _role_revoked(session: AsyncSession, row: Any) -> bool:
+        """An account whose organiser role (for its scope) was revoked, and not given again, cannot sign in."""
+        g = tables.role_grants
+        same = (g.c.organiser_id == row.id, g.c.role == "organiser", g.c.scope_type == row.scope_type,
+                g.c.scope_id.is_not_distinct_from(row.scope_id))
+        grants = (await session.execute(select(g.c.revoked_at).where(*same))).scalars().all()
+        return bool(grants) and all(revoked is not None for revoked in grants)
+
+    def _backoff_bucket(self, email_n: str) -> str:
+        return hmac.new(self._code_key, f"signin-backoff:{email_n}".encode(), hashlib.sha256).hexdigest()[:64]
+
+    async def _locked_for_s(self, session: AsyncSession, email_n: str) -> int:
+        """Seconds this account still waits before its next sign-in is even checked (0: none)."""
+        b = tables.signin_backoff
+        until = (
+            await session.execute(select(b.c.locked_until).where(b.c.bucket == self._backoff_bucket(email_n)))
+        ).scalar()
+        left = (until - utcnow()).total_seconds() if until is not None else 0
+        return int(left) + 1 if left > 0 else 0
+
+    async def _count_failure(self, email_n: str) -> None:
+        """One more wrong try in a row: past the first few, the account waits (30 s, doubling each time, at most
+        an hour); a new wait is announced (OrganiserSignInLocked) so the organiser is emailed, once per wait."""
+        b, o = tables.signin_backoff, tables.organisers
+        bucket = self._backoff_bucket(email_n)
+        now = utcnow()
+        async with self.uows.begin() as uow:
+            session = uow.session
+            await session.execute(pg_insert(b).values(bucket=bucket).on_conflict_do_nothing(index_elements=["bucket"]))
+            row = (await session.execute(select(b).where(b.c.bucket == bucket).with_for_update())).one()
+            failures = failures_so_far(row.failures, row.last_failure_at, now) + 1
+            wait = sign_in_wait_s(failures)
+            locked_until = now + timedelta(seconds=wait) if wait else None
+            await session.execute(
+                update(b).where(b.c.bucket == bucket).values(
+                    failures=failures, last_failure_at=now, locked_until=locked_until
+                )
+            )
+            if locked_until is None:
+                return
+            account = (
+                await session.execute(
+                    select(o.c.id, o.c.name).where(o.c.email_normalised == email_n, o.c.status == "active")
+                )
+            ).first()
+            if account is None:
+                return  # the same wait for an address that is no account, and nobody to tell
+            key, new_key = await self.keys.get_or_create(session, account.id)
+            if new_key:  # an account made before keys were: notifications needs it to read the address
+                await uow.emit(SubjectKeyIssued(key_id=account.id, key=encode_key(key)))
+            await uow.emit(
+                OrganiserSignInLocked(
+                    organiser_id=account.id,
+                    email=await self.keys.seal(session, account.id, email_n),
+                    name=await self.keys.seal(session, account.id, account.name) if account.name else None,
+                    failures=failures,
+                    locked_until=locked_until,
+                )
+            )
 
     async def _use_recovery_code(self, session: AsyncSession, organiser_id: str, code: str) -> bool:
         if len(code.replace("-", "").replace(" ", "")) != 10:
@@ -412,17 +495,6 @@ class OrganiserAccounts:
             session = uow.session
             rows = (await session.execute(select(k).order_by(k.c.created_at.desc()))).all()
             return [r for r in rows if await self.within(session, by, r.scope_type, r.scope_id)]
-
-    async def revoke_api_key(self, key_id: str, by: auth.OrganiserScope) -> bool:
-        k = tables.api_keys
-        async with self.uows.begin() as uow:
-            session = uow.session
-            row = (await session.execute(select(k).where(k.c.id == key_id).with_for_update())).first()
-            if row is None or not await self.within(session, by, row.scope_type, row.scope_id):
-                return False
-            if row.revoked_at is None:
-                await session.execute(update(k).where(k.c.id == key_id).values(revoked_at=utcnow()))
-            return True
 
     async def api_key_revoked(self, key_id: str) -> bool:
         """True for a key that was revoked, or that this network never issued."""

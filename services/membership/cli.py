@@ -11,6 +11,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from services.membership import enrolment_qr
 from services.membership.accounts import AccountProblem, OrganiserAccounts
 from services.membership.member_requests import MemberRequests
 from services.membership.member_rights import MemberRights
@@ -54,6 +55,8 @@ def _create_organiser(args: argparse.Namespace) -> int:
         print(f"TOTP secret:       {created.totp_secret}")
         print(f"otpauth URI:       {created.otpauth_uri}")
         print(f"set password link: {created.set_password_url}")
+        print("Scan this with the authenticator app (or enter the TOTP secret):")
+        print(enrolment_qr.terminal(created.otpauth_uri))
         print("Open the link (valid 7 days, once), enter a code from the authenticator app and choose a password.")
         return 0
 

@@ -314,6 +314,16 @@ organisers = Table(
     Column("last_signed_in_at", DateTime(timezone=True), nullable=True),
 )
 
+signin_backoff = Table(
+    "signin_backoff",
+    metadata,
+    # Wrong sign-ins in a row per account (a keyed hash of the address, whether or not the account exists).
+    Column("bucket", String(80), primary_key=True),
+    Column("failures", Integer, nullable=False, server_default=text("0")),
+    Column("last_failure_at", DateTime(timezone=True), nullable=True),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+)
+
 recovery_codes = Table(
     "recovery_codes",
     metadata,

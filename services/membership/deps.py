@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
 from services.membership.accounts import OrganiserAccounts
 from services.membership.directory import Directory
@@ -18,6 +17,7 @@ from services.membership.joins import Joins
 from services.membership.member_rights import MemberRights
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
+from services.membership.revoking import Revoking
 from services.membership.roster import Roster
 from shared import auth
 from shared.config import Settings
@@ -46,6 +46,7 @@ JoinFormsDep = Annotated[JoinForms, Depends(_state("join_forms"))]
 MemberRightsDep = Annotated[MemberRights, Depends(_state("member_rights"))]
 OriginsDep = Annotated[AllowedOrigins, Depends(_state("origins"))]
 AccountsDep = Annotated[OrganiserAccounts, Depends(_state("accounts"))]
+RevokingDep = Annotated[Revoking, Depends(_state("revoking"))]
 DirectoryDep = Annotated[Directory, Depends(_state("directory"))]
 RosterDep = Annotated[Roster, Depends(_state("roster"))]
 FrontDoorDep = Annotated[FrontDoor, Depends(_state("front_door"))]
@@ -59,17 +60,14 @@ class SignInNeeded(Exception):
 
 
 async def current_organiser(request: Request, accounts: AccountsDep) -> auth.OrganiserScope:
-    """The signed-in organiser, still active here; a POST from another site is refused (CSRF)."""
-    who = auth.optional_organiser(request)
-    if who is None or who.key_id is not None:
+    """The signed-in organiser: a session not revoked (`shared/auth.py`), of an account still active here.
+    (A form posted from another site never gets this far: `shared/web.py` `RefuseCrossSiteForms`.)"""
+    who = await auth.optional_organiser(request)
+    if who is None:
         raise SignInNeeded()
     row = await accounts.organiser(who.organiser_id)
     if row is None or row.status != "active":
         raise SignInNeeded()
-    if request.method == "POST":
-        origin = request.headers.get("origin")
-        if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
-            raise HTTPException(403, "This form was sent from another site")
     return who
 
 

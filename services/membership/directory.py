@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -203,10 +203,29 @@ class Directory:
             return grant_id
 
     async def roles(self, by: auth.OrganiserScope) -> list[Any]:
-        g = tables.role_grants
+        """The roles in force within `by`'s part of the network, each with its holder's name (`holder_name`)."""
+        g, o, m = tables.role_grants, tables.organisers, tables.members
+        holder = func.coalesce(func.nullif(o.c.name, ""), o.c.email_normalised, func.nullif(m.c.name, ""), "A member")
         async with self.uows.begin() as uow:
             session = uow.session
             rows = (
-                await session.execute(select(g).where(g.c.revoked_at.is_(None)).order_by(g.c.granted_at.desc()))
+                await session.execute(
+                    select(g, holder.label("holder_name"))
+                    .select_from(g.outerjoin(o, o.c.id == g.c.organiser_id).outerjoin(m, m.c.id == g.c.member_id))
+                    .where(g.c.revoked_at.is_(None))
+                    .order_by(g.c.granted_at.desc())
+                )
             ).all()
             return [r for r in rows if await self.accounts.within(session, by, r.scope_type, r.scope_id)]
+
+    async def scope_labels(self) -> Callable[[str, str | None], str]:
+        """Words for a scope, by the units' names: `the whole network`, `the region West Midlands`."""
+        names = {u.id: u.name for rows in (await self.units()).values() for u in rows}
+        kinds = {"region": "the region", "group": "the local group", "subteam": "the sub-team"}
+
+        def label(scope_type: str, scope_id: str | None) -> str:
+            if scope_type == "network":
+                return "the whole network"
+            return f"{kinds.get(scope_type, scope_type)} {names.get(scope_id or '', 'that no longer exists')}"
+
+        return label

@@ -670,6 +670,29 @@ def change_summary(previous: MemberRecord, decision: Rejoin, options: JoinOption
 # -- the engagement ladder ---------------------------------------------------------------------------
 
 
+# -- organisers' sign-in: exponential back-off per account ----------------------------------------
+
+SIGNIN_FREE_FAILURES = 5  # wrong tries in a row before the account waits (typos happen)
+SIGNIN_FIRST_WAIT_S = 30  # the first wait; each further wrong try doubles it
+SIGNIN_MAX_WAIT_S = 3600  # never longer than an hour: the real organiser is not locked out for days
+SIGNIN_FORGET_AFTER_S = 24 * 3600  # a day without a wrong try starts the count again
+
+
+def sign_in_wait_s(failures: int) -> int:
+    """How long an account waits after `failures` wrong tries in a row: nothing for the first few, then 30 s,
+    doubling with each further one, up to an hour."""
+    if failures < SIGNIN_FREE_FAILURES:
+        return 0
+    return min(SIGNIN_FIRST_WAIT_S * 2 ** min(failures - SIGNIN_FREE_FAILURES, 20), SIGNIN_MAX_WAIT_S)
+
+
+def failures_so_far(failures: int, last_failure_at: datetime | None, now: datetime) -> int:
+    """The wrong tries that still count: forgotten a day after the last one."""
+    if last_failure_at is None or (now - last_failure_at).total_seconds() > SIGNIN_FORGET_AFTER_S:
+        return 0
+    return failures
+
+
 def ladder_level(status: str | None, level: str, now: datetime) -> dict[str, Any]:
     """Recording the level campaigns observes: the `members` columns to set (none for an erased member or one
     not known here). A member's own choice of involvement (`engagement_level`) stays as they chose."""

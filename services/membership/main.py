@@ -20,6 +20,7 @@ from services.membership.member_rights import MemberRights
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
 from services.membership.reactions import Reactions
+from services.membership.revoking import Revoking
 from services.membership.roster import Roster
 from shared import topics
 from shared.config import Settings
@@ -82,6 +83,7 @@ def create_app(
     app.state.member_rights = MemberRights(runtime.uows, joins.requests)
     app.state.origins = AllowedOrigins(runtime.uows)
     app.state.accounts = accounts
+    app.state.revoking = Revoking(runtime.uows, accounts)
     app.state.directory = Directory(runtime.uows, accounts, joins.forget_options)
     app.state.roster = Roster(runtime.uows)
     app.state.front_door = FrontDoor(runtime.uows)

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from services.membership import enrolment_qr
 from services.membership.accounts import AccountProblem, InvalidLink, OrganiserAccounts, SignInRefused, TooManyAttempts
 from services.membership.deps import (
     AccountsDep,
@@ -28,6 +29,7 @@ from services.membership.deps import (
     MemberRightsDep,
     OriginsDep,
     PrivacyNoticesDep,
+    RevokingDep,
     RosterDep,
     SettingsDep,
 )
@@ -35,6 +37,7 @@ from services.membership.directory import KIND_NAMES, ROLES, Directory
 from services.membership.front_door import FrontDoor
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
+from services.membership.revoking import CannotRevoke
 from services.membership.roster import MemberFilters
 from services.membership.web import message_page, page, remote_ip
 from shared import auth
@@ -82,18 +85,19 @@ async def sign_in(request: Request, accounts: AccountsDep, settings: SettingsDep
         return JSONResponse({"error": "Send email, password and code as a JSON object"}, status_code=400)
     email, password, code = (str(data.get(k) or "") for k in ("email", "password", "code"))
     next_path = _safe_next(str(data.get("next") or "/members"))
-    problem, status = None, 200
+    problem, status, headers = None, 200, dict[str, str]()
     try:
         scope, token = await accounts.sign_in(email, password, code, ip=remote_ip(request))
     except SignInRefused:
         problem, status = "The email address, password or code is not right", 401
-    except TooManyAttempts:
-        problem, status = "Too many attempts to sign in: wait a few minutes and try again", 429
+    except TooManyAttempts as wait:
+        problem, status = f"Too many attempts to sign in: wait {_duration(wait.retry_after_s)} and try again", 429
+        headers = {"Retry-After": str(wait.retry_after_s)}
     if problem is not None:
         if as_json:
-            return JSONResponse({"error": problem}, status_code=status)
+            return JSONResponse({"error": problem}, status_code=status, headers=headers)
         values = {"email": email, "next": next_path}
-        return page(request, "signin.html", {"values": values, "error": problem}, status)
+        return page(request, "signin.html", {"values": values, "error": problem}, status, headers)
     if as_json:
         return JSONResponse(
             {
@@ -105,7 +109,8 @@ async def sign_in(request: Request, accounts: AccountsDep, settings: SettingsDep
             }
         )
     response = RedirectResponse(next_path, status_code=303)
-    secure = settings.public_base_url.startswith("https://")
+    # Secure whenever the public address is https, or this request reached us over https (a TLS terminator).
+    secure = settings.public_base_url.startswith("https://") or request.url.scheme == "https"
     response.set_cookie(
         auth.SESSION_COOKIE,
         token,
@@ -118,8 +123,23 @@ async def sign_in(request: Request, accounts: AccountsDep, settings: SettingsDep
     return response
 
 
+def _duration(seconds: int) -> str:
+    """A wait in words: `45 seconds`, `2 minutes`, `1 hour`."""
+    if seconds < 60:
+        return f"{seconds} seconds"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 60:
+        return "1 minute" if minutes == 1 else f"{minutes} minutes"
+    hours = math.ceil(minutes / 60)
+    return "1 hour" if hours == 1 else f"{hours} hours"
+
+
 @router.post("/signin/out")
-async def sign_out(request: Request) -> Response:
+async def sign_out(request: Request, revoking: RevokingDep) -> Response:
+    """End the session everywhere (every service refuses it from now on), not just in this browser."""
+    who = await auth.optional_organiser(request)
+    if who is not None:
+        await revoking.sign_out(who)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")
     return response
@@ -131,7 +151,8 @@ async def set_password_form(request: Request, accounts: AccountsDep, token: str 
         enrolment = await accounts.enrolment(token)
     except InvalidLink:
         return _invalid_link(request)
-    return page(request, "set_password.html", {"enrolment": enrolment, "token": token, "errors": {}})
+    context = {"enrolment": enrolment, "token": token, "errors": {}, "qr_svg": enrolment_qr.svg(enrolment.otpauth_uri)}
+    return page(request, "set_password.html", context)
 
 
 def _invalid_link(request: Request) -> HTMLResponse:
@@ -154,9 +175,9 @@ async def set_password(request: Request, accounts: AccountsDep) -> HTMLResponse:
         return _invalid_link(request)
     except AccountProblem as problem:
         enrolment = await svc.enrolment(token)
-        return page(
-            request, "set_password.html", {"enrolment": enrolment, "token": token, "errors": problem.errors}, 422
-        )
+        context = {"enrolment": enrolment, "token": token, "errors": problem.errors,
+                   "qr_svg": enrolment_qr.svg(enrolment.otpauth_uri)}
+        return page(request, "set_password.html", context, 422)
     return page(request, "recovery_codes.html", {"codes": codes})
 
 
@@ -288,9 +309,11 @@ async def _roles_page(
 ) -> HTMLResponse:
     grants = await directory.roles(who)
     units = await directory.units()
-    return page(
-        request, "roles.html", _context(who, grants=grants, units=units, role_names=ROLES, errors=errors), status
+    context = _context(
+        who, grants=grants, units=units, role_names=ROLES, errors=errors, scope_label=await directory.scope_labels(),
+        revoked=request.query_params.get("revoked"),
     )
+    return page(request, "roles.html", context, status)
 
 
 @router.post("/admin/roles", response_class=HTMLResponse)
@@ -436,9 +459,11 @@ async def _organisers_page(
 ) -> HTMLResponse:
     rows = await accounts.list_organisers(who)
     units = await directory.units()
-    return page(
-        request, "organisers.html", _context(who, organisers=rows, units=units, errors=errors, invited=invited), status
+    context = _context(
+        who, organisers=rows, units=units, errors=errors, invited=invited, scope_label=await directory.scope_labels(),
+        disabled=request.query_params.get("disabled"),
     )
+    return page(request, "organisers.html", context, status)
 
 
 @router.get("/organisers", response_class=HTMLResponse)
@@ -500,7 +525,57 @@ async def create_api_key(
 
 
 @router.post("/organisers/api-keys/{key_id}/revoke")
-async def revoke_api_key(who: CurrentOrganiser, accounts: AccountsDep, key_id: str) -> Response:
-    if not await accounts.revoke_api_key(key_id, who):
-        raise HTTPException(404, "There is no such API key in the part of the network you look after")
+async def revoke_api_key(who: CurrentOrganiser, revoking: RevokingDep, key_id: str) -> Response:
+    try:
+        await revoking.revoke_api_key(key_id, who)
+    except CannotRevoke:
+        raise HTTPException(404, "There is no such API key in the part of the network you look after") from None
     return RedirectResponse("/organisers/api-keys", status_code=303)
+
+
+# -- disabling organisers and revoking roles: each asks first --------------------------------------
+
+
+@router.get("/organisers/{organiser_id}/disable", response_class=HTMLResponse)
+async def confirm_disable(
+    request: Request, who: CurrentOrganiser, revoking: RevokingDep, directory: DirectoryDep, organiser_id: str
+) -> Response:
+    try:
+        row = await revoking.organiser_to_disable(organiser_id, who)
+    except CannotRevoke:
+        raise HTTPException(404, "There is no organiser you can disable at this address") from None
+    context = _context(who, organiser=row, scope_label=await directory.scope_labels())
+    return page(request, "disable_organiser.html", context)
+
+
+@router.post("/organisers/{organiser_id}/disable")
+async def disable_organiser(who: CurrentOrganiser, revoking: RevokingDep, organiser_id: str) -> Response:
+    """Their sessions, API keys, digests and feed end in every service within seconds."""
+    try:
+        await revoking.disable_organiser(organiser_id, who)
+    except CannotRevoke:
+        raise HTTPException(404, "There is no organiser you can disable at this address") from None
+    return RedirectResponse("/organisers?disabled=1", status_code=303)
+
+
+@router.get("/admin/roles/{grant_id}/revoke", response_class=HTMLResponse)
+async def confirm_revoke_role(
+    request: Request, who: CurrentOrganiser, revoking: RevokingDep, directory: DirectoryDep, grant_id: str
+) -> Response:
+    try:
+        await revoking.role_to_revoke(grant_id, who)
+    except CannotRevoke:
+        raise HTTPException(404, "There is no role you can revoke at this address") from None
+    grant = next(g for g in await directory.roles(who) if g.id == grant_id)
+    context = _context(who, grant=grant, role_names=ROLES, scope_label=await directory.scope_labels())
+    return page(request, "revoke_role.html", context)
+
+
+@router.post("/admin/roles/{grant_id}/revoke")
+async def revoke_role(who: CurrentOrganiser, revoking: RevokingDep, grant_id: str) -> Response:
+    """The holder's sessions of that scope, their API keys and that scope's digest end."""
+    try:
+        await revoking.revoke_role(grant_id, who)
+    except CannotRevoke:
+        raise HTTPException(404, "There is no role you can revoke at this address") from None
+    return RedirectResponse("/admin/roles?revoked=1", status_code=303)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from services.notifications import db as tables
 from services.notifications.action_notices import ActionNotices
 from services.notifications.activity import ActivityLog
 from services.notifications.confirmations import ActionConfirmations
@@ -22,6 +23,7 @@ from shared.events.catalog import (
     ActionKeyIssued,
     ActionRepeated,
     ActionTaken,
+    ApiKeyRevoked,
     AskPublished,
     AttendanceRecorded,
     CampaignClosed,
@@ -42,10 +44,14 @@ from shared.events.catalog import (
     MpLetterAwaitingConfirmation,
     MpLetterRequested,
     OrganisationUnitDefined,
+    OrganiserDisabled,
     OrganiserInvited,
+    OrganiserSignedOut,
+    OrganiserSignInLocked,
     PledgePublished,
     PromotedFromWaitlist,
     RoleGranted,
+    RoleRevoked,
     RsvpCancelled,
     RsvpKeyIssued,
     RsvpReceived,
@@ -54,6 +60,7 @@ from shared.events.catalog import (
 )
 from shared.events.envelope import Envelope
 from shared.handlers import Handlers, Registry
+from shared.revocations import add_revocation_group
 from shared.uow import UnitOfWork
 
 
@@ -157,9 +164,17 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
 
     organisers.route(
         (RoleGranted, u.organisers.role_granted),
+        (RoleRevoked, u.organisers.role_revoked),
+        (OrganiserDisabled, u.organisers.organiser_disabled),
         (OrganisationUnitDefined, u.organisers.unit_defined),
         (OrganiserInvited, u.invitations.organiser_invited),
+        (OrganiserSignInLocked, u.invitations.sign_in_locked),
     )
+    organisers.ignore(
+        (ApiKeyRevoked, OrganiserSignedOut),
+        f"copied into the revocation record by notifications.revocations{group_suffix}; no digest changes",
+    )
+    add_revocation_group(registry, tables.delivery.revocations, "notifications.revocations" + group_suffix)
 
     async def member_joined(uow: UnitOfWork, envelope: Envelope, event: MemberJoined) -> None:
         await u.activity.member_joined(uow, envelope, event)

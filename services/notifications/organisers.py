@@ -17,7 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifications import db as tables
 from services.notifications.digest_schedule import PERIODS, next_digest_time
 from services.notifications.service import NotificationService
-from shared.events.catalog import MemberErased, MemberProfileUpdated, OrganisationUnitDefined, RoleGranted
+from shared.events.catalog import (
+    MemberErased,
+    MemberProfileUpdated,
+    OrganisationUnitDefined,
+    OrganiserDisabled,
+    RoleGranted,
+    RoleRevoked,
+)
 from shared.events.envelope import Envelope
 from shared.uow import UnitOfWork
 
@@ -81,6 +88,27 @@ class Organisers:
             )
             .on_conflict_do_nothing(constraint="uq_digest_subscriptions_scope")
         )
+
+    async def role_revoked(self, uow: UnitOfWork, envelope: Envelope, event: RoleRevoked) -> None:
+        """That scope's digests stop; with no scope left, so does the feed (its address is replaced: the old one
+        answers 404)."""
+        s = tables.digest_subscriptions
+        await uow.session.execute(
+            delete(s).where(
+                s.c.organiser_id == event.organiser_id,
+                s.c.scope_type == event.scope_type,
+                s.c.scope_id == (event.scope_id or ""),
+            )
+        )
+        left = await uow.session.execute(select(s.c.id).where(s.c.organiser_id == event.organiser_id).limit(1))
+        if left.first() is None:
+            await self.renew_feed_token(uow, event.organiser_id)
+
+    async def organiser_disabled(self, uow: UnitOfWork, envelope: Envelope, event: OrganiserDisabled) -> None:
+        """A disabled organiser gets no more digests, and their feed's address stops working."""
+        s = tables.digest_subscriptions
+        await uow.session.execute(delete(s).where(s.c.organiser_id == event.organiser_id))
+        await self.renew_feed_token(uow, event.organiser_id)
 
     async def unit_defined(self, uow: UnitOfWork, envelope: Envelope, event: OrganisationUnitDefined) -> None:
         u = tables.units

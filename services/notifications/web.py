@@ -21,7 +21,7 @@ from services.notifications.feeds import router as feeds_router
 from services.notifications.followups import PLACEHOLDERS, FollowUps, InvalidStep, StepInput
 from services.notifications.organisers import Organisers
 from services.notifications.wording import AUTORESPONDERS, EmailSettings
-from shared import auth, tokens
+from shared import auth
 from shared.auth import OrganiserScope
 from shared.web import MAX_PAGE, make_templates
 
@@ -80,21 +80,6 @@ def _require_network(organiser: OrganiserScope) -> None:
 
 
 # Pages -------------------------------------------------------------------------------------------------
-
-
-@router.get("/sign-in")
-async def sign_in(request: Request, token: str, next: str = "/notifications/organise") -> Response:
-    """Exchange a signed organiser token for a session cookie."""
-    try:
-        auth.verify(request.app.state.runtime.settings.secret_key, token)
-    except tokens.InvalidToken:
-        raise HTTPException(401, "This sign-in link is not valid or has expired") from None
-    target = next if next.startswith("/") and not next.startswith("//") else "/notifications/organise"
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        auth.SESSION_COOKIE, token, max_age=auth.SESSION_MAX_AGE_S, httponly=True, samesite="lax", path="/"
-    )
-    return response
 
 
 @router.get("", response_class=HTMLResponse)

@@ -175,6 +175,79 @@ class OrganiserInvited(_OrganisationEvent):
         return self.organiser_id
 
 
+class ApiKeyRevoked(_OrganisationEvent):
+    """An integration's API key was revoked: every service refuses it from now on."""
+
+    event_type = "ApiKeyRevoked"
+    key_id: str
+    created_by: str | None = None
+    revoked_by: str | None = None
+    revoked_at: datetime
+
+    def subject(self) -> str:
+        return self.key_id
+
+
+class OrganiserDisabled(_OrganisationEvent):
+    """An organiser account was disabled: every service refuses the sessions and API keys it signed or made
+    before `disabled_at`, and notifications stops its digests and feed."""
+
+    event_type = "OrganiserDisabled"
+    organiser_id: str
+    disabled_by: str | None = None
+    disabled_at: datetime
+
+    def subject(self) -> str:
+        return self.organiser_id
+
+
+class RoleRevoked(_OrganisationEvent):
+    """A role was taken back (named like RoleGranted: `organiser_id` is the holder, a member's id for a member
+    without an account): every service refuses the holder's sessions of that scope signed before `revoked_at`
+    and the API keys they made, and notifications stops that scope's digest."""
+
+    event_type = "RoleRevoked"
+    grant_id: str
+    organiser_id: str
+    member_id: str | None = None
+    role: Literal["organiser", "subteam_lead", "constituency_rep"]
+    scope_type: ScopeType
+    scope_id: str | None = None
+    revoked_by: str | None = None
+    revoked_at: datetime
+
+    def subject(self) -> str:
+        return self.organiser_id
+
+
+class OrganiserSignedOut(_OrganisationEvent):
+    """An organiser signed out: every service refuses that session (until it would have expired anyway)."""
+
+    event_type = "OrganiserSignedOut"
+    organiser_id: str
+    session_id: str
+    signed_out_at: datetime
+    expires_at: datetime
+
+    def subject(self) -> str:
+        return self.organiser_id
+
+
+class OrganiserSignInLocked(_OrganisationEvent):
+    """Sign-ins to an organiser's account failed so often that it waits before the next try: notifications
+    emails the organiser, once per lockout. The address travels sealed with the organiser's key."""
+
+    event_type = "OrganiserSignInLocked"
+    organiser_id: str
+    email: Sealed
+    name: Sealed | None = None
+    failures: int
+    locked_until: datetime
+
+    def subject(self) -> str:
+        return self.organiser_id
+
+
 class SubjectKeyIssued(EventData):
     """A data key for one subject's personal fields, on a compacted topic; a tombstone destroys it."""
 
@@ -528,6 +601,11 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     OrganisationUnitDefined,
     RoleGranted,
     OrganiserInvited,
+    ApiKeyRevoked,
+    OrganiserDisabled,
+    RoleRevoked,
+    OrganiserSignedOut,
+    OrganiserSignInLocked,
     SubjectKeyIssued,
     MeetingScheduled,
     MeetingUpdated,

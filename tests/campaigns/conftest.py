@@ -52,6 +52,7 @@ ENGAGEMENT_TOPICS = (topics.MEMBERSHIP_MEMBERS, topics.MEMBERSHIP_ORGANISATION, 
 RUN = uuid.uuid4().hex[:8]
 ENGAGEMENT_GROUP = f"campaigns.engagement.test-{RUN}"
 REPORTING_GROUP = f"campaigns.reporting.test-{RUN}"
+REVOCATIONS_GROUP = f"campaigns.revocations.test-{RUN}"
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +61,7 @@ def campaigns_db_url() -> str:
     # The test groups' dead-letter topics too, so a poison message cannot stall them.
     return fresh_test_database("campaigns", TEST_DB, SERVICE_DIR, extra_topics=tuple(
         topics.TopicSpec(topics.dead_letter_topic(g), "test dead letters", partitions=1, retention_ms=86_400_000)
-        for g in (ENGAGEMENT_GROUP, REPORTING_GROUP)))
+        for g in (ENGAGEMENT_GROUP, REPORTING_GROUP, REVOCATIONS_GROUP)))
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +93,8 @@ class CampaignsServer(InProcessServer):
     def create_app(self) -> Any:
         from services.campaigns.main import create_app
 
-        return create_app(self.settings, engagement_group=ENGAGEMENT_GROUP, reporting_group=REPORTING_GROUP)
+        return create_app(self.settings, engagement_group=ENGAGEMENT_GROUP, reporting_group=REPORTING_GROUP,
+                          revocations_group=REVOCATIONS_GROUP)
 
     @property
     def campaigns(self) -> Any:

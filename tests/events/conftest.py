@@ -70,7 +70,9 @@ class EventsServer(InProcessServer):
     def create_app(self) -> Any:
         from services.events.main import create_app
 
-        return create_app(self.settings, members_group=self.group, reminder_poll_interval_s=0.2)
+        # a revocations group of its own too, so the stack's events keeps receiving every revocation
+        return create_app(self.settings, members_group=self.group, revocations_group=f"{self.group}.revocations",
+                          reminder_poll_interval_s=0.2)
 
     @property
     def service(self) -> Any:

@@ -252,10 +252,12 @@ async def test_organiser_pages_need_a_valid_session(client, db, membership_setti
     organiser_id, headers = await make_organiser(db)
     await db.execute("UPDATE organisers SET status = 'disabled' WHERE id = $1", organiser_id)
     assert (await client.get("/members/export.csv", headers=headers)).status_code == 401
-    csrf = await client.post(
+    session = (await make_organiser(db))[1]["Authorization"][7:]
+    csrf = await client.post(  # another site's form: the browser sends the session cookie, not a header
         "/admin/units",
         data={"kind": "region", "name": "Sneaky"},
-        headers={**(await make_organiser(db))[1], "Origin": "https://evil.example"},
+        cookies={auth.SESSION_COOKIE: session},
+        headers={"Origin": "https://evil.example"},
     )
     assert csrf.status_code == 403
     assert await db.fetchval("SELECT count(*) FROM regions WHERE name = 'Sneaky'") == 0

@@ -53,7 +53,6 @@ GROUP = seeds.unit_id("group", "birmingham-south")  # members joining with B1 la
 ORIGIN = {"Origin": launcher.GATEWAY_URL}  # same-origin, as a browser's form POST (CSRF checks let it through)
 OPERATIONAL = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/healthz", "/readyz", "/metrics"}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
-REVOKED_ELSEWHERE = pytest.mark.xfail(strict=True, reason="revocation reaches other services with h/revoke")
 
 # -- the callers -------------------------------------------------------------------------------------------------
 CALLERS = ("network", "home_region", "other_region", "group", "revoked_key", "nobody")
@@ -641,10 +640,7 @@ def _cases() -> list[Any]:
         if rule is None or rule.kind in ("public", "link"):
             continue
         for caller in CALLERS:
-            marks = []
-            if caller == "revoked_key" and rule.api and not route.startswith("membership "):
-                marks.append(REVOKED_ELSEWHERE)
-            cases.append(pytest.param(route, caller, id=f"{route} as {caller}", marks=marks))
+            cases.append(pytest.param(route, caller, id=f"{route} as {caller}"))
     return cases
 
 
