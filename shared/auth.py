@@ -13,7 +13,7 @@ revocations installs `app.state.api_key_revoked` (an async function of the key i
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -38,6 +38,10 @@ class OrganiserScope:
     scope_type: str  # network | region | group | subteam
     scope_id: str | None = None
     key_id: str | None = None  # set when the caller is an API key
+    # Words for pages, carried in the session so every service's organiser layout can greet them without asking
+    # membership: their name and their part of the network's name ("West Midlands"). Not part of who they are.
+    name: str | None = field(default=None, compare=False)
+    scope_name: str | None = field(default=None, compare=False)
 
     @property
     def is_network(self) -> bool:
@@ -60,12 +64,19 @@ class OrganiserScope:
 
     def describe(self) -> str:
         """Their part of the network in words, for messages and pages: `the whole network`, `the region …`."""
-        return "the whole network" if self.is_network else f"the {self.scope_type} {self.scope_id}"
+        if self.is_network:
+            return "the whole network"
+        kind = "sub-team" if self.scope_type == "subteam" else self.scope_type
+        return f"the {kind} {self.scope_name or self.scope_id}"
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"o": self.organiser_id, "t": self.scope_type, "s": self.scope_id}
         if self.key_id:
             body["k"] = self.key_id
+        if self.name:
+            body["n"] = self.name
+        if self.scope_name:
+            body["sn"] = self.scope_name
         return body
 
 
@@ -91,6 +102,8 @@ def verify(
             scope_type=scope_type,
             scope_id=str(scope_id) if scope_id is not None else None,
             key_id=str(payload["k"]) if payload.get("k") else None,
+            name=str(payload["n"]) if payload.get("n") else None,
+            scope_name=str(payload["sn"]) if payload.get("sn") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise tokens.InvalidToken("This token is not valid") from None

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     smtp_connections: int = 4  # concurrent SMTP connections per notifications process
 
     public_base_url: str = "http://localhost:8000"
+    # Where a service reaches the gateway itself (the organisers' home asks the other services through it); empty:
+    # PUBLIC_BASE_URL.
+    gateway_internal_url: str = ""
     secret_key: str = ""
     # GROUNDSWELL_DEV=1: a development machine (the launcher, the tests), where a weak SECRET_KEY is allowed.
     groundswell_dev: bool = False

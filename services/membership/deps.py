@@ -19,6 +19,7 @@ from services.membership.member_rights import MemberRights
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
 from services.membership.roster import Roster
+from services.membership.workspace import OrganiserHome
 from shared import auth
 from shared.config import Settings
 from shared.uow import UnitsOfWork
@@ -48,6 +49,7 @@ OriginsDep = Annotated[AllowedOrigins, Depends(_state("origins"))]
 AccountsDep = Annotated[OrganiserAccounts, Depends(_state("accounts"))]
 DirectoryDep = Annotated[Directory, Depends(_state("directory"))]
 RosterDep = Annotated[Roster, Depends(_state("roster"))]
+OrganiserHomeDep = Annotated[OrganiserHome, Depends(_state("organiser_home"))]
 FrontDoorDep = Annotated[FrontDoor, Depends(_state("front_door"))]
 PrivacyNoticesDep = Annotated[PrivacyNotices, Depends(_state("privacy_notices"))]
 SettingsDep = Annotated[Settings, Depends(_settings)]

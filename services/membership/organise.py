@@ -26,6 +26,7 @@ from services.membership.deps import (
     FrontDoorDep,
     JoinsDep,
     MemberRightsDep,
+    OrganiserHomeDep,
     OriginsDep,
     PrivacyNoticesDep,
     RosterDep,
@@ -38,6 +39,7 @@ from services.membership.privacy import PrivacyNotices
 from services.membership.roster import MemberFilters
 from services.membership.web import message_page, page, remote_ip
 from shared import auth
+from shared.deadletters import dead_letter_counts, read_dead_letters
 from shared.errors import InvalidInput
 from shared.web import MAX_PAGE
 
@@ -63,11 +65,11 @@ def _context(who: auth.OrganiserScope, **extra: Any) -> dict[str, Any]:
 
 def _safe_next(value: str) -> str:
     """Only a path on this site (never another site's address) to go to after signing in."""
-    return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/members"
+    return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/admin"
 
 
 @router.get("/signin", response_class=HTMLResponse)
-async def sign_in_form(request: Request, next: str = "/members") -> HTMLResponse:
+async def sign_in_form(request: Request, next: str = "/admin") -> HTMLResponse:
     return page(request, "signin.html", {"values": {"next": _safe_next(next)}, "error": None})
 
 
@@ -81,7 +83,7 @@ async def sign_in(request: Request, accounts: AccountsDep, settings: SettingsDep
     if not isinstance(data, dict):
         return JSONResponse({"error": "Send email, password and code as a JSON object"}, status_code=400)
     email, password, code = (str(data.get(k) or "") for k in ("email", "password", "code"))
-    next_path = _safe_next(str(data.get("next") or "/members"))
+    next_path = _safe_next(str(data.get("next") or "/admin"))
     problem, status = None, 200
     try:
         scope, token = await accounts.sign_in(email, password, code, ip=remote_ip(request))
@@ -239,8 +241,23 @@ async def erase_member(
 
 
 @router.get("/admin", response_class=HTMLResponse)
-async def admin_home(request: Request, who: CurrentOrganiser) -> HTMLResponse:
-    return page(request, "admin.html", _context(who))
+async def admin_home(request: Request, who: CurrentOrganiser, home: OrganiserHomeDep) -> HTMLResponse:
+    """The organisers' home: what they look after and what needs them, from every service."""
+    parts = await home.parts(who, auth.session_token(request))
+    return page(request, "admin.html", _context(who, home=parts))
+
+
+@router.get("/admin/dead-letters", response_class=HTMLResponse)
+async def dead_letters(request: Request, who: CurrentOrganiser) -> HTMLResponse:
+    """What each consumer group could not handle, for the operators (network organisers): counts and errors, never
+    the events themselves, which carry personal data."""
+    if not who.is_network:
+        raise HTTPException(403, "Only network organisers operate the system's dead letters")
+    settings = request.app.state.runtime.settings
+    counts = await dead_letter_counts(settings.kafka_bootstrap_servers)
+    letters = {g: [d.summary() for d in await read_dead_letters(g, settings.kafka_bootstrap_servers)][-20:]
+               for g, n in counts.items() if n}
+    return page(request, "dead_letters.html", _context(who, counts=counts, letters=letters))
 
 
 async def _units_page(

@@ -97,7 +97,7 @@ async def test_first_organiser_from_the_command_line_sets_a_password_and_signs_i
     signed_in = await client.post(
         "/signin", data={"email": email, "password": "correct horse battery staple", "code": next_code(secret)}
     )
-    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/members"
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/admin"  # the organisers' home
     cookie = signed_in.cookies[auth.SESSION_COOKIE]
     assert (
         "httponly" in signed_in.headers["set-cookie"].lower()
