@@ -18,14 +18,14 @@ from services.campaigns.deps import (
     OwnCampaign,
     SecretKey,
 )
-from services.campaigns.domain import ASK_KINDS, ActionNotFound, NotYours
+from services.campaigns.domain import ASK_KINDS, ActionNotFound, NotYours, validate_campaign
 from services.campaigns.engagement import LongTail
 from services.campaigns.views import Pages, PagesDep
 from shared import auth, tokens
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
 from shared.exports import csv_text
-from shared.scope_picker import UNKNOWN_CHOICE, choice_value, read_choice, scope_choices, scope_label
+from shared.scope_picker import NETWORK, UNKNOWN_CHOICE, choice_value, read_choice, scope_choices, scope_label
 from shared.web import DaysAgo
 
 router = APIRouter(prefix="/campaigns/organise", tags=["organiser pages"])
@@ -64,6 +64,15 @@ async def home_part(organiser: Organiser, campaigns: Campaigns, actions: Actions
     return {"live_campaigns": sum(1 for c in mine if c.status == "live"), "pledges_to_moderate": len(pending)}
 
 
+def _other_problems(values: dict[str, Any]) -> dict[str, str]:
+    """What else is wrong with a new campaign whose scope is not one offered, so the form says it all at once."""
+    try:
+        validate_campaign({**values, "scope_type": NETWORK, "scope_id": None})
+    except InvalidInput as exc:
+        return exc.errors
+    return {}
+
+
 async def _new_campaign_page(pages: Pages, campaigns: Campaigns, organiser: OrganiserScope, values: dict[str, Any],
                              errors: dict[str, str], status: int = 200) -> HTMLResponse:
     units = await campaigns.units()
@@ -86,7 +95,7 @@ async def new_campaign(request: Request, pages: PagesDep, organiser: Organiser, 
     chosen = read_choice(values["scope"], scope_choices(await campaigns.units(), organiser))
     try:
         if chosen is None:
-            raise InvalidInput({"scope": UNKNOWN_CHOICE})
+            raise InvalidInput({**_other_problems(values), "scope": UNKNOWN_CHOICE})
         values["scope_type"], values["scope_id"] = chosen
         campaign_id = await campaigns.launch(values, organiser)
     except (InvalidInput, NotYours) as exc:
