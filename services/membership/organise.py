@@ -36,7 +36,7 @@ from services.membership.directory import KIND_NAMES, ROLES, Directory
 from services.membership.front_door import FrontDoor
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
-from services.membership.roster import MemberFilters
+from services.membership.roster import MemberFilters, Roster
 from services.membership.web import message_page, page, remote_ip
 from shared import auth
 from shared.deadletters import dead_letter_counts, read_dead_letters
@@ -219,11 +219,22 @@ async def member_export(request: Request, who: CurrentOrganiser, roster: RosterD
 
 
 @router.get("/members/{member_id}", response_class=HTMLResponse)
-async def member_details(request: Request, who: CurrentOrganiser, roster: RosterDep, member_id: str) -> HTMLResponse:
+async def member_details(
+    request: Request, who: CurrentOrganiser, roster: RosterDep, directory: DirectoryDep, member_id: str
+) -> HTMLResponse:
     details = await roster.member(who, member_id)
     if details is None:
         raise HTTPException(404, "There is no member with that id in the part of the network you look after")
-    return page(request, "member.html", _context(who, **details, role_names=ROLES))
+    return page(request, "member.html", _context(who, **details, role_names=ROLES, units=await directory.units()))
+
+
+@router.get("/members/{member_id}/erase", response_class=HTMLResponse)
+async def confirm_erase(request: Request, who: CurrentOrganiser, roster: RosterDep, member_id: str) -> HTMLResponse:
+    """Erasure cannot be undone: the network organiser confirms it on a page of its own first."""
+    details = await roster.member(who, member_id, audit=False) if who.is_network else None
+    if details is None:
+        raise HTTPException(404, "There is no member with that id in the part of the network you look after")
+    return page(request, "member_erase.html", _context(who, member=details["member"]))
 
 
 @router.post("/members/{member_id}/erase")
@@ -296,18 +307,30 @@ async def define_unit(request: Request, who: CurrentOrganiser, directory: Direct
 
 
 @router.get("/admin/roles", response_class=HTMLResponse)
-async def roles(request: Request, who: CurrentOrganiser, directory: DirectoryDep) -> HTMLResponse:
-    return await _roles_page(request, directory, who, {})
+async def roles(
+    request: Request, who: CurrentOrganiser, directory: DirectoryDep, roster: RosterDep, member: str = ""
+) -> HTMLResponse:
+    """The roles given; with `member` (the member page's "Give a role" link) the form to give that member one."""
+    return await _roles_page(request, directory, roster, who, {}, member_id=member)
 
 
 async def _roles_page(
-    request: Request, directory: Directory, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200
+    request: Request,
+    directory: Directory,
+    roster: Roster,
+    who: auth.OrganiserScope,
+    errors: dict[str, str],
+    status: int = 200,
+    member_id: str = "",
 ) -> HTMLResponse:
     grants = await directory.roles(who)
     units = await directory.units()
-    return page(
-        request, "roles.html", _context(who, grants=grants, units=units, role_names=ROLES, errors=errors), status
-    )
+    names = await directory.names_of([g.member_id for g in grants if g.member_id],
+                                     [g.organiser_id for g in grants if g.organiser_id])
+    grant_to = (await roster.member(who, member_id, audit=False) or {}).get("member") if member_id else None
+    context = _context(who, grants=grants, units=units, role_names=ROLES, errors=errors, names=names,
+                       grant_to=grant_to)
+    return page(request, "roles.html", context, status)
 
 
 @router.post("/admin/roles", response_class=HTMLResponse)
@@ -320,12 +343,12 @@ async def grant_role(
     )
     if await roster.member(who, member_id, audit=False) is None:
         return await _roles_page(
-            request, directory, who, {"member_id": "Choose a member of the part you look after"}, 422
+            request, directory, roster, who, {"member_id": "Choose a member of the part you look after"}, 422
         )
     try:
         await directory.grant_role(member_id, role, scope_type, scope_id or None, by=who)
     except AccountProblem as problem:
-        return await _roles_page(request, directory, who, problem.errors, 422)
+        return await _roles_page(request, directory, roster, who, problem.errors, 422, member_id=member_id)
     return RedirectResponse("/admin/roles", status_code=303)
 
 
