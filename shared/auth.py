@@ -53,6 +53,10 @@ class OrganiserScope:
     key_id: str | None = None  # set when the caller is an API key
     session_id: str | None = field(default=None, compare=False)  # set for a session: sign-out ends this one
     issued_at: datetime | None = field(default=None, compare=False)  # when its token was signed
+    # Words for pages, carried in the session so every service's organiser layout can greet them without asking
+    # membership: their name and their part of the network's name ("West Midlands"). Not part of who they are.
+    name: str | None = field(default=None, compare=False)
+    scope_name: str | None = field(default=None, compare=False)
 
     @property
     def is_network(self) -> bool:
@@ -75,7 +79,10 @@ class OrganiserScope:
 
     def describe(self) -> str:
         """Their part of the network in words, for messages and pages: `the whole network`, `the region …`."""
-        return "the whole network" if self.is_network else f"the {self.scope_type} {self.scope_id}"
+        if self.is_network:
+            return "the whole network"
+        kind = "sub-team" if self.scope_type == "subteam" else self.scope_type
+        return f"the {kind} {self.scope_name or self.scope_id}"
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"o": self.organiser_id, "t": self.scope_type, "s": self.scope_id}
@@ -83,6 +90,10 @@ class OrganiserScope:
             body["k"] = self.key_id
         if self.session_id:
             body["i"] = self.session_id
+        if self.name:
+            body["n"] = self.name
+        if self.scope_name:
+            body["sn"] = self.scope_name
         return body
 
 
@@ -123,6 +134,8 @@ def verify(
             key_id=key_id,
             session_id=session_id,
             issued_at=signed_at,
+            name=str(payload["n"]) if payload.get("n") else None,
+            scope_name=str(payload["sn"]) if payload.get("sn") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise tokens.InvalidToken("This token is not valid") from None
@@ -155,7 +168,10 @@ async def optional_organiser(request: Request) -> OrganiserScope | None:
         return None
     try:
         who = verify(_secret(request), token)
-        return None if await revoked(request, who) else who
+        if await revoked(request, who):
+            return None
+        request.state.organiser = who  # for the page's layout (shared.web.signed_in_organiser)
+        return who
     except tokens.InvalidToken:
         return None
     except Exception:  # the revocation record cannot be read: not signed in
@@ -177,6 +193,7 @@ async def require_organiser(request: Request) -> OrganiserScope:
             headers={"WWW-Authenticate": "Bearer"},
         ) from None
     await _refuse_revoked(request, who, "Your organiser sign-in has ended: sign in again")
+    request.state.organiser = who  # for the page's layout (shared.web.signed_in_organiser)
     return who
 
 

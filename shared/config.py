@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # The gateway's addresses (CIDR, comma-separated): only a connection from one of them may say who the client
     # is (X-Forwarded-For, X-Real-IP). Loopback for the local launcher; the gateway's network in docker-compose.
     trusted_proxies: str = "127.0.0.1/32,::1/128"
+    # Where a service reaches the gateway itself (the organisers' home asks the other services through it); empty:
+    # PUBLIC_BASE_URL.
+    gateway_internal_url: str = ""
     secret_key: str = ""
     # GROUNDSWELL_DEV=1: a development machine (the launcher, the tests), where a weak SECRET_KEY is allowed.
     groundswell_dev: bool = False

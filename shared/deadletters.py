@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.config import get_settings
 from shared.consumer import H_ORIGINAL_KEY, H_ORIGINAL_TOPIC, H_REPLAY_FOR_GROUP
-from shared.topics import dead_letter_topic
+from shared.topics import CONSUMER_GROUPS, dead_letter_topic
 
 H_REPLAYED_FROM = "x-replayed-from-offset"
 
@@ -50,6 +50,30 @@ class DeadLetter:
             "attempts": self.headers.get("x-dlq-attempts"),
             "failed_at": self.headers.get("x-dlq-failed-at"),
         }
+
+
+async def dead_letter_counts(bootstrap: str | None = None) -> dict[str, int]:
+    """How many dead letters each consumer group's topic keeps (30 days of them), without reading any: for the
+    operators' part of the organisers' home."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap or get_settings().kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = [
+            TopicPartition(dead_letter_topic(g), p)
+            for g in CONSUMER_GROUPS
+            for p in sorted(cluster.partitions_for_topic(dead_letter_topic(g)) or set())
+        ]
+        starts = await consumer.beginning_offsets(partitions) if partitions else {}
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+        counts = dict.fromkeys(CONSUMER_GROUPS, 0)
+        for tp in partitions:
+            counts[tp.topic.removeprefix("dlq.")] += ends[tp] - starts[tp]
+        return counts
+    finally:
+        await consumer.stop()
 
 
 async def read_dead_letters(group: str, bootstrap: str | None = None) -> list[DeadLetter]:

@@ -25,9 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import metrics, tracing
+from shared import auth, metrics, tracing
 from shared.logging import correlation_id_var
 from shared.ratelimit import RateLimited
+from shared.workspace import organiser_menu
 
 SHARED_TEMPLATES = Path(__file__).parent / "templates"
 SHARED_STATIC = Path(__file__).parent / "static"
@@ -285,8 +286,19 @@ def make_templates(service_templates: Path | None, globals_: dict[str, Any] | No
     loaders.append(FileSystemLoader(str(SHARED_TEMPLATES)))
     env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html", "xml"]))
     env.globals.update(globals_ or {})
+    env.globals["signed_in_organiser"] = signed_in_organiser
+    env.globals["organiser_menu"] = organiser_menu
     env.filters["local_time"] = local_time
     return Jinja2Templates(env=env)
+
+
+def signed_in_organiser(request: Request | None) -> auth.OrganiserScope | None:
+    """The organiser a page is for, for the shared organiser layout (its menu, their name, sign-out): the one the
+    route's own dependency checked (signature, age and revocation, `shared.auth`); None on pages that checked
+    nobody, and when nobody is signed in."""
+    if request is None:
+        return None
+    return getattr(request.state, "organiser", None)
 
 
 def local_time(value: datetime | None, zone: str = NETWORK_TIMEZONE, fmt: str = "long") -> str:

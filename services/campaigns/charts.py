@@ -58,11 +58,12 @@ def _y_axis(top: float, left: int, right: int, y0: int, height: int) -> str:
 
 def line_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], *,
                width: int = 720, height: int = 300) -> Markup:
-    """Lines over time (one per series), with a legend; the last value of each is written at its end."""
+    """Lines over time (one per series), with a legend under the chart in the page's own text: full names that wrap
+    on a phone, where text inside the scaled-down drawing would be cut or too small to read."""
     desc = "; ".join(f"{name}: {_fmt(values[0]) if values else 0} to {_fmt(values[-1]) if values else 0}"
                      for name, values in series) or "No data yet"
     head, tail = _open("line", title, desc, width, height)
-    left, right, top_pad, bottom = 48, width - 150, 16, height - 40
+    left, right, top_pad, bottom = 48, width - 24, 16, height - 40
     plot_h = bottom - top_pad
     top = _nice_max(max([v for _, vs in series for v in vs] or [0]))
     parts = [head, _y_axis(top, left, right, bottom, plot_h)]
@@ -80,10 +81,11 @@ def line_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Se
         for i, v in enumerate(values):
             parts.append(f'<circle cx="{left + i * step:.1f}" cy="{bottom - plot_h * v / top:.1f}" r="3" '
                          f'fill="{colour}"><title>{escape(name)}, {escape(labels[i])}: {_fmt(v)}</title></circle>')
-        parts.append(f'<rect x="{right + 16}" y="{top_pad + k * 20}" width="12" height="12" fill="{colour}"/>'
-                     f'<text x="{right + 34}" y="{top_pad + k * 20 + 10}" fill="#111827" {FONT}>'
-                     f'{escape(name[:16])}</text>')
     parts.append(tail)
+    legend = "".join(f'<li><span class="swatch" style="background:{PALETTE[k % len(PALETTE)]}"></span>'
+                     f'{escape(name)}</li>' for k, (name, _) in enumerate(series[: len(PALETTE)]))
+    if legend:
+        parts.append(f'<ul class="chart-legend">{legend}</ul>')
     return Markup("".join(parts))
 
 

@@ -17,12 +17,13 @@ from services.campaigns.deps import (
     Organiser,
     OwnCampaign,
 )
-from services.campaigns.domain import ASK_KINDS, ActionNotFound, NotYours
+from services.campaigns.domain import ASK_KINDS, ActionNotFound, NotYours, validate_campaign
 from services.campaigns.engagement import LongTail
 from services.campaigns.views import Pages, PagesDep
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
 from shared.exports import csv_text
+from shared.scope_picker import NETWORK, UNKNOWN_CHOICE, choice_value, read_choice, scope_choices, scope_label
 from shared.web import DaysAgo
 
 router = APIRouter(prefix="/campaigns/organise", tags=["organiser pages"])
@@ -33,32 +34,57 @@ async def my_campaigns(pages: PagesDep, organiser: Organiser, campaigns: Campaig
                        actions: Actions) -> HTMLResponse:
     rows = await campaigns.campaigns_for(organiser)
     totals = {r.id: sum((await actions.counts(r.id)).values()) for r in rows}
-    return pages.render("organise_list.html", {"campaigns": rows, "totals": totals, "organiser": organiser})
+    units = await campaigns.units()
+    for_whom = {r.id: scope_label(r.scope_type, r.scope_id, units) for r in rows}
+    return pages.render("organise_list.html", {"campaigns": rows, "totals": totals, "organiser": organiser,
+                                               "for_whom": for_whom})
 
 
-async def _partner_units(campaigns: Campaigns) -> list[Any]:
-    return [u for u in await campaigns.units() if u.kind == "partner"]
+@router.get("/home.json")
+async def home_part(organiser: Organiser, campaigns: Campaigns, actions: Actions) -> dict[str, Any]:
+    """What the organisers' home (membership's /admin) shows from campaigns: live campaigns and pledges waiting."""
+    mine = await campaigns.campaigns_for(organiser)
+    pending = await actions.pledges(campaign_ids=[c.id for c in mine], moderation="pending", limit=200)
+    return {"live_campaigns": sum(1 for c in mine if c.status == "live"), "pledges_to_moderate": len(pending)}
+
+
+def _other_problems(values: dict[str, Any]) -> dict[str, str]:
+    """What else is wrong with a new campaign whose scope is not one offered, so the form says it all at once."""
+    try:
+        validate_campaign({**values, "scope_type": NETWORK, "scope_id": None})
+    except InvalidInput as exc:
+        return exc.errors
+    return {}
+
+
+async def _new_campaign_page(pages: Pages, campaigns: Campaigns, organiser: OrganiserScope, values: dict[str, Any],
+                             errors: dict[str, str], status: int = 200) -> HTMLResponse:
+    units = await campaigns.units()
+    return pages.render("organise_new.html", {
+        "values": values, "errors": errors, "organiser": organiser, "scope_groups": scope_choices(units, organiser),
+        "partners": [u for u in units if u.kind == "partner"]}, status)
 
 
 @router.get("/new", response_class=HTMLResponse)
 async def new_campaign_form(pages: PagesDep, organiser: Organiser, campaigns: Campaigns) -> HTMLResponse:
-    values = {"scope_type": organiser.scope_type, "scope_id": organiser.scope_id or "", "partner_ids": []}
-    return pages.render("organise_new.html", {"values": values, "errors": {}, "organiser": organiser,
-                                              "partners": await _partner_units(campaigns)})
+    values = {"scope": choice_value(organiser.scope_type, organiser.scope_id), "partner_ids": []}
+    return await _new_campaign_page(pages, campaigns, organiser, values, {})
 
 
 @router.post("/new", response_class=HTMLResponse)
 async def new_campaign(request: Request, pages: PagesDep, organiser: Organiser, campaigns: Campaigns) -> Response:
     form = await request.form()
-    values: dict[str, Any] = {k: str(form.get(k, "")) for k in ("title", "summary", "goal", "scope_type", "scope_id",
-                                                                 "issues")}
+    values: dict[str, Any] = {k: str(form.get(k, "")) for k in ("title", "summary", "goal", "scope", "issues")}
     values["partner_ids"] = [str(p) for p in form.getlist("partner_ids")]
+    chosen = read_choice(values["scope"], scope_choices(await campaigns.units(), organiser))
     try:
+        if chosen is None:
+            raise InvalidInput({**_other_problems(values), "scope": UNKNOWN_CHOICE})
+        values["scope_type"], values["scope_id"] = chosen
         campaign_id = await campaigns.launch(values, organiser)
     except (InvalidInput, NotYours) as exc:
-        errors = exc.errors if isinstance(exc, InvalidInput) else {"scope_id": str(exc)}
-        return pages.render("organise_new.html", {"values": values, "errors": errors, "organiser": organiser,
-                                                  "partners": await _partner_units(campaigns)}, 422)
+        errors = exc.errors if isinstance(exc, InvalidInput) else {"scope": str(exc)}
+        return await _new_campaign_page(pages, campaigns, organiser, values, errors, 422)
     return RedirectResponse(f"/campaigns/organise/campaigns/{campaign_id}", status_code=303)
 
 
@@ -89,6 +115,13 @@ async def add_ask(request: Request, pages: PagesDep, campaign_id: str, campaign:
         return await _campaign_page(pages, campaigns, actions, campaign, organiser, values=values, errors=exc.errors,
                                     status=422)
     return RedirectResponse(f"/campaigns/organise/campaigns/{campaign_id}", status_code=303)
+
+
+@router.get("/campaigns/{campaign_id}/close", response_class=HTMLResponse)
+async def confirm_close(pages: PagesDep, campaign: OwnCampaign, actions: Actions) -> HTMLResponse:
+    """Closing ends every ask for good: the organiser confirms it on a page of its own first."""
+    total = sum((await actions.counts(campaign.id)).values())
+    return pages.render("organise_close.html", {"campaign": campaign, "total": total})
 
 
 @router.post("/campaigns/{campaign_id}/close")

@@ -7,6 +7,7 @@ and parent unit) comes from membership's organisation events (members.py).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, Unpack
 
 from sqlalchemy.engine import Row
@@ -174,6 +175,11 @@ class Meetings:
     async def count(self, within: OrganiserScope | None = None) -> int:
         async with self.uows.begin() as uow:
             return await queries.count_meetings(uow.session, within)
+
+    async def rsvp_counts(self, meeting_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """People going and waitlisted for each meeting (RSVPs, not guests), for the organisers' lists."""
+        async with self.uows.begin() as uow:
+            return await queries.rsvp_counts_of(uow.session, meeting_ids)
 
     async def units(self) -> list[Row]:
         """Regions, groups and sub-teams by kind and name (for pickers and the listing's filters)."""

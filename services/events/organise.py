@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
@@ -20,6 +21,7 @@ from services.events.rsvps import Rsvps
 from services.events.views import Pages
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
+from shared.scope_picker import UNKNOWN_CHOICE, choice_value, read_choice, scope_choices, scope_label
 from shared.web import local_time
 
 router = APIRouter(prefix="/events/organise", tags=["organiser pages"])
@@ -41,34 +43,66 @@ OwnMeeting = Annotated[Any, Depends(_own)]
 @router.get("", response_class=HTMLResponse)
 async def my_meetings(pages: PagesDep, meetings: MeetingsDep, organiser: CurrentOrganiser) -> HTMLResponse:
     mine = await meetings.find(upcoming_only=False, include_cancelled=True, limit=500, within=organiser)
-    return pages.render("organise_list.html", {"meetings": mine, "organiser": organiser})
+    units = await meetings.units()
+    return pages.render("organise_list.html", {
+        "meetings": mine, "organiser": organiser, "counts": await meetings.rsvp_counts([m.id for m in mine]),
+        "for_whom": {m.id: scope_label(m.scope_type, m.scope_id, units) for m in mine},
+    })
 
 
-def _form_context(values: dict[str, Any], errors: dict[str, str], organiser: OrganiserScope) -> dict[str, Any]:
-    return {"values": values, "errors": errors, "kinds": KINDS, "organiser": organiser}
+@router.get("/home.json")
+async def home_part(meetings: MeetingsDep, organiser: CurrentOrganiser) -> dict[str, Any]:
+    """What the organisers' home (membership's /admin) shows from events: the organiser's meetings in the next seven
+    days, with how many are going and waiting."""
+    today = datetime.now(UTC).date()
+    rows = await meetings.find(on_or_after=today, before=today + timedelta(days=8), limit=200)
+    mine = [r for r in rows if organiser.covers(r.scope_type, r.scope_id, r.region_id)]
+    counts = await meetings.rsvp_counts([m.id for m in mine])
+    return {"meetings": [
+        {"title": m.title, "when": local_time(m.starts_at, m.timezone), "going": counts[m.id]["going"],
+         "waitlisted": counts[m.id]["waitlisted"], "capacity": m.capacity,
+         "check_in": f"/events/organise/{m.id}/check-in"}
+        for m in mine
+    ]}
+
+
+async def _form_context(meetings: Any, values: dict[str, Any], errors: dict[str, str],
+                        organiser: OrganiserScope) -> dict[str, Any]:
+    """The meeting form's context: who it may be for is chosen by name among the units the organiser looks after."""
+    groups = scope_choices(await meetings.units(), organiser)
+    return {"values": values, "errors": errors, "kinds": KINDS, "organiser": organiser, "scope_groups": groups}
 
 
 @router.get("/new", response_class=HTMLResponse)
-async def new_meeting_form(pages: PagesDep, organiser: CurrentOrganiser) -> HTMLResponse:
-    values = {"kind": "in_person", "timezone": "Europe/London", "scope_type": organiser.scope_type,
-              "scope_id": organiser.scope_id or "", "reminders": "1440, 60"}
-    return pages.render("organise_new.html", _form_context(values, {}, organiser))
+async def new_meeting_form(pages: PagesDep, meetings: MeetingsDep, organiser: CurrentOrganiser) -> HTMLResponse:
+    values = {"kind": "in_person", "timezone": "Europe/London", "reminders": "1440, 60",
+              "scope": choice_value(organiser.scope_type, organiser.scope_id)}
+    return pages.render("organise_new.html", await _form_context(meetings, values, {}, organiser))
 
 
 FORM_FIELDS = ("title", "description", "kind", "scope_type", "scope_id", "starts_at", "ends_at", "timezone", "venue",
                "online_url", "capacity", "rsvp_deadline", "reminders")
 
 
-async def _read_meeting_form(request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What the organiser typed (to show again) and the same as the service layer takes it."""
+async def _read_meeting_form(request: Request, meetings: Any, organiser: OrganiserScope,
+                             *, with_scope: bool = True) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """What the organiser typed (to show again), the same as the service layer takes it, and what is wrong with who
+    it is for: that comes from the picker (`scope`), one of the choices offered, never anything else."""
     form = await request.form()
     values: dict[str, Any] = {k: str(form.get(k, "")) for k in FORM_FIELDS}
-    raw: dict[str, Any] = {k: v for k, v in values.items() if k != "reminders"}
+    raw: dict[str, Any] = {k: v for k, v in values.items() if k not in ("reminders", "scope_type", "scope_id")}
     try:
         raw["reminder_offsets"] = [int(x) for x in values["reminders"].replace(",", " ").split()]
     except ValueError:
         raw["reminder_offsets"] = ["x"]
-    return values, raw
+    if not with_scope:  # who a meeting is for stays as scheduled (domain.FIXED_FIELDS)
+        return values, raw, {}
+    values["scope"] = str(form.get("scope", ""))
+    chosen = read_choice(values["scope"], scope_choices(await meetings.units(), organiser))
+    if chosen is None:
+        return values, raw, {"scope": UNKNOWN_CHOICE}
+    raw["scope_type"], raw["scope_id"] = chosen
+    return values, raw, {}
 
 
 def _form_errors(exc: InvalidInput) -> dict[str, str]:
@@ -81,39 +115,47 @@ def _form_errors(exc: InvalidInput) -> dict[str, str]:
 @router.post("/new", response_class=HTMLResponse)
 async def new_meeting(request: Request, pages: PagesDep, meetings: MeetingsDep,
                       organiser: CurrentOrganiser) -> Response:
-    values, raw = await _read_meeting_form(request)
+    values, raw, errors = await _read_meeting_form(request, meetings, organiser)
     try:
+        if errors:
+            raise InvalidInput(errors)
         meeting_id = await meetings.schedule(raw, organiser)
     except InvalidInput as exc:
-        return pages.render("organise_new.html", _form_context(values, _form_errors(exc), organiser), 422)
+        context = await _form_context(meetings, values, _form_errors(exc), organiser)
+        return pages.render("organise_new.html", context, 422)
     except NotYourMeeting as exc:
-        return pages.render("organise_new.html", _form_context(values, {"scope_id": str(exc)}, organiser), 403)
+        return pages.render("organise_new.html", await _form_context(meetings, values, {"scope": str(exc)}, organiser),
+                            403)
     return RedirectResponse(f"/events/organise/{meeting_id}/check-in", status_code=303)
 
 
 @router.get("/{meeting_id}/edit", response_class=HTMLResponse)
-async def edit_meeting_form(pages: PagesDep, m: OwnMeeting, organiser: CurrentOrganiser) -> HTMLResponse:
+async def edit_meeting_form(pages: PagesDep, meetings: MeetingsDep, m: OwnMeeting,
+                            organiser: CurrentOrganiser) -> HTMLResponse:
     values = {
-        "title": m.title, "description": m.description, "kind": m.kind, "scope_type": m.scope_type,
-        "scope_id": m.scope_id or "", "timezone": m.timezone, "venue": m.venue or "",
+        "title": m.title, "description": m.description, "kind": m.kind,
+        "scope": choice_value(m.scope_type, m.scope_id), "timezone": m.timezone, "venue": m.venue or "",
         "online_url": m.online_url or "", "capacity": m.capacity if m.capacity is not None else "",
         "starts_at": local_time(m.starts_at, m.timezone, "input"),
         "ends_at": local_time(m.ends_at, m.timezone, "input"),
         "rsvp_deadline": local_time(m.rsvp_deadline, m.timezone, "input") if m.rsvp_deadline else "",
         "reminders": ", ".join(str(o) for o in m.reminder_offsets),
     }
-    return pages.render("organise_new.html", {**_form_context(values, {}, organiser), "meeting": m})
+    context = await _form_context(meetings, values, {}, organiser)
+    for_whom = scope_label(m.scope_type, m.scope_id, await meetings.units())
+    return pages.render("organise_new.html", {**context, "meeting": m, "for_whom": for_whom})
 
 
 @router.post("/{meeting_id}/edit", response_class=HTMLResponse)
 async def edit_meeting(request: Request, pages: PagesDep, meetings: MeetingsDep, m: OwnMeeting,
                        organiser: CurrentOrganiser) -> Response:
-    values, raw = await _read_meeting_form(request)
+    values, raw, _ = await _read_meeting_form(request, meetings, organiser, with_scope=False)
     try:
         await meetings.update(m.id, raw, organiser)
     except InvalidInput as exc:
-        context = {**_form_context(values, _form_errors(exc), organiser), "meeting": m}
-        return pages.render("organise_new.html", context, 422)
+        context = await _form_context(meetings, values, _form_errors(exc), organiser)
+        for_whom = scope_label(m.scope_type, m.scope_id, await meetings.units())
+        return pages.render("organise_new.html", {**context, "meeting": m, "for_whom": for_whom}, 422)
     return RedirectResponse("/events/organise", status_code=303)
 
 
@@ -170,6 +212,12 @@ async def walk_in(
     except CheckInRefused as exc:
         return await _check_in_page(pages, rsvps, meeting, values=values, errors={"name": str(exc)}, status=409)
     return RedirectResponse(f"/events/organise/{meeting.id}/check-in?notice=walk-in", status_code=303)
+
+
+@router.get("/{meeting_id}/cancel", response_class=HTMLResponse)
+async def confirm_cancel(pages: PagesDep, meetings: MeetingsDep, rsvps: RsvpsDep, meeting: OwnMeeting) -> HTMLResponse:
+    """Cancelling tells everyone with a place: the organiser confirms it on a page of its own first."""
+    return pages.render("organise_cancel.html", {"meeting": meeting, "counts": await rsvps.counts(meeting.id)})
 
 
 @router.post("/{meeting_id}/cancel")

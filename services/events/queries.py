@@ -347,6 +347,21 @@ async def list_rsvps(session: AsyncSession, meeting_id: str, *, search: str = ""
     return list((await session.execute(q.limit(limit).offset(offset))).all())
 
 
+async def rsvp_counts_of(session: AsyncSession, meeting_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """People going and waitlisted for each of the meetings, in one statement (for organisers' lists)."""
+    counts: dict[str, dict[str, int]] = {i: {"going": 0, "waitlisted": 0} for i in meeting_ids}
+    if not meeting_ids:
+        return counts
+    rows = await session.execute(
+        select(r.c.meeting_id, r.c.status, func.count())
+        .where(r.c.meeting_id.in_(list(meeting_ids)), r.c.status.in_(("going", "waitlisted")))
+        .group_by(r.c.meeting_id, r.c.status)
+    )
+    for meeting_id, status, n in rows:
+        counts[meeting_id][status] = n
+    return counts
+
+
 async def count_rsvps(session: AsyncSession, meeting_id: str) -> dict[str, int]:
     """Going, waitlisted, cancelled, attended and (once the meeting is over) no-shows."""
     rows = (

@@ -138,10 +138,14 @@ class OrganiserAccounts:
     async def scope_exists(self, session: AsyncSession, scope_type: str, scope_id: str | None) -> bool:
         if scope_type == "network":
             return scope_id is None
+        return await self.scope_name(session, scope_type, scope_id) is not None
+
+    async def scope_name(self, session: AsyncSession, scope_type: str, scope_id: str | None) -> str | None:
+        """The name of the region, group or sub-team (scope_type, scope_id); None when there is none."""
         table = {"region": tables.regions, "group": tables.local_groups, "subteam": tables.subteams}.get(scope_type)
         if table is None or not scope_id:
-            return False
-        return (await session.execute(select(table.c.id).where(table.c.id == scope_id))).first() is not None
+            return None
+        return (await session.execute(select(table.c.name).where(table.c.id == scope_id))).scalar()
 
     async def within(
         self, session: AsyncSession, by: auth.OrganiserScope, scope_type: str, scope_id: str | None
@@ -364,7 +368,8 @@ class OrganiserAccounts:
             if await self._role_revoked(session, row):
                 raise SignInRefused()
             await session.execute(update(o).where(o.c.id == row.id).values(**values))
-        return auth.OrganiserScope(row.id, row.scope_type, row.scope_id)
+            scope_name = await self.scope_name(session, row.scope_type, row.scope_id)
+        return auth.OrganiserScope(row.id, row.scope_type, row.scope_id, name=row.name or None, scope_name=scope_name)
 
     @staticmethod
     async def _role_revoked(session: AsyncSession, row: Any) -> bool:

@@ -19,6 +19,7 @@ from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
 from services.membership.revoking import Revoking
 from services.membership.roster import Roster
+from services.membership.workspace import OrganiserHome
 from shared import auth
 from shared.config import Settings
 from shared.uow import UnitsOfWork
@@ -49,6 +50,7 @@ AccountsDep = Annotated[OrganiserAccounts, Depends(_state("accounts"))]
 RevokingDep = Annotated[Revoking, Depends(_state("revoking"))]
 DirectoryDep = Annotated[Directory, Depends(_state("directory"))]
 RosterDep = Annotated[Roster, Depends(_state("roster"))]
+OrganiserHomeDep = Annotated[OrganiserHome, Depends(_state("organiser_home"))]
 FrontDoorDep = Annotated[FrontDoor, Depends(_state("front_door"))]
 PrivacyNoticesDep = Annotated[PrivacyNotices, Depends(_state("privacy_notices"))]
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -202,6 +202,19 @@ class Directory:
             )
             return grant_id
 
+    async def names_of(self, member_ids: list[str], organiser_ids: list[str]) -> dict[str, str]:
+        """Members' and organisers' names by id, for pages that list roles (names, never ids)."""
+        m, o = tables.members, tables.organisers
+        found: list[Any] = []
+        async with self.uows.begin() as uow:
+            if member_ids:
+                found += (await uow.session.execute(
+                    select(m.c.id, m.c.name).where(m.c.id.in_(member_ids), m.c.status != "erased")
+                )).all()
+            if organiser_ids:
+                found += (await uow.session.execute(select(o.c.id, o.c.name).where(o.c.id.in_(organiser_ids)))).all()
+        return {r.id: r.name for r in found if r.name}
+
     async def roles(self, by: auth.OrganiserScope) -> list[Any]:
         """The roles in force within `by`'s part of the network, each with its holder's name (`holder_name`)."""
         g, o, m = tables.role_grants, tables.organisers, tables.members

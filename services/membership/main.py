@@ -22,6 +22,7 @@ from services.membership.privacy import PrivacyNotices
 from services.membership.reactions import Reactions
 from services.membership.revoking import Revoking
 from services.membership.roster import Roster
+from services.membership.workspace import OrganiserHome
 from shared import topics
 from shared.config import Settings
 from shared.logging import get_logger
@@ -86,6 +87,11 @@ def create_app(
     app.state.revoking = Revoking(runtime.uows, accounts)
     app.state.directory = Directory(runtime.uows, accounts, joins.forget_options)
     app.state.roster = Roster(runtime.uows)
+    app.state.organiser_home = OrganiserHome(
+        app.state.roster,
+        gateway_url=settings.gateway_internal_url or settings.public_base_url,
+        kafka_bootstrap=settings.kafka_bootstrap_servers,
+    )
     app.state.front_door = FrontDoor(runtime.uows)
     app.state.privacy_notices = PrivacyNotices(runtime.uows)
     app.state.api_key_revoked = accounts.api_key_revoked

@@ -27,6 +27,7 @@ from services.membership.deps import (
     FrontDoorDep,
     JoinsDep,
     MemberRightsDep,
+    OrganiserHomeDep,
     OriginsDep,
     PrivacyNoticesDep,
     RevokingDep,
@@ -38,9 +39,10 @@ from services.membership.front_door import FrontDoor
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
 from services.membership.revoking import CannotRevoke
-from services.membership.roster import MemberFilters
+from services.membership.roster import MemberFilters, Roster
 from services.membership.web import message_page, page, remote_ip
 from shared import auth
+from shared.deadletters import dead_letter_counts, read_dead_letters
 from shared.errors import InvalidInput
 from shared.web import MAX_PAGE
 
@@ -66,11 +68,11 @@ def _context(who: auth.OrganiserScope, **extra: Any) -> dict[str, Any]:
 
 def _safe_next(value: str) -> str:
     """Only a path on this site (never another site's address) to go to after signing in."""
-    return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/members"
+    return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/admin"
 
 
 @router.get("/signin", response_class=HTMLResponse)
-async def sign_in_form(request: Request, next: str = "/members") -> HTMLResponse:
+async def sign_in_form(request: Request, next: str = "/admin") -> HTMLResponse:
     return page(request, "signin.html", {"values": {"next": _safe_next(next)}, "error": None})
 
 
@@ -84,7 +86,7 @@ async def sign_in(request: Request, accounts: AccountsDep, settings: SettingsDep
     if not isinstance(data, dict):
         return JSONResponse({"error": "Send email, password and code as a JSON object"}, status_code=400)
     email, password, code = (str(data.get(k) or "") for k in ("email", "password", "code"))
-    next_path = _safe_next(str(data.get("next") or "/members"))
+    next_path = _safe_next(str(data.get("next") or "/admin"))
     problem, status, headers = None, 200, dict[str, str]()
     try:
         scope, token = await accounts.sign_in(email, password, code, ip=remote_ip(request))
@@ -238,11 +240,22 @@ async def member_export(request: Request, who: CurrentOrganiser, roster: RosterD
 
 
 @router.get("/members/{member_id}", response_class=HTMLResponse)
-async def member_details(request: Request, who: CurrentOrganiser, roster: RosterDep, member_id: str) -> HTMLResponse:
+async def member_details(
+    request: Request, who: CurrentOrganiser, roster: RosterDep, directory: DirectoryDep, member_id: str
+) -> HTMLResponse:
     details = await roster.member(who, member_id)
     if details is None:
         raise HTTPException(404, "There is no member with that id in the part of the network you look after")
-    return page(request, "member.html", _context(who, **details, role_names=ROLES))
+    return page(request, "member.html", _context(who, **details, role_names=ROLES, units=await directory.units()))
+
+
+@router.get("/members/{member_id}/erase", response_class=HTMLResponse)
+async def confirm_erase(request: Request, who: CurrentOrganiser, roster: RosterDep, member_id: str) -> HTMLResponse:
+    """Erasure cannot be undone: the network organiser confirms it on a page of its own first."""
+    details = await roster.member(who, member_id, audit=False) if who.is_network else None
+    if details is None:
+        raise HTTPException(404, "There is no member with that id in the part of the network you look after")
+    return page(request, "member_erase.html", _context(who, member=details["member"]))
 
 
 @router.post("/members/{member_id}/erase")
@@ -260,8 +273,23 @@ async def erase_member(
 
 
 @router.get("/admin", response_class=HTMLResponse)
-async def admin_home(request: Request, who: CurrentOrganiser) -> HTMLResponse:
-    return page(request, "admin.html", _context(who))
+async def admin_home(request: Request, who: CurrentOrganiser, home: OrganiserHomeDep) -> HTMLResponse:
+    """The organisers' home: what they look after and what needs them, from every service."""
+    parts = await home.parts(who, auth.session_token(request))
+    return page(request, "admin.html", _context(who, home=parts))
+
+
+@router.get("/admin/dead-letters", response_class=HTMLResponse)
+async def dead_letters(request: Request, who: CurrentOrganiser) -> HTMLResponse:
+    """What each consumer group could not handle, for the operators (network organisers): counts and errors, never
+    the events themselves, which carry personal data."""
+    if not who.is_network:
+        raise HTTPException(403, "Only network organisers operate the system's dead letters")
+    settings = request.app.state.runtime.settings
+    counts = await dead_letter_counts(settings.kafka_bootstrap_servers)
+    letters = {g: [d.summary() for d in await read_dead_letters(g, settings.kafka_bootstrap_servers)][-20:]
+               for g, n in counts.items() if n}
+    return page(request, "dead_letters.html", _context(who, counts=counts, letters=letters))
 
 
 async def _units_page(
@@ -300,18 +328,30 @@ async def define_unit(request: Request, who: CurrentOrganiser, directory: Direct
 
 
 @router.get("/admin/roles", response_class=HTMLResponse)
-async def roles(request: Request, who: CurrentOrganiser, directory: DirectoryDep) -> HTMLResponse:
-    return await _roles_page(request, directory, who, {})
+async def roles(
+    request: Request, who: CurrentOrganiser, directory: DirectoryDep, roster: RosterDep, member: str = ""
+) -> HTMLResponse:
+    """The roles given; with `member` (the member page's "Give a role" link) the form to give that member one."""
+    return await _roles_page(request, directory, roster, who, {}, member_id=member)
 
 
 async def _roles_page(
-    request: Request, directory: Directory, who: auth.OrganiserScope, errors: dict[str, str], status: int = 200
+    request: Request,
+    directory: Directory,
+    roster: Roster,
+    who: auth.OrganiserScope,
+    errors: dict[str, str],
+    status: int = 200,
+    member_id: str = "",
 ) -> HTMLResponse:
     grants = await directory.roles(who)
     units = await directory.units()
+    names = await directory.names_of([g.member_id for g in grants if g.member_id],
+                                     [g.organiser_id for g in grants if g.organiser_id])
+    grant_to = (await roster.member(who, member_id, audit=False) or {}).get("member") if member_id else None
     context = _context(
         who, grants=grants, units=units, role_names=ROLES, errors=errors, scope_label=await directory.scope_labels(),
-        revoked=request.query_params.get("revoked"),
+        revoked=request.query_params.get("revoked"), names=names, grant_to=grant_to,
     )
     return page(request, "roles.html", context, status)
 
@@ -326,12 +366,12 @@ async def grant_role(
     )
     if await roster.member(who, member_id, audit=False) is None:
         return await _roles_page(
-            request, directory, who, {"member_id": "Choose a member of the part you look after"}, 422
+            request, directory, roster, who, {"member_id": "Choose a member of the part you look after"}, 422
         )
     try:
         await directory.grant_role(member_id, role, scope_type, scope_id or None, by=who)
     except AccountProblem as problem:
-        return await _roles_page(request, directory, who, problem.errors, 422)
+        return await _roles_page(request, directory, roster, who, problem.errors, 422, member_id=member_id)
     return RedirectResponse("/admin/roles", status_code=303)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, any_, exists, func, insert, literal, or_, select
@@ -114,6 +115,13 @@ class Roster:
         await session.execute(
             insert(tables.audit_log).values(actor=actor, action=action, member_id=member_id, detail=detail)
         )
+
+    async def joined_since(self, who: auth.OrganiserScope, since: datetime) -> int:
+        """How many members in `who`'s scope joined since `since` and are still members (a count: no one is shown)."""
+        m = tables.members
+        where = and_(in_scope(who), m.c.joined_at >= since, m.c.status.not_in(("left", "erased")))
+        async with self.uows.begin() as uow:
+            return int((await uow.session.execute(select(func.count()).select_from(m).where(where))).scalar_one())
 
     async def page(
         self,

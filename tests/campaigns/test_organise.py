@@ -36,7 +36,7 @@ async def test_an_organiser_starts_a_campaign_and_adds_an_ask_with_the_forms(cam
         assert empty.status_code == 422 and "Enter a title" in empty.text
         created = await c.post("/campaigns/organise/new", data={
             "title": title, "goal": "Stop discriminatory stop and search", "summary": "Why it matters.",
-            "issues": "racism in policing, stop and search", "scope_type": "network"})
+            "issues": "racism in policing, stop and search", "scope": "network"})
         assert created.status_code == 303
         admin = created.headers["location"]
         campaign_id = admin.rsplit("/", 1)[1]
@@ -51,6 +51,8 @@ async def test_an_organiser_starts_a_campaign_and_adds_an_ask_with_the_forms(cam
         page = await c.get(admin)
         assert "Sign for fair policing" in page.text and title in (await c.get("/campaigns/organise")).text
         await kafka.wait_for(of_type("AskPublished", campaign_id=campaign_id, title="Sign for fair policing"))
+        confirm = await c.get(f"{admin}/close")
+        assert confirm.status_code == 200 and "Yes, close the campaign" in confirm.text
         closed = await c.post(f"{admin}/close")
         assert closed.status_code == 303
         await kafka.wait_for(of_type("CampaignClosed", campaign_id=campaign_id))

@@ -47,6 +47,9 @@ async def test_an_organiser_cancels_from_their_meetings_page(client, organiser, 
     try:
         listed = await client.get("/events/organise")
         assert meeting["title"] in listed.text and meeting["check_in_code"] in listed.text
+        confirm = await client.get(f"/events/organise/{meeting['id']}/cancel")
+        assert confirm.status_code == 200 and "Yes, cancel the meeting" in confirm.text
+        assert await db.fetchval("SELECT status FROM meetings WHERE id = $1", meeting["id"]) == "scheduled"
         response = await client.post(f"/events/organise/{meeting['id']}/cancel", data={"reason": "Snow"})
     finally:
         client.cookies.clear()

@@ -138,13 +138,53 @@ async def test_organiser_pages_schedule_a_meeting_from_the_form(client, db):
     start = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M")
     end = (datetime.now(UTC) + timedelta(days=3, hours=2)).strftime("%Y-%m-%dT%H:%M")
     title = f"Form meeting {uuid.uuid4().hex[:6]}"
-    form = {"title": title, "kind": "in_person", "scope_type": "network", "starts_at": start, "ends_at": end,
+    form = {"title": title, "kind": "in_person", "scope": "network", "starts_at": start, "ends_at": end,
             "timezone": "Europe/London", "venue": "Library", "capacity": "", "reminders": "1440, 60"}
     bad = await client.post("/events/organise/new", data={**form, "ends_at": start}, cookies=cookies)
     assert bad.status_code == 422 and "The end must be after the start" in bad.text
     good = await client.post("/events/organise/new", data=form, cookies=cookies)
     assert good.status_code == 303
     assert await db.fetchval("SELECT capacity IS NULL FROM meetings WHERE title = $1", title) is True
+
+
+async def test_the_form_offers_who_a_meeting_is_for_by_name_within_the_organisers_region_and_refuses_anything_else(
+        client, db):
+    tag = uuid.uuid4().hex[:6]
+    region, group, elsewhere = (str(uuid.uuid4()) for _ in range(3))
+    for unit_id, kind, name, parent in ((region, "region", f"Testshire {tag}", None),
+                                        (group, "group", f"Testtown {tag}", region),
+                                        (elsewhere, "region", f"Elsewhere {tag}", None)):
+        await db.execute("INSERT INTO units (unit_id, kind, name, parent_id, slug) VALUES ($1, $2, $3, $4, $5)",
+                         unit_id, kind, name, parent, f"slug-{tag}-{kind}")
+    client.cookies.update({"gs_organiser": organiser_headers("region", region)["Authorization"][7:]})
+    try:
+        await _pick_by_name(client, db, tag, region, group, elsewhere)
+    finally:
+        client.cookies.clear()
+
+
+async def _pick_by_name(client, db, tag: str, region: str, group: str, elsewhere: str) -> None:
+    form_page = await client.get("/events/organise/new")
+    assert form_page.status_code == 200
+    assert f'<optgroup label="Testshire {tag}">' in form_page.text and f"Testtown {tag} (group)" in form_page.text
+    assert f"Elsewhere {tag}" not in form_page.text and "The whole network" not in form_page.text
+    assert " id</label>" not in form_page.text
+    start = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M")
+    end = (datetime.now(UTC) + timedelta(days=3, hours=2)).strftime("%Y-%m-%dT%H:%M")
+    title = f"Picked meeting {tag}"
+    form = {"title": title, "kind": "in_person", "starts_at": start, "ends_at": end, "timezone": "Europe/London",
+            "venue": "Library", "reminders": "60"}
+    for refused_choice in (f"region:{elsewhere}", f"slug-{tag}-region", "network", ""):
+        refused = await client.post("/events/organise/new", data={**form, "scope": refused_choice})
+        assert refused.status_code == 422 and "Choose who it is for from the list" in refused.text
+        assert f'value="{title}"' in refused.text  # what they typed is kept
+    await _nothing_stored(db, title)
+    chosen = await client.post("/events/organise/new", data={**form, "scope": f"group:{group}"})
+    assert chosen.status_code == 303
+    row = await db.fetchrow("SELECT scope_type, scope_id, region_id FROM meetings WHERE title = $1", title)
+    assert (row["scope_type"], row["scope_id"], row["region_id"]) == ("group", group, region)
+    listed = await client.get("/events/organise")
+    assert f"For the group Testtown {tag}" in listed.text and "0 going" in listed.text
 
 
 async def test_organiser_pages_change_a_meeting_and_refuse_a_bad_change(client, organiser, db, kafka):

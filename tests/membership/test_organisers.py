@@ -97,7 +97,7 @@ async def test_first_organiser_from_the_command_line_sets_a_password_and_signs_i
     signed_in = await client.post(
         "/signin", data={"email": email, "password": "correct horse battery staple", "code": next_code(secret)}
     )
-    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/members"
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/admin"  # the organisers' home
     cookie = signed_in.cookies[auth.SESSION_COOKIE]
     assert (
         "httponly" in signed_in.headers["set-cookie"].lower()
@@ -357,6 +357,35 @@ async def test_a_member_is_given_a_role_within_the_organisers_scope(client, db, 
     )
     assert outside.status_code == 422
     await poll(lambda: db.fetchval("SELECT count(*) = 1 FROM role_grants WHERE member_id = $1", member_id))
+
+
+async def test_roles_are_given_from_the_members_page_and_listed_by_name_never_by_id(client, db):
+    email = unique_email("named")
+    await client.post("/join", data=join_form(email, name="Claudia Jones", postcode="NG1 5FS"))
+    member_id = (await member_by_email(db, email))["id"]
+    _, headers = await make_organiser(db, "region", EAST_MIDLANDS)
+    details = await client.get(f"/members/{member_id}", headers=headers)
+    assert f'href="/admin/roles?member={member_id}"' in details.text
+    form = await client.get("/admin/roles", params={"member": member_id}, headers=headers)
+    assert "To <strong>Claudia Jones</strong>" in form.text and 'id="member_id"' not in form.text
+    given = await client.post("/admin/roles", headers=headers, data={
+        "member_id": member_id, "role": "constituency_rep", "scope_type": "group", "scope_id": NOTTINGHAM})
+    assert given.status_code == 303
+    listed = await client.get("/admin/roles", headers=headers)
+    row = next(r for r in listed.text.split("<tr>") if f"/members/{member_id}" in r)
+    assert "Claudia Jones" in row and "Group Nottingham" in row and f">{member_id}<" not in row
+
+
+async def test_erasing_a_member_asks_first_and_only_network_organisers_may(client, db):
+    email = unique_email("erase")
+    await client.post("/join", data=join_form(email, name="Amy Ashwood", postcode="NG1 5FS"))
+    member_id = (await member_by_email(db, email))["id"]
+    _, network = await make_organiser(db)
+    asked = await client.get(f"/members/{member_id}/erase", headers=network)
+    assert asked.status_code == 200 and "Yes, erase Amy Ashwood" in asked.text and "cannot be undone" in asked.text
+    _, regional = await make_organiser(db, "region", EAST_MIDLANDS)
+    assert (await client.get(f"/members/{member_id}/erase", headers=regional)).status_code == 404
+    assert await db.fetchval("SELECT status FROM members WHERE id = $1", member_id) != "erased"
 
 
 async def test_api_keys_are_created_within_scope_shown_once_and_revoked(client, db):

@@ -1,0 +1,167 @@
+"""The organiser workspace in a real browser, on a phone (390x844) and a laptop (1280x800): a new organiser sets a
+password with the TOTP secret `make organiser` printed, signs in, lands on the home, opens every area of the four
+services through the one shared menu, and schedules a meeting for a region chosen by name, which only that region's
+members are told about. No page is wider than the screen, no field asks for an id, and axe-core finds nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pyotp
+import pytest
+from playwright.async_api import Page
+
+from deploy.local import launcher
+from tests.support.axe import axe_violations
+from tests.support.browser import chromium
+from tests.support.inprocess import poll
+
+pytestmark = pytest.mark.browser
+
+PHONE = {"width": 390, "height": 844}
+LAPTOP = {"width": 1280, "height": 800}
+PASSWORD = "correct horse battery staple"
+BIRMINGHAM_REGION = "Birmingham and the Black Country (the whole region)"
+# The areas of the shared menu and a heading each one's page shows.
+AREAS = {
+    "Members": "Members",
+    "Regions and groups": "Regions",
+    "Organisers and roles": "Organisers",
+    "Meetings": "Your meetings",
+    "Check-in": "Your meetings",
+    "Campaigns": "Your campaigns",
+    "Pledges": "Pledges to moderate",
+    "Engagement ladder": "Engagement ladder",
+    "Dashboard": "Dashboard",
+    "Emails and digests": "Notifications",
+    "Dead letters": "Dead letters",
+    "Home": "Hello,",
+}
+
+
+def _new_organiser(name: str) -> tuple[str, str, str]:
+    """`make organiser` against the running stack: the email, the TOTP secret and the set-password link it prints."""
+    email = f"organiser-{uuid.uuid4().hex[:8]}@example.org"
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.local.launcher", "organiser", f"--email={email}", "--scope=network",
+         f"--name={name}"], capture_output=True, text=True, timeout=120, check=True)
+
+    def printed(label: str) -> str:
+        match = re.search(rf"^{re.escape(label)}:\s+(\S+)$", done.stdout, re.M)
+        assert match, done.stdout + done.stderr
+        return match.group(1)
+
+    return email, printed("TOTP secret"), printed("set password link")
+
+
+def _code(secret: str, ahead_s: int = 0) -> str:
+    return pyotp.TOTP(secret).at(datetime.now(UTC) + timedelta(seconds=ahead_s))
+
+
+async def _fits_and_asks_no_id(page: Page) -> None:
+    """The page is no wider than the screen, no visible label asks for an id, and axe-core finds no violation."""
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"{page.url} is {width}px wide"
+    labels = await page.locator("label:visible").all_inner_texts()
+    assert not [t for t in labels if re.search(r"\bids?\b", t, re.I)], (page.url, labels)
+    assert await axe_violations(page) == [], page.url
+
+
+async def _open_area(page: Page, label: str, phone: bool) -> None:
+    menu = page.locator("details.org-menu")
+    if phone and not await menu.evaluate("menu => menu.open"):  # the menu folds behind "Menu" on a phone
+        await page.get_by_text("Menu", exact=True).click()
+    await page.get_by_role("navigation", name="Organisers").get_by_role("link", name=label, exact=True).click()
+    await page.wait_for_load_state()
+
+
+async def _sign_in(page: Page, email: str, secret: str, link: str) -> None:
+    await page.goto(link)
+    await page.locator("#password").fill(PASSWORD)
+    await page.locator("#confirm").fill(PASSWORD)
+    await page.locator("#code").fill(_code(secret))
+    await page.get_by_role("button", name="Set password").click()
+    await page.wait_for_load_state()
+    await page.goto(f"{launcher.GATEWAY_URL}/signin")
+    await page.locator("#email").fill(email)
+    await page.locator("#password").fill(PASSWORD)
+    await page.locator("#code").fill(_code(secret, 30))  # the next step's code: the one just used is spent
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url("**/admin")
+
+
+async def _confirmed_member(gateway: httpx.AsyncClient, mail: Any, postcode: str) -> str:
+    """Someone joins at `postcode` and confirms from their welcome email, as a person would."""
+    email = f"member-{uuid.uuid4().hex[:8]}@example.org"
+    joined = await gateway.post("/join", data={"name": "Test Member", "email": email, "postcode": postcode,
+                                               "email_consent": "yes"})
+    assert joined.status_code in (200, 303), joined.text
+    [welcome] = await mail.wait_for(email, timeout=120)
+    confirm = re.search(r"https?://\S+/join/confirm\?token=[\w.\-]+", welcome["text"])
+    assert confirm, welcome["text"]
+    address = urlsplit(confirm.group(0))
+    confirmed = await gateway.get(f"{address.path}?{address.query}")
+    assert confirmed.status_code in (200, 303)
+    return email
+
+
+async def _told_about(mail: Any, email: str, title: str) -> bool:
+    return any(title in (m.get("subject", "") + m.get("text", "")) for m in await mail.messages(email))
+
+
+@pytest.mark.parametrize("size", [PHONE, LAPTOP], ids=["phone", "laptop"])
+async def test_an_organiser_signs_in_opens_every_area_and_schedules_a_meeting_for_a_region_chosen_by_name(
+        gateway, mail, size):
+    phone = size is PHONE
+    name = f"Jayaben {uuid.uuid4().hex[:4]}"
+    email, secret, link = await asyncio.to_thread(_new_organiser, name)
+    in_region, elsewhere = await asyncio.gather(_confirmed_member(gateway, mail, "B1 1AA"),
+                                                _confirmed_member(gateway, mail, "NG1 1AA"))
+    async with chromium() as browser:
+        page = await browser.new_page(viewport=size, bypass_csp=True)  # only so axe-core can be injected
+        await _sign_in(page, email, secret, link)
+        assert f"Hello, {name}" in await page.get_by_role("heading", level=1).inner_text()
+        header = await page.locator("header").inner_text() if not phone else ""
+        assert phone or f"{name}, organiser for the whole network" in header
+        await _fits_and_asks_no_id(page)
+
+        for label, heading in AREAS.items():
+            await _open_area(page, label, phone)
+            assert heading in await page.get_by_role("heading", level=1).inner_text(), (label, page.url)
+            await _fits_and_asks_no_id(page)
+
+        await _open_area(page, "Meetings", phone)
+        await page.get_by_role("link", name="Schedule a meeting").click()
+        await _fits_and_asks_no_id(page)
+        title = f"Organising night {uuid.uuid4().hex[:6]}"
+        starts = datetime.now(UTC) + timedelta(days=3)
+        await page.get_by_label("Title").fill(title)
+        await page.get_by_label("Who is it for").select_option(label=BIRMINGHAM_REGION)
+        await page.get_by_label("Starts").fill(starts.strftime("%Y-%m-%dT19:00"))
+        await page.get_by_label("Ends").fill(starts.strftime("%Y-%m-%dT21:00"))
+        await page.get_by_label("Venue").fill("Friends Meeting House")
+        await page.get_by_role("button", name="Schedule").click()
+        await page.wait_for_url("**/check-in")
+        await _fits_and_asks_no_id(page)
+
+        await _open_area(page, "Meetings", phone)
+        card = page.get_by_role("listitem").filter(has_text=title)
+        assert "For the region Birmingham and the Black Country" in await card.inner_text()
+        assert "0 going" in await card.inner_text()
+        await card.get_by_role("link", name=re.compile("^Cancel")).click()
+        assert "Yes, cancel the meeting" in await page.content()  # asks first; nothing cancelled yet
+        await _fits_and_asks_no_id(page)
+        await page.get_by_role("link", name="No, keep it").click()
+        assert "Cancelled" not in await page.get_by_role("listitem").filter(has_text=title).inner_text()
+
+    await poll(lambda: _told_about(mail, in_region, title), timeout=120)
+    await mail.settle(elsewhere, seconds=5)
+    assert not await _told_about(mail, elsewhere, title)
