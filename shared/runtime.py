@@ -31,6 +31,7 @@ from shared.web import (
     NoStore,
     RejectControlCharacters,
     RequestIdMiddleware,
+    add_failing_route,
     add_operational_routes,
 )
 
@@ -177,6 +178,8 @@ class ServiceRuntime:
         app.add_middleware(RequestIdMiddleware, service=self.name)  # the last added runs first
         tracing.instrument_app(app)
         add_operational_routes(app, self.name, self.readiness)
+        if self.settings.groundswell_dev and self.settings.groundswell_test_failures:
+            add_failing_route(app)
         for r in routers:
             app.include_router(r)
         return app

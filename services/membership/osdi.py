@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -33,16 +34,18 @@ from shared.osdi import (
     FilterError,
     Page,
     PerPage,
+    PersonLinks,
     api_url,
     bare_id,
     collection,
     hal,
     identifiers,
     parse_filter,
+    person_id_of,
 )
 from shared.uow import UnitsOfWork
 
-router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
+router = osdi.router()
 MAX_TAG = 100
 MAX_CUSTOM_FIELDS, MAX_CUSTOM_KEY, MAX_CUSTOM_VALUE = 100, 100, 2000
 # Custom fields the system itself reports on a person (read-only: an integration may not set them).
@@ -485,7 +488,8 @@ async def tag_list(
 @router.post("/tags")
 async def create_tag(request: Request, caller: Caller, uows: UnitsOfWorkDep) -> JSONResponse:
     body = await _json(request)
-    name = collapse_spaces(str(body.get("name") or "")) if isinstance(body, dict) else ""
+    name = body.get("name") if isinstance(body, dict) else None
+    name = collapse_spaces(name) if isinstance(name, str) else ""
     if not name or len(name) > MAX_TAG:
         raise_api(400, f"A tag needs a name of up to {MAX_TAG} characters")
     async with uows.begin() as uow:
@@ -587,17 +591,26 @@ async def person_taggings(
     return await _taggings_page(request, uows, caller, where, f"people/{person_id}/taggings", page, per_page)
 
 
+class TaggingRequest(BaseModel):
+    """A tagging to make: Action Network's `{"_links": {"osdi:person": {"href": ".../people/<id>"}}}`."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    links: PersonLinks | None = Field(None, alias="_links")
+
+
 @router.post("/tags/{tag_id}/taggings")
 async def tag_someone(
     request: Request, caller: Caller, roster: RosterDep, uows: UnitsOfWorkDep, tag_id: str
 ) -> JSONResponse:
     body = await _json(request)
-    href = ""
-    if isinstance(body, dict):
-        href = str(((body.get("_links") or {}).get("osdi:person") or {}).get("href") or "")
-    person_id = bare_id(href.rstrip("/").rsplit("/", 1)[-1]) if "/people/" in href else ""
+    try:
+        person_id = person_id_of(TaggingRequest.model_validate(body).links)
+    except ValidationError:
+        person_id = None
     if not person_id:
         raise_api(400, 'Send {"_links": {"osdi:person": {"href": ".../api/v2/people/<id>"}}}')
+    assert person_id is not None
     tag_id = bare_id(tag_id)
     await _person_or_404(request, roster, caller, person_id)
     g = tables.taggings
