@@ -4,10 +4,12 @@ paged collections with their `_links` and `_embedded` items. Each service adds i
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
 from collections.abc import Awaitable, Mapping
 from typing import Annotated, Any, NoReturn
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
@@ -69,13 +71,16 @@ def problems(exc: ValidationError) -> str:
 
 
 async def read_body(request: Request) -> dict[str, Any]:
-    """A request's body as an object: JSON, or a form's flat fields (some clients send a payload so)."""
-    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        return {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    """A request's body as an object: JSON, or a form's flat fields (parsons' update_event sends its payload
+    form-encoded, under its JSON content type)."""
+    raw = await request.body()
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except ValueError:
-        refuse(400, "Send a JSON object")
+        try:
+            return dict(parse_qsl(raw.decode(), strict_parsing=True, max_num_fields=100))
+        except (ValueError, UnicodeDecodeError):
+            refuse(400, "Send a JSON object")
     if not isinstance(body, dict):
         refuse(400, "Send a JSON object")
     return body
