@@ -38,26 +38,10 @@ class HalResponse(JSONResponse):
     media_type = HAL
 
 
-ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {HAL: {"schema": ERROR_SCHEMA}}}
-
-
-# What every OSDI route may answer besides its own success, as its OpenAPI document says.
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: _error("A body, filter or text this server refuses (control characters, a wrong shape)"),
-    401: _error("No API key, or a forged, expired or revoked one"),
-    403: _error("Outside the part of the network the API key was made for"),
-    404: _error("Nothing with that id that the API key may see"),
-    422: _error("A query or path parameter of the wrong type or out of range"),
-}
-
-
 def router() -> APIRouter:
-    """An OSDI router: under /api/v2, HAL+JSON answers and OSDI's error bodies documented on every route."""
-    return APIRouter(prefix=PREFIX, tags=["OSDI"], responses=ERRORS, default_response_class=HalResponse)
+    """An OSDI router: under /api/v2, answering HAL+JSON (its errors are documented with every route's, by
+    shared/openapi.py)."""
+    return APIRouter(prefix=PREFIX, tags=["OSDI"], default_response_class=HalResponse)
 
 
 def refuse(status: int, message: str) -> NoReturn:

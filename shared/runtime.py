@@ -24,6 +24,7 @@ from shared.events.envelope import Envelope
 from shared.handlers import Registry
 from shared.inbox import Inbox, inbox_table
 from shared.logging import configure_logging, get_logger
+from shared.openapi import complete_openapi
 from shared.outbox import Outbox, OutboxRelay, outbox_tables
 from shared.uow import UnitsOfWork
 from shared.web import (
@@ -182,4 +183,5 @@ class ServiceRuntime:
             add_failing_route(app)
         for r in routers:
             app.include_router(r)
+        complete_openapi(app)
         return app
