@@ -12,7 +12,7 @@ added here, from what the route declares it needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -84,6 +84,15 @@ def shared_answers(route: APIRoute) -> dict[int, dict[str, Any]]:
     return answers
 
 
+def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
+    """The API routes among `routes`, and in the routers included there (FastAPI keeps an included router whole)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif (router := getattr(route, "original_router", None)) is not None:
+            yield from _api_routes(router.routes)
+
+
 def complete_openapi(app: FastAPI) -> None:
     """The app's OpenAPI document with every route's shared answers (a route's own declarations win)."""
     build = app.openapi
@@ -92,8 +101,8 @@ def complete_openapi(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         document = build()
-        for route in app.routes:
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
+        for route in _api_routes(app.routes):
+            if not route.include_in_schema:
                 continue
             operations = document.get("paths", {}).get(route.path_format, {})
             for method in route.methods or ():

@@ -38,6 +38,43 @@ class HalResponse(JSONResponse):
     media_type = HAL
 
 
+_LINK = {"type": "object", "required": ["href"], "properties": {"href": {"type": "string"}}}
+RESOURCE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["identifiers", "_links"],
+    "properties": {
+        "identifiers": {"type": "array", "minItems": 1,
+                        "items": {"type": "string", "pattern": "^(groundswell|action_network):"}},
+        "created_date": {"type": "string"},
+        "modified_date": {"type": "string"},
+        "_links": {"type": "object", "required": ["self"], "properties": {"self": _LINK}},
+    },
+}
+
+
+def one(description: str = "The resource") -> dict[int | str, dict[str, Any]]:
+    """A route's `responses`: one OSDI resource."""
+    return {200: {"description": description, "content": {HAL: {"schema": RESOURCE_SCHEMA}}}}
+
+
+def page_of(rel: str) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses`: a page of a collection, its items embedded as `osdi:<rel>`."""
+    schema = {
+        "type": "object",
+        "required": ["total_pages", "per_page", "page", "total_records", "_links", "_embedded"],
+        "properties": {
+            "total_pages": {"type": "integer", "minimum": 1},
+            "per_page": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE},
+            "page": {"type": "integer", "minimum": 1},
+            "total_records": {"type": "integer", "minimum": 0},
+            "_links": {"type": "object", "required": ["self"], "properties": {"self": _LINK}},
+            "_embedded": {"type": "object", "required": [f"osdi:{rel}"],
+                          "properties": {f"osdi:{rel}": {"type": "array", "items": RESOURCE_SCHEMA}}},
+        },
+    }
+    return {200: {"description": f"A page of {rel}", "content": {HAL: {"schema": schema}}}}
+
+
 def router() -> APIRouter:
     """An OSDI router: under /api/v2, answering HAL+JSON (its errors are documented with every route's, by
     shared/openapi.py)."""

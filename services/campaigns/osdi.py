@@ -85,7 +85,7 @@ def _signature(request: Request, x: Any) -> dict[str, Any]:
     return sig
 
 
-@router.get("/petitions")
+@router.get("/petitions", responses=osdi.page_of("petitions"))
 async def list_petitions(request: Request, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
                          base_url: BaseUrl, page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     rows, total = await campaigns.petitions(limit=per_page, offset=(page - 1) * per_page)
@@ -106,14 +106,14 @@ async def _petition_of(campaigns: Campaigns, ask_id: str, caller: OrganiserScope
     return a
 
 
-@router.get("/petitions/{ask_id}")
+@router.get("/petitions/{ask_id}", responses=osdi.one("The petition"))
 async def get_petition(request: Request, ask_id: str, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
                        base_url: BaseUrl) -> JSONResponse:
     a = await _petition_of(campaigns, ask_id)
     return hal(_petition(request, base_url, a, (await actions.counts(a.campaign_id)).get(a.id, 0)))
 
 
-@router.get("/petitions/{ask_id}/signatures")
+@router.get("/petitions/{ask_id}/signatures", responses=osdi.page_of("signatures"))
 async def list_signatures(request: Request, ask_id: str, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
                           page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     a = await _petition_of(campaigns, ask_id, caller)
@@ -123,7 +123,7 @@ async def list_signatures(request: Request, ask_id: str, caller: ApiCaller, camp
     return hal(collection(without_paging(request), "signatures", items, total, page, per_page))
 
 
-@router.get("/petitions/{ask_id}/signatures/{action_id}")
+@router.get("/petitions/{ask_id}/signatures/{action_id}", responses=osdi.one("The signature"))
 async def get_signature(request: Request, ask_id: str, action_id: str, caller: ApiCaller, campaigns: Campaigns,
                         actions: Actions) -> JSONResponse:
     a = await _petition_of(campaigns, ask_id, caller)
@@ -136,7 +136,7 @@ async def get_signature(request: Request, ask_id: str, action_id: str, caller: A
     return hal(_signature(request, x))
 
 
-@router.get("/people/{person_id}/signatures")
+@router.get("/people/{person_id}/signatures", responses=osdi.page_of("signatures"))
 async def person_signatures(request: Request, person_id: str, caller: ApiCaller, campaigns: Campaigns,
                             page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     """The person's signatures on petitions the key's scope covers (none at all for someone it may not see)."""
@@ -145,7 +145,7 @@ async def person_signatures(request: Request, person_id: str, caller: ApiCaller,
     return hal(collection(without_paging(request), "signatures", items, len(rows), page, per_page))
 
 
-@router.get("/people/{person_id}/signatures/{action_id}")
+@router.get("/people/{person_id}/signatures/{action_id}", responses=osdi.one("The signature"))
 async def person_signature(request: Request, person_id: str, action_id: str, caller: ApiCaller,
                            campaigns: Campaigns) -> JSONResponse:
     rows = [x for x in await campaigns.signatures_of_member(bare_id(person_id), caller) if x.id == bare_id(action_id)]
@@ -167,7 +167,9 @@ class SignatureHelperRequest(BaseModel):
 
 
 @router.post("/petitions/{ask_id}/signatures", status_code=201,
-             responses={200: {"description": "The person had signed already: their signature, unchanged"}})
+             responses={201: osdi.one("The new signature")[200],
+                        200: osdi.one("The person had signed already: their signature, unchanged")[200],
+                        409: {"description": "The petition is closed"}})
 async def record_signature_helper(request: Request, ask_id: str, body: SignatureHelperRequest,
                                   caller: ApiCaller, campaigns: Campaigns, actions: Actions) -> JSONResponse:
     """201 with the new signature, or 200 with the existing one when this person had signed already."""

@@ -122,7 +122,7 @@ async def _meeting(meetings: MeetingsDep, meeting_id: str, caller: OrganiserScop
 # -- events ------------------------------------------------------------------------------------------------------
 
 
-@router.get("/events")
+@router.get("/events", responses=osdi.page_of("events"))
 async def list_events(
     request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, base: BaseUrl, caller: ApiCaller, page: Page = 1,
     per_page: PerPage = MAX_PER_PAGE,
@@ -134,7 +134,7 @@ async def list_events(
     return hal(collection(without_paging(request), "events", items, total, page, per_page))
 
 
-@router.get("/events/{meeting_id}")
+@router.get("/events/{meeting_id}", responses=osdi.one("The event"))
 async def get_event(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, base: BaseUrl, meeting_id: str,
                     caller: ApiCaller) -> JSONResponse:
     m = await _meeting(meetings, meeting_id)
@@ -209,7 +209,7 @@ async def _event_request(request: Request) -> EventRequest:
 EVENT_BODY = osdi.request_body(EventRequest)
 
 
-@router.post("/events", status_code=201, openapi_extra=EVENT_BODY)
+@router.post("/events", status_code=201, openapi_extra=EVENT_BODY, responses={201: osdi.one("The new event")[200]})
 async def create_event(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, base: BaseUrl,
                        caller: ApiCaller) -> JSONResponse:
     """A new event, for the key's own part of the network unless `groundswell:scope` names one inside it."""
@@ -227,7 +227,7 @@ async def create_event(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep,
     return hal(_event(request, base, m, await rsvps.counts(m.id)), 201)
 
 
-@router.put("/events/{meeting_id}", openapi_extra=EVENT_BODY)
+@router.put("/events/{meeting_id}", openapi_extra=EVENT_BODY, responses=osdi.one("The event as now held"))
 async def update_event(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, base: BaseUrl, meeting_id: str,
                        caller: ApiCaller) -> JSONResponse:
     """Change only the fields sent; `status: cancelled` cancels the event. Who it is for stays as scheduled."""
@@ -250,7 +250,7 @@ async def update_event(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep,
 # -- attendances -------------------------------------------------------------------------------------------------
 
 
-@router.get("/events/{meeting_id}/attendances")
+@router.get("/events/{meeting_id}/attendances", responses=osdi.page_of("attendances"))
 async def list_attendances(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, meeting_id: str,
                            caller: ApiCaller, page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     m = await _meeting(meetings, meeting_id, caller)
@@ -260,7 +260,7 @@ async def list_attendances(request: Request, meetings: MeetingsDep, rsvps: Rsvps
     return hal(collection(without_paging(request), "attendances", items, counts["total"], page, per_page))
 
 
-@router.get("/events/{meeting_id}/attendances/{rsvp_id}")
+@router.get("/events/{meeting_id}/attendances/{rsvp_id}", responses=osdi.one("The attendance"))
 async def get_attendance(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, meeting_id: str, rsvp_id: str,
                          caller: ApiCaller) -> JSONResponse:
     m = await _meeting(meetings, meeting_id, caller)
@@ -273,7 +273,7 @@ async def get_attendance(request: Request, meetings: MeetingsDep, rsvps: RsvpsDe
     return hal(_attendance(request, r))
 
 
-@router.get("/people/{person_id}/attendances")
+@router.get("/people/{person_id}/attendances", responses=osdi.page_of("attendances"))
 async def person_attendances(request: Request, meetings: MeetingsDep, person_id: str, caller: ApiCaller,
                              page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     """The person's attendances at events the key's scope covers (none at all for someone it may not see)."""
@@ -282,7 +282,7 @@ async def person_attendances(request: Request, meetings: MeetingsDep, person_id:
     return hal(collection(without_paging(request), "attendances", items, len(rows), page, per_page))
 
 
-@router.get("/people/{person_id}/attendances/{rsvp_id}")
+@router.get("/people/{person_id}/attendances/{rsvp_id}", responses=osdi.one("The attendance"))
 async def person_attendance(request: Request, meetings: MeetingsDep, person_id: str, rsvp_id: str,
                             caller: ApiCaller) -> JSONResponse:
     rows = [r for r in await meetings.rsvps_of_member(bare_id(person_id), caller) if r.id == bare_id(rsvp_id)]
@@ -304,7 +304,9 @@ class AttendanceHelperRequest(BaseModel):
 
 
 @router.post("/events/{meeting_id}/attendances", status_code=201,
-             responses={200: {"description": "The person had an attendance already: it, unchanged"}})
+             responses={201: osdi.one("The new attendance")[200],
+                        200: osdi.one("The attendance the person had already, unchanged")[200],
+                        409: {"description": "The event has ended or was cancelled"}})
 async def record_attendance_helper(request: Request, meetings: MeetingsDep, rsvps: RsvpsDep, check_in: CheckInDep,
                                    meeting_id: str, body: AttendanceHelperRequest, caller: ApiCaller) -> JSONResponse:
     m = await _meeting(meetings, meeting_id, caller)
