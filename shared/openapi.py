@@ -23,7 +23,9 @@ from fastapi.routing import APIRoute
 PREFIX = "/api/v2"
 HAL = "application/hal+json"
 # The dependencies that ask for an organiser's session or an API key (shared/auth.py and the services' own).
-AUTH_DEPENDENCIES = frozenset({"require_organiser", "require_api_token", "api_caller", "current_organiser"})
+AUTH_DEPENDENCIES = frozenset(
+    {"require_organiser", "optional_organiser", "require_api_token", "api_caller", "current_organiser", "_signed_in"}
+)
 JSON_ERROR = {
     "type": "object",
     "properties": {
@@ -58,12 +60,14 @@ def needs_a_caller(route: APIRoute) -> bool:
     return any(getattr(call, "__name__", "") in AUTH_DEPENDENCIES for call in _calls(route.dependant))
 
 
-def _error(status: int, osdi: bool) -> dict[str, Any]:
+def _error(description: str, osdi: bool, file: bool) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": OSDI_ERROR if osdi else JSON_ERROR},
                                "text/html": {"schema": {"type": "string"}}}
+    if file:  # a calendar or an export says what went wrong in a line of text
+        content["text/plain"] = {"schema": {"type": "string"}}
     if osdi:
         content[HAL] = {"schema": OSDI_ERROR}
-    return {"description": REASONS[status], "content": content}
+    return {"description": description, "content": content}
 
 
 def shared_answers(route: APIRoute) -> dict[int, dict[str, Any]]:
@@ -75,7 +79,11 @@ def shared_answers(route: APIRoute) -> dict[int, dict[str, Any]]:
         statuses += [401, 403]
     elif any(p.name == "token" for p in route.dependant.query_params):
         statuses.append(401)  # a signed link (a sign-in link) that is not valid or has expired
-    answers = {status: _error(status, osdi) for status in statuses}
+    file = route.path.rsplit(".", 1)[-1] in FILE_TYPES
+    answers = {status: _error(REASONS[status], osdi, file) for status in statuses}
+    for status, declared in (route.responses or {}).items():  # a route's own errors, described only: their bodies
+        if str(status).isdigit() and int(status) >= 400 and "content" not in declared:
+            answers[int(status)] = _error(declared.get("description", ""), osdi, file)
     methods = route.methods or set()
     if "OPTIONS" in methods:
         answers[204] = {"description": "A browser's preflight, answered for the origins allowed to post here"}
@@ -112,7 +120,7 @@ def complete_openapi(app: FastAPI) -> None:
                 responses = operation.setdefault("responses", {})
                 if (media := FILE_TYPES.get(route.path.rsplit(".", 1)[-1])) and "200" in responses:
                     responses["200"]["content"] = {media: {"schema": {"type": "string"}}}
-                declared = {int(s) for s in (route.responses or {}) if str(s).isdigit()}
+                declared = {int(s) for s, r in (route.responses or {}).items() if str(s).isdigit() and "content" in r}
                 for status, answer in shared_answers(route).items():
                     if status not in declared:
                         responses[str(status)] = answer

@@ -32,7 +32,7 @@ from shared.auth import SESSION_COOKIE
 from tests.membership.conftest import make_organiser
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES = 6  # per operation and caller: every operation is tried, none for long
+EXAMPLES = 5  # per operation and caller: every operation is tried, none for long
 SERVICES = ("membership", "events", "notifications", "campaigns")
 # Routes whose generated calls would act outside the fuzzing caller's sandbox (sign one's own session out, set an
 # organiser's password from a link): their inputs are covered by their own tests.
@@ -70,12 +70,17 @@ async def callers(gateway: Any, membership_db: Any) -> dict[str, Caller]:
     }
 
 
-def _operations(service: str) -> Iterator[Any]:
+def _operations(service: str, caller: Caller) -> Iterator[Any]:
+    """The service's operations a caller's credentials change anything for: every one for an anonymous caller, the
+    OSDI API for a key (the pages do not read it), the rest for an organiser (the OSDI API takes keys only)."""
     schema = schemathesis.openapi.from_url(f"{service_url(service)}/openapi.json")
     for result in schema.get_all_operations():
         operation = result.ok()
-        if (operation.method.upper(), operation.path) not in SKIPPED:
-            yield operation
+        osdi = operation.path.startswith("/api/v2")
+        if (operation.method.upper(), operation.path) in SKIPPED or (caller.name, osdi) in (
+            ("api_key", False), ("organiser", True)):
+            continue
+        yield operation
 
 
 @pytest.mark.parametrize("caller_name", ["anonymous", "api_key", "organiser"])
@@ -94,7 +99,7 @@ def _fuzz(service: str, caller: Caller) -> dict[str, str]:
     session.cookies.update(caller.cookies)
     headers = {**caller.headers, "X-Forwarded-For": FUZZING_ADDRESS}
     failures = {}
-    for operation in _operations(service):
+    for operation in _operations(service, caller):
         if (failure := _first_failure(operation, session, headers)) is not None:
             failures[f"{operation.method.upper()} {operation.path}"] = failure
     return failures
