@@ -109,10 +109,10 @@ def _location_blocks() -> str:
         matches = ["/"] if path == "/" else [f"^~ {path}"] if path.endswith("/") else [f"= {path}", f"^~ {path}/"]
         for match in matches:
             nested = "" if match[0] == "=" else inner  # an exact location holds no other
-            blocks.append(f"        location {match} {{\n            {nested}{body}\n        }}")
+            blocks.append(f"        location {match} {{\n            {body}{nested}\n        }}")
 
     for path, service in sorted(ROUTES.items(), key=lambda item: (item[0] != "/", item[0])):
-        inner = "".join(f"location ~ {pattern} {{ proxy_pass http://{owner}; }}\n            "
+        inner = "".join(f"\n            location ~ {pattern} {{ proxy_pass http://{owner}; }}"
                         for pattern, owner in NESTED_ROUTES.get(path, {}).items())
         location(path, f"proxy_pass http://{service};", inner)
     for path in HIDDEN:
