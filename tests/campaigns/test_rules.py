@@ -189,3 +189,15 @@ def test_a_letter_to_an_mp_is_announced_for_notifications_to_send():
 def test_an_rsvp_is_the_same_action_however_often_it_arrives():
     assert attend_action_id("ask-1", "rsvp-1") == attend_action_id("ask-1", "rsvp-1")
     assert attend_action_id("ask-1", "rsvp-1") != attend_action_id("ask-2", "rsvp-1")
+
+
+def test_an_integrations_signature_may_give_an_email_address_alone_but_a_letter_never():
+    form = validate_action("petition", email="Only@Example.org", name_optional=True)
+    assert form.name is None and form.email == "only@example.org"
+    with pytest.raises(InvalidInput) as refused:
+        validate_action("petition", email="only@example.org")
+    assert "name" in refused.value.errors
+    with pytest.raises(InvalidInput) as letter:
+        validate_action("write_to_mp", email="only@example.org", postcode="B1 1AA", letter_subject="Hi",
+                        letter_body="Dear MP", name_optional=True)
+    assert "name" in letter.value.errors
