@@ -7,7 +7,7 @@ import inspect
 import json
 import math
 import re
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, NoReturn
 from urllib.parse import parse_qsl
 
@@ -297,6 +297,18 @@ def person_id_of(links: PersonLinks | None) -> str | None:
     return bare_id(href.rstrip("/").rsplit("/", 1)[-1]) or None
 
 
-def paged(items: list[Any], page: int, per_page: int) -> list[Any]:
-    """Page `page` of a list already held (a person's attendances or signatures: a few, filtered by scope)."""
-    return items[(page - 1) * per_page:page * per_page]
+def page_held(request: Request, rel: str, rows: list[Any], render: Callable[[Request, Any], dict[str, Any]],
+              page: int, per_page: int) -> JSONResponse:
+    """A page of a collection held in full (a person's attendances or signatures: a few, already filtered by the
+    key's scope)."""
+    items = [render(request, row) for row in rows[(page - 1) * per_page:page * per_page]]
+    return hal(collection(without_paging(request), rel, items, len(rows), page, per_page))
+
+
+def one_held(request: Request, rows: list[Any], resource_id: str, render: Callable[[Request, Any], dict[str, Any]],
+             what: str) -> JSONResponse:
+    """The row of `rows` with the id asked for (bare or prefixed), or a 404 naming `what`."""
+    found = [row for row in rows if row.id == bare_id(resource_id)]
+    if not found:
+        return hal_error(404, f"There is no {what} with that id for this person that this API key may see")
+    return hal(render(request, found[0]))

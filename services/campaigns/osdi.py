@@ -33,7 +33,6 @@ from shared.osdi import (
     hal,
     hal_error,
     identifiers,
-    paged,
     person_id_of,
     without_paging,
 )
@@ -141,17 +140,14 @@ async def person_signatures(request: Request, person_id: str, caller: ApiCaller,
                             page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     """The person's signatures on petitions the key's scope covers (none at all for someone it may not see)."""
     rows = await campaigns.signatures_of_member(bare_id(person_id), caller)
-    items = [_signature(request, x) for x in paged(rows, page, per_page)]
-    return hal(collection(without_paging(request), "signatures", items, len(rows), page, per_page))
+    return osdi.page_held(request, "signatures", rows, _signature, page, per_page)
 
 
 @router.get("/people/{person_id}/signatures/{action_id}", responses=osdi.one("The signature"))
 async def person_signature(request: Request, person_id: str, action_id: str, caller: ApiCaller,
                            campaigns: Campaigns) -> JSONResponse:
-    rows = [x for x in await campaigns.signatures_of_member(bare_id(person_id), caller) if x.id == bare_id(action_id)]
-    if not rows:
-        return hal_error(404, "There is no signature with that id for this person that this API key may see")
-    return hal(_signature(request, rows[0]))
+    rows = await campaigns.signatures_of_member(bare_id(person_id), caller)
+    return osdi.one_held(request, rows, action_id, _signature, "signature")
 
 
 class SignatureHelperRequest(BaseModel):

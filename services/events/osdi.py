@@ -45,7 +45,6 @@ from shared.osdi import (
     hal,
     hal_error,
     identifiers,
-    paged,
     person_id_of,
     read_body,
     without_paging,
@@ -278,17 +277,14 @@ async def person_attendances(request: Request, meetings: MeetingsDep, person_id:
                              page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     """The person's attendances at events the key's scope covers (none at all for someone it may not see)."""
     rows = await meetings.rsvps_of_member(bare_id(person_id), caller)
-    items = [_attendance(request, r) for r in paged(rows, page, per_page)]
-    return hal(collection(without_paging(request), "attendances", items, len(rows), page, per_page))
+    return osdi.page_held(request, "attendances", rows, _attendance, page, per_page)
 
 
 @router.get("/people/{person_id}/attendances/{rsvp_id}", responses=osdi.one("The attendance"))
 async def person_attendance(request: Request, meetings: MeetingsDep, person_id: str, rsvp_id: str,
                             caller: ApiCaller) -> JSONResponse:
-    rows = [r for r in await meetings.rsvps_of_member(bare_id(person_id), caller) if r.id == bare_id(rsvp_id)]
-    if not rows:
-        return hal_error(404, "There is no attendance with that id for this person that this API key may see")
-    return hal(_attendance(request, rows[0]))
+    rows = await meetings.rsvps_of_member(bare_id(person_id), caller)
+    return osdi.one_held(request, rows, rsvp_id, _attendance, "attendance")
 
 
 class AttendanceHelperRequest(BaseModel):
