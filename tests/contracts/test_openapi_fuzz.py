@@ -1,7 +1,8 @@
 """Every service's OpenAPI document is the truth about it (#18): Schemathesis generates requests from each document
-and sends them through the gateway of the running system, as an anonymous caller, an integration's API key and a
-signed-in organiser; no answer is a 500, and every answer's status, media type and body are the ones the document
-declares. Bounded and derandomized (the same requests every run), so it is a test, not a search.
+(well-formed, and malformed: wrong shapes, types, missing fields) and sends them through the gateway of the running
+system, as an anonymous caller, an integration's API key and a signed-in organiser; no answer is a 500, and every
+answer's status, media type and body are the ones the document declares. Bounded and derandomized (the same
+requests every run), so it is a test, not a search.
 
 The callers are a sub-team's organiser and a key that sub-team's organiser made, so the generated writes land (if
 at all) in a part of the network no other test reads; the generated requests come from an address of their own, so
@@ -19,6 +20,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -32,7 +34,7 @@ from shared.auth import SESSION_COOKIE
 from tests.membership.conftest import make_organiser
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES = 5  # per operation and caller: every operation is tried, none for long
+EXAMPLES = 8  # per operation and caller (well-formed and malformed): every operation is tried, none for long
 SERVICES = ("membership", "events", "notifications", "campaigns")
 # Routes whose generated calls would act outside the fuzzing caller's sandbox (sign one's own session out, set an
 # organiser's password from a link): their inputs are covered by their own tests.
@@ -108,7 +110,8 @@ def _fuzz(service: str, caller: Caller) -> dict[str, str]:
 def _first_failure(operation: Any, session: requests.Session, headers: dict[str, str]) -> str | None:
     found: list[str] = []
 
-    @given(case=operation.as_strategy())
+    # Requests as the document describes them, and requests that break it (wrong shapes, types, missing fields).
+    @given(case=operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(GenerationMode.NEGATIVE))
     @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     def run(case: Any) -> None:
