@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     secret_key: str = ""
     # GROUNDSWELL_DEV=1: a development machine (the launcher, the tests), where a weak SECRET_KEY is allowed.
     groundswell_dev: bool = False
+    # GROUNDSWELL_TEST_FAILURES=1 (with GROUNDSWELL_DEV=1 only): `POST /_test/fail` fails on purpose, so a test can
+    # prove that a failure never spills onto the next requests (tests/security/test_upstream_connections.py).
+    groundswell_test_failures: bool = False
 
     network_name: str = "Groundswell Network"
     double_opt_in: bool = True

@@ -4,18 +4,21 @@ paged collections with their `_links` and `_embedded` items. Each service adds i
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
-from collections.abc import Awaitable, Mapping
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, NoReturn
+from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.contact import collapse_spaces
 from shared.web import MAX_PAGE
 
 PREFIX = "/api/v2"
@@ -27,6 +30,88 @@ Page = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 PerPage = Annotated[int, Query(ge=1), AfterValidator(lambda n: min(n, MAX_PER_PAGE))]
 # A resource's own id, and the same id as Action Network's clients read it (parsons keeps `action_network:` ids).
 ID_PREFIXES = ("groundswell", "action_network")
+
+
+class HalResponse(JSONResponse):
+    """JSON as OSDI serves it (the OpenAPI document says so for every route of an OSDI router)."""
+
+    media_type = HAL
+
+
+_LINK = {"type": "object", "required": ["href"], "properties": {"href": {"type": "string"}}}
+RESOURCE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["identifiers", "_links"],
+    "properties": {
+        "identifiers": {"type": "array", "minItems": 1,
+                        "items": {"type": "string", "pattern": "^(groundswell|action_network):"}},
+        "created_date": {"type": "string"},
+        "modified_date": {"type": "string"},
+        "_links": {"type": "object", "required": ["self"], "properties": {"self": _LINK}},
+    },
+}
+
+
+def one(description: str = "The resource") -> dict[int | str, dict[str, Any]]:
+    """A route's `responses`: one OSDI resource."""
+    return {200: {"description": description, "content": {HAL: {"schema": RESOURCE_SCHEMA}}}}
+
+
+def page_of(rel: str) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses`: a page of a collection, its items embedded as `osdi:<rel>`."""
+    schema = {
+        "type": "object",
+        "required": ["total_pages", "per_page", "page", "total_records", "_links", "_embedded"],
+        "properties": {
+            "total_pages": {"type": "integer", "minimum": 1},
+            "per_page": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE},
+            "page": {"type": "integer", "minimum": 1},
+            "total_records": {"type": "integer", "minimum": 0},
+            "_links": {"type": "object", "required": ["self"], "properties": {"self": _LINK}},
+            "_embedded": {"type": "object", "required": [f"osdi:{rel}"],
+                          "properties": {f"osdi:{rel}": {"type": "array", "items": RESOURCE_SCHEMA}}},
+        },
+    }
+    return {200: {"description": f"A page of {rel}", "content": {HAL: {"schema": schema}}}}
+
+
+def router() -> APIRouter:
+    """An OSDI router: under /api/v2, answering HAL+JSON (its errors are documented with every route's, by
+    shared/openapi.py)."""
+    return APIRouter(prefix=PREFIX, tags=["OSDI"], default_response_class=HalResponse)
+
+
+def refuse(status: int, message: str) -> NoReturn:
+    """Stop the request with OSDI's `{"error": message}` (install_error_bodies renders it)."""
+    raise StarletteHTTPException(status, message)
+
+
+def problems(exc: ValidationError) -> str:
+    """A pydantic error in words: field path and what is wrong, for an OSDI error body."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()) or "Not valid"
+
+
+async def read_body(request: Request) -> dict[str, Any]:
+    """A request's body as an object: JSON, or a form's flat fields (parsons' update_event sends its payload
+    form-encoded, under its JSON content type)."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        try:
+            return dict(parse_qsl(raw.decode(), strict_parsing=True, max_num_fields=100))
+        except (ValueError, UnicodeDecodeError):
+            refuse(400, "Send a JSON object")
+    if not isinstance(body, dict):
+        refuse(400, "Send a JSON object")
+    return body
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its body itself (JSON or a form): the model's schema as its body."""
+    schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema}, "application/x-www-form-urlencoded": {"schema": schema}}}}
 
 
 def hal(body: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -64,11 +149,35 @@ def install_error_bodies(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         if not request.url.path.startswith(PREFIX):
             return await _answer(other_invalid(request, exc))
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
-        return hal_error(422, problems or "The request is not valid")
+        errors = exc.errors()
+        found = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors)
+        in_body = any(e["loc"][:1] == ("body",) for e in errors)  # a body we refuse is a 400, as OSDI's are
+        return hal_error(400 if in_body else 422, found or "The request is not valid")
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    _hoist_body_definitions(app)
+
+
+def _hoist_body_definitions(app: FastAPI) -> None:
+    """Schemas of bodies a route reads itself (`request_body`) keep their nested models under `$defs`, referred to
+    as components: moved to `components.schemas`, so the OpenAPI document resolves (a client generator needs it)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = build()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                content = operation.get("requestBody", {}).get("content", {}) if isinstance(operation, dict) else {}
+                for media in content.values():
+                    schemas.update(media.get("schema", {}).pop("$defs", {}))
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _answer(response: Response | Awaitable[Response]) -> Response:
@@ -132,3 +241,74 @@ def collection(url: str, rel: str, items: list[dict[str, Any]], total: int, page
         links["previous"] = {"href": f"{url}{sep}page={page - 1}&per_page={per_page}"}
     return {"total_pages": pages, "per_page": per_page, "page": page, "total_records": total,
             "_links": links, "_embedded": {f"osdi:{rel}": items}}
+
+
+class OsdiEmail(BaseModel):
+    address: str = Field("", max_length=254)
+    primary: bool | None = None
+    status: str | None = Field(None, max_length=20)
+
+
+class OsdiPostalAddress(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    postal_code: str = Field("", max_length=20)
+
+
+class OsdiPerson(BaseModel):
+    """A person as a record helper takes them (Action Network's form): an email address is enough."""
+
+    model_config = ConfigDict(extra="allow")
+
+    given_name: str = Field("", max_length=200)
+    family_name: str = Field("", max_length=200)
+    email_addresses: list[OsdiEmail] = Field([], max_length=20)
+    postal_addresses: list[OsdiPostalAddress] = Field([], max_length=20)
+
+    @property
+    def name(self) -> str:
+        return collapse_spaces(f"{self.given_name} {self.family_name}")
+
+    @property
+    def email(self) -> str:
+        primary = next((e for e in self.email_addresses if e.primary), None)
+        return (primary or (self.email_addresses[0] if self.email_addresses else OsdiEmail())).address
+
+    @property
+    def postcode(self) -> str:
+        return self.postal_addresses[0].postal_code if self.postal_addresses else ""
+
+
+class Link(BaseModel):
+    href: str = Field(max_length=2000)
+
+
+class PersonLinks(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    person: Link | None = Field(None, alias="osdi:person")
+
+
+def person_id_of(links: PersonLinks | None) -> str | None:
+    """The person an `osdi:person` link points at (`…/people/<id>`, the id bare or prefixed), or None."""
+    href = links.person.href if links is not None and links.person is not None else ""
+    if "/people/" not in href:
+        return None
+    return bare_id(href.rstrip("/").rsplit("/", 1)[-1]) or None
+
+
+def page_held(request: Request, rel: str, rows: list[Any], render: Callable[[Request, Any], dict[str, Any]],
+              page: int, per_page: int) -> JSONResponse:
+    """A page of a collection held in full (a person's attendances or signatures: a few, already filtered by the
+    key's scope)."""
+    items = [render(request, row) for row in rows[(page - 1) * per_page:page * per_page]]
+    return hal(collection(without_paging(request), rel, items, len(rows), page, per_page))
+
+
+def one_held(request: Request, rows: list[Any], resource_id: str, render: Callable[[Request, Any], dict[str, Any]],
+             what: str) -> JSONResponse:
+    """The row of `rows` with the id asked for (bare or prefixed), or a 404 naming `what`."""
+    found = [row for row in rows if row.id == bare_id(resource_id)]
+    if not found:
+        return hal_error(404, f"There is no {what} with that id for this person that this API key may see")
+    return hal(render(request, found[0]))

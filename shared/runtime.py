@@ -26,6 +26,7 @@ from shared.events.envelope import Envelope
 from shared.handlers import Registry
 from shared.inbox import Inbox, inbox_table
 from shared.logging import configure_logging, get_logger
+from shared.openapi import complete_openapi
 from shared.outbox import Outbox, OutboxRelay, outbox_tables
 from shared.revocations import Revocations, revocations_table
 from shared.uow import UnitsOfWork
@@ -35,6 +36,7 @@ from shared.web import (
     RefuseCrossSiteForms,
     RejectControlCharacters,
     RequestIdMiddleware,
+    add_failing_route,
     add_operational_routes,
 )
 
@@ -196,6 +198,9 @@ class ServiceRuntime:
         app.add_middleware(RequestIdMiddleware, service=self.name)  # the last added runs first
         tracing.instrument_app(app)
         add_operational_routes(app, self.name, self.readiness)
+        if self.settings.groundswell_dev and self.settings.groundswell_test_failures:
+            add_failing_route(app)
         for r in routers:
             app.include_router(r)
+        complete_openapi(app)
         return app

@@ -426,6 +426,19 @@ def add_operational_routes(app: FastAPI, service: str, readiness: Any) -> None:
     app.mount(f"/static/{service}", StaticFiles(directory=str(SHARED_STATIC)), name="static")
 
 
+class FailureOnPurpose(RuntimeError):
+    """Raised by the route that fails on purpose (development stacks only)."""
+
+
+def add_failing_route(app: FastAPI) -> None:
+    """`POST /_test/fail` answers 500, as any unexpected failure does: development stacks only, for the test that
+    proves a failure never spills onto the next requests (no input of a client's makes a service fail)."""
+
+    @app.post("/_test/fail", include_in_schema=False)
+    async def fail() -> None:
+        raise FailureOnPurpose("failing on purpose (GROUNDSWELL_TEST_FAILURES)")
+
+
 def client_ip(request: Request) -> str:
     """The client's address, as `shared/client_address.py` resolved it (proxy headers only from trusted proxies)."""
     return request.client.host if request.client else "unknown"

@@ -121,8 +121,10 @@ def required_ports(components: Iterable[str]) -> dict[str, int]:
 
 def development_flag() -> dict[str, str]:
     """GROUNDSWELL_DEV for the processes the launcher starts: a development stack, where shared/config.py allows
-    a weak SECRET_KEY from the environment (the generated one is strong). GROUNDSWELL_DEV=0 turns the check on."""
-    return {"GROUNDSWELL_DEV": os.environ.get("GROUNDSWELL_DEV") or "1"}
+    a weak SECRET_KEY from the environment (the generated one is strong). GROUNDSWELL_DEV=0 turns the check on.
+    A development stack also has the route that fails on purpose, for the tests (GROUNDSWELL_TEST_FAILURES=0: not)."""
+    dev = os.environ.get("GROUNDSWELL_DEV") or "1"
+    return {"GROUNDSWELL_DEV": dev, "GROUNDSWELL_TEST_FAILURES": os.environ.get("GROUNDSWELL_TEST_FAILURES") or dev}
 
 
 def secret_key() -> str:

@@ -70,6 +70,14 @@ ROUTES: dict[str, str] = {
     "/api/v2/petitions": "campaigns",
     "/static/campaigns/": "campaigns",
 }
+# A person's attendances and signatures lie under membership's /api/v2/people/ but are events' and campaigns'
+# (Action Network's paths): regular expressions matched inside the prefix they lie under, before its owner.
+NESTED_ROUTES: dict[str, dict[str, str]] = {
+    "/api/v2/people": {
+        r"^/api/v2/people/[^/]+/attendances(/|$)": "events",
+        r"^/api/v2/people/[^/]+/signatures(/|$)": "campaigns",
+    },
+}
 # Not public: the gateway answers 404 for these (same matching as ROUTES); they stay on each service's own
 # port (health, metrics, the OpenAPI documents), for operators and monitoring inside the network.
 HIDDEN: tuple[str, ...] = ("/_svc/", "/docs", "/redoc", "/openapi.json", "/metrics")
@@ -159,12 +167,16 @@ def check_tools() -> None:
 def _location_blocks() -> str:
     blocks: list[str] = []
 
-    def location(path: str, body: str) -> None:
+    def location(path: str, body: str, inner: str = "") -> None:
         matches = ["/"] if path == "/" else [f"^~ {path}"] if path.endswith("/") else [f"= {path}", f"^~ {path}/"]
-        blocks.extend(f"        location {match} {{\n            {body}\n        }}" for match in matches)
+        for match in matches:
+            nested = "" if match[0] == "=" else inner  # an exact location holds no other
+            blocks.append(f"        location {match} {{\n            {body}{nested}\n        }}")
 
     for path, service in sorted(ROUTES.items(), key=lambda item: (item[0] != "/", item[0])):
-        location(path, f"proxy_pass http://{service};")
+        inner = "".join(f"\n            location ~ {pattern} {{ proxy_pass http://{owner}; }}"
+                        for pattern, owner in NESTED_ROUTES.get(path, {}).items())
+        location(path, f"proxy_pass http://{service};", inner)
     for path in HIDDEN:
         location(path, "return 404;")
     return "\n".join(blocks)

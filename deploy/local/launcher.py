@@ -50,7 +50,7 @@ from deploy.local.config import (
     LauncherError,
     secret_key,
 )
-from deploy.local.gateway import ROUTES, nginx_binary, render_nginx_conf, start_gateway, stop_gateway
+from deploy.local.gateway import NESTED_ROUTES, ROUTES, nginx_binary, render_nginx_conf, start_gateway, stop_gateway
 from deploy.local.kafka import create_topics, kafka_ready, kafka_tool_command, start_kafka, stop_kafka
 from deploy.local.postgres import database_url, ensure_databases, restart_postgres, start_postgres, stop_postgres
 from deploy.local.probes import check_ports, free_port, http_status, port_in_use, wait_http
@@ -77,6 +77,7 @@ __all__ = [
     "KAFKA_PORT",
     "LOG_DIR",
     "MAIL_DIR",
+    "NESTED_ROUTES",
     "NGINX_DIR",
     "PG_PORT",
     "PID_DIR",

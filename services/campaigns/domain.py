@@ -267,14 +267,17 @@ class ActionForm:
         return self.join_network
 
 
-def _person(errors: dict[str, str], *, member_id: str | None, name: str,
-            email: str) -> tuple[str | None, str | None]:
-    """A member (known by a signed link) needs to give nothing; anyone else a name and an email address."""
+def _person(errors: dict[str, str], *, member_id: str | None, name: str, email: str,
+            name_optional: bool = False) -> tuple[str | None, str | None]:
+    """A member (known by a signed link) needs to give nothing; anyone else a name and an email address (an
+    integration's record helper may give an email address alone, as Action Network's accepts)."""
     name_c = collapse_spaces(name)
     email_n = normalise_email(email)
     if member_id and not name_c and not email_n:
         return None, None
     errors.update(person_problems(name_c, email_n))
+    if name_optional and not name_c:
+        errors.pop("name", None)
     return name_c or None, email_n or None
 
 
@@ -291,7 +294,8 @@ def _postcode(errors: dict[str, str], raw: str, *, required: bool, why: str) -> 
 
 def validate_action(kind: str, *, member_id: str | None = None, name: str = "", email: str = "",
                     postcode: str = "", join_network: bool = False, comment: str = "", pledge_text: str = "",
-                    letter_subject: str = "", letter_body: str = "", channel: str = "") -> ActionForm:
+                    letter_subject: str = "", letter_body: str = "", channel: str = "",
+                    name_optional: bool = False) -> ActionForm:
     """Check an action as typed for an ask of `kind`; every problem at once, so the form can show them all."""
     errors: dict[str, str] = {}
     join = bool(join_network) and member_id is None
@@ -305,7 +309,7 @@ def validate_action(kind: str, *, member_id: str | None = None, name: str = "", 
         return form
     # write_to_mp always needs the sender's name and address: the MP answers constituents only.
     form.name, form.email = _person(errors, member_id=None if kind == "write_to_mp" else member_id,
-                                    name=name, email=email)
+                                    name=name, email=email, name_optional=name_optional and kind != "write_to_mp")
     form.postcode = _postcode(
         errors, postcode, required=join or kind == "write_to_mp",
         why="so we can find your MP" if kind == "write_to_mp" else "so we can put you in touch with your local group",

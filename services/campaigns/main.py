@@ -17,6 +17,7 @@ from shared import topics
 from shared.config import Settings
 from shared.consumer import EventConsumer
 from shared.inbox import Inbox
+from shared.osdi import install_error_bodies
 from shared.ratelimit import Limits
 from shared.runtime import ServiceRuntime
 from shared.web import make_templates
@@ -61,4 +62,5 @@ def create_app(
     app.state.engagement = engagement
     app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
     views.install_filters(app.state.templates)
+    install_error_bodies(app)
     return app

@@ -1,30 +1,50 @@
-"""OSDI as Action Network serves it: petitions, their signatures and the record signature helper (HAL+JSON).
+"""OSDI as Action Network serves it: petitions, their signatures, a person's signatures and the record signature
+helper (HAL+JSON).
 
 A petition is an ask of kind `petition`. Authentication is the `OSDI-API-Token` header; collections page with
-`page` and `per_page` (at most 25). Signatures carry no name or address: the person is a link.
+`page` and `per_page` (at most 25). Petitions are public, so every key reads them; a key reads and records
+signatures only on petitions of campaigns its scope covers (anything else is a 403). Signatures carry no name or
+address: the person is a link. docs/api.md is the integrator's guide.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.campaigns.deps import Actions, ApiCaller, BaseUrl, Campaigns
 from services.campaigns.domain import ActionNotFound, ActionRefused, AskNotFound, validate_action
 from shared import osdi
+from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
-from shared.osdi import MAX_PER_PAGE, Page, PerPage, api_url, collection, hal, hal_error, without_paging
+from shared.osdi import (
+    CURIES,
+    MAX_PER_PAGE,
+    OsdiPerson,
+    Page,
+    PerPage,
+    PersonLinks,
+    api_url,
+    bare_id,
+    collection,
+    hal,
+    hal_error,
+    identifiers,
+    person_id_of,
+    without_paging,
+)
 
-router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
+router = osdi.router()
+OUT_OF_SCOPE = "This petition's campaign is outside the part of the network this API key was made for"
 
 
 def _petition(request: Request, base_url: str, a: Any, total: int) -> dict[str, Any]:
     api = api_url(request)
     return {
-        "identifiers": [f"groundswell:{a.id}"],
+        "identifiers": identifiers(a.id),
         "origin_system": "Groundswell",
         "title": a.title,
         "description": a.description,
@@ -41,6 +61,7 @@ def _petition(request: Request, base_url: str, a: Any, total: int) -> dict[str, 
             "self": {"href": f"{api}/petitions/{a.id}"},
             "osdi:signatures": {"href": f"{api}/petitions/{a.id}/signatures"},
             "osdi:record_signature_helper": {"href": f"{api}/petitions/{a.id}/signatures"},
+            "curies": CURIES,
         },
     }
 
@@ -48,13 +69,14 @@ def _petition(request: Request, base_url: str, a: Any, total: int) -> dict[str, 
 def _signature(request: Request, x: Any) -> dict[str, Any]:
     api = api_url(request)
     sig: dict[str, Any] = {
-        "identifiers": [f"groundswell:{x.id}"],
+        "identifiers": identifiers(x.id),
         "created_date": x.created_at.isoformat(),
         "modified_date": x.created_at.isoformat(),
         "comments": x.comment,
         "_links": {
             "self": {"href": f"{api}/petitions/{x.ask_id}/signatures/{x.id}"},
             "osdi:petition": {"href": f"{api}/petitions/{x.ask_id}"},
+            "curies": CURIES,
         },
     }
     if x.member_id:
@@ -62,7 +84,7 @@ def _signature(request: Request, x: Any) -> dict[str, Any]:
     return sig
 
 
-@router.get("/petitions")
+@router.get("/petitions", responses=osdi.page_of("petitions"))
 async def list_petitions(request: Request, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
                          base_url: BaseUrl, page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
     rows, total = await campaigns.petitions(limit=per_page, offset=(page - 1) * per_page, within=caller)
@@ -72,82 +94,89 @@ async def list_petitions(request: Request, caller: ApiCaller, campaigns: Campaig
     return hal(collection(without_paging(request), "petitions", items, total, page, per_page))
 
 
-@router.get("/petitions/{ask_id}")
+async def _petition_of(campaigns: Campaigns, ask_id: str, caller: OrganiserScope | None = None) -> Any:
+    """The petition of the path; 404 when there is none or, with `caller`, when the key's scope does not cover it
+    (a key learns nothing of petitions outside its scope, not even that they exist)."""
+    try:
+        return await campaigns.petition(bare_id(ask_id), within=caller)
+    except AskNotFound:
+        osdi.refuse(404, "There is no petition with that id")
+
+
+@router.get("/petitions/{ask_id}", responses=osdi.one("The petition"))
 async def get_petition(request: Request, ask_id: str, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
                        base_url: BaseUrl) -> JSONResponse:
-    try:
-        a = await campaigns.petition(ask_id, within=caller)
-    except AskNotFound:
-        return hal_error(404, "There is no petition with that id")
+    a = await _petition_of(campaigns, ask_id, caller)
     return hal(_petition(request, base_url, a, (await actions.counts(a.campaign_id)).get(a.id, 0)))
 
 
-@router.get("/petitions/{ask_id}/signatures")
+@router.get("/petitions/{ask_id}/signatures", responses=osdi.page_of("signatures"))
 async def list_signatures(request: Request, ask_id: str, caller: ApiCaller, campaigns: Campaigns, actions: Actions,
                           page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
-    try:
-        a = await campaigns.petition(ask_id, within=caller)
-    except AskNotFound:
-        return hal_error(404, "There is no petition with that id")
+    a = await _petition_of(campaigns, ask_id, caller)
     total = (await actions.counts(a.campaign_id)).get(a.id, 0)
-    rows = await actions.actions_of(ask_id, limit=per_page, offset=(page - 1) * per_page)
+    rows = await actions.actions_of(a.id, limit=per_page, offset=(page - 1) * per_page)
     items = [_signature(request, x) for x in rows]
     return hal(collection(without_paging(request), "signatures", items, total, page, per_page))
 
 
-@router.get("/petitions/{ask_id}/signatures/{action_id}")
+@router.get("/petitions/{ask_id}/signatures/{action_id}", responses=osdi.one("The signature"))
 async def get_signature(request: Request, ask_id: str, action_id: str, caller: ApiCaller, campaigns: Campaigns,
                         actions: Actions) -> JSONResponse:
+    a = await _petition_of(campaigns, ask_id, caller)
     try:
-        await campaigns.petition(ask_id, within=caller)
-        x = await actions.get_action(action_id)
-    except (AskNotFound, ActionNotFound):
+        x = await actions.get_action(bare_id(action_id))
+    except ActionNotFound:
         x = None
-    if x is None or x.ask_id != ask_id:
+    if x is None or x.ask_id != a.id:
         return hal_error(404, "There is no signature with that id on this petition")
     return hal(_signature(request, x))
 
 
-class EmailAddress(BaseModel):
-    address: str = ""
-    primary: bool | None = None
+@router.get("/people/{person_id}/signatures", responses=osdi.page_of("signatures"))
+async def person_signatures(request: Request, person_id: str, caller: ApiCaller, campaigns: Campaigns,
+                            page: Page = 1, per_page: PerPage = MAX_PER_PAGE) -> JSONResponse:
+    """The person's signatures on petitions the key's scope covers (none at all for someone it may not see)."""
+    rows = await campaigns.signatures_of_member(bare_id(person_id), caller)
+    return osdi.page_held(request, "signatures", rows, _signature, page, per_page)
 
 
-class PostalAddress(BaseModel):
-    postal_code: str = ""
-
-
-class OsdiPerson(BaseModel):
-    given_name: str = ""
-    family_name: str = ""
-    email_addresses: list[EmailAddress] = []
-    postal_addresses: list[PostalAddress] = []
+@router.get("/people/{person_id}/signatures/{action_id}", responses=osdi.one("The signature"))
+async def person_signature(request: Request, person_id: str, action_id: str, caller: ApiCaller,
+                           campaigns: Campaigns) -> JSONResponse:
+    rows = await campaigns.signatures_of_member(bare_id(person_id), caller)
+    return osdi.one_held(request, rows, action_id, _signature, "signature")
 
 
 class SignatureHelperRequest(BaseModel):
-    """Action Network's record signature helper: a person (matched or added) signs the petition."""
+    """Action Network's record signature helper: a person (matched by email address, or added) signs the
+    petition; or, as Action Network's signature POST, `_links.osdi:person` names a member already known."""
 
-    person: OsdiPerson
-    comments: str = ""
-    add_tags: list[str] = []
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    person: OsdiPerson | None = None
+    links: PersonLinks | None = Field(None, alias="_links")
+    comments: str = Field("", max_length=10_000)
+    add_tags: list[str] = Field([], max_length=100)
 
 
-@router.post("/petitions/{ask_id}/signatures")
+@router.post("/petitions/{ask_id}/signatures", status_code=201,
+             responses={201: osdi.one("The new signature")[200],
+                        200: osdi.one("The person had signed already: their signature, unchanged")[200],
+                        409: {"description": "The petition is closed"}})
 async def record_signature_helper(request: Request, ask_id: str, body: SignatureHelperRequest,
                                   caller: ApiCaller, campaigns: Campaigns, actions: Actions) -> JSONResponse:
     """201 with the new signature, or 200 with the existing one when this person had signed already."""
+    a = await _petition_of(campaigns, ask_id, caller)
+    p = body.person or OsdiPerson()
+    member_id = person_id_of(body.links)
+    if body.person is None and member_id is None:
+        return hal_error(400, 'Send {"person": {"email_addresses": [{"address": "…"}]}} or '
+                              '{"_links": {"osdi:person": {"href": ".../people/<id>"}}}')
     try:
-        await campaigns.petition(ask_id, within=caller)
-    except AskNotFound:
-        return hal_error(404, "There is no petition with that id")
-    p = body.person
-    email = next((e.address for e in p.email_addresses if e.primary), None) or (
-        p.email_addresses[0].address if p.email_addresses else "")
-    postcode = p.postal_addresses[0].postal_code if p.postal_addresses else ""
-    try:
-        form = validate_action("petition", name=f"{p.given_name} {p.family_name}", email=email, postcode=postcode,
-                               join_network=bool(postcode), comment=body.comments)
-        outcome = await actions.take_action(ask_id, form, source="osdi")
+        form = validate_action("petition", member_id=member_id, name=p.name, email=p.email, postcode=p.postcode,
+                               join_network=bool(p.postcode and p.name), comment=body.comments, name_optional=True)
+        outcome = await actions.take_action(a.id, form, source="osdi")
     except InvalidInput as exc:
         return hal_error(400, "; ".join(exc.errors.values()))
     except ActionRefused as exc:

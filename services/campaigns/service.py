@@ -224,9 +224,21 @@ class CampaignsService:
         a, c = tables.asks, tables.campaigns
         async with self.uows.begin() as uow:
             return await queries.one(uow.session, select(
-                a, c.c.status.label("campaign_status"), c.c.title.label("campaign_title")
+                a, c.c.status.label("campaign_status"), c.c.title.label("campaign_title"), c.c.scope_type,
+                c.c.scope_id, c.c.region_id,
             ).join(c, c.c.id == a.c.campaign_id).where(a.c.id == ask_id, a.c.kind == "petition",
                                                        queries.in_scope(within)), AskNotFound(ask_id))
+
+    async def signatures_of_member(self, member_id: str, organiser: OrganiserScope) -> list[Row]:
+        """A member's petition signatures in campaigns the organiser's (or API key's) scope covers, oldest first."""
+        x, c = tables.actions, tables.campaigns
+        q = (select(x, c.c.scope_type, c.c.scope_id, c.c.region_id.label("campaign_region_id"))
+             .join(c, c.c.id == x.c.campaign_id)
+             .where(x.c.member_id == member_id, x.c.kind == "petition").order_by(x.c.created_at, x.c.id))
+        async with self.uows.begin() as uow:
+            rows = list((await uow.session.execute(q)).all())
+            return [r for r in rows if organiser.covers(r.scope_type, r.scope_id, r.campaign_region_id,
+                                                        ancestors=await queries.ancestors(uow.session, r.scope_id))]
 
     async def meeting(self, meeting_id: str | None) -> Row | None:
         if not meeting_id:

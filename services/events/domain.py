@@ -37,6 +37,7 @@ MAX_TITLE = 200
 MAX_DESCRIPTION = 10_000
 MAX_VENUE = 500
 MAX_URL = 1000
+MAX_CAPACITY = 1_000_000
 MAX_GUESTS = 10
 
 # Rate limits of the public forms (shared/ratelimit.py; settings in `rate_limits`, seeded by migration 0003):
@@ -176,6 +177,17 @@ def to_utc(value: Any, zone: ZoneInfo) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def with_default_end(raw: dict[str, Any], length: timedelta) -> dict[str, Any]:
+    """A new meeting typed without an end lasts `length` (a start that cannot be read is left for the rules)."""
+    if raw.get("ends_at") or not raw.get("starts_at"):
+        return raw
+    try:
+        starts = to_utc(raw["starts_at"], _zone(raw.get("timezone") or DEFAULT_TIMEZONE) or ZoneInfo(DEFAULT_TIMEZONE))
+    except ValueError:
+        return raw
+    return {**raw, "ends_at": starts + length} if starts else raw
+
+
 def _int_or_none(value: Any) -> int | None:
     if value is None or value == "":
         return None
@@ -263,8 +275,8 @@ def validate_meeting(raw: dict[str, Any], *, now: datetime, existing: MeetingPla
     capacity = None
     try:
         capacity = _int_or_none(merged.get("capacity"))
-        if capacity is not None and capacity < 1:
-            errors["capacity"] = "Capacity must be a whole number of 1 or more, or empty for no limit"
+        if capacity is not None and not 1 <= capacity <= MAX_CAPACITY:
+            errors["capacity"] = f"Capacity must be a whole number from 1 to {MAX_CAPACITY:,}, or empty for no limit"
     except (TypeError, ValueError):
         errors["capacity"] = "Capacity must be a whole number of 1 or more, or empty for no limit"
 
@@ -380,13 +392,17 @@ def validate_rsvp(
     guests: Any = 0,
     join_network: bool = False,
     postcode: str = "",
+    name_optional: bool = False,
 ) -> RsvpForm:
-    """A member (known by a signed link) needs nothing more; anyone else gives a name and an email address."""
+    """A member (known by a signed link) needs nothing more; anyone else gives a name and an email address (an
+    integration's record helper may give an email address alone, as Action Network's accepts)."""
     errors: dict[str, str] = {}
     name = collapse_spaces(name)
     email_n = normalise_email(email)
     if not member_id or name or email_n:
         errors.update(person_problems(name, email_n))
+        if name_optional and not name:
+            errors.pop("name", None)
     try:
         guests_n = _int_or_none(guests) or 0
         if guests_n < 0 or guests_n > MAX_GUESTS:

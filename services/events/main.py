@@ -13,6 +13,7 @@ from services.events.reminders import ReminderLoop
 from services.events.service import EventsService
 from shared import topics
 from shared.config import Settings
+from shared.osdi import install_error_bodies
 from shared.runtime import ServiceRuntime
 from shared.web import make_templates
 
@@ -46,4 +47,5 @@ def create_app(
     app.state.events = service
     app.state.templates = make_templates(HERE / "templates", {"network_name": settings.network_name, "service": NAME})
     views.install_filters(app.state.templates)
+    install_error_bodies(app)
     return app

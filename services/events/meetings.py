@@ -81,6 +81,15 @@ async def check_scope(session: AsyncSession, organiser: OrganiserScope | None, s
     return region_id
 
 
+async def covers(session: AsyncSession, organiser: OrganiserScope, scope_type: str, scope_id: str | None) -> bool:
+    """Whether the organiser's (or API key's) scope covers a meeting scoped to (scope_type, scope_id)."""
+    try:
+        await check_scope(session, organiser, scope_type, scope_id)
+    except NotYourMeeting:
+        return False
+    return True
+
+
 class Meetings:
     def __init__(self, uows: UnitsOfWork, reminders: Reminders, *, public_base_url: str) -> None:
         self.uows = uows
@@ -157,6 +166,17 @@ class Meetings:
         """Meetings in start order, filtered as the public listing and the feeds ask."""
         async with self.uows.begin() as uow:
             return await queries.list_meetings(uow.session, **filters)
+
+    async def covered(self, organiser: OrganiserScope, meeting: Any) -> bool:
+        """Whether the organiser's (or API key's) scope covers the meeting."""
+        async with self.uows.begin() as uow:
+            return await covers(uow.session, organiser, meeting.scope_type, meeting.scope_id)
+
+    async def rsvps_of_member(self, member_id: str, organiser: OrganiserScope) -> list[Row]:
+        """A member's RSVPs to the meetings the organiser's (or API key's) scope covers, oldest first."""
+        async with self.uows.begin() as uow:
+            rows = await queries.rsvps_of_member(uow.session, member_id)
+            return [row for row in rows if await covers(uow.session, organiser, row.scope_type, row.scope_id)]
 
     async def own(self, meeting_id: str, who: OrganiserScope) -> Row:
         """The meeting, for an organiser whose scope covers it (a group's covers its sub-teams' meetings):

@@ -335,6 +335,13 @@ async def get_rsvp(session: AsyncSession, rsvp_id: str) -> Row:
     return row
 
 
+async def rsvps_of_member(session: AsyncSession, member_id: str) -> list[Row]:
+    """A member's RSVPs, oldest first, each with where its meeting lies (to tell whose scope covers it)."""
+    q = (select(r, m.c.scope_type, m.c.scope_id, m.c.region_id).join(m, m.c.id == r.c.meeting_id)
+         .where(r.c.member_id == member_id).order_by(r.c.created_at, r.c.id))
+    return list((await session.execute(q)).all())
+
+
 async def list_rsvps(session: AsyncSession, meeting_id: str, *, search: str = "", statuses: Sequence[str] = (),
                      limit: int = 1000, offset: int = 0) -> list[Row]:
     q = select(r).where(r.c.meeting_id == meeting_id)

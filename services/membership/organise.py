@@ -76,7 +76,7 @@ async def sign_in_form(request: Request, next: str = "/admin") -> HTMLResponse:
     return page(request, "signin.html", {"values": {"next": _safe_next(next)}, "error": None})
 
 
-@router.post("/signin")
+@router.post("/signin", responses={401: {"description": "The email address, password or code is not right"}})
 async def sign_in(request: Request, accounts: AccountsDep, settings: SettingsDep) -> Response:
     as_json = "application/json" in request.headers.get("content-type", "")
     try:

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -33,16 +34,18 @@ from shared.osdi import (
     FilterError,
     Page,
     PerPage,
+    PersonLinks,
     api_url,
     bare_id,
     collection,
     hal,
     identifiers,
     parse_filter,
+    person_id_of,
 )
 from shared.uow import UnitsOfWork
 
-router = APIRouter(prefix=osdi.PREFIX, tags=["OSDI"])
+router = osdi.router()
 MAX_TAG = 100
 MAX_CUSTOM_FIELDS, MAX_CUSTOM_KEY, MAX_CUSTOM_VALUE = 100, 100, 2000
 # Custom fields the system itself reports on a person (read-only: an integration may not set them).
@@ -66,6 +69,40 @@ class ApiError(Exception):
 
 def raise_api(status: int, message: str) -> None:
     raise ApiError(status, message)
+
+
+class TaggingRequest(BaseModel):
+    """A tagging to make: Action Network's `{"_links": {"osdi:person": {"href": ".../people/<id>"}}}`."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    links: PersonLinks | None = Field(None, alias="_links")
+
+
+class TagRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=MAX_TAG)
+
+
+class PersonRequest(osdi.OsdiPerson):
+    """An OSDI person as a PUT or the signup helper takes it: only what is sent changes."""
+
+    phone_numbers: list[dict[str, Any]] = Field([], max_length=20)
+    custom_fields: dict[str, str | int | float | bool | None] = Field({}, max_length=MAX_CUSTOM_FIELDS)
+
+
+class SignupRequest(BaseModel):
+    """Action Network's person signup helper."""
+
+    person: PersonRequest
+    add_tags: list[str] = Field([], max_length=100)
+
+
+PERSON_BODY = osdi.request_body(PersonRequest)
+SIGNUP: dict[str, Any] = {
+    "status_code": 201,
+    "responses": {201: osdi.one("A new person")[200], 200: osdi.one("Someone already known, with what was sent")[200]},
+    "openapi_extra": osdi.request_body(SignupRequest),
+}
 
 
 def api_error(request: Request, exc: Exception) -> Response:
@@ -194,7 +231,7 @@ def _people_filter(text: str) -> list[ColumnElement[bool]]:
     return conditions
 
 
-@router.get("/people")
+@router.get("/people", responses=osdi.page_of("people"))
 async def people(
     request: Request,
     caller: Caller,
@@ -214,7 +251,7 @@ async def people(
     return hal(collection(_here(request, "people"), "people", items, total, page, per_page))
 
 
-@router.get("/people/{person_id}")
+@router.get("/people/{person_id}", responses=osdi.one("The person"))
 async def person(request: Request, caller: Caller, roster: RosterDep, person_id: str) -> JSONResponse:
     return hal(await _person_or_404(request, roster, caller, person_id))
 
@@ -296,7 +333,7 @@ def _changes(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: fields[k] for k in keys if k in fields}
 
 
-@router.put("/people/{person_id}")
+@router.put("/people/{person_id}", responses=osdi.one("The person as now held"), openapi_extra=PERSON_BODY)
 async def update_person(
     request: Request, caller: Caller, roster: RosterDep, rights: MemberRightsDep, uows: UnitsOfWorkDep, person_id: str
 ) -> JSONResponse:
@@ -320,9 +357,9 @@ async def _json(request: Request) -> Any:
         raise_api(400, "Send a JSON body")
 
 
-@router.post("/people")
-@router.post("/people/", include_in_schema=False)  # Action Network's documented form: no redirect
-@router.post("/person_signup_helper")
+@router.post("/people", **SIGNUP)
+@router.post("/people/", include_in_schema=False, **SIGNUP)  # Action Network's documented form: no redirect
+@router.post("/person_signup_helper", **SIGNUP)
 async def person_signup_helper(
     request: Request,
     caller: Caller,
@@ -476,7 +513,7 @@ def _tagging(request: Request, row: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/tags")
+@router.get("/tags", responses=osdi.page_of("tags"))
 async def tag_list(
     request: Request, caller: Caller, uows: UnitsOfWorkDep, page: Page = 1, per_page: PerPage = MAX_PER_PAGE
 ) -> JSONResponse:
@@ -488,10 +525,12 @@ async def tag_list(
     return hal(collection(_here(request, "tags"), "tags", [_tag(request, r) for r in rows], total, page, per_page))
 
 
-@router.post("/tags")
+@router.post("/tags", status_code=201, responses={201: osdi.one("The tag (the one of that name if known)")[200]},
+             openapi_extra=osdi.request_body(TagRequest))
 async def create_tag(request: Request, caller: Caller, uows: UnitsOfWorkDep) -> JSONResponse:
     body = await _json(request)
-    name = collapse_spaces(str(body.get("name") or "")) if isinstance(body, dict) else ""
+    name = body.get("name") if isinstance(body, dict) else None
+    name = collapse_spaces(name) if isinstance(name, str) else ""
     if not name or len(name) > MAX_TAG:
         raise_api(400, f"A tag needs a name of up to {MAX_TAG} characters")
     async with uows.begin() as uow:
@@ -508,7 +547,7 @@ async def _tag_row(session: Any, tag_id: str) -> Any:
     return row
 
 
-@router.get("/tags/{tag_id}")
+@router.get("/tags/{tag_id}", responses=osdi.one("The tag"))
 async def tag(request: Request, caller: Caller, uows: UnitsOfWorkDep, tag_id: str) -> JSONResponse:
     async with uows.begin() as uow:
         session = uow.session
@@ -540,7 +579,7 @@ async def _taggings_page(
     return hal(collection(_here(request, path), "taggings", items, total, page, per_page))
 
 
-@router.get("/tags/{tag_id}/taggings")
+@router.get("/tags/{tag_id}/taggings", responses=osdi.page_of("taggings"))
 async def tag_taggings(
     request: Request,
     caller: Caller,
@@ -557,7 +596,7 @@ async def tag_taggings(
     return await _taggings_page(request, uows, caller, where, f"tags/{tag_id}/taggings", page, per_page)
 
 
-@router.get("/tags/{tag_id}/taggings/{tagging_id}")
+@router.get("/tags/{tag_id}/taggings/{tagging_id}", responses=osdi.one("The tagging"))
 async def tagging(request: Request, caller: Caller, uows: UnitsOfWorkDep, tag_id: str, tagging_id: str) -> JSONResponse:
     return hal(_tagging(request, await _visible_tagging(uows, caller, bare_id(tag_id), bare_id(tagging_id))))
 
@@ -577,7 +616,7 @@ async def _visible_tagging(uows: UnitsOfWork, caller: auth.OrganiserScope, tag_i
     return row
 
 
-@router.get("/people/{person_id}/taggings")
+@router.get("/people/{person_id}/taggings", responses=osdi.page_of("taggings"))
 async def person_taggings(
     request: Request,
     caller: Caller,
@@ -593,17 +632,19 @@ async def person_taggings(
     return await _taggings_page(request, uows, caller, where, f"people/{person_id}/taggings", page, per_page)
 
 
-@router.post("/tags/{tag_id}/taggings")
+@router.post("/tags/{tag_id}/taggings", status_code=201, responses={201: osdi.one("The tagging")[200]},
+             openapi_extra=osdi.request_body(TaggingRequest))
 async def tag_someone(
     request: Request, caller: Caller, roster: RosterDep, uows: UnitsOfWorkDep, tag_id: str
 ) -> JSONResponse:
     body = await _json(request)
-    href = ""
-    if isinstance(body, dict):
-        href = str(((body.get("_links") or {}).get("osdi:person") or {}).get("href") or "")
-    person_id = bare_id(href.rstrip("/").rsplit("/", 1)[-1]) if "/people/" in href else ""
+    try:
+        person_id = person_id_of(TaggingRequest.model_validate(body).links)
+    except ValidationError:
+        person_id = None
     if not person_id:
         raise_api(400, 'Send {"_links": {"osdi:person": {"href": ".../api/v2/people/<id>"}}}')
+    assert person_id is not None
     tag_id = bare_id(tag_id)
     await _person_or_404(request, roster, caller, person_id)
     g = tables.taggings

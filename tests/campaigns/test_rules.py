@@ -231,3 +231,15 @@ def test_a_pledge_is_published_once_when_it_is_first_approved():
     assert publishes_pledge("pending", "approved") and publishes_pledge("rejected", "approved")
     assert not publishes_pledge("approved", "approved")  # approving again announces nothing
     assert not publishes_pledge("pending", "rejected") and not publishes_pledge("approved", "pending")
+
+
+def test_an_integrations_signature_may_give_an_email_address_alone_but_a_letter_never():
+    form = validate_action("petition", email="Only@Example.org", name_optional=True)
+    assert form.name is None and form.email == "only@example.org"
+    with pytest.raises(InvalidInput) as refused:
+        validate_action("petition", email="only@example.org")
+    assert "name" in refused.value.errors
+    with pytest.raises(InvalidInput) as letter:
+        validate_action("write_to_mp", email="only@example.org", postcode="B1 1AA", letter_subject="Hi",
+                        letter_body="Dear MP", name_optional=True)
+    assert "name" in letter.value.errors

@@ -10,6 +10,7 @@ import pytest
 from services.events.domain import (
     CheckInRefused,
     InvalidMeeting,
+    InvalidRsvp,
     MeetingPlan,
     Places,
     Rsvp,
@@ -23,7 +24,10 @@ from services.events.domain import (
     reminder_due_times,
     reminder_wait,
     self_check_in_refusal,
+    validate_meeting,
+    validate_rsvp,
     walk_in_method,
+    with_default_end,
 )
 from shared.events import catalog as ev
 
@@ -200,3 +204,25 @@ def test_a_profile_update_changes_only_the_read_model_fields_it_names():
     event = ev.MemberProfileUpdated(member_id="m1", changed=["groups"], region_id="r1", group_ids=["g1"],
                                     subteam_ids=[])
     assert profile_changes(event) == {"group_ids": ["g1"]}
+
+
+def test_an_integrations_rsvp_may_give_an_email_address_alone():
+    form = validate_rsvp(name="", email="Only@Example.org", name_optional=True)
+    assert form.name is None and form.email == "only@example.org"
+    with pytest.raises(InvalidRsvp) as refused:
+        validate_rsvp(name="", email="Only@Example.org")
+    assert "name" in refused.value.errors
+
+
+def test_a_meeting_typed_without_an_end_lasts_the_default_length():
+    raw = with_default_end({"starts_at": "2027-03-14 18:30:00", "timezone": "Europe/London"}, timedelta(hours=2))
+    assert raw["ends_at"] == datetime(2027, 3, 14, 20, 30, tzinfo=UTC)
+    assert with_default_end({"starts_at": "2027-03-14 18:30", "ends_at": "x"}, timedelta(hours=2))["ends_at"] == "x"
+    assert "ends_at" not in with_default_end({"starts_at": "soon"}, timedelta(hours=2))
+
+
+def test_a_capacity_beyond_any_venue_is_refused():
+    with pytest.raises(InvalidMeeting) as refused:
+        validate_meeting({"title": "Assembly", "starts_at": "2027-03-14 18:30", "ends_at": "2027-03-14 20:30",
+                          "venue": "Town Hall", "capacity": 10**12}, now=NOW)
+    assert "capacity" in refused.value.errors

@@ -259,6 +259,10 @@ def test_gateway_config_routes_every_prefix_and_nginx_accepts_it(tmp_path: Path)
             assert f"location = {path} {{\n            proxy_pass http://{service};" in conf
             assert f"location ^~ {path}/ {{\n            proxy_pass http://{service};" in conf
     assert launcher.ROUTES["/preferences"] == launcher.ROUTES["/unsubscribe"] == "membership"
+    for prefix, nested in launcher.NESTED_ROUTES.items():  # a person's attendances are events', under people
+        block = conf.split(f"location ^~ {prefix}/ {{", 1)[1].split("\n        }", 1)[0]
+        for pattern, service in nested.items():
+            assert f"location ~ {pattern} {{ proxy_pass http://{service}; }}" in block
     for target in ("local", "docker"):
         conf_file = tmp_path / f"{target}.conf"
         conf_file.write_text(
