@@ -6,8 +6,6 @@ and engagement.py load and store."""
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
 import re
 import uuid
@@ -19,6 +17,7 @@ from typing import Any
 from shared.contact import (
     EMAIL_RE,
     UK_POSTCODE_RE,
+    address_ref,
     collapse_spaces,
     normalise_email,
     normalise_postcode,
@@ -102,8 +101,7 @@ def person_ref(*, member_id: str | None, email: str | None, secret_key: str) -> 
         return f"member:{member_id}"
     if not email:
         return None
-    digest = hmac.new(secret_key.encode(), normalise_email(email).encode(), hashlib.sha256).hexdigest()
-    return f"email:{digest[:40]}"
+    return address_ref(secret_key, email)
 
 
 # Campaigns and asks ---------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ here what changes and which events that raises, then write and emit; the rules' 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -19,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from shared.contact import (
     MAX_NAME,
     UK_POSTCODE_RE,
+    address_ref,
     collapse_spaces,
     normalise_email,
     normalise_postcode,
@@ -344,8 +344,7 @@ def person_ref(*, member_id: str | None, email: str | None, secret_key: str) -> 
     """Who an RSVP is for, to refuse a second one: the member, or a keyed hash of the email address."""
     if member_id:
         return f"member:{member_id}"
-    digest = hmac.new(secret_key.encode(), normalise_email(email or "").encode(), hashlib.sha256).hexdigest()
-    return f"email:{digest[:40]}"
+    return address_ref(secret_key, email)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from services.membership.domain import (
 )
 from services.membership.ratelimit import JOIN_PER_EMAIL, JOIN_PER_IP, Attempt, RateLimiter, Verdict
 from shared.cache import Expiring
+from shared.contact import address_hash
 from shared.crypto import KeyStore, new_key
 from shared.events.catalog import MemberConfirmed
 from shared.events.envelope import Envelope, EventData
@@ -210,6 +211,7 @@ class Joins:
                 source=application.source,
                 confirm=self.double_opt_in,
                 now=now,
+                email_hash=address_hash(self.secret_key, application.email_normalised),
             )
             envelopes += [
                 Envelope.wrap(e, correlation_id=correlation_id, causation_id=uow.causation_id) for e in events
@@ -245,6 +247,7 @@ class Joins:
                 source=application.source,
                 confirm=decision.confirmation_required,
                 now=now,
+                email_hash=address_hash(self.secret_key, application.email_normalised),
             )
         else:
             name = decision.values["name"]
