@@ -332,6 +332,13 @@ def reminder_due_times(starts_at: datetime, offsets: list[int], now: datetime) -
     return [(o, d) for o, d in due if d > now]
 
 
+def desk_matches(search: str, *texts: str | None) -> bool:
+    """Whether a person at the check-in desk matches what the organiser typed: any part of their name or address,
+    case and extra spaces aside (nothing typed matches everyone)."""
+    wanted = collapse_spaces(search).lower()
+    return not wanted or any(wanted in collapse_spaces(t).lower() for t in texts if t)
+
+
 def new_check_in_code() -> str:
     return "".join(secrets.choice(CHECK_IN_ALPHABET) for _ in range(6))
 
