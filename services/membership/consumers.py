@@ -11,6 +11,7 @@ from services.membership.reactions import Reactions
 from shared import topics
 from shared.events.catalog import (
     ActionKeyIssued,
+    ActionLinkedToMember,
     ActionTaken,
     AskPublished,
     AttendanceRecorded,
@@ -25,6 +26,7 @@ from shared.events.catalog import (
     PromotedFromWaitlist,
     RsvpCancelled,
     RsvpKeyIssued,
+    RsvpLinkedToMember,
     RsvpReceived,
 )
 from shared.events.envelope import Envelope
@@ -71,7 +73,8 @@ def build_registry(
         (EngagementLevelChanged, level_changed),
     )
     handlers.ignore(
-        (RsvpCancelled, PromotedFromWaitlist, AttendanceRecorded, MpLetterRequested),
+        (RsvpCancelled, PromotedFromWaitlist, AttendanceRecorded, MpLetterRequested, RsvpLinkedToMember,
+         ActionLinkedToMember),
         "only a request to join (on an RSVP or an action) and the ladder's level change a member",
     )
     return registry

@@ -17,6 +17,7 @@ from services.notifications.service import NotificationService
 from shared import topics
 from shared.events.catalog import (
     ActionKeyIssued,
+    ActionLinkedToMember,
     ActionTaken,
     AskPublished,
     AttendanceRecorded,
@@ -40,6 +41,7 @@ from shared.events.catalog import (
     RoleGranted,
     RsvpCancelled,
     RsvpKeyIssued,
+    RsvpLinkedToMember,
     RsvpReceived,
     SubjectKeyIssued,
 )
@@ -135,8 +137,9 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     )
     members.on_run(MemberJoined)(service.members_joined)
     members.ignore(
-        (ActionTaken, EngagementLevelChosen),
-        "an action's confirmation is not sent yet (issue #17); the chosen level changes no email",
+        (ActionTaken, EngagementLevelChosen, ActionLinkedToMember, RsvpLinkedToMember),
+        "an action's confirmation is not sent yet (issue #17); the chosen level changes no email; a link to a "
+        "member changes no email (notifications.activity counts it)",
     )
 
     organisers.route(
@@ -162,7 +165,13 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         await u.activity.action_taken(uow, envelope, event)
         await u.follow_ups.action_taken(uow, envelope, event)
 
+    async def action_linked(uow: UnitOfWork, envelope: Envelope, event: ActionLinkedToMember) -> None:
+        await u.activity.action_linked(uow, envelope, event)
+        await u.follow_ups.linked(uow, envelope, event)
+
     activity.route(
+        (ActionLinkedToMember, action_linked),
+        (RsvpLinkedToMember, u.follow_ups.linked),
         (MemberJoined, member_joined),
         (MemberProfileUpdated, u.organisers.member_profile_updated),
         (MemberErased, member_erased),
