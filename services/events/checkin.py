@@ -99,10 +99,10 @@ class CheckIn:
         """Someone turned up: their existing RSVP is marked, or a new one (a place, whatever the capacity) made."""
         now = utcnow()
         ref = self.rsvps.person_ref(form)
+        form = await self.rsvps.recognised(form)
         async with self.uows.begin() as uow:
             meeting = await queries.locked_meeting(uow.session, meeting_id)
             await check_scope(uow.session, organiser, meeting.scope_type, meeting.scope_id)
-            form = await self.rsvps.recognised(uow.session, form)
             row = await queries.rsvp_of(uow.session, meeting_id, ref)
             existing = Rsvp.of(row) if row is not None else None
             method = walk_in_method(Places.of(meeting), existing, method)

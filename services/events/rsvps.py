@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.events import queries
 from services.events.domain import (
@@ -81,24 +80,26 @@ class Rsvps:
     def person_ref(self, form: RsvpForm) -> str:
         return person_ref(member_id=form.member_id, email=form.email, secret_key=self.secret_key)
 
-    async def recognised(self, session: AsyncSession, form: RsvpForm) -> RsvpForm:
+    async def recognised(self, form: RsvpForm) -> RsvpForm:
         """The form as the member's own when its address is a member's (docs/decisions/0006): the RSVP and its
-        events carry their member id; it is still found by the address it was made with (its person ref)."""
+        events carry their member id; it is still found by the address it was made with (its person ref). Read in
+        a transaction of its own, before the RSVP waits for its meeting's lock."""
         if form.member_id or not form.email:
             return form
-        member_id = await queries.member_with_hash(session, address_hash(self.secret_key, form.email))
+        async with self.uows.begin() as uow:
+            member_id = await queries.member_with_hash(uow.session, address_hash(self.secret_key, form.email))
         return replace(form, member_id=member_id) if member_id else form
 
     async def rsvp(self, meeting_id: str, form: RsvpForm, *, source: str = "form") -> RsvpOutcome:
         """Give the person a place if their party fits and nobody waits before them; otherwise the waitlist."""
         now = utcnow()
         ref = self.person_ref(form)
+        form = await self.recognised(form)
         queue = self._queues.get(meeting_id)
         if queue is None:
             queue = self._queues[meeting_id] = asyncio.Lock()
         async with queue, self.uows.begin() as uow:
             meeting = await queries.locked_meeting(uow.session, meeting_id)
-            form = await self.recognised(uow.session, form)
             reason = rsvp_closed_reason(status=meeting.status, starts_at=meeting.starts_at,
                                         ends_at=meeting.ends_at, rsvp_deadline=meeting.rsvp_deadline, now=now)
             if reason:
