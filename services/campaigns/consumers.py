@@ -109,6 +109,7 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
 
     @consumer.on(ev.ActionTaken)
     async def action_taken(uow: UnitOfWork, envelope: Envelope, event: ev.ActionTaken) -> None:
+        await links.action_arrived(uow, event)
         await engagement.action_taken(uow, event)
 
     consumer.ignore(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -53,6 +53,21 @@ class MemberLinks:
         member = await queries.member(uow.session, member_id)
         place = place_of(member.region_id, member.group_ids) if member else (None, None)
         return await self._link(uow, tables.actions.c.person_ref == address_ref_of(email_hash), member_id, place)
+
+    async def action_arrived(self, uow: UnitOfWork, event: ev.ActionTaken) -> None:
+        """An action stored without a member while its member's MemberJoined was being handled is linked when its
+        own ActionTaken arrives (its address is still on the row)."""
+        if event.member_id is not None:
+            return
+        x = tables.actions
+        row = (await uow.session.execute(select(x.c.member_id, x.c.email).where(x.c.id == event.action_id))).first()
+        if row is None or row.member_id is not None or not row.email:
+            return
+        member_id = await self.member_of_address(uow.session, row.email)
+        if member_id is not None:
+            member = await queries.member(uow.session, member_id)
+            place = place_of(member.region_id, member.group_ids) if member else (None, None)
+            await self._link(uow, x.c.id == event.action_id, member_id, place)
 
     async def rsvp_linked(self, uow: UnitOfWork, event: ev.RsvpLinkedToMember) -> None:
         """Events found the RSVP's address is a member's: its attendance and its attend actions are theirs."""
