@@ -6,7 +6,6 @@ address goes. Everything through the gateway of the running system, as people an
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import pytest
 from deploy.local import launcher
 from services.events.views import member_token
 from shared import tokens
-from tests.conftest import asyncpg_dsn
 from tests.support.inprocess import poll
 from tests.support.joins import join
 from tests.support.organisers import organiser_headers
@@ -32,20 +30,6 @@ ASKS = [
     {"kind": "write_to_mp", "title": "Write to your MP", "letter_subject": "Racism in healthcare",
      "body": "Dear {mp_name},\n\nPlease act.\n\n{name}"},
 ]
-
-
-@pytest.fixture
-async def campaigns_db(system: None) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn("campaigns"))
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def events_db(system: None) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn("events"))
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture
