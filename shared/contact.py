@@ -6,6 +6,8 @@ address is hashed to count a person once), so the rules must agree to the letter
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import unicodedata
 
@@ -24,6 +26,25 @@ def collapse_spaces(raw: object) -> str:
 def normalise_email(raw: str | None) -> str:
     """Case and spaces do not make a different person: ` Ada@Example.ORG ` is `ada@example.org`."""
     return unicodedata.normalize("NFC", raw or "").strip().lower()
+
+
+def address_hash(secret_key: str, raw: str | None) -> str:
+    """How services recognise one person's address without passing the address around: a keyed hash (HMAC-SHA256,
+    keyed with SECRET_KEY) of the normalised address. Membership publishes it on MemberJoined (`email_hash`); events
+    and campaigns compute it for the address an RSVP or an action arrives with, and their `person_ref`
+    (`email:` + its first 40 characters) is made of it, so rows stored before the person joined can be linked
+    to them later (docs/decisions/0008-recognising-a-person-across-services.md)."""
+    return hmac.new(secret_key.encode(), normalise_email(raw).encode(), hashlib.sha256).hexdigest()
+
+
+def address_ref(secret_key: str, raw: str | None) -> str:
+    """`email:<hash>`: who an RSVP or an action is for when the person is known only by their address."""
+    return address_ref_of(address_hash(secret_key, raw))
+
+
+def address_ref_of(email_hash: str) -> str:
+    """The `person_ref` of rows stored for an address, from its `address_hash` (as MemberJoined carries it)."""
+    return f"email:{email_hash[:40]}"
 
 
 def is_email(address: str) -> bool:

@@ -26,9 +26,11 @@ class KeyDestroyed(LookupError):
     """The subject's key is gone (erased) or was never known here."""
 
 
-def subject_keys_table(metadata: MetaData) -> Table:
+def subject_keys_table(metadata: MetaData, name: str = "subject_keys") -> Table:
+    """A table of subject keys; `name` sets another apart (a service's copies of membership's member keys, kept
+    away from the keys it owns and shreds itself)."""
     return Table(
-        "subject_keys",
+        name,
         metadata,
         Column("key_id", String(64), primary_key=True),
         Column("key", LargeBinary, nullable=True),  # NULL once destroyed: the row remembers the erasure

@@ -81,6 +81,20 @@ async def membership_db(system: None) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
+async def campaigns_db(system: None) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(asyncpg_dsn("campaigns"))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def events_db(system: None) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(asyncpg_dsn("events"))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
 async def notifications_db(system: None) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(asyncpg_dsn("notifications"))
     yield conn

@@ -35,6 +35,7 @@ from services.campaigns.domain import (
     repeat_events,
     stored_action,
 )
+from services.campaigns.linking import MemberLinks
 from services.campaigns.service import check_scope
 from shared import topics
 from shared.auth import OrganiserScope
@@ -70,6 +71,7 @@ class ActionsService:
         self.uows = uows
         self.keys = KeyStore(tables.subject_keys, KEY_OWNER)
         self.secret_key = secret_key
+        self.links = MemberLinks(secret_key=secret_key)
 
     # use cases -----------------------------------------------------------------------------------------
     async def take_action(self, ask_id: str, form: ActionForm, *, source: str = "form") -> ActionOutcome:
@@ -87,11 +89,12 @@ class ActionsService:
             constituency = None
             if ask.kind == "write_to_mp":
                 constituency = await queries.find_constituency(session, form.postcode or "")
-            member = await queries.member(session, form.member_id)
+            member_id = form.member_id or await self.links.member_of_address(session, form.email)
+            member = await queries.member(session, member_id)
             region_id, group_id = place_of(member.region_id, member.group_ids) if member else (None, None)
             action = accept_action(ask, form, action_id=str(uuid.uuid4()), constituency=constituency,
                                    region_id=region_id, group_id=group_id, source=source,
-                                   secret_key=self.secret_key, now=utcnow())
+                                   secret_key=self.secret_key, now=utcnow(), member_id=member_id)
             inserted = (await session.execute(
                 pg_insert(x).values(**action.row()).on_conflict_do_nothing(constraint="uq_actions_ask_person")
                 .returning(x.c.id)
@@ -189,23 +192,14 @@ class ActionsService:
         return decision
 
     # reactions to other services' events ---------------------------------------------------------------
-    async def link_joined_member(self, uow: UnitOfWork, event: ev.MemberJoined) -> None:
-        """Membership marks a join that came from an action with source `action:<id>`: the action is theirs now."""
-        if event.source.startswith("action:"):
-            x = tables.actions
-            region_id, group_id = place_of(event.region_id, event.group_ids)
-            await uow.session.execute(
-                update(x).where(x.c.id == event.source[7:], x.c.member_id.is_(None))
-                .values(member_id=event.member_id, region_id=region_id, group_id=group_id)
-            )
-
     async def member_erased(self, uow: UnitOfWork, member_id: str) -> None:
-        """Blank the member's name, address and words on their actions (counts stay) and shred the actions' keys."""
+        """Blank the member's name, address and words on their actions (counts stay, and the member id: they are still
+        theirs) and shred the actions' keys."""
         x = tables.actions
         session = uow.session
         erased = (await session.execute(
             update(x).where(x.c.member_id == member_id)
-            .values(member_id=None, name=None, email=None, postcode=None, comment=None, pledge_text=None,
+            .values(name=None, email=None, postcode=None, comment=None, pledge_text=None,
                     letter_subject=None, letter_body=None, person_ref=func.concat("erased:", x.c.id))
             .returning(x.c.id)
         )).scalars().all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from services.campaigns import db as tables
 from services.campaigns.actions import ActionsService
 from services.campaigns.engagement import EngagementService
+from services.campaigns.linking import MemberLinks
 from services.campaigns.projection import PROJECTION, REPORTING_TOPICS, project_batch
 from services.campaigns.service import CampaignsService
 from shared import topics
@@ -28,6 +29,26 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
                    revocations_group: str = REVOCATIONS_GROUP) -> Registry:
     registry = Registry("campaigns")
     add_revocation_group(registry, tables.delivery.revocations, revocations_group)
+    links: MemberLinks = actions.links
+    people = engagement.people
+    keys = registry.group(
+        f"{engagement_group}.keys",
+        (topics.MEMBERSHIP_SUBJECT_KEYS,),
+        "Copies members' data keys, to read the names and addresses the members mirror keeps sealed (the long "
+        "tail); a tombstone destroys the copy",
+    )
+
+    @keys.on(ev.SubjectKeyIssued)
+    async def key_issued(uow: UnitOfWork, envelope: Envelope, event: ev.SubjectKeyIssued) -> None:
+        await people.keys_issued(uow, [event])
+
+    @keys.on_run(ev.SubjectKeyIssued)
+    async def keys_issued(uow: UnitOfWork, run: list[tuple[Envelope, ev.SubjectKeyIssued]]) -> None:
+        await people.keys_issued(uow, [event for _, event in run])
+
+    @keys.on_tombstone
+    async def key_destroyed(uow: UnitOfWork, key: str) -> None:
+        await people.key_destroyed(uow, key)
     consumer = registry.group(
         engagement_group,
         (topics.MEMBERSHIP_MEMBERS, topics.MEMBERSHIP_ORGANISATION, topics.EVENTS_MEETINGS, topics.EVENTS_RSVPS,
@@ -38,12 +59,14 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
 
     @consumer.on(ev.MemberJoined)
     async def member_joined(uow: UnitOfWork, envelope: Envelope, event: ev.MemberJoined) -> None:
-        await actions.link_joined_member(uow, event)
+        await links.member_joined(uow, event)  # their earlier actions first: the ladder counts them at once
         await engagement.member_joined(uow, event)
 
     @consumer.on(ev.MemberProfileUpdated)
     async def member_profile_updated(uow: UnitOfWork, envelope: Envelope, event: ev.MemberProfileUpdated) -> None:
         await engagement.member_profile_updated(uow, event)
+        if event.email_hash and await links.email_changed(uow, event.member_id, event.email_hash):
+            await engagement.recompute(uow, event.member_id)
 
     @consumer.on(ev.MemberLeft)
     async def member_left(uow: UnitOfWork, envelope: Envelope, event: ev.MemberLeft) -> None:
@@ -53,6 +76,7 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
     async def member_erased(uow: UnitOfWork, envelope: Envelope, event: ev.MemberErased) -> None:
         await actions.member_erased(uow, event.member_id)
         await engagement.member_erased(uow, event.member_id)
+        await people.key_destroyed(uow, event.member_id)
 
     @consumer.on(ev.OrganisationUnitDefined)
     async def unit_defined(uow: UnitOfWork, envelope: Envelope, event: ev.OrganisationUnitDefined) -> None:
@@ -78,19 +102,26 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
     async def rsvp_received(uow: UnitOfWork, envelope: Envelope, event: ev.RsvpReceived) -> None:
         await actions.rsvp_received(uow, event)
 
+    @consumer.on(ev.RsvpLinkedToMember)
+    async def rsvp_linked(uow: UnitOfWork, envelope: Envelope, event: ev.RsvpLinkedToMember) -> None:
+        await links.rsvp_linked(uow, event)
+        await engagement.recompute(uow, event.member_id)
+
     @consumer.on(ev.AttendanceRecorded)
     async def attendance_recorded(uow: UnitOfWork, envelope: Envelope, event: ev.AttendanceRecorded) -> None:
         await engagement.attendance_recorded(uow, event)
 
     @consumer.on(ev.ActionTaken)
     async def action_taken(uow: UnitOfWork, envelope: Envelope, event: ev.ActionTaken) -> None:
+        await links.action_arrived(uow, event)
         await engagement.action_taken(uow, event)
 
     consumer.ignore(
         (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.OrganiserInvited,
          ev.MeetingReminderDue, ev.RsvpCancelled, ev.PromotedFromWaitlist, ev.MpLetterRequested,
-         ev.JoinChangeRequested, ev.MemberRightsConfirmationRequested, ev.PledgePublished),
-        "neither the asks nor the engagement ladder depend on these (reporting reads what it needs itself)",
+         ev.JoinChangeRequested, ev.MemberRightsConfirmationRequested, ev.PledgePublished, ev.ActionLinkedToMember),
+        "neither the asks nor the engagement ladder depend on these (reporting reads what it needs itself; an "
+        "action's link to a member is made here, in the same transaction as ActionLinkedToMember)",
     )
     consumer.ignore(
         (ev.RsvpRepeated, ev.ActionRepeated, ev.MpLetterAwaitingConfirmation),

@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.crypto import subject_keys_table
 from shared.db import new_metadata
@@ -37,6 +38,8 @@ delivery = DeliveryTables(metadata)
 subject_keys = subject_keys_table(metadata)
 # Spam protection of the public forms (shared/ratelimit.py).
 rate_limits, trusted_networks, rate_limit_hits = rate_limit_tables(metadata)
+# Copies of members' keys (membership.subject-keys): they open the sealed names below; a tombstone destroys one.
+member_keys = subject_keys_table(metadata, "member_keys")
 
 campaigns = Table(
     "campaigns",
@@ -83,8 +86,9 @@ actions = Table(
     Column("ask_id", String(36), ForeignKey("asks.id", ondelete="CASCADE"), nullable=False),
     Column("campaign_id", String(36), nullable=False, index=True),
     Column("kind", String(20), nullable=False),
-    # member:<id> or email:<keyed hash>: one action per person and ask. NULL for anonymous shares.
-    Column("person_ref", String(80), nullable=True),
+    # member:<id> or email:<keyed hash>: one action per person and ask. NULL for anonymous shares. Indexed: a new
+    # member's earlier actions are found by their address's hash.
+    Column("person_ref", String(80), nullable=True, index=True),
     Column("member_id", String(36), nullable=True, index=True),
     # Kept for the organisers (a petition is handed in with its names); blanked when the person is erased.
     Column("name", String(120), nullable=True),
@@ -145,11 +149,16 @@ engagement_ladder = Table(
     Column("roles", ARRAY(String(40)), nullable=False, server_default=text("'{}'")),
 )
 
-# Kept from membership's events (consumer group campaigns.engagement): ids and places, never names.
+# Kept from membership's events (consumer group campaigns.engagement): ids and places; the name and address only
+# sealed with the member's key (opened with the copy in member_keys when an organiser reads a list).
 members = Table(
     "members",
     metadata,
     Column("member_id", String(36), primary_key=True),
+    # Their address's keyed hash (shared/contact.py address_hash): actions taken with it are theirs.
+    Column("email_hash", String(64), nullable=True, index=True),
+    Column("name", JSONB, nullable=True),  # Sealed, with the member's key
+    Column("email", JSONB, nullable=True),  # Sealed, with the member's key
     Column("region_id", String(36), nullable=True, index=True),
     Column("group_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),
     Column("subteam_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),

@@ -6,19 +6,18 @@ and engagement.py load and store."""
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from shared.contact import (
     EMAIL_RE,
     UK_POSTCODE_RE,
+    address_ref,
     collapse_spaces,
     normalise_email,
     normalise_postcode,
@@ -115,8 +114,7 @@ def person_ref(*, member_id: str | None, email: str | None, secret_key: str) -> 
         return f"member:{member_id}"
     if not email:
         return None
-    digest = hmac.new(secret_key.encode(), normalise_email(email).encode(), hashlib.sha256).hexdigest()
-    return f"email:{digest[:40]}"
+    return address_ref(secret_key, email)
 
 
 # Campaigns and asks ---------------------------------------------------------------------------------
@@ -512,10 +510,13 @@ def stored_action(row: Any, ask: Ask, constituency: Constituency | None, *, now:
 
 def accept_action(ask: Ask, form: ActionForm, *, action_id: str, constituency: Constituency | None,
                   region_id: str | None, group_id: str | None, source: str, secret_key: str,
-                  now: datetime) -> NewAction:
+                  now: datetime, member_id: str | None = None) -> NewAction:
     """The action someone takes on `ask`, or why not: refused (ActionRefused) while the ask or its campaign is
     closed or for a meeting (an RSVP counts instead); a letter needs the MP of the sender's postcode
-    (`constituency`, None when the dataset has none) and their email address (NoConstituency)."""
+    (`constituency`, None when the dataset has none) and their email address (NoConstituency).
+
+    `member_id`: the member whose address the form came with (recognised by its keyed hash): the action is theirs,
+    though still counted once per address it was taken with (its person ref)."""
     reason = closed_reason(campaign_status=ask.campaign_status, ask_status=ask.status)
     if reason:
         raise ActionRefused(reason)
@@ -529,6 +530,8 @@ def accept_action(ask: Ask, form: ActionForm, *, action_id: str, constituency: C
                                               "yet, so we cannot send your letter. Please try again later."})
     ref = None if ask.kind == "share" else person_ref(member_id=form.member_id, email=form.email,
                                                      secret_key=secret_key)
+    if member_id and not form.member_id:
+        form = replace(form, member_id=member_id)
     return NewAction(action_id, ask, form, ref, source, region_id, group_id, constituency, now)
 
 

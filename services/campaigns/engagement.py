@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.campaigns import db as tables
 from services.campaigns import queries
 from services.campaigns.domain import DEFAULT_LADDER, LadderRung, Standing, assess, place_changes
+from services.campaigns.people import People
 from shared.auth import OrganiserScope
 from shared.events import catalog as ev
 from shared.uow import UnitOfWork, UnitsOfWork
@@ -31,19 +32,22 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class LongTail:
-    """Members who joined and never took part: counts by region and group, and the members themselves."""
+    """Members who joined and never took part: counts by region and group, and the members themselves (by name,
+    with the address an organiser writes to)."""
 
     by_place: list[dict[str, Any]]
     members: list[dict[str, Any]]
     total: int
 
 
+NAME_UNAVAILABLE = "(name not available yet)"  # the member's key has not reached campaigns yet
 _LADDER = "campaigns.engagement.ladder"  # session.info: the ladder read in this transaction
 
 
 class EngagementService:
-    def __init__(self, uows: UnitsOfWork) -> None:
+    def __init__(self, uows: UnitsOfWork, people: People | None = None) -> None:
         self.uows = uows
+        self.people = people or People()
 
     # the ladder ----------------------------------------------------------------------------------------
     async def ladder(self, session: AsyncSession | None = None) -> tuple[LadderRung, ...]:
@@ -70,10 +74,13 @@ class EngagementService:
 
     # members, units and roles (membership's events) ----------------------------------------------------
     async def member_joined(self, uow: UnitOfWork, event: ev.MemberJoined) -> None:
+        """Keep the member (their address's keyed hash, their name and address sealed with their key) and count
+        what they did; the caller has linked their earlier actions (linking.py) first."""
         member = await queries.upsert_joined_member(uow.session, {
             "member_id": event.member_id, "region_id": event.region_id, "group_ids": event.group_ids,
             "subteam_ids": event.subteam_ids, "status": "active", "source": event.source,
-            "joined_at": event.joined_at, "updated_at": utcnow()})
+            "joined_at": event.joined_at, "updated_at": utcnow(), "email_hash": event.email_hash,
+            "name": event.name.model_dump(), "email": event.email.model_dump()})
         if event.source.startswith(("action:", "rsvp:")):
             await queries.link_facts(uow.session, event.source, event.member_id)
         await self.recompute(uow, event.member_id, member=member)
@@ -81,6 +88,12 @@ class EngagementService:
     async def member_profile_updated(self, uow: UnitOfWork, event: ev.MemberProfileUpdated) -> None:
         m = tables.members
         values: dict[str, Any] = {"updated_at": utcnow(), **place_changes(event)}
+        if event.name is not None:
+            values["name"] = event.name.model_dump()
+        if event.email is not None:
+            values["email"] = event.email.model_dump()
+        if event.email_hash:
+            values["email_hash"] = event.email_hash
         await uow.session.execute(update(m).where(m.c.member_id == event.member_id).values(**values))
 
     async def member_left(self, uow: UnitOfWork, member_id: str) -> None:
@@ -89,11 +102,11 @@ class EngagementService:
             update(m).where(m.c.member_id == member_id).values(status="left", updated_at=utcnow()))
 
     async def member_erased(self, uow: UnitOfWork, member_id: str) -> None:
-        """Forget the member here: their row and the link from their facts (the facts still count for campaigns)."""
+        """Forget the member here: their row (address hash, sealed name and address). Their facts keep the member
+        id (no personal data): what they did still counts for campaigns, and stays theirs."""
         await uow.session.execute(delete(tables.members).where(tables.members.c.member_id == member_id))
         f = tables.engagement_facts
-        await uow.session.execute(
-            update(f).where(f.c.member_id == member_id).values(member_id=None, link_ref=None))
+        await uow.session.execute(update(f).where(f.c.member_id == member_id).values(link_ref=None))
 
     async def unit_defined(self, uow: UnitOfWork, event: ev.OrganisationUnitDefined) -> None:
         u = tables.units
@@ -123,8 +136,10 @@ class EngagementService:
             await self.recompute(uow, member_id)
 
     async def action_taken(self, uow: UnitOfWork, event: ev.ActionTaken) -> None:
-        link = f"action:{event.action_id}" if event.member_id is None else None
-        await self._fact(uow, "action", event.action_id, event.member_id, link, event.taken_at)
+        # The action may have been linked to its member (by its address) since it was published.
+        member_id = event.member_id or await queries.action_member(uow.session, event.action_id)
+        link = f"action:{event.action_id}" if member_id is None else None
+        await self._fact(uow, "action", event.action_id, member_id, link, event.taken_at)
 
     async def attendance_recorded(self, uow: UnitOfWork, event: ev.AttendanceRecorded) -> None:
         link = f"rsvp:{event.rsvp_id}" if event.member_id is None else None
@@ -164,6 +179,7 @@ class EngagementService:
             rows = await queries.members_without_part(uow.session, organiser, region_id=region_id,
                                                       group_id=group_id, joined_before=joined_before)
             names = await queries.unit_names(uow.session)
+            contacts = await self.people.contacts(uow.session, [r.member_id for r in rows[:limit]])
         places: dict[tuple[str | None, str | None], int] = {}
         for r in rows:
             for g in (r.group_ids or [None]):
@@ -176,8 +192,11 @@ class EngagementService:
             for (region, group), n in sorted(places.items(), key=lambda kv: (-kv[1], str(kv[0])))
         ]
         members = [
-            {"member_id": r.member_id, "region_id": r.region_id, "region": names.get(r.region_id, r.region_id or ""),
+            {"member_id": r.member_id, "name": contact.name if contact else NAME_UNAVAILABLE,
+             "email": contact.email if contact else "", "region_id": r.region_id,
+             "region": names.get(r.region_id, r.region_id or ""),
              "groups": [names.get(g, g) for g in r.group_ids or []], "joined_at": r.joined_at}
             for r in rows[:limit]
+            for contact in [contacts.get(r.member_id)]
         ]
         return LongTail(by_place, members, len(rows))

@@ -43,6 +43,7 @@ def create_app(
                               reporting_group=reporting_group, revocations_group=revocations_group)
     runtime.add_consumer(EventConsumer(registry[engagement_group]))
     runtime.add_consumer(EventConsumer(registry[revocations_group]))
+    runtime.add_consumer(EventConsumer(registry[f"{engagement_group}.keys"]))
     # The read model has an inbox of its own, so a rebuild swaps both in one transaction (rebuild.py).
     runtime.add_consumer(EventConsumer(registry[reporting_group]), Inbox(runtime.db, tables.rpt_inbox))
     runtime.document_publisher(topics.CAMPAIGNS_CAMPAIGNS, "Campaigns launched and closed; asks published")

@@ -173,9 +173,9 @@ async def long_tail(pages: PagesDep, organiser: Organiser, engagement: Engagemen
 async def long_tail_csv(organiser: Organiser, engagement: Engagement, region: str = "", group: str = "",
                         days: DaysAgo = 0) -> Response:
     tail = await _long_tail(engagement, organiser, region, group, days)
-    rows = [[m["member_id"], m["region"], "; ".join(m["groups"]), m["joined_at"].isoformat() if m["joined_at"] else ""]
-            for m in tail.members]
-    return Response(csv_text([["member_id", "region", "groups", "joined_at"], *rows]),
+    rows = [[m["name"], m["email"], m["region"], "; ".join(m["groups"]),
+             m["joined_at"].isoformat() if m["joined_at"] else "", m["member_id"]] for m in tail.members]
+    return Response(csv_text([["name", "email", "region", "groups", "joined_at", "member_id"], *rows]),
                     media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="long-tail.csv"'})
 

@@ -179,6 +179,21 @@ async def attendance_recorded(uow: UnitOfWork, envelope: Envelope, e: ev.Attenda
     await uow.session.execute(update(r).where(r.c.rsvp_id == e.rsvp_id).values(**values))
 
 
+def _action_linked(envelope: Envelope, e: ev.ActionLinkedToMember) -> dict[str, Any]:
+    return {"member_id": e.member_id, "region_id": e.region_id, "group_id": e.group_id}
+
+
+async def action_linked(uow: UnitOfWork, envelope: Envelope, e: ev.ActionLinkedToMember) -> None:
+    """An action taken with a member's address before campaigns knew them counts for the member from now on."""
+    a = tables.rpt_actions
+    await uow.session.execute(update(a).where(a.c.action_id == e.action_id).values(**_action_linked(envelope, e)))
+
+
+async def rsvp_linked(uow: UnitOfWork, envelope: Envelope, e: ev.RsvpLinkedToMember) -> None:
+    r = tables.rpt_rsvps
+    await uow.session.execute(update(r).where(r.c.rsvp_id == e.rsvp_id).values(member_id=e.member_id))
+
+
 async def campaign_closed(uow: UnitOfWork, envelope: Envelope, e: ev.CampaignClosed) -> None:
     c = tables.rpt_campaigns
     await uow.session.execute(update(c).where(c.c.campaign_id == e.campaign_id).values(closed_at=e.closed_at))
@@ -194,6 +209,8 @@ PROJECTION: dict[type[EventData], Handler] = {
     ev.PromotedFromWaitlist: promoted,
     ev.AttendanceRecorded: attendance_recorded,
     ev.CampaignClosed: campaign_closed,
+    ev.ActionLinkedToMember: action_linked,
+    ev.RsvpLinkedToMember: rsvp_linked,
 }
 PROJECTED_TYPES = {model.event_type: (model, fn) for model, fn in PROJECTION.items()}
 # The row each updating event changes, as (table name, key).
@@ -206,6 +223,8 @@ TOUCHES: dict[type[EventData], Callable[[Any], tuple[str, str]]] = {
     ev.PromotedFromWaitlist: lambda e: ("rpt_rsvps", e.rsvp_id),
     ev.AttendanceRecorded: lambda e: ("rpt_rsvps", e.rsvp_id),
     ev.CampaignClosed: lambda e: ("rpt_campaigns", e.campaign_id),
+    ev.ActionLinkedToMember: lambda e: ("rpt_actions", e.action_id),
+    ev.RsvpLinkedToMember: lambda e: ("rpt_rsvps", e.rsvp_id),
 }
 
 
@@ -302,6 +321,8 @@ UPDATES_IN_MEMORY: dict[type[EventData], MemoryUpdate] = {
     ev.PromotedFromWaitlist: _setter("rpt_rsvps", lambda e: e.rsvp_id, lambda _, e: {"status": "going"}),
     ev.AttendanceRecorded: _setter("rpt_rsvps", lambda e: e.rsvp_id, _attended),
     ev.CampaignClosed: _setter("rpt_campaigns", lambda e: e.campaign_id, lambda _, e: {"closed_at": e.closed_at}),
+    ev.ActionLinkedToMember: _setter("rpt_actions", lambda e: e.action_id, _action_linked),
+    ev.RsvpLinkedToMember: _setter("rpt_rsvps", lambda e: e.rsvp_id, lambda _, e: {"member_id": e.member_id}),
 }
 
 

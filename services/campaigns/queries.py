@@ -104,7 +104,8 @@ async def find_constituency(session: AsyncSession, postcode: str) -> Constituenc
 
 # The engagement ladder --------------------------------------------------------------------------------------
 _m, _f = tables.members, tables.engagement_facts
-_JOINED = ("region_id", "group_ids", "subteam_ids", "status", "source", "joined_at", "updated_at")
+_JOINED = ("region_id", "group_ids", "subteam_ids", "status", "source", "joined_at", "updated_at", "email_hash",
+           "name", "email")
 _join_insert = pg_insert(_m).values({c: bindparam(c, type_=_m.c[c].type) for c in ("member_id", *_JOINED)})
 # The upsert returns the member's row, locked by it: what recompute would otherwise read FOR UPDATE.
 _UPSERT_JOINED = _join_insert.on_conflict_do_update(
@@ -155,6 +156,37 @@ async def link_facts(session: AsyncSession, link_ref: str, member_id: str) -> No
     """Facts of someone who acted (`action:<id>`, `rsvp:<id>`) before joining become the new member's."""
     await session.execute(
         update(_f).where(_f.c.link_ref == link_ref, _f.c.member_id.is_(None)).values(member_id=member_id))
+
+
+async def link_facts_of(session: AsyncSession, kind: str, fact_ids: Sequence[str], member_id: str) -> None:
+    """These facts (actions or attendances linked to a member by their address) become the member's."""
+    if fact_ids:
+        await session.execute(update(_f).where(_f.c.kind == kind, _f.c.fact_id.in_(list(fact_ids)),
+                                               _f.c.member_id.is_(None)).values(member_id=member_id))
+
+
+async def action_member(session: AsyncSession, action_id: str) -> str | None:
+    """The member an action is linked to, if it is."""
+    x = tables.actions
+    return (await session.execute(select(x.c.member_id).where(x.c.id == action_id))).scalar()
+
+
+async def member_with_hash(session: AsyncSession, email_hash: str) -> str | None:
+    """The active member whose address has this keyed hash (shared/contact.py address_hash), if known here."""
+    return (await session.execute(
+        select(_m.c.member_id).where(_m.c.email_hash == email_hash, _m.c.status == "active").limit(1))).scalar()
+
+
+async def sealed_members(session: AsyncSession, member_ids: Sequence[str]) -> list[Row]:
+    """Members' sealed names and addresses (member_id, name, email) with the copy of their key, where it is here."""
+    if not member_ids:
+        return []
+    k = tables.member_keys
+    return list((await session.execute(
+        select(_m.c.member_id, _m.c.name, _m.c.email, k.c.key)
+        .join(k, k.c.key_id == _m.c.member_id)
+        .where(_m.c.member_id.in_(list(member_ids)), k.c.key.is_not(None))
+    )).all())
 
 
 async def member_joined_from(session: AsyncSession, link_ref: str) -> str | None:

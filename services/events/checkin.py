@@ -6,6 +6,8 @@ domain.py.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from services.events import queries
@@ -16,11 +18,13 @@ from services.events.domain import (
     RsvpForm,
     RsvpNotFound,
     attend,
+    desk_matches,
     person_ref,
     self_check_in_refusal,
     walk_in_method,
 )
 from services.events.meetings import check_scope
+from services.events.members import MemberReadModel
 from services.events.queries import utcnow
 from services.events.rsvps import Rsvps, rsvp_values
 from shared.auth import OrganiserScope
@@ -41,11 +45,43 @@ async def mark_attended(uow: UnitOfWork, meeting: Any, rsvp: Rsvp, method: str) 
     return True
 
 
+@dataclass(frozen=True)
+class DeskEntry:
+    """Someone with a place or on the waitlist, as the check-in desk lists them: a member by the name and address
+    membership knows, whether or not they typed them when they RSVPed."""
+
+    id: str
+    name: str
+    email: str
+    member: bool
+    guests: int
+    status: str
+    waitlist_position: int | None
+    attended_at: datetime | None
+
+
 class CheckIn:
-    def __init__(self, uows: UnitsOfWork, rsvps: Rsvps, *, secret_key: str) -> None:
+    def __init__(self, uows: UnitsOfWork, rsvps: Rsvps, members: MemberReadModel, *, secret_key: str) -> None:
         self.uows = uows
         self.rsvps = rsvps
+        self.members = members
         self.secret_key = secret_key
+
+    async def desk(self, meeting_id: str, *, search: str = "") -> list[DeskEntry]:
+        """Everyone going or waitlisted whose name or address matches `search`. Members' names are sealed here
+        (opened with the copy of their key), so the match is made on the opened names, not in SQL."""
+        async with self.uows.begin() as uow:
+            rows = await queries.list_rsvps(uow.session, meeting_id, statuses=("going", "waitlisted"), limit=100_000)
+            contacts = await self.members.contacts(uow.session, (r.member_id for r in rows))
+        entries = []
+        for r in rows:
+            known = contacts.get(r.member_id or "")
+            name = r.name or (known.name if known else "") or "Member (name not available)"
+            email = r.email or (known.email if known else "")
+            if desk_matches(search, name, email, known.name if known else None, known.email if known else None):
+                entries.append(DeskEntry(r.id, name, email, r.member_id is not None, r.guests, r.status,
+                                         r.waitlist_position, r.attended_at))
+        return sorted(entries, key=lambda e: (e.status, e.waitlist_position or 0, e.name.lower()))
 
     async def record_attendance(self, meeting_id: str, rsvp_id: str, method: str = "organiser",
                                 organiser: OrganiserScope | None = None) -> bool:
@@ -63,6 +99,7 @@ class CheckIn:
         """Someone turned up: their existing RSVP is marked, or a new one (a place, whatever the capacity) made."""
         now = utcnow()
         ref = self.rsvps.person_ref(form)
+        form = await self.rsvps.recognised(form)
         async with self.uows.begin() as uow:
             meeting = await queries.locked_meeting(uow.session, meeting_id)
             await check_scope(uow.session, organiser, meeting.scope_type, meeting.scope_id)

@@ -19,6 +19,7 @@ from shared.events.catalog import (
     OrganiserInvited,
     OrganiserSignInLocked,
     RoleGranted,
+    SubjectKeyIssued,
 )
 from shared.events.envelope import Envelope
 from shared.handlers import Registry
@@ -34,10 +35,30 @@ def build_registry(
 ) -> Registry:
     registry = Registry("events")
     add_revocation_group(registry, tables.delivery.revocations, revocations_group)
+    keys = registry.group(
+        f"{group}.keys",
+        (topics.MEMBERSHIP_SUBJECT_KEYS,),
+        "Copies members' data keys, to read the names and addresses the members mirror keeps sealed (the check-in "
+        "desk); a tombstone destroys the copy",
+    )
+
+    @keys.on(SubjectKeyIssued)
+    async def key_issued(uow: UnitOfWork, envelope: Envelope, event: SubjectKeyIssued) -> None:
+        await read_model.keys_issued(uow, [event])
+
+    @keys.on_run(SubjectKeyIssued)
+    async def keys_issued(uow: UnitOfWork, run: list[tuple[Envelope, SubjectKeyIssued]]) -> None:
+        await read_model.keys_issued(uow, [event for _, event in run])
+
+    @keys.on_tombstone
+    async def key_destroyed(uow: UnitOfWork, key: str) -> None:
+        await read_model.key_destroyed(uow, key)
+
     members = registry.group(
         group,
         (topics.MEMBERSHIP_MEMBERS, topics.MEMBERSHIP_ORGANISATION),
-        "Who may be invited where (member ids, region, groups) and the network's units; erases on MemberErased",
+        "Who may be invited where (member ids, region, groups), who they are at the check-in desk (sealed), their "
+        "address's keyed hash (links their RSVPs: RsvpLinkedToMember) and the network's units; erases on MemberErased",
     )
 
     async def member_joined(uow: UnitOfWork, envelope: Envelope, event: MemberJoined) -> None:

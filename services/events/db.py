@@ -31,12 +31,19 @@ delivery = DeliveryTables(metadata)
 subject_keys = subject_keys_table(metadata)
 # Spam protection of the public forms (shared/ratelimit.py).
 rate_limits, trusted_networks, rate_limit_hits = rate_limit_tables(metadata)
+# Copies of members' keys (membership.subject-keys): they open the sealed names below; a tombstone destroys one.
+member_keys = subject_keys_table(metadata, "member_keys")
 
-# Read model fed by membership's events: who may be invited where. No names, no addresses.
+# Read model fed by membership's events: who may be invited where, and who a member is at the check-in desk.
+# Their name and address are kept only sealed with their key (readable while the copy of the key is here).
 members = Table(
     "members",
     metadata,
     Column("member_id", String(36), primary_key=True),
+    # Their address's keyed hash (shared/contact.py address_hash): RSVPs made with it are theirs.
+    Column("email_hash", String(64), nullable=True, index=True),
+    Column("name", JSONB, nullable=True),  # Sealed, with the member's key
+    Column("email", JSONB, nullable=True),  # Sealed, with the member's key
     Column("region_id", String(36), nullable=True),
     Column("group_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),
     Column("subteam_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),
@@ -97,7 +104,8 @@ rsvps = Table(
     Column("id", String(36), primary_key=True),
     Column("meeting_id", String(36), ForeignKey("meetings.id", ondelete="CASCADE"), nullable=False),
     Column("member_id", String(36), nullable=True, index=True),
-    Column("person_ref", String(80), nullable=False),  # member:<id> or email:<keyed hash>; one RSVP each
+    # member:<id> or email:<keyed hash>; one RSVP each; indexed to link a new member's earlier RSVPs
+    Column("person_ref", String(80), nullable=False, index=True),
     # Kept for the organiser's check-in list; blanked when the person is erased.
     Column("name", String(120), nullable=True),
     Column("email", String(254), nullable=True),

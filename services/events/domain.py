@@ -6,7 +6,6 @@ here what changes and which events that raises, then write and emit; the rules' 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -19,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from shared.contact import (
     MAX_NAME,
     UK_POSTCODE_RE,
+    address_ref,
     collapse_spaces,
     normalise_email,
     normalise_postcode,
@@ -355,6 +355,13 @@ def reminder_due_times(starts_at: datetime, offsets: list[int], now: datetime) -
     return [(o, d) for o, d in due if d > now]
 
 
+def desk_matches(search: str, *texts: str | None) -> bool:
+    """Whether a person at the check-in desk matches what the organiser typed: any part of their name or address,
+    case and extra spaces aside (nothing typed matches everyone)."""
+    wanted = collapse_spaces(search).lower()
+    return not wanted or any(wanted in collapse_spaces(t).lower() for t in texts if t)
+
+
 def new_check_in_code() -> str:
     return "".join(secrets.choice(CHECK_IN_ALPHABET) for _ in range(6))
 
@@ -367,8 +374,7 @@ def person_ref(*, member_id: str | None, email: str | None, secret_key: str) -> 
     """Who an RSVP is for, to refuse a second one: the member, or a keyed hash of the email address."""
     if member_id:
         return f"member:{member_id}"
-    digest = hmac.new(secret_key.encode(), normalise_email(email or "").encode(), hashlib.sha256).hexdigest()
-    return f"email:{digest[:40]}"
+    return address_ref(secret_key, email)
 
 
 @dataclass

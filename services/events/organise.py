@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from services.events.checkin import CheckIn
 from services.events.deps import CheckInDep, CurrentOrganiser, MeetingsDep, PagesDep, RsvpsDep
 from services.events.domain import (
     KINDS,
@@ -159,10 +160,10 @@ async def edit_meeting(request: Request, pages: PagesDep, meetings: MeetingsDep,
     return RedirectResponse("/events/organise", status_code=303)
 
 
-async def _check_in_page(pages: Pages, rsvps: Rsvps, meeting: Any, *, search: str = "",
+async def _check_in_page(pages: Pages, rsvps: Rsvps, check_in: CheckIn, meeting: Any, *, search: str = "",
                          values: dict[str, Any] | None = None, errors: dict[str, str] | None = None, notice: str = "",
                          status: int = 200) -> HTMLResponse:
-    listed = await rsvps.find(meeting.id, search=search, statuses=("going", "waitlisted"))
+    listed = await check_in.desk(meeting.id, search=search)
     return pages.render(
         "organise_check_in.html",
         {"meeting": meeting, "rsvps": listed, "counts": await rsvps.counts(meeting.id), "search": search,
@@ -172,9 +173,9 @@ async def _check_in_page(pages: Pages, rsvps: Rsvps, meeting: Any, *, search: st
 
 
 @router.get("/{meeting_id}/check-in", response_class=HTMLResponse)
-async def check_in_desk(pages: PagesDep, rsvps: RsvpsDep, meeting: OwnMeeting, search: str = "",
-                        notice: str = "") -> HTMLResponse:
-    return await _check_in_page(pages, rsvps, meeting, search=search, notice=notice)
+async def check_in_desk(pages: PagesDep, rsvps: RsvpsDep, check_in: CheckInDep, meeting: OwnMeeting,
+                        search: str = "", notice: str = "") -> HTMLResponse:
+    return await _check_in_page(pages, rsvps, check_in, meeting, search=search, notice=notice)
 
 
 @router.post("/{meeting_id}/check-in/{rsvp_id}")
@@ -186,7 +187,7 @@ async def mark_attended(pages: PagesDep, rsvps: RsvpsDep, check_in: CheckInDep, 
     except RsvpNotFound:
         raise HTTPException(404, "There is no such RSVP for this meeting") from None
     except CheckInRefused as exc:
-        return await _check_in_page(pages, rsvps, meeting, errors={"search": str(exc)}, status=409)
+        return await _check_in_page(pages, rsvps, check_in, meeting, errors={"search": str(exc)}, status=409)
     return RedirectResponse(f"/events/organise/{meeting_id}/check-in?notice=checked-in&search={search}",
                             status_code=303)
 
@@ -208,9 +209,10 @@ async def walk_in(
         form = validate_rsvp(name=name, email=email, join_network=bool(join_network), postcode=postcode)
         await check_in.walk_in(meeting.id, form, organiser)
     except InvalidInput as exc:
-        return await _check_in_page(pages, rsvps, meeting, values=values, errors=exc.errors, status=422)
+        return await _check_in_page(pages, rsvps, check_in, meeting, values=values, errors=exc.errors, status=422)
     except CheckInRefused as exc:
-        return await _check_in_page(pages, rsvps, meeting, values=values, errors={"name": str(exc)}, status=409)
+        return await _check_in_page(pages, rsvps, check_in, meeting, values=values, errors={"name": str(exc)},
+                                    status=409)
     return RedirectResponse(f"/events/organise/{meeting.id}/check-in?notice=walk-in", status_code=303)
 
 

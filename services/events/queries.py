@@ -35,9 +35,45 @@ async def upsert_member(session: AsyncSession, member_id: str, values: dict[str,
     )
 
 
-async def link_rsvp_to_member(session: AsyncSession, rsvp_id: str, member_id: str) -> None:
-    """An RSVP not yet linked to a member is now theirs."""
-    await session.execute(update(r).where(r.c.id == rsvp_id, r.c.member_id.is_(None)).values(member_id=member_id))
+async def link_rsvps_to_member(session: AsyncSession, member_id: str, person_refs: Sequence[str],
+                               rsvp_id: str | None = None) -> list[Row]:
+    """RSVPs made for these person refs (a member's address) or with this id, not yet linked to a member, are now
+    theirs; the linked ones (id, meeting_id, status, attended_at)."""
+    which: list[ColumnElement[bool]] = [r.c.person_ref.in_(list(person_refs))] if person_refs else []
+    if rsvp_id:
+        which.append(r.c.id == rsvp_id)
+    if not which:
+        return []
+    return list((await session.execute(
+        update(r).where(or_(*which), r.c.member_id.is_(None)).values(member_id=member_id)
+        .returning(r.c.id, r.c.meeting_id, r.c.status, r.c.attended_at)
+    )).all())
+
+
+async def member_with_hash(session: AsyncSession, email_hash: str) -> str | None:
+    """The member (still a member) whose address has this keyed hash, if events knows them."""
+    return (await session.execute(
+        select(members.c.member_id).where(members.c.email_hash == email_hash, members.c.status == "active").limit(1)
+    )).scalar()
+
+
+async def sealed_members(session: AsyncSession, member_ids: set[str]) -> list[Row]:
+    """Members' sealed names and addresses (member_id, name, email)."""
+    if not member_ids:
+        return []
+    return list((await session.execute(
+        select(members.c.member_id, members.c.name, members.c.email).where(members.c.member_id.in_(member_ids))
+    )).all())
+
+
+async def member_keys_of(session: AsyncSession, member_ids: Sequence[str]) -> dict[str, bytes]:
+    """The copies of these members' keys that are here and not destroyed."""
+    if not member_ids:
+        return {}
+    k = tables.member_keys
+    rows = await session.execute(select(k.c.key_id, k.c.key).where(k.c.key_id.in_(list(member_ids)),
+                                                                   k.c.key.is_not(None)))
+    return {key_id: key for key_id, key in rows.all()}
 
 
 async def update_member(session: AsyncSession, member_id: str, values: dict[str, Any]) -> None:
@@ -49,13 +85,14 @@ async def delete_member(session: AsyncSession, member_id: str) -> None:
 
 
 async def anonymise_rsvps_of(session: AsyncSession, member_id: str) -> list[str]:
-    """Blank the member's name, email and link on their RSVPs (the rows stay, so places add up); their ids."""
+    """Blank the member's name and email on their RSVPs (the rows stay, still the member's: places add up and the
+    member id keeps counting what they did); their ids."""
     return list(
         (
             await session.execute(
                 update(r)
                 .where(r.c.member_id == member_id)
-                .values(member_id=None, name=None, email=None, person_ref=func.concat("erased:", r.c.id),
+                .values(name=None, email=None, person_ref=func.concat("erased:", r.c.id),
                         updated_at=utcnow())
                 .returning(r.c.id)
             )

@@ -10,7 +10,7 @@ import asyncio
 import uuid
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from services.events.domain import (
     rsvp_closed_reason,
 )
 from services.events.queries import utcnow
+from shared.contact import address_hash
 from shared.crypto import KeyStore, encode_key, seal
 from shared.events import catalog as ev
 from shared.events.envelope import EventData
@@ -79,10 +80,21 @@ class Rsvps:
     def person_ref(self, form: RsvpForm) -> str:
         return person_ref(member_id=form.member_id, email=form.email, secret_key=self.secret_key)
 
+    async def recognised(self, form: RsvpForm) -> RsvpForm:
+        """The form as the member's own when its address is a member's (docs/decisions/0008): the RSVP and its
+        events carry their member id; it is still found by the address it was made with (its person ref). Read in
+        a transaction of its own, before the RSVP waits for its meeting's lock."""
+        if form.member_id or not form.email:
+            return form
+        async with self.uows.begin() as uow:
+            member_id = await queries.member_with_hash(uow.session, address_hash(self.secret_key, form.email))
+        return replace(form, member_id=member_id) if member_id else form
+
     async def rsvp(self, meeting_id: str, form: RsvpForm, *, source: str = "form") -> RsvpOutcome:
         """Give the person a place if their party fits and nobody waits before them; otherwise the waitlist."""
         now = utcnow()
         ref = self.person_ref(form)
+        form = await self.recognised(form)
         queue = self._queues.get(meeting_id)
         if queue is None:
             queue = self._queues[meeting_id] = asyncio.Lock()

@@ -25,6 +25,6 @@ class EventsService:
         self.reminders = Reminders(uows)
         self.meetings = Meetings(uows, self.reminders, public_base_url=public_base_url)
         self.rsvps = Rsvps(uows, keys, secret_key=secret_key)
-        self.check_in = CheckIn(uows, self.rsvps, secret_key=secret_key)
-        self.members = MemberReadModel(keys)
+        self.members = MemberReadModel(keys, KeyStore(tables.member_keys, "membership"))
+        self.check_in = CheckIn(uows, self.rsvps, self.members, secret_key=secret_key)
         self.limits = Limits(uows, secret_key)

@@ -11,6 +11,7 @@ from services.membership.reactions import Reactions
 from shared import topics
 from shared.events.catalog import (
     ActionKeyIssued,
+    ActionLinkedToMember,
     ActionRepeated,
     ActionTaken,
     AskPublished,
@@ -28,6 +29,7 @@ from shared.events.catalog import (
     PromotedFromWaitlist,
     RsvpCancelled,
     RsvpKeyIssued,
+    RsvpLinkedToMember,
     RsvpReceived,
     RsvpRepeated,
 )
@@ -75,7 +77,8 @@ def build_registry(
         (EngagementLevelChanged, level_changed),
     )
     handlers.ignore(
-        (RsvpCancelled, PromotedFromWaitlist, AttendanceRecorded, MpLetterRequested, PledgePublished),
+        (RsvpCancelled, PromotedFromWaitlist, AttendanceRecorded, MpLetterRequested, PledgePublished,
+         RsvpLinkedToMember, ActionLinkedToMember),
         "only a request to join (on an RSVP or an action) and the ladder's level change a member",
     )
     handlers.ignore(

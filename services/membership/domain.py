@@ -436,9 +436,11 @@ def joined_events(
     source: str,
     confirm: bool,
     now: datetime,
+    email_hash: str | None = None,
 ) -> list[EventData]:
     """The member's key and MemberJoined, personal data sealed with that key; `profile` is a JoinApplication or a
-    stored member row."""
+    stored member row; `email_hash`: the address's keyed hash (shared/contact.py address_hash), by which other
+    services link what was done with the address to the member."""
 
     def sealed(value: str) -> Any:
         return seal(value, key, key_id=member_id, owner=OWNER)
@@ -462,6 +464,7 @@ def joined_events(
             source=source,
             confirmation_required=confirm,
             joined_at=now,
+            email_hash=email_hash,
         ),
     ]
 

@@ -38,6 +38,7 @@ from services.membership.domain import (
 from services.membership.member_requests import MemberRequest, MemberRequests, RequestNotValid
 from services.membership.ratelimit import JOIN_PER_EMAIL, JOIN_PER_IP, Attempt, RateLimiter, Verdict
 from shared.cache import Expiring
+from shared.contact import address_hash
 from shared.crypto import KeyStore, new_key
 from shared.events.catalog import MemberConfirmed
 from shared.events.envelope import Envelope, EventData, Sealed
@@ -242,6 +243,7 @@ class Joins:
                 source=application.source,
                 confirm=self.double_opt_in,
                 now=now,
+                email_hash=address_hash(self.secret_key, application.email_normalised),
             )
             envelopes += [
                 Envelope.wrap(e, correlation_id=correlation_id, causation_id=uow.causation_id) for e in events
@@ -348,6 +350,7 @@ class Joins:
                 source=application.source,
                 confirm=decision.confirmation_required,
                 now=now,
+                email_hash=address_hash(self.secret_key, application.email_normalised),
             )
         name = decision.values["name"]
         sealed = await self.keys.seal(session, previous.id, name) if decision.name_changed else None

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from services.notifications import db as tables
 from services.notifications import queries
 from shared.events.catalog import (
+    ActionLinkedToMember,
     ActionTaken,
     CampaignLaunched,
     MeetingCancelled,
@@ -180,6 +181,18 @@ class ActivityLog:
             group_id=group_id,
             detail={"ask_id": event.ask_id, "kind": event.kind, "action_id": event.action_id},
             occurred_at=event.taken_at,
+        )
+
+    async def action_linked(self, uow: UnitOfWork, envelope: Envelope, event: ActionLinkedToMember) -> None:
+        """An action taken with a member's address before campaigns knew them counts where the member is."""
+        region_id, group_id = event.region_id, event.group_id
+        if region_id is None and group_id:
+            region_id, _ = await queries.place_of(uow.session, "group", group_id)
+        a = tables.activity
+        await uow.session.execute(
+            update(a).where(a.c.subject_id == event.campaign_id, a.c.kind == "action_taken",
+                            a.c.detail["action_id"].astext == event.action_id)
+            .values(region_id=region_id, group_id=group_id)
         )
 
     async def member_erased(self, uow: UnitOfWork, envelope: Envelope, event: MemberErased) -> None:

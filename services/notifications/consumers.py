@@ -21,6 +21,7 @@ from services.notifications.service import NotificationService
 from shared import topics
 from shared.events.catalog import (
     ActionKeyIssued,
+    ActionLinkedToMember,
     ActionRepeated,
     ActionTaken,
     ApiKeyRevoked,
@@ -54,6 +55,7 @@ from shared.events.catalog import (
     RoleRevoked,
     RsvpCancelled,
     RsvpKeyIssued,
+    RsvpLinkedToMember,
     RsvpReceived,
     RsvpRepeated,
     SubjectKeyIssued,
@@ -160,7 +162,10 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         (PledgePublished, u.confirmations.pledge_published),
     )
     members.on_run(MemberJoined)(service.members_joined)
-    members.ignore((EngagementLevelChosen,), "the chosen level changes no email")
+    members.ignore(
+        (EngagementLevelChosen, ActionLinkedToMember, RsvpLinkedToMember),
+        "the chosen level changes no email; a link to a member changes no email (notifications.activity counts it)",
+    )
 
     organisers.route(
         (RoleGranted, u.organisers.role_granted),
@@ -193,7 +198,13 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         await u.activity.action_taken(uow, envelope, event)
         await u.follow_ups.action_taken(uow, envelope, event)
 
+    async def action_linked(uow: UnitOfWork, envelope: Envelope, event: ActionLinkedToMember) -> None:
+        await u.activity.action_linked(uow, envelope, event)
+        await u.follow_ups.linked(uow, envelope, event)
+
     activity.route(
+        (ActionLinkedToMember, action_linked),
+        (RsvpLinkedToMember, u.follow_ups.linked),
         (MemberJoined, member_joined),
         (MemberProfileUpdated, u.organisers.member_profile_updated),
         (MemberErased, member_erased),

@@ -27,7 +27,13 @@ from services.notifications.queries import Scope
 from services.notifications.service import NotificationService
 from services.notifications.wording import EmailSettings, fill, format_when, paragraphs
 from shared.errors import InvalidInput
-from shared.events.catalog import ActionTaken, MemberErased, MemberJoined
+from shared.events.catalog import (
+    ActionLinkedToMember,
+    ActionTaken,
+    MemberErased,
+    MemberJoined,
+    RsvpLinkedToMember,
+)
 from shared.events.envelope import Envelope
 from shared.logging import get_logger
 from shared.uow import UnitOfWork
@@ -107,6 +113,11 @@ class FollowUps:
         """Taking an action in a campaign is taking part: later follow-ups are skipped."""
         if event.member_id:
             await took_part(uow.session, event.member_id, event.taken_at)
+
+    async def linked(self, uow: UnitOfWork, envelope: Envelope,
+                     event: ActionLinkedToMember | RsvpLinkedToMember) -> None:
+        """An action or RSVP made with the member's address before they joined is taking part too."""
+        await took_part(uow.session, event.member_id, envelope.occurred_at)
 
     async def member_erased(self, uow: UnitOfWork, envelope: Envelope, event: MemberErased) -> None:
         await uow.session.execute(delete(tables.follow_ups).where(tables.follow_ups.c.member_id == event.member_id))

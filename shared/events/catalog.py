@@ -46,6 +46,11 @@ class MemberJoined(_MemberEvent):
     source: str
     confirmation_required: bool
     joined_at: datetime
+    email_hash: str | None = Field(
+        default=None,
+        description="keyed hash of the normalised address (shared/contact.py address_hash), so other services link "
+        "what was done with this address to the member without holding the address",
+    )
 
 
 class MemberConfirmed(_MemberEvent):
@@ -64,6 +69,10 @@ class MemberProfileUpdated(_MemberEvent):
     interests: list[str] = []
     engagement_level: str | None = None
     organisation_id: str | None = None
+    email_hash: str | None = Field(
+        default=None,
+        description="set when the address changed: its new keyed hash (shared/contact.py address_hash)",
+    )
 
 
 class ConsentChanged(_MemberEvent):
@@ -348,6 +357,16 @@ class RsvpRepeated(_RsvpEvent):
     member_id: str | None = None
 
 
+class RsvpLinkedToMember(_RsvpEvent):
+    """An RSVP made with an address before its owner was a member (or before events knew them) is theirs now:
+    their member id joined the network with the RSVP's address (MemberJoined's `email_hash`)."""
+
+    event_type = "RsvpLinkedToMember"
+    member_id: str
+    status: Literal["going", "waitlisted", "cancelled"]
+    attended_at: datetime | None = None
+
+
 class RsvpKeyIssued(EventData):
     """A data key for one RSVP's personal fields (sealed by events), on a compacted topic; a tombstone destroys it."""
 
@@ -430,6 +449,26 @@ class ActionTaken(EventData):
     taken_at: datetime
     postcode: Sealed | None = Field(default=None, description="given when the person also joins the network")
     email_consent: bool = Field(default=False, description="the person agreed to be emailed when joining")
+
+    def subject(self) -> str:
+        return self.ask_id
+
+
+class ActionLinkedToMember(EventData):
+    """An action taken with an address before its owner was a member (or before campaigns knew them) is theirs
+    now: the ladder, reports and digests count it for `member_id` from here on."""
+
+    event_type = "ActionLinkedToMember"
+    topic = topics.CAMPAIGNS_ACTIONS
+    source_service = "campaigns"
+    action_id: str
+    ask_id: str
+    campaign_id: str
+    kind: AskKind
+    member_id: str
+    region_id: str | None = None
+    group_id: str | None = None
+    taken_at: datetime
 
     def subject(self) -> str:
         return self.ask_id
@@ -615,6 +654,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     RsvpKeyIssued,
     RsvpRepeated,
     RsvpCancelled,
+    RsvpLinkedToMember,
     PromotedFromWaitlist,
     AttendanceRecorded,
     CampaignLaunched,
@@ -622,6 +662,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     CampaignClosed,
     ActionTaken,
     ActionKeyIssued,
+    ActionLinkedToMember,
     MpLetterRequested,
     ActionRepeated,
     MpLetterAwaitingConfirmation,

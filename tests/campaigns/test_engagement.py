@@ -7,7 +7,8 @@ import uuid
 from datetime import UTC, datetime
 
 from services.campaigns.views import member_token
-from shared.events.catalog import AttendanceRecorded, RoleGranted
+from shared.crypto import encode_key, new_key
+from shared.events.catalog import AttendanceRecorded, RoleGranted, SubjectKeyIssued
 from tests.campaigns.conftest import (
     PETITION,
     PLEDGE,
@@ -135,6 +136,12 @@ async def test_the_ladder_is_configurable_and_levels_are_recomputed(client, orga
     await poll(lambda: _level(db, member_id, "participant"))
 
 
+async def _named(client, headers, member_id: str) -> tuple[str, str] | None:
+    tail = (await client.get("/campaigns/api/engagement/long-tail", headers=headers)).json()
+    found = [(m["name"], m["email"]) for m in tail["members"] if m["member_id"] == member_id and m["email"]]
+    return found[0] if found else None
+
+
 async def test_the_long_tail_shows_members_who_never_took_part_by_region_and_group(client, organiser, kafka, db):
     region, other_region = unit("region", "Tail region"), unit("region", "Other tail region")
     group = unit("group", "Tail group", region.unit_id)
@@ -142,7 +149,10 @@ async def test_the_long_tail_shows_members_who_never_took_part_by_region_and_gro
     quiet = [str(uuid.uuid4()) for _ in range(3)]
     active = str(uuid.uuid4())
     elsewhere = str(uuid.uuid4())
-    await publish(*(joined(m, region.unit_id, [group.unit_id]) for m in quiet),
+    key = new_key()  # the first quiet member's key reaches campaigns: their name and address can be read
+    await publish(SubjectKeyIssued(key_id=quiet[0], key=encode_key(key)),
+                  joined(quiet[0], region.unit_id, [group.unit_id], key=key, name="Quiet One"),
+                  *(joined(m, region.unit_id, [group.unit_id]) for m in quiet[1:]),
                   joined(active, region.unit_id, [group.unit_id]), joined(elsewhere, other_region.unit_id))
     await poll(lambda: member_row(db, elsewhere))
     campaign = await launch(client, organiser, asks=[PETITION])
@@ -161,9 +171,14 @@ async def test_the_long_tail_shows_members_who_never_took_part_by_region_and_gro
                                headers=organiser_headers("region", other_region.unit_id))).json()
     assert {m["member_id"] for m in theirs["members"]} == {elsewhere}
     page = await client.get("/campaigns/organise/long-tail", headers=mine)
-    assert page.status_code == 200 and "3 members" in page.text and quiet[0] in page.text
+    assert page.status_code == 200 and "3 members" in page.text and f"/members/{quiet[0]}" in page.text
     csv_text = (await client.get("/campaigns/organise/long-tail.csv", headers=mine)).text
-    assert csv_text.splitlines()[0] == "member_id,region,groups,joined_at" and len(csv_text.splitlines()) == 4
+    assert csv_text.splitlines()[0] == "name,email,region,groups,joined_at,member_id"
+    assert len(csv_text.splitlines()) == 4
+    named = await poll(lambda: _named(client, mine, quiet[0]))
+    assert named == ("Quiet One", f"{quiet[0]}@example.org")
+    page = await client.get("/campaigns/organise/long-tail", headers=mine)
+    assert "Quiet One" in page.text and f"mailto:{quiet[0]}@example.org" in page.text
     other = await client.get(f"/campaigns/api/engagement/members/{quiet[0]}",
                              headers=organiser_headers("region", other_region.unit_id))
     assert other.status_code == 403

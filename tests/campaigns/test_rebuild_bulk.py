@@ -128,6 +128,9 @@ def a_history_of_every_case() -> History:
     h.add(ev.RsvpReceived(meeting_id=meeting, rsvp_id=attended_early, member_id=moved, status="going"))
     h.add(ev.RsvpReceived(meeting_id=meeting, rsvp_id=going, member_id=moved, status="waitlisted"))  # again
     h.add(ev.RsvpCancelled(meeting_id=meeting, rsvp_id=uid()))  # no such RSVP
+    h.add(ev.RsvpLinkedToMember(meeting_id=meeting, rsvp_id=walked_in, member_id=moved, status="going",
+                                attended_at=T0))  # made with a member's address before they joined
+    h.add(ev.RsvpLinkedToMember(meeting_id=meeting, rsvp_id=uid(), member_id=moved, status="going"))  # no row
 
     campaign, ask = uid(), uid()
     h.add(ev.CampaignLaunched(campaign_id=campaign, title="Fair housing", scope_type="region", scope_id=region,
@@ -145,8 +148,13 @@ def a_history_of_every_case() -> History:
     h.envelope(taken)
     h.add(ev.ActionTaken(action_id=action, ask_id=ask, campaign_id=campaign, kind="petition", member_id=left,
                          taken_at=T0 + timedelta(hours=1)))  # the same action again: the first stays
-    h.add(ev.ActionTaken(action_id=uid(), ask_id=ask, campaign_id=campaign, kind="petition", group_id=group,
+    anonymous = uid()
+    h.add(ev.ActionTaken(action_id=anonymous, ask_id=ask, campaign_id=campaign, kind="petition", group_id=group,
                          join_network=True, taken_at=T0))
+    h.add(ev.ActionLinkedToMember(action_id=anonymous, ask_id=ask, campaign_id=campaign, kind="petition",
+                                  member_id=moved, region_id=region, group_id=group, taken_at=T0))
+    h.add(ev.ActionLinkedToMember(action_id=uid(), ask_id=ask, campaign_id=campaign, kind="petition",
+                                  member_id=moved, taken_at=T0))  # no such action
     h.add(ev.EngagementLevelChanged(member_id=moved, level="participant"))
     h.add(ev.EngagementLevelChanged(member_id=moved, level="activist", previous_level="participant"))
 

@@ -34,18 +34,20 @@ def joined(member_id: str, **overrides) -> MemberJoined:
     return member_joined(member_id, **fields)
 
 
-async def test_a_member_who_joins_and_leaves_is_kept_with_region_and_groups_only(events_server, db):
+async def test_a_member_who_joins_and_leaves_is_kept_with_places_and_only_sealed_personal_data(events_server, db):
     member_id = str(uuid.uuid4())
-    await publish(joined(member_id))
+    await publish(joined(member_id, email="kept-sealed@example.org", name="Kept Sealed"))
     row = await poll(lambda: db.fetchrow("SELECT * FROM members WHERE member_id = $1", member_id))
     assert row["region_id"] == "region-west-midlands" and row["group_ids"] == ["group-coventry"]
     assert row["status"] == "active" and set(row.keys()) == {
-        "member_id", "region_id", "group_ids", "subteam_ids", "status", "updated_at"}
+        "member_id", "email_hash", "name", "email", "region_id", "group_ids", "subteam_ids", "status", "updated_at"}
+    assert "kept-sealed@example.org" not in str(dict(row)) and "Kept Sealed" not in str(dict(row))
     await publish(MemberLeft(member_id=member_id, reason="moved away"))
     await poll(lambda: db.fetchval("SELECT status = 'left' FROM members WHERE member_id = $1", member_id))
 
 
-async def test_erasing_a_member_forgets_them_and_shreds_their_rsvp_keys(client, organiser, events_server, db, kafka):
+async def test_erasing_a_member_forgets_them_and_shreds_their_rsvp_keys_keeping_the_link(
+        client, organiser, events_server, db, kafka):
     member_id = str(uuid.uuid4())
     await publish(joined(member_id))
     await poll(lambda: db.fetchrow("SELECT 1 FROM members WHERE member_id = $1", member_id))
@@ -59,7 +61,8 @@ async def test_erasing_a_member_forgets_them_and_shreds_their_rsvp_keys(client, 
     await publish(MemberErased(member_id=member_id, erased_at=datetime.now(UTC)))
     await poll(lambda: db.fetchval("SELECT count(*) = 0 FROM members WHERE member_id = $1", member_id))
     row = await db.fetchrow("SELECT member_id, name, email, status FROM rsvps WHERE id = $1", rsvp_id)
-    assert row["member_id"] is None and row["name"] is None and row["email"] is None
+    # The address goes; the link stays (the place was the member's, and still counts as theirs).
+    assert row["member_id"] == member_id and row["name"] is None and row["email"] is None
     assert row["status"] == "going"  # the place still counts
     assert await db.fetchval("SELECT count(*) FROM subject_keys WHERE key_id = $1 AND key IS NOT NULL", rsvp_id) == 0
     await kafka.wait_for_tombstone("events.subject-keys", rsvp_id)
