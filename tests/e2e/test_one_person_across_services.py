@@ -5,6 +5,7 @@ address goes. Everything through the gateway of the running system, as people an
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from services.events.views import member_token
 from shared import tokens
 from tests.support.inprocess import poll
 from tests.support.joins import join
+from tests.support.mail import MailCatcher
 from tests.support.organisers import organiser_headers
 from tests.support.people import unique_email
 
@@ -63,9 +65,10 @@ def _ask(campaign: dict[str, Any], kind: str) -> str:
     return f"/campaigns/{campaign['id']}/asks/{ask['id']}"
 
 
-async def _act_everywhere(gateway: httpx.AsyncClient, campaign: dict[str, Any], meeting: dict[str, Any], *,
-                          name: str, email: str) -> None:
-    """Sign the petition, make a pledge, write to their MP and RSVP, each time typing the same address."""
+async def _act_everywhere(gateway: httpx.AsyncClient, mail: MailCatcher, campaign: dict[str, Any],
+                          meeting: dict[str, Any], *, name: str, email: str) -> None:
+    """Sign the petition, make a pledge, write to their MP (confirming the letter from the emailed link, as every
+    writer must) and RSVP, each time typing the same address."""
     for path, extra in ((_ask(campaign, "petition"), {}),
                         (_ask(campaign, "pledge"), {"pledge_text": "I will speak up for patients."}),
                         (_ask(campaign, "write_to_mp"), {"postcode": "NG7 2RD", "step": "send",
@@ -73,8 +76,18 @@ async def _act_everywhere(gateway: httpx.AsyncClient, campaign: dict[str, Any], 
                                                          "letter_body": "Dear Chris Holloway,\n\nPlease act."})):
         response = await gateway.post(path, data={"name": name, "email": f"  {email.upper()} ", **extra})
         assert response.status_code == 303 and "/thanks" in response.headers["location"], response.text
+    confirmation = await poll(lambda: _letter_confirmation(mail, email), timeout=90)
+    link = re.search(r"http\S+(/campaigns/letters/\S+)", confirmation["text"])
+    assert link is not None
+    sent = await gateway.post(link.group(1), headers={"Accept": "text/html"})
+    assert sent.status_code == 200 and "Your letter is on its way" in sent.text
     rsvp = await gateway.post(f"/events/{meeting['id']}/rsvp", data={"name": name, "email": email})
     assert rsvp.status_code == 303, rsvp.text
+
+
+async def _letter_confirmation(mail: MailCatcher, email: str) -> dict[str, Any] | None:
+    found = [m for m in await mail.messages(email) if m["subject"].startswith("Confirm your letter")]
+    return found[0] if found else None
 
 
 async def _member_id(membership_db: asyncpg.Connection, email: str) -> str:
@@ -99,7 +112,7 @@ async def _linked(campaigns_db: asyncpg.Connection, events_db: asyncpg.Connectio
 
 
 async def test_a_members_actions_and_rsvps_are_theirs_whether_they_joined_first_or_acted_first(
-        gateway, organiser, membership_db, campaigns_db, events_db):
+        gateway, mail, organiser, membership_db, campaigns_db, events_db):
     funnel_before = await _funnel(gateway, organiser)
 
     # Olive joins, then signs, pledges, writes to her MP and RSVPs with the same address.
@@ -109,12 +122,12 @@ async def test_a_members_actions_and_rsvps_are_theirs_whether_they_joined_first_
     await poll(lambda: campaigns_db.fetchval("SELECT email_hash FROM members WHERE member_id = $1", olive))
     await poll(lambda: events_db.fetchval("SELECT email_hash FROM members WHERE member_id = $1", olive))
     olive_campaign, olive_meeting = await _campaign(gateway, organiser), await _meeting(gateway, organiser)
-    await _act_everywhere(gateway, olive_campaign, olive_meeting, name=olive_name, email=olive_email)
+    await _act_everywhere(gateway, mail, olive_campaign, olive_meeting, name=olive_name, email=olive_email)
 
     # Darcus signs, pledges, writes and RSVPs first, and joins afterwards through the join form.
     darcus_email, darcus_name = unique_email("darcus"), f"Darcus Howe {uuid.uuid4().hex[:6]}"
     darcus_campaign, darcus_meeting = await _campaign(gateway, organiser), await _meeting(gateway, organiser)
-    await _act_everywhere(gateway, darcus_campaign, darcus_meeting, name=darcus_name, email=darcus_email)
+    await _act_everywhere(gateway, mail, darcus_campaign, darcus_meeting, name=darcus_name, email=darcus_email)
     assert await join(gateway, darcus_email, name=darcus_name) == 303
     darcus = await _member_id(membership_db, darcus_email)
 
@@ -167,10 +180,10 @@ async def test_the_check_in_desk_finds_a_member_who_rsvped_from_their_link_by_na
 
 
 async def test_after_erasure_the_member_id_stays_on_what_they_did_and_their_address_is_gone(
-        gateway, organiser, membership_db, campaigns_db, events_db):
+        gateway, mail, organiser, membership_db, campaigns_db, events_db):
     email, name = unique_email("erased"), f"Erased Person {uuid.uuid4().hex[:6]}"
     campaign, meeting = await _campaign(gateway, organiser), await _meeting(gateway, organiser)
-    await _act_everywhere(gateway, campaign, meeting, name=name, email=email)
+    await _act_everywhere(gateway, mail, campaign, meeting, name=name, email=email)
     assert await join(gateway, email, name=name) == 303
     member_id = await _member_id(membership_db, email)
     assert await poll(lambda: _linked(campaigns_db, events_db, campaign, meeting, member_id))
