@@ -76,7 +76,7 @@ async def _act_everywhere(gateway: httpx.AsyncClient, mail: MailCatcher, campaig
                                                          "letter_body": "Dear Chris Holloway,\n\nPlease act."})):
         response = await gateway.post(path, data={"name": name, "email": f"  {email.upper()} ", **extra})
         assert response.status_code == 303 and "/thanks" in response.headers["location"], response.text
-    confirmation = await poll(lambda: _letter_confirmation(mail, email), timeout=90)
+    confirmation = await poll(lambda: _mail_with(mail, email, "Confirm your letter"), timeout=90)
     link = re.search(r"http\S+(/campaigns/letters/\S+)", confirmation["text"])
     assert link is not None
     sent = await gateway.post(link.group(1), headers={"Accept": "text/html"})
@@ -85,9 +85,9 @@ async def _act_everywhere(gateway: httpx.AsyncClient, mail: MailCatcher, campaig
     assert rsvp.status_code == 303, rsvp.text
 
 
-async def _letter_confirmation(mail: MailCatcher, email: str) -> dict[str, Any] | None:
-    found = [m for m in await mail.messages(email) if m["subject"].startswith("Confirm your letter")]
-    return found[0] if found else None
+async def _mail_with(mail: MailCatcher, email: str, subject_start: str) -> dict[str, Any] | None:
+    found = [m for m in await mail.messages(email) if m["subject"].startswith(subject_start)]
+    return found[-1] if found else None
 
 
 async def _member_id(membership_db: asyncpg.Connection, email: str) -> str:
@@ -190,7 +190,13 @@ async def test_after_erasure_the_member_id_stays_on_what_they_did_and_their_addr
     await poll(lambda: _standing_with(gateway, organiser, member_id, actions=3))
 
     token = tokens.sign(launcher.secret_key(), tokens.PREFERENCES, {"m": member_id})
-    erased = await gateway.post("/me/erase", data={"token": token, "confirm": "erase"})
+    asked = await gateway.post("/me/erase", data={"token": token, "confirm": "erase"})
+    assert asked.status_code == 200 and "Check your email" in asked.text
+    # The erasure is confirmed through the fresh link emailed to the address (its page, then its button).
+    confirmation = await poll(lambda: _mail_with(mail, email, "Confirm:"), timeout=90)
+    link = re.search(r"http\S+/me/confirm\?token=([\w.\-]+)", confirmation["text"])
+    assert link is not None
+    erased = await gateway.post("/me/confirm", data={"token": link.group(1)})
     assert erased.status_code == 200, erased.text
     await poll(lambda: campaigns_db.fetchval("SELECT count(*) = 0 FROM members WHERE member_id = $1", member_id))
     await poll(lambda: events_db.fetchval("SELECT count(*) = 0 FROM members WHERE member_id = $1", member_id))
