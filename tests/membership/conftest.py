@@ -70,7 +70,9 @@ class MembershipServer(InProcessServer):
 
         # a group of its own for the home page's listings, so the stack's membership still receives them all
         public_group = f"{self.reactions_group}.public"
-        return create_app(self.settings, reactions_group=self.reactions_group, public_group=public_group)
+        activity_group = f"{self.reactions_group}.activity"
+        return create_app(self.settings, reactions_group=self.reactions_group, public_group=public_group,
+                          activity_group=activity_group)
 
 
 REACTION_TOPICS = (
