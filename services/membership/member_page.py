@@ -144,26 +144,26 @@ class MemberActivity:
                       detail=event.kind)
 
 
+TIMELINE_WORDS = {
+    "rsvp": "{rsvp} {meeting}",
+    "rsvp_cancelled": "Cancelled their place at {meeting}",
+    "attended": "Attended {meeting}",
+    "action": "{action} in {campaign}",
+    "email_sent": "Was sent an email: {email}",
+    "email_failed": "An email could not be delivered: {email}",
+    "email_delayed": "An email is delayed: {email}",
+}
+
+
 def _words(row: Any) -> str:
     """A timeline line from an activity row and the title of its meeting or campaign (if membership knows it)."""
-    meeting = row.meeting_title or "a meeting"
-    campaign = row.campaign_title or "a campaign"
-    email = (row.detail or "email").replace("_", " ")
-    if row.kind == "rsvp":
-        return f"{RSVP_WORDS.get(row.detail, 'Replied to')} {meeting}"
-    if row.kind == "rsvp_cancelled":
-        return f"Cancelled their place at {meeting}"
-    if row.kind == "attended":
-        return f"Attended {meeting}"
-    if row.kind == "action":
-        return f"{ACTION_WORDS.get(row.detail, 'Took an action')} in {campaign}"
-    if row.kind == "email_sent":
-        return f"Was sent an email: {email}"
-    if row.kind == "email_failed":
-        return f"An email could not be delivered: {email}"
-    if row.kind == "email_delayed":
-        return f"An email is delayed: {email}"
-    return row.kind
+    return TIMELINE_WORDS.get(row.kind, row.kind).format(
+        meeting=row.meeting_title or "a meeting",
+        campaign=row.campaign_title or "a campaign",
+        email=(row.detail or "email").replace("_", " "),
+        rsvp=RSVP_WORDS.get(row.detail, "Replied to"),
+        action=ACTION_WORDS.get(row.detail, "Took an action"),
+    )
 
 
 class MemberPage:
