@@ -33,11 +33,14 @@ class Scope:
         return self.scope_type == "network" or self.scope_id is None
 
     def members(self, alias: str) -> str:
+        """Members in scope as membership counts them (`roster.in_scope`): a region's live there or belong to one of
+        its local groups, so its figures equal the number of members its organisers see."""
         if self.network:
             return "TRUE"
-        column = {"region": "region_id = :sid", "group": ":sid = ANY({a}.group_ids)",
-                  "subteam": ":sid = ANY({a}.subteam_ids)"}[self.scope_type]
-        return ("{a}." + column if self.scope_type == "region" else column).format(a=alias)
+        return {"region": "({a}.region_id = :sid OR {a}.group_ids && "
+                          "ARRAY(SELECT unit_id FROM rpt_units WHERE parent_id = :sid)::varchar[])",
+                "group": ":sid = ANY({a}.group_ids)",
+                "subteam": ":sid = ANY({a}.subteam_ids)"}[self.scope_type].format(a=alias)
 
     def actions(self, alias: str) -> str:
         if self.network:
@@ -203,9 +206,11 @@ class Reports:
         return sorted(out, key=lambda r: (-r["campaigns"], -r["members"], r["name"], r["partner_id"]))
 
     async def headline(self, session: AsyncSession, scope: Scope) -> dict[str, Any]:
+        """Members now, those of them who joined in the last 30 days (never more than the members: someone who
+        joined and left is neither), and actions by people in scope."""
         row = (await session.execute(text(
             "SELECT count(*) FILTER (WHERE m.status = 'active') AS members, "
-            "count(*) FILTER (WHERE m.joined_at >= now() - interval '30 days') AS joined_30d "
+            "count(*) FILTER (WHERE m.status = 'active' AND m.joined_at >= now() - interval '30 days') AS joined_30d "
             f"FROM rpt_members m WHERE {scope.members('m')}"
         ), scope.params())).one()
         actions = (await session.execute(text(

@@ -7,6 +7,7 @@ group's handlers, so a parked type without a handler fails loudly instead of bei
 from __future__ import annotations
 
 from services.membership.front_door import FrontDoor
+from services.membership.member_page import MemberActivity
 from services.membership.reactions import Reactions
 from shared import topics
 from shared.events.catalog import (
@@ -25,6 +26,8 @@ from shared.events.catalog import (
     MeetingUpdated,
     MpLetterAwaitingConfirmation,
     MpLetterRequested,
+    NotificationFailed,
+    NotificationSent,
     PledgePublished,
     PromotedFromWaitlist,
     RsvpCancelled,
@@ -39,13 +42,18 @@ from shared.uow import UnitOfWork
 
 REACTIONS_GROUP = "membership.reactions"
 PUBLIC_GROUP = "membership.public"
+ACTIVITY_GROUP = "membership.activity"
 
 
 def build_registry(
-    reactions: Reactions, group: str = REACTIONS_GROUP, public_group: str = PUBLIC_GROUP
+    reactions: Reactions,
+    group: str = REACTIONS_GROUP,
+    public_group: str = PUBLIC_GROUP,
+    activity_group: str = ACTIVITY_GROUP,
 ) -> Registry:
     registry = Registry("membership")
     add_public_listings(registry, public_group)
+    add_member_activity(registry, activity_group)
     handlers = registry.group(
         group,
         (
@@ -105,4 +113,29 @@ def add_public_listings(registry: Registry, group: str = PUBLIC_GROUP) -> None:
     handlers.ignore(
         (MeetingReminderDue, AskPublished),
         "the home page lists meetings and campaigns, not reminders or a campaign's asks",
+    )
+
+
+def add_member_activity(registry: Registry, group: str = ACTIVITY_GROUP) -> None:
+    """The member page's timeline of what a member did in the other services (`member_page.MemberActivity`)."""
+    handlers = registry.group(
+        group,
+        (topics.EVENTS_RSVPS, topics.CAMPAIGNS_ACTIONS, topics.NOTIFICATIONS_DELIVERIES),
+        "What a member did elsewhere (RSVPs, attendance, actions, emails sent), for the member page's timeline",
+    )
+    handlers.route(
+        (RsvpReceived, MemberActivity.rsvp_received),
+        (RsvpLinkedToMember, MemberActivity.rsvp_linked),
+        (RsvpCancelled, MemberActivity.rsvp_cancelled),
+        (AttendanceRecorded, MemberActivity.attendance_recorded),
+        (ActionTaken, MemberActivity.action_taken),
+        (ActionLinkedToMember, MemberActivity.action_taken),
+        (NotificationSent, MemberActivity.notification_sent),
+        (NotificationFailed, MemberActivity.notification_failed),
+    )
+    handlers.ignore(
+        (RsvpRepeated, PromotedFromWaitlist, MpLetterRequested, MpLetterAwaitingConfirmation, PledgePublished,
+         ActionRepeated),
+        "the timeline shows the RSVP and the action themselves; a repeat, a promotion or a letter's delivery adds "
+        "nothing an organiser follows up",
     )

@@ -382,3 +382,34 @@ taggings = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("tag_id", "member_id"),
 )
+
+# -- a member's page: what they did across the services, and organisers' notes ---------------------------
+
+# Read model of what a member did elsewhere (RSVPs, attendance, actions, emails sent to them), fed by events'
+# `events.rsvps`, campaigns' `campaigns.actions` and notifications' `notifications.deliveries`. No personal data:
+# the kind of thing, when, the meeting or campaign it was about (titles come from `public_meetings` and
+# `public_campaigns`) and a word of detail (an RSVP's status, an ask's kind, an email's kind). `ref_id` is the
+# RSVP, action or delivery, so a redelivered event adds nothing.
+member_activity = Table(
+    "member_activity",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("member_id", String(36), ForeignKey("members.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("kind", String(30), nullable=False),  # rsvp rsvp_cancelled attended action email_sent email_failed
+    Column("ref_id", String(36), nullable=False),
+    Column("subject_id", String(36), nullable=True),  # the meeting or campaign
+    Column("detail", String(40), nullable=False, server_default=""),
+    Column("at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("kind", "ref_id", name="uq_member_activity_kind_ref_id"),
+)
+
+# What organisers note about a member; the text is sealed with the member's key, so erasure shreds it.
+member_notes = Table(
+    "member_notes",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("member_id", String(36), ForeignKey("members.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("author_id", String(36), nullable=False),  # the organiser (an organiser id is a member id)
+    Column("text", JSONB, nullable=False),  # a Sealed value
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -14,6 +14,7 @@ from services.membership.directory import Directory
 from services.membership.front_door import FrontDoor
 from services.membership.join_forms import JoinForms
 from services.membership.joins import Joins
+from services.membership.member_page import MemberPage
 from services.membership.member_rights import MemberRights
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
@@ -49,6 +50,7 @@ OriginsDep = Annotated[AllowedOrigins, Depends(_state("origins"))]
 AccountsDep = Annotated[OrganiserAccounts, Depends(_state("accounts"))]
 RevokingDep = Annotated[Revoking, Depends(_state("revoking"))]
 DirectoryDep = Annotated[Directory, Depends(_state("directory"))]
+MemberPageDep = Annotated[MemberPage, Depends(_state("member_page"))]
 RosterDep = Annotated[Roster, Depends(_state("roster"))]
 OrganiserHomeDep = Annotated[OrganiserHome, Depends(_state("organiser_home"))]
 FrontDoorDep = Annotated[FrontDoor, Depends(_state("front_door"))]

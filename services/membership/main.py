@@ -11,11 +11,12 @@ from services.membership import db as tables
 from services.membership import deps, organise, osdi, public, rights, web
 from services.membership.accounts import OrganiserAccounts
 from services.membership.batching import JoinBatcher
-from services.membership.consumers import PUBLIC_GROUP, REACTIONS_GROUP, build_registry
+from services.membership.consumers import ACTIVITY_GROUP, PUBLIC_GROUP, REACTIONS_GROUP, build_registry
 from services.membership.directory import Directory
 from services.membership.front_door import FrontDoor
 from services.membership.join_forms import JoinForms
 from services.membership.joins import Joins
+from services.membership.member_page import MemberPage
 from services.membership.member_rights import MemberRights
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
@@ -40,6 +41,7 @@ def create_app(
     *,
     reactions_group: str = REACTIONS_GROUP,
     public_group: str = PUBLIC_GROUP,
+    activity_group: str = ACTIVITY_GROUP,
 ) -> FastAPI:
     """The service's app; tests pass their own settings and consumer groups."""
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
@@ -65,7 +67,7 @@ def create_app(
             await asyncio.sleep(3600)
 
     runtime.add_background(prune_rate_limits)
-    runtime.add_registry(build_registry(Reactions(joins), reactions_group, public_group))
+    runtime.add_registry(build_registry(Reactions(joins), reactions_group, public_group, activity_group))
     accounts = OrganiserAccounts(
         runtime.db,
         runtime.outbox,
@@ -87,6 +89,7 @@ def create_app(
     app.state.revoking = Revoking(runtime.uows, accounts)
     app.state.directory = Directory(runtime.uows, accounts, joins.forget_options)
     app.state.roster = Roster(runtime.uows)
+    app.state.member_page = MemberPage(runtime.uows)
     app.state.organiser_home = OrganiserHome(
         app.state.roster,
         gateway_url=settings.gateway_internal_url or settings.public_base_url,

@@ -26,6 +26,7 @@ from services.membership.deps import (
     DirectoryDep,
     FrontDoorDep,
     JoinsDep,
+    MemberPageDep,
     MemberRightsDep,
     OrganiserHomeDep,
     OriginsDep,
@@ -36,6 +37,7 @@ from services.membership.deps import (
 )
 from services.membership.directory import KIND_NAMES, ROLES, Directory
 from services.membership.front_door import FrontDoor
+from services.membership.member_page import MemberPage
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
 from services.membership.revoking import CannotRevoke
@@ -239,14 +241,109 @@ async def member_export(request: Request, who: CurrentOrganiser, roster: RosterD
     )
 
 
+NOT_YOURS = "There is no member with that id in the part of the network you look after"
+
+
 @router.get("/members/{member_id}", response_class=HTMLResponse)
 async def member_details(
-    request: Request, who: CurrentOrganiser, roster: RosterDep, directory: DirectoryDep, member_id: str
+    request: Request, who: CurrentOrganiser, roster: RosterDep, directory: DirectoryDep, member_page: MemberPageDep,
+    member_id: str,
 ) -> HTMLResponse:
     details = await roster.member(who, member_id)
     if details is None:
-        raise HTTPException(404, "There is no member with that id in the part of the network you look after")
-    return page(request, "member.html", _context(who, **details, role_names=ROLES, units=await directory.units()))
+        raise HTTPException(404, NOT_YOURS)
+    return await _member_page(request, who, directory, member_page, details)
+
+
+async def _member_page(
+    request: Request,
+    who: auth.OrganiserScope,
+    directory: Directory,
+    member_page: MemberPage,
+    details: dict[str, Any],
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """The member page: their details, what they did across the services, organisers' notes and their tags."""
+    member = details["member"]
+    timeline, last_action = await member_page.timeline(member)
+    tagged, every_tag = await member_page.tags(member.id)
+    notes = await member_page.notes(member.id)
+    authors = await directory.names_of([], sorted({n.author_id for n in notes})) if notes else {}
+    context = _context(
+        who, **details, role_names=ROLES, units=await directory.units(), timeline=timeline, last_action=last_action,
+        notes=notes, authors=authors, tagged=tagged, other_tags=[t for t in every_tag if t not in tagged],
+        errors=errors or {}, values=values or {},
+    )
+    return page(request, "member.html", context, 422 if errors else 200)
+
+
+async def _member_or_404(who: auth.OrganiserScope, roster: Roster, member_id: str) -> dict[str, Any]:
+    details = await roster.member(who, member_id, audit=False)
+    if details is None:
+        raise HTTPException(404, NOT_YOURS)
+    return details
+
+
+@router.post("/members/{member_id}/notes", response_class=HTMLResponse,
+             responses={404: {"description": NOT_YOURS}, 422: {"description": "The note is empty or too long"}})
+async def add_note(
+    request: Request, who: CurrentOrganiser, roster: RosterDep, directory: DirectoryDep, member_page: MemberPageDep,
+    member_id: str,
+) -> Response:
+    """An organiser notes something about a member (a call, what they offered); others in scope read it."""
+    details = await _member_or_404(who, roster, member_id)
+    text = str((await request.form()).get("note") or "")
+    try:
+        await member_page.add_note(who, member_id, text)
+    except InvalidInput as problem:
+        return await _member_page(request, who, directory, member_page, details, problem.errors, {"note": text})
+    return RedirectResponse(f"/members/{member_id}#notes", status_code=303)
+
+
+@router.post("/members/{member_id}/tags", response_class=HTMLResponse,
+             responses={404: {"description": NOT_YOURS}, 422: {"description": "No tag was chosen or written"}})
+async def add_tag(
+    request: Request, who: CurrentOrganiser, roster: RosterDep, directory: DirectoryDep, member_page: MemberPageDep,
+    member_id: str,
+) -> Response:
+    """Tag a member with a tag there is (chosen from a list) or a new one (written)."""
+    details = await _member_or_404(who, roster, member_id)
+    form = await request.form()
+    name = str(form.get("new_tag") or "").strip() or str(form.get("tag") or "")
+    try:
+        await member_page.tag(who, member_id, name)
+    except InvalidInput as problem:
+        return await _member_page(request, who, directory, member_page, details, problem.errors, {"new_tag": name})
+    return RedirectResponse(f"/members/{member_id}#tags", status_code=303)
+
+
+async def _tag_or_404(member_page: MemberPage, member_id: str, tag_id: str) -> str:
+    name = await member_page.tag_name(member_id, tag_id)
+    if name is None:
+        raise HTTPException(404, "This member does not have that tag")
+    return name
+
+
+@router.get("/members/{member_id}/tags/{tag_id}/remove", response_class=HTMLResponse)
+async def confirm_untag(
+    request: Request, who: CurrentOrganiser, roster: RosterDep, member_page: MemberPageDep, member_id: str,
+    tag_id: str,
+) -> HTMLResponse:
+    """Taking a tag off asks first, on a page of its own."""
+    details = await _member_or_404(who, roster, member_id)
+    name = await _tag_or_404(member_page, member_id, tag_id)
+    return page(request, "member_untag.html", _context(who, member=details["member"], tag_id=tag_id, tag_name=name))
+
+
+@router.post("/members/{member_id}/tags/{tag_id}/remove", responses={404: {"description": NOT_YOURS}})
+async def untag(
+    who: CurrentOrganiser, roster: RosterDep, member_page: MemberPageDep, member_id: str, tag_id: str
+) -> Response:
+    await _member_or_404(who, roster, member_id)
+    await _tag_or_404(member_page, member_id, tag_id)
+    await member_page.untag(who, member_id, tag_id)
+    return RedirectResponse(f"/members/{member_id}#tags", status_code=303)
 
 
 @router.get("/members/{member_id}/erase", response_class=HTMLResponse)

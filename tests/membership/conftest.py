@@ -70,7 +70,9 @@ class MembershipServer(InProcessServer):
 
         # a group of its own for the home page's listings, so the stack's membership still receives them all
         public_group = f"{self.reactions_group}.public"
-        return create_app(self.settings, reactions_group=self.reactions_group, public_group=public_group)
+        activity_group = f"{self.reactions_group}.activity"
+        return create_app(self.settings, reactions_group=self.reactions_group, public_group=public_group,
+                          activity_group=activity_group)
 
 
 REACTION_TOPICS = (
@@ -81,12 +83,16 @@ REACTION_TOPICS = (
 )
 
 
+ACTIVITY_TOPICS = (topics.EVENTS_RSVPS, topics.CAMPAIGNS_ACTIONS, topics.NOTIFICATIONS_DELIVERIES)
+
+
 @pytest.fixture(scope="session")
 async def membership_server(
     membership_settings: Settings, membership_port: int, kafka: KafkaWatcher
 ) -> AsyncIterator[MembershipServer]:
     group = f"membership.reactions.test-{uuid.uuid4().hex[:8]}"
     await group_starts_at_the_end(group, REACTION_TOPICS)
+    await group_starts_at_the_end(f"{group}.activity", ACTIVITY_TOPICS)
     server = MembershipServer(membership_settings, membership_port, group)
     await server.start()
     yield server

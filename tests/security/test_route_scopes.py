@@ -199,6 +199,13 @@ RULES: dict[str, Rule] = {
     "membership GET /members/export.csv": Rule("listing", marker="member_email"),
     "membership GET /members/{member_id}": Rule("scoped", P(member_id="member")),
     "membership POST /members/{member_id}/erase": Rule("network", F("member", member_id="*")),
+    "membership POST /members/{member_id}/notes": Rule(
+        "scoped", P(member_id="member"), form=True, body=lambda s: {"note": "Called them about the scope check"}),
+    "membership POST /members/{member_id}/tags": Rule(
+        "scoped", P(member_id="member"), form=True, body=lambda s: {"new_tag": "scope check"}),
+    "membership GET /members/{member_id}/tags/{tag_id}/remove": Rule("scoped", P(member_id="member", tag_id="tag")),
+    "membership POST /members/{member_id}/tags/{tag_id}/remove": Rule(
+        "scoped", F("tagging", member_id="member", tag_id="tag"), form=True, body=lambda s: {}),
     "membership GET /admin": ANY,
     "membership GET /admin/units": ANY,  # the network's shape: names of regions and groups, nobody's data
     "membership POST /admin/units": Rule("scoped", form=True, form_refuses=True, body=lambda s: {
@@ -572,7 +579,7 @@ async def seed(system: None) -> AsyncIterator[Seed]:
 STATE: dict[str, tuple[str, ...]] = {
     "membership": ("regions", "local_groups", "subteams", "allowed_origins", "members", "member_groups",
                    "role_grants", "organisers", "network_profile", "privacy_notices", "tags", "taggings",
-                   "api_keys"),
+                   "api_keys", "member_notes"),
     "events": ("meetings", "rsvps"),
     "notifications": ("organisers", "digest_subscriptions", "follow_up_steps", "email_settings"),
     "campaigns": ("campaigns", "asks", "actions", "engagement_ladder", "constituencies"),
