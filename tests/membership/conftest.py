@@ -70,7 +70,8 @@ class MembershipServer(InProcessServer):
 
         # a group of its own for the home page's listings, so the stack's membership still receives them all
         public_group = f"{self.reactions_group}.public"
-        return create_app(self.settings, reactions_group=self.reactions_group, public_group=public_group)
+        return create_app(self.settings, reactions_group=self.reactions_group, public_group=public_group,
+                          member_data_group=f"{self.reactions_group}.member-data")
 
 
 REACTION_TOPICS = (
