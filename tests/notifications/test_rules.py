@@ -170,9 +170,11 @@ def test_members_who_left_withdrew_consent_opted_out_or_are_suppressed_are_skipp
     assert decide(suppressed=True) == ("skipped", "address suppressed")
 
 
-def test_a_left_address_gets_only_the_confirmation_of_a_join_that_would_bring_it_back():
+def test_a_left_address_gets_only_the_confirmation_of_a_join_that_would_bring_it_back_and_its_rights_links():
     assert not blocks("left", "join_change")
-    assert blocks("left", "welcome") and blocks("left", "confirm_download")
+    # Access and erasure outlive membership: the links a leaver asks for from their own link still reach them.
+    assert not any(blocks("left", kind) for kind in ("confirm_download", "confirm_erase", "data_download"))
+    assert blocks("left", "welcome") and blocks("left", "announcement") and blocks("erased", "confirm_erase")
     assert blocks("erased", "join_change") and blocks("hard_bounces", "join_change")
     assert not blocks("unsubscribed", "join_change") and not blocks(None, "join_change")
 
