@@ -170,8 +170,16 @@ async def test_download_holds_everything_about_the_member_including_who_looked(c
     await client.get(f"/members/{member['id']}", headers=headers)
     await client.post("/join", data=join_form(member["email_normalised"], name="Someone Else"))
     response = await confirmed_request(client, db, membership_settings, member["id"], "download")
+    assert response.status_code == 200 and "We are gathering your data" in response.text
+    # Every service answers with its part; then the link to the download is ready (and emailed).
+    request_id = await poll(lambda: db.fetchval(
+        "SELECT id FROM member_data_requests WHERE member_id = $1 AND ready_at IS NOT NULL", member["id"]), 60)
+    token = tokens.sign(membership_settings.secret_key, tokens.MEMBER_DATA, {"r": request_id})
+    response = await client.post("/me/download", data={"token": token})
     assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
-    data = json.loads(response.text)
+    everything = json.loads(response.text)
+    assert everything["complete"] is True and everything["events"]["rsvps"] == []
+    data = everything["membership"]
     assert data["member"]["email"] == member["email_normalised"] and data["member"]["skills"] == "Sign language"
     assert data["member"]["local_groups"] == ["Derby"] and data["member"]["subteams"] == ["Welcome team"]
     assert data["consent_records"][0]["wording_version"] == "email-2026-11"
