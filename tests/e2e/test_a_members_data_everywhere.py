@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -15,12 +16,15 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.local import launcher
+from services.membership.member_data import PART_WAIT
 from shared import tokens
 from tests.support.everything import Person, one_of_everything
 from tests.support.inprocess import poll
+from tests.support.joins import join
 from tests.support.kafka import read_topic
 from tests.support.mail import MailCatcher
 from tests.support.organisers import organiser_headers
+from tests.support.people import unique_email
 
 SERVICES = ("membership", "events", "campaigns", "notifications")
 
@@ -95,6 +99,27 @@ async def test_a_member_who_did_one_of_everything_downloads_every_services_part_
     # The link is the member's only: altered, it shows nothing.
     altered = await gateway.get("/me/download", params={"token": token[:-2] + "xx"})
     assert altered.status_code == 400 and person.email not in altered.text
+
+
+async def test_a_download_whose_parts_did_not_all_arrive_is_sent_after_a_while_naming_the_services_it_waits_on(
+        gateway: httpx.AsyncClient, mail: MailCatcher, membership_db: asyncpg.Connection) -> None:
+    email = unique_email("waiting")
+    assert await join(gateway, email, name="Wanda Waiting") == 303
+    member_id = await poll(lambda: membership_db.fetchval("SELECT id FROM members WHERE email_normalised = $1", email))
+    # A request no service heard of (as if every other service were down since), asked for longer ago than the wait.
+    request_id = str(uuid.uuid4())
+    await membership_db.execute(
+        "INSERT INTO member_data_requests (id, member_id, requested_at) VALUES ($1, $2, $3)",
+        request_id, member_id, datetime.now(UTC) - PART_WAIT - timedelta(minutes=1))
+
+    token = await emailed_link(mail, email, "Your data from", "/me/download")
+    ready = next(m for m in await mail.messages(email) if m["subject"].startswith("Your data from"))
+    assert "not complete: events, campaigns, notifications had not answered" in ready["text"]
+    page = await gateway.get("/me/download", params={"token": token})
+    assert page.status_code == 200 and "Not complete yet" in page.text and "Still waiting for this part" in page.text
+    data = (await gateway.post("/me/download", data={"token": token})).json()
+    assert data["complete"] is False and data["still_waiting_on"] == ["events", "campaigns", "notifications"]
+    assert data["membership"]["member"]["email"] == email and data["events"] is None
 
 
 # -- erasure reaches every copy -----------------------------------------------------------------------------------
