@@ -51,6 +51,9 @@ JOIN_CHANGE = "join-change"  # a join for an address that is a member already: c
 JOIN_CHANGE_MAX_AGE_S = 7 * 24 * 3600
 MEMBER_RIGHTS = "member-rights"  # a data download or an erasure asked for through the preferences link
 MEMBER_RIGHTS_MAX_AGE_S = 30 * 60
+# The link to a gathered data download (payload {"r": request id}), emailed once every service's part arrived.
+MEMBER_DATA = "member-data"
+MEMBER_DATA_MAX_AGE_S = 24 * 3600
 
 # Links in emails that act for a member without a password. Payload: {"m": member_id}.
 # Notifications makes them (List-Unsubscribe, footers); membership, which owns consent, honours them at

@@ -69,6 +69,10 @@ CAMPAIGNS_ENGAGEMENT = "campaigns.engagement"
 CAMPAIGNS_SUBJECT_KEYS = "campaigns.subject-keys"
 NOTIFICATIONS_DELIVERIES = "notifications.deliveries"
 NOTIFICATIONS_DIGESTS = "notifications.digests"
+EVENTS_MEMBER_DATA = "events.member-data"
+CAMPAIGNS_MEMBER_DATA = "campaigns.member-data"
+NOTIFICATIONS_MEMBER_DATA = "notifications.member-data"
+MEMBER_DATA_RETENTION_MS = 7 * DAY_MS  # a part is wanted until membership collected it, minutes later
 
 DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
@@ -119,6 +123,22 @@ DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
         NOTIFICATIONS_DELIVERIES, "Notifications sent or failed; key: recipient member id", retention_ms=90 * DAY_MS
     ),
     TopicSpec(NOTIFICATIONS_DIGESTS, "Digests published; key: organiser id", retention_ms=90 * DAY_MS),
+    TopicSpec(
+        EVENTS_MEMBER_DATA,
+        "A member's RSVPs and attendance for their data download, sealed with their key; key: member id",
+        retention_ms=MEMBER_DATA_RETENTION_MS,
+    ),
+    TopicSpec(
+        CAMPAIGNS_MEMBER_DATA,
+        "A member's actions, pledges and letters for their data download, sealed with their key; key: member id",
+        retention_ms=MEMBER_DATA_RETENTION_MS,
+    ),
+    TopicSpec(
+        NOTIFICATIONS_MEMBER_DATA,
+        "The emails sent to a member and their digests, for their data download, sealed with their key; key: member "
+        "id",
+        retention_ms=MEMBER_DATA_RETENTION_MS,
+    ),
 )
 
 
@@ -141,6 +161,7 @@ CONSUMER_GROUPS: tuple[str, ...] = (
     "events.revocations",
     "notifications.revocations",
     "campaigns.revocations",
+    "membership.member-data",
 )
 
 

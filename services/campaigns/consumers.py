@@ -10,6 +10,7 @@ from services.campaigns import db as tables
 from services.campaigns.actions import ActionsService
 from services.campaigns.engagement import EngagementService
 from services.campaigns.linking import MemberLinks
+from services.campaigns.member_data import answer_member_data
 from services.campaigns.projection import PROJECTION, REPORTING_TOPICS, project_batch
 from services.campaigns.service import CampaignsService
 from shared import topics
@@ -78,6 +79,10 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
         await engagement.member_erased(uow, event.member_id)
         await people.key_destroyed(uow, event.member_id)
 
+    @consumer.on(ev.MemberDataRequested)
+    async def member_data_requested(uow: UnitOfWork, envelope: Envelope, event: ev.MemberDataRequested) -> None:
+        await answer_member_data(uow, people.keys, event)
+
     @consumer.on(ev.OrganisationUnitDefined)
     async def unit_defined(uow: UnitOfWork, envelope: Envelope, event: ev.OrganisationUnitDefined) -> None:
         await engagement.unit_defined(uow, event)
@@ -119,7 +124,8 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
     consumer.ignore(
         (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.OrganiserInvited,
          ev.MeetingReminderDue, ev.RsvpCancelled, ev.PromotedFromWaitlist, ev.MpLetterRequested,
-         ev.JoinChangeRequested, ev.MemberRightsConfirmationRequested, ev.PledgePublished, ev.ActionLinkedToMember),
+         ev.JoinChangeRequested, ev.MemberRightsConfirmationRequested, ev.PledgePublished, ev.ActionLinkedToMember,
+         ev.MemberDataReady),
         "neither the asks nor the engagement ladder depend on these (reporting reads what it needs itself; an "
         "action's link to a member is made here, in the same transaction as ActionLinkedToMember)",
     )
@@ -140,8 +146,8 @@ def build_registry(campaigns: CampaignsService, actions: ActionsService, engagem
     reporting.ignore(
         (ev.MemberConfirmed, ev.ConsentChanged, ev.EngagementLevelChosen, ev.MeetingReminderDue,
          ev.MpLetterRequested, ev.OrganiserInvited, ev.RoleGranted, ev.JoinChangeRequested,
-         ev.MemberRightsConfirmationRequested, ev.PledgePublished),
-        "no report counts these (ActionTaken already counts a letter to an MP)",
+         ev.MemberRightsConfirmationRequested, ev.PledgePublished, ev.MemberDataRequested, ev.MemberDataReady),
+        "no report counts these (ActionTaken already counts a letter to an MP; a data download is no activity)",
     )
     reporting.ignore(
         (ev.RsvpRepeated, ev.ActionRepeated, ev.MpLetterAwaitingConfirmation),

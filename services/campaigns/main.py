@@ -50,6 +50,7 @@ def create_app(
     runtime.document_publisher(topics.CAMPAIGNS_ACTIONS, "Actions taken on asks; letters to MPs for notifications")
     runtime.document_publisher(topics.CAMPAIGNS_ENGAGEMENT, "Members' engagement levels changing")
     runtime.document_publisher(topics.CAMPAIGNS_SUBJECT_KEYS, "Per-action data keys (compacted; tombstone on erasure)")
+    runtime.document_publisher(topics.CAMPAIGNS_MEMBER_DATA, "A member's actions and letters, for their download")
     limits = Limits(runtime.uows, settings.secret_key)
     runtime.add_background(limits.keep_pruned)
     app = runtime.build_app(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.events import db as tables
+from services.events.member_data import answer_member_data
 from services.events.members import MemberReadModel
 from shared import topics
 from shared.events.catalog import (
@@ -10,6 +11,8 @@ from shared.events.catalog import (
     EngagementLevelChosen,
     JoinChangeRequested,
     MemberConfirmed,
+    MemberDataReady,
+    MemberDataRequested,
     MemberErased,
     MemberJoined,
     MemberLeft,
@@ -76,16 +79,20 @@ def build_registry(
     async def unit_defined(uow: UnitOfWork, envelope: Envelope, event: OrganisationUnitDefined) -> None:
         await read_model.unit_defined(uow, event)
 
+    async def member_data_requested(uow: UnitOfWork, envelope: Envelope, event: MemberDataRequested) -> None:
+        await answer_member_data(uow, read_model.member_keys, event)
+
     members.route(
         (MemberJoined, member_joined),
         (MemberProfileUpdated, member_profile_updated),
         (MemberLeft, member_left),
         (MemberErased, member_erased),
         (OrganisationUnitDefined, unit_defined),
+        (MemberDataRequested, member_data_requested),
     )
     members.ignore(
         (MemberConfirmed, ConsentChanged, EngagementLevelChosen, RoleGranted, OrganiserInvited, JoinChangeRequested,
-         MemberRightsConfirmationRequested),
+         MemberRightsConfirmationRequested, MemberDataReady),
         "who may be invited where depends on membership, region and groups only; consent is notifications' concern",
     )
     members.ignore(REVOCATION_EVENTS, f"copied into the revocation record by {revocations_group}")

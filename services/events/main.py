@@ -38,6 +38,7 @@ def create_app(
     runtime.document_publisher(topics.EVENTS_MEETINGS, "Meetings scheduled, updated, cancelled; reminders due")
     runtime.document_publisher(topics.EVENTS_RSVPS, "RSVPs, cancellations, waitlist promotions, attendance")
     runtime.document_publisher(topics.EVENTS_SUBJECT_KEYS, "Per-RSVP data keys (compacted; tombstone on erasure)")
+    runtime.document_publisher(topics.EVENTS_MEMBER_DATA, "A member's RSVPs, for their data download")
     runtime.add_background(ReminderLoop(service.reminders, reminder_poll_interval_s).run)
     runtime.add_background(service.limits.keep_pruned)
     app = runtime.build_app(

@@ -7,6 +7,7 @@ group's handlers, so a parked type without a handler fails loudly instead of bei
 from __future__ import annotations
 
 from services.membership.front_door import FrontDoor
+from services.membership.member_data import MemberData
 from services.membership.member_page import MemberActivity
 from services.membership.reactions import Reactions
 from shared import topics
@@ -19,7 +20,9 @@ from shared.events.catalog import (
     AttendanceRecorded,
     CampaignClosed,
     CampaignLaunched,
+    CampaignsDataOfMember,
     EngagementLevelChanged,
+    EventsDataOfMember,
     MeetingCancelled,
     MeetingReminderDue,
     MeetingScheduled,
@@ -27,6 +30,7 @@ from shared.events.catalog import (
     MpLetterAwaitingConfirmation,
     MpLetterRequested,
     NotificationFailed,
+    NotificationsDataOfMember,
     NotificationSent,
     PledgePublished,
     PromotedFromWaitlist,
@@ -43,6 +47,7 @@ from shared.uow import UnitOfWork
 REACTIONS_GROUP = "membership.reactions"
 PUBLIC_GROUP = "membership.public"
 ACTIVITY_GROUP = "membership.activity"
+MEMBER_DATA_GROUP = "membership.member-data"
 
 
 def build_registry(
@@ -50,10 +55,14 @@ def build_registry(
     group: str = REACTIONS_GROUP,
     public_group: str = PUBLIC_GROUP,
     activity_group: str = ACTIVITY_GROUP,
+    member_data: MemberData | None = None,
+    member_data_group: str = MEMBER_DATA_GROUP,
 ) -> Registry:
     registry = Registry("membership")
     add_public_listings(registry, public_group)
     add_member_activity(registry, activity_group)
+    if member_data is not None:
+        add_member_data_parts(registry, member_data, member_data_group)
     handlers = registry.group(
         group,
         (
@@ -139,3 +148,21 @@ def add_member_activity(registry: Registry, group: str = ACTIVITY_GROUP) -> None
         "the timeline shows the RSVP and the action themselves; a repeat, a promotion or a letter's delivery adds "
         "nothing an organiser follows up",
     )
+
+
+def add_member_data_parts(registry: Registry, member_data: MemberData, group: str = MEMBER_DATA_GROUP) -> None:
+    """Each service's part of a member's data download, collected until the download is whole."""
+    handlers = registry.group(
+        group,
+        (topics.EVENTS_MEMBER_DATA, topics.CAMPAIGNS_MEMBER_DATA, topics.NOTIFICATIONS_MEMBER_DATA),
+        "Each service's part of a member's data download (sealed with their key); the last one sends the link",
+    )
+
+    async def part(
+        uow: UnitOfWork,
+        envelope: Envelope,
+        event: EventsDataOfMember | CampaignsDataOfMember | NotificationsDataOfMember,
+    ) -> None:
+        await member_data.part_arrived(uow, event.request_id, event.source_service, event.part, event.note)
+
+    handlers.route((EventsDataOfMember, part), (CampaignsDataOfMember, part), (NotificationsDataOfMember, part))

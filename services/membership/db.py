@@ -227,6 +227,30 @@ member_requests = Table(
     UniqueConstraint("member_id", "kind", name="uq_member_requests_member_id_kind"),
 )
 
+# A member's data download, gathered from every service (services/membership/member_data.py): the request, and
+# each service's part as it arrived (sealed with the member's key, as it travelled).
+member_data_requests = Table(
+    "member_data_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("member_id", String(36), ForeignKey("members.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("ready_at", DateTime(timezone=True), nullable=True),  # the link was emailed
+    Column("waiting_on", ARRAY(String(40)), nullable=False, server_default=text("'{}'")),
+)
+
+member_data_parts = Table(
+    "member_data_parts",
+    metadata,
+    Column(
+        "request_id", String(36), ForeignKey("member_data_requests.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("service", String(40), primary_key=True),
+    Column("part", JSONB, nullable=True),  # Sealed, with the member's key
+    Column("note", Text, nullable=True),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 # -- the public front door -------------------------------------------------------------------------
 
 # Every privacy notice ever published stays readable (`/privacy?version=N`): consent records name theirs.

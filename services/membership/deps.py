@@ -14,6 +14,7 @@ from services.membership.directory import Directory
 from services.membership.front_door import FrontDoor
 from services.membership.join_forms import JoinForms
 from services.membership.joins import Joins
+from services.membership.member_data import MemberData
 from services.membership.member_page import MemberPage
 from services.membership.member_rights import MemberRights
 from services.membership.origins import AllowedOrigins
@@ -46,6 +47,7 @@ def _settings(request: Request) -> Settings:
 JoinsDep = Annotated[Joins, Depends(_state("joins"))]
 JoinFormsDep = Annotated[JoinForms, Depends(_state("join_forms"))]
 MemberRightsDep = Annotated[MemberRights, Depends(_state("member_rights"))]
+MemberDataDep = Annotated[MemberData, Depends(_state("member_data"))]
 OriginsDep = Annotated[AllowedOrigins, Depends(_state("origins"))]
 AccountsDep = Annotated[OrganiserAccounts, Depends(_state("accounts"))]
 RevokingDep = Annotated[Revoking, Depends(_state("revoking"))]

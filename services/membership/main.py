@@ -11,11 +11,18 @@ from services.membership import db as tables
 from services.membership import deps, organise, osdi, public, rights, web
 from services.membership.accounts import OrganiserAccounts
 from services.membership.batching import JoinBatcher
-from services.membership.consumers import ACTIVITY_GROUP, PUBLIC_GROUP, REACTIONS_GROUP, build_registry
+from services.membership.consumers import (
+    ACTIVITY_GROUP,
+    MEMBER_DATA_GROUP,
+    PUBLIC_GROUP,
+    REACTIONS_GROUP,
+    build_registry,
+)
 from services.membership.directory import Directory
 from services.membership.front_door import FrontDoor
 from services.membership.join_forms import JoinForms
 from services.membership.joins import Joins
+from services.membership.member_data import MemberData
 from services.membership.member_page import MemberPage
 from services.membership.member_rights import MemberRights
 from services.membership.origins import AllowedOrigins
@@ -42,6 +49,7 @@ def create_app(
     reactions_group: str = REACTIONS_GROUP,
     public_group: str = PUBLIC_GROUP,
     activity_group: str = ACTIVITY_GROUP,
+    member_data_group: str = MEMBER_DATA_GROUP,
 ) -> FastAPI:
     """The service's app; tests pass their own settings and consumer groups."""
     runtime = ServiceRuntime(NAME, tables.delivery, settings)
@@ -67,7 +75,21 @@ def create_app(
             await asyncio.sleep(3600)
 
     runtime.add_background(prune_rate_limits)
-    runtime.add_registry(build_registry(Reactions(joins), reactions_group, public_group, activity_group))
+    member_data = MemberData(runtime.uows, settings.secret_key, settings.public_base_url)
+
+    async def send_overdue_downloads() -> None:
+        while True:
+            try:
+                await member_data.send_overdue()
+            except Exception as exc:  # the next pass tries again
+                log.warning("sending overdue data downloads failed", error=repr(exc))
+            await asyncio.sleep(30)
+
+    runtime.add_background(send_overdue_downloads)
+    runtime.add_registry(
+        build_registry(Reactions(joins), reactions_group, public_group, activity_group, member_data,
+                       member_data_group)
+    )
     accounts = OrganiserAccounts(
         runtime.db,
         runtime.outbox,
@@ -84,6 +106,7 @@ def create_app(
     app.state.joins = joins
     app.state.join_forms = JoinForms(joins, JoinBatcher(joins))
     app.state.member_rights = MemberRights(runtime.uows, joins.requests)
+    app.state.member_data = member_data
     app.state.origins = AllowedOrigins(runtime.uows)
     app.state.accounts = accounts
     app.state.revoking = Revoking(runtime.uows, accounts)

@@ -195,7 +195,11 @@ class MemberRights:
             await session.execute(
                 update(g).where(g.c.member_id == member_id, g.c.revoked_at.is_(None)).values(revoked_at=now)
             )
-            await uow.emit(MemberLeft(member_id=member_id, reason=(reason or "").strip()[:500] or None))
+            said = (reason or "").strip()[:500]
+            # Free text a person wrote: sealed with their key like their other personal fields (the topic is kept
+            # forever; erasure shreds the key), never in clear (`reason` stays empty).
+            sealed = await self.keys.seal(session, member_id, said) if said else None
+            await uow.emit(MemberLeft(member_id=member_id, sealed_reason=sealed))
             return True
 
     async def erase(self, member_id: str, *, actor: str) -> bool:
@@ -242,6 +246,7 @@ class MemberRights:
                 tables.role_grants,
                 tables.taggings,
                 tables.member_requests,
+                tables.member_data_requests,  # and, cascading, each service's part of a download
             ):
                 await session.execute(delete(table).where(table.c.member_id == member_id))
             await session.execute(

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.membership.deps import JoinsDep, MemberRightsDep, SettingsDep
+from services.membership.deps import JoinsDep, MemberDataDep, MemberRightsDep, SettingsDep
 from services.membership.domain import (
     DOWNLOAD,
     EMAIL_TOPICS,
@@ -27,6 +27,7 @@ from services.membership.domain import (
     validate_preferences,
 )
 from services.membership.joins import Joins, MemberNotFound
+from services.membership.member_data import MemberData, download_file
 from services.membership.member_requests import RequestNotValid
 from services.membership.member_rights import MemberRights
 from services.membership.web import message_page, page
@@ -230,9 +231,9 @@ async def confirm_request_page(request: Request, rights: MemberRightsDep, token:
     return page(request, "confirm_request.html", {"token": token, "action": asked.kind})
 
 
-@router.post("/me/confirm")
-async def confirm_request(request: Request, rights: MemberRightsDep) -> Response:
-    """The button: the download (a JSON file) or the erasure, once."""
+@router.post("/me/confirm", response_class=HTMLResponse)
+async def confirm_request(request: Request, rights: MemberRightsDep, member_data: MemberDataDep) -> HTMLResponse:
+    """The button: the erasure, or gathering the download from every service (its link is emailed), once."""
     form = await request.form()
     try:
         asked = await rights.requested(str(form.get("token") or ""), use=True)
@@ -246,14 +247,48 @@ async def confirm_request(request: Request, rights: MemberRightsDep) -> Response
             "Everything about you is being erased",
             "Your membership and everything we held about you are deleted, here and in every part of the network.",
         )
+    await member_data.request(asked.member_id)
+    return message_page(
+        request,
+        "We are gathering your data",
+        "Each part of the network is adding what it holds about you. We will email you a link to download it all, "
+        "usually within a few minutes.",
+    )
+
+
+async def _download(rights: MemberRights, member_data: MemberData, token: str) -> dict[str, Any]:
+    request_id, member_id = await member_data.ready_request(token)
+    return download_file(await rights.everything_about(member_id), await member_data.parts(request_id))
+
+
+@router.get("/me/download", response_class=HTMLResponse)
+async def download_page(
+    request: Request, rights: MemberRightsDep, member_data: MemberDataDep, token: str = ""
+) -> HTMLResponse:
+    """The emailed link: everything held about the member, readable, with a button for the file."""
     try:
-        data = await rights.everything_about(asked.member_id)
+        data = await _download(rights, member_data, token)
+    except RequestNotValid as exc:
+        return _request_not_valid(request, exc)
+    except MemberNotFound:
+        return gone(request)
+    return page(request, "download_ready.html", {"token": token, "data": data})
+
+
+@router.post("/me/download", response_class=Response, responses={200: {"content": {"application/json": {}}}})
+async def download_file_of(request: Request, rights: MemberRightsDep, member_data: MemberDataDep) -> Response:
+    """The button: the same, as a JSON file."""
+    form = await request.form()
+    try:
+        data = await _download(rights, member_data, str(form.get("token") or ""))
+    except RequestNotValid as exc:
+        return _request_not_valid(request, exc)
     except MemberNotFound:
         return gone(request)
     return Response(
         json.dumps(data, indent=2, ensure_ascii=False),
         media_type="application/json",
-        headers={"Content-Disposition": 'attachment; filename="my-membership-data.json"', "Cache-Control": "no-store"},
+        headers={"Content-Disposition": 'attachment; filename="my-data.json"', "Cache-Control": "no-store"},
     )
 
 

@@ -24,6 +24,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import update
 
 from services.notifications import db as tables
+from services.notifications.domain import without_addresses
 from services.notifications.suppression import Suppressions
 from shared import metrics
 from shared.config import Settings
@@ -98,7 +99,7 @@ class Bounces:
             return False
         worst = next((b for b in bounces if b.hard), bounces[0])
         d = tables.deliveries
-        reason = f"bounced: {worst.status} {worst.diagnostic}".strip()[:2000]
+        reason = without_addresses(f"bounced: {worst.status} {worst.diagnostic}").strip()[:2000]
         async with self.uows.begin() as uow:
             if not worst.hard:
                 result = await uow.session.execute(

@@ -15,6 +15,7 @@ from services.notifications.followups import FollowUps
 from services.notifications.invitations import Invitations
 from services.notifications.letters import LetterNotifications
 from services.notifications.meetings import MeetingNotifications
+from services.notifications.member_data import answer_member_data
 from services.notifications.member_requests import MemberRequestEmails
 from services.notifications.organisers import Organisers
 from services.notifications.service import NotificationService
@@ -37,6 +38,8 @@ from shared.events.catalog import (
     MeetingScheduled,
     MeetingUpdated,
     MemberConfirmed,
+    MemberDataReady,
+    MemberDataRequested,
     MemberErased,
     MemberJoined,
     MemberLeft,
@@ -137,6 +140,9 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     async def key_destroyed(uow: UnitOfWork, key: str) -> None:
         await service.forget_key(uow, key)
 
+    async def member_data_requested(uow: UnitOfWork, envelope: Envelope, event: MemberDataRequested) -> None:
+        await answer_member_data(service, uow, envelope, event)
+
     members.route(
         (MemberJoined, service.member_joined),
         (MemberConfirmed, service.member_confirmed),
@@ -146,6 +152,8 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         (MemberErased, service.member_erased),
         (JoinChangeRequested, u.member_requests.join_change_requested),
         (MemberRightsConfirmationRequested, u.member_requests.rights_confirmation_requested),
+        (MemberDataRequested, member_data_requested),
+        (MemberDataReady, u.member_requests.data_ready),
         (MeetingScheduled, u.meetings.meeting_scheduled),
         (MeetingUpdated, u.meetings.meeting_updated),
         (MeetingCancelled, u.meetings.meeting_cancelled),
@@ -221,6 +229,7 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     activity.ignore(
         (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MemberLeft, MeetingReminderDue, AttendanceRecorded,
          AskPublished, CampaignClosed, MpLetterRequested, JoinChangeRequested, MemberRightsConfirmationRequested,
+         MemberDataRequested, MemberDataReady,
          RsvpRepeated, ActionRepeated, MpLetterAwaitingConfirmation,
          PledgePublished),
         "digests and follow-ups report arrivals, meetings, RSVPs, campaigns launched and actions; not these (yet)",

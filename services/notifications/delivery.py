@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
 from services.notifications.bounces import return_path
+from services.notifications.domain import without_addresses
 from services.notifications.mailer import (
     Mailer,
     OutgoingEmail,
@@ -417,7 +418,7 @@ class DeliveryWorker:
         table = tables.deliveries
         known = isinstance(exc, TemporaryFailure | PermanentFailure | Unsendable)
         # An unexpected error's own message may quote an address: only its type is kept (and logged).
-        error = str(exc) if known else f"unexpected error while sending ({type(exc).__name__})"
+        error = without_addresses(str(exc)) if known else f"unexpected error while sending ({type(exc).__name__})"
         if isinstance(exc, PermanentFailure | Unsendable) or attempts >= self.max_attempts:
             await self._fail(
                 session,

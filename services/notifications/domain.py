@@ -5,6 +5,7 @@ checks them without Kafka or a database.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -183,3 +184,14 @@ def follow_up_decision(
     if suppressed:
         return "skipped", "address suppressed"
     return "queued", None
+
+
+# Anything shaped like an email address, with or without the angle brackets a relay puts around it.
+_ADDRESS = re.compile(r"<?[^\s<>@\"',;:()\[\]]+@[^\s<>@\"',;:()\[\]]+>?")
+
+
+def without_addresses(error: str) -> str:
+    """An SMTP error or a bounce's diagnostic as kept and published: relays echo the recipient's address in it
+    ("550 5.1.1 <ada@example.org>: Recipient address rejected"), and an address must not outlive its owner's
+    erasure in a delivery record or on a topic."""
+    return _ADDRESS.sub("<address>", error)

@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     runtime.add_registry(build_registry(use_cases, group_suffix=group_suffix))
     runtime.document_publisher(topics.NOTIFICATIONS_DELIVERIES, "Notifications sent or failed")
     runtime.document_publisher(topics.NOTIFICATIONS_DIGESTS, "Digests published to organisers")
+    runtime.document_publisher(topics.NOTIFICATIONS_MEMBER_DATA, "Emails sent to a member, for their download")
 
     worker = DeliveryWorker(
         runtime.db,

@@ -1,5 +1,6 @@
 """Links membership asks a member to confirm, emailed once each: the changes of a join for their address, and a
-data download or an erasure asked for through their preferences link (decision 0006). Each link is a credential,
+data download or an erasure asked for through their preferences link (decision 0006); and the link to a data
+download once it is gathered. Each link is a credential,
 so it arrives sealed with the member's key (see JoinChangeRequested, MemberRightsConfirmationRequested)."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from datetime import datetime
 
 from services.notifications.domain import first_name_of
 from services.notifications.service import NotificationService
-from shared.events.catalog import JoinChangeRequested, MemberRightsConfirmationRequested
+from shared.events.catalog import JoinChangeRequested, MemberDataReady, MemberRightsConfirmationRequested
 from shared.events.envelope import Envelope
 from shared.uow import UnitOfWork
 
@@ -44,14 +45,27 @@ class MemberRequestEmails:
             action=event.action,
         )
 
+    async def data_ready(self, uow: UnitOfWork, envelope: Envelope, event: MemberDataReady) -> None:
+        """The link to a member's gathered data download (naming the parts still missing, if any)."""
+        await self._send(
+            uow,
+            envelope,
+            event,
+            kind="data_download",
+            subject=f"Your data from {self.service.settings.network_name} is ready to download",
+            template="data_ready",
+            waiting_on=event.waiting_on,
+        )
+
     async def _send(
         self,
         uow: UnitOfWork,
         envelope: Envelope,
-        event: JoinChangeRequested | MemberRightsConfirmationRequested,
+        event: JoinChangeRequested | MemberRightsConfirmationRequested | MemberDataReady,
         *,
         kind: str,
         subject: str,
+        template: str | None = None,
         **context: object,
     ) -> None:
         service = self.service
@@ -61,7 +75,7 @@ class MemberRequestEmails:
         email = await service.keys.unseal(session, event.email)
         name = await service.keys.unseal(session, event.name)
         link = await service.keys.unseal(session, event.confirm_url)
-        template = "join_change" if kind == "join_change" else "confirm_rights"
+        template = template or ("join_change" if kind == "join_change" else "confirm_rights")
         text_body, html_body = service.renderer.render(
             template, name=first_name_of(name), link=link, expires=_until(event.expires_at), **context
         )

@@ -43,6 +43,14 @@ from shared.uow import UnitOfWork, UnitsOfWork
 log = get_logger(__name__)
 
 
+# What an erased person's delivery records keep: the kind, the status and the times; not the address, the words,
+# the Reply-To (a letter's writer) or the relay's error (relays echo the address).
+ERASED_DELIVERY = {
+    "recipient_email": None, "reply_to": None, "body_text": "", "body_html": None, "subject": "(erased)",
+    "last_error": None,
+}
+
+
 class NotificationService:
     """Keeps the mirror of who may be emailed and queues each email once."""
 
@@ -71,7 +79,21 @@ class NotificationService:
         return [released[key_id] for key_id in ids if key_id in released]
 
     async def forget_key(self, uow: UnitOfWork, key_id: str) -> None:
-        await self.keys.destroy(uow.session, key_id)
+        """A key was destroyed (its subject erased): the copy goes, and so does what was written to or about that
+        subject here: an RSVP's or an action's emails, among them a letter to an MP (its body and Reply-To) and
+        the copy to its writer, who may not have been a member when they wrote it."""
+        session = uow.session
+        await self.keys.destroy(session, key_id)
+        d = tables.deliveries
+        theirs = (d.c.subject_ref == key_id) | (d.c.recipient_id == key_id)
+        await session.execute(  # not sent yet: never sent (as _cancel_pending; a letter's MP is its recipient)
+            update(d)
+            .where(theirs, d.c.status.in_(("pending", "sending")))
+            .values(status="suppressed", lease_until=None)
+        )
+        await session.execute(update(d).where(theirs).values(**ERASED_DELIVERY))
+        rv = tables.rsvps
+        await session.execute(update(rv).where(rv.c.rsvp_id == key_id).values(email=None, name=None))
 
     async def key_ready(self, uow: UnitOfWork, envelope: Envelope, key_id: str) -> bool:
         """True when the handler may read `key_id`'s sealed fields now; otherwise the event is parked (or,
@@ -242,11 +264,7 @@ class NotificationService:
         await self._cancel_pending(session, event.member_id, None)
         await session.execute(delete(tables.recipients).where(tables.recipients.c.member_id == event.member_id))
         d = tables.deliveries
-        await session.execute(
-            update(d)
-            .where(d.c.recipient_id == event.member_id)
-            .values(recipient_email=None, body_text="", body_html=None, subject="(erased)")
-        )
+        await session.execute(update(d).where(d.c.recipient_id == event.member_id).values(**ERASED_DELIVERY))
         rv = tables.rsvps
         await session.execute(update(rv).where(rv.c.member_id == event.member_id).values(email=None, name=None))
         await session.execute(delete(tables.parked_events).where(tables.parked_events.c.subject_id == event.member_id))

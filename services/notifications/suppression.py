@@ -3,7 +3,8 @@
 Reasons and what they stop:
 - `left`, `erased`, `hard_bounces`: every email; but `left` lets through the confirmation of a join for the
   address (`join_change`): it is the only way someone who left comes back, and nothing changes unless they
-  confirm it.
+  confirm it; and the links of their rights, which outlive their membership (`confirm_download`,
+  `confirm_erase`, `data_download`): each asked for just now from their own link.
 - `unsubscribed` (ConsentChanged granted=false): every email that is not strictly transactional; the
   transactional ones a person asks for themselves (an RSVP confirmation, a reminder of a meeting they
   RSVPed to, a change or cancellation of it) still go, as UK PECR and GDPR allow.
@@ -27,7 +28,7 @@ from services.notifications import db as tables
 # Kinds that are not strictly transactional: they carry List-Unsubscribe and stop on unsubscribe.
 MARKETING_KINDS = frozenset({"announcement", "follow_up"})
 STOPS_EVERYTHING = frozenset({"left", "erased", "hard_bounces"})
-REACHES_LEAVERS = frozenset({"join_change"})
+REACHES_LEAVERS = frozenset({"join_change", "confirm_download", "confirm_erase", "data_download"})
 # Sent after what people are waiting for (see deliveries.priority).
 BULK_KINDS = MARKETING_KINDS | {"digest"}
 

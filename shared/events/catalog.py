@@ -92,7 +92,10 @@ class EngagementLevelChosen(_MemberEvent):
 
 class MemberLeft(_MemberEvent):
     event_type = "MemberLeft"
-    reason: str | None = None
+    reason: str | None = Field(
+        default=None, description="no longer set (it was free text in clear on a topic kept forever): sealed_reason"
+    )
+    sealed_reason: Sealed | None = Field(default=None, description="the reason they gave for leaving, if any")
 
 
 class MemberErased(_MemberEvent):
@@ -131,6 +134,61 @@ class MemberRightsConfirmationRequested(_MemberRequestEvent):
 
     event_type = "MemberRightsConfirmationRequested"
     action: Literal["download", "erase"]
+
+
+class MemberDataRequested(_MemberEvent):
+    """A member confirmed they want everything held about them: events, campaigns and notifications each answer
+    with their part (EventsDataOfMember, CampaignsDataOfMember, NotificationsDataOfMember). No personal data."""
+
+    event_type = "MemberDataRequested"
+    request_id: str
+    requested_at: datetime
+
+
+class MemberDataReady(_MemberRequestEvent):
+    """Membership gathered a member's data download (every part, or what arrived before it stopped waiting):
+    notifications emails them the link (`confirm_url`, a credential, sealed with the member's key)."""
+
+    event_type = "MemberDataReady"
+    request_id: str
+    waiting_on: list[str] = Field(default=[], description="services whose part had not arrived when it was sent")
+
+
+class _MemberDataPart(EventData):
+    """One service's part of a member's data download (MemberDataRequested), sealed with the member's key (the
+    service's copy of it); no part (`part` empty, `note` says why) when the service cannot read or has nothing."""
+
+    request_id: str
+    member_id: str
+    part: Sealed | None = Field(default=None, description="a JSON document of what this service holds about them")
+    note: str | None = None
+
+    def subject(self) -> str:
+        return self.member_id
+
+
+class EventsDataOfMember(_MemberDataPart):
+    """Events' part: the member's RSVPs, waitlist places and attendance."""
+
+    event_type = "EventsDataOfMember"
+    topic = topics.EVENTS_MEMBER_DATA
+    source_service = "events"
+
+
+class CampaignsDataOfMember(_MemberDataPart):
+    """Campaigns' part: the member's actions, pledges and letters, and their place on the engagement ladder."""
+
+    event_type = "CampaignsDataOfMember"
+    topic = topics.CAMPAIGNS_MEMBER_DATA
+    source_service = "campaigns"
+
+
+class NotificationsDataOfMember(_MemberDataPart):
+    """Notifications' part: the emails sent to the member with their delivery status, digests if they organise."""
+
+    event_type = "NotificationsDataOfMember"
+    topic = topics.NOTIFICATIONS_MEMBER_DATA
+    source_service = "notifications"
 
 
 class _OrganisationEvent(EventData):
@@ -637,6 +695,11 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     MemberErased,
     JoinChangeRequested,
     MemberRightsConfirmationRequested,
+    MemberDataRequested,
+    MemberDataReady,
+    EventsDataOfMember,
+    CampaignsDataOfMember,
+    NotificationsDataOfMember,
     OrganisationUnitDefined,
     RoleGranted,
     OrganiserInvited,

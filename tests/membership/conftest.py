@@ -72,7 +72,7 @@ class MembershipServer(InProcessServer):
         public_group = f"{self.reactions_group}.public"
         activity_group = f"{self.reactions_group}.activity"
         return create_app(self.settings, reactions_group=self.reactions_group, public_group=public_group,
-                          activity_group=activity_group)
+                          activity_group=activity_group, member_data_group=f"{self.reactions_group}.member-data")
 
 
 REACTION_TOPICS = (

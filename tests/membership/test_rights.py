@@ -139,7 +139,10 @@ async def test_leaving_announces_member_left_and_stops_consent(client, db, kafka
     row = await member_by_email(db, member["email_normalised"])
     assert row["status"] == "left" and row["left_at"] is not None and row["email_consent"] is False
     [event] = await kafka.wait_for(of_member(member["id"], "MemberLeft"))
-    assert event.data["reason"] == "Moving abroad"
+    # The reason is free text: sealed with the member's key, never in clear on a topic kept forever.
+    assert event.data["reason"] is None and "Moving abroad" not in json.dumps(event.data)
+    key = await db.fetchval("SELECT key FROM subject_keys WHERE key_id = $1", member["id"])
+    assert unseal(Sealed(**event.data["sealed_reason"]), key) == "Moving abroad"
 
 
 async def test_joining_again_after_leaving_announces_the_member_again_with_their_key(
@@ -167,8 +170,16 @@ async def test_download_holds_everything_about_the_member_including_who_looked(c
     await client.get(f"/members/{member['id']}", headers=headers)
     await client.post("/join", data=join_form(member["email_normalised"], name="Someone Else"))
     response = await confirmed_request(client, db, membership_settings, member["id"], "download")
+    assert response.status_code == 200 and "We are gathering your data" in response.text
+    # Every service answers with its part; then the link to the download is ready (and emailed).
+    request_id = await poll(lambda: db.fetchval(
+        "SELECT id FROM member_data_requests WHERE member_id = $1 AND ready_at IS NOT NULL", member["id"]), 60)
+    token = tokens.sign(membership_settings.secret_key, tokens.MEMBER_DATA, {"r": request_id})
+    response = await client.post("/me/download", data={"token": token})
     assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
-    data = json.loads(response.text)
+    everything = json.loads(response.text)
+    assert everything["complete"] is True and everything["events"]["rsvps"] == []
+    data = everything["membership"]
     assert data["member"]["email"] == member["email_normalised"] and data["member"]["skills"] == "Sign language"
     assert data["member"]["local_groups"] == ["Derby"] and data["member"]["subteams"] == ["Welcome team"]
     assert data["consent_records"][0]["wording_version"] == "email-2026-11"

@@ -21,6 +21,7 @@ from services.notifications.domain import (
     mirror_status,
     readiness,
     rsvp_email_wanted,
+    without_addresses,
 )
 from services.notifications.suppression import blocks
 
@@ -169,9 +170,11 @@ def test_members_who_left_withdrew_consent_opted_out_or_are_suppressed_are_skipp
     assert decide(suppressed=True) == ("skipped", "address suppressed")
 
 
-def test_a_left_address_gets_only_the_confirmation_of_a_join_that_would_bring_it_back():
+def test_a_left_address_gets_only_the_confirmation_of_a_join_that_would_bring_it_back_and_its_rights_links():
     assert not blocks("left", "join_change")
-    assert blocks("left", "welcome") and blocks("left", "confirm_download")
+    # Access and erasure outlive membership: the links a leaver asks for from their own link still reach them.
+    assert not any(blocks("left", kind) for kind in ("confirm_download", "confirm_erase", "data_download"))
+    assert blocks("left", "welcome") and blocks("left", "announcement") and blocks("erased", "confirm_erase")
     assert blocks("erased", "join_change") and blocks("hard_bounces", "join_change")
     assert not blocks("unsubscribed", "join_change") and not blocks(None, "join_change")
 
@@ -197,3 +200,15 @@ def test_a_welcome_lists_the_soonest_meetings_of_the_members_groups_region_and_n
     ]
     assert meetings_near(soonest_first, region_id="r1", group_ids=["g1"], subteam_ids=["t1"], limit=9)[-1] is mine_team
     assert meetings_near(soonest_first, region_id=None, group_ids=[], subteam_ids=[]) == [network]
+
+
+@pytest.mark.parametrize(
+    ("error", "kept"),
+    [
+        ("550 5.1.1 <ada.lovelace@example.org>: Recipient address rejected", "550 5.1.1 <address>: Recipient address"),
+        ("bounced: 5.1.1 smtp; 550 no mailbox here for ada+news@example.org", "no mailbox here for <address>"),
+        ("421 4.7.0 try again later", "421 4.7.0 try again later"),
+    ],
+)
+def test_smtp_errors_are_kept_without_the_addresses_relays_echo(error, kept):
+    assert kept in without_addresses(error) and "@" not in without_addresses(error)

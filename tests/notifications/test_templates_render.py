@@ -182,6 +182,8 @@ def test_the_message_written_directly_reads_as_email_message_builds_it():
         ("join_change", {"left": True}, "bring you back"),
         ("confirm_rights", {"action": "download"}, "copy of everything"),
         ("confirm_rights", {"action": "erase"}, "erase everything"),
+        ("data_ready", {"waiting_on": []}, "gathered from every part"),
+        ("data_ready", {"waiting_on": ["events", "campaigns"]}, "events, campaigns had not answered in time"),
     ],
 )
 def test_links_a_member_confirms_render_with_the_link_and_when_it_ends(template, context, words):

@@ -190,9 +190,12 @@ async def test_the_preferences_link_alone_cannot_download_or_erase(
     assert (await gateway.get("/me/confirm", params={"token": download})).headers["content-type"].startswith(
         "text/html"
     )
-    data = await gateway.post("/me/confirm", data={"token": download})
-    assert data.status_code == 200 and data.json()["member"]["email"] == email
-    assert data.json()["waiting_for_you_to_confirm"] == []  # the download's own request is used up
+    gathering = await gateway.post("/me/confirm", data={"token": download})
+    assert gathering.status_code == 200 and "We are gathering your data" in gathering.text
+    ready = link_token(await the_mail(mail, email, "Your data from"), "/me/download")
+    data = await gateway.post("/me/download", data={"token": ready})
+    assert data.status_code == 200 and data.json()["membership"]["member"]["email"] == email
+    assert data.json()["membership"]["waiting_for_you_to_confirm"] == []  # the download's own request is used up
     assert (await gateway.post("/me/confirm", data={"token": download})).status_code == 400  # used once
 
     erase = await gateway.post("/me/erase", data={"token": preferences, "confirm": "erase"})

@@ -190,6 +190,8 @@ RULES: dict[str, Rule] = {
     "membership GET /unsubscribe": LINK,
     "membership POST /unsubscribe": LINK,
     "membership GET /me/data": LINK,
+    "membership GET /me/download": LINK,
+    "membership POST /me/download": LINK,
     "membership GET /me/leave": LINK,
     "membership POST /me/leave": LINK,
     "membership GET /me/erase": LINK,
