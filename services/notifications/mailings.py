@@ -57,7 +57,7 @@ def audience_conditions(scope_type: str, scope_id: str | None, audience: Mailing
     if audience.unit_ids:
         conditions.append(or_(*(_in_unit(u) for u in audience.unit_ids)))
     if audience.interests:
-        conditions.append(r.c.interests.overlap(list(audience.interests)))
+        conditions.append(or_(*(r.c.interests.any(i) for i in audience.interests)))
     if audience.levels:
         conditions.append(r.c.engagement_level.in_(audience.levels))
     if audience.joined_within_days:

@@ -102,7 +102,8 @@ def _inline_text(children: list[Token]) -> str:
         elif child.type == "link_close" and hrefs:
             href, start = hrefs.pop()
             words = "".join(out[start:])
-            out.append(f": {href}" if words and words != href else ("" if words else href))
+            # In angle brackets (RFC 3986, appendix C): a full stop after the link is not taken as part of it.
+            out.append(f" <{href}>" if words and words != href else ("" if words else href))
         elif child.type == "image":
             alt = "".join(c.content for c in child.children or ()) or "image"
             out.append(f"[{alt}: {child.attrGet('src')}]")
