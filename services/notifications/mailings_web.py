@@ -128,7 +128,7 @@ async def audience_count(
         allowed = {u.unit_id for u in await mailings.units_for(uow.session, organiser)}
         audience, errors = _audience_from(unit, interest, level, joined_within_days, exclude, allowed)
         if errors:
-            return JSONResponse({"detail": errors}, status_code=422)
+            return JSONResponse({"detail": " ".join(errors.values())}, status_code=422)
         return JSONResponse({"count": await mailings.count(uow.session, organiser, audience)})
 
 
