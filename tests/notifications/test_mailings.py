@@ -9,12 +9,15 @@ import asyncio
 import os
 import re
 import uuid
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
 
 from deploy.local import launcher
+from services.notifications.mailings_web import NETWORK_TZ
 from services.notifications.suppression import Suppressions
+from shared.auth import verify
 from shared.config import Settings
 from tests.notifications.test_announcements import Tally
 from tests.support.organisers import organiser_headers
@@ -63,8 +66,6 @@ async def region_organiser(conn, made, region: str) -> tuple[dict[str, str], str
 
 
 def launcher_organiser_id(headers: dict[str, str]) -> str:
-    from shared.auth import verify
-
     return verify(launcher.secret_key(), headers["Authorization"].removeprefix("Bearer ")).organiser_id
 
 
@@ -212,3 +213,24 @@ async def test_a_mailing_interrupted_by_a_killed_service_sends_one_email_each_af
     assert len(twice) <= Settings().smtp_connections and set(twice.values()) <= {2}, twice
     assert await notifications_db.fetchval(
         "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id) == len(emails)
+
+
+async def test_a_scheduled_mailing_waits_for_its_time_then_goes(gateway, mail, notifications_db, people):
+    region = str(uuid.uuid4())
+    [(_, email, _)] = await add_members(notifications_db, people, 1, region=region, interests=[], tag="later")
+    headers, _ = await region_organiser(notifications_db, people, region)
+    mailing_id = await create(gateway, headers, {"subject": "Later news", "body": "Soon"})
+    at = (datetime.now(NETWORK_TZ) + timedelta(seconds=4)).replace(microsecond=0, tzinfo=None).isoformat()
+    scheduled = await gateway.post(f"{BASE}/{mailing_id}/send", headers=headers, data={"when": "later", "send_at": at})
+    assert scheduled.status_code == 303, scheduled.text
+    assert await notifications_db.fetchval("SELECT status FROM mailings WHERE id = $1", mailing_id) == "scheduled"
+    assert await notifications_db.fetchval(
+        "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id) == 0
+    [message] = await mail.wait_for(email)
+    assert message["subject"] == "Later news"
+    # A time in the past is refused with the reason, and the draft stays a draft.
+    draft_id = await create(gateway, headers, {"subject": "Past", "body": "Too late"})
+    past = await gateway.post(f"{BASE}/{draft_id}/send", headers=headers,
+                              data={"when": "later", "send_at": "2020-01-01T09:00"})
+    assert past.status_code == 422 and "Choose a time in the future" in past.text
+    assert await notifications_db.fetchval("SELECT status FROM mailings WHERE id = $1", draft_id) == "draft"
