@@ -201,14 +201,17 @@ MAX_JOINED_DAYS = 3650
 class MailingAudience:
     """Who a mailing is for, within its writer's scope: members in any of `unit_ids` (regions, groups, sub-teams;
     none: the writer's whole scope) who chose any of `interests` (none: any), at any of `levels` (none: any),
-    who joined in the last `joined_within_days` days (None: any time), and in none of `exclude_unit_ids`.
-    Consent and suppressions always apply on top."""
+    who joined in the last `joined_within_days` days (None: any time), who took part (an RSVP, attending, an action)
+    in the last `took_part_within_days` days, who have not taken part for `quiet_for_days` days (or never), and in
+    none of `exclude_unit_ids`. Consent and suppressions always apply on top."""
 
     unit_ids: tuple[str, ...] = ()
     interests: tuple[str, ...] = ()
     levels: tuple[str, ...] = ()
     joined_within_days: int | None = None
     exclude_unit_ids: tuple[str, ...] = ()
+    took_part_within_days: int | None = None
+    quiet_for_days: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -217,6 +220,8 @@ class MailingAudience:
             "levels": list(self.levels),
             "joined_within_days": self.joined_within_days,
             "exclude_unit_ids": list(self.exclude_unit_ids),
+            "took_part_within_days": self.took_part_within_days,
+            "quiet_for_days": self.quiet_for_days,
         }
 
     @classmethod
@@ -227,6 +232,8 @@ class MailingAudience:
             tuple(data.get("levels") or ()),
             data.get("joined_within_days"),
             tuple(data.get("exclude_unit_ids") or ()),
+            data.get("took_part_within_days"),
+            data.get("quiet_for_days"),
         )
 
 
@@ -242,6 +249,8 @@ def parse_mailing_audience(
     exclude_unit_ids: Iterable[str],
     *,
     allowed_units: set[str],
+    took_part_within_days: str = "",
+    quiet_for_days: str = "",
 ) -> tuple[MailingAudience, dict[str, str]]:
     """An audience from the compose form, and what is wrong with it (field: message). `allowed_units` are the
     units within the writer's scope: choosing any other is refused, never silently widened."""
@@ -251,16 +260,38 @@ def parse_mailing_audience(
         errors["unit_ids"] = "Choose places from the list: only those you organise"
     if any(u not in allowed_units for u in excluded):
         errors["exclude_unit_ids"] = "Choose places to leave out from the list"
-    days: int | None = None
-    if joined_within_days.strip():
-        try:
-            days = int(joined_within_days.strip())
-        except ValueError:
-            days = 0
-        if not 1 <= days <= MAX_JOINED_DAYS:
-            errors["joined_within_days"] = f"Enter a number of days from 1 to {MAX_JOINED_DAYS}, or leave it empty"
-            days = None
-    return MailingAudience(units, _unique(interests), _unique(levels), days, excluded), errors
+    days = {
+        field: _days(typed, field, errors)
+        for field, typed in (
+            ("joined_within_days", joined_within_days),
+            ("took_part_within_days", took_part_within_days),
+            ("quiet_for_days", quiet_for_days),
+        )
+    }
+    audience = MailingAudience(
+        units,
+        _unique(interests),
+        _unique(levels),
+        days["joined_within_days"],
+        excluded,
+        days["took_part_within_days"],
+        days["quiet_for_days"],
+    )
+    return audience, errors
+
+
+def _days(typed: str, field: str, errors: dict[str, str]) -> int | None:
+    """A number of days typed in a form (empty: None); what is wrong with it goes in `errors`."""
+    if not typed.strip():
+        return None
+    try:
+        days = int(typed.strip())
+    except ValueError:
+        days = 0
+    if not 1 <= days <= MAX_JOINED_DAYS:
+        errors[field] = f"Enter a number of days from 1 to {MAX_JOINED_DAYS}, or leave it empty"
+        return None
+    return days
 
 
 def mailing_errors(subject: str, body: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from markupsafe import Markup, escape
-from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,6 +64,13 @@ def audience_conditions(scope_type: str, scope_id: str | None, audience: Mailing
         conditions.append(r.c.joined_at >= _now() - timedelta(days=audience.joined_within_days))
     for unit in audience.exclude_unit_ids:
         conditions.append(not_(_in_unit(unit)))
+    p = tables.participation
+    if audience.took_part_within_days:
+        since = _now() - timedelta(days=audience.took_part_within_days)
+        conditions.append(exists().where(p.c.member_id == r.c.member_id, p.c.last_at >= since))
+    if audience.quiet_for_days:
+        since = _now() - timedelta(days=audience.quiet_for_days)
+        conditions.append(not_(exists().where(p.c.member_id == r.c.member_id, p.c.last_at >= since)))
     return conditions
 
 

@@ -25,6 +25,7 @@ clicks_router = APIRouter(tags=["mailings"])
 # Times organisers type are the network's local time.
 NETWORK_TZ = ZoneInfo("Europe/London")
 BASE = "/notifications/organise/mailings"
+DAY_FIELDS = ("joined_within_days", "took_part_within_days", "quiet_for_days")
 
 
 def _mailings(request: Request) -> Mailings:
@@ -39,9 +40,25 @@ class AudienceCount(BaseModel):
 
 
 def _audience_from(
-    units: list[str], interests: list[str], levels: list[str], days: str, exclude: list[str], allowed: set[str]
+    units: list[str],
+    interests: list[str],
+    levels: list[str],
+    days: str,
+    exclude: list[str],
+    allowed: set[str],
+    took_part: str = "",
+    quiet: str = "",
 ) -> tuple[MailingAudience, dict[str, str]]:
-    return parse_mailing_audience(units, interests, levels, days, exclude, allowed_units=allowed)
+    return parse_mailing_audience(
+        units,
+        interests,
+        levels,
+        days,
+        exclude,
+        allowed_units=allowed,
+        took_part_within_days=took_part,
+        quiet_for_days=quiet,
+    )
 
 
 def _form_audience(form: FormData, allowed: set[str]) -> tuple[MailingAudience, dict[str, str]]:
@@ -55,6 +72,8 @@ def _form_audience(form: FormData, allowed: set[str]) -> tuple[MailingAudience, 
         str(form.get("joined_within_days", "")),
         many("exclude"),
         allowed,
+        str(form.get("took_part_within_days", "")),
+        str(form.get("quiet_for_days", "")),
     )
 
 
@@ -121,12 +140,16 @@ async def audience_count(
     level: Annotated[list[str], Query()] = [],  # noqa: B006
     joined_within_days: str = "",
     exclude: Annotated[list[str], Query()] = [],  # noqa: B006
+    took_part_within_days: str = "",
+    quiet_for_days: str = "",
 ) -> JSONResponse:
     """How many people this audience reaches now, consent and suppressions applied (the compose page's live
     count)."""
     async with mailings.uows.begin() as uow:
         allowed = {u.unit_id for u in await mailings.units_for(uow.session, organiser)}
-        audience, errors = _audience_from(unit, interest, level, joined_within_days, exclude, allowed)
+        audience, errors = _audience_from(
+            unit, interest, level, joined_within_days, exclude, allowed, took_part_within_days, quiet_for_days
+        )
         if errors:
             return JSONResponse({"detail": " ".join(errors.values())}, status_code=422)
         return JSONResponse({"count": await mailings.count(uow.session, organiser, audience)})
@@ -138,7 +161,7 @@ async def _save(request: Request, organiser: OrganiserScope, mailings: Mailings,
     async with mailings.uows.begin() as uow:
         allowed = {u.unit_id for u in await mailings.units_for(uow.session, organiser)}
     audience, errors = _form_audience(form, allowed)
-    values = {"subject": subject, "body": body, "joined_within_days": str(form.get("joined_within_days", ""))}
+    values = {"subject": subject, "body": body, **{f: str(form.get(f, "")) for f in DAY_FIELDS}}
     if form.get("action") == "count":
         return await _compose(request, organiser, mailings, mailing, values, audience, errors, 422 if errors else 200)
     errors.update(mailing_errors(subject, body))
@@ -164,7 +187,7 @@ async def mailing_page(
     values = {
         "subject": mailing.subject,
         "body": mailing.body,
-        "joined_within_days": str(mailing.audience.get("joined_within_days") or ""),
+        **{f: str(mailing.audience.get(f) or "") for f in DAY_FIELDS},
     }
     audience = MailingAudience.from_json(mailing.audience)
     return await _compose(request, organiser, mailings, mailing, values, audience, {}, saved=saved)

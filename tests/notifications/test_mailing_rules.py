@@ -58,7 +58,7 @@ def test_markdown_becomes_safe_html_and_a_matching_text_part():
     text, html = render_markdown(source, lambda url: f"https://r.example/{len(url)}")
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert 'href="javascript:' not in html
-    assert '<h1>Hello</h1>' in html
+    assert "<h1>Hello</h1>" in html
     assert f'<a href="https://r.example/24" style="{BUTTON_STYLE}">Sign now</a>' in html
     assert "Read the plan <https://r.example/24>." in text
     assert "- one\n\n- two" in text
@@ -68,3 +68,13 @@ def test_markdown_becomes_safe_html_and_a_matching_text_part():
 def test_only_web_links_are_counted():
     assert trackable("https://example.org") and trackable("HTTP://example.org")
     assert not trackable("mailto:a@example.org") and not trackable("javascript:alert(1)")
+
+
+def test_taking_part_filters_are_days_too():
+    audience, errors = parse_mailing_audience(
+        [], [], [], "", [], allowed_units=set(), took_part_within_days="30", quiet_for_days="90"
+    )
+    assert not errors and (audience.took_part_within_days, audience.quiet_for_days) == (30, 90)
+    assert MailingAudience.from_json(audience.as_json()) == audience
+    _, errors = parse_mailing_audience([], [], [], "", [], allowed_units=set(), quiet_for_days="soon")
+    assert set(errors) == {"quiet_for_days"}

@@ -38,16 +38,16 @@ async def people(notifications_db):
 async def add_members(conn, made, n: int, *, region: str, interests: list[str], tag: str, consent: bool = True):
     """Confirmed members of `region` with `interests`, as the mirror holds them once membership's events arrived."""
     rows = [
-        (str(uuid.uuid4()), f"{tag}-{i}-{uuid.uuid4().hex[:8]}@example.org", f"{tag.title()} {i}")
-        for i in range(n)
+        (str(uuid.uuid4()), f"{tag}-{i}-{uuid.uuid4().hex[:8]}@example.org", f"{tag.title()} {i}") for i in range(n)
     ]
     await conn.executemany(
         "INSERT INTO recipients (member_id, email, name, email_consent, status, region_id, interests, updated_at) "
         "VALUES ($1, $2, $3, $4, 'confirmed', $5, $6, now())",
         [(mid, email, name, consent, region, interests) for mid, email, name in rows],
     )
-    await conn.executemany("INSERT INTO subject_keys (key_id, key) VALUES ($1, $2)",
-                           [(mid, os.urandom(32)) for mid, _, _ in rows])
+    await conn.executemany(
+        "INSERT INTO subject_keys (key_id, key) VALUES ($1, $2)", [(mid, os.urandom(32)) for mid, _, _ in rows]
+    )
     made["members"].extend(mid for mid, _, _ in rows)
     return rows
 
@@ -59,7 +59,10 @@ async def region_organiser(conn, made, region: str) -> tuple[dict[str, str], str
     email = f"writer-{uuid.uuid4().hex[:8]}@example.org"
     await conn.execute(
         "INSERT INTO organisers (organiser_id, member_id, email, name, feed_token) VALUES ($1, $1, $2, $3, $4)",
-        organiser_id, email, "Rosa Writer", uuid.uuid4().hex,
+        organiser_id,
+        email,
+        "Rosa Writer",
+        uuid.uuid4().hex,
     )
     made["organisers"].append(organiser_id)
     return headers, email
@@ -90,8 +93,9 @@ async def test_a_mailing_reaches_exactly_the_regions_members_who_chose_the_inter
     interest = f"housing-{uuid.uuid4().hex[:6]}"
     chosen = await add_members(notifications_db, people, 3, region=region, interests=[interest], tag="chosen")
     other_interest = await add_members(notifications_db, people, 1, region=region, interests=["transport"], tag="trans")
-    unsubscribed = await add_members(notifications_db, people, 1, region=region, interests=[interest], tag="unsub",
-                                     consent=False)
+    unsubscribed = await add_members(
+        notifications_db, people, 1, region=region, interests=[interest], tag="unsub", consent=False
+    )
     [suppressed] = await add_members(notifications_db, people, 1, region=region, interests=[interest], tag="bounced")
     key = Suppressions(launcher.secret_key()).address_key(suppressed[1])
     await notifications_db.execute("INSERT INTO suppressions (email, reason) VALUES ($1, 'hard_bounces')", key)
@@ -102,7 +106,9 @@ async def test_a_mailing_reaches_exactly_the_regions_members_who_chose_the_inter
     count = await gateway.get(f"{BASE}/count", params={"interest": interest}, headers=headers)
     assert count.status_code == 200 and count.json() == {"count": 3}, count.text
 
-    body = "# News for {first_name}\n\nRead [our plan](https://example.org/plan).\n\n[Join us](https://example.org/join)"
+    body = (
+        "# News for {first_name}\n\nRead [our plan](https://example.org/plan).\n\n[Join us](https://example.org/join)"
+    )
     mailing_id = await create(gateway, headers, {"subject": "Housing news", "body": body, "interest": interest})
     page = await gateway.get(f"{BASE}/{mailing_id}", headers=headers)
     assert page.status_code == 200 and 'id="audience-count">3<' in page.text
@@ -131,7 +137,8 @@ async def test_a_mailing_reaches_exactly_the_regions_members_who_chose_the_inter
     for _, email, _ in (*other_interest, *unsubscribed, suppressed, *elsewhere):
         assert await mail.messages(email) == [], email
     queued = await notifications_db.fetchval(
-        "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id)
+        "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id
+    )
     assert queued == count.json()["count"]
 
     # A click: counted once per click, redirected to the link's own address; a forged link goes nowhere.
@@ -212,7 +219,8 @@ async def test_a_mailing_interrupted_by_a_killed_service_sends_one_email_each_af
     twice = {e: c for e, c in counts.items() if c != 1}
     assert len(twice) <= Settings().smtp_connections and set(twice.values()) <= {2}, twice
     assert await notifications_db.fetchval(
-        "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id) == len(emails)
+        "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id
+    ) == len(emails)
 
 
 async def test_a_scheduled_mailing_waits_for_its_time_then_goes(gateway, mail, notifications_db, people):
@@ -224,13 +232,41 @@ async def test_a_scheduled_mailing_waits_for_its_time_then_goes(gateway, mail, n
     scheduled = await gateway.post(f"{BASE}/{mailing_id}/send", headers=headers, data={"when": "later", "send_at": at})
     assert scheduled.status_code == 303, scheduled.text
     assert await notifications_db.fetchval("SELECT status FROM mailings WHERE id = $1", mailing_id) == "scheduled"
-    assert await notifications_db.fetchval(
-        "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id) == 0
+    assert (
+        await notifications_db.fetchval(
+            "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id
+        )
+        == 0
+    )
     [message] = await mail.wait_for(email)
     assert message["subject"] == "Later news"
     # A time in the past is refused with the reason, and the draft stays a draft.
     draft_id = await create(gateway, headers, {"subject": "Past", "body": "Too late"})
-    past = await gateway.post(f"{BASE}/{draft_id}/send", headers=headers,
-                              data={"when": "later", "send_at": "2020-01-01T09:00"})
+    past = await gateway.post(
+        f"{BASE}/{draft_id}/send", headers=headers, data={"when": "later", "send_at": "2020-01-01T09:00"}
+    )
     assert past.status_code == 422 and "Choose a time in the future" in past.text
     assert await notifications_db.fetchval("SELECT status FROM mailings WHERE id = $1", draft_id) == "draft"
+
+
+async def test_the_count_follows_who_took_part_and_who_has_been_quiet(gateway, notifications_db, people):
+    region = str(uuid.uuid4())
+    [active, quiet] = await add_members(notifications_db, people, 2, region=region, interests=[], tag="part")
+    await notifications_db.execute(
+        "INSERT INTO participation (member_id, first_at, last_at) VALUES ($1, now() - interval '3 days', "
+        "now() - interval '3 days')",
+        active[0],
+    )
+    headers, _ = await region_organiser(notifications_db, people, region)
+
+    async def count(**params) -> int:
+        answered = await gateway.get(f"{BASE}/count", params=params, headers=headers)
+        assert answered.status_code == 200, answered.text
+        return int(answered.json()["count"])
+
+    assert await count() == 2
+    assert await count(took_part_within_days="30") == 1
+    assert await count(took_part_within_days="1") == 0
+    assert await count(quiet_for_days="30") == 1
+    assert await count(quiet_for_days="1") == 2
+    await notifications_db.execute("DELETE FROM participation WHERE member_id = $1", active[0])
