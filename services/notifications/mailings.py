@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifications import db as tables
 from services.notifications import queries
 from services.notifications.domain import MailingAudience, first_name_of, mailing_is_due
+from services.notifications.fanout import run_passes
 from services.notifications.markdown_email import links_in, render_markdown
 from services.notifications.service import NotificationService
 from shared import tokens
@@ -334,20 +335,7 @@ class Mailings:
 
     async def run(self, poll_interval_s: float = 1.0) -> None:
         """Start due mailings within a second or so of their time, and queue them to the end."""
-        while True:
-            try:
-                worked = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("mailing pass failed", error=repr(exc))
-                worked = False
-            if not worked:
-                try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=poll_interval_s)
-                except TimeoutError:
-                    pass
-                self.wake.clear()
+        await run_passes(self.step, self.wake, poll_interval_s, "mailing")
 
     # clicks and the report ---------------------------------------------------------------------------------
     async def click(self, token: str) -> str | None:
