@@ -33,6 +33,7 @@ AREAS = (
     Area("/campaigns/organise/pledges", "Pledges", ("/campaigns/organise/pledges",)),
     Area("/campaigns/organise/ladder", "Engagement ladder", ("/campaigns/organise/ladder",)),
     Area("/dashboard", "Dashboard", ("/dashboard",)),
+    Area("/notifications/organise/mailings", "Mailings", ("/notifications/organise/mailings",)),
     Area("/notifications/organise", "Emails and digests", ("/notifications/organise",)),
     Area("/admin/dead-letters", "Dead letters", ("/admin/dead-letters",), operators_only=True),
 )

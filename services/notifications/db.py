@@ -44,6 +44,7 @@ recipients = Table(
     Column("subteam_ids", ARRAY(Text), nullable=False, server_default=text("'{}'")),
     # Kinds of non-transactional email the member still wants; NULL means all of them.
     Column("email_topics", ARRAY(Text), nullable=True),
+    Column("interests", ARRAY(Text), nullable=False, server_default=text("'{}'")),  # for mailings' audiences
     Column("joined_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
@@ -269,4 +270,41 @@ email_settings = Table(
     Column("value", Text, nullable=False),
     Column("updated_by", String(36), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+# Mailings organisers write (mailings.py) ---------------------------------------------------------------
+
+mailings = Table(
+    "mailings",
+    metadata,
+    # One email an organiser writes to an audience in their scope; sent like an announcement, in batches after
+    # `cursor` (a member id), one delivery per member (kind 'mailing', subject_ref the mailing's id).
+    Column("id", String(36), primary_key=True),
+    Column("organiser_id", String(36), nullable=False),
+    Column("scope_type", String(20), nullable=False),  # the writer's scope: who may see and change it
+    Column("scope_id", String(36), nullable=True),
+    Column("subject", String(200), nullable=False),
+    Column("body", Text, nullable=False),  # Markdown
+    Column("audience", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("status", String(20), nullable=False, server_default="draft"),  # draft, scheduled, sending, sent
+    Column("send_at", DateTime(timezone=True), nullable=True),
+    Column("cursor", String(36), nullable=True),
+    Column("queued", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_mailings_due", "send_at", postgresql_where=text("status IN ('scheduled', 'sending')")),
+)
+
+mailing_links = Table(
+    "mailing_links",
+    metadata,
+    # A link in a mailing, reached through /notifications/r/<signed id>: clicks counted, never who clicked.
+    Column("id", String(36), primary_key=True),
+    Column("mailing_id", String(36), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("clicks", Integer, nullable=False, server_default=text("0")),
+    UniqueConstraint("mailing_id", "url", name="uq_mailing_links_url"),
 )

@@ -53,7 +53,11 @@ M = TypeVar("M", bound=Placed)
 
 
 def meetings_near(
-    meetings: Iterable[M], *, region_id: str | None, group_ids: Iterable[str], subteam_ids: Iterable[str],
+    meetings: Iterable[M],
+    *,
+    region_id: str | None,
+    group_ids: Iterable[str],
+    subteam_ids: Iterable[str],
     limit: int = WELCOME_MEETINGS,
 ) -> list[M]:
     """The first `limit` of `meetings` (soonest first) a member can come to as a member of their groups, sub-teams
@@ -195,3 +199,135 @@ def without_addresses(error: str) -> str:
     ("550 5.1.1 <ada@example.org>: Recipient address rejected"), and an address must not outlive its owner's
     erasure in a delivery record or on a topic."""
     return _ADDRESS.sub("<address>", error)
+
+
+# Mailings organisers write ---------------------------------------------------------------------------------
+
+MAILING_STATUSES = ("draft", "scheduled", "sending", "sent")
+MAX_SUBJECT = 200
+MAX_BODY = 50_000
+MAX_JOINED_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class MailingAudience:
+    """Who a mailing is for, within its writer's scope: members in any of `unit_ids` (regions, groups, sub-teams;
+    none: the writer's whole scope) who chose any of `interests` (none: any), at any of `levels` (none: any),
+    who joined in the last `joined_within_days` days (None: any time), who took part (an RSVP, attending, an action)
+    in the last `took_part_within_days` days, who have not taken part for `quiet_for_days` days (or never), and in
+    none of `exclude_unit_ids`. Consent and suppressions always apply on top."""
+
+    unit_ids: tuple[str, ...] = ()
+    interests: tuple[str, ...] = ()
+    levels: tuple[str, ...] = ()
+    joined_within_days: int | None = None
+    exclude_unit_ids: tuple[str, ...] = ()
+    took_part_within_days: int | None = None
+    quiet_for_days: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "unit_ids": list(self.unit_ids),
+            "interests": list(self.interests),
+            "levels": list(self.levels),
+            "joined_within_days": self.joined_within_days,
+            "exclude_unit_ids": list(self.exclude_unit_ids),
+            "took_part_within_days": self.took_part_within_days,
+            "quiet_for_days": self.quiet_for_days,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MailingAudience:
+        return cls(
+            tuple(data.get("unit_ids") or ()),
+            tuple(data.get("interests") or ()),
+            tuple(data.get("levels") or ()),
+            data.get("joined_within_days"),
+            tuple(data.get("exclude_unit_ids") or ()),
+            data.get("took_part_within_days"),
+            data.get("quiet_for_days"),
+        )
+
+
+def _unique(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v.strip() for v in values if v and v.strip()))
+
+
+def parse_mailing_audience(
+    unit_ids: Iterable[str],
+    interests: Iterable[str],
+    levels: Iterable[str],
+    joined_within_days: str,
+    exclude_unit_ids: Iterable[str],
+    *,
+    allowed_units: set[str],
+    took_part_within_days: str = "",
+    quiet_for_days: str = "",
+) -> tuple[MailingAudience, dict[str, str]]:
+    """An audience from the compose form, and what is wrong with it (field: message). `allowed_units` are the
+    units within the writer's scope: choosing any other is refused, never silently widened."""
+    errors: dict[str, str] = {}
+    units, excluded = _unique(unit_ids), _unique(exclude_unit_ids)
+    if any(u not in allowed_units for u in units):
+        errors["unit_ids"] = "Choose places from the list: only those you organise"
+    if any(u not in allowed_units for u in excluded):
+        errors["exclude_unit_ids"] = "Choose places to leave out from the list"
+    days = {
+        field: _days(typed, field, errors)
+        for field, typed in (
+            ("joined_within_days", joined_within_days),
+            ("took_part_within_days", took_part_within_days),
+            ("quiet_for_days", quiet_for_days),
+        )
+    }
+    audience = MailingAudience(
+        units,
+        _unique(interests),
+        _unique(levels),
+        days["joined_within_days"],
+        excluded,
+        days["took_part_within_days"],
+        days["quiet_for_days"],
+    )
+    return audience, errors
+
+
+def _days(typed: str, field: str, errors: dict[str, str]) -> int | None:
+    """A number of days typed in a form (empty: None); what is wrong with it goes in `errors`."""
+    if not typed.strip():
+        return None
+    try:
+        days = int(typed.strip())
+    except ValueError:
+        days = 0
+    if not 1 <= days <= MAX_JOINED_DAYS:
+        errors[field] = f"Enter a number of days from 1 to {MAX_JOINED_DAYS}, or leave it empty"
+        return None
+    return days
+
+
+def mailing_errors(subject: str, body: str) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if not subject.strip():
+        errors["subject"] = "Enter a subject"
+    elif len(subject) > MAX_SUBJECT or "\n" in subject or "\r" in subject:
+        errors["subject"] = f"Enter a subject on one line, at most {MAX_SUBJECT} characters"
+    if not body.strip():
+        errors["body"] = "Write the email"
+    elif len(body) > MAX_BODY:
+        errors["body"] = f"Keep the email under {MAX_BODY:,} characters"
+    return errors
+
+
+def mailing_is_editable(status: str) -> bool:
+    """Only a draft is changed or sent; a scheduled mailing can go back to draft until it starts."""
+    return status == "draft"
+
+
+def mailing_is_due(status: str, send_at: datetime | None, now: datetime) -> bool:
+    return status == "sending" or (status == "scheduled" and send_at is not None and send_at <= now)
+
+
+def trackable(url: str) -> bool:
+    """Only web links go through the click counter (never mailto:, never anything else)."""
+    return url.lower().startswith(("http://", "https://"))

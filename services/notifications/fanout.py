@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,27 @@ KIND = "announcement"
 SLOTS = ("name", "rsvp_url", "preferences_url", "unsubscribe_url")
 
 
+async def run_passes(
+    step: Callable[[], Awaitable[bool]], wake: asyncio.Event, poll_interval_s: float, what: str
+) -> None:
+    """Run `step` until cancelled: again at once while it finds work, else after `wake` or `poll_interval_s`.
+    A failed pass is logged and retried (fan-outs resume from their cursor)."""
+    while True:
+        try:
+            worked = await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("background pass failed", loop=what, error=repr(exc))
+            worked = False
+        if not worked:
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=poll_interval_s)
+            except TimeoutError:
+                pass
+            wake.clear()
+
+
 class AnnouncementFanOut:
     def __init__(self, service: NotificationService, *, batch_size: int = 500, poll_interval_s: float = 1.0) -> None:
         self.service = service
@@ -43,20 +65,7 @@ class AnnouncementFanOut:
         self.wake = service.announcements_queued
 
     async def run(self) -> None:
-        while True:
-            try:
-                worked = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("announcement fan-out pass failed", error=repr(exc))
-                worked = False
-            if not worked:
-                try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=self.poll_interval_s)
-                except TimeoutError:
-                    pass
-                self.wake.clear()
+        await run_passes(self.step, self.wake, self.poll_interval_s, "announcement fan-out")
 
     async def step(self) -> bool:
         """Queue one batch of one announcement; False when there is nothing to do."""

@@ -17,6 +17,8 @@ from services.notifications.fanout import AnnouncementFanOut
 from services.notifications.followups import FollowUpLoop, FollowUps
 from services.notifications.invitations import Invitations
 from services.notifications.letters import LetterNotifications
+from services.notifications.mailings import Mailings
+from services.notifications.mailings_web import ROUTERS as MAILING_ROUTERS
 from services.notifications.meetings import MeetingNotifications
 from services.notifications.member_requests import MemberRequestEmails
 from services.notifications.organisers import Organisers
@@ -76,10 +78,13 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     if settings.bounce_smtp_port:
         runtime.add_background(BounceReceiver(Bounces(runtime.uows, settings)).run)
     runtime.add_background(fanout.run)
+    mailings = Mailings(service)
+    runtime.add_background(mailings.run)
     runtime.add_background(DigestLoop(digests, loop_interval_s).run)
     runtime.add_background(FollowUpLoop(follow_ups, loop_interval_s).run)
 
-    app = runtime.build_app("Groundswell notifications", routers=organiser_web.ROUTERS)
+    app = runtime.build_app("Groundswell notifications", routers=(*organiser_web.ROUTERS, *MAILING_ROUTERS))
     app.state.notifications = service
+    app.state.mailings = mailings
     organiser_web.attach(app, organisers, digests, follow_ups)
     return app

@@ -160,6 +160,7 @@ class NotificationService:
                     "group_ids": event.group_ids,
                     "subteam_ids": event.subteam_ids,
                     "engagement_level": event.engagement_level,
+                    "interests": event.interests,
                     "joined_at": event.joined_at,
                 }
             )
@@ -223,7 +224,7 @@ class NotificationService:
             values["name"] = await self.keys.unseal(session, event.name)
         if event.email is not None:
             values["email"] = await self.keys.unseal(session, event.email)
-        for field in ("region_id", "group_ids", "subteam_ids", "engagement_level"):
+        for field in ("region_id", "group_ids", "subteam_ids", "engagement_level", "interests"):
             if field in event.changed or field.removesuffix("_id") in event.changed:
                 values[field] = getattr(event, field)
         await session.execute(update(r).where(r.c.member_id == event.member_id).values(**values))
@@ -309,7 +310,7 @@ class NotificationService:
 
 
 _MIRRORED = ("email", "name", "email_consent", "status", "region_id", "group_ids", "subteam_ids", "engagement_level",
-             "joined_at")
+             "interests", "joined_at")
 _upsert = pg_insert(tables.recipients)
 # A member's row in the mirror, new or again (executed with many rows at once: one prepared statement).
 _UPSERT_RECIPIENT = _upsert.on_conflict_do_update(

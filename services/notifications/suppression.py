@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifications import db as tables
 
 # Kinds that are not strictly transactional: they carry List-Unsubscribe and stop on unsubscribe.
-MARKETING_KINDS = frozenset({"announcement", "follow_up"})
+MARKETING_KINDS = frozenset({"announcement", "follow_up", "mailing"})
 STOPS_EVERYTHING = frozenset({"left", "erased", "hard_bounces"})
 REACHES_LEAVERS = frozenset({"join_change", "confirm_download", "confirm_erase", "data_download"})
 # Sent after what people are waiting for (see deliveries.priority).

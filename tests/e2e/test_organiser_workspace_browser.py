@@ -41,6 +41,7 @@ AREAS = {
     "Pledges": "Pledges to moderate",
     "Engagement ladder": "Engagement ladder",
     "Dashboard": "Dashboard",
+    "Mailings": "Mailings",
     "Emails and digests": "Notifications",
     "Dead letters": "Dead letters",
     "Home": "Hello,",

@@ -170,6 +170,7 @@ def tagging_body(s: Seed) -> dict[str, Any]:
 EMAIL_WORDING = {"network_name": "Scope Check Network", "sender_name": "Scope Check", "sign_off": "Thanks",
                  "digest_intro": "Here is what happened"}
 PUBLIC, LINK, ANY, NETWORK = Rule("public"), Rule("link"), Rule("any"), Rule("network")
+MAILING_FORM = {"subject": "Scope check mailing", "body": "Hello {first_name}", "action": "count"}
 
 RULES: dict[str, Rule] = {
     # membership: the front door and the member's own links
@@ -322,6 +323,27 @@ RULES: dict[str, Rule] = {
         "network", form=True, body=lambda s: {**s.step, "action": "save"},
         allowed_body=lambda s: {**s.step, "action": "preview"}),
     "notifications GET /notifications/organise/deliveries": Rule("listing", marker="member_email"),
+    "notifications GET /notifications/organise/mailings": Rule("listing", marker="mailing_subject"),
+    "notifications GET /notifications/organise/mailings/new": ANY,
+    "notifications GET /notifications/organise/mailings/count": ANY,  # within the caller's own scope
+    "notifications POST /notifications/organise/mailings": Rule("any", form=True, body=lambda s: MAILING_FORM),
+    "notifications GET /notifications/organise/mailings/{mailing_id}": Rule("scoped", P(mailing_id="mailing")),
+    "notifications POST /notifications/organise/mailings/{mailing_id}": Rule(
+        "scoped", P(mailing_id="mailing"), form=True, body=lambda s: {**MAILING_FORM, "action": "save"},
+        allowed_body=lambda s: {**MAILING_FORM, "action": "count"}),
+    "notifications GET /notifications/organise/mailings/{mailing_id}/preview": Rule(
+        "scoped", P(mailing_id="mailing")),
+    "notifications POST /notifications/organise/mailings/{mailing_id}/test": Rule(
+        "scoped", P(mailing_id="mailing"), form=True, body=lambda s: {}),
+    "notifications GET /notifications/organise/mailings/{mailing_id}/send": Rule("scoped", P(mailing_id="mailing")),
+    "notifications POST /notifications/organise/mailings/{mailing_id}/send": Rule(
+        "scoped", F("mailing", mailing_id="*"), form=True,
+        body=lambda s: {"when": "later", "send_at": _in_days(300)[:16]}),
+    "notifications POST /notifications/organise/mailings/{mailing_id}/unschedule": Rule(
+        "scoped", F("mailing", mailing_id="*"), form=True, body=lambda s: {}),
+    "notifications GET /notifications/organise/mailings/{mailing_id}/report": Rule(
+        "scoped", P(mailing_id="mailing")),
+    "notifications GET /notifications/r/{token}": LINK,  # a mailing's link: counts a click, says nothing
     # campaigns: organiser pages
     "campaigns GET /campaigns/organise/sign-in": LINK,
     "campaigns GET /campaigns/organise": Rule("listing", marker="campaign"),
@@ -495,6 +517,15 @@ async def seed(system: None) -> AsyncIterator[Seed]:
             "INSERT INTO organisers (organiser_id, member_id, email, name, feed_token) VALUES ($1, $1, $2, $3, $4)",
             organiser_id, unique_email("organiser"), "Scope Organiser", uuid.uuid4().hex)
 
+    async def new_mailing() -> str:
+        made = await client.post("/notifications/organise/mailings", headers={**s.sessions["home_region"], **ORIGIN},
+                                 data={**MAILING_FORM, "subject": s["mailing_subject"], "action": "save"})
+        assert made.status_code == 303, made.text
+        return str(made.headers["location"].split("/mailings/")[1].split("?")[0])
+
+    s.ids["mailing_subject"] = f"Scope check mailing {uuid.uuid4().hex[:8]}"
+    s.ids["mailing"] = await new_mailing()
+
     keyed = s.keys["network"]
     tag = await client.post("/api/v2/tags", headers=keyed, json={"name": "scope check"})
     assert tag.status_code in (200, 201), tag.text
@@ -565,6 +596,8 @@ async def seed(system: None) -> AsyncIterator[Seed]:
             return s["tagging"]
         if kind == "key":
             return (await make_key("region", HOME))[0]
+        if kind == "mailing":
+            return await new_mailing()
         raise AssertionError(kind)
 
     s.fresh = fresh
@@ -583,7 +616,7 @@ STATE: dict[str, tuple[str, ...]] = {
                    "role_grants", "organisers", "network_profile", "privacy_notices", "tags", "taggings",
                    "api_keys", "member_notes"),
     "events": ("meetings", "rsvps"),
-    "notifications": ("organisers", "digest_subscriptions", "follow_up_steps", "email_settings"),
+    "notifications": ("organisers", "digest_subscriptions", "follow_up_steps", "email_settings", "mailings"),
     "campaigns": ("campaigns", "asks", "actions", "engagement_ladder", "constituencies"),
 }
 VOLATILE = ("last_used_at", "last_seen_at", "updated_at", "engagement_level", "level_since")

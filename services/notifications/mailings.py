@@ -1,0 +1,411 @@
+"""Mailings organisers write: drafts, the audience and its live count (consent and suppressions applied),
+a preview as one member, a test to the writer, sending now or at a time, and the report.
+
+Sending is the announcements' way (fanout.py): a background loop starts a due mailing and queues it in batches
+after a cursor (a member id), one transaction a batch; one delivery per member, unique on (kind 'mailing', the
+mailing, the member), so a crash or a restart resumes and never queues anyone twice. The delivery worker sends
+them, throttled to the relay, at bulk priority, with List-Unsubscribe (a 'mailing' is a marketing kind).
+
+Web links go through `/notifications/r/<token>` (a signed link id): clicks are counted per link, never per person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from markupsafe import Markup, escape
+from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifications import db as tables
+from services.notifications import queries
+from services.notifications.domain import MailingAudience, first_name_of, mailing_is_due
+from services.notifications.fanout import run_passes
+from services.notifications.markdown_email import links_in, render_markdown
+from services.notifications.service import NotificationService
+from shared import tokens
+from shared.auth import OrganiserScope
+from shared.logging import get_logger
+from shared.uow import UnitOfWork
+
+log = get_logger(__name__)
+KIND = "mailing"
+TEST_KIND = "mailing_test"
+LINK_PURPOSE = "mailing-link"
+LINK_MAX_AGE_S = 5 * 365 * 24 * 3600
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _in_unit(unit_id: str) -> ColumnElement[bool]:
+    r = tables.recipients
+    return or_(r.c.region_id == unit_id, r.c.group_ids.any(unit_id), r.c.subteam_ids.any(unit_id))
+
+
+def audience_conditions(scope_type: str, scope_id: str | None, audience: MailingAudience) -> list[Any]:
+    """The mirror's members a mailing written in (scope_type, scope_id) for `audience` reaches, before
+    suppressions: confirmed, with an address, who said yes to email."""
+    r = tables.recipients
+    conditions: list[Any] = [r.c.email.is_not(None), r.c.email_consent.is_(True), r.c.status == "confirmed"]
+    if scope_type != "network":
+        conditions.append(_in_unit(scope_id) if scope_id else false())
+    if audience.unit_ids:
+        conditions.append(or_(*(_in_unit(u) for u in audience.unit_ids)))
+    if audience.interests:
+        conditions.append(or_(*(r.c.interests.any(i) for i in audience.interests)))
+    if audience.levels:
+        conditions.append(r.c.engagement_level.in_(audience.levels))
+    if audience.joined_within_days:
+        conditions.append(r.c.joined_at >= _now() - timedelta(days=audience.joined_within_days))
+    for unit in audience.exclude_unit_ids:
+        conditions.append(not_(_in_unit(unit)))
+    p = tables.participation
+    if audience.took_part_within_days:
+        since = _now() - timedelta(days=audience.took_part_within_days)
+        conditions.append(exists().where(p.c.member_id == r.c.member_id, p.c.last_at >= since))
+    if audience.quiet_for_days:
+        since = _now() - timedelta(days=audience.quiet_for_days)
+        conditions.append(not_(exists().where(p.c.member_id == r.c.member_id, p.c.last_at >= since)))
+    return conditions
+
+
+class Mailings:
+    """The use cases of organisers' mailings."""
+
+    def __init__(self, service: NotificationService) -> None:
+        self.service = service
+        self.uows = service.uows
+        self.settings = service.settings
+        self.wake = asyncio.Event()
+
+    # the audience ------------------------------------------------------------------------------------------
+    async def units_for(self, session: AsyncSession, who: OrganiserScope) -> list[Any]:
+        """The regions, groups and sub-teams `who` may write to, by name (theirs and those under it)."""
+        u = tables.units
+        rows = list((await session.execute(select(u).order_by(u.c.kind, u.c.name))).all())
+        if who.is_network:
+            return rows
+        parents = {row.unit_id: row.parent_id for row in rows}
+
+        def under(unit_id: str | None) -> bool:
+            seen = 0
+            while unit_id is not None and seen < 10:
+                if unit_id == who.scope_id:
+                    return True
+                unit_id, seen = parents.get(unit_id), seen + 1
+            return False
+
+        return [row for row in rows if under(row.unit_id)]
+
+    async def choices(self, session: AsyncSession) -> tuple[list[str], list[str]]:
+        """The interests and engagement levels members have, to choose from."""
+        r = tables.recipients
+        interests = (await session.execute(select(func.unnest(r.c.interests)).distinct())).scalars().all()
+        levels = (
+            (await session.execute(select(r.c.engagement_level).where(r.c.engagement_level.is_not(None)).distinct()))
+            .scalars()
+            .all()
+        )
+        return sorted(interests), sorted(levels)
+
+    async def _members(
+        self,
+        session: AsyncSession,
+        scope_type: str,
+        scope_id: str | None,
+        audience: MailingAudience,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Members of the audience (by id, after `cursor`), the suppressed left out."""
+        r = tables.recipients
+        conditions = audience_conditions(scope_type, scope_id, audience)
+        if cursor:
+            conditions.append(r.c.member_id > cursor)
+        stmt = select(r.c.member_id, r.c.email, r.c.name).where(and_(*conditions)).order_by(r.c.member_id)
+        if limit:
+            stmt = stmt.limit(limit)
+        batch = [dict(row) for row in (await session.execute(stmt)).mappings()]
+        keys = {m["member_id"]: self.service.suppressions.address_key(m["email"]) for m in batch}
+        suppressed = await queries.suppressed_among(session, list(keys.values()))
+        for m in batch:
+            m["suppressed"] = keys[m["member_id"]] in suppressed
+        return batch
+
+    async def count(self, session: AsyncSession, who: OrganiserScope, audience: MailingAudience) -> int:
+        """How many people the audience reaches now: consent and suppressions applied."""
+        members = await self._members(session, who.scope_type, who.scope_id, audience)
+        return sum(1 for m in members if not m["suppressed"])
+
+    async def sample(self, session: AsyncSession, who: OrganiserScope, audience: MailingAudience) -> list[Any]:
+        """Up to 200 members of the audience by name, for choosing whom to preview the email as."""
+        members = await self._members(session, who.scope_type, who.scope_id, audience)
+        reached = [m for m in members if not m["suppressed"]]
+        return sorted(reached, key=lambda m: (m["name"] or "").lower())[:200]
+
+    # drafts ------------------------------------------------------------------------------------------------
+    async def save(
+        self,
+        uow: UnitOfWork,
+        who: OrganiserScope,
+        mailing_id: str | None,
+        subject: str,
+        body: str,
+        audience: MailingAudience,
+    ) -> str:
+        m = tables.mailings
+        values = {"subject": subject.strip(), "body": body, "audience": audience.as_json(), "updated_at": _now()}
+        if mailing_id is None:
+            mailing_id = str(uuid.uuid4())
+            await uow.session.execute(
+                m.insert().values(
+                    id=mailing_id,
+                    organiser_id=who.organiser_id,
+                    scope_type=who.scope_type,
+                    scope_id=who.scope_id,
+                    **values,
+                )
+            )
+        else:
+            await uow.session.execute(update(m).where(m.c.id == mailing_id, m.c.status == "draft").values(**values))
+        return mailing_id
+
+    async def get(self, session: AsyncSession, who: OrganiserScope, mailing_id: str) -> Any:
+        """The mailing if `who` may see it (written in their scope or one under it), else None."""
+        m = tables.mailings
+        row = (await session.execute(select(m).where(m.c.id == mailing_id))).first()
+        if row is None:
+            return None
+        if who.is_network or (row.scope_type, row.scope_id) == (who.scope_type, who.scope_id):
+            return row
+        if row.scope_id and any(u.unit_id == row.scope_id for u in await self.units_for(session, who)):
+            return row
+        return None
+
+    async def list_for(self, session: AsyncSession, who: OrganiserScope) -> list[Any]:
+        m = tables.mailings
+        stmt = select(m).order_by(m.c.created_at.desc()).limit(200)
+        if not who.is_network:
+            scopes = [who.scope_id, *(u.unit_id for u in await self.units_for(session, who))]
+            stmt = stmt.where(m.c.scope_id.in_([s for s in scopes if s]))
+        return list((await session.execute(stmt)).all())
+
+    async def schedule(self, uow: UnitOfWork, mailing_id: str, send_at: datetime | None) -> bool:
+        """Send the draft now (None) or at `send_at`; False when it is not a draft any more."""
+        m = tables.mailings
+        result = await uow.session.execute(
+            update(m)
+            .where(m.c.id == mailing_id, m.c.status == "draft")
+            .values(status="scheduled", send_at=send_at or _now(), updated_at=_now())
+            .returning(m.c.id)
+        )
+        uow.on_commit(self.wake.set)
+        return result.first() is not None
+
+    async def unschedule(self, uow: UnitOfWork, mailing_id: str) -> bool:
+        m = tables.mailings
+        result = await uow.session.execute(
+            update(m)
+            .where(m.c.id == mailing_id, m.c.status == "scheduled")
+            .values(status="draft", send_at=None)
+            .returning(m.c.id)
+        )
+        return result.first() is not None
+
+    # the email ---------------------------------------------------------------------------------------------
+    def link_url(self, link_id: str) -> str:
+        token = tokens.sign(self.settings.secret_key, LINK_PURPOSE, {"l": link_id})
+        return f"{self.settings.public_base_url}/notifications/r/{token}"
+
+    async def _links(self, session: AsyncSession, mailing: Any) -> dict[str, str]:
+        """Each web link of the mailing with its click-counting address (its link rows made once)."""
+        links = links_in(mailing.body)
+        ml = tables.mailing_links
+        if links:
+            await session.execute(
+                pg_insert(ml)
+                .values([{"id": str(uuid.uuid4()), "mailing_id": mailing.id, "url": url} for url in links])
+                .on_conflict_do_nothing(constraint="uq_mailing_links_url")
+            )
+        rows = (await session.execute(select(ml.c.id, ml.c.url).where(ml.c.mailing_id == mailing.id))).all()
+        return {row.url: self.link_url(row.id) for row in rows}
+
+    def render(
+        self, mailing: Any, wording: dict[str, str], member_id: str, name: str | None, links: dict[str, str] | None
+    ) -> tuple[str, str]:
+        """The email to one member: the organiser's words (their {first_name}), the network's footer."""
+        text, html = render_markdown(mailing.body, (lambda url: links.get(url, url)) if links is not None else None)
+        first = first_name_of(name)
+        return self.service.renderer.render(
+            "mailing",
+            wording=wording,
+            body_text=text.replace("{first_name}", first),
+            body_html=Markup(html.replace("{first_name}", str(escape(first)))),
+            **self.service.footer(member_id),
+        )
+
+    async def preview(self, session: AsyncSession, who: OrganiserScope, mailing: Any, member_id: str | None) -> Any:
+        """The email as `member_id` (one of the audience) would get it; the first of them when None."""
+        audience = MailingAudience.from_json(mailing.audience)
+        members = await self.sample(session, who, audience)
+        member = next((m for m in members if m["member_id"] == member_id), members[0] if members else None)
+        wording = await self.service.wording.current(session)
+        text, html = self.render(
+            mailing, wording, member["member_id"] if member else "preview", member["name"] if member else None, None
+        )
+        return {"subject": mailing.subject, "text": text, "html": html, "member": member}
+
+    async def send_test(self, uow: UnitOfWork, who: OrganiserScope, mailing: Any) -> bool:
+        """The email to the organiser's own address (never anyone else's); False when it is not known here yet."""
+        o = tables.organisers
+        me = (await uow.session.execute(select(o).where(o.c.organiser_id == who.organiser_id))).first()
+        if me is None or not me.email:
+            return False
+        wording = await self.service.wording.current(uow.session)
+        text, html = self.render(mailing, wording, me.member_id or who.organiser_id, me.name, None)
+        await self.service.queue(
+            uow,
+            kind=TEST_KIND,
+            subject_ref=str(uuid.uuid4()),
+            recipient_id=who.organiser_id,
+            recipient_email=me.email,
+            subject=f"[Test] {mailing.subject}",
+            body_text=text,
+            body_html=html,
+        )
+        return True
+
+    # sending -----------------------------------------------------------------------------------------------
+    async def step(self, batch_size: int = 500) -> bool:
+        """Queue one batch of one due mailing; False when none is due."""
+        m = tables.mailings
+        async with self.uows.begin() as uow:
+            session = uow.session
+            job = (
+                await session.execute(
+                    select(m)
+                    .where(m.c.status.in_(("scheduled", "sending")), m.c.send_at <= _now())
+                    .order_by(m.c.send_at)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+            ).first()
+            if job is None or not mailing_is_due(job.status, job.send_at, _now()):
+                return False
+            audience = MailingAudience.from_json(job.audience)
+            batch = await self._members(session, job.scope_type, job.scope_id, audience, job.cursor, batch_size)
+            wording = await self.service.wording.current(session)
+            links = await self._links(session, job)
+            rows = []
+            for member in batch:
+                if member["suppressed"]:
+                    continue
+                text, html = self.render(job, wording, member["member_id"], member["name"], links)
+                rows.append(
+                    {
+                        "kind": KIND,
+                        "subject_ref": job.id,
+                        "recipient_id": member["member_id"],
+                        "recipient_email": member["email"],
+                        "subject": job.subject,
+                        "body_text": text,
+                        "body_html": html,
+                    }
+                )
+            await self.service.queue_many(uow, rows)
+            done = len(batch) < batch_size
+            await session.execute(
+                update(m)
+                .where(m.c.id == job.id)
+                .values(
+                    status="sent" if done else "sending",
+                    cursor=batch[-1]["member_id"] if batch else job.cursor,
+                    queued=m.c.queued + len(rows),
+                    started_at=func.coalesce(m.c.started_at, _now()),
+                    finished_at=_now() if done else None,
+                )
+            )
+        return True
+
+    async def run(self, poll_interval_s: float = 1.0) -> None:
+        """Start due mailings within a second or so of their time, and queue them to the end."""
+        await run_passes(self.step, self.wake, poll_interval_s, "mailing")
+
+    # clicks and the report ---------------------------------------------------------------------------------
+    async def click(self, token: str) -> str | None:
+        """Count a click on a mailing's link and return where it goes; None for a token that is not one."""
+        try:
+            payload = tokens.verify(self.settings.secret_key, LINK_PURPOSE, token, LINK_MAX_AGE_S)
+            link_id = str(payload["l"])
+        except Exception:
+            return None
+        ml = tables.mailing_links
+        async with self.uows.begin() as uow:
+            url = (
+                await uow.session.execute(
+                    update(ml).where(ml.c.id == link_id).values(clicks=ml.c.clicks + 1).returning(ml.c.url)
+                )
+            ).scalar()
+        return url if url and url.lower().startswith(("http://", "https://")) else None
+
+    async def report(self, session: AsyncSession, mailing: Any) -> dict[str, Any]:
+        """Queued, sent, failed, bounced, suppressed; unsubscribed since it was sent; clicks per link; who got it."""
+        d = tables.deliveries
+        rows = (
+            await session.execute(
+                select(d.c.status, func.count())
+                .where(d.c.kind == KIND, d.c.subject_ref == mailing.id)
+                .group_by(d.c.status)
+            )
+        ).all()
+        by_status = {status: n for status, n in rows}
+        ml = tables.mailing_links
+        links = (
+            await session.execute(
+                select(ml.c.url, ml.c.clicks)
+                .where(ml.c.mailing_id == mailing.id)
+                .order_by(ml.c.clicks.desc(), ml.c.url)
+            )
+        ).all()
+        r = tables.recipients
+        people = (
+            await session.execute(
+                select(r.c.name, r.c.email, d.c.status, d.c.sent_at)
+                .join(r, r.c.member_id == d.c.recipient_id)
+                .where(d.c.kind == KIND, d.c.subject_ref == mailing.id)
+                .order_by(r.c.name)
+                .limit(500)
+            )
+        ).all()
+        unsubscribed = 0
+        if mailing.started_at is not None:
+            keys = [self.service.suppressions.address_key(p.email) for p in people if p.email and p.status != "pending"]
+            s = tables.suppressions
+            unsubscribed = (
+                (
+                    await session.execute(
+                        select(func.count())
+                        .select_from(s)
+                        .where(s.c.email.in_(keys), s.c.reason == "unsubscribed", s.c.created_at >= mailing.started_at)
+                    )
+                ).scalar_one()
+                if keys
+                else 0
+            )
+        return {
+            "queued": sum(by_status.values()),
+            "waiting": by_status.get("pending", 0) + by_status.get("sending", 0),
+            "sent": by_status.get("sent", 0),
+            "failed": by_status.get("failed", 0),
+            "bounced": by_status.get("bounced", 0),
+            "suppressed": by_status.get("suppressed", 0),
+            "unsubscribed": unsubscribed,
+            "links": links,
+            "people": people,
+        }

@@ -1,0 +1,249 @@
+"""Mailings organisers write, against the running system: the audience is exactly the people chosen (not the
+unsubscribed, not another region, not the suppressed), the live count is who gets it, a test goes only to its
+writer, clicks are counted (how many, never who) and redirect, the report adds up, and a mailing interrupted by a
+killed service sends one email to each person after the restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import pytest
+
+from deploy.local import launcher
+from services.notifications.mailings_web import NETWORK_TZ
+from services.notifications.suppression import Suppressions
+from shared.auth import verify
+from tests.notifications.test_announcements import Tally
+from tests.support.organisers import organiser_headers
+
+BASE = "/notifications/organise/mailings"
+
+
+@pytest.fixture
+async def people(notifications_db):
+    """Members the test puts in the mirror, and organisers, removed afterwards (a reused stack stays small)."""
+    made: dict[str, list[str]] = {"members": [], "organisers": [], "keys": []}
+    yield made
+    await notifications_db.execute("DELETE FROM recipients WHERE member_id = ANY($1::text[])", made["members"])
+    await notifications_db.execute("DELETE FROM organisers WHERE organiser_id = ANY($1::text[])", made["organisers"])
+    await notifications_db.execute("DELETE FROM suppressions WHERE email = ANY($1::text[])", made["keys"])
+
+
+async def add_members(conn, made, n: int, *, region: str, interests: list[str], tag: str, consent: bool = True):
+    """Confirmed members of `region` with `interests`, as the mirror holds them once membership's events arrived."""
+    rows = [
+        (str(uuid.uuid4()), f"{tag}-{i}-{uuid.uuid4().hex[:8]}@example.org", f"{tag.title()} {i}") for i in range(n)
+    ]
+    await conn.executemany(
+        "INSERT INTO recipients (member_id, email, name, email_consent, status, region_id, interests, updated_at) "
+        "VALUES ($1, $2, $3, $4, 'confirmed', $5, $6, now())",
+        [(mid, email, name, consent, region, interests) for mid, email, name in rows],
+    )
+    await conn.executemany(
+        "INSERT INTO subject_keys (key_id, key) VALUES ($1, $2)", [(mid, os.urandom(32)) for mid, _, _ in rows]
+    )
+    made["members"].extend(mid for mid, _, _ in rows)
+    return rows
+
+
+async def region_organiser(conn, made, region: str) -> tuple[dict[str, str], str]:
+    """An organiser of `region` (a session's header) whose address notifications holds, as RoleGranted leaves it."""
+    headers = organiser_headers("region", region)
+    organiser_id = launcher_organiser_id(headers)
+    email = f"writer-{uuid.uuid4().hex[:8]}@example.org"
+    await conn.execute(
+        "INSERT INTO organisers (organiser_id, member_id, email, name, feed_token) VALUES ($1, $1, $2, $3, $4)",
+        organiser_id,
+        email,
+        "Rosa Writer",
+        uuid.uuid4().hex,
+    )
+    made["organisers"].append(organiser_id)
+    return headers, email
+
+
+def launcher_organiser_id(headers: dict[str, str]) -> str:
+    return verify(launcher.secret_key(), headers["Authorization"].removeprefix("Bearer ")).organiser_id
+
+
+async def create(gateway, headers, data) -> str:
+    made = await gateway.post(BASE, headers=headers, data={"action": "save", **data})
+    assert made.status_code == 303, made.text
+    return made.headers["location"].split("/mailings/")[1].split("?")[0]
+
+
+async def wait_until(check, what: str, tries: int = 150):
+    for _ in range(tries):
+        if value := await check():
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+async def test_a_mailing_reaches_exactly_the_regions_members_who_chose_the_interest(
+    gateway, mail, notifications_db, people
+):
+    region, other_region = str(uuid.uuid4()), str(uuid.uuid4())
+    interest = f"housing-{uuid.uuid4().hex[:6]}"
+    chosen = await add_members(notifications_db, people, 3, region=region, interests=[interest], tag="chosen")
+    other_interest = await add_members(notifications_db, people, 1, region=region, interests=["transport"], tag="trans")
+    unsubscribed = await add_members(
+        notifications_db, people, 1, region=region, interests=[interest], tag="unsub", consent=False
+    )
+    [suppressed] = await add_members(notifications_db, people, 1, region=region, interests=[interest], tag="bounced")
+    key = Suppressions(launcher.secret_key()).address_key(suppressed[1])
+    await notifications_db.execute("INSERT INTO suppressions (email, reason) VALUES ($1, 'hard_bounces')", key)
+    people["keys"].append(key)
+    elsewhere = await add_members(notifications_db, people, 1, region=other_region, interests=[interest], tag="away")
+    headers, own_address = await region_organiser(notifications_db, people, region)
+
+    count = await gateway.get(f"{BASE}/count", params={"interest": interest}, headers=headers)
+    assert count.status_code == 200 and count.json() == {"count": 3}, count.text
+
+    body = (
+        "# News for {first_name}\n\nRead [our plan](https://example.org/plan).\n\n[Join us](https://example.org/join)"
+    )
+    mailing_id = await create(gateway, headers, {"subject": "Housing news", "body": body, "interest": interest})
+    page = await gateway.get(f"{BASE}/{mailing_id}", headers=headers)
+    assert page.status_code == 200 and 'id="audience-count">3<' in page.text
+
+    # A test goes to the writer's own address, and nobody else's.
+    since = await mail.mark()
+    tested = await gateway.post(f"{BASE}/{mailing_id}/test", headers=headers)
+    assert tested.status_code == 303, tested.text
+    [test_message] = await mail.wait_for(own_address)
+    assert test_message["subject"] == "[Test] Housing news"
+    assert "News for Rosa" in test_message["text"]
+    await asyncio.sleep(1)
+    assert [m["to"] for m in await mail.messages(since=since)] == [[own_address]]
+
+    sent = await gateway.post(f"{BASE}/{mailing_id}/send", headers=headers, data={"when": "now"})
+    assert sent.status_code == 303 and sent.headers["location"].endswith("/report"), sent.text
+    messages = {}
+    for _, email, name in chosen:
+        [message] = await mail.wait_for(email)
+        assert message["subject"] == "Housing news"
+        assert f"News for {name.split()[0]}" in message["text"]
+        assert message["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert "/unsubscribe?token=" in message["text"]
+        messages[email] = message
+    await asyncio.sleep(2)
+    for _, email, _ in (*other_interest, *unsubscribed, suppressed, *elsewhere):
+        assert await mail.messages(email) == [], email
+    queued = await notifications_db.fetchval(
+        "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id
+    )
+    assert queued == count.json()["count"]
+
+    # A click: counted once per click, redirected to the link's own address; a forged link goes nowhere.
+    [plan_link] = re.findall(r"https?://[^\s<>]*/notifications/r/[^\s<>]+", messages[chosen[0][1]]["text"])[:1]
+    path = urlsplit(plan_link).path
+    clicks = "SELECT clicks FROM mailing_links WHERE mailing_id = $1 AND url = 'https://example.org/plan'"
+    assert await notifications_db.fetchval(clicks, mailing_id) == 0
+    followed = await gateway.get(path)
+    assert followed.status_code == 302 and followed.headers["location"] == "https://example.org/plan"
+    assert await notifications_db.fetchval(clicks, mailing_id) == 1
+    assert (await gateway.get(path)).status_code == 302
+    assert await notifications_db.fetchval(clicks, mailing_id) == 2
+    forged = await gateway.get(path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB"))
+    assert forged.status_code == 404
+    assert await notifications_db.fetchval(clicks, mailing_id) == 2
+
+    async def report_done():
+        page = await gateway.get(f"{BASE}/{mailing_id}/report", headers=headers)
+        return page if 'id="sent">3<' in page.text else None
+
+    report = await wait_until(report_done, "the report to show 3 sent")
+    assert 'id="queued">3<' in report.text and 'id="failed">0<' in report.text and 'id="bounced">0<' in report.text
+    assert "https://example.org/plan</td><td>2<" in report.text
+    assert all(name in report.text for _, _, name in chosen)
+    assert suppressed[2] not in report.text and elsewhere[0][2] not in report.text
+
+
+async def test_another_regions_organiser_cannot_see_count_into_or_send_a_mailing(gateway, notifications_db, people):
+    region = str(uuid.uuid4())
+    headers, _ = await region_organiser(notifications_db, people, region)
+    mailing_id = await create(gateway, headers, {"subject": "Ours", "body": "Hello"})
+    stranger, _ = await region_organiser(notifications_db, people, str(uuid.uuid4()))
+    for path in ("", "/preview", "/send", "/report"):
+        assert (await gateway.get(f"{BASE}/{mailing_id}{path}", headers=stranger)).status_code == 404
+    refused = await gateway.post(f"{BASE}/{mailing_id}/send", headers=stranger, data={"when": "now"})
+    assert refused.status_code == 404
+    assert await notifications_db.fetchval("SELECT status FROM mailings WHERE id = $1", mailing_id) == "draft"
+    # Choosing a place outside your scope is refused, never widened.
+    outside = await gateway.get(f"{BASE}/count", params={"unit": region}, headers=stranger)
+    assert outside.status_code == 422
+
+
+@pytest.mark.fault
+async def test_a_mailing_interrupted_by_a_killed_service_sends_one_email_each_after_restart(
+    gateway, mail, notifications_db, people
+):
+    region = str(uuid.uuid4())
+    members = await add_members(notifications_db, people, 800, region=region, interests=[], tag="kill")
+    emails = [email for _, email, _ in members]
+    headers, _ = await region_organiser(notifications_db, people, region)
+    subject = f"Kill test {uuid.uuid4().hex[:6]}"
+    mailing_id = await create(gateway, headers, {"subject": subject, "body": "Hello {first_name}"})
+    since = await mail.mark()
+    sent = await gateway.post(f"{BASE}/{mailing_id}/send", headers=headers, data={"when": "now"})
+    assert sent.status_code == 303, sent.text
+
+    await Tally(mail, emails, subject, since).kill_midway_then_expect_one_each(at_least=40, poll_s=0.1)
+    assert await notifications_db.fetchval(
+        "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id
+    ) == len(emails)
+
+
+async def test_a_scheduled_mailing_waits_for_its_time_then_goes(gateway, mail, notifications_db, people):
+    region = str(uuid.uuid4())
+    [(_, email, _)] = await add_members(notifications_db, people, 1, region=region, interests=[], tag="later")
+    headers, _ = await region_organiser(notifications_db, people, region)
+    mailing_id = await create(gateway, headers, {"subject": "Later news", "body": "Soon"})
+    at = (datetime.now(NETWORK_TZ) + timedelta(seconds=4)).replace(microsecond=0, tzinfo=None).isoformat()
+    scheduled = await gateway.post(f"{BASE}/{mailing_id}/send", headers=headers, data={"when": "later", "send_at": at})
+    assert scheduled.status_code == 303, scheduled.text
+    assert await notifications_db.fetchval("SELECT status FROM mailings WHERE id = $1", mailing_id) == "scheduled"
+    assert (
+        await notifications_db.fetchval(
+            "SELECT count(*) FROM deliveries WHERE kind = 'mailing' AND subject_ref = $1", mailing_id
+        )
+        == 0
+    )
+    [message] = await mail.wait_for(email)
+    assert message["subject"] == "Later news"
+    # A time in the past is refused with the reason, and the draft stays a draft.
+    draft_id = await create(gateway, headers, {"subject": "Past", "body": "Too late"})
+    past = await gateway.post(
+        f"{BASE}/{draft_id}/send", headers=headers, data={"when": "later", "send_at": "2020-01-01T09:00"}
+    )
+    assert past.status_code == 422 and "Choose a time in the future" in past.text
+    assert await notifications_db.fetchval("SELECT status FROM mailings WHERE id = $1", draft_id) == "draft"
+
+
+async def test_the_count_follows_who_took_part_and_who_has_been_quiet(gateway, notifications_db, people):
+    region = str(uuid.uuid4())
+    [active, quiet] = await add_members(notifications_db, people, 2, region=region, interests=[], tag="part")
+    await notifications_db.execute(
+        "INSERT INTO participation (member_id, first_at, last_at) VALUES ($1, now() - interval '3 days', "
+        "now() - interval '3 days')",
+        active[0],
+    )
+    headers, _ = await region_organiser(notifications_db, people, region)
+
+    async def count(**params) -> int:
+        answered = await gateway.get(f"{BASE}/count", params=params, headers=headers)
+        assert answered.status_code == 200, answered.text
+        return int(answered.json()["count"])
+
+    assert await count() == 2
+    assert await count(took_part_within_days="30") == 1
+    assert await count(took_part_within_days="1") == 0
+    assert await count(quiet_for_days="30") == 1
+    assert await count(quiet_for_days="1") == 2
+    await notifications_db.execute("DELETE FROM participation WHERE member_id = $1", active[0])
