@@ -53,7 +53,7 @@ campaigns = Table(
     Column("scope_id", String(36), nullable=True),
     Column("region_id", String(36), nullable=True, index=True),  # the scope's region, for scoping
     Column("partner_ids", ARRAY(String(36)), nullable=False, server_default=text("'{}'")),
-    Column("status", String(20), nullable=False, server_default="live"),  # live | closed
+    Column("status", String(20), nullable=False, server_default="live"),  # draft | live | closed
     Column("created_by", String(64), nullable=True),
     Column("launched_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("closed_at", DateTime(timezone=True), nullable=True),

@@ -237,6 +237,16 @@ def check_new_ask(plan: AskPlan, *, campaign_status: str, meeting_known: bool) -
                                           "arrive from the events service)"})
 
 
+def check_publish(*, campaign_status: str, asks: int) -> bool:
+    """Whether a draft goes live now: True to publish, False when it is already live or closed (publishing twice
+    changes nothing); a draft with no ask is refused, since its public page would offer nothing to do."""
+    if campaign_status != "draft":
+        return False
+    if asks < 1:
+        raise InvalidInput({"asks": "Add at least one ask before publishing: the public page would offer nothing"})
+    return True
+
+
 def attend_ask_for(*, meeting_id: str, title: str, campaign_status: str | None, linked: bool) -> AskPlan | None:
     """A meeting scheduled for a live campaign becomes one of its asks, once (None: nothing to add)."""
     if campaign_status != "live" or linked:
@@ -351,6 +361,8 @@ def closed_reason(*, campaign_status: str, ask_status: str) -> str | None:
     """Why an ask takes no action now, in words for the person, or None when it does."""
     if campaign_status == "closed":
         return "This campaign has closed, so it is no longer taking actions. Thank you for your support."
+    if campaign_status == "draft":
+        return "This campaign is not open yet: it takes actions once its organisers publish it."
     if ask_status == "closed":
         return "This action has closed. Thank you for your support."
     return None
@@ -687,6 +699,12 @@ def level_for(ladder: Sequence[LadderRung], *, actions: int, attended: int, role
         if rung.reached(actions, attended, roles):
             level = rung.level
     return level
+
+
+def members_moving(ladder: Sequence[LadderRung], standings: Iterable[Standing]) -> int:
+    """How many members a new ladder would move to another level (what an organiser confirms before saving it)."""
+    return sum(1 for m in standings
+               if level_for(ladder, actions=m.actions, attended=m.attended, roles=m.roles) != m.level)
 
 
 @dataclass(frozen=True)

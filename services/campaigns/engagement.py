@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
 from services.campaigns import queries
-from services.campaigns.domain import DEFAULT_LADDER, LadderRung, Standing, assess, place_changes
+from services.campaigns.domain import (
+    DEFAULT_LADDER,
+    LadderRung,
+    Standing,
+    assess,
+    members_moving,
+    place_changes,
+)
 from services.campaigns.people import People
 from shared.auth import OrganiserScope
 from shared.events import catalog as ev
@@ -61,6 +68,11 @@ class EngagementService:
         ladder = await queries.ladder(session) or DEFAULT_LADDER
         session.info[_LADDER] = (transaction, ladder)
         return ladder
+
+    async def members_moving(self, ladder: Sequence[LadderRung]) -> int:
+        """How many members `ladder` would move to another level, before it is saved."""
+        async with self.uows.begin() as uow:
+            return members_moving(ladder, await queries.active_standings(uow.session))
 
     async def set_ladder(self, ladder: Sequence[LadderRung]) -> int:
         """Replace the ladder and recompute every member; returns how many changed level (each published)."""

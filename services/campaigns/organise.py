@@ -17,7 +17,14 @@ from services.campaigns.deps import (
     Organiser,
     OwnCampaign,
 )
-from services.campaigns.domain import ASK_KINDS, ActionNotFound, NotYours, validate_campaign
+from services.campaigns.domain import (
+    ASK_KIND_LABELS,
+    ASK_KINDS,
+    ActionNotFound,
+    NotYours,
+    validate_campaign,
+    validate_ladder,
+)
 from services.campaigns.engagement import LongTail
 from services.campaigns.views import Pages, PagesDep
 from shared.auth import OrganiserScope
@@ -81,7 +88,7 @@ async def new_campaign(request: Request, pages: PagesDep, organiser: Organiser, 
         if chosen is None:
             raise InvalidInput({**_other_problems(values), "scope": UNKNOWN_CHOICE})
         values["scope_type"], values["scope_id"] = chosen
-        campaign_id = await campaigns.launch(values, organiser)
+        campaign_id = await campaigns.launch(values, organiser, draft=True)
     except (InvalidInput, NotYours) as exc:
         errors = exc.errors if isinstance(exc, InvalidInput) else {"scope": str(exc)}
         return await _new_campaign_page(pages, campaigns, organiser, values, errors, 422)
@@ -91,16 +98,51 @@ async def new_campaign(request: Request, pages: PagesDep, organiser: Organiser, 
 async def _campaign_page(pages: Pages, campaigns: Campaigns, actions: Actions, campaign: Any,
                          organiser: OrganiserScope, *, values: dict[str, Any] | None = None,
                          errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
+    """The campaign's page; its ask form shows the fields of the kind chosen (`values["kind"]`), a chooser first."""
+    values = values or {}
     return pages.render("organise_campaign.html", {
         "campaign": campaign, "asks": await campaigns.asks_of(campaign.id), "counts": await actions.counts(campaign.id),
-        "values": values or {"kind": "petition"}, "errors": errors or {}, "kinds": ASK_KINDS,
+        "values": values, "errors": errors or {}, "kinds": ASK_KINDS,
+        "kind": values.get("kind") if values.get("kind") in ASK_KIND_LABELS else None,
         "meetings": await campaigns.upcoming_meetings(), "organiser": organiser}, status)
 
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
 async def campaign_admin(pages: PagesDep, campaign: OwnCampaign, organiser: Organiser, campaigns: Campaigns,
-                         actions: Actions) -> HTMLResponse:
-    return await _campaign_page(pages, campaigns, actions, campaign, organiser)
+                         actions: Actions, kind: str = "") -> HTMLResponse:
+    """`kind`: the kind of ask chosen in the form's first step (a GET, so it works without JavaScript)."""
+    return await _campaign_page(pages, campaigns, actions, campaign, organiser, values={"kind": kind})
+
+
+@router.get("/campaigns/{campaign_id}/preview", response_class=HTMLResponse)
+async def preview(pages: PagesDep, campaign: OwnCampaign, campaigns: Campaigns, actions: Actions) -> HTMLResponse:
+    """The public page as a member will see it, marked as a preview (a draft has no public page yet)."""
+    names = {u.unit_id: u.name for u in await campaigns.units()}
+    return pages.render("campaign.html", {
+        "campaign": campaign, "asks": await campaigns.asks_of(campaign.id), "counts": await actions.counts(campaign.id),
+        "member": "", "partners": [names.get(p, p) for p in campaign.partner_ids], "closed": None, "preview": True})
+
+
+async def _publish_page(pages: Pages, campaigns: Campaigns, campaign: Any, errors: dict[str, str],
+                        status: int = 200) -> HTMLResponse:
+    return pages.render("organise_publish.html", {"campaign": campaign, "asks": await campaigns.asks_of(campaign.id),
+                                                  "errors": errors}, status)
+
+
+@router.get("/campaigns/{campaign_id}/publish", response_class=HTMLResponse)
+async def confirm_publish(pages: PagesDep, campaign: OwnCampaign, campaigns: Campaigns) -> HTMLResponse:
+    """Publishing announces the campaign to its members: the organiser confirms it on a page of its own first."""
+    return await _publish_page(pages, campaigns, campaign, {})
+
+
+@router.post("/campaigns/{campaign_id}/publish", response_class=HTMLResponse)
+async def publish(pages: PagesDep, campaign_id: str, campaign: OwnCampaign, organiser: Organiser,
+                  campaigns: Campaigns) -> Response:
+    try:
+        await campaigns.publish(campaign_id, organiser)
+    except InvalidInput as exc:
+        return await _publish_page(pages, campaigns, campaign, exc.errors, 422)
+    return RedirectResponse(f"/campaigns/organise/campaigns/{campaign_id}", status_code=303)
 
 
 @router.post("/campaigns/{campaign_id}/asks", response_class=HTMLResponse)
@@ -204,6 +246,59 @@ async def upload_mp_dataset(pages: PagesDep, organiser: Organiser, letters: Lett
                  422 if errors else 200)
 
 
+LADDER_FIELDS = ("level", "label", "min_actions", "min_attended", "min_total", "roles")
+
+
+def _ladder_rows(form: Any) -> list[dict[str, str]]:
+    """The levels as the form sent them (`label-0`, `min_actions-0`, …), in order; a new level's row left empty
+    is no level."""
+    count = str(form.get("levels", "0"))
+    rows = []
+    for i in range(min(int(count), 20) if count.isascii() and count.isdigit() else 0):
+        row = {f: str(form.get(f"{f}-{i}", "")).strip() for f in LADDER_FIELDS}
+        if row["level"] or any(row[f] for f in ("label", "min_actions", "min_attended", "min_total", "roles")):
+            rows.append(row)
+    return rows
+
+
+def _as_ladder_input(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """What `validate_ladder` reads: a new level is named after its label; roles are separated by commas."""
+    return [{**r, "level": r["level"] or r["label"], "roles": [x for x in r["roles"].split(",")]} for r in rows]
+
+
+def _ladder_errors(errors: dict[str, str]) -> dict[str, str]:
+    """`levels[2]` becomes the third level's name field, so the summary links to it."""
+    return {(f"label-{k[7:-1]}" if k.startswith("levels[") else k): v for k, v in errors.items()}
+
+
+async def _ladder_page(pages: Pages, organiser: OrganiserScope, rows: list[dict[str, str]],
+                       errors: dict[str, str], status: int = 200) -> HTMLResponse:
+    blank = {f: "" for f in LADDER_FIELDS}
+    return pages.render("organise_ladder.html", {"rows": [*rows, blank], "errors": errors, "organiser": organiser},
+                        status)
+
+
 @router.get("/ladder", response_class=HTMLResponse)
 async def ladder(pages: PagesDep, organiser: Organiser, engagement: Engagement) -> HTMLResponse:
-    return pages.render("organise_ladder.html", {"ladder": await engagement.ladder()})
+    rows = [{k: (", ".join(v) if k == "roles" else str(v)) for k, v in r.as_dict().items()}
+            for r in await engagement.ladder()]
+    return await _ladder_page(pages, organiser, rows, {})
+
+
+@router.post("/ladder", response_class=HTMLResponse)
+async def change_ladder(request: Request, pages: PagesDep, organiser: Organiser,
+                        engagement: Engagement) -> Response:
+    """Validate the ladder as edited; when members would change level, say how many and ask first (`confirm`)."""
+    if not organiser.is_network:
+        raise HTTPException(403, "Only network organisers can change the engagement ladder")
+    form = await request.form()
+    rows = _ladder_rows(form)
+    try:
+        new = validate_ladder(_as_ladder_input(rows))
+    except InvalidInput as exc:
+        return await _ladder_page(pages, organiser, rows, _ladder_errors(exc.errors), 422)
+    moving = await engagement.members_moving(new)
+    if moving and form.get("confirm") != "yes":
+        return pages.render("organise_ladder_confirm.html", {"rows": rows, "moving": moving, "ladder": new})
+    changed = await engagement.set_ladder(new)
+    return pages.render("organise_ladder_saved.html", {"changed": changed, "ladder": new})

@@ -223,6 +223,14 @@ async def replace_ladder(session: AsyncSession, ladder: Sequence[LadderRung]) ->
     ]))
 
 
+async def active_standings(session: AsyncSession) -> list[Standing]:
+    """Every active member's level and what it counted, as last stored."""
+    m = _m
+    rows = (await session.execute(select(m.c.member_id, m.c.level, m.c.actions, m.c.attended, m.c.roles)
+                                  .where(m.c.status == "active"))).all()
+    return [standing(r) for r in rows]
+
+
 async def active_member_ids(session: AsyncSession) -> list[str]:
     m = _m
     return list((await session.execute(

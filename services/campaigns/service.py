@@ -26,6 +26,7 @@ from services.campaigns.domain import (
     NotYours,
     attend_ask_for,
     check_new_ask,
+    check_publish,
     validate_ask,
     validate_campaign,
 )
@@ -67,8 +68,10 @@ class CampaignsService:
 
     # use cases -----------------------------------------------------------------------------------------
     async def launch(self, raw: dict[str, Any], organiser: OrganiserScope | None,
-                     asks: Sequence[dict[str, Any]] = ()) -> str:
-        """Store a campaign (and any asks given with it) and announce it: CampaignLaunched, then AskPublished."""
+                     asks: Sequence[dict[str, Any]] = (), *, draft: bool = False) -> str:
+        """Store a campaign (and any asks given with it) and announce it: CampaignLaunched, then AskPublished.
+
+        `draft`: store it unannounced and off the public pages until `publish` (the organisers' pages do)."""
         plan = validate_campaign(raw)
         ask_plans = []
         for i, a in enumerate(asks):
@@ -84,19 +87,42 @@ class CampaignsService:
                 pg_insert(c).values(
                     id=campaign_id, title=plan.title, summary=plan.summary, goal=plan.goal, issues=plan.issues,
                     scope_type=plan.scope_type, scope_id=plan.scope_id, region_id=region_id,
-                    partner_ids=plan.partner_ids, status="live",
+                    partner_ids=plan.partner_ids, status="draft" if draft else "live",
                     created_by=organiser.organiser_id if organiser else None, launched_at=utcnow(),
                 )
             )
-            events: list[EventData] = [
+            events: list[EventData] = [] if draft else [
                 ev.CampaignLaunched(campaign_id=campaign_id, title=plan.title, scope_type=plan.scope_type,  # type: ignore[arg-type]
                                     scope_id=plan.scope_id, goal=plan.goal, issues=plan.issues,
                                     partner_ids=plan.partner_ids)
             ]
             for ask in ask_plans:
                 events.append(await self._add_ask(uow.session, campaign_id, "live", ask))
-            await uow.emit_all(events)
+            if not draft:
+                await uow.emit_all(events)
         return campaign_id
+
+    async def publish(self, campaign_id: str, organiser: OrganiserScope | None) -> bool:
+        """A draft goes live (idempotent: False when it already has): CampaignLaunched, then an AskPublished for
+        each ask added while it was a draft, in their order."""
+        c, a = tables.campaigns, tables.asks
+        async with self.uows.begin() as uow:
+            campaign = await queries.locked_campaign(uow.session, campaign_id)
+            await check_scope(uow.session, organiser, campaign.scope_type, campaign.scope_id)
+            asks = list((await uow.session.execute(
+                select(a).where(a.c.campaign_id == campaign_id).order_by(a.c.position))).all())
+            if not check_publish(campaign_status=campaign.status, asks=len(asks)):
+                return False
+            await uow.session.execute(
+                update(c).where(c.c.id == campaign_id).values(status="live", launched_at=utcnow()))
+            await uow.emit_all([
+                ev.CampaignLaunched(campaign_id=campaign_id, title=campaign.title,  # type: ignore[arg-type]
+                                    scope_type=campaign.scope_type, scope_id=campaign.scope_id, goal=campaign.goal,
+                                    issues=list(campaign.issues), partner_ids=list(campaign.partner_ids)),
+                *[ev.AskPublished(campaign_id=campaign_id, ask_id=r.id, kind=r.kind, title=r.title,  # type: ignore[arg-type]
+                                  target=r.goal, meeting_id=r.meeting_id) for r in asks],
+            ])
+        return True
 
     async def _add_ask(self, session: AsyncSession, campaign_id: str, campaign_status: str,
                        plan: AskPlan) -> ev.AskPublished:
@@ -124,7 +150,8 @@ class CampaignsService:
             campaign = await queries.locked_campaign(uow.session, campaign_id)
             await check_scope(uow.session, organiser, campaign.scope_type, campaign.scope_id)
             event = await self._add_ask(uow.session, campaign_id, campaign.status, plan)
-            await uow.emit(event)
+            if campaign.status != "draft":  # a draft's asks are announced when it is published
+                await uow.emit(event)
         return event.ask_id
 
     async def close(self, campaign_id: str, organiser: OrganiserScope | None) -> bool:
@@ -177,6 +204,13 @@ class CampaignsService:
         async with self.uows.begin() as uow:
             return await queries.one(uow.session, select(c).where(c.c.id == campaign_id), CampaignNotFound(campaign_id))
 
+    async def public_campaign(self, campaign_id: str) -> Row:
+        """The campaign as the public pages show it: a draft is not found (only its organisers' preview shows it)."""
+        campaign = await self.get_campaign(campaign_id)
+        if campaign.status == "draft":
+            raise CampaignNotFound(campaign_id)
+        return campaign
+
     async def list_campaigns(self, *, include_closed: bool = True, limit: int = 200, offset: int = 0,
                              within: OrganiserScope | None = None) -> list[Row]:
         """Campaigns, live first; `within`: only those an organiser's (or an API key's) scope covers."""
@@ -209,7 +243,7 @@ class CampaignsService:
                         within: OrganiserScope | None = None) -> tuple[list[Row], int]:
         """Petitions of the campaigns `within` covers (an API key's scope), oldest first, and how many there are."""
         a, c = tables.asks, tables.campaigns
-        mine = and_(a.c.kind == "petition", queries.in_scope(within))
+        mine = and_(a.c.kind == "petition", c.c.status != "draft", queries.in_scope(within))
         base = select(a, c.c.status.label("campaign_status"), c.c.title.label("campaign_title")).join(
             c, c.c.id == a.c.campaign_id).where(mine)
         async with self.uows.begin() as uow:
@@ -226,7 +260,7 @@ class CampaignsService:
             return await queries.one(uow.session, select(
                 a, c.c.status.label("campaign_status"), c.c.title.label("campaign_title"), c.c.scope_type,
                 c.c.scope_id, c.c.region_id,
-            ).join(c, c.c.id == a.c.campaign_id).where(a.c.id == ask_id, a.c.kind == "petition",
+            ).join(c, c.c.id == a.c.campaign_id).where(a.c.id == ask_id, a.c.kind == "petition", c.c.status != "draft",
                                                        queries.in_scope(within)), AskNotFound(ask_id))
 
     async def signatures_of_member(self, member_id: str, organiser: OrganiserScope) -> list[Row]:

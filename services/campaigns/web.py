@@ -51,7 +51,7 @@ async def listing(pages: PagesDep, campaigns: Campaigns, actions: Actions) -> HT
 async def campaign_page(pages: PagesDep, campaigns: Campaigns, actions: Actions, campaign_id: str,
                         member: str = "") -> HTMLResponse:
     try:
-        campaign = await campaigns.get_campaign(campaign_id)
+        campaign = await campaigns.public_campaign(campaign_id)
     except CampaignNotFound:
         return _not_found(pages)
     names = {u.unit_id: u.name for u in await campaigns.units()}
@@ -84,7 +84,7 @@ class AskPages:
 
     async def load(self, campaign_id: str, ask_id: str) -> tuple[Any, Any] | None:
         try:
-            campaign = await self.campaigns.get_campaign(campaign_id)
+            campaign = await self.campaigns.public_campaign(campaign_id)
             ask = await self.campaigns.get_ask(ask_id, campaign_id)
         except (CampaignNotFound, AskNotFound):
             return None

@@ -20,6 +20,7 @@ from tests.campaigns.conftest import (
     launch,
     of_type,
     organiser_headers,
+    organiser_token,
     poll,
     publish,
     unit,
@@ -131,6 +132,44 @@ async def test_the_ladder_is_configurable_and_levels_are_recomputed(client, orga
                                        ours=db)
         assert changed[0].data["previous_level"] == "participant"
         assert changed[0].data["reason"] == "the ladder changed"
+    finally:
+        await client.put("/campaigns/api/engagement/ladder", headers=organiser, json={"levels": before})
+    await poll(lambda: _level(db, member_id, "participant"))
+
+
+async def test_a_network_organiser_edits_a_ladder_rule_on_its_page_and_confirms_who_moves(client, organiser, kafka,
+                                                                                          db):
+    member_id = str(uuid.uuid4())
+    await publish(joined(member_id, "region-engage"))
+    await poll(lambda: member_row(db, member_id))
+    campaign = await launch(client, organiser, asks=[PETITION, PLEDGE, SHARE])
+    await act_as_member(client, campaign, member_id, kinds=("petition",))
+    await poll(lambda: _level(db, member_id, "participant"))
+    before = (await client.get("/campaigns/api/engagement/ladder", headers=organiser)).json()["levels"]
+    page = await client.get("/campaigns/organise/ladder", cookies={"gs_organiser": organiser_token("network")})
+    assert 'id="min_total-1"' in page.text and "Actions and meetings together, at least" in page.text
+    form = {"levels": "5"}
+    for i, r in enumerate(before):
+        form.update({f"level-{i}": r["level"], f"label-{i}": r["label"], f"min_actions-{i}": str(r["min_actions"]),
+                     f"min_attended-{i}": str(r["min_attended"]), f"min_total-{i}": str(r["min_total"]),
+                     f"roles-{i}": ", ".join(r["roles"])})
+    form["min_total-1"] = "2"  # a participant now needs two actions or meetings: this member goes back down
+    regional = await client.post("/campaigns/organise/ladder", data=form,
+                                 cookies={"gs_organiser": organiser_token("region", "region-engage")})
+    assert regional.status_code == 403
+    network = {"gs_organiser": organiser_token("network")}
+    bad = await client.post("/campaigns/organise/ladder", data={**form, "label-1": before[0]["label"],
+                                                                "level-1": before[0]["level"]}, cookies=network)
+    assert bad.status_code == 422 and "Each level must have its own name" in bad.text
+    asked = await client.post("/campaigns/organise/ladder", data=form, cookies=network)
+    assert asked.status_code == 200 and "Yes, change the ladder" in asked.text and "change level" in asked.text
+    assert (await client.get("/campaigns/api/engagement/ladder", headers=organiser)).json()["levels"] == before
+    try:
+        saved = await client.post("/campaigns/organise/ladder", data={**form, "confirm": "yes"}, cookies=network)
+        assert saved.status_code == 200 and "The ladder is saved" in saved.text
+        moved = await kafka.wait_for(of_type("EngagementLevelChanged", member_id=member_id, level="supporter"),
+                                     ours=db)
+        assert moved[0].data["previous_level"] == "participant"
     finally:
         await client.put("/campaigns/api/engagement/ladder", headers=organiser, json={"levels": before})
     await poll(lambda: _level(db, member_id, "participant"))

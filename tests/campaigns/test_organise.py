@@ -29,7 +29,7 @@ async def test_pages_need_a_signed_in_organiser(client):
     assert forged.status_code == 401
 
 
-async def test_an_organiser_starts_a_campaign_and_adds_an_ask_with_the_forms(campaigns_server, kafka):
+async def test_an_organiser_drafts_a_campaign_adds_an_ask_previews_and_publishes_it(campaigns_server, client, kafka):
     async with signed_in(campaigns_server) as c:
         title = f"Policing campaign {uuid.uuid4().hex[:6]}"
         empty = await c.post("/campaigns/organise/new", data={"title": "", "goal": ""})
@@ -40,17 +40,40 @@ async def test_an_organiser_starts_a_campaign_and_adds_an_ask_with_the_forms(cam
         assert created.status_code == 303
         admin = created.headers["location"]
         campaign_id = admin.rsplit("/", 1)[1]
-        launched = (await kafka.wait_for(of_type("CampaignLaunched", campaign_id=campaign_id)))[0]
-        assert launched.data["issues"] == ["racism in policing", "stop and search"]
-        refused = await c.post(f"{admin}/asks", data={"kind": "petition", "body": "Text"})
+        assert "A draft" in (await c.get(admin)).text
+        assert (await client.get(f"/campaigns/{campaign_id}")).status_code == 404  # not public yet
+        assert title not in (await client.get("/campaigns")).text
+        early = await c.post(f"{admin}/publish")
+        assert early.status_code == 422 and "Add at least one ask before publishing" in early.text
+
+        chooser = await c.get(admin)  # the ask form's first step: which kind, then that kind's fields only
+        assert 'name="kind"' in chooser.text and 'name="addressee"' not in chooser.text
+        petition = await c.get(admin, params={"kind": "petition"})
+        assert 'name="addressee"' in petition.text and 'name="letter_subject"' not in petition.text
+        letter = await c.get(admin, params={"kind": "write_to_mp"})
+        assert 'name="letter_subject"' in letter.text and 'name="addressee"' not in letter.text
+        refused = await c.post(f"{admin}/asks", data={"kind": "petition", "body": "We ask you..."})
         assert refused.status_code == 422 and "Say who the petition is addressed to" in refused.text
+        assert "We ask you..." in refused.text and 'name="letter_subject"' not in refused.text  # kept, same kind
         added = await c.post(f"{admin}/asks", data={"kind": "petition", "title": "Sign for fair policing",
                                                     "addressee": "The Chief Constable", "body": "We ask you...",
                                                     "goal": "500"})
         assert added.status_code == 303
-        page = await c.get(admin)
-        assert "Sign for fair policing" in page.text and title in (await c.get("/campaigns/organise")).text
+        preview = await c.get(f"{admin}/preview")
+        assert preview.status_code == 200 and "Preview" in preview.text and "Sign for fair policing" in preview.text
+        assert (await client.get(f"/campaigns/{campaign_id}")).status_code == 404  # still a draft
+        assert await kafka.settle(of_type("CampaignLaunched", campaign_id=campaign_id), seconds=3) == []
+
+        confirm = await c.get(f"{admin}/publish")
+        assert confirm.status_code == 200 and "Yes, publish the campaign" in confirm.text
+        published = await c.post(f"{admin}/publish")
+        assert published.status_code == 303
+        launched = (await kafka.wait_for(of_type("CampaignLaunched", campaign_id=campaign_id)))[0]
+        assert launched.data["issues"] == ["racism in policing", "stop and search"]
         await kafka.wait_for(of_type("AskPublished", campaign_id=campaign_id, title="Sign for fair policing"))
+        public = await client.get(f"/campaigns/{campaign_id}")
+        assert public.status_code == 200 and "Sign for fair policing" in public.text
+        assert title in (await c.get("/campaigns/organise")).text
         confirm = await c.get(f"{admin}/close")
         assert confirm.status_code == 200 and "Yes, close the campaign" in confirm.text
         closed = await c.post(f"{admin}/close")

@@ -25,6 +25,7 @@ from services.campaigns.domain import (
     attend_action_id,
     attend_ask_for,
     check_new_ask,
+    check_publish,
     repeat_events,
     validate_action,
     validate_ask,
@@ -110,6 +111,15 @@ def test_a_meeting_for_a_live_campaign_becomes_its_attend_ask_once():
     assert attend_ask_for(meeting_id="m1", title="x", campaign_status=None, linked=False) is None
 
 
+def test_a_draft_is_published_once_and_only_with_something_to_do():
+    with pytest.raises(InvalidInput) as refused:
+        check_publish(campaign_status="draft", asks=0)
+    assert "asks" in refused.value.errors
+    assert check_publish(campaign_status="draft", asks=1) is True
+    assert check_publish(campaign_status="live", asks=1) is False
+    assert check_publish(campaign_status="closed", asks=3) is False
+
+
 # Actions ------------------------------------------------------------------------------------------------------
 def _ask(kind: str, **overrides: str) -> Ask:
     return Ask(**{"id": "ask-1", "campaign_id": "c-1", "kind": kind, **overrides})
@@ -130,6 +140,7 @@ def _signature(**fields: str):
 @pytest.mark.parametrize(("ask", "why"), [
     (_ask("petition", campaign_status="closed"), "campaign has closed"),
     (_ask("petition", status="closed"), "action has closed"),
+    (_ask("petition", campaign_status="draft"), "not open yet"),
     (_ask("attend"), "RSVP on the meeting's own page"),
 ])
 def test_an_ask_refuses_actions_when_closed_and_for_meetings(ask, why):

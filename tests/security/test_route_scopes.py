@@ -354,6 +354,10 @@ RULES: dict[str, Rule] = {
         "scoped", P(campaign_id="campaign"), form=True, body=ask_body),
     "campaigns POST /campaigns/organise/campaigns/{campaign_id}/close": Rule(
         "scoped", F("campaign", campaign_id="*")),
+    "campaigns GET /campaigns/organise/campaigns/{campaign_id}/preview": Rule("scoped", P(campaign_id="campaign")),
+    "campaigns GET /campaigns/organise/campaigns/{campaign_id}/publish": Rule("scoped", P(campaign_id="campaign")),
+    "campaigns POST /campaigns/organise/campaigns/{campaign_id}/publish": Rule(
+        "scoped", F("campaign", campaign_id="*")),
     "campaigns GET /campaigns/organise/pledges": Rule("listing", marker="pledge_text"),
     "campaigns POST /campaigns/organise/pledges/{action_id}": Rule(
         "scoped", P(action_id="pledge"), form=True, body=lambda s: {"decision": "pending"}),
@@ -363,6 +367,11 @@ RULES: dict[str, Rule] = {
     "campaigns GET /campaigns/organise/mps": ANY,
     "campaigns POST /campaigns/organise/mps": Rule("network", form=True, files=True, body=lambda s: {"mode": "add"}),
     "campaigns GET /campaigns/organise/ladder": ANY,
+    # out of scope, a new ladder confirmed; in scope, one the page refuses (the network's ladder stays as it is)
+    "campaigns POST /campaigns/organise/ladder": Rule(
+        "network", form=True, body=lambda s: {"levels": "2", "level-0": "supporter", "label-0": "Supporter",
+                                              "label-1": "Taken over", "min_total-1": "1", "confirm": "yes"},
+        allowed_body=lambda s: {"levels": "1", "label-0": "Only one level"}),
     "campaigns GET /dashboard": Rule("scoped", query={"region": HOME}),
     "campaigns GET /dashboard/data.json": Rule("scoped", query={"region": HOME}),
     "campaigns GET /dashboard/export/{report}.csv": Rule("scoped", lambda s: {"report": "growth"},
