@@ -197,10 +197,17 @@ RULES: dict[str, Rule] = {
     "membership POST /me/leave": LINK,
     "membership GET /me/erase": LINK,
     "membership POST /me/erase": LINK,
+    "membership POST /me/data": LINK,  # asks for a download: only emails the member a link to confirm it
+    "membership GET /me/confirm": LINK,
+    "membership POST /me/confirm": LINK,
+    "membership GET /join/changes": LINK,
+    "membership POST /join/changes": LINK,
+    "membership POST /join/confirm": LINK,
     # membership: organiser pages
     "membership GET /members": Rule("listing", marker="member"),
     "membership GET /members/export.csv": Rule("listing", marker="member_email"),
     "membership GET /members/{member_id}": Rule("scoped", P(member_id="member")),
+    "membership GET /members/{member_id}/erase": Rule("network", P(member_id="member")),  # asks first
     "membership POST /members/{member_id}/erase": Rule("network", F("member", member_id="*")),
     "membership POST /members/{member_id}/notes": Rule(
         "scoped", P(member_id="member"), form=True, body=lambda s: {"note": "Called them about the scope check"}),
@@ -218,6 +225,11 @@ RULES: dict[str, Rule] = {
         "member_id": s["member"], "role": "organiser", "scope_type": "region", "scope_id": HOME}),
     # the whole log for network organisers; others see what they did themselves
     "membership GET /admin/audit": Rule("listing", marker="member", shown_to=frozenset({"network"})),
+    "membership GET /admin/dead-letters": NETWORK,
+    "membership GET /admin/roles/{grant_id}/revoke": Rule("scoped", P(grant_id="grant")),  # asks first
+    "membership POST /admin/roles/{grant_id}/revoke": Rule("scoped", F("grant", grant_id="*")),
+    "membership GET /organisers/{organiser_id}/disable": Rule("scoped", F("organiser", organiser_id="*")),
+    "membership POST /organisers/{organiser_id}/disable": Rule("scoped", F("organiser", organiser_id="*")),
     "membership GET /admin/origins": ANY,
     "membership POST /admin/origins": Rule("network", form=True, body=lambda s: {"origin": "not an origin"}),
     "membership GET /admin/public": NETWORK,
@@ -253,8 +265,9 @@ RULES: dict[str, Rule] = {
     "membership DELETE /api/v2/tags/{tag_id}/taggings/{tagging_id}": Rule(
         "scoped", F("tagging", tag_id="tag", tagging_id="*"), api=True),
     # events: organiser pages
-    "events GET /events/organise/sign-in": LINK,
     "events GET /events/organise": Rule("listing", marker="meeting"),
+    "events GET /events/organise/home.json": ANY,  # the caller's own part of the organisers' home
+    "events GET /events/organise/{meeting_id}/cancel": Rule("scoped", P(meeting_id="meeting")),  # asks first
     "events GET /events/organise/new": ANY,
     "events POST /events/organise/new": Rule("scoped", form=True, body=meeting_form),
     "events GET /events/organise/{meeting_id}/edit": Rule("scoped", P(meeting_id="meeting")),
@@ -274,6 +287,7 @@ RULES: dict[str, Rule] = {
     "events POST /events/rsvps/{token}/cancel": LINK,
     "events GET /events/{meeting_id}": Rule("public", P(meeting_id="meeting")),
     "events POST /events/{meeting_id}/rsvp": PUBLIC,
+    "events GET /events/{meeting_id}/rsvp/sent": Rule("public", P(meeting_id="meeting")),
     "events GET /events/{meeting_id}/check-in": Rule("public", P(meeting_id="meeting")),
     "events POST /events/{meeting_id}/check-in": PUBLIC,  # needs the code shown at the venue
     "events GET /calendar/meetings/{meeting_id}.ics": Rule("public", P(meeting_id="meeting")),
@@ -296,6 +310,15 @@ RULES: dict[str, Rule] = {
     "events POST /meetings/{meeting_id}/walk-ins": Rule("scoped", P(meeting_id="meeting"), body=person),
     # events: OSDI
     "events GET /api/v2/events": Rule("listing", api=True, marker="meeting"),
+    "events POST /api/v2/events": Rule("scoped", api=True, body=lambda s: {
+        "title": "Scope check event", "start_date": _in_days(30), "location": {"venue": "Digbeth"},
+        "groundswell:scope": {"type": "region", "id": HOME}}),
+    "events PUT /api/v2/events/{meeting_id}": Rule("scoped", P(meeting_id="meeting"), api=True,
+                                                   body=lambda s: {"description": "Checked for scope"}),
+    # a person's attendances: only at meetings the key covers (a list, filtered; one, found only in scope)
+    "events GET /api/v2/people/{person_id}/attendances": Rule("listing", P(person_id="member"), api=True),
+    "events GET /api/v2/people/{person_id}/attendances/{rsvp_id}": Rule(
+        "scoped", P(person_id="member", rsvp_id="rsvp"), api=True, absent_ok=True),
     "events GET /api/v2/events/{meeting_id}": Rule("scoped", P(meeting_id="meeting"), api=True),
     "events GET /api/v2/events/{meeting_id}/attendances": Rule("scoped", P(meeting_id="meeting"), api=True),
     "events GET /api/v2/events/{meeting_id}/attendances/{rsvp_id}": Rule(
@@ -304,7 +327,6 @@ RULES: dict[str, Rule] = {
         "scoped", P(meeting_id="meeting"), api=True, body=osdi_person),
     # notifications
     "notifications GET /feeds/digests/{token}.atom": LINK,
-    "notifications GET /notifications/organise/sign-in": LINK,
     "notifications GET /notifications/organise": ANY,
     "notifications GET /notifications/organise/digests": ANY,
     "notifications POST /notifications/organise/digests/period": Rule("own", form=True,
@@ -345,8 +367,11 @@ RULES: dict[str, Rule] = {
         "scoped", P(mailing_id="mailing")),
     "notifications GET /notifications/r/{token}": LINK,  # a mailing's link: counts a click, says nothing
     # campaigns: organiser pages
-    "campaigns GET /campaigns/organise/sign-in": LINK,
     "campaigns GET /campaigns/organise": Rule("listing", marker="campaign"),
+    "campaigns GET /campaigns/organise/home.json": ANY,  # the caller's own part of the organisers' home
+    "campaigns GET /campaigns/organise/campaigns/{campaign_id}/close": Rule("scoped", P(campaign_id="campaign")),
+    "campaigns GET /campaigns/letters/{token}": LINK,
+    "campaigns POST /campaigns/letters/{token}": LINK,
     "campaigns GET /campaigns/organise/new": ANY,
     "campaigns POST /campaigns/organise/new": Rule("scoped", form=True, form_refuses=True, body=campaign_body),
     "campaigns GET /campaigns/organise/campaigns/{campaign_id}": Rule("scoped", P(campaign_id="campaign")),
@@ -394,6 +419,9 @@ RULES: dict[str, Rule] = {
     "campaigns GET /campaigns/api/engagement/long-tail": Rule("listing", marker="member", query={"region": HOME}),
     # campaigns: OSDI
     "campaigns GET /api/v2/petitions": Rule("listing", api=True, marker="petition"),
+    "campaigns GET /api/v2/people/{person_id}/signatures": Rule("listing", P(person_id="member"), api=True),
+    "campaigns GET /api/v2/people/{person_id}/signatures/{action_id}": Rule(
+        "scoped", P(person_id="member", action_id="signature"), api=True, absent_ok=True),
     "campaigns GET /api/v2/petitions/{ask_id}": Rule("scoped", P(ask_id="petition"), api=True),
     "campaigns GET /api/v2/petitions/{ask_id}/signatures": Rule("scoped", P(ask_id="petition"), api=True),
     "campaigns GET /api/v2/petitions/{ask_id}/signatures/{action_id}": Rule(
@@ -517,9 +545,17 @@ async def seed(system: None) -> AsyncIterator[Seed]:
     assert await mdb.fetchval("SELECT region_id FROM members WHERE id = $1", s["member"]) == HOME
     await _poll(lambda: s.dbs["campaigns"].fetchval("SELECT 1 FROM members WHERE member_id = $1", s["member"]),
                 "the member to reach campaigns")
+    async def new_grant() -> str:
+        member_id = await new_member()
+        granted = await client.post("/admin/roles", headers=network, data={
+            "member_id": member_id, "role": "constituency_rep", "scope_type": "region", "scope_id": HOME})
+        assert granted.status_code == 303, granted.text
+        return str(await mdb.fetchval("SELECT id FROM role_grants WHERE member_id = $1", member_id))
+
     granted = await client.post("/admin/roles", headers=network, data={
         "member_id": s["member"], "role": "constituency_rep", "scope_type": "region", "scope_id": HOME})
     assert granted.status_code == 303, granted.text
+    s.ids["grant"] = str(await mdb.fetchval("SELECT id FROM role_grants WHERE member_id = $1", s["member"]))
     for name in ("network", "home_region", "other_region", "group"):  # as RoleGranted would make them
         organiser_id = s.ids[f"{name}_organiser"]
         await s.dbs["notifications"].execute(
@@ -607,6 +643,10 @@ async def seed(system: None) -> AsyncIterator[Seed]:
             return (await make_key("region", HOME))[0]
         if kind == "mailing":
             return await new_mailing()
+        if kind == "grant":
+            return await new_grant()
+        if kind == "organiser":  # an organiser of the home region nobody's session depends on
+            return (await make_organiser(mdb, "region", HOME))[0]
         raise AssertionError(kind)
 
     s.fresh = fresh
