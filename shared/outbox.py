@@ -349,6 +349,7 @@ class OutboxRelay:
         # Rows are marked published on a second connection as Kafka acknowledges them (_Marker), each in its own
         # short transaction committed before the shards' locks are released.
         await conn.execute("BEGIN")
+        marker: _Marker | None = None
         try:
             shards = [r[0] for r in await conn.fetch(_LOCK_SHARDS_SQL, self.shards_per_batch)]
             rows = await conn.fetch(_PENDING_SQL, shards, self.batch_size) if shards else []
@@ -377,6 +378,8 @@ class OutboxRelay:
             await marker.close()  # every acknowledged row's mark committed (or the pass fails: the rows go again)
             await conn.execute("COMMIT")
         except BaseException:
+            if marker is not None:
+                marker.abandon()
             await self._rollback(conn)
             raise
         for topic, n in marker.per_topic.items():
@@ -473,6 +476,13 @@ class _Marker:
             ids = ",".join(str(int(i)) for i in ready)  # bigints read from the table: written in as they are
             await self.conn.execute(f"UPDATE outbox SET published_at = now() WHERE id = ANY('{{{ids}}}'::bigint[])")
             self.marked += len(ready)
+
+    def abandon(self) -> None:
+        """A failed or cancelled pass: stop marking (what is not marked is sent again by the next pass)."""
+        if not self._task.done():
+            self._task.cancel()
+        elif not self._task.cancelled():
+            self._task.exception()  # retrieved, so asyncio does not warn that it never was
 
     async def close(self) -> None:
         """Once every send has settled: commit the last marks and stop; raises what an UPDATE raised."""
