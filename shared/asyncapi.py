@@ -11,13 +11,21 @@ from faststream.specification import AsyncAPI
 
 SERVICES = ("membership", "events", "notifications", "campaigns")
 DOC_DIR = Path(__file__).resolve().parent.parent / "docs" / "asyncapi"
+# What every reader of the topics must know (docs/decisions/0010-outbox-at-least-once.md).
+DELIVERY = (
+    "Every topic is at least once: an event may be published more than once (a relay that dies after Kafka "
+    "acknowledged an event, before it marked the event published, leaves it to the relay that takes over, which "
+    "sends it again). Copies carry the same event_id: every consumer must deduplicate by event_id (Groundswell's "
+    "consumers do, with their inbox tables). Events of one key (subject_id) keep their order on one partition."
+)
 
 
 def generate(service: str) -> dict[str, Any]:
     module = importlib.import_module(f"services.{service}.main")
     app = module.create_app()
     broker = app.state.runtime.broker
-    spec = AsyncAPI(broker, title=f"Groundswell {service}", version="1", schema_version="3.0.0")
+    spec = AsyncAPI(broker, title=f"Groundswell {service}", version="1", schema_version="3.0.0",
+                    description=DELIVERY)
     return json.loads(spec.to_specification().to_json())
 
 

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # None: 2 from a replication factor of 3, else the cluster's default (shared.topics.min_insync_for)
     kafka_min_insync_replicas: int | None = None
     kafka_partitions: int = 6
+    # How soon a consumer group notices a dead instance and hands its partitions to the others (docs/scaling.md):
+    # 6 s is the least a broker accepts by default (group.min.session.timeout.ms); heartbeats at a sixth of it.
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 1000
 
     database_url: str = "postgresql+asyncpg://groundswell:groundswell@127.0.0.1:5433/groundswell"
     database_pool_size: int = 10

@@ -162,6 +162,11 @@ class EventConsumer:
             ack_policy=AckPolicy.ACK,
             auto_offset_reset="earliest",
             max_poll_records=self.max_batch,
+            # A dead instance's partitions go to the others once its session times out (docs/scaling.md). Static
+            # membership (group.instance.id) would keep them idle for the whole timeout even on a clean restart's
+            # leave, and aiokafka has no cooperative rebalancing: a short session and frequent heartbeats it is.
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             title=f"{self.group}:consume",
             description=self.description
             or f"Consumer group {self.group}; handles {', '.join(sorted(self.handlers.handlers))}",

@@ -3,9 +3,14 @@
 A use case calls `add_to_outbox(session, envelope)` inside its transaction. `OutboxRelay` publishes
 pending rows with an idempotent producer (acks=all). Rows are spread over a fixed number of shards
 by their Kafka key; a relay locks the shards it works on with FOR UPDATE SKIP LOCKED, so several
-relay instances share the work, never publish the same row twice, and keep each key's order.
+relay instances share the work, two running relays never send the same row, and each key keeps its order.
 It is woken by LISTEN/NOTIFY, with a periodic poll as backstop. A row's headers (the event's type, version,
 correlation id and, with tracing on, its W3C trace context) become the Kafka record's headers.
+
+Delivery is at least once (docs/delivery-guarantees.md, docs/decisions/0010-outbox-at-least-once.md): a row is
+marked published as soon as Kafka acknowledges its own send, but a relay that dies between the acknowledgement and
+that mark (or with sends in flight) leaves the row pending, and the relay that takes the shard over sends it again.
+Every consumer therefore deduplicates by `event_id` (the inboxes, shared/inbox.py); so must any other reader.
 """
 
 from __future__ import annotations
@@ -165,8 +170,9 @@ class OutboxRelay:
     """Publishes pending outbox rows to Kafka; run one or more per service.
 
     It works on a connection of its own (asyncpg, no ORM: a pass is a few statements) and is woken by
-    LISTEN/NOTIFY on another. A pass locks shards, reads their rows, sends them all, waits for Kafka's
-    acknowledgements, marks what was acknowledged and commits; a pass that found fewer shards and rows than it
+    LISTEN/NOTIFY on another. A pass locks shards, reads their rows and sends them all; a third connection marks
+    each row published as soon as Kafka acknowledges it (and every earlier row of its key); once every send has
+    settled the pass commits, which releases the shards; a pass that found fewer shards and rows than it
     may take drained everything it could lock, so the relay sleeps until the next NOTIFY (or poll).
     """
 
@@ -193,6 +199,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._conn: asyncpg.Connection | None = None
+        self._marks: asyncpg.Connection | None = None  # marks rows published as Kafka acknowledges them
         self._stopping = False
         self._task: asyncio.Task | None = None
         self._listen_task: asyncio.Task | None = None
@@ -253,12 +260,13 @@ class OutboxRelay:
         return self._conn
 
     async def _reset_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), timeout=5)
-            except Exception:
-                conn.terminate()
+        conns, self._conn, self._marks = (self._conn, self._marks), None, None
+        for conn in conns:
+            if conn is not None and not conn.is_closed():
+                try:
+                    await asyncio.wait_for(conn.close(), timeout=5)
+                except Exception:
+                    conn.terminate()
 
     async def _listen(self) -> None:
         """Hold a LISTEN connection; reconnect forever (PostgreSQL may restart)."""
@@ -336,14 +344,19 @@ class OutboxRelay:
     async def _publish_pass(self) -> tuple[int, bool]:
         producer = await self._ensure_producer()
         conn = await self._connection()
-        # BEGIN, the shards, their rows, then "UPDATE ...; COMMIT" in one round trip: four round trips a pass.
+        marks = await self._mark_connection()
+        # BEGIN, the shards, their rows, then COMMIT: the transaction holds the shards' locks while the rows go out.
+        # Rows are marked published on a second connection as Kafka acknowledges them (_Marker), each in its own
+        # short transaction committed before the shards' locks are released.
         await conn.execute("BEGIN")
+        marker: _Marker | None = None
         try:
             shards = [r[0] for r in await conn.fetch(_LOCK_SHARDS_SQL, self.shards_per_batch)]
             rows = await conn.fetch(_PENDING_SQL, shards, self.batch_size) if shards else []
             if not rows:
                 await conn.execute("COMMIT")
                 return 0, False
+            marker = _Marker(marks)
             send = producer.send
             sends = tracing.sending(self.service)  # a span a row, the child of the row's emitter (if tracing is on)
             futures = []
@@ -353,41 +366,35 @@ class OutboxRelay:
                     fields = json.loads(raw) if raw and raw != "{}" else {}
                     sends.start(row["topic"], fields)
                     headers = [(k, str(v).encode()) for k, v in fields.items()]
-                    futures.append(await send(row["topic"], value=row["payload"], key=row["key"].encode(),
-                                              headers=headers))
+                    future = await send(row["topic"], value=row["payload"], key=row["key"].encode(), headers=headers)
+                    marker.follow(row["id"], row["key"], row["topic"], future)
+                    futures.append(future)
                 results = await asyncio.gather(*futures, return_exceptions=True)
             except BaseException as exc:
                 sends.finish([exc] * len(rows))
+                await marker.close()
                 raise
             sends.finish(results)
-            published: list[int] = []
-            per_topic: dict[str, int] = {}
-            failed_keys: set[str] = set()
-            first_error: BaseException | None = None
-            for row, result in zip(rows, results, strict=True):
-                key = row["key"]
-                if isinstance(result, BaseException) or key in failed_keys:
-                    failed_keys.add(key)
-                    first_error = first_error or (result if isinstance(result, BaseException) else None)
-                    continue
-                published.append(row["id"])
-                per_topic[row["topic"]] = per_topic.get(row["topic"], 0) + 1
-            if published:  # ids are bigints read from the table: written into the statement as they are
-                ids = ",".join(str(int(i)) for i in published)
-                await conn.execute(f"UPDATE outbox SET published_at = now() WHERE id = ANY('{{{ids}}}'::bigint[]); "
-                                   "COMMIT")
-            else:
-                await conn.execute("COMMIT")
+            await marker.close()  # every acknowledged row's mark committed (or the pass fails: the rows go again)
+            await conn.execute("COMMIT")
         except BaseException:
+            if marker is not None:
+                marker.abandon()
             await self._rollback(conn)
             raise
-        for topic, n in per_topic.items():
+        for topic, n in marker.per_topic.items():
             metrics.EVENTS_PUBLISHED.labels(self.service, topic).inc(n)
-        self.published_total += len(published)
+        self.published_total += marker.marked
+        first_error = next((r for r in results if isinstance(r, BaseException)), None)
         if first_error is not None:
             raise first_error
         more = len(rows) >= self.batch_size or len(shards) >= self.shards_per_batch
-        return len(published), more
+        return marker.marked, more
+
+    async def _mark_connection(self) -> asyncpg.Connection:
+        if self._marks is None or self._marks.is_closed():
+            self._marks = await asyncpg.connect(_asyncpg_dsn(self.db))
+        return self._marks
 
     async def _rollback(self, conn: asyncpg.Connection) -> None:
         """End a failed pass's transaction; a connection that cannot is dropped (a new one is made next pass)."""
@@ -418,6 +425,70 @@ class OutboxRelay:
         pruned = int(status.split()[-1]) if status and status.split()[-1].isdigit() else 0
         if pruned:
             log.info("outbox pruned", rows=pruned)
+
+
+class _Marker:
+    """Marks a pass's rows published as their sends are acknowledged, keeping each key's order: a row is marked only
+    once every earlier row of its key in the pass was acknowledged, and never after one of them failed.
+
+    What is acknowledged while an UPDATE runs goes in the next one, so a pass makes one UPDATE when Kafka acknowledges
+    its batch at once, and a few when a slow partition (a leader failover) holds some sends back; the rows Kafka
+    acknowledged are marked within a round trip of their acknowledgement instead of waiting for the slowest send.
+    """
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.marked = 0
+        self.per_topic: dict[str, int] = {}
+        self._keys: dict[str, list[tuple[int, str, asyncio.Future]]] = {}  # each key's rows not yet marked, in order
+        self._failed: set[str] = set()
+        self._ready: list[int] = []
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="outbox-marks")
+        self._closing = False
+
+    def follow(self, row_id: int, key: str, topic: str, future: asyncio.Future) -> None:
+        self._keys.setdefault(key, []).append((row_id, topic, future))
+        future.add_done_callback(lambda _f: self._settle(key))
+
+    def _settle(self, key: str) -> None:
+        queue = self._keys.get(key, [])
+        while queue and queue[0][2].done() and key not in self._failed:
+            row_id, topic, future = queue[0]
+            if future.cancelled() or future.exception() is not None:
+                self._failed.add(key)  # it and every later row of its key stay pending: order is kept
+                break
+            queue.pop(0)
+            self._ready.append(row_id)
+            self.per_topic[topic] = self.per_topic.get(topic, 0) + 1
+        if self._ready:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            if not self._ready:
+                if self._closing:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            ready, self._ready = self._ready, []
+            ids = ",".join(str(int(i)) for i in ready)  # bigints read from the table: written in as they are
+            await self.conn.execute(f"UPDATE outbox SET published_at = now() WHERE id = ANY('{{{ids}}}'::bigint[])")
+            self.marked += len(ready)
+
+    def abandon(self) -> None:
+        """A failed or cancelled pass: stop marking (what is not marked is sent again by the next pass)."""
+        if not self._task.done():
+            self._task.cancel()
+        elif not self._task.cancelled():
+            self._task.exception()  # retrieved, so asyncio does not warn that it never was
+
+    async def close(self) -> None:
+        """Once every send has settled: commit the last marks and stop; raises what an UPDATE raised."""
+        self._closing = True
+        self._wake.set()
+        await self._task
 
 
 def _asyncpg_dsn(db: Database) -> str:

@@ -31,6 +31,7 @@ from deploy.local.config import (
 from deploy.local.packages import apt_install
 from deploy.local.probes import check_ports, not_ready, wait_http
 from deploy.local.processes import ManagedProcess, launcher_lock, read_record, spawn, stop_process
+from deploy.local.services import instance_ports
 
 # --------------------------------------------------------------------------------------------------
 # The gateway's routing table: path -> owning service. The one place it is written down.
@@ -82,6 +83,12 @@ NESTED_ROUTES: dict[str, dict[str, str]] = {
 # port (health, metrics, the OpenAPI documents), for operators and monitoring inside the network.
 HIDDEN: tuple[str, ...] = ("/_svc/", "/docs", "/redoc", "/openapi.json", "/metrics")
 # /_gateway/healthz answers from nginx itself.
+
+# Passive health checks when a service runs several instances: an instance that fails a connection (refused, reset,
+# timed out) or answers 502 is left out for FAIL_TIMEOUT_S, then tried again with one request. nginx ignores both
+# for a service with one instance (it is never left out: there is nowhere else to go).
+MAX_FAILS = 1
+FAIL_TIMEOUT_S = 5
 
 # Idle upstream connections are closed by nginx before uvicorn closes them (its timeout_keep_alive is 5 s).
 UPSTREAM_KEEPALIVE_S = 4
@@ -195,8 +202,8 @@ def render_nginx_conf(
     docker-compose. With `tls`, the routes are served over HTTPS and the plain `port` redirects there.
     """
     listen_host = ""
-    if target == "local":
-        hosts = {name: f"{HOST}:{port}" for name, port in SERVICE_PORTS.items()}
+    if target == "local":  # every running instance of each service (the launcher records their ports)
+        hosts = {name: [f"{HOST}:{p}" for p in instance_ports(name)] for name in SERVICE_PORTS}
         listen_host = f"{HOST}:"
         values = {
             "USER_DIRECTIVE": "user root;" if IS_ROOT else "# (not root: workers run as the launching user)",
@@ -208,7 +215,7 @@ def render_nginx_conf(
             "LISTEN": f"{HOST}:{port}",
         }
     elif target == "docker":
-        hosts = {name: f"{name}:{port}" for name, port in SERVICE_PORTS.items()}
+        hosts = {name: [f"{name}:{port}"] for name, port in SERVICE_PORTS.items()}
         values = {
             "USER_DIRECTIVE": "user nginx;",
             "WORKER_PROCESSES": "auto",
@@ -228,9 +235,10 @@ def render_nginx_conf(
         values["REDIRECT_SERVER"] = _redirect_server(values["LISTEN"], tls)
     del values["LISTEN"]
     values["UPSTREAMS"] = "\n".join(
-        f"    upstream {name} {{\n        server {host} max_fails=0;\n        keepalive 16;\n"
-        f"        keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;\n    }}"
-        for name, host in hosts.items()
+        f"    upstream {name} {{\n"
+        + "".join(f"        server {host} max_fails={MAX_FAILS} fail_timeout={FAIL_TIMEOUT_S}s;\n" for host in servers)
+        + f"        keepalive 16;\n        keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;\n    }}"
+        for name, servers in hosts.items()
     )
     values["ROUTES"] = _location_blocks()
     values["SECURITY_HEADERS"] = _security_headers(" " * 8)
@@ -247,11 +255,32 @@ def render_nginx_conf(
 def _prepare_gateway() -> list[str]:
     (NGINX_DIR / "tmp").mkdir(parents=True, exist_ok=True)
     (NGINX_DIR / "nginx.conf").write_text(render_nginx_conf("local", tls=configured_tls()))
-    command = [nginx_binary(), "-p", str(NGINX_DIR), "-c", str(NGINX_DIR / "nginx.conf"), "-e", "stderr"]
+    command = _nginx_command()
     test = subprocess.run([*command, "-t", "-q"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if test.returncode != 0:
         raise LauncherError(f"nginx rejects the generated {NGINX_DIR / 'nginx.conf'}:\n{test.stderr}")
     return [*command, "-g", "daemon off;"]
+
+
+def _nginx_command() -> list[str]:
+    return [nginx_binary(), "-p", str(NGINX_DIR), "-c", str(NGINX_DIR / "nginx.conf"), "-e", "stderr"]
+
+
+def reload_gateway() -> bool:
+    """Render nginx.conf again from the instances running now and have the running gateway load it (nginx's
+    graceful reload: requests in flight finish on the old workers). False if no gateway runs or nothing changed."""
+    with launcher_lock():
+        if read_record(GATEWAY) is None:
+            return False
+        conf = NGINX_DIR / "nginx.conf"
+        before = conf.read_text() if conf.exists() else ""
+        command = _prepare_gateway()[:-2]
+        if conf.read_text() == before:
+            return False
+        reload = subprocess.run([*command, "-s", "reload"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if reload.returncode != 0:
+            raise LauncherError(f"nginx did not reload {conf}:\n{reload.stderr}")
+        return True
 
 
 def spawn_gateway() -> ManagedProcess:

@@ -50,12 +50,22 @@ from deploy.local.config import (
     LauncherError,
     secret_key,
 )
-from deploy.local.gateway import NESTED_ROUTES, ROUTES, nginx_binary, render_nginx_conf, start_gateway, stop_gateway
+from deploy.local.gateway import (
+    NESTED_ROUTES,
+    ROUTES,
+    nginx_binary,
+    reload_gateway,
+    render_nginx_conf,
+    start_gateway,
+    stop_gateway,
+)
 from deploy.local.kafka import create_topics, kafka_ready, kafka_tool_command, start_kafka, stop_kafka
 from deploy.local.postgres import database_url, ensure_databases, restart_postgres, start_postgres, stop_postgres
 from deploy.local.probes import check_ports, free_port, http_status, port_in_use, wait_http
 from deploy.local.processes import ManagedProcess, ProcessRecord, log_path, log_tail, read_record, stop_process
 from deploy.local.services import (
+    extra_instances,
+    instance_ports,
     kill_service,
     migrate_service,
     migrate_services,
@@ -101,8 +111,10 @@ __all__ = [
     "database_url",
     "ensure_databases",
     "ensure_up",
+    "extra_instances",
     "free_port",
     "http_status",
+    "instance_ports",
     "kafka_ready",
     "kafka_tool_command",
     "kill_service",
@@ -114,6 +126,7 @@ __all__ = [
     "nginx_binary",
     "port_in_use",
     "read_record",
+    "reload_gateway",
     "render_nginx_conf",
     "restart_postgres",
     "secret_key",

@@ -169,6 +169,40 @@ def migrate_service(name: str) -> None:
     migrate_services([name])
 
 
+# Extra instances of GROUNDSWELL_INSTANCES are named b, c, ... and listen 100 ports above their service's each
+# (membership-b on 8101, membership-c on 8201 with the usual ports): known ports, so the gateway lists them.
+INSTANCE_LETTERS = "bcdefghi"
+
+
+def instances_wanted() -> dict[str, int]:
+    """How many instances of each service `up` runs: GROUNDSWELL_INSTANCES=membership=2,notifications=2 (one for
+    a service it does not name). Each instance serves HTTP behind the gateway and joins its consumer groups."""
+    raw = os.environ.get("GROUNDSWELL_INSTANCES", "").strip()
+    wanted: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, count = item.partition("=")
+        name = name.strip()
+        check_service_name(name)
+        if not count.strip().isdigit() or not 1 <= int(count) <= len(INSTANCE_LETTERS) + 1:
+            raise LauncherError(f"GROUNDSWELL_INSTANCES: {item!r} must be <service>=<1 to {len(INSTANCE_LETTERS) + 1}>,"
+                                " e.g. membership=2,notifications=2")
+        wanted[name] = int(count)
+    return wanted
+
+
+def extra_instances(name: str) -> list[tuple[str, int]]:
+    """(instance, port) of the service's extra instances GROUNDSWELL_INSTANCES asks for."""
+    count = instances_wanted().get(name, 1)
+    return [(letter, SERVICE_PORTS[name] + 100 * (i + 1)) for i, letter in enumerate(INSTANCE_LETTERS[: count - 1])]
+
+
+def instance_ports(name: str) -> list[int]:
+    """The ports of the service's running instances (its main port when none is recorded): the gateway's upstream."""
+    records = [read_record(n) for n in service_instances(name)]
+    ports = {r.port for r in records if r is not None and r.port and r.kind == "service" and r.service == name}
+    return sorted(ports) or [SERVICE_PORTS[name]]
+
+
 def service_has_code(name: str) -> bool:
     return (REPO_ROOT / "services" / name / "__main__.py").exists()
 

@@ -60,6 +60,8 @@ from deploy.local.processes import (
     stop_records,
 )
 from deploy.local.services import (
+    extra_instances,
+    instance_name,
     service_has_code,
     service_ready,
     service_url,
@@ -161,11 +163,29 @@ def _ensure_up(services: bool, started: list[str]) -> None:
             started.append(name)
     for name in service_names:
         component_ready(name, processes.get(name), start_timeout("service"))
+    _ensure_extra_instances(service_names, started)
     if GATEWAY in to_start:
         say(f"starting the gateway on port {GATEWAY_PORT} ...")
         processes[GATEWAY] = spawn_gateway()
         started.append(GATEWAY)
+    else:
+        gateway.reload_gateway()  # instances added since it started join its upstreams
     component_ready(GATEWAY, processes.get(GATEWAY), start_timeout("gateway"))
+
+
+def _ensure_extra_instances(service_names: Iterable[str], started: list[str]) -> None:
+    """Start the extra instances GROUNDSWELL_INSTANCES asks for that do not run yet (docs/scaling.md), then wait."""
+    new: list[tuple[str, str, ManagedProcess]] = []
+    for name in service_names:
+        for instance, port in extra_instances(name):
+            if read_record(instance_name(name, instance)) is None:
+                say(f"starting {instance_name(name, instance)} on port {port} ...")
+                new.append((name, instance, start_service(name, instance=instance, port=port)))
+                started.append(instance_name(name, instance))
+    for name, instance, process in new:
+        if not service_ready(name, start_timeout("service"), instance=instance):
+            raise not_ready(instance_name(name, instance), process, start_timeout("service"),
+                            f"{service_url(name, instance)}/readyz")
 
 
 def ensure_up(services: bool = True, *, started: list[str] | None = None) -> None:
