@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,51 +16,19 @@ import pytest
 from deploy.local import launcher
 from services.events.views import member_token
 from shared import tokens
+from tests.support.everything import ask_path as _ask
+from tests.support.everything import campaign as _campaign
+from tests.support.everything import meeting as _meeting
 from tests.support.inprocess import poll
 from tests.support.joins import join
 from tests.support.mail import MailCatcher
 from tests.support.organisers import organiser_headers
 from tests.support.people import unique_email
 
-SAMPLE_MPS = Path(__file__).resolve().parents[2] / "services" / "campaigns" / "data" / "mps_sample.csv"
-ASKS = [
-    {"kind": "petition", "title": "Sign: equal care for everyone", "body": "We call on the NHS to act.",
-     "addressee": "The Secretary of State for Health"},
-    {"kind": "pledge", "title": "Pledge to speak up", "body": "I pledge to ..."},
-    {"kind": "write_to_mp", "title": "Write to your MP", "letter_subject": "Racism in healthcare",
-     "body": "Dear {mp_name},\n\nPlease act.\n\n{name}"},
-]
-
 
 @pytest.fixture
 def organiser() -> dict[str, str]:
     return organiser_headers()
-
-
-async def _campaign(gateway: httpx.AsyncClient, organiser: dict[str, str]) -> dict[str, Any]:
-    loaded = await gateway.put("/campaigns/api/mps", params={"replace": "false"}, content=SAMPLE_MPS.read_bytes(),
-                               headers=organiser)
-    assert loaded.status_code == 200, loaded.text
-    response = await gateway.post("/campaigns/api/campaigns", headers=organiser, json={
-        "title": f"Equal care {uuid.uuid4().hex[:8]}", "goal": "Equal care", "summary": "Racism harms patients.",
-        "issues": ["racism in healthcare"], "asks": ASKS})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-async def _meeting(gateway: httpx.AsyncClient, organiser: dict[str, str]) -> dict[str, Any]:
-    start = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
-    response = await gateway.post("/meetings", headers=organiser, json={
-        "title": f"Organising meeting {uuid.uuid4().hex[:8]}", "description": "Plan together.", "kind": "in_person",
-        "scope_type": "network", "starts_at": start.isoformat(), "ends_at": (start + timedelta(hours=2)).isoformat(),
-        "venue": "Friends Meeting House, Birmingham", "capacity": 50})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def _ask(campaign: dict[str, Any], kind: str) -> str:
-    ask = next(a for a in campaign["asks"] if a["kind"] == kind)
-    return f"/campaigns/{campaign['id']}/asks/{ask['id']}"
 
 
 async def _act_everywhere(gateway: httpx.AsyncClient, mail: MailCatcher, campaign: dict[str, Any],
