@@ -373,7 +373,7 @@ async def test_roles_are_given_from_the_members_page_and_listed_by_name_never_by
     assert given.status_code == 303
     listed = await client.get("/admin/roles", headers=headers)
     row = next(r for r in listed.text.split("<tr>") if f"/members/{member_id}" in r)
-    assert "Claudia Jones" in row and "Group Nottingham" in row and f">{member_id}<" not in row
+    assert "Claudia Jones" in row and "the local group Nottingham" in row and f">{member_id}<" not in row
 
 
 async def test_erasing_a_member_asks_first_and_only_network_organisers_may(client, db):
