@@ -16,6 +16,7 @@ from services.membership import seeds
 from shared import tokens
 from tests.membership.conftest import confirmed_request, join_form, member_by_email, unique_email
 from tests.membership.test_osdi import api_key
+from tests.support.inprocess import poll
 
 BIRMINGHAM = seeds.unit_id("region", "birmingham-black-country")
 
@@ -153,8 +154,12 @@ async def test_custom_fields_and_phone_numbers_are_kept_downloaded_and_erased(
     )
     assert refused.status_code == 400 and "status" in refused.json()["error"]
 
-    downloaded = await confirmed_request(client, db, membership_settings, member_id, "download")
-    download = json.loads(downloaded.text)["member"]
+    await confirmed_request(client, db, membership_settings, member_id, "download")
+    request_id = await poll(lambda: db.fetchval(
+        "SELECT id FROM member_data_requests WHERE member_id = $1 AND ready_at IS NOT NULL", member_id), 60)
+    token = tokens.sign(membership_settings.secret_key, tokens.MEMBER_DATA, {"r": request_id})
+    downloaded = await client.post("/me/download", data={"token": token})
+    download = json.loads(downloaded.text)["membership"]["member"]
     assert download["phone_number"] == "+447700900123"
     assert download["custom_fields"] == {"employer": "Co-op", "branch": "North"}
 

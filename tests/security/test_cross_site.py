@@ -29,7 +29,7 @@ async def organiser_cookie(membership_db: asyncpg.Connection) -> dict[str, str]:
 
 
 def _meeting_form(title: str) -> dict[str, str]:
-    return {"title": title, "kind": "in_person", "scope_type": "network", "starts_at": "2031-03-04T18:30",
+    return {"title": title, "kind": "in_person", "scope": "network", "starts_at": "2031-03-04T18:30",
             "ends_at": "2031-03-04T20:30", "timezone": "Europe/London", "venue": "Library", "capacity": "",
             "reminders": "1440"}
 
