@@ -389,10 +389,10 @@ RULES: dict[str, Rule] = {
     "campaigns POST /campaigns/organise/pledges/{action_id}": Rule(
         "scoped", P(action_id="pledge"), form=True, body=lambda s: {"decision": "pending"}),
     # narrowed to the home region: a filter never widens what an organiser sees
-    "campaigns GET /campaigns/organise/long-tail": Rule("listing", marker="quiet_member_email",
-                                                        query={"region": HOME}),
-    "campaigns GET /campaigns/organise/long-tail.csv": Rule("listing", marker="quiet_member_email",
-                                                            query={"region": HOME}),
+    # the long tail lists its oldest 500: on a busy stack a new member is not among them, so no marker here (the
+    # scope of the tail itself is filtered in its query, queries.members_without_part)
+    "campaigns GET /campaigns/organise/long-tail": Rule("listing", query={"region": HOME}),
+    "campaigns GET /campaigns/organise/long-tail.csv": Rule("listing", query={"region": HOME}),
     "campaigns GET /campaigns/organise/mps": ANY,
     "campaigns POST /campaigns/organise/mps": Rule("network", form=True, files=True, body=lambda s: {"mode": "add"}),
     "campaigns GET /campaigns/organise/ladder": ANY,
@@ -420,8 +420,7 @@ RULES: dict[str, Rule] = {
     "campaigns GET /campaigns/api/engagement/ladder": ANY,
     "campaigns PUT /campaigns/api/engagement/ladder": Rule("network", body=lambda s: {"levels": []}),
     "campaigns GET /campaigns/api/engagement/members/{member_id}": Rule("scoped", P(member_id="member")),
-    "campaigns GET /campaigns/api/engagement/long-tail": Rule("listing", marker="quiet_member",
-                                                              query={"region": HOME}),
+    "campaigns GET /campaigns/api/engagement/long-tail": Rule("listing", query={"region": HOME}),
     # campaigns: OSDI
     "campaigns GET /api/v2/petitions": Rule("listing", api=True, marker="petition"),
     "campaigns GET /api/v2/people/{person_id}/signatures": Rule("listing", P(person_id="member"), api=True),
@@ -547,12 +546,6 @@ async def seed(system: None) -> AsyncIterator[Seed]:
 
     s.ids["member"] = await new_member()
     s.ids["member_email"] = await mdb.fetchval("SELECT email_normalised FROM members WHERE id = $1", s["member"])
-    # one who never acts (the seeded member signs a petition below, which takes them out of the long tail)
-    s.ids["quiet_member"] = await new_member()
-    s.ids["quiet_member_email"] = await mdb.fetchval(
-        "SELECT email_normalised FROM members WHERE id = $1", s["quiet_member"])
-    await _poll(lambda: s.dbs["campaigns"].fetchval("SELECT 1 FROM members WHERE member_id = $1",
-                                                    s["quiet_member"]), "the quiet member to reach campaigns")
     s.ids["grantee"] = await new_member()  # given a role again and again by the routes that revoke one
     assert await mdb.fetchval("SELECT region_id FROM members WHERE id = $1", s["member"]) == HOME
     await _poll(lambda: s.dbs["campaigns"].fetchval("SELECT 1 FROM members WHERE member_id = $1", s["member"]),
