@@ -38,7 +38,6 @@ from shared.osdi import (
 )
 
 router = osdi.router()
-OUT_OF_SCOPE = "This petition's campaign is outside the part of the network this API key was made for"
 
 
 def _petition(request: Request, base_url: str, a: Any, total: int) -> dict[str, Any]:

@@ -167,11 +167,6 @@ class Meetings:
         async with self.uows.begin() as uow:
             return await queries.list_meetings(uow.session, **filters)
 
-    async def covered(self, organiser: OrganiserScope, meeting: Any) -> bool:
-        """Whether the organiser's (or API key's) scope covers the meeting."""
-        async with self.uows.begin() as uow:
-            return await covers(uow.session, organiser, meeting.scope_type, meeting.scope_id)
-
     async def rsvps_of_member(self, member_id: str, organiser: OrganiserScope) -> list[Row]:
         """A member's RSVPs to the meetings the organiser's (or API key's) scope covers, oldest first."""
         async with self.uows.begin() as uow:
