@@ -3,9 +3,11 @@ deploy/nginx/gateway.conf.template, for the launcher ("local") and for the Docke
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from deploy.local.config import (
     start_timeout,
 )
 from deploy.local.packages import apt_install
-from deploy.local.probes import check_ports, not_ready, wait_http
+from deploy.local.probes import check_ports, not_ready, wait_http, wait_until
 from deploy.local.processes import ManagedProcess, launcher_lock, read_record, spawn, stop_process
 from deploy.local.services import instance_ports
 
@@ -131,22 +133,25 @@ def configured_tls() -> Tls | None:
 
 
 def _tls_listen(listen_host: str, tls: Tls) -> str:
-    return "\n".join([
-        f"        listen {listen_host}{tls.port} ssl;",
-        f"        ssl_certificate {tls.certificate};",
-        f"        ssl_certificate_key {tls.key};",
-        "        ssl_protocols TLSv1.2 TLSv1.3;",
-        "        ssl_prefer_server_ciphers off;",
-        "        ssl_session_cache shared:groundswell_tls:10m;",
-        "        ssl_session_timeout 1d;",
-    ])
+    return "\n".join(
+        [
+            f"        listen {listen_host}{tls.port} ssl;",
+            f"        ssl_certificate {tls.certificate};",
+            f"        ssl_certificate_key {tls.key};",
+            "        ssl_protocols TLSv1.2 TLSv1.3;",
+            "        ssl_prefer_server_ciphers off;",
+            "        ssl_session_cache shared:groundswell_tls:10m;",
+            "        ssl_session_timeout 1d;",
+        ]
+    )
 
 
 def _redirect_server(listen: str, tls: Tls) -> str:
     """Plain HTTP: the gateway's health answer, ACME's challenges, and a permanent redirect to https for the rest."""
     acme = (
         f"        location ^~ /.well-known/acme-challenge/ {{\n            root {tls.acme_webroot};\n        }}\n"
-        if tls.acme_webroot else ""
+        if tls.acme_webroot
+        else ""
     )
     target = tls.public_base_url.rstrip("/")
     return (
@@ -154,7 +159,7 @@ def _redirect_server(listen: str, tls: Tls) -> str:
         f"        listen {listen};\n"
         "        server_name _;\n"
         "        location = /_gateway/healthz {\n            access_log off;\n            default_type text/plain;\n"
-        '            return 200 "ok\\n";\n        }\n'
+        '            return 200 "ok upstreams=@@UPSTREAMS_DIGEST@@\\n";\n        }\n'
         f"{acme}"
         f"        location / {{\n            return 308 {target}$request_uri;\n        }}\n"
         "    }\n"
@@ -181,8 +186,10 @@ def _location_blocks() -> str:
             blocks.append(f"        location {match} {{\n            {body}{nested}\n        }}")
 
     for path, service in sorted(ROUTES.items(), key=lambda item: (item[0] != "/", item[0])):
-        inner = "".join(f"\n            location ~ {pattern} {{ proxy_pass http://{owner}; }}"
-                        for pattern, owner in NESTED_ROUTES.get(path, {}).items())
+        inner = "".join(
+            f"\n            location ~ {pattern} {{ proxy_pass http://{owner}; }}"
+            for pattern, owner in NESTED_ROUTES.get(path, {}).items()
+        )
         location(path, f"proxy_pass http://{service};", inner)
     for path in HIDDEN:
         location(path, "return 404;")
@@ -190,7 +197,7 @@ def _location_blocks() -> str:
 
 
 def _security_headers(indent: str) -> str:
-    return "\n".join(f"{indent}add_header {name} \"{value}\" always;" for name, value in SECURITY_HEADERS.items())
+    return "\n".join(f'{indent}add_header {name} "{value}" always;' for name, value in SECURITY_HEADERS.items())
 
 
 def render_nginx_conf(
@@ -240,6 +247,7 @@ def render_nginx_conf(
         + f"        keepalive 16;\n        keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;\n    }}"
         for name, servers in hosts.items()
     )
+    values["UPSTREAMS_DIGEST"] = hashlib.sha256(values["UPSTREAMS"].encode()).hexdigest()[:16]
     values["ROUTES"] = _location_blocks()
     values["SECURITY_HEADERS"] = _security_headers(" " * 8)
     values["SECURITY_HEADERS_IN_LOCATION"] = _security_headers(" " * 12)
@@ -280,7 +288,27 @@ def reload_gateway() -> bool:
         reload = subprocess.run([*command, "-s", "reload"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if reload.returncode != 0:
             raise LauncherError(f"nginx did not reload {conf}:\n{reload.stderr}")
+        # `nginx -s reload` only signals the master; on a busy machine the old workers answer for a while longer.
+        # Done when a fresh connection is answered by a worker with the new upstreams.
+        digest = re.search(r"upstreams=([0-9a-f]+)", conf.read_text())
+        if digest and not _wait_for_healthz_text(f"upstreams={digest.group(1)}", RELOAD_TIMEOUT_S):
+            raise LauncherError(f"nginx did not load the new {conf} within {RELOAD_TIMEOUT_S} s")
         return True
+
+
+RELOAD_TIMEOUT_S = 30.0
+
+
+def _wait_for_healthz_text(text: str, timeout: float) -> bool:
+    def answers_with_text() -> bool:
+        request = urllib.request.Request(f"{GATEWAY_URL}/_gateway/healthz", headers={"Connection": "close"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 (the local gateway)
+                return text in answer.read().decode(errors="replace")
+        except OSError:
+            return False
+
+    return wait_until(answers_with_text, timeout, interval=0.1)
 
 
 def spawn_gateway() -> ManagedProcess:
