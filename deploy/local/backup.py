@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -123,7 +124,7 @@ def unsealed_chunks(source: IO[bytes], key: bytes) -> Iterator[bytes]:
     head = source.read(len(MAGIC) + 8)
     if not head.startswith(MAGIC):
         raise ValueError("not a Groundswell backup file")
-    prefix, counter, last = head[len(MAGIC):], 0, False
+    prefix, counter, last = head[len(MAGIC) :], 0, False
     while not last:
         size = source.read(4)
         if len(size) < 4:
@@ -261,19 +262,25 @@ async def export_topics(bootstrap: str, target: Path, key: bytes, topics: list[s
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     counts: dict[str, dict[str, int]] = {}
+    for tp in partitions:
+        counts.setdefault(tp.topic, {})[str(tp.partition)] = 0
     try:
         ends = await consumer.end_offsets(partitions) if partitions else {}
+        starts = await consumer.beginning_offsets(partitions) if partitions else {}
+        # Every partition with records at once (one fetch serves many): per partition, one at a time, costs a
+        # round of fetches each, and most of the registered partitions are empty.
+        pending = {tp for tp in partitions if starts[tp] < ends[tp]}
         with target.open("wb") as out:
             writer = SealedWriter(out, key)
-            for tp in partitions:
-                counts.setdefault(tp.topic, {})[str(tp.partition)] = 0
-                consumer.assign([tp])
-                await consumer.seek_to_beginning(tp)
-                idle = 0  # a compacted partition's last offsets may hold no record: stop when fetches stay empty
-                while await consumer.position(tp) < ends[tp] and idle < 3:
-                    batch = await consumer.getmany(tp, timeout_ms=1000, max_records=2000)
-                    idle = 0 if batch.get(tp) else idle + 1
-                    for record in batch.get(tp, []):
+            if pending:
+                consumer.assign(sorted(pending))
+                await consumer.seek_to_beginning(*pending)
+            idle = 0  # a compacted partition's last offsets may hold no record: stop when fetches stay empty
+            while pending and idle < 3:
+                batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=5000)
+                idle = 0 if any(batch.values()) else idle + 1
+                for tp, records in batch.items():
+                    for record in records:
                         if record.offset >= ends[tp]:
                             break
                         line = {"t": tp.topic, "p": tp.partition, "o": record.offset, "ts": record.timestamp,
@@ -281,6 +288,9 @@ async def export_topics(bootstrap: str, target: Path, key: bytes, topics: list[s
                                 "h": [[k, _b64(v)] for k, v in (record.headers or ())]}  # fmt: skip
                         writer.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
                         counts[tp.topic][str(tp.partition)] += 1
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
             writer.close()
     finally:
         await consumer.stop()
@@ -304,7 +314,7 @@ async def import_topics(
 ) -> int:
     """Recreate the registered topics empty, write the records back to their partitions in order, and commit each
     consumer group at the position of its first record not yet handled (offsets are renumbered from 0)."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import AIOKafkaProducer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import OffsetAndMetadata
 
@@ -334,8 +344,16 @@ async def import_topics(
         for record in _records(source, key):
             before.setdefault((record["t"], record["p"]), []).append(record["o"])
             headers = [(k, _unb64(v) or b"") for k, v in record["h"]]
-            pending.append(await producer.send(record["t"], value=_unb64(record["v"]), key=_unb64(record["k"]),
-                                               partition=record["p"], timestamp_ms=record["ts"], headers=headers))
+            pending.append(
+                await producer.send(
+                    record["t"],
+                    value=_unb64(record["v"]),
+                    key=_unb64(record["k"]),
+                    partition=record["p"],
+                    timestamp_ms=record["ts"],
+                    headers=headers,
+                )
+            )
             written += 1
             if len(pending) >= 1000:
                 await asyncio.gather(*pending)
@@ -343,6 +361,7 @@ async def import_topics(
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+    commits = []
     for group_id, topics in groups.items():
         positions = {}
         for topic, partitions in topics.items():
@@ -351,16 +370,22 @@ async def import_topics(
                 renumbered = sum(1 for o in old if o < offset)
                 positions[TopicPartition(topic, int(partition))] = OffsetAndMetadata(renumbered, "")
         live = {tp: meta for tp, meta in positions.items() if tp.topic in registered}
-        if not live:
-            continue
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(list(live))
-            await consumer.commit(live)
-        finally:
-            await consumer.stop()
+        if live:
+            commits.append(_commit_positions(bootstrap, group_id, live))
+    await asyncio.gather(*commits)  # a consumer per group; together, not one after another
     return written
+
+
+async def _commit_positions(bootstrap: str, group_id: str, positions: dict[Any, Any]) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(positions))
+        await consumer.commit(positions)
+    finally:
+        await consumer.stop()
 
 
 # --- the two commands ---------------------------------------------------------------------------------------------
@@ -383,7 +408,9 @@ def create_backup(root: Path = BACKUP_DIR, key_file: Path = BACKUP_KEY_FILE, kee
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     groups = asyncio.run(committed_offsets(bootstrap))  # first: a restored consumer may re-handle, never skip
-    databases = {service: dump_database(service, staging / f"{service}.dump.enc", key) for service in SERVICES}
+    with ThreadPoolExecutor(len(SERVICES)) as pool:  # the databases are separate: dump them side by side
+        dumps = {s: pool.submit(dump_database, s, staging / f"{s}.dump.enc", key) for s in SERVICES}
+        databases = {service: dump.result() for service, dump in dumps.items()}
     erased = asyncio.run(_erased_member_ids())
     kafka = asyncio.run(export_topics(bootstrap, staging / KAFKA_FILE, key, [t.name for t in all_topics()]))
     ledger = _merge_ledger(root, erased)
@@ -440,9 +467,11 @@ def restore_backup(backup: Path, create_topics: Callable[[], None], reapply: Cal
     erasure from the ledger beside it. PostgreSQL and Kafka must run; the services must not."""
     key = load_key(key_file)
     manifest = verify_backup(backup, key)
-    for service, entry in manifest["databases"].items():
-        say(f"restoring {service}'s database ...")
-        restore_database(service, backup / entry["file"], key)
+    say(f"restoring the databases of {', '.join(manifest['databases'])} ...")
+    with ThreadPoolExecutor(len(manifest["databases"])) as pool:
+        restores = [pool.submit(restore_database, s, backup / e["file"], key) for s, e in manifest["databases"].items()]
+        for restored in restores:
+            restored.result()
     say("restoring Kafka's topics ...")
     groups = manifest["consumer_groups"]
     written = asyncio.run(import_topics(bootstrap, backup / KAFKA_FILE, key, groups, create_topics))
