@@ -22,13 +22,14 @@ BENCH_ARGS ?=
 
 export UV_PYTHON_DOWNLOADS ?= never
 
-.PHONY: help install run up infra stop down status organiser backup restore test lint bench demo
+.PHONY: help install run up infra stop down status organiser roll backup restore test lint bench demo
 
 help:
 	@echo "make install   bootstrap: uv, system packages (postgresql nginx-light chromium java maven prometheus: promtool checks the alert rules), .venv"
 	@echo "make run       run everything in the foreground; Ctrl-C stops it"
 	@echo "make backup    an encrypted backup of every database and Kafka's topics (docs/operations.md, Backups)"
 	@echo "make restore BACKUP=dir   bring the stopped system back from a backup"
+	@echo "make roll      upgrade without downtime: expand migrations, restart every instance one at a time (docs/operations.md)"
 	@echo "make up        start everything in the background (reuses what runs); prints the addresses"
 	@echo "make infra     start only Kafka, PostgreSQL and the SMTP catcher"
 	@echo "make stop      stop everything the launcher started (also: make down)"
@@ -88,6 +89,11 @@ backup: install
 restore: install
 	@test -n "$(BACKUP)" || { echo 'usage: make restore BACKUP=.run/backups/<time>  (stop the services first: make stop)' >&2; exit 2; }
 	@$(PY) -m deploy.local.backup restore "$(BACKUP)"
+
+# Upgrade without downtime (docs/operations.md): after `git pull`, expand migrations, then every instance of every
+# running service restarted one at a time behind the gateway. ROLL="membership events" limits it.
+roll: install
+	@$(LAUNCHER) roll $(ROLL)
 
 organiser: install
 	@test -n "$(EMAIL)" || { echo 'usage: make organiser EMAIL=you@example.org [SCOPE=network|region|group|subteam SCOPE_ID=...] [NAME="..."]' >&2; exit 2; }
