@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shared.config import get_settings
+from shared.kafka_security import kafka_client_options
 
 FOREVER = -1
 DAY_MS = 24 * 3600 * 1000
@@ -181,7 +182,9 @@ async def create_topics(bootstrap: str | None = None, extra: tuple[TopicSpec, ..
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     settings = get_settings()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap or settings.kafka_bootstrap_servers, **kafka_client_options(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
