@@ -123,7 +123,7 @@ def test_topics_are_created_over_sasl_ssl_with_a_scram_user(tls_servers: None, p
     result = topics_command({
         "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
         "KAFKA_SASL_USERNAME": SCRAM_USER.name, "KAFKA_SASL_PASSWORD": SCRAM_USER.password,
-        "KAFKA_SSL_CA_FILE": str(pki.ca), "KAFKA_REPLICATION_FACTOR": "1",
+        "KAFKA_SSL_CA_FILE": str(pki.ca), "KAFKA_REPLICATION_FACTOR": "1", "KAFKA_PARTITIONS": "1",
     })  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert {t.name for t in all_topics()} <= asyncio.run(topic_names(plain(pki)))
@@ -134,8 +134,9 @@ def test_topic_creation_refuses_a_broker_its_ca_did_not_sign_and_says_so(tls_ser
         "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": PLAIN_USER.name,
         "KAFKA_SASL_PASSWORD": PLAIN_USER.password, "KAFKA_SSL_CA_FILE": str(pki.untrusted_ca),
     })  # fmt: skip
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
+    assert f"Kafka at {SASL_SSL} refused or could not be reached over SASL_SSL" in result.stderr
 
 
 @pytest.fixture(scope="module")
