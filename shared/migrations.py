@@ -9,7 +9,8 @@ from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import async_engine_from_config
+
+from shared.db import connect_engine
 
 
 def alembic_config(service_dir: Path, database_url: str) -> Config:
@@ -38,9 +39,7 @@ def run_env(metadata: MetaData) -> None:
             context.run_migrations()
 
     async def run_async() -> None:
-        engine = async_engine_from_config(
-            config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool
-        )
+        engine = connect_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
         async with engine.connect() as connection:
             await connection.run_sync(do_run)
         await engine.dispose()

@@ -39,6 +39,7 @@ from typing import IO, Any
 
 from deploy.local.config import KAFKA_BOOTSTRAP, SERVICES, STATE_DIR, LauncherError, say
 from deploy.local.postgres import database_url, pg_bin_dir
+from shared.database_url import database_name, libpq_url, with_database
 
 BACKUP_DIR = Path(os.environ.get("GROUNDSWELL_BACKUP_DIR") or STATE_DIR / "backups").absolute()
 BACKUP_KEY_FILE = Path(os.environ.get("BACKUP_KEY_FILE") or STATE_DIR / "backup.key").absolute()
@@ -147,7 +148,7 @@ def unsealed_chunks(source: IO[bytes], key: bytes) -> Iterator[bytes]:
 
 # --- databases ----------------------------------------------------------------------------------------------------
 def _libpq_url(service: str) -> str:
-    return database_url(service).replace("postgresql+asyncpg://", "postgresql://", 1)
+    return libpq_url(database_url(service))  # TLS parameters kept: pg_dump reads sslmode, sslrootcert …
 
 
 def _pg_tool(name: str) -> str:
@@ -176,8 +177,8 @@ async def _recreate_database(service: str) -> None:
     import asyncpg  # type: ignore[import-untyped]
 
     url = _libpq_url(service)
-    name = url.rsplit("/", 1)[1].split("?")[0]
-    conn = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres", timeout=10)
+    name = database_name(url)
+    conn = await asyncpg.connect(with_database(url, "postgres"), timeout=10)
     try:
         await conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -227,11 +228,21 @@ def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
+def _kafka_options() -> dict[str, Any]:
+    """TLS and SASL as the services connect (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*: shared/config.py).
+    Only those are read: a backup needs no SECRET_KEY, so its check is not made here."""
+    # Not at the top: `make stop`/`make status` import the launcher with the system Python, without the venv.
+    from shared.config import Settings
+    from shared.kafka_security import kafka_client_options
+
+    return kafka_client_options(Settings(groundswell_dev=True))
+
+
 async def committed_offsets(bootstrap: str) -> dict[str, dict[str, dict[str, int]]]:
     """Every consumer group's committed offsets: {group: {topic: {partition: offset}}}."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_kafka_options())
     await admin.start()
     try:
         groups: dict[str, dict[str, dict[str, int]]] = {}
@@ -250,7 +261,7 @@ async def export_topics(bootstrap: str, target: Path, key: bytes, topics: list[s
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_kafka_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -259,7 +270,9 @@ async def export_topics(bootstrap: str, target: Path, key: bytes, topics: list[s
         await admin.close()
     partitions = [TopicPartition(d["topic"], p["partition"]) for d in sorted(described, key=lambda d: d["topic"])
                   for p in sorted(d["partitions"], key=lambda p: p["partition"])]  # fmt: skip
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **_kafka_options()
+    )
     await consumer.start()
     counts: dict[str, dict[str, int]] = {}
     for tp in partitions:
@@ -320,7 +333,7 @@ async def import_topics(
 
     from shared.topics import all_topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_kafka_options())
     await admin.start()
     try:
         registered = {t.name for t in all_topics()}
@@ -336,7 +349,9 @@ async def import_topics(
     await asyncio.to_thread(create_topics)  # as the launcher does: `python -m shared.topics create`
     # How many records of each partition came before each old offset: the new offset of a committed position.
     before: dict[tuple[str, int], list[int]] = {}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5, **_kafka_options()
+    )
     await producer.start()
     written = 0
     try:
@@ -379,7 +394,9 @@ async def import_topics(
 async def _commit_positions(bootstrap: str, group_id: str, positions: dict[Any, Any]) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, **_kafka_options()
+    )
     await consumer.start()
     try:
         consumer.assign(list(positions))

@@ -40,6 +40,7 @@ from services.campaigns.reports import Reports, Scope
 from shared.consumer import H_REPLAY_FOR_GROUP, typed_data
 from shared.db import Database
 from shared.events.envelope import Envelope, EventData
+from shared.kafka_security import kafka_client_options
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.uow import UnitOfWork, UnitsOfWork
@@ -73,7 +74,8 @@ class TopicReader:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    client_id=f"campaigns-rebuild-{uuid.uuid4().hex[:6]}", max_poll_records=1000)
+                                    client_id=f"campaigns-rebuild-{uuid.uuid4().hex[:6]}", max_poll_records=1000,
+                                    **kafka_client_options())
         await consumer.start()
         self.consumer = consumer
         cluster = await consumer._client.fetch_all_metadata()
