@@ -43,15 +43,16 @@ async def _announcements(mail: MailCatcher, email: str, title: str) -> int:
 
 def _form(title: str, scope: str) -> dict[str, str]:
     start = datetime.now(UTC) + timedelta(days=5)
+    end = start + timedelta(hours=2)
     return {"title": title, "description": "Planning the spring.", "kind": "in_person",
-            "starts_at": start.strftime("%Y-%m-%dT%H:%M"), "ends_at": (start + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"),
+            "starts_at": start.strftime("%Y-%m-%dT%H:%M"), "ends_at": end.strftime("%Y-%m-%dT%H:%M"),
             "timezone": "Europe/London", "venue": "Friends Meeting House", "capacity": "", "rsvp_deadline": "",
             "online_url": "", "reminders": "60", "scope": scope}
 
 
 async def _meeting(events_db: asyncpg.Connection, title: str) -> Any:
-    return await events_db.fetchrow("SELECT id, scope_type, scope_id, region_id, sequence FROM meetings WHERE title = $1",
-                                    title)
+    query = "SELECT id, scope_type, scope_id, region_id, sequence FROM meetings WHERE title = $1"
+    return await events_db.fetchrow(query, title)
 
 
 async def test_moving_a_meeting_to_its_whole_region_tells_only_the_newly_included_and_keeps_the_rsvps(
