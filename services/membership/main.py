@@ -20,6 +20,7 @@ from services.membership.consumers import (
 )
 from services.membership.directory import Directory
 from services.membership.front_door import FrontDoor
+from services.membership.join_followups import JoinFollowups
 from services.membership.join_forms import JoinForms
 from services.membership.joins import Joins
 from services.membership.member_data import MemberData
@@ -105,6 +106,7 @@ def create_app(
     install_error_bodies(app)
     app.state.joins = joins
     app.state.join_forms = JoinForms(joins, JoinBatcher(joins))
+    app.state.join_followups = JoinFollowups(runtime.uows, joins, settings.secret_key)
     app.state.member_rights = MemberRights(runtime.uows, joins.requests)
     app.state.member_data = member_data
     app.state.origins = AllowedOrigins(runtime.uows)

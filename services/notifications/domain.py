@@ -112,6 +112,12 @@ def is_announced(parent_meeting_id: str | None) -> bool:
     return parent_meeting_id is None
 
 
+def audience_moves(changed: Iterable[str]) -> bool:
+    """Whether a meeting's change moves it to another part of the network (MeetingUpdated.changed), so its
+    announcement reaches whoever is in the new audience and was not told yet."""
+    return bool({"scope_type", "scope_id"} & set(changed))
+
+
 def announcement_goes_ahead(status: str, starts_at: datetime, now: datetime) -> bool:
     """An announcement still worth sending: the meeting is not cancelled and has not started."""
     return status != "cancelled" and starts_at >= now

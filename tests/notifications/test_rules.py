@@ -13,6 +13,7 @@ from services.notifications.domain import (
     Readiness,
     announcement_audience,
     announcement_goes_ahead,
+    audience_moves,
     changes_worth_an_email,
     first_name_of,
     follow_up_decision,
@@ -86,6 +87,11 @@ def test_an_announcement_goes_to_the_members_of_the_meetings_scope(scope_type, e
 def test_a_conferences_sessions_are_announced_with_the_conference_not_one_by_one():
     assert is_announced(None)
     assert not is_announced("conference-1")
+
+
+def test_a_meeting_moved_to_another_part_of_the_network_is_announced_again_and_other_changes_are_not():
+    assert audience_moves(["venue", "scope_id"]) and audience_moves(["scope_type"])
+    assert not audience_moves(["title", "starts_at", "capacity"])
 
 
 def test_a_cancelled_or_started_meeting_is_no_longer_announced():
