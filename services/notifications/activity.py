@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -230,7 +230,7 @@ class ActivityLog:
     @staticmethod
     async def _gone(uow: UnitOfWork, member_id: str, why: str, *, keep_subject: bool) -> None:
         a = tables.activity
-        marked = a.c.detail.op("||")(func.jsonb_build_object(literal(GONE), literal(why)).cast(JSONB))
+        marked = a.c.detail.op("||")(literal({GONE: why}, JSONB))
         values: dict[str, Any] = {"detail": marked}
         if not keep_subject:
             values["subject_id"] = None

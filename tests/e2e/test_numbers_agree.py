@@ -224,8 +224,8 @@ async def test_the_dashboard_and_osdi_count_the_members_membership_has(gateway, 
 
     # Organisers' digests, built now, over their first period (the week up to now).
     await poll(lambda: _activity_settled(notifications_db, ids, loaded.json()["id"], group["id"]))
-    regional, network_wide = await asyncio.gather(_digest(notifications_db, readers[region]),
-                                                  _digest(notifications_db, readers[None]))
+    regional = await _digest(notifications_db, readers[region])
+    network_wide = await _digest(notifications_db, readers[None])
     start, end = (datetime.fromisoformat(regional[k]) for k in ("period_start", "period_end"))
     in_group = "EXISTS (SELECT 1 FROM member_groups mg WHERE mg.member_id = m.id AND mg.group_id = $1)"
     truth = await _digest_truth(membership_db, IN_REGION, region, start, end, signers)
