@@ -109,7 +109,7 @@ async def test_a_member_who_joins_and_acts_with_their_address_typed_differently_
                    {"Your pledge, in your own words": "I will stand with my neighbours."})
         await _act(person, ask_path(asks, "write_to_mp"), name, f"{email.title()} ", "Find my MP",
                    {"Your home postcode": "NG7 2RD"})
-        await person.get_by_label("Your letter").fill(f"Dear Chris Holloway,\n\nPlease act.\n\n{name}")
+        await person.get_by_role("textbox", name="Your letter").fill(f"Dear Chris Holloway,\n\nPlease act.\n\n{name}")
         await _submit(person, "Send my letter")
         await person.goto(GATEWAY + await poll(lambda: _letter_link(mail, email), 90, 0.5))
         await _submit(person, "Send my letter")
