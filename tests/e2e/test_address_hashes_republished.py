@@ -35,7 +35,7 @@ async def _from_before_the_hash(membership_db: asyncpg.Connection, campaigns_db:
     member_id = str(await poll(lambda: membership_db.fetchval(
         "SELECT id FROM members WHERE email_normalised = $1", email)))
     for db in (campaigns_db, events_db):
-        await poll(lambda d=db: d.fetchval("SELECT email_hash FROM members WHERE member_id = $1", member_id))
+        await poll(lambda: db.fetchval("SELECT email_hash FROM members WHERE member_id = $1", member_id))  # noqa: B023
         await db.execute("UPDATE members SET email_hash = NULL WHERE member_id = $1", member_id)
     await membership_db.execute("UPDATE members SET address_hash_due = true WHERE id = $1", member_id)
     return member_id

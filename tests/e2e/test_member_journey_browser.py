@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Page
+from playwright.async_api import BrowserContext, Page, ViewportSize
 
 from deploy.local import launcher
 from shared import auth, tokens
@@ -27,7 +27,7 @@ from tests.support.people import unique_email
 
 pytestmark = pytest.mark.browser
 
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 GATEWAY = launcher.GATEWAY_URL
 
 
