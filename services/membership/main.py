@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from services.membership import db as tables
 from services.membership import deps, organise, osdi, public, rights, web
 from services.membership.accounts import OrganiserAccounts
+from services.membership.address_hashes import AddressHashes
 from services.membership.batching import JoinBatcher
 from services.membership.consumers import (
     ACTIVITY_GROUP,
@@ -87,6 +88,16 @@ def create_app(
             await asyncio.sleep(30)
 
     runtime.add_background(send_overdue_downloads)
+    address_hashes = AddressHashes(runtime.uows, settings.secret_key)
+
+    async def publish_address_hashes() -> None:
+        """Once at start-up: members from before MemberJoined carried their address hash (nobody, once done)."""
+        try:
+            await address_hashes.publish_all()
+        except Exception as exc:  # the next start (or the command) finishes it
+            log.warning("publishing address hashes failed", error=repr(exc))
+
+    runtime.add_background(publish_address_hashes)
     runtime.add_registry(
         build_registry(Reactions(joins), reactions_group, public_group, activity_group, member_data,
                        member_data_group)

@@ -13,6 +13,7 @@ from services.notifications.domain import (
     Readiness,
     announcement_audience,
     announcement_goes_ahead,
+    arrivals_and_returns,
     audience_moves,
     changes_worth_an_email,
     first_name_of,
@@ -218,3 +219,13 @@ def test_a_welcome_lists_the_soonest_meetings_of_the_members_groups_region_and_n
 )
 def test_smtp_errors_are_kept_without_the_addresses_relays_echo(error, kept):
     assert kept in without_addresses(error) and "@" not in without_addresses(error)
+
+
+def test_a_member_is_new_once_and_coming_back_moves_their_first_arrival():
+    def row(member: str, region: str) -> dict[str, Any]:
+        return {"subject_id": member, "region_id": region}
+
+    run = [row("ada", "west"), row("bo", "west"), row("ada", "east"), row("cy", "east")]
+    arrivals, returns = arrivals_and_returns(run, known={"cy"})
+    assert arrivals == [row("ada", "west"), row("bo", "west")]  # new to the log: each once
+    assert returns == [row("ada", "east"), row("cy", "east")]  # back (or seen before): their row moves, no new one
