@@ -182,19 +182,26 @@ LOG4J2_TOOLS = """<?xml version="1.0" encoding="UTF-8"?>
 
 def kafka_server_properties(data: Path = KAFKA_DIR / "data") -> str:
     """The node's server.properties, its logs and metadata in `data`."""
+    quorum = f"controller.quorum.bootstrap.servers={HOST}:{KAFKA_CONTROLLER_PORT}"
     return f"""# Written by deploy/local/kafka.py on every start: a single-node KRaft cluster for development.
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers={HOST}:{KAFKA_CONTROLLER_PORT}
-listeners=PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://{HOST}:{KAFKA_PORT}
+{kraft_node_properties(1, quorum, KAFKA_PORT, KAFKA_CONTROLLER_PORT, data)}min.insync.replicas=1
+{replication_properties(1)}{COMMON_PROPERTIES}"""
+
+
+def kraft_node_properties(node: int, quorum: str, port: int, controller_port: int, data: Path) -> str:
+    """What every local node (a broker and a controller in one process) says of itself: its id, how it finds the
+    controllers (`quorum`, one property line), its listeners on this machine and its storage in `data`."""
+    return f"""process.roles=broker,controller
+node.id={node}
+{quorum}
+listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}
+advertised.listeners=PLAINTEXT://{HOST}:{port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
 metadata.log.dir={data}
-min.insync.replicas=1
-{replication_properties(1)}{COMMON_PROPERTIES}"""
+"""
 
 
 def replication_properties(replicas: int) -> str:

@@ -32,6 +32,7 @@ from deploy.local.kafka import (
     ensure_kafka_libs,
     kafka_command,
     kafka_version,
+    kraft_node_properties,
     new_cluster_id,
     replication_properties,
     storage_format_command,
@@ -69,22 +70,13 @@ def node_dir(node: int) -> Path:
 
 def node_properties(node: int, nodes: int, data: Path, offset: int = CLUSTER_OFFSET) -> str:
     """Node `node`'s server.properties: every node votes for the controller (a static quorum); new topics and the
-    cluster's internal ones get three copies (fewer nodes: one each). min.insync.replicas stays Kafka's default (1)
-    on purpose: topics set their own (shared/topics.py), which the drill checks from the cluster."""
+    cluster's internal ones get three copies (as many as there are nodes, if fewer). min.insync.replicas stays
+    Kafka's default (1) on purpose: topics set their own (shared/topics.py), which the drill checks from the cluster."""
     voters = ",".join(f"{n}@{HOST}:{controller_port(n, offset)}" for n in range(1, nodes + 1))
-    port, controller = broker_port(node, offset), controller_port(node, offset)
+    node_lines = kraft_node_properties(node, f"controller.quorum.voters={voters}", broker_port(node, offset),
+                                       controller_port(node, offset), data)  # fmt: skip
     return f"""# Written by deploy/local/kafka_cluster.py on every start: node {node} of a {nodes}-node KRaft cluster.
-process.roles=broker,controller
-node.id={node}
-controller.quorum.voters={voters}
-listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller}
-advertised.listeners=PLAINTEXT://{HOST}:{port}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-log.dirs={data}
-metadata.log.dir={data}
-{replication_properties(min(3, nodes))}{COMMON_PROPERTIES}"""
+{node_lines}{replication_properties(min(3, nodes))}{COMMON_PROPERTIES}"""
 
 
 def _formatted_template(nodes: int) -> Path:

@@ -50,12 +50,15 @@ BOOTSTRAP = kafka_cluster.bootstrap_servers(NODES, OFFSET)
 
 @pytest.fixture(scope="module")
 def drill(tmp_path_factory) -> Iterator[SecondStack]:
-    """The cluster, then the stack with two instances of every service on it; all of it stopped afterwards."""
+    """The cluster, then the stack with two instances of every service on it; all of it stopped afterwards. Eleven
+    processes start at once on a busy machine: each part may take up to 300 s to get ready."""
     stack = SecondStack(tmp_path_factory.mktemp("scale-drill"), OFFSET, {
         "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP, "KAFKA_REPLICATION_FACTOR": "3",
-        "GROUNDSWELL_INSTANCES": ",".join(f"{s}=2" for s in SERVICES)})  # fmt: skip
+        "GROUNDSWELL_INSTANCES": ",".join(f"{s}=2" for s in SERVICES),
+        "GROUNDSWELL_START_TIMEOUT": "300"})  # fmt: skip
     try:
-        assert stack.run("-m", "deploy.local.kafka_cluster", "start", "--nodes", str(NODES)).strip() == BOOTSTRAP
+        started = stack.run("-m", "deploy.local.kafka_cluster", "start", "--nodes", str(NODES))
+        assert started.splitlines()[-1] == BOOTSTRAP
         stack.launcher("up")
         yield stack
     finally:
@@ -189,6 +192,9 @@ async def test_killing_a_broker_and_instances_mid_load_loses_and_repeats_nothing
     stored = {r["email_normalised"]: r["n"] for r in rows}
     assert all(stored.get(e) == 1 for e in accepted), "an accepted join was lost"
     assert all(n == 1 for n in stored.values()), "a join was stored twice"
+    # A join answered 503 may still have been stored (the instance died after its commit, before its answer): that
+    # member is welcomed like any other, and trying again would be a repeat (a confirmation link, not a new member).
+    members_stored = set(stored)
 
     # Everything settles: no outbox row left anywhere, no email waiting or being sent, a welcome for everyone.
     mail = MailCatcher(drill.catcher)
@@ -201,7 +207,7 @@ async def test_killing_a_broker_and_instances_mid_load_loses_and_repeats_nothing
                                                "('pending', 'sending')"):  # fmt: skip
             return False
         welcomed = {rcpt for m in await mail.messages() for rcpt in m["to"]}
-        return set(accepted) <= welcomed
+        return members_stored <= welcomed
 
     await wait_until(settled, "every outbox and delivery to settle and every welcome to arrive")
     settled_seconds = time.time() - began
@@ -214,7 +220,7 @@ async def test_killing_a_broker_and_instances_mid_load_loses_and_repeats_nothing
         for rcpt in message["to"]:
             if rcpt in emails:
                 message_ids[rcpt].append(message["headers"]["Message-ID"])
-    assert set(message_ids) == set(accepted), "an email went to an address whose join was refused"
+    assert set(message_ids) == members_stored, "an email went to an address whose join was not stored"
     assert all(len(set(ids)) == 1 for ids in message_ids.values()), "someone got two different welcomes"
     resent_emails = {e: ids for e, ids in message_ids.items() if len(ids) > 1}
     assert len(resent_emails) <= Settings().smtp_connections and all(len(ids) == 2 for ids in resent_emails.values())
@@ -242,7 +248,7 @@ async def test_killing_a_broker_and_instances_mid_load_loses_and_repeats_nothing
     assert all(across), "a MemberJoined was sent twice, but not across the kill of a membership instance"
 
     figures = {
-        "joins": JOINS, "rate_per_s": RATE, "accepted": len(accepted),
+        "joins": JOINS, "rate_per_s": RATE, "accepted": len(accepted), "stored": len(members_stored),
         "answered_503": sum(j.status == 503 for j in joins), "load_seconds": round(load_seconds, 1),
         "settled_seconds": round(settled_seconds, 1), "killed_broker": broker,
         "partitions_it_led": leaders[broker], "member_joined_records": sum(len(s) for s in copies.values()),
