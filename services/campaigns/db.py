@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -250,6 +252,7 @@ rpt_members = Table(
     Column("left_at", DateTime(timezone=True), nullable=True),
     Column("status", String(20), nullable=False, server_default="active"),  # active | left | erased
     Index("ix_rpt_members_source", "source"),
+    Index("ix_rpt_members_joined_at", "joined_at"),  # the dashboard's "joined in the last 30 days"
 )
 
 rpt_meetings = Table(
@@ -317,6 +320,20 @@ rpt_levels = Table(
     Column("changed_at", DateTime(timezone=True), nullable=False),
 )
 
+# The dashboard's member figures per scope, kept by the projection (services/campaigns/tallies.py).
+rpt_tallies = Table(
+    "rpt_tallies",
+    metadata,
+    Column("scope_type", String(20), nullable=False),  # network | region | group | subteam
+    Column("scope_id", String(36), nullable=False),  # "" for the network
+    Column("kind", String(20), nullable=False),  # place | level | partner
+    Column("key", String(40), nullable=False),  # a region or group id, "" for none, "*" for all; a level; a partner
+    Column("week", Date, nullable=False),  # the Monday of the joins and leaves counted (places); 1970-01-01 else
+    Column("joins", BigInteger, nullable=False),
+    Column("leaves", BigInteger, nullable=False),
+    PrimaryKeyConstraint("scope_type", "scope_id", "kind", "key", "week"),
+)
+
 # Swapped together by `rebuild-reporting`, in this order.
 REPORTING_TABLES: tuple[Table, ...] = (
     rpt_inbox,
@@ -328,4 +345,5 @@ REPORTING_TABLES: tuple[Table, ...] = (
     rpt_asks,
     rpt_actions,
     rpt_levels,
+    rpt_tallies,
 )

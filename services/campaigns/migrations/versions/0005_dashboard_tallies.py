@@ -1,0 +1,40 @@
+"""The dashboard's member figures kept as tallies by the reporting projection (issue 20), counted once here for the
+members the read model already holds; an index for "joined in the last 30 days".
+
+Revision ID: 0005
+Revises: 0004
+"""
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from services.campaigns.tallies import CONTRIBUTIONS
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "rpt_tallies",
+        sa.Column("scope_type", sa.String(length=20), nullable=False),
+        sa.Column("scope_id", sa.String(length=36), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("key", sa.String(length=40), nullable=False),
+        sa.Column("week", sa.Date(), nullable=False),
+        sa.Column("joins", sa.BigInteger(), nullable=False),
+        sa.Column("leaves", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("scope_type", "scope_id", "kind", "key", "week", name=op.f("pk_rpt_tallies")),
+    )
+    op.create_index("ix_rpt_members_joined_at", "rpt_members", ["joined_at"])
+    # The projection waits for this transaction (its batches take the tallies' lock first), so nothing is missed.
+    op.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.rpt_tallies'))"))
+    op.get_bind().execute(sa.text(CONTRIBUTIONS), {"ids": None, "sign": 1})
+
+
+def downgrade() -> None:
+    op.drop_index("ix_rpt_members_joined_at", table_name="rpt_members")
+    op.drop_table("rpt_tallies")
