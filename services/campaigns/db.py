@@ -305,7 +305,7 @@ rpt_actions = Table(
     Column("ask_id", String(36), nullable=False),
     Column("campaign_id", String(36), nullable=False, index=True),
     Column("kind", String(20), nullable=False),
-    Column("member_id", String(36), nullable=True),
+    Column("member_id", String(36), nullable=True, index=True),  # a member's actions, placed again when they move
     Column("region_id", String(36), nullable=True),
     Column("group_id", String(36), nullable=True),
     Column("join_network", Boolean, nullable=False),
@@ -326,11 +326,12 @@ rpt_tallies = Table(
     metadata,
     Column("scope_type", String(20), nullable=False),  # network | region | group | subteam
     Column("scope_id", String(36), nullable=False),  # "" for the network
-    Column("kind", String(20), nullable=False),  # place | level | partner
-    Column("key", String(40), nullable=False),  # a region or group id, "" for none, "*" for all; a level; a partner
+    Column("kind", String(20), nullable=False),  # place | level | partner | ask | campaign
+    # a region or group id, "" for none, "*" for all; a level; a partner; an ask; a campaign
+    Column("key", String(40), nullable=False),
     Column("week", Date, nullable=False),  # the Monday of the joins and leaves counted (places); 1970-01-01 else
-    Column("joins", BigInteger, nullable=False),
-    Column("leaves", BigInteger, nullable=False),
+    Column("joins", BigInteger, nullable=False),  # asks and campaigns: the actions
+    Column("leaves", BigInteger, nullable=False),  # asks and campaigns: the actions that joined the network
     PrimaryKeyConstraint("scope_type", "scope_id", "kind", "key", "week"),
 )
 

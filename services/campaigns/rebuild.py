@@ -292,7 +292,7 @@ class BulkShadow:
             indexed = time.monotonic()
             # The dashboard's tallies, once for everyone (the projection keeps them from here on).
             await session.execute(text(f"SET LOCAL search_path TO {schema}, {LIVE}"))
-            await tallies.recount(session, None, 1)
+            await tallies.recount_everyone(session)
         log.info("reporting shadow written", events=self.size, copy_s=round(copied - started, 2),
                  indexes_s=round(indexed - copied, 2), tallies_s=round(time.monotonic() - indexed, 2))
         self.rows, self.seen, self.inbox = memory_rows(), set(), []

@@ -44,12 +44,6 @@ class Scope:
                 "group": ":sid = ANY({a}.group_ids)",
                 "subteam": ":sid = ANY({a}.subteam_ids)"}[self.scope_type].format(a=alias)
 
-    def actions(self, alias: str) -> str:
-        if self.network:
-            return "TRUE"
-        return {"region": f"{alias}.place_region = :sid", "group": f":sid = ANY({alias}.place_groups)",
-                "subteam": f":sid = ANY({alias}.place_subteams)"}[self.scope_type]
-
     def scoped(self, alias: str) -> str:
         """Something with its own scope (a meeting, a campaign) that lies within this one."""
         if self.network:
@@ -65,21 +59,6 @@ class Scope:
         """This scope's tallies (tallies.py)."""
         return {"scope_type": "network", "scope_id": ""} if self.network else {
             "scope_type": self.scope_type, "scope_id": self.scope_id or ""}
-
-
-PLACED_ACTIONS = """
-WITH placed AS (
-  SELECT a.*,
-         coalesce(a.region_id, m1.region_id, m2.region_id) AS place_region,
-         coalesce(m1.group_ids, m2.group_ids,
-                  CASE WHEN a.group_id IS NULL THEN '{}'::varchar[] ELSE ARRAY[a.group_id]::varchar[] END)
-           AS place_groups,
-         coalesce(m1.subteam_ids, m2.subteam_ids, '{}'::varchar[]) AS place_subteams
-  FROM rpt_actions a
-  LEFT JOIN rpt_members m1 ON m1.member_id = a.member_id
-  LEFT JOIN rpt_members m2 ON a.member_id IS NULL AND m2.source = 'action:' || a.action_id
-)
-"""
 
 
 async def units_by_id(session: AsyncSession) -> dict[str, Any]:
@@ -182,10 +161,10 @@ class Reports:
     async def actions(self, session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
         """Actions per ask by people in scope: every ask of the campaigns they took part in or the scope runs."""
         counts = (await session.execute(text(
-            PLACED_ACTIONS + "SELECT p.ask_id, count(*) AS n, count(*) FILTER (WHERE p.join_network) AS joined "
-            f"FROM placed p WHERE {scope.actions('p')} GROUP BY p.ask_id"
-        ), scope.params())).all()
-        by_ask = {r.ask_id: (r.n, r.joined) for r in counts}
+            "SELECT key AS ask_id, sum(joins) AS n, sum(leaves) AS joined FROM rpt_tallies WHERE kind = 'ask' "
+            "AND scope_type = :scope_type AND scope_id = :scope_id GROUP BY key HAVING sum(joins) > 0"
+        ), scope.tallied())).all()
+        by_ask = {r.ask_id: (int(r.n), int(r.joined)) for r in counts}
         asks = (await session.execute(text(
             "SELECT k.ask_id, k.kind, k.title, k.campaign_id, c.title AS campaign, "
             f"({scope.scoped('c')}) AS own FROM rpt_asks k LEFT JOIN rpt_campaigns c ON c.campaign_id = k.campaign_id"
@@ -202,13 +181,13 @@ class Reports:
     async def partners(self, session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
         """Partner organisations: campaigns they are in (of those touching the scope), actions on those, members."""
         rows = (await session.execute(text(
-            PLACED_ACTIONS + ", scoped AS (SELECT p.campaign_id, count(*) AS n FROM placed p "
-            f"WHERE {scope.actions('p')} GROUP BY p.campaign_id) "
+            "WITH scoped AS (SELECT key AS campaign_id, sum(joins) AS n FROM rpt_tallies WHERE kind = 'campaign' "
+            "AND scope_type = :scope_type AND scope_id = :scope_id GROUP BY key HAVING sum(joins) > 0) "
             "SELECT pid AS partner_id, count(DISTINCT c.campaign_id) AS campaigns, "
             "coalesce(sum(s.n), 0) AS actions FROM rpt_campaigns c CROSS JOIN LATERAL unnest(c.partner_ids) AS pid "
             f"LEFT JOIN scoped s ON s.campaign_id = c.campaign_id WHERE ({scope.scoped('c')}) OR s.n IS NOT NULL "
             "GROUP BY pid"
-        ), scope.params())).all()
+        ), {**scope.params(), **scope.tallied()})).all()
         members = await self._active(session, scope, "partner")
         names = await self.names(session)
         ids = {r.partner_id for r in rows} | set(members)
@@ -222,16 +201,16 @@ class Reports:
     async def headline(self, session: AsyncSession, scope: Scope) -> dict[str, Any]:
         """Members now, those of them who joined in the last 30 days (never more than the members: someone who
         joined and left is neither), and actions by people in scope."""
-        members = (await session.execute(text(
-            "SELECT coalesce(sum(joins - leaves), 0) FROM rpt_tallies WHERE scope_type = :scope_type "
-            "AND scope_id = :scope_id AND kind = 'place' AND key = :total"
-        ), {"total": TOTAL, **scope.tallied()})).scalar_one()
+        tallied = (await session.execute(text(
+            "SELECT coalesce(sum(joins - leaves) FILTER (WHERE kind = 'place'), 0) AS members, "
+            "coalesce(sum(joins) FILTER (WHERE kind = 'ask'), 0) AS actions FROM rpt_tallies "
+            "WHERE scope_type = :scope_type AND scope_id = :scope_id "
+            "AND ((kind = 'place' AND key = :total) OR kind = 'ask')"
+        ), {"total": TOTAL, **scope.tallied()})).one()
         joined_30d = (await session.execute(text(
             "SELECT count(*) FROM rpt_members m WHERE m.joined_at >= now() - interval '30 days' "
             f"AND m.status = 'active' AND {scope.members('m')}"), scope.params())).scalar_one()
-        actions = (await session.execute(text(
-            PLACED_ACTIONS + f"SELECT count(*) FROM placed p WHERE {scope.actions('p')}"), scope.params())).scalar_one()
-        return {"members": int(members), "joined_30d": joined_30d, "actions": actions}
+        return {"members": int(tallied.members), "joined_30d": joined_30d, "actions": int(tallied.actions)}
 
     async def snapshot(self, session: AsyncSession, scope: Scope, *, weeks: int = 12) -> dict[str, Any]:
         """Every figure for one scope: what the dashboard shows and the CSV export writes."""

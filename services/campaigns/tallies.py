@@ -6,7 +6,8 @@ under keys of three kinds: `place` (growth: their region for the network, each o
 and `*` for the scope's total; one row per week they joined in and per week they left in), `level` (the funnel:
 their engagement level, "" for none yet) and `partner` (their partner organisation). Each member adds 1 to
 `joins` of each key, and 1 to `leaves` once they have left or been erased, so `joins - leaves` counts the members
-who are still members. Level and partner keys have no week (`NO_WEEK`).
+who are still members. Level and partner keys have no week (`NO_WEEK`). Actions count in the scopes they lie in
+under `ask` and `campaign` keys (`joins` the actions, `leaves` those that joined the network with them).
 
 The tallies are kept by subtracting what the members an event batch touches counted for before the batch, and
 adding what they count for after it (`kept_up`): a member who rejoins, moves group, leaves, is erased or reaches
@@ -36,6 +37,8 @@ MEMBER_EVENTS: dict[type[Any], str] = {
     ev.MemberErased: "member_id", ev.EngagementLevelChanged: "member_id",
 }
 UNIT_EVENTS = (ev.OrganisationUnitDefined,)
+# The events that place an action (or place it again), with the action.
+ACTION_EVENTS: dict[type[Any], str] = {ev.ActionTaken: "action_id", ev.ActionLinkedToMember: "action_id"}
 
 # What each member of `:ids` (every member when NULL) counts for, times `:sign`, added to the tallies. Mirrors the
 # scopes of `reports.Scope.members`: a region counts those who live there or have a group whose parent it is.
@@ -85,6 +88,46 @@ SELECT scope_type, scope_id, kind, key, week, CAST(:sign AS integer) * sum(joins
 ON CONFLICT (scope_type, scope_id, kind, key, week)
 DO UPDATE SET joins = rpt_tallies.joins + excluded.joins, leaves = rpt_tallies.leaves + excluded.leaves
 """
+# What each action of `:ids` (every action when NULL) counts for, times `:sign`: under `ask` and `campaign` keys
+# (`joins` the actions, `leaves` those of them that joined the network), in each scope it lies in as
+# the dashboard has always placed it: by its member's places (or those of the member who joined with it), the
+# action's own region first.
+ACTION_CONTRIBUTIONS = """
+WITH a AS (
+  SELECT a.ask_id, a.campaign_id, a.join_network,
+         coalesce(a.region_id, m1.region_id, m2.region_id) AS place_region,
+         coalesce(m1.group_ids, m2.group_ids,
+                  CASE WHEN a.group_id IS NULL THEN '{}'::varchar[] ELSE ARRAY[a.group_id]::varchar[] END)
+           AS place_groups,
+         coalesce(m1.subteam_ids, m2.subteam_ids, '{}'::varchar[]) AS place_subteams
+  FROM rpt_actions a
+  LEFT JOIN rpt_members m1 ON m1.member_id = a.member_id
+  LEFT JOIN rpt_members m2 ON a.member_id IS NULL AND m2.source = 'action:' || a.action_id
+  WHERE CAST(:ids AS varchar[]) IS NULL OR a.action_id = ANY(CAST(:ids AS varchar[]))
+), scoped AS (
+  SELECT a.*, 'network' AS scope_type, '' AS scope_id FROM a
+  UNION ALL SELECT a.*, 'region', a.place_region FROM a WHERE a.place_region IS NOT NULL
+  UNION ALL SELECT a.*, 'group', g.id FROM a CROSS JOIN LATERAL (SELECT DISTINCT unnest(a.place_groups) AS id) g
+  UNION ALL
+  SELECT a.*, 'subteam', s.id FROM a CROSS JOIN LATERAL (SELECT DISTINCT unnest(a.place_subteams) AS id) s
+), keyed AS (
+  SELECT scope_type, scope_id, 'ask' AS kind, ask_id AS key, join_network FROM scoped
+  UNION ALL SELECT scope_type, scope_id, 'campaign', campaign_id, join_network FROM scoped
+)
+INSERT INTO rpt_tallies (scope_type, scope_id, kind, key, week, joins, leaves)
+SELECT scope_type, scope_id, kind, key, DATE '1970-01-01', CAST(:sign AS integer) * count(*),
+       CAST(:sign AS integer) * count(*) FILTER (WHERE join_network) FROM keyed
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+ON CONFLICT (scope_type, scope_id, kind, key, week)
+DO UPDATE SET joins = rpt_tallies.joins + excluded.joins, leaves = rpt_tallies.leaves + excluded.leaves
+"""
+# The actions placed by these members' places: theirs, and the one each may have joined with.
+ACTIONS_OF = """
+SELECT action_id FROM rpt_actions WHERE member_id = ANY(CAST(:ids AS varchar[]))
+UNION SELECT substr(source, 8) FROM rpt_members
+WHERE member_id = ANY(CAST(:ids AS varchar[])) AND left(source, 7) = 'action:'
+"""
+
 # Keys at nothing once a batch moved its members away are dropped, so the tallies hold what a recount of everyone
 # would (`rebuild-reporting` compares them row by row).
 EMPTIED = """
@@ -111,14 +154,21 @@ MEMBERS_OF = "SELECT member_id FROM rpt_members WHERE group_ids && CAST(:units A
 LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.rpt_tallies'))"
 
 
-async def recount(session: AsyncSession, ids: Sequence[str] | None, sign: int) -> list[Any]:
-    """Add (`sign` 1) or take away (-1) what these members (everyone: None) count for, from their current rows.
-    Returns the keys a subtraction left at nothing."""
+async def recount(session: AsyncSession, ids: Sequence[str] | None, sign: int, *,
+                  statement: str = CONTRIBUTIONS) -> list[Any]:
+    """Add (`sign` 1) or take away (-1) what these members (everyone: None) count for, from their current rows;
+    with `statement=ACTION_CONTRIBUTIONS`, these actions. Returns the keys a subtraction left at nothing."""
     params = {"ids": None if ids is None else list(ids), "sign": sign}
     if sign > 0:
-        await session.execute(text(CONTRIBUTIONS), params)
+        await session.execute(text(statement), params)
         return []
-    return [r for r in (await session.execute(text(CONTRIBUTIONS + EMPTIED), params)).all() if r.empty]
+    return [r for r in (await session.execute(text(statement + EMPTIED), params)).all() if r.empty]
+
+
+async def recount_everyone(session: AsyncSession) -> None:
+    """Every member's and every action's contributions, into empty tallies."""
+    await recount(session, None, 1)
+    await recount(session, None, 1, statement=ACTION_CONTRIBUTIONS)
 
 
 async def drop_emptied(session: AsyncSession, keys: Sequence[Any]) -> None:
@@ -140,8 +190,20 @@ async def touched(session: AsyncSession, events: Sequence[tuple[Any, type[Any], 
     return sorted(ids)
 
 
+async def placed(session: AsyncSession, events: Sequence[tuple[Any, type[Any], Any]],
+                 members: Sequence[str]) -> list[str]:
+    """The actions whose places these events may change: their own, those of the members they touch, and those the
+    members joining with an action joined with."""
+    ids = {getattr(data, ACTION_EVENTS[model]) for _, model, data in events if model in ACTION_EVENTS}
+    ids.update(data.source[len("action:"):] for _, model, data in events
+               if model is ev.MemberJoined and (data.source or "").startswith("action:"))
+    if members:
+        ids.update((await session.execute(text(ACTIONS_OF), {"ids": list(members)})).scalars())
+    return sorted(ids)
+
+
 def counts(events: Sequence[tuple[Any, type[Any], Any]]) -> bool:
-    return any(model in MEMBER_EVENTS or model in UNIT_EVENTS for _, model, _ in events)
+    return any(model in MEMBER_EVENTS or model in UNIT_EVENTS or model in ACTION_EVENTS for _, model, _ in events)
 
 
 @asynccontextmanager
@@ -152,8 +214,13 @@ async def kept_up(session: AsyncSession, events: Sequence[tuple[Any, type[Any], 
         return
     await session.execute(text(LOCK))
     ids = await touched(session, events)
+    actions = await placed(session, events, ids)
     emptied = await recount(session, ids, -1) if ids else []
+    if actions:
+        emptied += await recount(session, actions, -1, statement=ACTION_CONTRIBUTIONS)
     yield
     if ids:
         await recount(session, ids, 1)
-        await drop_emptied(session, emptied)
+    if actions:
+        await recount(session, actions, 1, statement=ACTION_CONTRIBUTIONS)
+    await drop_emptied(session, emptied)

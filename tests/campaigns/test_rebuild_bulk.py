@@ -173,6 +173,18 @@ def a_history_of_every_case() -> History:
                                   member_id=moved, region_id=region, group_id=group, taken_at=T0))
     h.add(ev.ActionLinkedToMember(action_id=uid(), ask_id=ask, campaign_id=campaign, kind="petition",
                                   member_id=moved, taken_at=T0))  # no such action
+    # An action whose taker joined with it (placed by that member's places, even after they move), and an action
+    # of a member who joins, moves and is erased after it.
+    joined_with, taker = uid(), uid()
+    h.add(ev.ActionTaken(action_id=joined_with, ask_id=ask, campaign_id=campaign, kind="petition", join_network=True,
+                         taken_at=T0))
+    h.add(joined(uid(), None, [late], source=f"action:{joined_with}", joined_at=T0))
+    h.add(ev.ActionTaken(action_id=uid(), ask_id=ask, campaign_id=campaign, kind="petition", member_id=taker,
+                         taken_at=T0))
+    h.add(joined(taker, other_region, [moving], joined_at=T0))
+    h.add(ev.MemberProfileUpdated(member_id=taker, changed=["groups", "subteams"], group_ids=[group],
+                                  subteam_ids=[subteam]))
+    h.add(ev.MemberErased(member_id=taker, erased_at=T0 + timedelta(days=1)))
     h.add(ev.EngagementLevelChanged(member_id=moved, level="participant"))
     h.add(ev.EngagementLevelChanged(member_id=moved, level="activist", previous_level="participant"))
 
@@ -270,7 +282,8 @@ async def test_the_live_projection_batch_by_batch_keeps_the_tallies_a_recount_of
     await in_bulk(database, records)
     recounted = (await rows(database, BULK))["rpt_tallies"]
     assert {(r[0], r[2]) for r in recounted} >= {("network", "place"), ("region", "place"), ("group", "place"),
-                                                 ("subteam", "place"), ("region", "level"), ("region", "partner")}
+                                                 ("subteam", "place"), ("region", "level"), ("region", "partner"),
+                                                 ("network", "ask"), ("group", "ask"), ("subteam", "campaign")}
     for batch in (1, 5, len(records)):
         await _create_shadow(database, schema=ONE_BY_ONE)
         uows = UnitsOfWork(database, Outbox(tables.delivery.outbox))
