@@ -202,8 +202,9 @@ async def campaign_closed(uow: UnitOfWork, envelope: Envelope, e: ev.CampaignClo
 
 
 def _tallied(model: type[EventData], handler: Handler) -> Handler:
-    """The handler of an event that changes what a member counts for, keeping the dashboard's tallies."""
-    if model not in tallies.MEMBER_EVENTS and model not in tallies.UNIT_EVENTS:
+    """The handler of an event that changes what a member or an action counts for, keeping the dashboard's
+    tallies."""
+    if not tallies.counts([(None, model, None)]):
         return handler
 
     async def project(uow: UnitOfWork, envelope: Envelope, e: Any) -> None:
