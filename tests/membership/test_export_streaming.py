@@ -44,8 +44,8 @@ async def test_an_export_of_more_members_than_a_batch_is_complete_and_other_scop
         assert [r["id"] for r in rows] == expected  # every one, once, oldest first
         first, last = rows[0], rows[-1]
         assert first["email"] == f"stream-{tag}-1@example.org" and first["name"] == f"Stream {tag} 1"
-        assert (first["region"], first["groups"], first["interests"]) == ("Birmingham and the Black Country", "Coventry",
-                                                                          "housing")
+        assert (first["region"], first["groups"], first["interests"]) == (
+            "Birmingham and the Black Country", "Coventry", "housing")
         assert (first["email_consent"], last["email_consent"]) == ("no", "no" if n % 2 else "yes")
         assert last["email"] == f"stream-{tag}-{n}@example.org"
         audited = await db.fetchval("SELECT detail FROM audit_log WHERE actor = $1 AND action = 'members.export'",
