@@ -420,9 +420,11 @@ async def deliveries(net: Network, dbs: dict[str, asyncpg.Connection], facts: di
         m = net.members[rnd.randrange(net.n)]
         await add(rnd.choice(("petition_signed", "pledge_received", "rsvp_confirmation")), str(uuid.uuid4()), m,
                   "Thank you", m.joined_at + (net.now - m.joined_at) * rnd.random())
-    group_meetings = facts["group_meetings"]
-    while made < target and group_meetings:
-        mtid, g = rnd.choice(group_meetings)
+    group_meetings = list(facts["group_meetings"])
+    rnd.shuffle(group_meetings)  # each meeting announced once (one delivery per kind, subject and recipient)
+    for mtid, g in group_meetings:
+        if made >= target:
+            break
         members = net.by_group[g]
         for i in rnd.sample(members, min(len(members), target - made, 2000)):
             m = net.members[i]
@@ -490,7 +492,36 @@ async def consumer_lag(groups: list[str]) -> int:
         await admin.close()
 
 
-async def generate(n: int, seed: int = 20) -> dict[str, Any]:
+async def from_databases(dbs: dict[str, asyncpg.Connection], seed: int = 20) -> tuple[Network, dict[str, Any]]:
+    """The network a generation that stopped after producing its history left in the databases (its members,
+    groups and meetings), to finish it with `--resume`."""
+    rows = await dbs["membership"].fetch(
+        "SELECT m.id, m.name, m.email_normalised, m.joined_at, m.status, g.group_id FROM members m "
+        "JOIN member_groups g ON g.member_id = m.id JOIN local_groups l ON l.id = g.group_id "
+        "WHERE l.slug LIKE 'bench-group-%' ORDER BY m.joined_at")
+    net = Network(len(rows), seed)
+    index = {gid: i for i, gid in enumerate(net.groups)}
+    net.members = [Member(r["id"], index[r["group_id"]], r["joined_at"], r["status"], r["name"],
+                          r["email_normalised"]) for r in rows]
+    for i, m in enumerate(net.members):
+        net.by_group[m.group].append(i)
+    e, c = dbs["events"], dbs["campaigns"]
+    facts: dict[str, Any] = {
+        "group_meetings": [(r["id"], index[r["scope_id"]]) for r in await e.fetch(
+            "SELECT id, scope_id FROM meetings WHERE scope_type = 'group' AND scope_id = ANY($1)", net.groups)],
+        "meetings": await e.fetchval("SELECT count(*) FROM meetings"),
+        "rsvps": await e.fetchval("SELECT count(*) FROM rsvps"),
+        "attended": await e.fetchval("SELECT count(*) FROM rsvps WHERE attended_at IS NOT NULL"),
+        "campaigns": await c.fetchval("SELECT count(*) FROM campaigns"),
+        "asks": await c.fetchval("SELECT count(*) FROM asks"),
+        "actions": await c.fetchval("SELECT count(*) FROM actions"),
+        "active_members": await c.fetchval("SELECT count(DISTINCT member_id) FROM actions"),
+        "confirmations": await c.fetchval("SELECT count(*) FROM actions WHERE kind <> 'share'"),
+    }
+    return net, facts
+
+
+async def generate(n: int, seed: int = 20, *, resume: bool = False) -> dict[str, Any]:
     from shared.topics import CONSUMER_GROUPS
 
     existing = read_manifest()
@@ -498,29 +529,40 @@ async def generate(n: int, seed: int = 20) -> dict[str, Any]:
         say(f"network: already generated on this stack ({existing['members']:,} members); reusing it")
         return existing
     started = time.monotonic()
-    net = Network(n, seed)
-    net.make_members()
     notifications_topics = ("membership.members", "events.meetings", "events.rsvps", "campaigns.actions")
     launcher.stop_service("notifications")
     dbs = {s: await asyncpg.connect(asyncpg_dsn(s)) for s in launcher.SERVICES}
     try:
-        async with Publisher() as pub:
-            await units(net, dbs, pub)
-            await members(net, dbs, pub)
-            facts = await campaigns(net, dbs, pub)
-            facts.update(await meetings(net, dbs, pub))
-            await pub.flush()
-            produced = pub.sent
-        say(f"network: {produced:,} events produced in {time.monotonic() - started:.0f} s; the delivery log next")
+        if resume:
+            net, facts = await from_databases(dbs, seed)
+            await dbs["notifications"].execute("DELETE FROM deliveries WHERE body_text LIKE '%(bench)'")
+            produced = 0
+            say(f"network: resuming with {net.n:,} members and {facts['meetings']:,} meetings from the databases")
+        else:
+            net = Network(n, seed)
+            net.make_members()
+            async with Publisher() as pub:
+                await units(net, dbs, pub)
+                await members(net, dbs, pub)
+                facts = await campaigns(net, dbs, pub)
+                facts.update(await meetings(net, dbs, pub))
+                await pub.flush()
+                produced = pub.sent
+            say(f"network: {produced:,} events produced in {time.monotonic() - started:.0f} s; the delivery log "
+                "next")
         sent = await deliveries(net, dbs, facts)
         async with Publisher() as pub:
             produced += await publish_deliveries(dbs["notifications"], pub)
         await skip_group_to_end("notifications", notifications_topics)
+    except BaseException:
+        say("network: generation stopped; notifications is left stopped (its group would email the history): "
+            "finish with `bench/network.py --resume`")
+        raise
     finally:
         for conn in dbs.values():
             await conn.close()
-        launcher.start_service("notifications")
-        launcher.service_ready("notifications", 120)
+    launcher.start_service("notifications")
+    launcher.service_ready("notifications", 120)
     say("network: waiting for the services' consumers to work through the history")
     waited = time.monotonic()
     groups = [g for g in CONSUMER_GROUPS]
@@ -537,7 +579,7 @@ async def generate(n: int, seed: int = 20) -> dict[str, Any]:
     median = sorted(range(GROUPS), key=lambda g: len(net.by_group[g]))[GROUPS // 2]
     sample = [net.members[i] for i in net.rnd.sample(net.by_group[biggest], min(50, len(net.by_group[biggest])))]
     manifest = {
-        "members": n, "seed": seed, "regions": net.regions, "groups": net.groups,
+        "members": net.n, "seed": seed, "regions": net.regions, "groups": net.groups,
         "biggest_group": net.groups[biggest], "biggest_group_members": len(net.by_group[biggest]),
         "median_group": net.groups[median], "median_group_members": len(net.by_group[median]),
         "region_of_biggest": net.regions[net.group_region[biggest]],
@@ -571,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=FULL_MEMBERS)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MEMBERS:,} members")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish a generation that stopped after producing its history (delivery log onwards)")
     parser.add_argument("--announce-deliveries", action="store_true",
                         help="only publish NotificationSent for the delivery log already written (a network "
                              "generated before the generator did it)")
@@ -579,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.announce_deliveries:
         asyncio.run(_announce_only())
         return 0
-    asyncio.run(generate(QUICK_MEMBERS if args.quick else args.members))
+    asyncio.run(generate(QUICK_MEMBERS if args.quick else args.members, resume=args.resume))
     return 0
 
 
