@@ -30,7 +30,7 @@ import httpx
 
 from bench import network
 from bench.common import BenchOutcome, Result, asyncpg_dsn, launcher, percentile, rss_mib, say, service_pid
-from shared.auth import OSDI_API, OrganiserScope, issue
+from shared.auth import OrganiserScope, issue
 
 P95_TARGET_MS = 300.0
 RATIO_TARGET = 3.0
@@ -236,18 +236,31 @@ async def setup(m: dict[str, Any], dbs: dict[str, asyncpg.Connection]) -> tuple[
     return meeting_id, organiser
 
 
-def headers_for(who: str, m: dict[str, Any], digest_organiser: str) -> dict[str, str]:
+async def sign_in(m: dict[str, Any], membership: asyncpg.Connection, client: httpx.AsyncClient,
+                  digest_organiser: str) -> dict[str, dict[str, str]]:
+    """Headers for each kind of caller: active organiser accounts in membership (as tests/membership/conftest.py
+    makes them) with signed sessions, and an API key made on the API keys page by the network organiser."""
     secret = launcher.secret_key()
-    if who == "api":
-        token = issue(secret, OrganiserScope(organiser_id=str(uuid.uuid4()), scope_type="network", scope_id=None),
-                      OSDI_API)
-        return {"OSDI-API-Token": token}
-    if who == "group":
-        scope = OrganiserScope(organiser_id=str(uuid.uuid4()), scope_type="group", scope_id=m["biggest_group"])
-    else:
-        oid = digest_organiser if who == "digest" else str(uuid.uuid4())
-        scope = OrganiserScope(organiser_id=oid, scope_type="network", scope_id=None)
-    return {"Authorization": f"Bearer {issue(secret, scope)}"}
+    headers: dict[str, dict[str, str]] = {}
+    for who, oid, scope_type, scope_id in (
+        ("network", str(uuid.uuid4()), "network", None),
+        ("group", str(uuid.uuid4()), "group", m["biggest_group"]),
+        ("digest", digest_organiser, "network", None),
+    ):
+        await membership.execute(
+            "INSERT INTO organisers (id, email_normalised, name, scope_type, scope_id, status) VALUES "
+            "($1, $2, 'Bench Organiser', $3, $4, 'active') ON CONFLICT (id) DO NOTHING",
+            oid, f"bench-pages-{oid}@bench.example.org", scope_type, scope_id)
+        token = issue(secret, OrganiserScope(organiser_id=oid, scope_type=scope_type, scope_id=scope_id))
+        headers[who] = {"Authorization": f"Bearer {token}"}
+    created = await client.post("/organisers/api-keys", headers=headers["network"],
+                                data={"name": f"Bench {uuid.uuid4().hex[:6]}", "scope_type": "network",
+                                      "scope_id": ""})
+    if created.status_code != 201:
+        raise RuntimeError(f"no API key: {created.status_code} {created.text[:200]}")
+    key = created.text.split('<code id="new-api-key">')[1].split("</code>")[0]
+    headers["api"] = {"OSDI-API-Token": key}
+    return headers
 
 
 async def run(quick: bool, repeats: int | None = None, only: list[str] | None = None) -> BenchOutcome:
@@ -268,8 +281,9 @@ async def run(quick: bool, repeats: int | None = None, only: list[str] | None = 
         meeting_id, digest_organiser = await setup(m, dbs)
         pages = [p for p in pages_for(m, meeting_id, digest_organiser) if not only or any(o in p.name for o in only)]
         async with httpx.AsyncClient(base_url=launcher.GATEWAY_URL, timeout=600) as client:
+            callers = await sign_in(m, dbs["membership"], client, digest_organiser)
             for page in pages:
-                headers = headers_for(page.who, m, digest_organiser)
+                headers = callers[page.who]
                 conn = dbs[page.service]
                 first_ms, _, status, size = await timed_get(client, page.path, headers)  # warm-up
                 if status != 200:
