@@ -51,6 +51,7 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from bench.common import asyncpg_dsn, launcher, say  # noqa: E402
+from bench.data import POSTCODES  # noqa: E402  (the seeded districts: each places a person in a region)
 from services.membership.domain import joined_events, new_member_row  # noqa: E402
 from shared.contact import address_hash  # noqa: E402
 from shared.crypto import new_key  # noqa: E402
@@ -86,7 +87,6 @@ LAST = ("Lovelace", "Hopper", "Mensah", "Patel", "Adeyemi", "Chen", "Nowak", "Kh
         "Singh", "Jones", "Ahmed", "Williams", "Kowalski", "Osei", "Begum", "Brown", "Hussain", "Taylor", "Ali",
         "Davies", "Campbell", "Murphy", "Nguyen", "Rahman", "Thomas", "Boateng", "Clarke", "Hughes", "Igwe",
         "Kaur", "Lewis", "Mahmood", "Obi", "Price", "Reid", "Shah", "Walker", "Yildiz", "Zulu")
-POSTCODES = ("B1 1AA", "B15 2TT", "CV1 2AB", "CV32 4AA", "NG1 5FS", "WV1 1LY", "LE1 7RH", "DE1 3AH", "WS1 1AA")
 LEVELS = ("informed", "take_action", "organise")
 INTERESTS = ("racism-in-healthcare", "racism-at-work", "racism-in-policing", "hostile-environment",
              "racism-in-education")
