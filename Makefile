@@ -18,7 +18,7 @@ PY_ANY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 LAUNCHER := $(PY) -m deploy.local.launcher
 STATE := $(or $(GROUNDSWELL_STATE_DIR),.run)
 PYTEST_ARGS ?= -ra
-HELM_TOOLS := $(STATE)/cache/helm-tools
+HELM_TOOLS := $(or $(GROUNDSWELL_CACHE),$(STATE)/cache)/helm-tools
 BENCH_ARGS ?=
 
 export UV_PYTHON_DOWNLOADS ?= never

@@ -258,3 +258,22 @@ def test_the_tools_are_pinned_with_checksums() -> None:
         assert version, f"{module} is not required at a fixed version"
         assert re.search(rf"^{re.escape(module)} {version.group(1)} h1:\S+=$", sums, re.M), f"no checksum for {module}"
     assert "-mod=readonly" in (HELM_TOOLS_SOURCE / "build.sh").read_text()
+
+
+def test_a_restore_job_restores_the_chosen_backup_with_the_same_key_and_claim(
+    tools: Path, managed: list[dict[str, Any]]
+) -> None:
+    restore_from = ("--set", "backup.restoreFrom=20261207T031500Z", "--show-only", "templates/restore-job.yaml")
+    rendered = _template(CHART / "ci" / "managed-values.yaml", *restore_from)
+    secrets = [f"-external-secret={s}" for s in EXTERNAL_SECRETS]
+    checked = validate(rendered, *secrets, f"-external-claim={FULLNAME}-backups")
+    assert checked.returncode == 0, checked.stdout
+    (job,) = documents(rendered)
+    restore = job["spec"]["template"]["spec"]
+    assert restore["containers"][0]["command"] == [
+        "python", "-m", "deploy.local.backup", "restore", "/backups/20261207T031500Z"
+    ]  # fmt: skip
+    backup = by_kind(managed, "CronJob")[f"{FULLNAME}-backup"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert restore["volumes"] == backup["volumes"]
+    assert restore["containers"][0]["env"] == backup["containers"][0]["env"]
+    assert "restore" not in {d["metadata"]["name"].rsplit("-", 1)[1] for d in managed}  # only when asked for

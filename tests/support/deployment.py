@@ -13,7 +13,7 @@ from unittest import mock
 
 import yaml
 
-from deploy.local.config import REPO_ROOT, STATE_DIR
+from deploy.local.config import CACHE_DIR, REPO_ROOT
 from deploy.local.services import service_env
 from shared.config import Settings
 
@@ -21,7 +21,7 @@ COMPOSE_FILE = REPO_ROOT / "deploy" / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 CHART = REPO_ROOT / "deploy" / "helm" / "groundswell"
 HELM_TOOLS_SOURCE = REPO_ROOT / "deploy" / "helm" / "tools"
-HELM_TOOLS = STATE_DIR / "cache" / "helm-tools"
+HELM_TOOLS = CACHE_DIR / "helm-tools"
 # The Helm tools take minutes to build from cold on two busy cores; `make test` starts the build before the suite.
 HELM_TOOLS_BUILD_TIMEOUT_S = 1500
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the chart's tools into DIR (default .run/cache/helm-tools): helm (lint, template) and validate (the rendered
-# manifests against the Kubernetes API types, offline), from the Go module proxy with the checksums in go.sum
-# (-mod=readonly: a module whose checksum is not there fails the build). Reused while go.mod, go.sum and the
-# validator's source are unchanged (DIR/stamp). `make test` starts it in the background before the suite;
-# tests/infra/test_helm_chart.py waits for it (DIR/build.lock) and runs it itself if nothing did.
+# Builds the chart's tools into DIR (make: $GROUNDSWELL_CACHE/helm-tools, else .run/cache/helm-tools): helm (lint,
+# template) and validate (the rendered manifests against the Kubernetes API types, offline), from the Go module proxy
+# with the checksums in go.sum (-mod=readonly: a module whose checksum is not there fails the build). Reused while
+# go.mod, go.sum and the validator's source are unchanged (DIR/stamp). `make test` starts it in the background before
+# the suite; tests/infra/test_helm_chart.py waits for it (DIR/build.lock) and runs it itself if nothing did.
 #   GO (default: go on PATH, else /usr/local/go/bin/go)
 set -euo pipefail
 
@@ -25,8 +25,9 @@ fi
 rm -f "$dir/stamp"
 started=$(date +%s)
 cd "$here"
-# Its own module and build caches beside the binaries: nothing outside DIR is read or written.
-export GOMODCACHE="$dir/go/mod" GOCACHE="$dir/go/build" GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
+# Go's own module and build caches (go env GOMODCACHE GOCACHE; set them to move them): another checkout on the same
+# machine then only links. From cold the build takes minutes (docs/scaling.md).
+export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
 # What helm's own Makefile stamps in: its version, and the Kubernetes version of its client modules (the default
 # of `helm template` and the deprecation rules of `helm lint`).
 helm="$(sed -n 's/^\t*helm.sh\/helm\/v3 \(v[0-9.]*\).*/\1/p' go.mod)"

@@ -35,18 +35,18 @@ import (
 
 // The built-in kinds the chart may render, each with its typed object.
 var builtIn = map[string]func() any{
-	"apps/v1/Deployment":                       func() any { return &appsv1.Deployment{} },
-	"batch/v1/Job":                             func() any { return &batchv1.Job{} },
-	"batch/v1/CronJob":                         func() any { return &batchv1.CronJob{} },
-	"autoscaling/v2/HorizontalPodAutoscaler":   func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
-	"policy/v1/PodDisruptionBudget":            func() any { return &policyv1.PodDisruptionBudget{} },
-	"v1/Service":                               func() any { return &corev1.Service{} },
-	"v1/ConfigMap":                             func() any { return &corev1.ConfigMap{} },
-	"v1/Secret":                                func() any { return &corev1.Secret{} },
-	"v1/PersistentVolumeClaim":                 func() any { return &corev1.PersistentVolumeClaim{} },
-	"v1/ServiceAccount":                        func() any { return &corev1.ServiceAccount{} },
-	"networking.k8s.io/v1/NetworkPolicy":       func() any { return &networkingv1.NetworkPolicy{} },
-	"networking.k8s.io/v1/Ingress":             func() any { return &networkingv1.Ingress{} },
+	"apps/v1/Deployment":                     func() any { return &appsv1.Deployment{} },
+	"batch/v1/Job":                           func() any { return &batchv1.Job{} },
+	"batch/v1/CronJob":                       func() any { return &batchv1.CronJob{} },
+	"autoscaling/v2/HorizontalPodAutoscaler": func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
+	"policy/v1/PodDisruptionBudget":          func() any { return &policyv1.PodDisruptionBudget{} },
+	"v1/Service":                             func() any { return &corev1.Service{} },
+	"v1/ConfigMap":                           func() any { return &corev1.ConfigMap{} },
+	"v1/Secret":                              func() any { return &corev1.Secret{} },
+	"v1/PersistentVolumeClaim":               func() any { return &corev1.PersistentVolumeClaim{} },
+	"v1/ServiceAccount":                      func() any { return &corev1.ServiceAccount{} },
+	"networking.k8s.io/v1/NetworkPolicy":     func() any { return &networkingv1.NetworkPolicy{} },
+	"networking.k8s.io/v1/Ingress":           func() any { return &networkingv1.Ingress{} },
 }
 
 // The operators' custom resources the chart may render (no Go types: allowed by kind, checked loosely).
