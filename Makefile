@@ -18,11 +18,12 @@ PY_ANY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 LAUNCHER := $(PY) -m deploy.local.launcher
 STATE := $(or $(GROUNDSWELL_STATE_DIR),.run)
 PYTEST_ARGS ?= -ra
+HELM_TOOLS := $(or $(GROUNDSWELL_CACHE),$(STATE)/cache)/helm-tools
 BENCH_ARGS ?=
 
 export UV_PYTHON_DOWNLOADS ?= never
 
-.PHONY: help install run up infra stop down status organiser roll backup restore test lint bench demo
+.PHONY: help install run up infra stop down status organiser roll backup restore test lint bench demo helm-tools
 
 help:
 	@echo "make install   bootstrap: uv, system packages (postgresql nginx-light chromium java maven prometheus: promtool checks the alert rules), .venv"
@@ -37,6 +38,7 @@ help:
 	@echo "make organiser EMAIL=you@example.org [SCOPE=network] [NAME=...]   the first organiser, on the running stack"
 	@echo "make test      start or reuse the system, run pytest \$$PYTEST_ARGS, stop what test started"
 	@echo "make lint      ruff and mypy"
+	@echo "make helm-tools  build helm and the manifest validator into \$$(STATE)/cache/helm-tools (deploy/helm; docs/scaling.md)"
 	@echo "make bench     run the benchmarks on a stack of their own, ports +5000 (bench/run.py \$$BENCH_ARGS; docs/benchmarks.md)"
 	@echo "make demo      load a sample network into the running system"
 
@@ -105,6 +107,9 @@ organiser: install
 # $(STATE)/pytest.rc for .ci/run.
 test: install
 	@mkdir -p $(STATE); rm -f $(STATE)/pytest.rc $(STATE)/test-started.txt
+	@# helm and the manifest validator build (minutes from cold, once) while the stack starts and the suite runs;
+	@# tests/infra/test_helm_chart.py waits for it. Its output: $(STATE)/helm-tools.log.
+	@nohup bash deploy/helm/tools/build.sh $(HELM_TOOLS) > $(STATE)/helm-tools.log 2>&1 </dev/null &
 	@if [ "$${GROUNDSWELL_TEST_INFRA:-launcher}" = launcher ]; then \
 	  $(LAUNCHER) up --started-file $(STATE)/test-started.txt; \
 	else echo "make test: GROUNDSWELL_TEST_INFRA=$$GROUNDSWELL_TEST_INFRA: the test fixtures bring the system up"; fi
@@ -119,6 +124,10 @@ test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	echo $$rc > $(STATE)/pytest.rc; \
 	exit $$rc
+
+# helm (pinned, from the Go module proxy) and deploy/helm/tools/validate; `make test` builds them in the background.
+helm-tools:
+	@bash deploy/helm/tools/build.sh $(HELM_TOOLS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -12,6 +12,10 @@ from sqlalchemy.engine import Connection
 
 from shared.db import connect_engine
 
+# The advisory lock every `migrate` holds while it migrates (any number, the same for every service: each has its
+# own database).
+MIGRATION_LOCK_ID = 0x6753_4D49_4752  # "gsMIGR"
+
 
 def alembic_config(service_dir: Path, database_url: str) -> Config:
     cfg = Config()
@@ -36,6 +40,9 @@ def run_env(metadata: MetaData) -> None:
     def do_run(connection: Connection) -> None:
         context.configure(connection=connection, target_metadata=metadata, compare_type=True)
         with context.begin_transaction():
+            # Instances starting together (the Helm chart's init containers) migrate one after the other: the
+            # others wait here, then find the database at head and do nothing.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
             context.run_migrations()
 
     async def run_async() -> None:

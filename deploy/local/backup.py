@@ -37,7 +37,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from deploy.local.config import KAFKA_BOOTSTRAP, SERVICES, STATE_DIR, LauncherError, say
+from deploy.local.config import (
+    KAFKA_BOOTSTRAP,
+    KAFKA_EXTERNAL,
+    POSTGRES_EXTERNAL,
+    SERVICES,
+    STATE_DIR,
+    LauncherError,
+    say,
+)
 from deploy.local.postgres import database_url, pg_bin_dir
 from shared.database_url import database_name, libpq_url, with_database
 
@@ -546,8 +554,12 @@ def _restore_stopped(backup: Path, stack: Any) -> None:
     running = [p["name"] for p in stack.status() if p["name"] in SERVICES and p["state"] != "stopped"]
     if running:
         raise LauncherError(f"Stop the services first (make stop): {', '.join(running)} still run.")
-    start_postgres()
-    start_kafka()
+    # A server of its own (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS: a managed one, or a restore Job on Kubernetes) must
+    # already run; the launcher's own are started.
+    if not POSTGRES_EXTERNAL:
+        start_postgres()
+    if not KAFKA_EXTERNAL:
+        start_kafka()
     restore_backup(
         backup, create_topics, lambda listing: run_service_command("membership", "reapply-erasures", str(listing))
     )
