@@ -50,6 +50,7 @@ class RowProjection:
     key: str
     row: Callable[[Envelope, Any], dict[str, Any]]
     upsert: bool = True
+    keep_earliest: tuple[str, ...] = ()  # columns an upsert never moves later (a rejoin keeps the first join date)
 
     def statement(self, columns: tuple[str, ...]) -> Any:
         """The INSERT of one row of these columns; executed with many rows (distinct keys) it has the same effect
@@ -59,7 +60,9 @@ class RowProjection:
             stmt = pg_insert(self.table)
             _STATEMENTS[key] = (
                 stmt.on_conflict_do_update(index_elements=[self.table.c[self.key]],
-                                           set_={c: stmt.excluded[c] for c in columns if c != self.key})
+                                           set_={c: func.least(self.table.c[c], stmt.excluded[c])
+                                                 if c in self.keep_earliest else stmt.excluded[c]
+                                                 for c in columns if c != self.key})
                 if self.upsert else stmt.on_conflict_do_nothing()
             )
         return _STATEMENTS[key]
@@ -118,7 +121,8 @@ def _level_row(envelope: Envelope, e: ev.EngagementLevelChanged) -> dict[str, An
 
 MEETING_ROWS = RowProjection(tables.rpt_meetings, "meeting_id", _meeting_row)
 ROW_PROJECTIONS: dict[type[EventData], RowProjection] = {
-    ev.MemberJoined: RowProjection(tables.rpt_members, "member_id", _member_row),
+    # Membership keeps a member's first join date when they come back; so do the figures ("joined this week").
+    ev.MemberJoined: RowProjection(tables.rpt_members, "member_id", _member_row, keep_earliest=("joined_at",)),
     ev.OrganisationUnitDefined: RowProjection(tables.rpt_units, "unit_id", _unit_row),
     ev.MeetingScheduled: MEETING_ROWS,
     ev.MeetingUpdated: MEETING_ROWS,
