@@ -67,6 +67,14 @@ class RowProjection:
             )
         return _STATEMENTS[key]
 
+    def merged(self, earlier: dict[str, Any] | None, row: dict[str, Any]) -> dict[str, Any]:
+        """`row` as its upsert leaves it over `earlier` (the same key's row before it), for rows held in memory."""
+        if earlier is None or not self.keep_earliest:
+            return row
+        kept = {c: min(v for v in (earlier.get(c), row[c]) if v is not None) for c in self.keep_earliest
+                if earlier.get(c) is not None or row[c] is not None}  # fmt: skip
+        return {**row, **kept}
+
     async def write(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         await session.execute(self.statement(tuple(rows[0])), rows)
 
@@ -272,8 +280,10 @@ async def _project_batch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Any, 
         if rows_of is not None:
             row = rows_of.row(envelope, data)
             rows = pending.setdefault(rows_of, {})
-            if rows_of.upsert or row[rows_of.key] not in rows:
-                rows[row[rows_of.key]] = row  # as in turn: the last upsert wins, the first insert stays
+            earlier = rows.get(row[rows_of.key])
+            if rows_of.upsert or earlier is None:
+                # as in turn: the last upsert wins, the first insert stays
+                rows[row[rows_of.key]] = rows_of.merged(earlier, row)
             written.add((rows_of.table.name, row[rows_of.key]))
             continue
         touches = TOUCHES.get(model)
@@ -368,4 +378,5 @@ def project_in_memory(rows: MemoryRows, envelope: Envelope, model: type[EventDat
             raise ValueError(f"{table}: a new row without {set(c.name for c in rows_of.table.columns) - set(new)}")
         held[key] = new
     elif rows_of.upsert:
-        existing.update(row)  # ON CONFLICT DO UPDATE of the row's columns; the others keep their values
+        # ON CONFLICT DO UPDATE of the row's columns; the others keep their values
+        existing.update(rows_of.merged(existing, row))

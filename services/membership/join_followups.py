@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.membership import db as tables
@@ -170,13 +170,17 @@ class JoinFollowups:
             return True
 
     async def next_steps(self, followup: Followup | None) -> NextSteps:
-        """Their local group and region, the next meetings for the whole network, their region or a group in it,
+        """Their local group and region, the next meetings for the whole network, their region or a group in it
+        (their own group's first, then their region's, then the network's: the nearest is the likeliest first step),
         and the newest live campaign. Without a join to go by: meetings for the whole network."""
         options = await self.joins.options()
         region_id = followup.region_id if followup else None
         group_id = followup.group_id if followup else None
         pm, pc = tables.public_meetings, tables.public_campaigns
         near = [pm.c.scope_type == "network"]
+        closeness = case((pm.c.scope_type == "network", 2), else_=1)
+        if group_id:
+            closeness = case((and_(pm.c.scope_type == "group", pm.c.scope_id == group_id), 0), else_=closeness)
         if region_id:
             groups = [g.id for g in options.groups if g.parent_id == region_id]
             near.append(and_(pm.c.scope_type == "region", pm.c.scope_id == region_id))
@@ -186,7 +190,7 @@ class JoinFollowups:
             meetings = await session.execute(
                 select(pm)
                 .where(~pm.c.cancelled, pm.c.starts_at >= datetime.now(UTC), or_(*near))
-                .order_by(pm.c.starts_at, pm.c.title)
+                .order_by(closeness, pm.c.starts_at, pm.c.title)
                 .limit(MEETINGS_SHOWN)
             )
             campaign = await session.execute(
