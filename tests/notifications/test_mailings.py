@@ -39,10 +39,11 @@ async def add_members(conn, made, n: int, *, region: str, interests: list[str], 
     rows = [
         (str(uuid.uuid4()), f"{tag}-{i}-{uuid.uuid4().hex[:8]}@example.org", f"{tag.title()} {i}") for i in range(n)
     ]
+    keys = Suppressions(launcher.secret_key())
     await conn.executemany(
-        "INSERT INTO recipients (member_id, email, name, email_consent, status, region_id, interests, updated_at) "
-        "VALUES ($1, $2, $3, $4, 'confirmed', $5, $6, now())",
-        [(mid, email, name, consent, region, interests) for mid, email, name in rows],
+        "INSERT INTO recipients (member_id, email, name, email_consent, status, region_id, interests, address_key, "
+        "updated_at) VALUES ($1, $2, $3, $4, 'confirmed', $5, $6, $7, now())",
+        [(mid, email, name, consent, region, interests, keys.address_key(email)) for mid, email, name in rows],
     )
     await conn.executemany(
         "INSERT INTO subject_keys (key_id, key) VALUES ($1, $2)", [(mid, os.urandom(32)) for mid, _, _ in rows]
