@@ -254,20 +254,26 @@ class Mailings:
         """The mailing if `who` may see it (written in their scope or one under it), else None."""
         m = tables.mailings
         row = (await session.execute(select(m).where(m.c.id == mailing_id))).first()
-        if row is None:
+        return row if row is not None and await self.covers(session, who, row.scope_type, row.scope_id) else None
+
+    async def covers(self, session: AsyncSession, who: OrganiserScope, scope_type: str, scope_id: str | None) -> bool:
+        """Whether `who` may see what was written in (scope_type, scope_id): their own scope or one under it."""
+        if who.is_network or (scope_type, scope_id) == (who.scope_type, who.scope_id):
+            return True
+        return bool(scope_id) and any(u.unit_id == scope_id for u in await self.units_for(session, who))
+
+    async def scopes_under(self, session: AsyncSession, who: OrganiserScope) -> list[str] | None:
+        """The scope ids whose mailings and audiences `who` sees (None: all of them, a network organiser)."""
+        if who.is_network:
             return None
-        if who.is_network or (row.scope_type, row.scope_id) == (who.scope_type, who.scope_id):
-            return row
-        if row.scope_id and any(u.unit_id == row.scope_id for u in await self.units_for(session, who)):
-            return row
-        return None
+        return [s for s in (who.scope_id, *(u.unit_id for u in await self.units_for(session, who))) if s]
 
     async def list_for(self, session: AsyncSession, who: OrganiserScope) -> list[Any]:
         m = tables.mailings
         stmt = select(m).order_by(m.c.created_at.desc()).limit(200)
-        if not who.is_network:
-            scopes = [who.scope_id, *(u.unit_id for u in await self.units_for(session, who))]
-            stmt = stmt.where(m.c.scope_id.in_([s for s in scopes if s]))
+        scopes = await self.scopes_under(session, who)
+        if scopes is not None:
+            stmt = stmt.where(m.c.scope_id.in_(scopes))
         return list((await session.execute(stmt)).all())
 
     async def schedule(self, uow: UnitOfWork, mailing_id: str, send_at: datetime | None) -> bool:

@@ -8,6 +8,7 @@ from services.notifications import db as tables
 from services.notifications import web as organiser_web
 from services.notifications.action_notices import ActionNotices
 from services.notifications.activity import ActivityLog
+from services.notifications.audiences_web import ROUTERS as AUDIENCE_ROUTERS
 from services.notifications.bounces import BounceReceiver, Bounces
 from services.notifications.confirmations import ActionConfirmations
 from services.notifications.consumers import UseCases, build_registry
@@ -83,7 +84,9 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     runtime.add_background(DigestLoop(digests, loop_interval_s).run)
     runtime.add_background(FollowUpLoop(follow_ups, loop_interval_s).run)
 
-    app = runtime.build_app("Groundswell notifications", routers=(*organiser_web.ROUTERS, *MAILING_ROUTERS))
+    app = runtime.build_app(
+        "Groundswell notifications", routers=(*organiser_web.ROUTERS, *AUDIENCE_ROUTERS, *MAILING_ROUTERS)
+    )
     app.state.notifications = service
     app.state.mailings = mailings
     organiser_web.attach(app, organisers, digests, follow_ups)
