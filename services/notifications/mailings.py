@@ -276,6 +276,60 @@ class Mailings:
             stmt = stmt.where(m.c.scope_id.in_(scopes))
         return list((await session.execute(stmt)).all())
 
+    async def page_for(
+        self, session: AsyncSession, who: OrganiserScope, limit: int, offset: int
+    ) -> tuple[list[Any], int]:
+        """A page of the mailings `who` may see, newest first, and how many there are (the OSDI collection)."""
+        m = tables.mailings
+        scopes = await self.scopes_under(session, who)
+        where = [] if scopes is None else [m.c.scope_id.in_(scopes)]
+        total = (await session.execute(select(func.count()).select_from(m).where(*where))).scalar_one()
+        stmt = select(m).where(*where).order_by(m.c.created_at.desc(), m.c.id).limit(limit).offset(offset)
+        return list((await session.execute(stmt)).all()), int(total)
+
+    async def statistics(self, session: AsyncSession, mailings: list[Any]) -> dict[str, dict[str, int]]:
+        """Per mailing, in aggregate: emails sent, bounced, clicks on its links, and people who unsubscribed
+        since it started going out (by the address it went to)."""
+        ids = [mailing.id for mailing in mailings]
+        if not ids:
+            return {}
+        d, ml, r, s, m = (
+            tables.deliveries,
+            tables.mailing_links,
+            tables.recipients,
+            tables.suppressions,
+            tables.mailings,
+        )
+        found: dict[str, dict[str, int]] = {i: {} for i in ids}
+        by_status = await session.execute(
+            select(d.c.subject_ref, d.c.status, func.count())
+            .where(d.c.kind == KIND, d.c.subject_ref.in_(ids), d.c.status.in_(("sent", "bounced")))
+            .group_by(d.c.subject_ref, d.c.status)
+        )
+        for mailing_id, status, n in by_status:
+            found[mailing_id][status] = n
+        clicks = await session.execute(
+            select(ml.c.mailing_id, func.sum(ml.c.clicks)).where(ml.c.mailing_id.in_(ids)).group_by(ml.c.mailing_id)
+        )
+        for mailing_id, n in clicks:
+            found[mailing_id]["clicked"] = int(n or 0)
+        unsubscribed = await session.execute(
+            select(d.c.subject_ref, func.count())
+            .select_from(d.join(m, m.c.id == d.c.subject_ref).join(r, r.c.member_id == d.c.recipient_id))
+            .join(s, s.c.email == r.c.address_key)
+            .where(
+                d.c.kind == KIND,
+                d.c.subject_ref.in_(ids),
+                d.c.status != "pending",
+                s.c.reason == "unsubscribed",
+                s.c.created_at >= m.c.started_at,
+            )
+            .group_by(d.c.subject_ref)
+        )
+        for mailing_id, n in unsubscribed:
+            found[mailing_id]["unsubscribed"] = n
+        return found
+
     async def schedule(self, uow: UnitOfWork, mailing_id: str, send_at: datetime | None) -> bool:
         """Send the draft now (None) or at `send_at`; False when it is not a draft any more."""
         m = tables.mailings

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.notifications import db as tables
+from services.notifications import osdi
 from services.notifications import web as organiser_web
 from services.notifications.action_notices import ActionNotices
 from services.notifications.activity import ActivityLog
@@ -26,6 +27,7 @@ from services.notifications.organisers import Organisers
 from services.notifications.service import NotificationService
 from shared import topics
 from shared.config import Settings
+from shared.osdi import install_error_bodies
 from shared.runtime import ServiceRuntime
 
 NAME = "notifications"
@@ -85,9 +87,10 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     runtime.add_background(FollowUpLoop(follow_ups, loop_interval_s).run)
 
     app = runtime.build_app(
-        "Groundswell notifications", routers=(*organiser_web.ROUTERS, *AUDIENCE_ROUTERS, *MAILING_ROUTERS)
+        "Groundswell notifications", routers=(*organiser_web.ROUTERS, *AUDIENCE_ROUTERS, *MAILING_ROUTERS, osdi.router)
     )
     app.state.notifications = service
     app.state.mailings = mailings
     organiser_web.attach(app, organisers, digests, follow_ups)
+    install_error_bodies(app)
     return app

@@ -17,7 +17,9 @@ async def saved_rows(db, name: str):
 
 
 async def test_an_organiser_saves_an_audience_and_chooses_it_by_name_in_a_later_mailing(
-    gateway, notifications_db, people  # noqa: F811
+    gateway,
+    notifications_db,
+    people,  # noqa: F811
 ):
     db, tag = notifications_db, uuid.uuid4().hex[:6]
     region = await add_place(db, people, "region", f"Saved region {tag}")
@@ -54,8 +56,9 @@ async def test_an_organiser_saves_an_audience_and_chooses_it_by_name_in_a_later_
 
     # Renamed and widened to the whole region on its own page; listed by its new name, in words.
     renamed = f"Region housing {tag}"
-    changed = await gateway.post(f"{AUDIENCES}/{row['id']}", headers=headers,
-                                 data={"audience_name": renamed, "interest": interest})
+    changed = await gateway.post(
+        f"{AUDIENCES}/{row['id']}", headers=headers, data={"audience_name": renamed, "interest": interest}
+    )
     assert changed.status_code == 303, changed.text
     listed = await gateway.get(AUDIENCES, headers=headers)
     assert renamed in listed.text and f"Interested in {interest}" in listed.text and name not in listed.text
@@ -73,7 +76,9 @@ async def test_an_organiser_saves_an_audience_and_chooses_it_by_name_in_a_later_
 
 
 async def test_an_organiser_outside_the_scope_never_sees_uses_changes_or_deletes_a_saved_audience(
-    gateway, notifications_db, people  # noqa: F811
+    gateway,
+    notifications_db,
+    people,  # noqa: F811
 ):
     db, tag = notifications_db, uuid.uuid4().hex[:6]
     region = await add_place(db, people, "region", f"Private region {tag}")
@@ -98,7 +103,7 @@ async def test_an_organiser_outside_the_scope_never_sees_uses_changes_or_deletes
         assert (await gateway.post(f"{AUDIENCES}/{audience_id}/delete", headers=stranger)).status_code == 404
         used = await gateway.post(BASE, headers=stranger, data={
             "action": "use_audience", "saved_audience": audience_id, "subject": "", "body": ""})  # fmt: skip
-        assert used.status_code == 422 and name not in used.text, used.text[used.text.find(name) - 300:][:600]
+        assert used.status_code == 422 and name not in used.text
     assert [dict(r) for r in await saved_rows(db, name)] == [dict(row)]
 
     # The network's organisers see it (the whole network is above every scope).
