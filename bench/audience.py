@@ -167,29 +167,31 @@ def cases() -> list[Case]:
     ]
 
 
-def database_url() -> str:
-    return launcher.database_url("notifications").rsplit("/", 1)[0] + f"/{DB}"
+def database_url(quick: bool) -> str:
+    """The bench database: one per size, so a quick run does not reload the full one."""
+    return launcher.database_url("notifications").rsplit("/", 1)[0] + f"/{DB}{'_quick' if quick else ''}"
 
 
 def dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def prepare(members: int) -> None:
+async def prepare(members: int, url: str) -> None:
     """The bench database, migrated and loaded with `members` members (reused when it holds that many)."""
     server = await asyncpg.connect(dsn(launcher.database_url("notifications")))
     try:
-        if not await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB):
-            await server.execute(f'CREATE DATABASE "{DB}"')
+        name = url.rsplit("/", 1)[1]
+        if not await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await server.execute(f'CREATE DATABASE "{name}"')
     finally:
         await server.close()
-    await asyncio.to_thread(upgrade, NOTIFICATIONS_DIR, database_url())
-    conn = await asyncpg.connect(dsn(database_url()))
+    await asyncio.to_thread(upgrade, NOTIFICATIONS_DIR, url)
+    conn = await asyncpg.connect(dsn(url))
     try:
         if await conn.fetchval("SELECT count(*) FROM recipients") == members:
             say(f"audience: reusing the {members:,} members loaded before")
             return
-        say(f"audience: bulk-loading {members:,} members into {DB}")
+        say(f"audience: bulk-loading {members:,} members into {url.rsplit('/', 1)[1]}")
         started = time.monotonic()
         await conn.execute("TRUNCATE recipients, suppressions, participation")
         step = 100_000
@@ -208,11 +210,12 @@ async def prepare(members: int) -> None:
 
 async def run(quick: bool, workdir: Path) -> BenchOutcome:
     members = 100_000 if quick else 1_000_000
-    repeats = 10 if quick else 30
+    repeats = 20 if quick else 10
     out = BenchOutcome("Audience count", sizes={"members": f"{members:,}", "repeats per filter": repeats})
-    await prepare(members)
-    engine = create_async_engine(database_url(), pool_size=1)
-    conn = await asyncpg.connect(dsn(database_url()))
+    url = database_url(quick)
+    await prepare(members, url)
+    engine = create_async_engine(url, pool_size=1)
+    conn = await asyncpg.connect(dsn(url))
     try:
         async with engine.connect() as session_conn:
             session = AsyncSession(bind=session_conn)

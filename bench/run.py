@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO_ROOT, BenchOutcome, fmt, launcher, say  # noqa: E402
 
-BENCHMARKS = ("join", "latency", "catchup", "fanout", "digest", "memory")
+BENCHMARKS = ("join", "latency", "catchup", "fanout", "digest", "memory", "audience", "mailing")
 DESCRIPTIONS = {
     "join": "1. join ingest through the gateway",
     "latency": "2. join to welcome email latency at 200 joins/s",
@@ -33,6 +33,8 @@ DESCRIPTIONS = {
     "fanout": "4. fan-out of a meeting announcement",
     "digest": "5. organisers' weekly digests",
     "memory": "6. memory of each service, idle and under load 1",
+    "audience": "7. audience count: a mailing's live count at 1,000,000 members",
+    "mailing": "8. mailing: a mailing to 100,000 members, and its scheduled start",
 }
 
 
@@ -74,6 +76,14 @@ async def run_selected(names: list[str], quick: bool, workdir: Path, profile: bo
             from bench import digest
 
             await timed(digest.run(quick, workdir, profile=profile))
+        elif name == "audience":
+            from bench import audience
+
+            await timed(audience.run(quick, workdir))
+        elif name == "mailing":
+            from bench import mailing
+
+            await timed(mailing.run(quick, workdir))
     if memory is not None:
         outcomes.append(memory)
     return outcomes
