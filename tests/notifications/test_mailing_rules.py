@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from services.notifications.domain import (
     MailingAudience,
+    audience_name_errors,
+    describe_audience,
     mailing_errors,
     mailing_is_due,
     parse_mailing_audience,
@@ -78,3 +80,23 @@ def test_taking_part_filters_are_days_too():
     assert MailingAudience.from_json(audience.as_json()) == audience
     _, errors = parse_mailing_audience([], [], [], "", [], allowed_units=set(), quiet_for_days="soon")
     assert set(errors) == {"quiet_for_days"}
+
+
+def test_a_saved_audience_needs_a_name_of_its_own_on_one_line():
+    assert audience_name_errors("Leicester housing", taken=False) == {}
+    assert "Enter a name" in audience_name_errors("  ", taken=False)["audience_name"]
+    assert "one line" in audience_name_errors("Two\nlines", taken=False)["audience_name"]
+    assert "one line" in audience_name_errors("x" * 101, taken=False)["audience_name"]
+    assert "already" in audience_name_errors("Leicester housing", taken=True)["audience_name"]
+
+
+def test_an_audience_in_words_names_its_places_and_says_everyone_when_nothing_is_chosen():
+    names = {"g1": "Leicester", "s1": "Youth team"}
+    assert describe_audience(MailingAudience(), names) == "Everyone you organise"
+    words = describe_audience(
+        MailingAudience(unit_ids=("g1",), interests=("housing",), levels=("volunteer",), quiet_for_days=90,
+                        exclude_unit_ids=("s1",)),
+        names,
+    )
+    assert words == ("In Leicester; interested in housing; at volunteer; not taken part for 90 days; "
+                     "leaving out Youth team")
