@@ -18,17 +18,19 @@ PY_ANY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 LAUNCHER := $(PY) -m deploy.local.launcher
 STATE := $(or $(GROUNDSWELL_STATE_DIR),.run)
 PYTEST_ARGS ?= -ra
+HELM_TOOLS := $(or $(GROUNDSWELL_CACHE),$(STATE)/cache)/helm-tools
 BENCH_ARGS ?=
 
 export UV_PYTHON_DOWNLOADS ?= never
 
-.PHONY: help install run up infra stop down status organiser backup restore test lint bench demo
+.PHONY: help install run up infra stop down status organiser roll backup restore test lint bench demo helm-tools
 
 help:
 	@echo "make install   bootstrap: uv, system packages (postgresql nginx-light chromium java maven prometheus: promtool checks the alert rules), .venv"
 	@echo "make run       run everything in the foreground; Ctrl-C stops it"
 	@echo "make backup    an encrypted backup of every database and Kafka's topics (docs/operations.md, Backups)"
 	@echo "make restore BACKUP=dir   bring the stopped system back from a backup"
+	@echo "make roll      upgrade without downtime: expand migrations, restart every instance one at a time (docs/operations.md)"
 	@echo "make up        start everything in the background (reuses what runs); prints the addresses"
 	@echo "make infra     start only Kafka, PostgreSQL and the SMTP catcher"
 	@echo "make stop      stop everything the launcher started (also: make down)"
@@ -36,6 +38,7 @@ help:
 	@echo "make organiser EMAIL=you@example.org [SCOPE=network] [NAME=...]   the first organiser, on the running stack"
 	@echo "make test      start or reuse the system, run pytest \$$PYTEST_ARGS, stop what test started"
 	@echo "make lint      ruff and mypy"
+	@echo "make helm-tools  build helm and the manifest validator into \$$(STATE)/cache/helm-tools (deploy/helm; docs/scaling.md)"
 	@echo "make bench     run the benchmarks on a stack of their own, ports +5000 (bench/run.py \$$BENCH_ARGS; docs/benchmarks.md)"
 	@echo "make demo      load a sample network into the running system"
 
@@ -89,6 +92,11 @@ restore: install
 	@test -n "$(BACKUP)" || { echo 'usage: make restore BACKUP=.run/backups/<time>  (stop the services first: make stop)' >&2; exit 2; }
 	@$(PY) -m deploy.local.backup restore "$(BACKUP)"
 
+# Upgrade without downtime (docs/operations.md): after `git pull`, expand migrations, then every instance of every
+# running service restarted one at a time behind the gateway. ROLL="membership events" limits it.
+roll: install
+	@$(LAUNCHER) roll $(ROLL)
+
 organiser: install
 	@test -n "$(EMAIL)" || { echo 'usage: make organiser EMAIL=you@example.org [SCOPE=network|region|group|subteam SCOPE_ID=...] [NAME="..."]' >&2; exit 2; }
 	@$(LAUNCHER) organiser --email="$(EMAIL)" --scope="$(or $(SCOPE),network)" \
@@ -99,6 +107,9 @@ organiser: install
 # $(STATE)/pytest.rc for .ci/run.
 test: install
 	@mkdir -p $(STATE); rm -f $(STATE)/pytest.rc $(STATE)/test-started.txt
+	@# helm and the manifest validator build (minutes from cold, once) while the stack starts and the suite runs;
+	@# tests/infra/test_helm_chart.py waits for it. Its output: $(STATE)/helm-tools.log.
+	@nohup bash deploy/helm/tools/build.sh $(HELM_TOOLS) > $(STATE)/helm-tools.log 2>&1 </dev/null &
 	@if [ "$${GROUNDSWELL_TEST_INFRA:-launcher}" = launcher ]; then \
 	  $(LAUNCHER) up --started-file $(STATE)/test-started.txt; \
 	else echo "make test: GROUNDSWELL_TEST_INFRA=$$GROUNDSWELL_TEST_INFRA: the test fixtures bring the system up"; fi
@@ -113,6 +124,10 @@ test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	echo $$rc > $(STATE)/pytest.rc; \
 	exit $$rc
+
+# helm (pinned, from the Go module proxy) and deploy/helm/tools/validate; `make test` builds them in the background.
+helm-tools:
+	@bash deploy/helm/tools/build.sh $(HELM_TOOLS)
 
 lint: install
 	$(VENV)/bin/ruff check .

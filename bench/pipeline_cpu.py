@@ -7,7 +7,13 @@ part of the stack spent per join: each service, PostgreSQL (all its backends), K
 and this load generator; idle CPU over as long (measured first) is subtracted. On a machine of C cores the
 pipeline cannot sustain more than C * 1000 / (total ms per join) joins a second, whatever the latency.
 
+It also reports the throughput end to end: welcomes caught per second from the first join sent to the last welcome
+caught. Sent faster than the stack can go (the default 50/s here), that is what it sustains. `--instances 2` runs
+every service twice (GROUNDSWELL_INSTANCES, docs/scaling.md) for the run, counts both instances' CPU, and stops the
+extra ones afterwards.
+
     GROUNDSWELL_PORT_OFFSET=6000 GROUNDSWELL_STATE_DIR=$PWD/.run/t3 .venv/bin/python bench/pipeline_cpu.py 1500 50
+    ... bench/pipeline_cpu.py 1500 50 --instances 2
 """
 
 from __future__ import annotations
@@ -66,12 +72,34 @@ def tree_cpu_s(roots: dict[str, int]) -> dict[str, float]:
 
 
 def roots() -> dict[str, int]:
-    found = {name: pid for name in PARTS if (pid := service_pid(name))}
+    extra = [name for service in launcher.SERVICES for name in launcher.service_instances(service) if name != service]
+    found = {name: pid for name in (*PARTS, *sorted(extra)) if (pid := service_pid(name))}
     found["load generator"] = os.getpid()
     return found
 
 
-async def main(n: int, rate: float, idle_s: float) -> None:
+def start_instances(count: int) -> list[tuple[str, str]]:
+    """Every service `count` times (the launcher's GROUNDSWELL_INSTANCES, the gateway reloaded); the extra
+    instances this started, as (service, instance)."""
+    before = {n for s in launcher.SERVICES for n in launcher.service_instances(s)}
+    os.environ["GROUNDSWELL_INSTANCES"] = ",".join(f"{s}={count}" for s in launcher.SERVICES)
+    launcher.ensure_up(services=True)
+    return [(s, instance) for s in launcher.SERVICES for instance, _ in launcher.extra_instances(s)
+            if f"{s}-{instance}" not in before]  # fmt: skip
+
+
+async def main(n: int, rate: float, idle_s: float, instances: int = 1) -> None:
+    started = start_instances(instances) if instances > 1 else []
+    try:
+        await measure(n, rate, idle_s)
+    finally:
+        for service, instance in started:
+            launcher.stop_service(service, instance)
+        if started:
+            launcher.reload_gateway()
+
+
+async def measure(n: int, rate: float, idle_s: float) -> None:
     pids = roots()
     missing = [p for p in PARTS if p not in pids]
     if missing:
@@ -83,7 +111,7 @@ async def main(n: int, rate: float, idle_s: float) -> None:
     tag = data.run_tag()
     reader = MailIndexReader()
     reader.read_new()
-    before, t0 = tree_cpu_s(pids), time.monotonic()
+    before, t0, first_sent = tree_cpu_s(pids), time.monotonic(), time.time()
     result = await load.open_loop(launcher.GATEWAY_URL, data.join_request(tag), rate=rate, seconds=n / rate)
     answered = {data.member_email(tag, i): t for i, t, s in zip(result.indexes, result.answered, result.statuses,
                                                                  strict=True) if s == 303}
@@ -94,6 +122,9 @@ async def main(n: int, rate: float, idle_s: float) -> None:
     print(f"{joins} joins accepted of {n} at {rate:.0f}/s ({result.ok(303) / result.seconds:.0f}/s achieved), "
           f"{len(received)} welcomes caught in {elapsed:.1f} s; welcome latency p50 {percentile(latencies, 50):.0f} "
           f"ms, p99 {percentile(latencies, 99):.0f} ms")
+    if received:
+        print(f"end to end: {len(received) / (max(received.values()) - first_sent):.1f} joins/s (welcomes caught per "
+              f"second from the first join sent to the last welcome caught)")
     print(f"{'part':<16} {'ms CPU per join':>16}")
     total = 0.0
     for name in pids:
@@ -109,5 +140,6 @@ if __name__ == "__main__":
     parser.add_argument("joins", type=int, nargs="?", default=1500)
     parser.add_argument("rate", type=float, nargs="?", default=50.0)
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured first")
+    parser.add_argument("--instances", type=int, default=1, help="instances of every service for the run")
     args = parser.parse_args()
-    asyncio.run(main(args.joins, args.rate, args.idle))
+    asyncio.run(main(args.joins, args.rate, args.idle, args.instances))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.database_url import libpq_url
 
 # Signs every session, API key and emailed link: whoever knows it can act as any organiser or member.
 SECRET_KEY_MIN_LENGTH = 32
@@ -29,6 +32,10 @@ class InsecureSecretKey(ValueError):
     """SECRET_KEY is missing, short or published, and GROUNDSWELL_DEV is not set."""
 
 
+class InsecureKafkaSettings(ValueError):
+    """The KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* variables contradict each other."""
+
+
 class Settings(BaseSettings):
     """The environment variables of ../shared/ARCHITECTURE.md plus a few operational knobs."""
 
@@ -48,6 +55,14 @@ class Settings(BaseSettings):
     # 6 s is the least a broker accepts by default (group.min.session.timeout.ms); heartbeats at a sixth of it.
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1000
+    # How every Kafka client connects (shared/kafka_security.py; docs/scaling.md, "Managed Kafka and PostgreSQL").
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_ca_file: str = ""  # PEM; empty: the system's trusted authorities
+    kafka_ssl_cert_file: str = ""  # a client certificate (PEM) where the brokers authenticate clients by TLS
+    kafka_ssl_key_file: str = ""
 
     database_url: str = "postgresql+asyncpg://groundswell:groundswell@127.0.0.1:5433/groundswell"
     database_pool_size: int = 10
@@ -94,6 +109,20 @@ class Settings(BaseSettings):
     consumer_retry_backoff_max_s: float = 5.0
     consumer_retry_later_budget_s: float = 120.0
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        """Refuse settings that would connect otherwise than they say (a CA for a plaintext connection, SASL
+        without a user): a service must never fall back to plaintext or anonymous access unnoticed."""
+        problem = kafka_security_problem(self)
+        if problem:
+            raise InsecureKafkaSettings(f"{problem} See docs/scaling.md, \"Managed Kafka and PostgreSQL\".")
+        return self
+
     @model_validator(mode="after")
     def _secret_key_is_secret(self) -> Settings:
         """Refuse to run with a key an attacker could know or guess, unless this is a development machine."""
@@ -114,8 +143,8 @@ class Settings(BaseSettings):
 
     @property
     def asyncpg_dsn(self) -> str:
-        """The DATABASE_URL in the form asyncpg itself accepts (for LISTEN/NOTIFY)."""
-        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        """The DATABASE_URL in the form asyncpg itself accepts (for LISTEN/NOTIFY), TLS parameters included."""
+        return libpq_url(self.database_url)
 
 
 def secret_key_problem(key: str) -> str | None:
@@ -126,6 +155,28 @@ def secret_key_problem(key: str) -> str | None:
         return "is a published default"
     if len(key) < SECRET_KEY_MIN_LENGTH:
         return f"is shorter than {SECRET_KEY_MIN_LENGTH} characters"
+    return None
+
+
+def kafka_security_problem(settings: Settings) -> str | None:
+    """What is contradictory in the Kafka security variables, or None."""
+    protocol = settings.kafka_security_protocol
+    sasl = protocol.startswith("SASL_")
+    if sasl and not (settings.kafka_sasl_username and settings.kafka_sasl_password):
+        return f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD."
+    if not sasl and (settings.kafka_sasl_username or settings.kafka_sasl_password):
+        return (f"KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD are set but KAFKA_SECURITY_PROTOCOL={protocol} sends no "
+                "credentials: set it to SASL_SSL.")
+    files = {
+        "KAFKA_SSL_CA_FILE": settings.kafka_ssl_ca_file,
+        "KAFKA_SSL_CERT_FILE": settings.kafka_ssl_cert_file,
+        "KAFKA_SSL_KEY_FILE": settings.kafka_ssl_key_file,
+    }
+    tls_files = ", ".join(name for name, value in files.items() if value)
+    if tls_files and not protocol.endswith("SSL"):
+        return f"{tls_files} set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS: set SSL or SASL_SSL."
+    if bool(settings.kafka_ssl_cert_file) != bool(settings.kafka_ssl_key_file):
+        return "KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together (a client certificate and its key)."
     return None
 
 

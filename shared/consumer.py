@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ from shared.handlers import (
     typed_data,
 )
 from shared.inbox import Inbox
+from shared.kafka_security import kafka_client_options
 from shared.logging import correlation_id_var, get_logger
 from shared.topics import dead_letter_topic
 from shared.uow import UnitsOfWork
@@ -366,9 +367,10 @@ def _record_key(record: Any) -> bytes:
 class DeadLetterPublisher:
     """Sends failed records to their group's dead-letter topic, with what went wrong in the headers."""
 
-    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
+    def __init__(self, bootstrap_servers: str, client_id: str, kafka_options: Mapping[str, Any] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
+        self.kafka_options = kafka_options  # TLS and SASL; None: as the environment's settings say
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
@@ -380,6 +382,7 @@ class DeadLetterPublisher:
                     enable_idempotence=True,
                     acks="all",
                     client_id=self.client_id,
+                    **(kafka_client_options() if self.kafka_options is None else self.kafka_options),
                 )
                 await producer.start()
                 self._producer = producer

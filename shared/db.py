@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import asyncpg
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from shared.database_url import libpq_url
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -21,10 +25,22 @@ def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def connect_engine(url: str, **options: Any) -> AsyncEngine:
+    """An engine whose connections asyncpg opens from the whole DATABASE_URL, as the outbox relay's own connections
+    are opened: libpq's `sslmode`, `sslrootcert`, `sslcert` … mean what they mean to libpq (shared/database_url.py).
+    Left to SQLAlchemy, each URL parameter would become a keyword of asyncpg.connect, which has no `sslmode`."""
+    dsn = libpq_url(url)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn)
+
+    return create_async_engine(url, async_creator=connect, **options)
+
+
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     # pool_pre_ping lets every checkout survive a PostgreSQL restart: a dead connection is replaced.
     # hide_parameters: an error that reaches a log names the statement, never the personal data bound to it.
-    return create_async_engine(
+    return connect_engine(
         url,
         hide_parameters=True,
         pool_size=pool_size,

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.config import get_settings
 from shared.consumer import H_ORIGINAL_KEY, H_ORIGINAL_TOPIC, H_REPLAY_FOR_GROUP
+from shared.kafka_security import kafka_client_options
 from shared.topics import CONSUMER_GROUPS, dead_letter_topic
 
 H_REPLAYED_FROM = "x-replayed-from-offset"
@@ -56,7 +57,9 @@ async def dead_letter_counts(bootstrap: str | None = None) -> dict[str, int]:
     """How many dead letters each consumer group's topic keeps (30 days of them), without reading any: for the
     operators' part of the organisers' home."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap or get_settings().kafka_bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=bootstrap or get_settings().kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        **kafka_client_options(),
     )
     await consumer.start()
     try:
@@ -79,7 +82,9 @@ async def dead_letter_counts(bootstrap: str | None = None) -> dict[str, int]:
 async def read_dead_letters(group: str, bootstrap: str | None = None) -> list[DeadLetter]:
     topic = dead_letter_topic(group)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap or get_settings().kafka_bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=bootstrap or get_settings().kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        **kafka_client_options(),
     )
     await consumer.start()
     try:
@@ -121,7 +126,9 @@ async def replay(
     letters = [d for d in await read_dead_letters(group, bootstrap) if offsets is None or d.offset in offsets]
     if value is not None and len(letters) != 1:
         raise ValueError("a corrected value can replace exactly one dead letter: give one --offset")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", **kafka_client_options()
+    )
     await producer.start()
     try:
         for letter in letters:

@@ -9,7 +9,12 @@ from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import async_engine_from_config
+
+from shared.db import connect_engine
+
+# The advisory lock every `migrate` holds while it migrates (any number, the same for every service: each has its
+# own database).
+MIGRATION_LOCK_ID = 0x6753_4D49_4752  # "gsMIGR"
 
 
 def alembic_config(service_dir: Path, database_url: str) -> Config:
@@ -35,12 +40,13 @@ def run_env(metadata: MetaData) -> None:
     def do_run(connection: Connection) -> None:
         context.configure(connection=connection, target_metadata=metadata, compare_type=True)
         with context.begin_transaction():
+            # Instances starting together (the Helm chart's init containers) migrate one after the other: the
+            # others wait here, then find the database at head and do nothing.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
             context.run_migrations()
 
     async def run_async() -> None:
-        engine = async_engine_from_config(
-            config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool
-        )
+        engine = connect_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
         async with engine.connect() as connection:
             await connection.run_sync(do_run)
         await engine.dispose()

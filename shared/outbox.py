@@ -20,8 +20,9 @@ import json
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -45,8 +46,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import metrics, tracing
+from shared.database_url import libpq_url
 from shared.db import Database
 from shared.events.envelope import Envelope, EventData
+from shared.kafka_security import kafka_client_options
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -187,9 +190,12 @@ class OutboxRelay:
         retention: timedelta = timedelta(hours=72),
         shards_per_batch: int = OUTBOX_SHARDS // 2,
         linger_ms: int = 1,
+        kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.db = db
         self.bootstrap_servers = bootstrap_servers
+        # TLS and SASL (shared/kafka_security.py); None: as the environment's settings say, when first connecting
+        self.kafka_options = kafka_options
         self.service = service
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
@@ -245,6 +251,7 @@ class OutboxRelay:
                 linger_ms=self.linger_ms,
                 request_timeout_ms=15000,
                 client_id=f"{self.service}-outbox-relay",
+                **(kafka_client_options() if self.kafka_options is None else self.kafka_options),
             )
             try:
                 await producer.start()
@@ -492,8 +499,7 @@ class _Marker:
 
 
 def _asyncpg_dsn(db: Database) -> str:
-    url = db.engine.url
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return libpq_url(db.engine.url.render_as_string(hide_password=False))
 
 
 def headers_dict(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:

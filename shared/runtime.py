@@ -25,6 +25,7 @@ from shared.db import Database
 from shared.events.envelope import Envelope
 from shared.handlers import Registry
 from shared.inbox import Inbox, inbox_table
+from shared.kafka_security import kafka_client_options, kafka_security
 from shared.logging import configure_logging, get_logger
 from shared.openapi import complete_openapi
 from shared.outbox import Outbox, OutboxRelay, outbox_tables
@@ -57,6 +58,19 @@ def bootstrap_list(servers: str) -> list[str]:
     return [s.strip() for s in servers.split(",") if s.strip()]
 
 
+def build_broker(settings: Settings, description: str) -> KafkaBroker:
+    """The FastStream broker a service consumes with: every bootstrap server, TLS and SASL as configured."""
+    return KafkaBroker(
+        bootstrap_list(settings.kafka_bootstrap_servers),
+        client_id=settings.service_instance,
+        description=description,
+        security=kafka_security(settings),
+        # FastStream's "Received"/"Processed" lines for every batch are debug output here: at INFO they
+        # cost more CPU than handling a small batch. Errors are still logged (shared/consumer.py).
+        log_level=logging.DEBUG,
+    )
+
+
 class ServiceRuntime:
     """One process of a service: its settings, database, units of work (outbox), inbox, relay and Kafka broker.
 
@@ -73,14 +87,8 @@ class ServiceRuntime:
         self.uows = UnitsOfWork(self.db, self.outbox)
         self.inbox = Inbox(self.db, tables.inbox)
         self.revocations = Revocations(self.db, tables.revocations)
-        self.broker = KafkaBroker(
-            bootstrap_list(self.settings.kafka_bootstrap_servers),
-            client_id=f"{self.settings.service_instance}",
-            description=f"Groundswell {name} service",
-            # FastStream's "Received"/"Processed" lines for every batch are debug output here: at INFO they
-            # cost more CPU than handling a small batch. Errors are still logged (shared/consumer.py).
-            log_level=logging.DEBUG,
-        )
+        self.broker = build_broker(self.settings, f"Groundswell {name} service")
+        self.kafka_options = kafka_client_options(self.settings)
         self.relay = OutboxRelay(
             self.db,
             self.settings.kafka_bootstrap_servers,
@@ -88,8 +96,11 @@ class ServiceRuntime:
             batch_size=self.settings.outbox_batch_size,
             poll_interval_s=self.settings.outbox_poll_interval_s,
             retention=timedelta(hours=self.settings.outbox_retention_hours),
+            kafka_options=self.kafka_options,
         )
-        self.dlq = DeadLetterPublisher(self.settings.kafka_bootstrap_servers, f"{self.settings.service_instance}-dlq")
+        self.dlq = DeadLetterPublisher(
+            self.settings.kafka_bootstrap_servers, f"{self.settings.service_instance}-dlq", self.kafka_options
+        )
         self.consumers: list[EventConsumer] = []
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task] = []
@@ -130,8 +141,8 @@ class ServiceRuntime:
         """Keep `groundswell_consumer_lag` current: end offset minus committed offset, per group and partition."""
         bootstrap = self.settings.kafka_bootstrap_servers
         while True:
-            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-            probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **self.kafka_options)
+            probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **self.kafka_options)
             try:
                 await admin.start()
                 await probe.start()

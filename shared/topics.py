@@ -7,9 +7,13 @@ from the beginning of them.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
+from aiokafka.errors import KafkaConnectionError
+
 from shared.config import get_settings
+from shared.kafka_security import kafka_client_options
 
 FOREVER = -1
 DAY_MS = 24 * 3600 * 1000
@@ -181,7 +185,9 @@ async def create_topics(bootstrap: str | None = None, extra: tuple[TopicSpec, ..
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     settings = get_settings()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap or settings.kafka_bootstrap_servers, **kafka_client_options(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -218,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         for t in all_topics():
             print(f"{t.name:32} partitions={t.partitions or get_settings().kafka_partitions:<3} {t.description}")
         return 0
-    created = asyncio.run(create_topics())
+    try:
+        created = asyncio.run(create_topics())
+    except KafkaConnectionError as error:  # aiokafka has logged why each broker refused (TLS, SASL) just above
+        settings = get_settings()
+        print(f"{error}: Kafka at {settings.kafka_bootstrap_servers} refused or could not be reached over "
+              f"{settings.kafka_security_protocol} (the reason is above; docs/scaling.md)", file=sys.stderr)
+        return 1
     print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else " (all existed)"))
     return 0
 

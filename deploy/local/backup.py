@@ -32,12 +32,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from deploy.local.config import KAFKA_BOOTSTRAP, SERVICES, STATE_DIR, LauncherError, say
+from deploy.local.config import (
+    KAFKA_BOOTSTRAP,
+    KAFKA_EXTERNAL,
+    POSTGRES_EXTERNAL,
+    SERVICES,
+    STATE_DIR,
+    LauncherError,
+    say,
+)
 from deploy.local.postgres import database_url, pg_bin_dir
+from shared.database_url import database_name, libpq_url, with_database
 
 BACKUP_DIR = Path(os.environ.get("GROUNDSWELL_BACKUP_DIR") or STATE_DIR / "backups").absolute()
 BACKUP_KEY_FILE = Path(os.environ.get("BACKUP_KEY_FILE") or STATE_DIR / "backup.key").absolute()
@@ -123,7 +133,7 @@ def unsealed_chunks(source: IO[bytes], key: bytes) -> Iterator[bytes]:
     head = source.read(len(MAGIC) + 8)
     if not head.startswith(MAGIC):
         raise ValueError("not a Groundswell backup file")
-    prefix, counter, last = head[len(MAGIC):], 0, False
+    prefix, counter, last = head[len(MAGIC) :], 0, False
     while not last:
         size = source.read(4)
         if len(size) < 4:
@@ -146,7 +156,7 @@ def unsealed_chunks(source: IO[bytes], key: bytes) -> Iterator[bytes]:
 
 # --- databases ----------------------------------------------------------------------------------------------------
 def _libpq_url(service: str) -> str:
-    return database_url(service).replace("postgresql+asyncpg://", "postgresql://", 1)
+    return libpq_url(database_url(service))  # TLS parameters kept: pg_dump reads sslmode, sslrootcert …
 
 
 def _pg_tool(name: str) -> str:
@@ -175,8 +185,8 @@ async def _recreate_database(service: str) -> None:
     import asyncpg  # type: ignore[import-untyped]
 
     url = _libpq_url(service)
-    name = url.rsplit("/", 1)[1].split("?")[0]
-    conn = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres", timeout=10)
+    name = database_name(url)
+    conn = await asyncpg.connect(with_database(url, "postgres"), timeout=10)
     try:
         await conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -226,11 +236,21 @@ def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
+def _kafka_options() -> dict[str, Any]:
+    """TLS and SASL as the services connect (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*: shared/config.py).
+    Only those are read: a backup needs no SECRET_KEY, so its check is not made here."""
+    # Not at the top: `make stop`/`make status` import the launcher with the system Python, without the venv.
+    from shared.config import Settings
+    from shared.kafka_security import kafka_client_options
+
+    return kafka_client_options(Settings(groundswell_dev=True))
+
+
 async def committed_offsets(bootstrap: str) -> dict[str, dict[str, dict[str, int]]]:
     """Every consumer group's committed offsets: {group: {topic: {partition: offset}}}."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_kafka_options())
     await admin.start()
     try:
         groups: dict[str, dict[str, dict[str, int]]] = {}
@@ -249,7 +269,7 @@ async def export_topics(bootstrap: str, target: Path, key: bytes, topics: list[s
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_kafka_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -258,22 +278,30 @@ async def export_topics(bootstrap: str, target: Path, key: bytes, topics: list[s
         await admin.close()
     partitions = [TopicPartition(d["topic"], p["partition"]) for d in sorted(described, key=lambda d: d["topic"])
                   for p in sorted(d["partitions"], key=lambda p: p["partition"])]  # fmt: skip
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **_kafka_options()
+    )
     await consumer.start()
     counts: dict[str, dict[str, int]] = {}
+    for tp in partitions:
+        counts.setdefault(tp.topic, {})[str(tp.partition)] = 0
     try:
         ends = await consumer.end_offsets(partitions) if partitions else {}
+        starts = await consumer.beginning_offsets(partitions) if partitions else {}
+        # Every partition with records at once (one fetch serves many): per partition, one at a time, costs a
+        # round of fetches each, and most of the registered partitions are empty.
+        pending = {tp for tp in partitions if starts[tp] < ends[tp]}
         with target.open("wb") as out:
             writer = SealedWriter(out, key)
-            for tp in partitions:
-                counts.setdefault(tp.topic, {})[str(tp.partition)] = 0
-                consumer.assign([tp])
-                await consumer.seek_to_beginning(tp)
-                idle = 0  # a compacted partition's last offsets may hold no record: stop when fetches stay empty
-                while await consumer.position(tp) < ends[tp] and idle < 3:
-                    batch = await consumer.getmany(tp, timeout_ms=1000, max_records=2000)
-                    idle = 0 if batch.get(tp) else idle + 1
-                    for record in batch.get(tp, []):
+            if pending:
+                consumer.assign(sorted(pending))
+                await consumer.seek_to_beginning(*pending)
+            idle = 0  # a compacted partition's last offsets may hold no record: stop when fetches stay empty
+            while pending and idle < 3:
+                batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=5000)
+                idle = 0 if any(batch.values()) else idle + 1
+                for tp, records in batch.items():
+                    for record in records:
                         if record.offset >= ends[tp]:
                             break
                         line = {"t": tp.topic, "p": tp.partition, "o": record.offset, "ts": record.timestamp,
@@ -281,6 +309,9 @@ async def export_topics(bootstrap: str, target: Path, key: bytes, topics: list[s
                                 "h": [[k, _b64(v)] for k, v in (record.headers or ())]}  # fmt: skip
                         writer.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
                         counts[tp.topic][str(tp.partition)] += 1
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
             writer.close()
     finally:
         await consumer.stop()
@@ -304,13 +335,13 @@ async def import_topics(
 ) -> int:
     """Recreate the registered topics empty, write the records back to their partitions in order, and commit each
     consumer group at the position of its first record not yet handled (offsets are renumbered from 0)."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import AIOKafkaProducer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import OffsetAndMetadata
 
     from shared.topics import all_topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_kafka_options())
     await admin.start()
     try:
         registered = {t.name for t in all_topics()}
@@ -326,7 +357,9 @@ async def import_topics(
     await asyncio.to_thread(create_topics)  # as the launcher does: `python -m shared.topics create`
     # How many records of each partition came before each old offset: the new offset of a committed position.
     before: dict[tuple[str, int], list[int]] = {}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5, **_kafka_options()
+    )
     await producer.start()
     written = 0
     try:
@@ -334,8 +367,16 @@ async def import_topics(
         for record in _records(source, key):
             before.setdefault((record["t"], record["p"]), []).append(record["o"])
             headers = [(k, _unb64(v) or b"") for k, v in record["h"]]
-            pending.append(await producer.send(record["t"], value=_unb64(record["v"]), key=_unb64(record["k"]),
-                                               partition=record["p"], timestamp_ms=record["ts"], headers=headers))
+            pending.append(
+                await producer.send(
+                    record["t"],
+                    value=_unb64(record["v"]),
+                    key=_unb64(record["k"]),
+                    partition=record["p"],
+                    timestamp_ms=record["ts"],
+                    headers=headers,
+                )
+            )
             written += 1
             if len(pending) >= 1000:
                 await asyncio.gather(*pending)
@@ -343,6 +384,7 @@ async def import_topics(
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+    commits = []
     for group_id, topics in groups.items():
         positions = {}
         for topic, partitions in topics.items():
@@ -351,16 +393,24 @@ async def import_topics(
                 renumbered = sum(1 for o in old if o < offset)
                 positions[TopicPartition(topic, int(partition))] = OffsetAndMetadata(renumbered, "")
         live = {tp: meta for tp, meta in positions.items() if tp.topic in registered}
-        if not live:
-            continue
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(list(live))
-            await consumer.commit(live)
-        finally:
-            await consumer.stop()
+        if live:
+            commits.append(_commit_positions(bootstrap, group_id, live))
+    await asyncio.gather(*commits)  # a consumer per group; together, not one after another
     return written
+
+
+async def _commit_positions(bootstrap: str, group_id: str, positions: dict[Any, Any]) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, **_kafka_options()
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(positions))
+        await consumer.commit(positions)
+    finally:
+        await consumer.stop()
 
 
 # --- the two commands ---------------------------------------------------------------------------------------------
@@ -383,7 +433,9 @@ def create_backup(root: Path = BACKUP_DIR, key_file: Path = BACKUP_KEY_FILE, kee
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     groups = asyncio.run(committed_offsets(bootstrap))  # first: a restored consumer may re-handle, never skip
-    databases = {service: dump_database(service, staging / f"{service}.dump.enc", key) for service in SERVICES}
+    with ThreadPoolExecutor(len(SERVICES)) as pool:  # the databases are separate: dump them side by side
+        dumps = {s: pool.submit(dump_database, s, staging / f"{s}.dump.enc", key) for s in SERVICES}
+        databases = {service: dump.result() for service, dump in dumps.items()}
     erased = asyncio.run(_erased_member_ids())
     kafka = asyncio.run(export_topics(bootstrap, staging / KAFKA_FILE, key, [t.name for t in all_topics()]))
     ledger = _merge_ledger(root, erased)
@@ -440,9 +492,11 @@ def restore_backup(backup: Path, create_topics: Callable[[], None], reapply: Cal
     erasure from the ledger beside it. PostgreSQL and Kafka must run; the services must not."""
     key = load_key(key_file)
     manifest = verify_backup(backup, key)
-    for service, entry in manifest["databases"].items():
-        say(f"restoring {service}'s database ...")
-        restore_database(service, backup / entry["file"], key)
+    say(f"restoring the databases of {', '.join(manifest['databases'])} ...")
+    with ThreadPoolExecutor(len(manifest["databases"])) as pool:
+        restores = [pool.submit(restore_database, s, backup / e["file"], key) for s, e in manifest["databases"].items()]
+        for restored in restores:
+            restored.result()
     say("restoring Kafka's topics ...")
     groups = manifest["consumer_groups"]
     written = asyncio.run(import_topics(bootstrap, backup / KAFKA_FILE, key, groups, create_topics))
@@ -500,8 +554,12 @@ def _restore_stopped(backup: Path, stack: Any) -> None:
     running = [p["name"] for p in stack.status() if p["name"] in SERVICES and p["state"] != "stopped"]
     if running:
         raise LauncherError(f"Stop the services first (make stop): {', '.join(running)} still run.")
-    start_postgres()
-    start_kafka()
+    # A server of its own (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS: a managed one, or a restore Job on Kubernetes) must
+    # already run; the launcher's own are started.
+    if not POSTGRES_EXTERNAL:
+        start_postgres()
+    if not KAFKA_EXTERNAL:
+        start_kafka()
     restore_backup(
         backup, create_topics, lambda listing: run_service_command("membership", "reapply-erasures", str(listing))
     )

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deploy.local import rolling
 from deploy.local.config import (
     KAFKA_EXTERNAL,
     PORT_OFFSET,
@@ -23,7 +24,13 @@ from deploy.local.config import (
 )
 from deploy.local.gateway import configured_tls, render_nginx_conf
 from deploy.local.processes import launcher_lock, log_path, log_tail, read_record, tie_children_to_launcher
-from deploy.local.services import run_service_command, service_instances, service_ready, service_url
+from deploy.local.services import (
+    check_service_name,
+    run_service_command,
+    service_instances,
+    service_ready,
+    service_url,
+)
 from deploy.local.stack import addresses, ensure_up, planned_components, status, stop_all, stop_names
 
 
@@ -159,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     organiser.add_argument("--name", default="")
     organiser.add_argument("--scope", choices=("network", "region", "group", "subteam"), default="network")
     organiser.add_argument("--scope-id", help="the region's, group's or sub-team's id (for those scopes)")
+    roll = sub.add_parser(
+        "roll", help="upgrade without downtime: expand migrations, then restart every instance one at a time"
+    )
+    roll.add_argument("services", nargs="*", help="the services to roll (default: every one that runs)")
     args = parser.parse_args(argv)
     if args.command != "run":  # `run` installs its own handlers
         signal.signal(signal.SIGTERM, _raise_stop)
@@ -188,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "organiser":
             return _cmd_organiser(args.email, args.scope, args.name, args.scope_id)
+        if args.command == "roll":
+            for name in args.services:
+                check_service_name(name)
+            rolling.upgrade(args.services or rolling.default_services())
+            return 0
     except LauncherError as exc:
         print(f"\n[launcher] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1

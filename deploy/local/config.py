@@ -36,10 +36,9 @@ HOST = "127.0.0.1"
 # (with its own GROUNDSWELL_STATE_DIR) can then run beside the usual one.
 PORT_OFFSET = int(os.environ.get("GROUNDSWELL_PORT_OFFSET") or 0)
 GATEWAY_PORT = int(os.environ.get("GATEWAY_PORT") or 8000 + PORT_OFFSET)
-SERVICE_PORTS: dict[str, int] = {
-    name: port + PORT_OFFSET
-    for name, port in {"membership": 8001, "events": 8002, "notifications": 8003, "campaigns": 8004}.items()
-}
+# Each service's own port, unshifted: what it listens on in a container (docker-compose, the Helm chart).
+BASE_SERVICE_PORTS: dict[str, int] = {"membership": 8001, "events": 8002, "notifications": 8003, "campaigns": 8004}
+SERVICE_PORTS: dict[str, int] = {name: port + PORT_OFFSET for name, port in BASE_SERVICE_PORTS.items()}
 SERVICES: tuple[str, ...] = tuple(SERVICE_PORTS)
 KAFKA_PORT = 9092 + PORT_OFFSET
 KAFKA_CONTROLLER_PORT = 9093 + PORT_OFFSET

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.local.config import (
+    BASE_SERVICE_PORTS,
     GATEWAY,
     GATEWAY_ACME_WEBROOT,
     GATEWAY_HTTPS_PORT,
@@ -223,7 +224,7 @@ def render_nginx_conf(
             "LISTEN": f"{HOST}:{port}",
         }
     elif target == "docker":
-        hosts = {name: [f"{name}:{port}"] for name, port in SERVICE_PORTS.items()}
+        hosts = {name: [f"{name}:{port}"] for name, port in BASE_SERVICE_PORTS.items()}
         values = {
             "USER_DIRECTIVE": "user nginx;",
             "WORKER_PROCESSES": "auto",

@@ -182,29 +182,46 @@ LOG4J2_TOOLS = """<?xml version="1.0" encoding="UTF-8"?>
 
 def kafka_server_properties(data: Path = KAFKA_DIR / "data") -> str:
     """The node's server.properties, its logs and metadata in `data`."""
+    quorum = f"controller.quorum.bootstrap.servers={HOST}:{KAFKA_CONTROLLER_PORT}"
     return f"""# Written by deploy/local/kafka.py on every start: a single-node KRaft cluster for development.
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers={HOST}:{KAFKA_CONTROLLER_PORT}
-listeners=PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://{HOST}:{KAFKA_PORT}
+{kraft_node_properties(1, quorum, KAFKA_PORT, KAFKA_CONTROLLER_PORT, data)}min.insync.replicas=1
+{replication_properties(1)}{COMMON_PROPERTIES}"""
+
+
+def kraft_node_properties(node: int, quorum: str, port: int, controller_port: int, data: Path) -> str:
+    """What every local node (a broker and a controller in one process) says of itself: its id, how it finds the
+    controllers (`quorum`, one property line), its listeners on this machine and its storage in `data`."""
+    return f"""process.roles=broker,controller
+node.id={node}
+{quorum}
+listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}
+advertised.listeners=PLAINTEXT://{HOST}:{port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
 metadata.log.dir={data}
-# Topics are created explicitly (python -m shared.topics create), never by a typo.
+"""
+
+
+def replication_properties(replicas: int) -> str:
+    """How many copies the cluster keeps of new topics and of its own internal ones (offsets, transactions)."""
+    in_sync = min(2, replicas)
+    return f"""default.replication.factor={replicas}
+offsets.topic.replication.factor={replicas}
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={in_sync}
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={in_sync}
+"""
+
+
+# What every local node runs with, whether alone or one of a cluster (deploy/local/kafka_cluster.py).
+COMMON_PROPERTIES = """# Topics are created explicitly (python -m shared.topics create), never by a typo.
 auto.create.topics.enable=false
 num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=10
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
@@ -247,30 +264,45 @@ def _kafka_cluster_id() -> str:
     return path.read_text().strip()
 
 
-def format_kafka_storage(libs: Path, cluster_id: str, directory: Path = KAFKA_DIR) -> None:
-    """Format the storage of the node configured in `directory` (once: a formatted one is left alone).
+# For short-lived nodes (the fault drill's cluster) on a busy machine: the JIT's first tier only and the serial
+# collector start a JVM on much less CPU; a long-running broker wants the full JIT and G1.
+QUICK_START_JVM = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+
+
+def storage_format_command(libs: Path, cluster_id: str, directory: Path, *, standalone: bool = True) -> list[str]:
+    """StorageTool's format of the node configured in `directory`. standalone: the node is its cluster's only
+    controller (the local broker); otherwise its server.properties lists the controllers (a cluster's node).
 
     Option values go as --option=value: an id that begins with '-' (made by an older launcher) is still a value.
     """
+    return [
+        "java", "-Xmx256m", *(() if standalone else QUICK_START_JVM),
+        f"-Dlog4j2.configurationFile={directory / 'log4j2-tools.xml'}",
+        "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", *(["--standalone"] if standalone else []),
+        f"--cluster-id={cluster_id}", f"--config={directory / 'server.properties'}",
+    ]  # fmt: skip
+
+
+def format_kafka_storage(libs: Path, cluster_id: str, directory: Path = KAFKA_DIR) -> None:
+    """Format the storage of the node configured in `directory` (once: a formatted one is left alone)."""
     if (directory / "data" / "meta.properties").exists():
         return
     say("formatting Kafka storage (first run only) ...")
-    result = subprocess.run(
-        ["java", "-Xmx256m", f"-Dlog4j2.configurationFile={directory / 'log4j2-tools.xml'}",
-         "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", "--standalone",
-         f"--cluster-id={cluster_id}", f"--config={directory / 'server.properties'}"],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    result = subprocess.run(storage_format_command(libs, cluster_id, directory), capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL)  # fmt: skip
     if result.returncode != 0:
         raise LauncherError(f"Formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
 
 
-def kafka_command(libs: Path) -> list[str]:
+def kafka_command(libs: Path, directory: Path = KAFKA_DIR, *, quick_start: bool = False) -> list[str]:
+    """The JVM running the node configured in `directory` (quick_start: QUICK_START_JVM, a smaller heap)."""
+    jvm = ["-Xms128m", "-Xmx384m", *QUICK_START_JVM] if quick_start else [
+        "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+        "-XX:+ExplicitGCInvokesConcurrent"]  # fmt: skip
     return [
-        "java", "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-        "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.xml'}", f"-Dkafka.logs.dir={LOG_DIR}",
-        "-cp", f"{libs}/*", "kafka.Kafka", str(KAFKA_DIR / "server.properties"),
+        "java", *jvm, "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={directory / 'log4j2.xml'}", f"-Dkafka.logs.dir={LOG_DIR}",
+        "-cp", f"{libs}/*", "kafka.Kafka", str(directory / "server.properties"),
     ]  # fmt: skip
 
 
@@ -286,12 +318,13 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(previous)
 
 
-async def _kafka_metadata_ok(bootstrap: str, timeout: float) -> bool:
+async def _kafka_metadata_ok(bootstrap: str, timeout: float, brokers: int = 1) -> bool:
     with _quiet_logger("aiokafka"):
-        return await _poll_kafka_metadata(bootstrap, timeout)
+        return await _poll_kafka_metadata(bootstrap, timeout, brokers)
 
 
-async def _poll_kafka_metadata(bootstrap: str, timeout: float) -> bool:
+async def _poll_kafka_metadata(bootstrap: str, timeout: float, brokers: int = 1) -> bool:
+    """True once a metadata answer names at least `brokers` brokers (polls up to `timeout`)."""
     # Not at the top: `make stop`/`make status` import the launcher with the system Python, without the venv.
     from aiokafka import AIOKafkaClient  # type: ignore[attr-defined]
 
@@ -301,7 +334,7 @@ async def _poll_kafka_metadata(bootstrap: str, timeout: float) -> bool:
         try:
             await asyncio.wait_for(client.bootstrap(), max(1.0, min(6.0, deadline - time.monotonic())))
             metadata = await asyncio.wait_for(client.fetch_all_metadata(), 6.0)
-            if metadata.brokers():
+            if len(metadata.brokers()) >= brokers:
                 return True
         except Exception:  # noqa: BLE001 - not ready yet
             pass
@@ -315,7 +348,13 @@ async def _poll_kafka_metadata(bootstrap: str, timeout: float) -> bool:
 
 def kafka_ready(timeout: float = 5.0) -> bool:
     """True once the broker at KAFKA_BOOTSTRAP answers a metadata request (polls up to `timeout`)."""
-    return bool(run_in_thread(lambda: _kafka_metadata_ok(KAFKA_BOOTSTRAP, timeout)))
+    return brokers_ready(KAFKA_BOOTSTRAP, 1, timeout)
+
+
+def brokers_ready(bootstrap: str, brokers: int, timeout: float = 5.0) -> bool:
+    """True once a broker of `bootstrap` answers a metadata request naming `brokers` brokers (polls up to
+    `timeout`): every node of a cluster has registered."""
+    return bool(run_in_thread(lambda: _kafka_metadata_ok(bootstrap, timeout, brokers)))
 
 
 def _prepare_kafka() -> Path:

@@ -8,12 +8,10 @@ import glob
 import hashlib
 import os
 import pwd
-import re
 import shutil
 import signal
 import subprocess
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from deploy.local.config import (
     HOST,
@@ -30,6 +28,7 @@ from deploy.local.config import (
 from deploy.local.packages import apt_install
 from deploy.local.probes import check_ports, not_ready, run_in_thread, wait_until
 from deploy.local.processes import ManagedProcess, spawn, start_once, stop_process
+from shared.database_url import database_name, libpq_url, with_database
 
 PG_USER = "groundswell"
 PG_PASSWORD = "groundswell"
@@ -60,17 +59,13 @@ PG_DIR = _pg_dir()
 
 
 def database_url(service: str) -> str:
-    """The service's own database: on the private cluster, or on the DATABASE_URL server if set."""
+    """The service's own database: on the private cluster, or on the DATABASE_URL server if set (its TLS
+    parameters kept)."""
     name = f"groundswell_{service}"
     external = os.environ.get("DATABASE_URL")
     if external:
-        parts = urlsplit(external)
-        return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+        return with_database(external, name)
     return f"postgresql+asyncpg://{PG_USER}:{PG_PASSWORD}@{HOST}:{PG_PORT}/{name}"
-
-
-def _asyncpg_dsn(url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
 
 
 def pg_bin_dir() -> Path:
@@ -256,9 +251,8 @@ async def _ensure_databases_external() -> None:
     import asyncpg  # type: ignore[import-untyped]
 
     server = os.environ["DATABASE_URL"]
-    parts = urlsplit(server)
-    maintenance = urlunsplit((parts.scheme, parts.netloc, parts.path or "/postgres", parts.query, ""))
-    conn = await asyncpg.connect(_asyncpg_dsn(maintenance), timeout=10)
+    maintenance = server if database_name(server) else with_database(server, "postgres")
+    conn = await asyncpg.connect(libpq_url(maintenance), timeout=10)
     try:
         for service in SERVICES:
             db = f"groundswell_{service}"

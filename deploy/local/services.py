@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from deploy.local.config import (
     BOUNCE_SMTP_PORT,
     DEFAULT_MAIL_FROM,
     HOST,
     KAFKA_BOOTSTRAP,
+    PID_DIR,
     PUBLIC_BASE_URL,
     REPO_ROOT,
     SERVICE_PORTS,
@@ -184,8 +186,10 @@ def instances_wanted() -> dict[str, int]:
         name = name.strip()
         check_service_name(name)
         if not count.strip().isdigit() or not 1 <= int(count) <= len(INSTANCE_LETTERS) + 1:
-            raise LauncherError(f"GROUNDSWELL_INSTANCES: {item!r} must be <service>=<1 to {len(INSTANCE_LETTERS) + 1}>,"
-                                " e.g. membership=2,notifications=2")
+            raise LauncherError(
+                f"GROUNDSWELL_INSTANCES: {item!r} must be <service>=<1 to {len(INSTANCE_LETTERS) + 1}>,"
+                " e.g. membership=2,notifications=2"
+            )
         wanted[name] = int(count)
     return wanted
 
@@ -197,10 +201,31 @@ def extra_instances(name: str) -> list[tuple[str, int]]:
 
 
 def instance_ports(name: str) -> list[int]:
-    """The ports of the service's running instances (its main port when none is recorded): the gateway's upstream."""
-    records = [read_record(n) for n in service_instances(name)]
-    ports = {r.port for r in records if r is not None and r.port and r.kind == "service" and r.service == name}
-    return sorted(ports) or [SERVICE_PORTS[name]]
+    """The ports of the service's running instances (its main port when none is recorded): the gateway's upstream.
+    An instance being drained for a restart is left out, unless it is the only one."""
+    records = [r for r in map(read_record, service_instances(name)) if r is not None]
+    ports = {r.port for r in records if r.port and r.kind == "service" and r.service == name}
+    serving = {r.port for r in records if r.port in ports and not _draining(r.name, r.pid)}
+    return sorted(serving or ports) or [SERVICE_PORTS[name]]
+
+
+def _drain_marker(proc_name: str) -> Path:
+    return PID_DIR / f"{proc_name}.draining"
+
+
+def mark_draining(name: str, instance: str = "") -> None:
+    """Leave this running instance out of the gateway's upstream from its next reload (deploy/local/rolling.py);
+    the mark names the process, so the instance started again in its place is served at once."""
+    record = read_record(instance_name(name, instance))
+    if record is not None:
+        _drain_marker(record.name).write_text(f"{record.pid}\n")
+
+
+def _draining(proc_name: str, pid: int) -> bool:
+    try:
+        return int(_drain_marker(proc_name).read_text().split()[0]) == pid
+    except (FileNotFoundError, ValueError, IndexError):
+        return False
 
 
 def service_has_code(name: str) -> bool:

@@ -212,15 +212,15 @@ def stop_names(names: Iterable[str]) -> list[str]:
     Services stop before Kafka and PostgreSQL so they can finish in-flight work; each wave stops in parallel.
     """
 
-    def wave(name: str) -> int:
-        return 0 if name == GATEWAY else 2 if name in INFRA else 1
+    def wave(record: ProcessRecord) -> int:  # a node of a Kafka cluster (kafka_cluster.py) is infrastructure too
+        return 0 if record.name == GATEWAY else 2 if record.name in INFRA or record.kind == "kafka" else 1
 
     stopped: list[str] = []
     tiers: dict[int, list[ProcessRecord]] = {}
     for name in set(names):
         record = read_record(name)
         if record is not None:
-            tiers.setdefault(wave(name), []).append(record)
+            tiers.setdefault(wave(record), []).append(record)
     for level in sorted(tiers):
         stop_records(tiers[level])
         stopped.extend(r.name for r in tiers[level])

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -250,6 +252,7 @@ rpt_members = Table(
     Column("left_at", DateTime(timezone=True), nullable=True),
     Column("status", String(20), nullable=False, server_default="active"),  # active | left | erased
     Index("ix_rpt_members_source", "source"),
+    Index("ix_rpt_members_joined_at", "joined_at"),  # the dashboard's "joined in the last 30 days"
 )
 
 rpt_meetings = Table(
@@ -302,7 +305,7 @@ rpt_actions = Table(
     Column("ask_id", String(36), nullable=False),
     Column("campaign_id", String(36), nullable=False, index=True),
     Column("kind", String(20), nullable=False),
-    Column("member_id", String(36), nullable=True),
+    Column("member_id", String(36), nullable=True, index=True),  # a member's actions, placed again when they move
     Column("region_id", String(36), nullable=True),
     Column("group_id", String(36), nullable=True),
     Column("join_network", Boolean, nullable=False),
@@ -317,6 +320,21 @@ rpt_levels = Table(
     Column("changed_at", DateTime(timezone=True), nullable=False),
 )
 
+# The dashboard's member figures per scope, kept by the projection (services/campaigns/tallies.py).
+rpt_tallies = Table(
+    "rpt_tallies",
+    metadata,
+    Column("scope_type", String(20), nullable=False),  # network | region | group | subteam
+    Column("scope_id", String(36), nullable=False),  # "" for the network
+    Column("kind", String(20), nullable=False),  # place | level | partner | ask | campaign
+    # a region or group id, "" for none, "*" for all; a level; a partner; an ask; a campaign
+    Column("key", String(40), nullable=False),
+    Column("week", Date, nullable=False),  # the Monday of the joins and leaves counted (places); 1970-01-01 else
+    Column("joins", BigInteger, nullable=False),  # asks and campaigns: the actions
+    Column("leaves", BigInteger, nullable=False),  # asks and campaigns: the actions that joined the network
+    PrimaryKeyConstraint("scope_type", "scope_id", "kind", "key", "week"),
+)
+
 # Swapped together by `rebuild-reporting`, in this order.
 REPORTING_TABLES: tuple[Table, ...] = (
     rpt_inbox,
@@ -328,4 +346,5 @@ REPORTING_TABLES: tuple[Table, ...] = (
     rpt_asks,
     rpt_actions,
     rpt_levels,
+    rpt_tallies,
 )

@@ -8,7 +8,7 @@ joining has facts without a member id; the `action:<id>` / `rsvp:<id>` source of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,7 @@ from services.campaigns.domain import (
 from services.campaigns.people import People
 from shared.auth import OrganiserScope
 from shared.events import catalog as ev
+from shared.exports import EXPORT_BATCH
 from shared.uow import UnitOfWork, UnitsOfWork
 
 
@@ -47,6 +48,7 @@ class LongTail:
     total: int
 
 
+LONG_TAIL_COLUMNS = ("name", "email", "region", "groups", "joined_at", "member_id")
 NAME_UNAVAILABLE = "(name not available yet)"  # the member's key has not reached campaigns yet
 _LADDER = "campaigns.engagement.ladder"  # session.info: the ladder read in this transaction
 
@@ -212,3 +214,22 @@ class EngagementService:
             for contact in [contacts.get(r.member_id)]
         ]
         return LongTail(by_place, members, len(rows))
+
+    async def long_tail_rows(self, organiser: OrganiserScope, *, region_id: str | None = None,
+                             group_id: str | None = None,
+                             joined_before: datetime | None = None) -> AsyncIterator[list[list[Any]]]:
+        """Every member of the long tail (not only the page's first 500) as rows of its export (LONG_TAIL_COLUMNS),
+        a batch at a time: read by one server-side cursor, their names and addresses opened a batch at a time
+        (on a connection of their own, while the cursor stays open)."""
+        query = queries.without_part(organiser, region_id=region_id, group_id=group_id, joined_before=joined_before)
+        async with self.uows.begin() as uow:
+            names = await queries.unit_names(uow.session)
+            result = await uow.session.stream(query.execution_options(yield_per=EXPORT_BATCH))
+            async for batch in result.partitions(EXPORT_BATCH):
+                async with self.uows.begin() as other:
+                    contacts = await self.people.contacts(other.session, [r.member_id for r in batch])
+                yield [[contact.name if contact else NAME_UNAVAILABLE, contact.email if contact else "",
+                        names.get(r.region_id, r.region_id or ""),
+                        "; ".join(names.get(g, g) for g in r.group_ids or []),
+                        r.joined_at.isoformat() if r.joined_at else "", r.member_id]
+                       for r in batch for contact in [contacts.get(r.member_id)]]

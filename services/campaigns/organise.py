@@ -25,11 +25,11 @@ from services.campaigns.domain import (
     validate_campaign,
     validate_ladder,
 )
-from services.campaigns.engagement import LongTail
+from services.campaigns.engagement import LONG_TAIL_COLUMNS, LongTail
 from services.campaigns.views import Pages, PagesDep
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
-from shared.exports import csv_text
+from shared.exports import csv_chunks, csv_download
 from shared.scope_picker import NETWORK, UNKNOWN_CHOICE, choice_value, read_choice, scope_choices, scope_label
 from shared.web import DaysAgo
 
@@ -194,11 +194,14 @@ async def moderate_pledge(action_id: str, organiser: Organiser, actions: Actions
     return RedirectResponse("/campaigns/organise/pledges", status_code=303)
 
 
+def _joined_before(days: int) -> datetime | None:
+    return datetime.now(UTC) - timedelta(days=days) if days > 0 else None
+
+
 async def _long_tail(engagement: Engagement, organiser: OrganiserScope, region: str, group: str,
                      days: int) -> LongTail:
-    before = datetime.now(UTC) - timedelta(days=days) if days > 0 else None
     return await engagement.long_tail(organiser, region_id=region or None, group_id=group or None,
-                                      joined_before=before)
+                                      joined_before=_joined_before(days))
 
 
 @router.get("/long-tail", response_class=HTMLResponse)
@@ -214,12 +217,9 @@ async def long_tail(pages: PagesDep, organiser: Organiser, engagement: Engagemen
 @router.get("/long-tail.csv")
 async def long_tail_csv(organiser: Organiser, engagement: Engagement, region: str = "", group: str = "",
                         days: DaysAgo = 0) -> Response:
-    tail = await _long_tail(engagement, organiser, region, group, days)
-    rows = [[m["name"], m["email"], m["region"], "; ".join(m["groups"]),
-             m["joined_at"].isoformat() if m["joined_at"] else "", m["member_id"]] for m in tail.members]
-    return Response(csv_text([["name", "email", "region", "groups", "joined_at", "member_id"], *rows]),
-                    media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="long-tail.csv"'})
+    rows = engagement.long_tail_rows(organiser, region_id=region or None, group_id=group or None,
+                                     joined_before=_joined_before(days))
+    return csv_download(csv_chunks(LONG_TAIL_COLUMNS, rows), "long-tail.csv")
 
 
 @router.get("/mps", response_class=HTMLResponse)

@@ -1,8 +1,9 @@
 """Network reporting's read model, built only from events: the projection the consumer group `campaigns.reporting`
 runs (one event at a time, or a batch at once), and the same projection on rows in memory for `rebuild-reporting`.
 
-The projection stores facts, not totals: every figure is computed when asked, so the same events give the same
-numbers in whatever order the topics were interleaved (live, or replayed by `rebuild-reporting`). Within a topic
+The projection stores facts, and the dashboard's member figures as tallies kept from those facts (tallies.py):
+the same events give the same numbers in whatever order the topics were interleaved (live, or replayed by
+`rebuild-reporting`). Within a topic
 a subject's events keep their order, which is all the projection relies on. Every statement names tables without
 a schema, so a rebuild can run it against a shadow schema through `search_path`.
 """
@@ -18,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
+from services.campaigns import tallies
 from services.campaigns.domain import place_changes
 from shared import topics
 from shared.events import catalog as ev
@@ -48,6 +50,7 @@ class RowProjection:
     key: str
     row: Callable[[Envelope, Any], dict[str, Any]]
     upsert: bool = True
+    keep_earliest: tuple[str, ...] = ()  # columns an upsert never moves later (a rejoin keeps the first join date)
 
     def statement(self, columns: tuple[str, ...]) -> Any:
         """The INSERT of one row of these columns; executed with many rows (distinct keys) it has the same effect
@@ -57,7 +60,9 @@ class RowProjection:
             stmt = pg_insert(self.table)
             _STATEMENTS[key] = (
                 stmt.on_conflict_do_update(index_elements=[self.table.c[self.key]],
-                                           set_={c: stmt.excluded[c] for c in columns if c != self.key})
+                                           set_={c: func.least(self.table.c[c], stmt.excluded[c])
+                                                 if c in self.keep_earliest else stmt.excluded[c]
+                                                 for c in columns if c != self.key})
                 if self.upsert else stmt.on_conflict_do_nothing()
             )
         return _STATEMENTS[key]
@@ -116,7 +121,8 @@ def _level_row(envelope: Envelope, e: ev.EngagementLevelChanged) -> dict[str, An
 
 MEETING_ROWS = RowProjection(tables.rpt_meetings, "meeting_id", _meeting_row)
 ROW_PROJECTIONS: dict[type[EventData], RowProjection] = {
-    ev.MemberJoined: RowProjection(tables.rpt_members, "member_id", _member_row),
+    # Membership keeps a member's first join date when they come back; so do the figures ("joined this week").
+    ev.MemberJoined: RowProjection(tables.rpt_members, "member_id", _member_row, keep_earliest=("joined_at",)),
     ev.OrganisationUnitDefined: RowProjection(tables.rpt_units, "unit_id", _unit_row),
     ev.MeetingScheduled: MEETING_ROWS,
     ev.MeetingUpdated: MEETING_ROWS,
@@ -199,7 +205,20 @@ async def campaign_closed(uow: UnitOfWork, envelope: Envelope, e: ev.CampaignClo
     await uow.session.execute(update(c).where(c.c.campaign_id == e.campaign_id).values(closed_at=e.closed_at))
 
 
-PROJECTION: dict[type[EventData], Handler] = {
+def _tallied(model: type[EventData], handler: Handler) -> Handler:
+    """The handler of an event that changes what a member or an action counts for, keeping the dashboard's
+    tallies."""
+    if not tallies.counts([(None, model, None)]):
+        return handler
+
+    async def project(uow: UnitOfWork, envelope: Envelope, e: Any) -> None:
+        async with tallies.kept_up(uow.session, [(envelope, model, e)]):
+            await handler(uow, envelope, e)
+
+    return project
+
+
+_PROJECTION: dict[type[EventData], Handler] = {
     **{model: rows.projector() for model, rows in ROW_PROJECTIONS.items()},
     ev.MemberProfileUpdated: member_profile_updated,
     ev.MemberLeft: member_left,
@@ -212,6 +231,7 @@ PROJECTION: dict[type[EventData], Handler] = {
     ev.ActionLinkedToMember: action_linked,
     ev.RsvpLinkedToMember: rsvp_linked,
 }
+PROJECTION: dict[type[EventData], Handler] = {model: _tallied(model, fn) for model, fn in _PROJECTION.items()}
 PROJECTED_TYPES = {model.event_type: (model, fn) for model, fn in PROJECTION.items()}
 # The row each updating event changes, as (table name, key).
 TOUCHES: dict[type[EventData], Callable[[Any], tuple[str, str]]] = {
@@ -233,6 +253,11 @@ async def project_batch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Any, A
     (joins, actions, RSVPs ...) write go in one INSERT per table (a statement compiled once, executed with all the
     rows). Same effect as projecting them one by one: an updating event (a member leaving) runs on its own, after
     the pending rows when it changes one of them. Used by the live consumer and by `rebuild-reporting`."""
+    async with tallies.kept_up(uow.session, events):
+        await _project_batch(uow, events)
+
+
+async def _project_batch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Any, Any]]) -> None:
     pending: dict[RowProjection, dict[Any, dict[str, Any]]] = {}
     written: set[tuple[str, Any]] = set()  # (table, key) of the pending rows
 
@@ -254,7 +279,7 @@ async def project_batch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Any, A
         touches = TOUCHES.get(model)
         if touches is None or touches(data) in written:
             await flush()
-        await PROJECTION[model](uow, envelope, data)
+        await _PROJECTION[model](uow, envelope, data)
     await flush()
 
 

@@ -251,6 +251,13 @@ def _scope_members(query: Any, m: Any, organiser: OrganiserScope) -> Any:
 async def members_without_part(session: AsyncSession, organiser: OrganiserScope, *, region_id: str | None,
                                group_id: str | None, joined_before: datetime | None) -> list[Row]:
     """Active members in the organiser's scope who have taken no action and attended no meeting, longest first."""
+    return list((await session.execute(without_part(organiser, region_id=region_id, group_id=group_id,
+                                                    joined_before=joined_before))).all())
+
+
+def without_part(organiser: OrganiserScope, *, region_id: str | None, group_id: str | None,
+                 joined_before: datetime | None) -> Any:
+    """The query of `members_without_part` (streamed by the long tail's export)."""
     m = _m
     q = select(m).where(m.c.status == "active", m.c.actions == 0, m.c.attended == 0)
     q = _scope_members(q, m, organiser)
@@ -260,7 +267,7 @@ async def members_without_part(session: AsyncSession, organiser: OrganiserScope,
         q = q.where(literal(group_id) == any_(m.c.group_ids))
     if joined_before is not None:
         q = q.where(m.c.joined_at < joined_before)
-    return list((await session.execute(q.order_by(m.c.joined_at, m.c.member_id))).all())
+    return q.order_by(m.c.joined_at, m.c.member_id)
 
 
 async def unit_names(session: AsyncSession) -> dict[Any, str]:

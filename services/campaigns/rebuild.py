@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
+from services.campaigns import tallies
 from services.campaigns.consumers import REPORTING_GROUP
 from services.campaigns.projection import (
     PROJECTED_TYPES,
@@ -40,6 +41,7 @@ from services.campaigns.reports import Reports, Scope
 from shared.consumer import H_REPLAY_FOR_GROUP, typed_data
 from shared.db import Database
 from shared.events.envelope import Envelope, EventData
+from shared.kafka_security import kafka_client_options
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.uow import UnitOfWork, UnitsOfWork
@@ -73,7 +75,8 @@ class TopicReader:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    client_id=f"campaigns-rebuild-{uuid.uuid4().hex[:6]}", max_poll_records=1000)
+                                    client_id=f"campaigns-rebuild-{uuid.uuid4().hex[:6]}", max_poll_records=1000,
+                                    **kafka_client_options())
         await consumer.start()
         self.consumer = consumer
         cluster = await consumer._client.fetch_all_metadata()
@@ -288,8 +291,12 @@ class BulkShadow:
             copied = time.monotonic()
             for statement in await _index_statements(session, schema):
                 await session.execute(text(statement))
+            indexed = time.monotonic()
+            # The dashboard's tallies, once for everyone (the projection keeps them from here on).
+            await session.execute(text(f"SET LOCAL search_path TO {schema}, {LIVE}"))
+            await tallies.recount_everyone(session)
         log.info("reporting shadow written", events=self.size, copy_s=round(copied - started, 2),
-                 indexes_s=round(time.monotonic() - copied, 2))
+                 indexes_s=round(indexed - copied, 2), tallies_s=round(time.monotonic() - indexed, 2))
         self.rows, self.seen, self.inbox = memory_rows(), set(), []
 
 

@@ -1,5 +1,6 @@
-"""Network reporting's figures: what the organisers' dashboard (and its CSV export) shows for one scope, each
-computed when asked from the read model that projection.py writes (`rpt_*`). Every statement names tables without
+"""Network reporting's figures: what the organisers' dashboard (and its CSV export) shows for one scope, read from
+the read model that projection.py writes (`rpt_*`): the member figures from its tallies (tallies.py), one indexed
+query each, the others computed when asked. Every statement names tables without
 a schema, so `rebuild-reporting --check` can run it against its shadow schema through `search_path`.
 """
 
@@ -14,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns.domain import ASK_KIND_LABELS, LadderRung
+from services.campaigns.tallies import TOTAL
 from shared.auth import OrganiserScope
 
 
@@ -42,12 +44,6 @@ class Scope:
                 "group": ":sid = ANY({a}.group_ids)",
                 "subteam": ":sid = ANY({a}.subteam_ids)"}[self.scope_type].format(a=alias)
 
-    def actions(self, alias: str) -> str:
-        if self.network:
-            return "TRUE"
-        return {"region": f"{alias}.place_region = :sid", "group": f":sid = ANY({alias}.place_groups)",
-                "subteam": f":sid = ANY({alias}.place_subteams)"}[self.scope_type]
-
     def scoped(self, alias: str) -> str:
         """Something with its own scope (a meeting, a campaign) that lies within this one."""
         if self.network:
@@ -59,20 +55,10 @@ class Scope:
     def params(self) -> dict[str, Any]:
         return {} if self.network else {"sid": self.scope_id}
 
-
-PLACED_ACTIONS = """
-WITH placed AS (
-  SELECT a.*,
-         coalesce(a.region_id, m1.region_id, m2.region_id) AS place_region,
-         coalesce(m1.group_ids, m2.group_ids,
-                  CASE WHEN a.group_id IS NULL THEN '{}'::varchar[] ELSE ARRAY[a.group_id]::varchar[] END)
-           AS place_groups,
-         coalesce(m1.subteam_ids, m2.subteam_ids, '{}'::varchar[]) AS place_subteams
-  FROM rpt_actions a
-  LEFT JOIN rpt_members m1 ON m1.member_id = a.member_id
-  LEFT JOIN rpt_members m2 ON a.member_id IS NULL AND m2.source = 'action:' || a.action_id
-)
-"""
+    def tallied(self) -> dict[str, str]:
+        """This scope's tallies (tallies.py)."""
+        return {"scope_type": "network", "scope_id": ""} if self.network else {
+            "scope_type": self.scope_type, "scope_id": self.scope_id or ""}
 
 
 async def units_by_id(session: AsyncSession) -> dict[str, Any]:
@@ -96,53 +82,63 @@ class Reports:
 
     async def growth(self, session: AsyncSession, scope: Scope, *, weeks: int = 12,
                      today: date | None = None) -> dict[str, Any]:
-        """Members per place (regions for the network, groups for a region) at the end of each of the last weeks."""
+        """Members per place (regions for the network, groups for a region) at the end of each of the last weeks.
+
+        Read from the tallies: per place, the joins and leaves of each week in the window and everything before it
+        summed. A place is shown if anyone in scope ever counted there; a member in two groups counts in both
+        groups' series, but once in the scope's totals (the `*` place)."""
         today = today or datetime.now(UTC).date()
         starts = [week_start(today) - timedelta(weeks=weeks - 1 - i) for i in range(weeks)]
-        ends = [datetime.combine(s + timedelta(days=7), datetime.min.time(), UTC) for s in starts]
-        begins = [datetime.combine(s, datetime.min.time(), UTC) for s in starts]
         rows = (await session.execute(text(
-            f"SELECT m.region_id, m.group_ids, m.joined_at, m.left_at FROM rpt_members m WHERE {scope.members('m')}"
-        ), scope.params())).all()
+            "SELECT key, CASE WHEN week < :first THEN NULL WHEN week > :last THEN :after ELSE week END AS week, "
+            "sum(joins) AS joins, sum(leaves) AS leaves FROM rpt_tallies "
+            "WHERE scope_type = :scope_type AND scope_id = :scope_id AND kind = 'place' GROUP BY 1, 2"
+        ), {"first": starts[0], "last": starts[-1], "after": starts[-1] + timedelta(days=7),
+            **scope.tallied()})).all()
+        index = {start: i for i, start in enumerate(starts)}
+        counted: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            place = counted.setdefault(r.key, {"before": 0, "ever": 0, "net": [0] * weeks, "joined": [0] * weeks})
+            place["ever"] += r.joins
+            if r.week is None:
+                place["before"] += r.joins - r.leaves
+            elif r.week in index:
+                place["net"][index[r.week]] += r.joins - r.leaves
+                place["joined"][index[r.week]] += r.joins
+
+        def members(place: dict[str, Any]) -> list[int]:
+            out, running = [], place["before"]
+            for net in place["net"]:
+                running += net
+                out.append(int(running))
+            return out
+
         names = await self.names(session)
         by_groups = not scope.network
-        series: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            places = ([g for g in r.group_ids] or [None]) if by_groups else [r.region_id]
-            if scope.scope_type == "group":
-                places = [scope.scope_id]
-            for place in places:
-                key = place or ""
-                s = series.setdefault(key, {"id": place, "name": names.get(place or "", place or
-                                            ("No group" if by_groups else "No region")),
-                                            "members": [0] * weeks, "joined": [0] * weeks})
-                for i in range(weeks):
-                    if r.joined_at < ends[i] and (r.left_at is None or r.left_at >= ends[i]):
-                        s["members"][i] += 1
-                    if begins[i] <= r.joined_at < ends[i]:
-                        s["joined"][i] += 1
-        ordered = sorted(series.values(), key=lambda s: (-s["members"][-1], s["name"], s["id"] or ""))
-        # A member in two groups counts in both groups' series, but once in the scope's totals.
-        totals = {
-            "members": [sum(1 for r in rows if r.joined_at < ends[i] and (r.left_at is None or r.left_at >= ends[i]))
-                        for i in range(weeks)],
-            "joined": [sum(1 for r in rows if begins[i] <= r.joined_at < ends[i]) for i in range(weeks)],
-        }
+        none = "No group" if by_groups else "No region"
+        series: list[dict[str, Any]] = [
+            {"id": key or None, "name": names.get(key, key or none), "members": members(place),
+             "joined": [int(n) for n in place["joined"]]}
+            for key, place in counted.items() if key != TOTAL and place["ever"] > 0]
+        ordered = sorted(series, key=lambda s: (-s["members"][-1], s["name"], s["id"] or ""))
+        total = counted.get(TOTAL, {"before": 0, "net": [0] * weeks, "joined": [0] * weeks})
         return {"weeks": [s.isoformat() for s in starts], "place_kind": "group" if by_groups else "region",
-                "series": ordered, "totals": totals}
+                "series": ordered, "totals": {"members": members(total), "joined": [int(n) for n in total["joined"]]}}
+
+    async def _active(self, session: AsyncSession, scope: Scope, kind: str) -> dict[str, int]:
+        """Members still members per key of a kind of tally (levels, partners), those with any."""
+        return {key: int(n) for key, n in (await session.execute(text(
+            "SELECT key, sum(joins - leaves) AS n FROM rpt_tallies WHERE scope_type = :scope_type "
+            "AND scope_id = :scope_id AND kind = :kind GROUP BY key HAVING sum(joins - leaves) > 0"
+        ), {"kind": kind, **scope.tallied()})).all()}
 
     async def funnel(self, session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
         """Active members at each level of the ladder or above (everyone is at the first)."""
         base = self.ladder[0].level
-        rows = (await session.execute(text(
-            "SELECT coalesce(l.level, :base) AS level, count(*) AS n FROM rpt_members m "
-            f"LEFT JOIN rpt_levels l ON l.member_id = m.member_id WHERE m.status = 'active' AND {scope.members('m')} "
-            "GROUP BY 1"
-        ), {"base": base, **scope.params()})).all()
         rank = {r.level: i for i, r in enumerate(self.ladder)}
         at = [0] * len(self.ladder)
-        for level, n in rows:
-            at[rank.get(level, 0)] += n
+        for level, n in (await self._active(session, scope, "level")).items():
+            at[rank.get(level or base, 0)] += n
         return [{"level": r.level, "label": r.label, "members": sum(at[i:]), "at_level": at[i]}
                 for i, r in enumerate(self.ladder)]
 
@@ -165,10 +161,10 @@ class Reports:
     async def actions(self, session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
         """Actions per ask by people in scope: every ask of the campaigns they took part in or the scope runs."""
         counts = (await session.execute(text(
-            PLACED_ACTIONS + "SELECT p.ask_id, count(*) AS n, count(*) FILTER (WHERE p.join_network) AS joined "
-            f"FROM placed p WHERE {scope.actions('p')} GROUP BY p.ask_id"
-        ), scope.params())).all()
-        by_ask = {r.ask_id: (r.n, r.joined) for r in counts}
+            "SELECT key AS ask_id, sum(joins) AS n, sum(leaves) AS joined FROM rpt_tallies WHERE kind = 'ask' "
+            "AND scope_type = :scope_type AND scope_id = :scope_id GROUP BY key HAVING sum(joins) > 0"
+        ), scope.tallied())).all()
+        by_ask = {r.ask_id: (int(r.n), int(r.joined)) for r in counts}
         asks = (await session.execute(text(
             "SELECT k.ask_id, k.kind, k.title, k.campaign_id, c.title AS campaign, "
             f"({scope.scoped('c')}) AS own FROM rpt_asks k LEFT JOIN rpt_campaigns c ON c.campaign_id = k.campaign_id"
@@ -185,17 +181,14 @@ class Reports:
     async def partners(self, session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
         """Partner organisations: campaigns they are in (of those touching the scope), actions on those, members."""
         rows = (await session.execute(text(
-            PLACED_ACTIONS + ", scoped AS (SELECT p.campaign_id, count(*) AS n FROM placed p "
-            f"WHERE {scope.actions('p')} GROUP BY p.campaign_id) "
+            "WITH scoped AS (SELECT key AS campaign_id, sum(joins) AS n FROM rpt_tallies WHERE kind = 'campaign' "
+            "AND scope_type = :scope_type AND scope_id = :scope_id GROUP BY key HAVING sum(joins) > 0) "
             "SELECT pid AS partner_id, count(DISTINCT c.campaign_id) AS campaigns, "
             "coalesce(sum(s.n), 0) AS actions FROM rpt_campaigns c CROSS JOIN LATERAL unnest(c.partner_ids) AS pid "
             f"LEFT JOIN scoped s ON s.campaign_id = c.campaign_id WHERE ({scope.scoped('c')}) OR s.n IS NOT NULL "
             "GROUP BY pid"
-        ), scope.params())).all()
-        members: dict[str, int] = dict((await session.execute(text(
-            "SELECT m.organisation_id, count(*) FROM rpt_members m WHERE m.organisation_id IS NOT NULL "
-            f"AND m.status = 'active' AND {scope.members('m')} GROUP BY 1"
-        ), scope.params())).all())
+        ), {**scope.params(), **scope.tallied()})).all()
+        members = await self._active(session, scope, "partner")
         names = await self.names(session)
         ids = {r.partner_id for r in rows} | set(members)
         found = {r.partner_id: r for r in rows}
@@ -208,14 +201,16 @@ class Reports:
     async def headline(self, session: AsyncSession, scope: Scope) -> dict[str, Any]:
         """Members now, those of them who joined in the last 30 days (never more than the members: someone who
         joined and left is neither), and actions by people in scope."""
-        row = (await session.execute(text(
-            "SELECT count(*) FILTER (WHERE m.status = 'active') AS members, "
-            "count(*) FILTER (WHERE m.status = 'active' AND m.joined_at >= now() - interval '30 days') AS joined_30d "
-            f"FROM rpt_members m WHERE {scope.members('m')}"
-        ), scope.params())).one()
-        actions = (await session.execute(text(
-            PLACED_ACTIONS + f"SELECT count(*) FROM placed p WHERE {scope.actions('p')}"), scope.params())).scalar_one()
-        return {"members": row.members, "joined_30d": row.joined_30d, "actions": actions}
+        tallied = (await session.execute(text(
+            "SELECT coalesce(sum(joins - leaves) FILTER (WHERE kind = 'place'), 0) AS members, "
+            "coalesce(sum(joins) FILTER (WHERE kind = 'ask'), 0) AS actions FROM rpt_tallies "
+            "WHERE scope_type = :scope_type AND scope_id = :scope_id "
+            "AND ((kind = 'place' AND key = :total) OR kind = 'ask')"
+        ), {"total": TOTAL, **scope.tallied()})).one()
+        joined_30d = (await session.execute(text(
+            "SELECT count(*) FROM rpt_members m WHERE m.joined_at >= now() - interval '30 days' "
+            f"AND m.status = 'active' AND {scope.members('m')}"), scope.params())).scalar_one()
+        return {"members": int(tallied.members), "joined_30d": joined_30d, "actions": int(tallied.actions)}
 
     async def snapshot(self, session: AsyncSession, scope: Scope, *, weeks: int = 12) -> dict[str, Any]:
         """Every figure for one scope: what the dashboard shows and the CSV export writes."""

@@ -53,7 +53,7 @@ RATE_LIMITS: tuple[tuple[str, int, int], ...] = (
 CHECK_IN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud at a venue
 SELF_CHECK_IN_OPENS = timedelta(hours=1)  # before the start
 SELF_CHECK_IN_CLOSES = timedelta(hours=1)  # after the end
-FIXED_FIELDS = ("scope_type", "scope_id", "parent_meeting_id")  # who a meeting is for never changes
+FIXED_FIELDS = ("parent_meeting_id",)  # a conference's session stays in its conference
 
 RsvpStatus = Literal["going", "waitlisted", "cancelled"]
 AttendanceMethod = Literal["organiser", "self_check_in", "walk_in"]
@@ -151,6 +151,8 @@ UPDATABLE_FIELDS = (
     "campaign_id",
     "speakers",
     "reminder_offsets",
+    "scope_type",
+    "scope_id",
 )
 
 
@@ -440,11 +442,17 @@ def validate_rsvp(
 def plan_change(current: MeetingPlan, *, status: str, raw: dict[str, Any],
                 now: datetime) -> tuple[MeetingPlan, list[str]]:
     """The meeting once `raw` is applied, and the fields that change (none: nothing to do). Who a meeting is for
-    stays as scheduled; a cancelled meeting cannot be changed."""
+    may change (the caller checks the organiser covers the new scope); a session stays in its conference; a
+    cancelled meeting cannot be changed."""
     if status == "cancelled":
         raise InvalidMeeting({"status": "This meeting has been cancelled and cannot be changed"})
     after = validate_meeting({k: v for k, v in raw.items() if k not in FIXED_FIELDS}, now=now, existing=current)
     return after, changed_fields(current, after)
+
+
+def scope_moves(changed: list[str]) -> bool:
+    """Whether a change moves a meeting to another part of the network."""
+    return "scope_type" in changed or "scope_id" in changed
 
 
 def cancel_reason(raw: str | None) -> str | None:

@@ -23,6 +23,7 @@ from services.events.domain import (
     cancel_reason,
     new_check_in_code,
     plan_change,
+    scope_moves,
     validate_meeting,
 )
 from services.events.queries import MeetingFilters, utcnow
@@ -124,15 +125,18 @@ class Meetings:
         return meeting_id
 
     async def update(self, meeting_id: str, raw: dict[str, Any], organiser: OrganiserScope | None) -> list[str]:
-        """Change a meeting; publish MeetingUpdated with SEQUENCE raised. Returns the changed fields."""
+        """Change a meeting (who it is for too, within the organiser's scope); publish MeetingUpdated with SEQUENCE
+        raised (notifications announces it to members newly in scope). Returns the changed fields."""
         async with self.uows.begin() as uow:
             row = await queries.locked_meeting(uow.session, meeting_id)
             await check_scope(uow.session, organiser, row.scope_type, row.scope_id)
             after, changed = plan_change(plan_of(row), status=row.status, raw=raw, now=utcnow())
             if not changed:
                 return []
-            new = await queries.change_meeting(uow.session, meeting_id,
-                                               {k: v for k, v in after.as_row().items() if k in changed})
+            values = {k: v for k, v in after.as_row().items() if k in changed}
+            if scope_moves(changed):  # the organiser must look after where it moves to as well
+                values["region_id"] = await check_scope(uow.session, organiser, after.scope_type, after.scope_id)
+            new = await queries.change_meeting(uow.session, meeting_id, values)
             if "starts_at" in changed or "reminder_offsets" in changed:
                 await self.reminders.plan(uow, new)
             events: list[EventData] = [self._announced(new, ev.MeetingUpdated, changed=changed)]

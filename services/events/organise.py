@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import FormData
 
 from services.events.checkin import CheckIn
 from services.events.deps import CheckInDep, CurrentOrganiser, MeetingsDep, PagesDep, RsvpsDep
@@ -85,19 +86,20 @@ FORM_FIELDS = ("title", "description", "kind", "scope_type", "scope_id", "starts
                "online_url", "capacity", "rsvp_deadline", "reminders")
 
 
-async def _read_meeting_form(request: Request, meetings: Any, organiser: OrganiserScope,
-                             *, with_scope: bool = True) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+async def _read_meeting_form(request: Request, meetings: Any, organiser: OrganiserScope, *, current: Any = None
+                             ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """What the organiser typed (to show again), the same as the service layer takes it, and what is wrong with who
-    it is for: that comes from the picker (`scope`), one of the choices offered, never anything else."""
+    it is for: that comes from the picker (`scope`), one of the choices offered, never anything else. Changing a
+    `current` meeting, a form without the picker leaves who it is for as it is."""
     form = await request.form()
+    if current is not None and "scope" not in form:
+        form = FormData([*form.multi_items(), ("scope", choice_value(current.scope_type, current.scope_id))])
     values: dict[str, Any] = {k: str(form.get(k, "")) for k in FORM_FIELDS}
     raw: dict[str, Any] = {k: v for k, v in values.items() if k not in ("reminders", "scope_type", "scope_id")}
     try:
         raw["reminder_offsets"] = [int(x) for x in values["reminders"].replace(",", " ").split()]
     except ValueError:
         raw["reminder_offsets"] = ["x"]
-    if not with_scope:  # who a meeting is for stays as scheduled (domain.FIXED_FIELDS)
-        return values, raw, {}
     values["scope"] = str(form.get("scope", ""))
     chosen = read_choice(values["scope"], scope_choices(await meetings.units(), organiser))
     if chosen is None:
@@ -143,20 +145,24 @@ async def edit_meeting_form(pages: PagesDep, meetings: MeetingsDep, m: OwnMeetin
         "reminders": ", ".join(str(o) for o in m.reminder_offsets),
     }
     context = await _form_context(meetings, values, {}, organiser)
-    for_whom = scope_label(m.scope_type, m.scope_id, await meetings.units())
-    return pages.render("organise_new.html", {**context, "meeting": m, "for_whom": for_whom})
+    return pages.render("organise_new.html", {**context, "meeting": m})
 
 
 @router.post("/{meeting_id}/edit", response_class=HTMLResponse)
 async def edit_meeting(request: Request, pages: PagesDep, meetings: MeetingsDep, m: OwnMeeting,
                        organiser: CurrentOrganiser) -> Response:
-    values, raw, _ = await _read_meeting_form(request, meetings, organiser, with_scope=False)
+    """Save a meeting's changes, who it is for too (a choice among the units the organiser looks after)."""
+    values, raw, errors = await _read_meeting_form(request, meetings, organiser, current=m)
     try:
+        if errors:
+            raise InvalidInput(errors)
         await meetings.update(m.id, raw, organiser)
     except InvalidInput as exc:
         context = await _form_context(meetings, values, _form_errors(exc), organiser)
-        for_whom = scope_label(m.scope_type, m.scope_id, await meetings.units())
-        return pages.render("organise_new.html", {**context, "meeting": m, "for_whom": for_whom}, 422)
+        return pages.render("organise_new.html", {**context, "meeting": m}, 422)
+    except NotYourMeeting as exc:
+        context = await _form_context(meetings, values, {"scope": str(exc)}, organiser)
+        return pages.render("organise_new.html", {**context, "meeting": m}, 403)
     return RedirectResponse("/events/organise", status_code=303)
 
 

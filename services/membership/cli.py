@@ -13,6 +13,7 @@ from pathlib import Path
 
 from services.membership import enrolment_qr
 from services.membership.accounts import AccountProblem, OrganiserAccounts
+from services.membership.address_hashes import AddressHashes
 from services.membership.member_requests import MemberRequests
 from services.membership.member_rights import MemberRights
 from shared import auth
@@ -102,6 +103,27 @@ def _reapply_erasures(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _republish_address_hashes(args: argparse.Namespace) -> int:
+    """Publish the address hash of members who joined before MemberJoined carried it (decision 0008); `--all`:
+    everyone's again (after SECRET_KEY was changed). The running service relays what this queues."""
+    from services.membership import db as tables
+
+    async def run() -> int:
+        settings = get_settings()
+        database = Database(settings.database_url, 2)
+        hashes = AddressHashes(UnitsOfWork(database, Outbox(tables.delivery.outbox)), settings.secret_key)
+        try:
+            if args.all:
+                await hashes.mark_everyone()
+            published = await hashes.publish_all()
+        finally:
+            await database.dispose()
+        print(f"address hashes published: {published}")
+        return 0
+
+    return asyncio.run(run())
+
+
 def extra_commands(sub: argparse._SubParsersAction) -> dict[str, ExtraCommand]:
     p = sub.add_parser("create-organiser", help="create an organiser account; prints TOTP enrolment and a link")
     p.add_argument("--email", required=True)
@@ -114,7 +136,10 @@ def extra_commands(sub: argparse._SubParsersAction) -> dict[str, ExtraCommand]:
     k.add_argument("--scope-id", default=None)
     r = sub.add_parser("reapply-erasures", help="after a restore: erase again the member ids listed in FILE (JSON)")
     r.add_argument("file")
+    h = sub.add_parser("republish-address-hashes", help="publish the address hash of members who joined before it")
+    h.add_argument("--all", action="store_true", help="every member's again (after SECRET_KEY was changed)")
     return {
+        "republish-address-hashes": _republish_address_hashes,
         "create-organiser": _create_organiser,
         "create-api-key": _create_api_key,
         "reapply-erasures": _reapply_erasures,

@@ -174,7 +174,14 @@ members = Table(
     Column("left_at", DateTime(timezone=True), nullable=True),
     Column("erased_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Their address's keyed hash is still to be published (members from before MemberJoined carried it:
+    # address_hashes.py); new members never are.
+    Column("address_hash_due", Boolean, nullable=False, server_default=text("false")),
     Index("ix_members_region_id", "region_id"),
+    Index("ix_members_address_hash_due", "id", postgresql_where=text("address_hash_due")),
+    # The organisers' member list and the OSDI people collection, newest first: a page is read from the index
+    # instead of sorting every member (migration 0018).
+    Index("ix_members_joined_at_id", text("joined_at DESC"), "id"),
 )
 
 member_groups = Table(
@@ -225,6 +232,24 @@ member_requests = Table(
     Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
     UniqueConstraint("member_id", "kind", name="uq_member_requests_member_id_kind"),
+)
+
+# What a join made, for its thank-you page (services/membership/join_followups.py): keyed by a hash of the random
+# cookie the join form's page gave that browser, so the page can offer "tell us more" and next steps without the
+# answer to the join saying anything. `member_id` and `request_id`: the member the join created, or the request a
+# join for a member's address recorded (neither for a join that stored nothing); ids only, no personal data.
+join_followups = Table(
+    "join_followups",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("member_id", String(36), ForeignKey("members.id", ondelete="CASCADE"), nullable=True, index=True),
+    Column("request_id", String(36), nullable=True),
+    Column("new_member", Boolean, nullable=False, server_default=text("false")),
+    Column("region_id", String(36), nullable=True),  # where the postcode typed places them
+    Column("group_id", String(36), nullable=True),  # the local group nearest that postcode
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("used_at", DateTime(timezone=True), nullable=True),  # "tell us more" was sent (it is taken once)
 )
 
 # A member's data download, gathered from every service (services/membership/member_data.py): the request, and
@@ -285,6 +310,9 @@ public_meetings = Table(
     Column("timezone", String(60), nullable=False),
     Column("sequence", Integer, nullable=False),  # a late, older change never overwrites a newer one
     Column("cancelled", Boolean, nullable=False, server_default=text("false")),
+    # Who it is for (a thank-you page shows the meetings near a new member); NULL for rows from before 0016.
+    Column("scope_type", String(20), nullable=True),
+    Column("scope_id", String(36), nullable=True),
     Index("ix_public_meetings_starts_at", "starts_at"),
 )
 

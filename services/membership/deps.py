@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from services.membership.accounts import OrganiserAccounts
 from services.membership.directory import Directory
 from services.membership.front_door import FrontDoor
+from services.membership.join_followups import JoinFollowups
 from services.membership.join_forms import JoinForms
 from services.membership.joins import Joins
 from services.membership.member_data import MemberData
@@ -46,6 +47,7 @@ def _settings(request: Request) -> Settings:
 
 JoinsDep = Annotated[Joins, Depends(_state("joins"))]
 JoinFormsDep = Annotated[JoinForms, Depends(_state("join_forms"))]
+JoinFollowupsDep = Annotated[JoinFollowups, Depends(_state("join_followups"))]
 MemberRightsDep = Annotated[MemberRights, Depends(_state("member_rights"))]
 MemberDataDep = Annotated[MemberData, Depends(_state("member_data"))]
 OriginsDep = Annotated[AllowedOrigins, Depends(_state("origins"))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -136,6 +136,10 @@ class JoinApplication:
     # A join form replaces name, postcode and level; a join that comes with an RSVP or an action only fills
     # in what is missing, so signing up to a meeting never lowers the level someone chose.
     replace_profile: bool = True
+    # "Tell us more" after a join: it adds to what the member told us (lists grow; skills, time and organisation
+    # are set) and changes nothing else: not their name, postcode, level or consent, and never brings back
+    # someone who left.
+    adds_only: bool = False
 
     @property
     def email_normalised(self) -> str:
@@ -165,6 +169,75 @@ class JoinForm:
 
 class InvalidJoin(InvalidInput):
     """A join form that cannot be accepted; `errors` maps each field to what a person should fix."""
+
+
+@dataclass(frozen=True)
+class JoinExtras:
+    """What someone chose to tell us beyond the short join (interests, groups, sub-teams, skills, time, organisation),
+    validated and resolved to ids: on the thank-you page's "tell us more", or with the join itself (as JSON, or
+    from another site's form)."""
+
+    interests: list[str] = field(default_factory=list)
+    group_ids: list[str] = field(default_factory=list)
+    subteam_ids: list[str] = field(default_factory=list)
+    skills: str | None = None
+    time_available: str | None = None
+    organisation_id: str | None = None
+    organisation_name: str | None = None
+
+    @property
+    def anything(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+
+def _resolved(refs: list[str], units: tuple[Unit, ...], options: JoinOptions) -> list[str] | None:
+    """The ids of units chosen by id or slug; None when one is not on the list (or too many are chosen)."""
+    ids = []
+    for ref in refs:
+        unit = options.resolve(units, ref)
+        if unit is None:
+            return None
+        ids.append(unit.id)
+    return ids if len(refs) <= MAX_CHOICES else None
+
+
+def validate_extras(form: JoinForm, options: JoinOptions, errors: dict[str, str]) -> JoinExtras:
+    """The "tell us more" fields of a form, checked against the configured choices; problems go in `errors`."""
+    interests = _unique(form.interests)
+    known_interests = {c.key for c in options.interests}
+    if len(interests) > MAX_CHOICES or any(i not in known_interests for i in interests):
+        errors["interests"] = "Choose the issues you care about from the list"
+    group_ids = _resolved(_unique(form.groups), options.groups, options)
+    if group_ids is None:
+        errors["groups"] = "Choose local groups from the list"
+    subteam_ids = _resolved(_unique(form.subteams), options.subteams, options)
+    if subteam_ids is None:
+        errors["subteams"] = "Choose sub-teams from the list"
+    organisation_id = None
+    if form.organisation.strip():
+        partner = options.resolve(options.partners, form.organisation.strip())
+        if partner is None:
+            errors["organisation"] = "Choose your organisation from the list, or leave it empty"
+        else:
+            organisation_id = partner.id
+    organisation_name = collapse_spaces(form.organisation_name) or None
+    if organisation_name and len(organisation_name) > MAX_ORGANISATION:
+        errors["organisation_name"] = f"The organisation's name must be {MAX_ORGANISATION} characters or fewer"
+    skills = form.skills.strip() or None
+    if skills and len(skills) > MAX_SKILLS:
+        errors["skills"] = f"Skills must be {MAX_SKILLS} characters or fewer"
+    time_available = collapse_spaces(form.time_available) or None
+    if time_available and len(time_available) > MAX_TIME:
+        errors["time_available"] = f"Time you can give must be {MAX_TIME} characters or fewer"
+    return JoinExtras(
+        interests=interests,
+        group_ids=group_ids or [],
+        subteam_ids=subteam_ids or [],
+        skills=skills,
+        time_available=time_available,
+        organisation_id=organisation_id,
+        organisation_name=organisation_name,
+    )
 
 
 def _unique(values: Iterable[str]) -> list[str]:
@@ -199,32 +272,7 @@ def validate_join(
     if level not in {c.key for c in options.levels}:
         errors["engagement_level"] = "Choose how involved you want to be"
 
-    interests = _unique(form.interests)
-    known_interests = {c.key for c in options.interests}
-    if len(interests) > MAX_CHOICES or any(i not in known_interests for i in interests):
-        errors["interests"] = "Choose the issues you care about from the list"
-
-    group_ids: list[str] = []
-    refs = _unique(form.groups)
-    for ref in refs:
-        unit = options.resolve(options.groups, ref)
-        if unit is None:
-            errors["groups"] = "Choose local groups from the list"
-            break
-        group_ids.append(unit.id)
-    if len(refs) > MAX_CHOICES:
-        errors["groups"] = "Choose local groups from the list"
-
-    subteam_ids: list[str] = []
-    refs = _unique(form.subteams)
-    for ref in refs:
-        unit = options.resolve(options.subteams, ref)
-        if unit is None:
-            errors["subteams"] = "Choose sub-teams from the list"
-            break
-        subteam_ids.append(unit.id)
-    if len(refs) > MAX_CHOICES:
-        errors["subteams"] = "Choose sub-teams from the list"
+    extras = validate_extras(form, options, errors)
 
     region_id, suggested_group_id = place(postcode_n or None, options.postcode_prefixes)
     if form.region.strip():
@@ -234,24 +282,6 @@ def validate_join(
         else:
             region_id = region.id
 
-    organisation_id = None
-    if form.organisation.strip():
-        partner = options.resolve(options.partners, form.organisation.strip())
-        if partner is None:
-            errors["organisation"] = "Choose your organisation from the list, or leave it empty"
-        else:
-            organisation_id = partner.id
-    organisation_name = collapse_spaces(form.organisation_name) or None
-    if organisation_name and len(organisation_name) > MAX_ORGANISATION:
-        errors["organisation_name"] = f"The organisation's name must be {MAX_ORGANISATION} characters or fewer"
-
-    skills = form.skills.strip() or None
-    if skills and len(skills) > MAX_SKILLS:
-        errors["skills"] = f"Skills must be {MAX_SKILLS} characters or fewer"
-    time_available = collapse_spaces(form.time_available) or None
-    if time_available and len(time_available) > MAX_TIME:
-        errors["time_available"] = f"Time you can give must be {MAX_TIME} characters or fewer"
-
     source = form.source.strip() or DEFAULT_SOURCE
     if not SOURCE_RE.match(source):
         errors["source"] = "This form's source must be up to 100 letters, digits or . _ : / @ + -"
@@ -259,8 +289,7 @@ def validate_join(
     if errors:
         raise InvalidJoin(errors)
     # Nobody chose a group: they join the one nearest to them (and may leave it from their preferences).
-    if not group_ids and suggested_group_id:
-        group_ids = [suggested_group_id]
+    group_ids = extras.group_ids or ([suggested_group_id] if suggested_group_id else [])
     return JoinApplication(
         name=name,
         email=email_n,
@@ -268,15 +297,15 @@ def validate_join(
         email_consent=True,
         consent_version=consent_version,
         engagement_level=level,
-        interests=interests,
+        interests=extras.interests,
         group_ids=group_ids,
-        subteam_ids=subteam_ids,
+        subteam_ids=extras.subteam_ids,
         region_id=region_id,
         suggested_group_id=suggested_group_id,
-        skills=skills,
-        time_available=time_available,
-        organisation_id=organisation_id,
-        organisation_name=organisation_name,
+        skills=extras.skills,
+        time_available=extras.time_available,
+        organisation_id=extras.organisation_id,
+        organisation_name=extras.organisation_name,
         source=source,
         site=site,
     )
@@ -551,7 +580,10 @@ def rejoin(previous: MemberRecord, application: JoinApplication, now: datetime, 
         "updated_at": now,
     }
     postcode, region_id, add_groups = application.postcode, application.region_id, application.group_ids
-    if not application.replace_profile:
+    if application.adds_only:
+        values.update(name=previous.name, engagement_level=previous.engagement_level)
+        postcode, region_id = None, None
+    elif not application.replace_profile:
         values.update(name=previous.name or application.name, engagement_level=previous.engagement_level)
         if previous.postcode:  # where they live is known already: the RSVP's postcode does not move them
             postcode, region_id, add_groups = None, None, []
@@ -563,10 +595,10 @@ def rejoin(previous: MemberRecord, application: JoinApplication, now: datetime, 
     for name in ("skills", "time_available", "organisation_id", "organisation_name"):
         if getattr(application, name):
             values[name] = getattr(application, name)
-    back = previous.status == "left"
+    back = previous.status == "left" and not application.adds_only
     if back:
         values.update(status="confirmed" if previous.confirmed_at or not double_opt_in else "pending", left_at=None)
-    consent_regained = application.email_consent and not previous.email_consent
+    consent_regained = application.email_consent and not previous.email_consent and not application.adds_only
     if consent_regained:
         values["email_consent"] = True
     changed = [
@@ -633,6 +665,54 @@ def join_from_details(plain: Mapping[str, Any], personal: Mapping[str, str], ema
     values.update({k: personal.get(k) for k in PERSONAL_JOIN_FIELDS})
     values["name"] = values["name"] or ""
     return JoinApplication(email=email, **values)
+
+
+def with_extras(application: JoinApplication, extras: JoinExtras) -> JoinApplication:
+    """A join with what its "tell us more" added: lists grow, skills, time and organisation given replace."""
+    return replace(
+        application,
+        interests=merged(application.interests, extras.interests),
+        group_ids=merged(application.group_ids, extras.group_ids),
+        subteam_ids=merged(application.subteam_ids, extras.subteam_ids),
+        **{
+            name: getattr(extras, name)
+            for name in ("skills", "time_available", "organisation_id", "organisation_name")
+            if getattr(extras, name)
+        },
+    )
+
+
+def extras_join(member: Any, extras: JoinExtras, *, consent_version: str) -> JoinApplication:
+    """A "tell us more" on its own, as a join that only adds (`member`: their stored row), for the member to
+    confirm by email like any join for their address."""
+    return with_extras(
+        JoinApplication(
+            name=member.name,
+            email=member.email_normalised,
+            postcode=None,
+            email_consent=member.email_consent,
+            consent_version=consent_version,
+            engagement_level=member.engagement_level,
+            adds_only=True,
+        ),
+        extras,
+    )
+
+
+# What becomes of a "tell us more" sent from a join's thank-you page.
+TELL_DIRECTLY, TELL_BY_EMAIL, TELL_NOBODY = "directly", "by-email", "nobody"
+
+
+def tell_more_route(*, new_member: bool, status: str | None, confirmed_at: datetime | None, since: datetime) -> str:
+    """A member the join created (`new_member`) is told more at once while nobody has confirmed the address since
+    the join (`since`): their record is still only the joiner's word, as it was when the long form asked
+    everything. Anyone else (a member's address, or an address confirmed since) confirms it through a link emailed
+    to the address, like any join for it (decision 0006). Nobody left or erased is changed."""
+    if status in (None, "left", "erased"):
+        return TELL_NOBODY
+    if new_member and (confirmed_at is None or confirmed_at <= since):
+        return TELL_DIRECTLY
+    return TELL_BY_EMAIL
 
 
 def change_summary(previous: MemberRecord, decision: Rejoin, options: JoinOptions) -> list[tuple[str, str]]:

@@ -87,6 +87,8 @@ class FrontDoor:
             "starts_at": event.starts_at,
             "timezone": event.timezone,
             "sequence": event.sequence,
+            "scope_type": event.scope_type,
+            "scope_id": event.scope_id,
         }
         await uow.session.execute(
             pg_insert(pm)

@@ -13,7 +13,7 @@ from typing import Any
 
 from services.membership.batching import JoinBatcher
 from services.membership.domain import InvalidJoin, JoinApplication, JoinForm, JoinOptions, validate_join
-from services.membership.joins import Joins
+from services.membership.joins import JoinOutcome, Joins
 
 HONEYPOT = "website"  # a field people never see: only a bot fills it in
 LIST_FIELDS = ("interests", "groups", "subteams")
@@ -41,6 +41,7 @@ class JoinFormResult:
     application: JoinApplication | None = None
     errors: dict[str, str] = field(default_factory=dict)
     too_many: bool = False
+    outcome: JoinOutcome | None = None  # what the join made (None: stopped by the per-email limit, or a bot)
 
     @property
     def accepted(self) -> bool:
@@ -67,9 +68,10 @@ class JoinForms:
             if not (await self.joins.allow_join_from(ip)).allowed:
                 return JoinFormResult(options, too_many=True)
             return JoinFormResult(options, errors=errors)
-        if not (await self.batcher.submit(application, ip=ip)).address_allowed:
+        submission = await self.batcher.submit(application, ip=ip)
+        if not submission.address_allowed:
             return JoinFormResult(options, too_many=True)
-        return JoinFormResult(options, application)
+        return JoinFormResult(options, application, outcome=submission.outcome)
 
 
 def form_from(data: dict[str, Any]) -> JoinForm:

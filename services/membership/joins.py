@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
@@ -67,8 +67,12 @@ class JoinSubmission:
 
 @dataclass(frozen=True)
 class JoinOutcome:
+    """The member a join was for; `new_member`: the join created them; `request_id`: the request a join for a
+    member's address recorded for them to confirm (None when it asked nothing)."""
+
     member_id: str
     new_member: bool
+    request_id: str | None = None
 
 
 class MemberNotFound(LookupError):
@@ -128,10 +132,13 @@ class Joins:
             return await self.limiter.hit(uow.session, JOIN_PER_IP, ip, ip=ip)
 
     async def prune_rate_limits(self) -> None:
-        """Forget old rate limit counters and expired requests (with the personal fields a waiting join holds)."""
+        """Forget old rate limit counters, expired requests (with the personal fields a waiting join holds) and
+        thank-you pages' records of old joins."""
         async with self.uows.begin() as uow:
             await RateLimiter.prune(uow.session)
             await MemberRequests.prune(uow.session, utcnow())
+            f = tables.join_followups
+            await uow.session.execute(delete(f).where(f.c.expires_at <= utcnow()))
 
     # storing joins -------------------------------------------------------------------------------
     async def submit_joins(self, pending: Sequence[PendingJoin]) -> list[JoinSubmission]:
@@ -200,7 +207,7 @@ class Joins:
             outcome, events = await self._join_existing(uow, application, ip=ip)
         else:
             previous = await queries.lock_member_by_email(uow.session, application.email_normalised)
-            events = await self._apply_join(uow, previous, application, self._ip_hash(ip))
+            events = await self.apply_join(uow, previous, application, self._ip_hash(ip))
             outcome = JoinOutcome(previous.id, False)
         await uow.emit(*events)
         return outcome
@@ -261,22 +268,36 @@ class Joins:
         now = utcnow()
         previous = await queries.lock_member_by_email(session, application.email_normalised)
         decision = rejoin(await queries.member_record(session, previous), application, now, double_opt_in=False)
-        outcome = JoinOutcome(previous.id, False)
         if not asks_first(application, decision):
-            return outcome, []
-        plain, personal = join_details(application)
-        sealed = {k: (await self.keys.seal(session, previous.id, v)).model_dump() for k, v in personal.items()}
-        event = await self.requests.record(
-            session,
-            previous,
-            JOIN_CHANGE,
-            now,
-            details={"join": plain, "sealed": sealed},
-            ip_hash=self._ip_hash(ip),
-        )
-        return outcome, [event]
+            return JoinOutcome(previous.id, False), []
+        request_id = str(uuid.uuid4())
+        event = await self.ask_to_confirm(session, previous, application, self._ip_hash(ip), request_id=request_id)
+        return JoinOutcome(previous.id, False, request_id), [event]
 
-    async def _waiting_join(self, session: AsyncSession, request: MemberRequest, member: Any) -> JoinApplication:
+    async def ask_to_confirm(
+        self,
+        session: AsyncSession,
+        member: Any,
+        application: JoinApplication,
+        ip_hash: str | None,
+        *,
+        request_id: str | None = None,
+    ) -> EventData:
+        """Keep a join for `member` (a locked row) until they confirm it by the link emailed to them, its personal
+        fields sealed with their key (replacing any older one); returns the event that has the link emailed."""
+        plain, personal = join_details(application)
+        sealed = {k: (await self.keys.seal(session, member.id, v)).model_dump() for k, v in personal.items()}
+        return await self.requests.record(
+            session,
+            member,
+            JOIN_CHANGE,
+            utcnow(),
+            details={"join": plain, "sealed": sealed},
+            ip_hash=ip_hash,
+            request_id=request_id,
+        )
+
+    async def waiting_join(self, session: AsyncSession, request: MemberRequest, member: Any) -> JoinApplication:
         """The join a request kept, its personal fields unsealed (raises KeyDestroyed after an erasure)."""
         personal = {
             k: await self.keys.unseal(session, Sealed.model_validate(v))
@@ -294,7 +315,7 @@ class Joins:
             member = await queries.member_row(session, request.member_id)
             if member.status == "erased":
                 raise RequestNotValid()
-            application = await self._waiting_join(session, request, member)
+            application = await self.waiting_join(session, request, member)
             record = await queries.member_record(session, member)
             decision = rejoin(record, application, utcnow(), double_opt_in=False)
             return JoinChange(change_summary(record, decision, await self.options()), member.status == "left")
@@ -309,15 +330,15 @@ class Joins:
             member = await queries.lock_member(session, request.member_id)
             if member is None or member.status == "erased":
                 raise RequestNotValid()
-            application = await self._waiting_join(session, request, member)
-            events = await self._apply_join(uow, member, application, request.ip_hash, address_confirmed=True)
+            application = await self.waiting_join(session, request, member)
+            events = await self.apply_join(uow, member, application, request.ip_hash, address_confirmed=True)
             await self.requests.used(session, request)
             if (await queries.member_row(session, member.id)).status == "pending":
                 events.append(await self._confirmed(session, member.id))
             await uow.emit(*events)
             return str(member.id)
 
-    async def _apply_join(
+    async def apply_join(
         self,
         uow: UnitOfWork,
         previous: Any,
@@ -335,7 +356,8 @@ class Joins:
         decision = rejoin(await queries.member_record(session, previous), application, now, double_opt_in=double_opt_in)
         await queries.update_member(session, previous.id, decision.values)
         await queries.add_units(session, previous.id, decision.add_group_ids, decision.add_subteam_ids)
-        await queries.insert_consent_records(session, self._consent_row(previous.id, application, ip_hash, now))
+        if not application.adds_only:  # "tell us more" gives no consent
+            await queries.insert_consent_records(session, self._consent_row(previous.id, application, ip_hash, now))
         if decision.back_after_leaving:
             # MemberJoined again, from the stored record as this join updated it.
             key, _ = await self.keys.get_or_create(session, previous.id)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from services.membership import db as tables
 from services.membership import deps, organise, osdi, public, rights, web
 from services.membership.accounts import OrganiserAccounts
+from services.membership.address_hashes import AddressHashes
 from services.membership.batching import JoinBatcher
 from services.membership.consumers import (
     ACTIVITY_GROUP,
@@ -20,6 +21,7 @@ from services.membership.consumers import (
 )
 from services.membership.directory import Directory
 from services.membership.front_door import FrontDoor
+from services.membership.join_followups import JoinFollowups
 from services.membership.join_forms import JoinForms
 from services.membership.joins import Joins
 from services.membership.member_data import MemberData
@@ -86,6 +88,16 @@ def create_app(
             await asyncio.sleep(30)
 
     runtime.add_background(send_overdue_downloads)
+    address_hashes = AddressHashes(runtime.uows, settings.secret_key)
+
+    async def publish_address_hashes() -> None:
+        """Once at start-up: members from before MemberJoined carried their address hash (nobody, once done)."""
+        try:
+            await address_hashes.publish_all()
+        except Exception as exc:  # the next start (or the command) finishes it
+            log.warning("publishing address hashes failed", error=repr(exc))
+
+    runtime.add_background(publish_address_hashes)
     runtime.add_registry(
         build_registry(Reactions(joins), reactions_group, public_group, activity_group, member_data,
                        member_data_group)
@@ -105,6 +117,7 @@ def create_app(
     install_error_bodies(app)
     app.state.joins = joins
     app.state.join_forms = JoinForms(joins, JoinBatcher(joins))
+    app.state.join_followups = JoinFollowups(runtime.uows, joins, settings.secret_key)
     app.state.member_rights = MemberRights(runtime.uows, joins.requests)
     app.state.member_data = member_data
     app.state.origins = AllowedOrigins(runtime.uows)

@@ -67,11 +67,13 @@ class MemberRequests:
         *,
         details: dict[str, Any] | None = None,
         ip_hash: str | None = None,
+        request_id: str | None = None,
     ) -> EventData:
         """Record a request for `member` (a locked `members` row), replacing any older one of its kind; returns
-        the event that asks notifications to email the member its link."""
+        the event that asks notifications to email the member its link. `request_id`: the new request's id (a
+        fresh one by default; every request has an id of its own, so an older link never names a newer one)."""
         expires_at = now + REQUEST_LIFETIME[kind]
-        request_id = str(uuid.uuid4())
+        request_id = request_id or str(uuid.uuid4())
         r = tables.member_requests
         values = {"id": request_id, "details": details or {}, "ip_hash": ip_hash, "requested_at": now}
         stmt = pg_insert(r).values(member_id=member.id, kind=kind, expires_at=expires_at, **values)
@@ -114,6 +116,19 @@ class MemberRequests:
         if row is None:
             raise RequestNotValid()
         return MemberRequest(row.id, row.member_id, row.kind, dict(row.details), row.ip_hash)
+
+    async def standing(self, session: AsyncSession, request_id: str, member_id: str, kind: str, now: datetime
+                       ) -> MemberRequest | None:
+        """The request with this id, if it still waits for the member (not used, replaced or expired), locked."""
+        r = tables.member_requests
+        row = (
+            await session.execute(
+                select(r)
+                .where(r.c.id == request_id, r.c.member_id == member_id, r.c.kind == kind, r.c.expires_at > now)
+                .with_for_update()
+            )
+        ).first()
+        return MemberRequest(row.id, row.member_id, row.kind, dict(row.details), row.ip_hash) if row else None
 
     async def used(self, session: AsyncSession, request: MemberRequest) -> None:
         """The member confirmed: the link leads nowhere any more."""

@@ -246,6 +246,7 @@ class MemberRights:
                 tables.role_grants,
                 tables.taggings,
                 tables.member_requests,
+                tables.join_followups,
                 tables.member_data_requests,  # and, cascading, each service's part of a download
             ):
                 await session.execute(delete(table).where(table.c.member_id == member_id))

@@ -46,6 +46,7 @@ from services.membership.web import message_page, page, remote_ip
 from shared import auth
 from shared.deadletters import dead_letter_counts, read_dead_letters
 from shared.errors import InvalidInput
+from shared.exports import csv_download
 from shared.web import MAX_PAGE
 
 router = APIRouter(tags=["organiser pages"])
@@ -229,16 +230,8 @@ async def member_list(request: Request, who: CurrentOrganiser, roster: RosterDep
 
 @router.get("/members/export.csv")
 async def member_export(request: Request, who: CurrentOrganiser, roster: RosterDep) -> Response:
-    text, count = await roster.export_csv(who, _filters(request))
-    return Response(
-        text,
-        media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": 'attachment; filename="members.csv"',
-            "X-Exported-Rows": str(count),
-            "Cache-Control": "no-store",
-        },
-    )
+    chunks, count = await roster.export_csv(who, _filters(request))
+    return csv_download(chunks, "members.csv", {"X-Exported-Rows": str(count), "Cache-Control": "no-store"})
 
 
 NOT_YOURS = "There is no member with that id in the part of the network you look after"

@@ -245,10 +245,8 @@ async def people(
     filters = MemberFilters(q=request.query_params.get("q", "")[:200])
     also = _people_filter(filter) if filter.strip() else []
     rows, total = await roster.page(caller, filters, page, per_page, also)
-    items = []
     async with uows.begin() as uow:
-        for row in rows:
-            items.append(_person(request, await roster.details(uow.session, row)))
+        items = [_person(request, details) for details in await roster.details_of(uow.session, rows)]
     return hal(collection(_here(request, "people"), "people", items, total, page, per_page))
 
 

@@ -16,9 +16,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
-from services.membership.deps import JoinFormsDep, JoinsDep, OriginsDep, SettingsDep
-from services.membership.domain import JoinOptions, origin_of
-from services.membership.join_forms import HONEYPOT, LIST_FIELDS, TEXT_FIELDS
+from services.membership import join_followups as followups
+from services.membership.deps import JoinFollowupsDep, JoinFormsDep, JoinsDep, OriginsDep, SettingsDep
+from services.membership.domain import JoinOptions, origin_of, validate_extras
+from services.membership.join_followups import usable_key
+from services.membership.join_forms import HONEYPOT, LIST_FIELDS, TEXT_FIELDS, form_from
 from services.membership.joins import MemberNotFound
 from services.membership.member_requests import RequestNotValid
 from shared import tokens
@@ -76,16 +78,29 @@ def _form_values(form: FormData) -> dict[str, Any]:
 
 @router.get("/join", response_class=HTMLResponse)
 async def join_form(
-    request: Request, joins: JoinsDep, redirect: str = "", source: str = "", region: str = ""
+    request: Request, joins: JoinsDep, settings: SettingsDep, redirect: str = "", source: str = "", region: str = ""
 ) -> HTMLResponse:
+    """The short join: name, email, postcode, how involved, consent. The browser gets its join key here, before
+    anything is typed, so the answer to the join itself can say nothing (join_followups.py)."""
     options = await joins.options()
     values = {"redirect": redirect, "source": source, "region": region, "consent_version": options.consent_version}
-    return _render_join(request, options, values=values, errors={})
+    response = _render_join(request, options, values=values, errors={})
+    if usable_key(request.cookies.get(followups.COOKIE)) is None:
+        response.set_cookie(
+            followups.COOKIE,
+            followups.new_key(),
+            max_age=int(followups.LIFETIME.total_seconds()),
+            path=followups.COOKIE_PATH,
+            httponly=True,
+            samesite="lax",
+            secure=settings.public_base_url.startswith("https://") or request.url.scheme == "https",
+        )
+    return response
 
 
 @router.post("/join")
 async def join_submit(
-    request: Request, forms: JoinFormsDep, origins: OriginsDep, settings: SettingsDep
+    request: Request, forms: JoinFormsDep, origins: OriginsDep, settings: SettingsDep, followed: JoinFollowupsDep
 ) -> Response:
     """The join form: HTML (from our page or any site embedding it) or JSON (a site's own script)."""
     if "application/json" in request.headers.get("content-type", ""):
@@ -119,6 +134,9 @@ async def join_submit(
         values["email_consent"] = bool(values.get("email_consent"))
         values.setdefault("consent_version", result.options.consent_version)
         return _render_join(request, result.options, values=values, errors=result.errors, status=422)
+    key = usable_key(request.cookies.get(followups.COOKIE))
+    if key is not None and thanks == "/join/thanks":
+        await followed.remember(key, result.application, result.outcome)
     return RedirectResponse(thanks, status_code=303)
 
 
@@ -193,9 +211,54 @@ async def _join_json(
     )
 
 
+async def _render_thanks(
+    request: Request,
+    joins: JoinsDep,
+    followed: JoinFollowupsDep,
+    *,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    """The thank-you page: next steps from where the postcode typed places them, and "tell us more" while it is
+    open; the same whatever the address (nothing stored about a member is read)."""
+    followup = await followed.find(usable_key(request.cookies.get(followups.COOKIE)))
+    options = await joins.options()
+    context = {
+        "steps": await followed.next_steps(followup),
+        "tell_more": followup is not None and followup.open,
+        "told": followup is not None and not followup.open,
+        "options": options,
+        "groups_by_region": _groups_by_region(options),
+        "values": values or {},
+        "errors": errors or {},
+    }
+    return page(request, "join_thanks.html", context, status)
+
+
 @router.get("/join/thanks", response_class=HTMLResponse)
-async def join_thanks(request: Request) -> HTMLResponse:
-    return page(request, "join_thanks.html", {})
+async def join_thanks(request: Request, joins: JoinsDep, followed: JoinFollowupsDep) -> HTMLResponse:
+    return await _render_thanks(request, joins, followed)
+
+
+@router.post("/join/more", response_class=HTMLResponse)
+async def tell_more(request: Request, joins: JoinsDep, followed: JoinFollowupsDep) -> Response:
+    """"Tell us more" from the thank-you page: kept for the join this browser just made (see join_followups.py)."""
+    form = await request.form()
+    values = _form_values(form)
+    errors: dict[str, str] = {}
+    extras = validate_extras(form_from(values), await joins.options(), errors)
+    if errors:
+        return await _render_thanks(request, joins, followed, values=values, errors=errors, status=422)
+    if not await followed.tell_more(usable_key(request.cookies.get(followups.COOKIE)), extras):
+        return message_page(
+            request,
+            "We could not keep this",
+            "This form works for a day after you join, once, from the browser you joined with. To change what we "
+            "know about you, use the preferences link at the foot of any email from us.",
+            400,
+        )
+    return RedirectResponse("/join/thanks", status_code=303)
 
 
 def _confirm_token(settings: Settings, token: str) -> str:

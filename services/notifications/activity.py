@@ -8,11 +8,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.notifications import db as tables
 from services.notifications import queries
+from services.notifications.domain import GONE, arrivals_and_returns
 from shared.events.catalog import (
     ActionLinkedToMember,
     ActionTaken,
@@ -22,6 +24,7 @@ from shared.events.catalog import (
     MeetingUpdated,
     MemberErased,
     MemberJoined,
+    MemberLeft,
     PromotedFromWaitlist,
     RsvpCancelled,
     RsvpReceived,
@@ -65,7 +68,9 @@ class ActivityLog:
         await self.members_joined(uow, [(envelope, event)])
 
     async def members_joined(self, uow: UnitOfWork, joins: list[tuple[Envelope, MemberJoined]]) -> None:
-        """`member_joined` for a run of joins: their activity rows in one round trip."""
+        """`member_joined` for a run of joins: their activity rows in one round trip. A member already in the log
+        (back after leaving) keeps the row of their first arrival, moved to where they are now and counted again:
+        a rejoin is not a new member (domain.arrivals_and_returns)."""
         rows = []
         for envelope, event in joins:
             group_id = event.group_ids[0] if event.group_ids else event.suggested_group_id
@@ -88,8 +93,27 @@ class ActivityLog:
                     },
                 }
             )
-        if rows:
-            await uow.session.execute(_RECORD_ACTIVITY, rows)
+        if not rows:
+            return
+        a = tables.activity
+        known = set(
+            (
+                await uow.session.execute(
+                    select(a.c.subject_id).where(
+                        a.c.kind == "member_joined", a.c.subject_id.in_({r["subject_id"] for r in rows})
+                    )
+                )
+            ).scalars()
+        )
+        arrivals, returns = arrivals_and_returns(rows, known)
+        if arrivals:
+            await uow.session.execute(_RECORD_ACTIVITY, arrivals)
+        for row in returns:
+            await uow.session.execute(
+                update(a)
+                .where(a.c.kind == "member_joined", a.c.subject_id == row["subject_id"])
+                .values(region_id=row["region_id"], group_id=row["group_id"], detail=row["detail"])
+            )
 
     async def meeting_changed(
         self, uow: UnitOfWork, envelope: Envelope, event: MeetingScheduled | MeetingUpdated
@@ -195,9 +219,21 @@ class ActivityLog:
             .values(region_id=region_id, group_id=group_id)
         )
 
+    async def member_left(self, uow: UnitOfWork, envelope: Envelope, event: MemberLeft) -> None:
+        """A member who left is no longer a new member (until they come back: `members_joined`)."""
+        await self._gone(uow, event.member_id, "left", keep_subject=True)
+
     async def member_erased(self, uow: UnitOfWork, envelope: Envelope, event: MemberErased) -> None:
-        """An erased member's arrival stays in the log, anonymous."""
+        """An erased member's arrival stays in the log, anonymous, and no longer counts as a new member."""
+        await self._gone(uow, event.member_id, "erased", keep_subject=False)
+
+    @staticmethod
+    async def _gone(uow: UnitOfWork, member_id: str, why: str, *, keep_subject: bool) -> None:
         a = tables.activity
+        marked = a.c.detail.op("||")(literal({GONE: why}, JSONB))
+        values: dict[str, Any] = {"detail": marked}
+        if not keep_subject:
+            values["subject_id"] = None
         await uow.session.execute(
-            update(a).where(a.c.subject_id == event.member_id, a.c.kind == "member_joined").values(subject_id=None)
+            update(a).where(a.c.subject_id == member_id, a.c.kind == "member_joined").values(**values)
         )

@@ -215,6 +215,7 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
         (RsvpLinkedToMember, u.follow_ups.linked),
         (MemberJoined, member_joined),
         (MemberProfileUpdated, u.organisers.member_profile_updated),
+        (MemberLeft, u.activity.member_left),
         (MemberErased, member_erased),
         (MeetingScheduled, u.activity.meeting_changed),
         (MeetingUpdated, u.activity.meeting_changed),
@@ -227,7 +228,7 @@ def build_registry(use_cases: UseCases, *, group_suffix: str = "") -> Registry:
     )
     activity.on_run(MemberJoined)(members_joined)
     activity.ignore(
-        (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MemberLeft, MeetingReminderDue, AttendanceRecorded,
+        (MemberConfirmed, ConsentChanged, EngagementLevelChosen, MeetingReminderDue, AttendanceRecorded,
          AskPublished, CampaignClosed, MpLetterRequested, JoinChangeRequested, MemberRightsConfirmationRequested,
          MemberDataRequested, MemberDataReady,
          RsvpRepeated, ActionRepeated, MpLetterAwaitingConfirmation,

@@ -178,6 +178,8 @@ deliveries = Table(
     Index("ix_deliveries_due", "priority", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     Index("ix_deliveries_sending", "lease_until", postgresql_where=text("status = 'sending'")),
     Index("ix_deliveries_recipient", "recipient_id"),
+    # The delivery log, newest first, and its last-seven-days summary (migration 0011).
+    Index("ix_deliveries_created_at_id", text("created_at DESC"), "id"),
 )
 
 

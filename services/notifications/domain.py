@@ -37,6 +37,31 @@ def first_name_of(name: str | None) -> str:
     return (name or "").split(" ")[0] or "friend"
 
 
+# The activity log's arrivals ---------------------------------------------------------------------------------
+
+
+def arrivals_and_returns(
+    rows: list[dict[str, Any]], known: set[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A run of MemberJoined's activity rows split into the arrivals to record and the returns to apply to the row
+    recorded before. A member is new once: a MemberJoined for someone the log already has (`known`: subject ids
+    with a `member_joined` row), or met earlier in the run, is them coming back (a rejoin after leaving, or the
+    same event again), which moves their row to where they are now and makes it count again, not a second row."""
+    arrivals: list[dict[str, Any]] = []
+    returns: list[dict[str, Any]] = []
+    seen = set(known)
+    for row in rows:
+        subject = row["subject_id"]
+        (returns if subject in seen else arrivals).append(row)
+        seen.add(subject)
+    return arrivals, returns
+
+
+# Keys marking an arrival that no longer counts as a new member (the member left, or was erased): what digests and
+# the dashboard both count as new is "joined in the period and still a member".
+GONE = "gone"
+
+
 WELCOME_MEETINGS = 3  # how many meetings near them a welcome lists
 
 
@@ -110,6 +135,12 @@ def announcement_audience(scope_type: str, scope_id: str | None) -> Audience:
 def is_announced(parent_meeting_id: str | None) -> bool:
     """A conference's sessions are announced with the conference, not one by one."""
     return parent_meeting_id is None
+
+
+def audience_moves(changed: Iterable[str]) -> bool:
+    """Whether a meeting's change moves it to another part of the network (MeetingUpdated.changed), so its
+    announcement reaches whoever is in the new audience and was not told yet."""
+    return bool({"scope_type", "scope_id"} & set(changed))
 
 
 def announcement_goes_ahead(status: str, starts_at: datetime, now: datetime) -> bool:

@@ -180,8 +180,9 @@ class FollowUps:
                     return outcome
                 steps = {s.step_key: s for s in await self.steps(session)}
                 wording = await self.email_settings.load(session)
+                upcoming = UpcomingMeetings(now)
                 for row in rows:
-                    status, reason = await self._handle(uow, row, steps.get(row.step_key), wording, now)
+                    status, reason = await self._handle(uow, row, steps.get(row.step_key), wording, now, upcoming)
                     outcome[status if status != "due" else "waiting"] += 1
                     await session.execute(
                         update(f)
@@ -192,7 +193,8 @@ class FollowUps:
                 return outcome
 
     async def _handle(
-        self, uow: UnitOfWork, row: Any, step: Any, wording: dict[str, str], now: datetime
+        self, uow: UnitOfWork, row: Any, step: Any, wording: dict[str, str], now: datetime,
+        upcoming: UpcomingMeetings,
     ) -> tuple[str, str | None]:
         """('queued' | 'skipped' | 'due', reason) for one due follow-up (domain.follow_up_decision decides)."""
         session = uow.session
@@ -210,7 +212,7 @@ class FollowUps:
         )
         if status != "queued" or recipient is None:
             return status, reason
-        subject, body_text, body_html = await self.render(session, step, recipient, wording, now)
+        subject, body_text, body_html = await self.render(session, step, recipient, wording, now, upcoming)
         await self.notifications.queue(
             uow,
             kind=FOLLOW_UP_KIND,
@@ -225,9 +227,11 @@ class FollowUps:
         return "queued", None
 
     async def render(
-        self, session: AsyncSession, step: Any, recipient: Any, wording: dict[str, str], now: datetime
+        self, session: AsyncSession, step: Any, recipient: Any, wording: dict[str, str], now: datetime,
+        upcoming: UpcomingMeetings | None = None,
     ) -> tuple[str, str, str]:
-        """Subject, plain text and HTML of one step for one member (the meetings listed are near them)."""
+        """Subject, plain text and HTML of one step for one member (the meetings listed are near them; `upcoming`
+        is what a pass of follow-ups has read of them)."""
         group_id = recipient.group_ids[0] if recipient.group_ids else None
         group = await queries.unit(session, group_id)
         region = await queries.unit(session, recipient.region_id)
@@ -242,7 +246,8 @@ class FollowUps:
             "campaigns_url": f"{base}/campaigns",
         }
         scope = Scope("group", group.unit_id) if group else (Scope("region", region.unit_id) if region else None)
-        meetings = await queries.upcoming_meetings(session, scope, now, limit=3) if scope else []
+        upcoming = upcoming or UpcomingMeetings(now)
+        meetings = await upcoming.near(session, scope, limit=3) if scope else []
         for m in meetings:
             m["when"] = format_when(m["starts_at"], m.get("timezone") or "Europe/London")
         body_text, body_html = self.notifications.renderer.render(
@@ -270,6 +275,29 @@ class FollowUps:
         f = tables.follow_ups
         rows = await session.execute(select(f.c.step_key, f.c.status, func.count()).group_by(f.c.step_key, f.c.status))
         return {(r[0], r[1]): r[2] for r in rows.all()}
+
+
+class UpcomingMeetings:
+    """The meetings a pass of follow-ups lists, near each member: every scope's meetings that have not started are
+    read once a pass (queries.read_upcoming, as the digests do) and each meeting's RSVP counts once, instead of the
+    whole meeting history again for every email."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._read: tuple[list[tuple[str, dict[str, Any]]], dict[queries.ScopeKey, list[int]]] | None = None
+        self._counts: dict[str, dict[str, int]] = {}
+
+    async def near(self, session: AsyncSession, scope: Scope, *, limit: int) -> list[dict[str, Any]]:
+        """queries.upcoming_meetings(scope, now, limit=limit): the scope's soonest, with their RSVP counts."""
+        if self._read is None:
+            self._read = await queries.read_upcoming(session, self.now)
+        meetings, by_scope = self._read
+        chosen = [meetings[i] for i in by_scope.get(scope.key, [])[:limit]]
+        missing = [meeting_id for meeting_id, _ in chosen if meeting_id not in self._counts]
+        if missing:
+            self._counts.update(await queries.rsvp_counts(session, missing, None))
+        return [{"meeting_id": meeting_id, **detail, **self._counts.get(meeting_id, queries.NO_RSVPS)}
+                for meeting_id, detail in chosen]
 
 
 @dataclass

@@ -15,7 +15,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
-from services.notifications.domain import changes_worth_an_email, first_name_of, is_announced, rsvp_email_wanted
+from services.notifications.domain import (
+    audience_moves,
+    changes_worth_an_email,
+    first_name_of,
+    is_announced,
+    rsvp_email_wanted,
+)
 from services.notifications.service import NotificationService
 from shared import tokens
 from shared.events.catalog import (
@@ -54,8 +60,23 @@ class MeetingNotifications:
             uow.on_commit(self.service.announcements_queued.set)
 
     async def meeting_updated(self, uow: UnitOfWork, envelope: Envelope, event: MeetingUpdated) -> None:
+        """Tell its attendees what changed; a meeting moved to another part of the network is announced again, to
+        whoever is in its audience now: one announcement per member and meeting, so only those newly included
+        get it."""
         session = uow.session
         await self._mirror(session, event, status="scheduled")
+        if audience_moves(event.changed) and is_announced(event.parent_meeting_id):
+            a = tables.announcements
+            await session.execute(
+                pg_insert(a)
+                .values(meeting_id=event.meeting_id, correlation_id=envelope.correlation_id)
+                .on_conflict_do_update(
+                    index_elements=[a.c.meeting_id],
+                    set_={"status": "pending", "cursor": None, "finished_at": None},
+                    where=a.c.status != "cancelled",
+                )
+            )
+            uow.on_commit(self.service.announcements_queued.set)
         changed = changes_worth_an_email(event.changed)
         if not changed:
             return

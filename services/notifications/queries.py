@@ -14,7 +14,7 @@ from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
-from services.notifications.domain import Audience
+from services.notifications.domain import GONE, Audience
 
 UPCOMING_DAYS = 60
 MAX_UPCOMING = 12
@@ -70,13 +70,15 @@ SCOPED_SQL = (
     ") AS c(unit_id) WHERE src.gids <> '[]' AND jsonb_exists(src.gids, c.unit_id)), "
     "scoped AS (SELECT DISTINCT scope_type, scope_id, id FROM keys) "
 )
-# A window's activity of some kinds, read through ix_activity_kind_occurred_at.
+# A window's activity of some kinds, read through ix_activity_kind_occurred_at. An arrival marked gone (the member
+# left or was erased since: activity.py) is not a new member, as on the dashboard (joined and still a member).
 WINDOW_SQL = (
     "WITH src AS MATERIALIZED (SELECT a.id, a.kind, a.occurred_at, a.region_id, a.group_id, a.subject_id, "
     "coalesce(a.detail->>'engagement_level', '') AS level, a.detail->>'kind' AS ask_kind, "
     "a.detail->>'title' AS title, a.detail->>'goal' AS goal, coalesce(a.detail->'group_ids', '[]') AS gids "
     "FROM activity a "
-    "WHERE a.kind = ANY(:kinds) AND a.occurred_at >= :start AND a.occurred_at < :end), " + SCOPED_SQL
+    "WHERE a.kind = ANY(:kinds) AND a.occurred_at >= :start AND a.occurred_at < :end "
+    f"AND NOT (a.kind = 'member_joined' AND jsonb_exists(a.detail, '{GONE}'))), " + SCOPED_SQL
 )
 SUMMARY_KINDS = ("member_joined", "action_taken", "meeting_scheduled", "campaign_launched")
 

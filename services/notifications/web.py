@@ -412,6 +412,15 @@ def _scope_condition(organiser: OrganiserScope) -> str:
     return ":scope_id = ANY(r.group_ids)"
 
 
+# The kinds of email ever queued, for the log's filter: one index probe per kind (uq_deliveries_kind_subject_recipient
+# leads with kind) instead of reading every delivery, as DISTINCT does (2 s at 400,000 deliveries, bench/pages.py).
+KINDS_SENT = (
+    "WITH RECURSIVE k AS ((SELECT kind FROM deliveries ORDER BY kind LIMIT 1) UNION ALL "
+    "SELECT (SELECT d.kind FROM deliveries d WHERE d.kind > k.kind ORDER BY d.kind LIMIT 1) FROM k "
+    "WHERE k.kind IS NOT NULL) SELECT kind FROM k WHERE kind IS NOT NULL"
+)
+
+
 @router.get("/deliveries", response_class=HTMLResponse)
 async def delivery_log(
     request: Request, organiser: Organiser, digests: DigestsDep, status: str = "", kind: str = "", page: int = 1
@@ -445,7 +454,7 @@ async def delivery_log(
                 params,
             )
         ).all()
-        kinds = (await uow.session.execute(text("SELECT DISTINCT kind FROM deliveries ORDER BY kind"))).scalars().all()
+        kinds = (await uow.session.execute(text(KINDS_SENT))).scalars().all()
         since = datetime.now(UTC) - timedelta(days=7)
         summary = (
             await uow.session.execute(

@@ -21,6 +21,7 @@ from services.campaigns.rebuild import (
     _create_shadow,
     _drop_shadow,
     _swap,
+    apply_batch,
     apply_records,
 )
 from shared.consumer import H_REPLAY_FOR_GROUP
@@ -92,6 +93,23 @@ def a_history_of_every_case() -> History:
     h.add(joined(early_leaver, region, [group], joined_at=T0))
     h.add(ev.MemberErased(member_id=uid(), erased_at=T0))  # no such member
 
+    # What the dashboard's tallies follow: a group defined after its members joined, a group moved to another
+    # region, a level before the join it follows, a partner organisation, sub-teams, a member in two groups, and
+    # weeks apart.
+    late, moving, subteam, partner = uid(), uid(), uid(), uid()
+    early_joiner, mover_member, levelled, partnered = (uid() for _ in range(4))
+    h.add(joined(early_joiner, None, [late], joined_at=T0 - timedelta(days=30)))
+    h.add(ev.OrganisationUnitDefined(unit_id=late, kind="group", name="Late", parent_id=region))
+    h.add(ev.OrganisationUnitDefined(unit_id=moving, kind="group", name="Moving", parent_id=region))
+    h.add(joined(mover_member, region, [moving, group], subteam_ids=[subteam], joined_at=T0 - timedelta(days=9)))
+    h.add(ev.OrganisationUnitDefined(unit_id=moving, kind="group", name="Moving", parent_id=other_region))
+    h.add(ev.EngagementLevelChanged(member_id=levelled, level="participant"))
+    h.add(joined(levelled, other_region, [moving], joined_at=T0 + timedelta(days=20)))
+    h.add(joined(partnered, region, [], organisation_id=partner, joined_at=T0 - timedelta(days=60)))
+    h.add(ev.MemberProfileUpdated(member_id=partnered, changed=["groups", "subteams"], group_ids=[late],
+                                  subteam_ids=[subteam]))
+    h.add(ev.MemberLeft(member_id=early_joiner))
+
     # The same event twice (redelivered), and another event that reuses its id: only the first counts.
     first = h.add(joined(uid(), region, [group], joined_at=T0))
     h.envelope(first)
@@ -155,6 +173,18 @@ def a_history_of_every_case() -> History:
                                   member_id=moved, region_id=region, group_id=group, taken_at=T0))
     h.add(ev.ActionLinkedToMember(action_id=uid(), ask_id=ask, campaign_id=campaign, kind="petition",
                                   member_id=moved, taken_at=T0))  # no such action
+    # An action whose taker joined with it (placed by that member's places, even after they move), and an action
+    # of a member who joins, moves and is erased after it.
+    joined_with, taker = uid(), uid()
+    h.add(ev.ActionTaken(action_id=joined_with, ask_id=ask, campaign_id=campaign, kind="petition", join_network=True,
+                         taken_at=T0))
+    h.add(joined(uid(), None, [late], source=f"action:{joined_with}", joined_at=T0))
+    h.add(ev.ActionTaken(action_id=uid(), ask_id=ask, campaign_id=campaign, kind="petition", member_id=taker,
+                         taken_at=T0))
+    h.add(joined(taker, other_region, [moving], joined_at=T0))
+    h.add(ev.MemberProfileUpdated(member_id=taker, changed=["groups", "subteams"], group_ids=[group],
+                                  subteam_ids=[subteam]))
+    h.add(ev.MemberErased(member_id=taker, erased_at=T0 + timedelta(days=1)))
     h.add(ev.EngagementLevelChanged(member_id=moved, level="participant"))
     h.add(ev.EngagementLevelChanged(member_id=moved, level="activist", previous_level="participant"))
 
@@ -243,6 +273,30 @@ async def test_the_same_rows_whatever_the_batches(database):
     for batch in (1, len(records)):
         await in_bulk(database, records, batch)
         assert await rows(database, BULK) == reference
+
+
+async def test_the_live_projection_batch_by_batch_keeps_the_tallies_a_recount_of_everyone_gives(database):
+    """The live consumer projects batches (`project_batch`), keeping the dashboard's tallies as members join, move,
+    leave, rejoin, are erased or reach a level; the bulk replay counts everyone once at the end."""
+    records = a_history_of_every_case().records
+    await in_bulk(database, records)
+    recounted = (await rows(database, BULK))["rpt_tallies"]
+    assert {(r[0], r[2]) for r in recounted} >= {("network", "place"), ("region", "place"), ("group", "place"),
+                                                 ("subteam", "place"), ("region", "level"), ("region", "partner"),
+                                                 ("network", "ask"), ("group", "ask"), ("subteam", "campaign")}
+    for batch in (1, 5, len(records)):
+        await _create_shadow(database, schema=ONE_BY_ONE)
+        uows = UnitsOfWork(database, Outbox(tables.delivery.outbox))
+        for start in range(0, len(records), batch):
+            try:
+                async with uows.begin() as uow:
+                    await uow.session.execute(text(f"SET LOCAL search_path TO {ONE_BY_ONE}, public"))
+                    await apply_batch(uow, records[start:start + batch], GROUP, RebuildResult())
+            except Exception:  # as the consumer: a batch with a bad record again one record at a time
+                async with uows.begin() as uow:
+                    await uow.session.execute(text(f"SET LOCAL search_path TO {ONE_BY_ONE}, public"))
+                    await apply_records(uow, records[start:start + batch], GROUP, RebuildResult())
+        assert (await rows(database, ONE_BY_ONE))["rpt_tallies"] == recounted, batch
 
 
 async def test_a_row_the_database_refuses_fails_the_bulk_write_so_the_rebuild_replays_event_by_event(database):

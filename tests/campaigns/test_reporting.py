@@ -104,6 +104,7 @@ async def test_rebuilding_the_read_model_from_the_topics_gives_the_same_figures(
     # Lose part of the live model; the rebuild brings it back from Kafka alone.
     await db.execute("DELETE FROM rpt_members WHERE region_id = $1", network["region_a"].unit_id)
     await db.execute("DELETE FROM rpt_actions")
+    await db.execute("DELETE FROM rpt_tallies WHERE scope_id = $1", network["region_a"].unit_id)
     damaged = await data_for(client, organiser_headers("region", network["region_a"].unit_id))
     assert damaged["headline"]["members"] == 0
     rebuilt = await asyncio.to_thread(_command, "rebuild-reporting", "--group", REPORTING_GROUP,

@@ -1,13 +1,17 @@
-"""Numbers that agree (issue #15): every figure about members on the campaigns dashboard (headline, funnel, growth)
-and the OSDI people `total_records` equal the truth computed from membership's own tables, for the network and for
-a region, after a network is built through the public pages: joins, a leaver, a rejoin, an erasure and actions.
+"""Numbers that agree (issue #15): every figure about members on the campaigns dashboard (headline, funnel, growth),
+the OSDI people `total_records` and organisers' digests (new members by level, actions, and each place's line in
+"around the network" and "your region's groups") equal the truth computed from membership's own tables, for the
+network, a region and its group, after a network is built through the public pages: joins, a leaver, a rejoin, an
+erasure and actions.
 
 The figures are read models fed by events, so the test waits for them to settle and then says which disagree."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -17,6 +21,7 @@ from deploy.local import launcher
 from services.membership import seeds
 from shared import tokens
 from tests.membership.conftest import make_organiser
+from tests.support.accounts import membership_cli, service_cli
 from tests.support.inprocess import poll
 from tests.support.joins import join
 from tests.support.organisers import organiser_headers
@@ -118,13 +123,73 @@ async def _unit(gateway: httpx.AsyncClient, db: asyncpg.Connection, network: dic
     return await poll(lambda: db.fetchrow(f"SELECT id, slug FROM {table} WHERE name = $1", name))
 
 
-async def test_the_dashboard_and_osdi_count_the_members_membership_has(gateway, membership_db):
+async def _digest_reader(scope: str, scope_id: str | None) -> str:
+    """An organiser account of `scope` (its role reaches notifications as RoleGranted, which subscribes it to a
+    digest); its id."""
+    args = ["create-organiser", "--email", unique_email("digest-reader"), "--scope", scope]
+    output = await membership_cli(*args, *(["--scope-id", scope_id] if scope_id else []))
+    return output.split("organiser id:")[1].split()[0]
+
+
+async def _digest(notifications_db: asyncpg.Connection, organiser_id: str) -> dict[str, Any]:
+    """The organiser's digest, built now (as `send-digests --now` does), as notifications stored and emailed it."""
+    await poll(lambda: notifications_db.fetchval(
+        "SELECT email IS NOT NULL FROM organisers WHERE organiser_id = $1", organiser_id))
+    await service_cli("notifications", "send-digests", "--now", "--organiser", organiser_id)
+    row = await notifications_db.fetchrow(
+        "SELECT content FROM digests WHERE organiser_id = $1 ORDER BY created_at DESC LIMIT 1", organiser_id)
+    assert row is not None, "the digest had nothing to say"
+    return dict(json.loads(row["content"]))
+
+
+async def _digest_truth(db: asyncpg.Connection, where: str, scope_id: str, start: datetime, end: datetime,
+                        signers: list[str]) -> dict[str, Any]:
+    """A digest's figures for the members membership places in a scope: new members (joined in the digest's
+    period and still members: a rejoin is not new, nor is a leaver or an erased member), by level, and the actions
+    taken by the scope's members (by the addresses that signed)."""
+    levels = {r["engagement_level"]: r["n"] for r in await db.fetch(
+        "SELECT engagement_level, count(*) AS n FROM members m WHERE status IN ('pending', 'confirmed') "
+        f"AND joined_at >= $2 AND joined_at < $3 AND {where} GROUP BY 1", scope_id, start, end)}
+    actions = await db.fetchval(
+        f"SELECT count(*) FROM unnest($2::text[]) AS s(email) JOIN members m ON m.email_normalised = s.email "
+        f"WHERE {where}", scope_id, signers)
+    return {"new members": sum(levels.values()), "by level": levels, "actions": actions}
+
+
+def _digest_figures(content: dict[str, Any]) -> dict[str, Any]:
+    return {"new members": content["new_members"]["total"],
+            "by level": {lv["level"]: lv["count"] for lv in content["new_members"]["by_level"]},
+            "actions": content["actions"]["total"]}
+
+
+def _line(content: dict[str, Any], unit_id: str) -> dict[str, int]:
+    """A place's line in a digest's "what others are working on"."""
+    line = next((u for u in content["elsewhere"]["units"] if u["unit_id"] == unit_id), None)
+    assert line is not None, content["elsewhere"]
+    return {"new members": line["new_members"], "actions": line["actions"]}
+
+
+async def _activity_settled(notifications_db: asyncpg.Connection, ids: list[str], campaign_id: str, group_id: str
+                            ) -> bool:
+    """Notifications' activity log has handled the leaver, the rejoin, the erasure and the members' actions."""
+    return bool(await notifications_db.fetchval(
+        "SELECT (SELECT count(*) FROM activity WHERE kind = 'member_joined' AND subject_id = $1 "
+        "        AND detail ? 'gone') = 1 "
+        "AND (SELECT count(*) FROM activity WHERE kind = 'member_joined' AND subject_id = $2 "
+        "     AND NOT detail ? 'gone') = 1 "
+        "AND NOT EXISTS (SELECT 1 FROM activity WHERE kind = 'member_joined' AND subject_id = $3) "
+        "AND (SELECT count(*) FROM activity WHERE kind = 'action_taken' AND subject_id = $4 AND group_id = $5) = 2",
+        ids[0], ids[1], ids[2], campaign_id, group_id))
+
+
+async def test_the_dashboard_and_osdi_count_the_members_membership_has(gateway, membership_db, notifications_db):
     _, network = await make_organiser(membership_db)
     region = (await _unit(gateway, membership_db, network, "region"))["id"]
     group = await _unit(gateway, membership_db, network, "group", region)
     keys = {None: await _api_key(gateway, network, "network", None),
             region: await _api_key(gateway, network, "region", region)}
     organisers = {None: organiser_headers(), region: organiser_headers("region", region)}
+    readers = {None: await _digest_reader("network", None), region: await _digest_reader("region", region)}
     # Members that in-process test services announced on the shared topics are in campaigns' read model but not in
     # this membership: the network's figures are compared for what this build changes; the new region's whole.
     offset = {n: f - t for (n, f), t in zip((await _figures(gateway, organisers[None], keys[None], None)).items(),
@@ -147,7 +212,8 @@ async def test_the_dashboard_and_osdi_count_the_members_membership_has(gateway, 
         "issues": ["counting"], "asks": [{"kind": "petition", "title": "Sign: count us", "body": "Count us.",
                                           "addressee": "The network"}]})
     assert loaded.status_code == 201, loaded.text
-    for email in (emails[3], emails[4], unique_email("not-a-member")):  # actions, one by someone not a member
+    signers = [emails[3], emails[4], unique_email("not-a-member")]  # actions, one by someone not a member
+    for email in signers:
         await _sign(gateway, loaded.json(), email)
     assert (await _truth(membership_db, region))["headline members"] == 4  # six joined, one left, one erased
 
@@ -155,3 +221,20 @@ async def test_the_dashboard_and_osdi_count_the_members_membership_has(gateway, 
     assert not disagree, f"(shown, membership's count) for the network: {disagree}"
     disagree = await _settled(gateway, membership_db, organisers[region], keys[region], region)
     assert not disagree, f"(shown, membership's count) for the region: {disagree}"
+
+    # Organisers' digests, built now, over their first period (the week up to now).
+    await poll(lambda: _activity_settled(notifications_db, ids, loaded.json()["id"], group["id"]))
+    regional = await _digest(notifications_db, readers[region])
+    network_wide = await _digest(notifications_db, readers[None])
+    start, end = (datetime.fromisoformat(regional[k]) for k in ("period_start", "period_end"))
+    in_group = "EXISTS (SELECT 1 FROM member_groups mg WHERE mg.member_id = m.id AND mg.group_id = $1)"
+    truth = await _digest_truth(membership_db, IN_REGION, region, start, end, signers)
+    assert (truth["new members"], truth["actions"]) == (4, 2)  # six joined, one left, one erased; two members signed
+    assert _digest_figures(regional) == truth, "the region's digest"
+    group_truth = await _digest_truth(membership_db, in_group, group["id"], start, end, signers)
+    assert _line(regional, group["id"]) == {k: group_truth[k] for k in ("new members", "actions")}, \
+        "the group's line in the region's digest"
+    start, end = (datetime.fromisoformat(network_wide[k]) for k in ("period_start", "period_end"))
+    truth = await _digest_truth(membership_db, IN_REGION, region, start, end, signers)
+    assert _line(network_wide, region) == {k: truth[k] for k in ("new members", "actions")}, \
+        "the region's line in the network's digest"

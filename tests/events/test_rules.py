@@ -23,6 +23,7 @@ from services.events.domain import (
     promote_from_waitlist,
     reminder_due_times,
     reminder_wait,
+    scope_moves,
     self_check_in_refusal,
     validate_meeting,
     validate_rsvp,
@@ -171,10 +172,19 @@ def _plan(**overrides: object) -> MeetingPlan:
     return plan
 
 
-def test_a_change_names_the_fields_it_changes_and_never_moves_the_meeting_to_another_scope():
+def test_a_change_names_the_fields_it_changes_and_may_move_the_meeting_to_another_scope():
     after, changed = plan_change(_plan(), status="scheduled", raw={"capacity": 40, "scope_id": "g2"}, now=NOW)
-    assert changed == ["capacity"] and after.capacity == 40 and after.scope_id == "g1"
+    assert changed == ["capacity", "scope_id"] and after.capacity == 40 and after.scope_id == "g2"
+    assert scope_moves(changed) and not scope_moves(["capacity"])
     assert plan_change(_plan(), status="scheduled", raw={"capacity": 30}, now=NOW)[1] == []
+
+
+def test_a_meeting_for_the_whole_network_has_no_unit_and_a_session_stays_in_its_conference():
+    after, changed = plan_change(_plan(), status="scheduled", raw={"scope_type": "network", "scope_id": ""}, now=NOW)
+    assert after.scope_type == "network" and after.scope_id is None and changed == ["scope_type", "scope_id"]
+    session = _plan(parent_meeting_id="conference-1")
+    assert plan_change(session, status="scheduled", raw={"parent_meeting_id": "other"}, now=NOW)[0].parent_meeting_id \
+        == "conference-1"
 
 
 def test_a_cancelled_meeting_cannot_be_changed():

@@ -8,21 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
-from deploy.local import launcher
-from shared.auth import OrganiserScope, issue
+from tests.support.second_stack import SecondStack
 
 REPO = Path(__file__).resolve().parents[2]
 OFFSET = int(os.environ.get("GROUNDSWELL_DRILL_PORT_OFFSET") or 9500)
@@ -31,77 +26,17 @@ SERVICES = ("membership", "events", "notifications", "campaigns")
 pytestmark = pytest.mark.timeout(900)
 
 
-class DrillStack:
-    """A second Groundswell on its own ports and state, driven through the launcher's and backup's commands."""
-
-    def __init__(self, root: Path) -> None:
-        self.state = root / "state"
-        self.pg_dir = Path("/var/tmp") / f"groundswell-drill-{uuid.uuid4().hex[:8]}"
-        self.backups = root / "backups"
-        self.key = root / "backup.key"
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("GROUNDSWELL_", "SMTP_", "GATEWAY_", "BACKUP_"))
-                and k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "PUBLIC_BASE_URL", "SECRET_KEY", "MAIL_FROM")}
-        self.env = {**base, "GROUNDSWELL_STATE_DIR": str(self.state), "GROUNDSWELL_PORT_OFFSET": str(OFFSET),
-                    "GROUNDSWELL_PG_DIR": str(self.pg_dir), "GROUNDSWELL_CACHE": str(launcher.STATE_DIR / "cache"),
-                    "GROUNDSWELL_BACKUP_DIR": str(self.backups), "BACKUP_KEY_FILE": str(self.key)}  # fmt: skip
-        self.gateway = f"http://127.0.0.1:{8000 + OFFSET}"
-        self.catcher = f"http://127.0.0.1:{1080 + OFFSET}"
-        self.pg = f"postgresql://groundswell:groundswell@127.0.0.1:{5433 + OFFSET}"
-
-    def run(self, *args: str, timeout: float = 600) -> str:
-        result = subprocess.run([sys.executable, *args], env=self.env, cwd=REPO, capture_output=True, text=True,
-                                timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
-        assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        return result.stdout
-
-    def launcher(self, *args: str) -> str:
-        return self.run("-m", "deploy.local.launcher", *args)
-
-    def service(self, name: str, *args: str) -> str:
-        """`python -m services.<name> ...` with the environment the drill's launcher gives that service."""
-        code = ("import subprocess, sys; from deploy.local.services import service_env; "
-                f"sys.exit(subprocess.run([sys.executable, '-m', 'services.{name}', *sys.argv[1:]], "
-                f"env=service_env('{name}')).returncode)")  # fmt: skip
-        return self.run("-c", code, *args)
-
-    def secret(self) -> str:
-        return (self.state / "secret_key").read_text().strip()
-
-    async def organiser(self) -> dict[str, str]:
-        """A network organiser's session: an account made with membership's command (its enrolment, a password and
-        a TOTP code, stood in for by marking it active), then its signed token."""
-        made = self.service("membership", "create-organiser", "--email", f"drill-{uuid.uuid4().hex[:6]}@example.org",
-                            "--name", "Drill Organiser", "--scope", "network")  # fmt: skip
-        organiser_id = next(line.split()[-1] for line in made.splitlines() if line.startswith("organiser id:"))
-        conn = await self.db("membership")
-        await conn.execute("UPDATE organisers SET status = 'active' WHERE id = $1", organiser_id)
-        await conn.close()
-        token = issue(self.secret(), OrganiserScope(organiser_id, "network"))
-        return {"Authorization": f"Bearer {token}", "Cookie": f"gs_organiser={token}", "Origin": self.gateway}
-
-    async def db(self, service: str) -> asyncpg.Connection:
-        return await asyncpg.connect(f"{self.pg}/groundswell_{service}")
-
-    def destroy_data(self) -> None:
-        """What a lost machine loses: every database (the whole cluster) and Kafka's log."""
-        shutil.rmtree(self.pg_dir, ignore_errors=True)
-        shutil.rmtree(self.state / "kafka" / "data", ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
-def drill(tmp_path_factory) -> Iterator[DrillStack]:
-    stack = DrillStack(tmp_path_factory.mktemp("restore-drill"))
+def drill(tmp_path_factory) -> Iterator[SecondStack]:
+    stack = SecondStack(tmp_path_factory.mktemp("restore-drill"), OFFSET)
     try:
         stack.launcher("up")
         yield stack
     finally:
-        subprocess.run([sys.executable, "-m", "deploy.local.launcher", "stop"], env=stack.env, cwd=REPO,
-                       capture_output=True, timeout=300)  # fmt: skip
-        shutil.rmtree(stack.pg_dir, ignore_errors=True)
+        stack.stop()
 
 
-def messages_to(stack: DrillStack, address: str) -> list[dict]:
+def messages_to(stack: SecondStack, address: str) -> list[dict]:
     answer = httpx.get(f"{stack.catcher}/api/messages", params={"to": address, "limit": 100}, timeout=10)
     return list(answer.json())
 

@@ -295,9 +295,16 @@ async def test_an_invited_organiser_gets_a_sealed_link_sets_a_password_and_signs
     assert signed_in.json()["scope_type"] == "group" and signed_in.json()["scope_id"] == NOTTINGHAM
 
 
+async def _offered_after_joining(client) -> str:
+    """What the short join's thank-you page offers to tell us more (the groups to choose among)."""
+    await client.get("/join")
+    assert (await client.post("/join", data=join_form(unique_email("offered")))).status_code == 303
+    return (await client.get("/join/thanks")).text
+
+
 async def test_organisers_shape_the_network_within_their_scope_and_each_change_is_announced(client, db, kafka):
     _, network = await make_organiser(db)
-    assert "Loughborough" not in (await client.get("/join")).text  # the form's choices are now cached
+    assert "Loughborough" not in await _offered_after_joining(client)  # the form's choices are now cached
     created = await client.post(
         "/admin/units", headers=network, data={"kind": "group", "name": "Loughborough", "parent_id": EAST_MIDLANDS}
     )
@@ -312,8 +319,8 @@ async def test_organisers_shape_the_network_within_their_scope_and_each_change_i
         "parent_id": EAST_MIDLANDS,
         "slug": unit["slug"],
     }
-    # The join form offers the new group at once (its cached choices are forgotten on every change)...
-    assert "Loughborough" in (await client.get("/join")).text
+    # "Tell us more" after joining offers the new group at once (cached choices are forgotten on every change)...
+    assert "Loughborough" in await _offered_after_joining(client)
     joined = await client.post("/join", data=join_form(unique_email("lboro"), groups=[unit["id"]]))
     assert joined.status_code == 303
     # ...and under its new name once renamed.
@@ -321,7 +328,7 @@ async def test_organisers_shape_the_network_within_their_scope_and_each_change_i
         "/admin/units", headers=network, data={"kind": "group", "unit_id": unit["id"], "name": "Charnwood"}
     )
     assert renamed_here.status_code == 303
-    assert "Charnwood" in (await client.get("/join")).text
+    assert "Charnwood" in await _offered_after_joining(client)
 
     _, regional = await make_organiser(db, "region", BIRMINGHAM)
     not_theirs = await client.post(

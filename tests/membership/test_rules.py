@@ -5,24 +5,32 @@ No Kafka, no database: the end-to-end tests in test_join.py and test_reactions.p
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 from services.membership.domain import (
     OWNER,
     REQUEST_LIFETIME,
+    TELL_BY_EMAIL,
+    TELL_DIRECTLY,
+    TELL_NOBODY,
     Choice,
     JoinApplication,
+    JoinExtras,
     JoinOptions,
     MemberRecord,
     Unit,
     asks_first,
     change_summary,
+    extras_join,
     join_details,
     join_from_details,
     joined_events,
     ladder_level,
     new_member_row,
     rejoin,
+    tell_more_route,
+    with_extras,
 )
 from shared.crypto import new_key, seal, unseal
 from shared.events.catalog import (
@@ -252,3 +260,44 @@ def test_the_page_of_a_waiting_join_says_what_confirming_would_change_in_words()
 def test_a_joins_changes_wait_a_week_a_download_or_an_erasure_half_an_hour():
     assert REQUEST_LIFETIME["join-change"].days == 7
     assert REQUEST_LIFETIME["download"].total_seconds() == REQUEST_LIFETIME["erase"].total_seconds() == 30 * 60
+
+
+# -- "tell us more" on the thank-you page of the short join ---------------------------------------------------------
+EXTRAS = JoinExtras(interests=["climate"], group_ids=["nottingham"], subteam_ids=["research"], skills="Welsh")
+
+
+def test_tell_us_more_adds_to_what_a_join_asks_and_replaces_nothing_else():
+    joining = with_extras(application(name="Renamed", skills="Printing", time_available="Evenings"), EXTRAS)
+    assert joining.name == "Renamed" and joining.postcode == "B15 2TT" and joining.time_available == "Evenings"
+    assert joining.interests == ["housing", "climate"] and joining.group_ids == ["birmingham", "nottingham"]
+    assert joining.subteam_ids == ["research"] and joining.skills == "Welsh"
+
+
+def test_tell_us_more_on_its_own_changes_no_name_postcode_level_consent_and_brings_nobody_back():
+    row = SimpleNamespace(name="Claudia Jones", email_normalised="claudia@example.org", email_consent=False,
+                          engagement_level="organise")
+    more = extras_join(row, EXTRAS, consent_version="email-2026-11")
+    for previous in (member(email_consent=False, engagement_level="organise"),
+                     member(status="left", email_consent=False, engagement_level="organise")):
+        decision = rejoin(previous, more, NOW, double_opt_in=True)
+        assert decision.values["name"] == "Claudia Jones" and "postcode" not in decision.values
+        assert not decision.back_after_leaving and not decision.consent_regained
+        assert decision.changed == ["group_ids", "subteam_ids", "interests"]
+        assert decision.values["skills"] == "Welsh" and decision.values["engagement_level"] == "organise"
+        assert [type(e) for e in decision.events()] == [MemberProfileUpdated]
+    lines = dict(change_summary(member(), rejoin(member(), more, NOW, double_opt_in=False), OPTIONS))
+    assert lines["Local groups you join"] == "Nottingham" and lines["Your skills"] == "Welsh"
+    assert "Your name" not in lines and "Email from us" not in lines
+
+
+def test_tell_us_more_goes_straight_into_a_record_only_while_it_is_still_the_joiners_unconfirmed_word():
+    joined = NOW - timedelta(minutes=5)
+    assert tell_more_route(new_member=True, status="pending", confirmed_at=None, since=joined) == TELL_DIRECTLY
+    # without double opt-in the join itself confirmed the address: nobody else has
+    assert tell_more_route(new_member=True, status="confirmed", confirmed_at=joined, since=joined) == TELL_DIRECTLY
+    # the address's owner confirmed after the join: from now on the record is theirs
+    assert tell_more_route(new_member=True, status="confirmed", confirmed_at=NOW, since=joined) == TELL_BY_EMAIL
+    # a member's address: always by email, whatever its state
+    assert tell_more_route(new_member=False, status="pending", confirmed_at=None, since=joined) == TELL_BY_EMAIL
+    for status in (None, "left", "erased"):
+        assert tell_more_route(new_member=True, status=status, confirmed_at=None, since=joined) == TELL_NOBODY

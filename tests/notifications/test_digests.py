@@ -225,7 +225,8 @@ async def _reference(session, digests, scope, start, end):
         await session.execute(
             text(
                 "SELECT coalesce(a.detail->>'engagement_level', '') AS level, count(*) AS n FROM activity a "
-                f"WHERE a.kind = 'member_joined' AND {window} AND {scope.condition()} GROUP BY 1 ORDER BY 2 DESC, 1"
+                f"WHERE a.kind = 'member_joined' AND {window} AND {scope.condition()} "
+                "AND NOT jsonb_exists(a.detail, 'gone') GROUP BY 1 ORDER BY 2 DESC, 1"
             ),
             params,
         )
@@ -271,6 +272,7 @@ async def _reference(session, digests, scope, start, end):
                     "coalesce(array_agg(DISTINCT a.detail->>'title') FILTER (WHERE a.kind = 'meeting_scheduled'), "
                     "'{}') AS meetings FROM units u JOIN activity a ON " + match + f" WHERE {units_sql} AND {window} "
                     "AND a.kind IN ('member_joined', 'action_taken', 'meeting_scheduled', 'campaign_launched') "
+                    "AND NOT (a.kind = 'member_joined' AND jsonb_exists(a.detail, 'gone')) "
                     "GROUP BY u.unit_id, u.name ORDER BY u.name"
                 ),
                 {**params, "parent": parent},
@@ -345,6 +347,9 @@ async def test_a_pass_gives_each_scope_exactly_what_its_own_queries_would(notifi
         ("member_joined", at, None, None, None, {"engagement_level": "leader", "group_ids": g3}),
         ("member_joined", at, None, None, None, {"engagement_level": "active", "group_ids": [5, [g2], g4]}),
         ("member_joined", at, r1, s1, None, {"engagement_level": "active"}),
+        # members who left or were erased since: not new members anywhere
+        ("member_joined", at, r1, g1, None, {"engagement_level": "supporter", "group_ids": [g1], "gone": "left"}),
+        ("member_joined", at, r2, g3, None, {"engagement_level": "leader", "group_ids": [g3], "gone": "erased"}),
         ("member_joined", _WINDOW_START - timedelta(seconds=1), r1, g1, None, {"group_ids": [g1]}),  # before
         ("member_joined", _WINDOW_END, r1, g1, None, {"group_ids": [g1]}),  # at the end: the next digest's
         ("action_taken", at, r1, g1, c1, {"kind": "petition"}),

@@ -13,6 +13,8 @@ from services.notifications.domain import (
     Readiness,
     announcement_audience,
     announcement_goes_ahead,
+    arrivals_and_returns,
+    audience_moves,
     changes_worth_an_email,
     first_name_of,
     follow_up_decision,
@@ -86,6 +88,11 @@ def test_an_announcement_goes_to_the_members_of_the_meetings_scope(scope_type, e
 def test_a_conferences_sessions_are_announced_with_the_conference_not_one_by_one():
     assert is_announced(None)
     assert not is_announced("conference-1")
+
+
+def test_a_meeting_moved_to_another_part_of_the_network_is_announced_again_and_other_changes_are_not():
+    assert audience_moves(["venue", "scope_id"]) and audience_moves(["scope_type"])
+    assert not audience_moves(["title", "starts_at", "capacity"])
 
 
 def test_a_cancelled_or_started_meeting_is_no_longer_announced():
@@ -212,3 +219,13 @@ def test_a_welcome_lists_the_soonest_meetings_of_the_members_groups_region_and_n
 )
 def test_smtp_errors_are_kept_without_the_addresses_relays_echo(error, kept):
     assert kept in without_addresses(error) and "@" not in without_addresses(error)
+
+
+def test_a_member_is_new_once_and_coming_back_moves_their_first_arrival():
+    def row(member: str, region: str) -> dict[str, Any]:
+        return {"subject_id": member, "region_id": region}
+
+    run = [row("ada", "west"), row("bo", "west"), row("ada", "east"), row("cy", "east")]
+    arrivals, returns = arrivals_and_returns(run, known={"cy"})
+    assert arrivals == [row("ada", "west"), row("bo", "west")]  # new to the log: each once
+    assert returns == [row("ada", "east"), row("cy", "east")]  # back (or seen before): their row moves, no new one

@@ -180,6 +180,7 @@ RULES: dict[str, Rule] = {
     "membership POST /join": PUBLIC,
     "membership OPTIONS /join": PUBLIC,
     "membership GET /join/thanks": PUBLIC,
+    "membership POST /join/more": PUBLIC,  # what it keeps goes where the browser's own join went (join_followups)
     "membership GET /join/confirm": LINK,
     "membership GET /signin": PUBLIC,
     "membership POST /signin": PUBLIC,

@@ -35,16 +35,21 @@ class Account:
 
 async def membership_cli(*args: str) -> str:
     """`python -m services.membership …` against the running system's membership database."""
+    return await service_cli("membership", *args)
+
+
+async def service_cli(service: str, *args: str) -> str:
+    """`python -m services.<service> …` against the running system's database of that service."""
     env = {
         **os.environ,
         "GROUNDSWELL_DEV": "1",
-        "DATABASE_URL": launcher.database_url("membership"),
+        "DATABASE_URL": launcher.database_url(service),
         "SECRET_KEY": launcher.secret_key(),
         "PUBLIC_BASE_URL": launcher.GATEWAY_URL,
         "KAFKA_BOOTSTRAP_SERVERS": launcher.KAFKA_BOOTSTRAP,
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.membership", *args, env=env,
+        sys.executable, "-m", f"services.{service}", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()

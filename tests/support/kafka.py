@@ -17,9 +17,10 @@ from deploy.local import launcher
 from shared.events.envelope import Envelope, EventData
 
 
-async def read_topic(topic: str, *, timeout: float = 20.0) -> list[Any]:
-    """Every record currently on `topic`, from the beginning to the end offsets seen at the start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=launcher.KAFKA_BOOTSTRAP, enable_auto_commit=False)
+async def read_topic(topic: str, *, timeout: float = 20.0, bootstrap: str | None = None) -> list[Any]:
+    """Every record currently on `topic` (of the suite's Kafka, or of `bootstrap`), from the beginning to the end
+    offsets seen at the start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap or launcher.KAFKA_BOOTSTRAP, enable_auto_commit=False)
     await consumer.start()
     try:
         cluster = await consumer._client.fetch_all_metadata()  # topics() does not keep what it learns
