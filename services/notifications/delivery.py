@@ -28,7 +28,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import LargeBinary, Uuid, bindparam, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,6 +57,7 @@ from shared import metrics, tokens
 from shared.config import Settings
 from shared.db import Database
 from shared.events.catalog import NotificationFailed, NotificationSent
+from shared.events.envelope import Envelope
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.uow import UnitsOfWork
@@ -98,9 +100,18 @@ _SUPPRESSED = (
 # The record staged before the final '.' (committed once the relay accepts): still this sender's lease (its
 # `lease_until`, a fencing token: a lease that ran out and was claimed again is another's), and the address not
 # suppressed meanwhile.
-MARK_SENT_SQL = text(
-    "UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, lease_until = NULL "
-    f"WHERE id = :id AND status = 'sending' AND lease_until = :lease_until AND NOT {_SUPPRESSED} RETURNING id"
+# With it, in the same statement (one round trip), its NotificationSent in the outbox (written only when the record
+# is: the event is the record's, as `uow.emit` would write it).
+STAGE_SENT_SQL = text(
+    "WITH marked AS (UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, lease_until = NULL "
+    f"WHERE id = :id AND status = 'sending' AND lease_until = :lease_until AND NOT {_SUPPRESSED} RETURNING id) "
+    "INSERT INTO outbox (event_id, event_type, topic, key, shard, payload, headers) "
+    "SELECT CAST(:event_id AS uuid), :event_type, :topic, :event_key, CAST(:shard AS smallint), "
+    "CAST(:payload AS bytea), CAST(:headers AS jsonb) FROM marked RETURNING event_id"
+).bindparams(
+    bindparam("event_id", type_=Uuid),
+    bindparam("payload", type_=LargeBinary),
+    bindparam("headers", type_=JSONB),
 )
 # When staging the record finds the delivery no longer this sender's to send: marked suppressed if its address was
 # suppressed since the claim; the delivery's status then ('suppressed' too when it was cancelled meanwhile, e.g.
@@ -361,17 +372,19 @@ class DeliveryWorker:
             whole message before it gets its final '.'."""
             await session.begin()
             now = datetime.now(UTC)
-            still_mine = await session.execute(MARK_SENT_SQL, {**params, "now": now})
+            sent = Envelope.wrap(
+                NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now),
+                correlation_id=row.correlation_id,
+            )
+            with self.outbox.rows([sent]) as (event,):
+                outbox = {f"event_{k}" if k == "key" else k: v for k, v in event.items()}
+                still_mine = await session.execute(STAGE_SENT_SQL, {**params, **outbox, "now": now})
             if still_mine.first() is None:
                 # Suppressed or cancelled since it was claimed, or another sender has it now: abandon this copy
                 # before its '.'.
                 status = (await session.execute(SUPPRESS_ONE_SQL, params)).scalar()
                 await session.commit()
                 raise SuppressedMeanwhile(row.id) if status == "suppressed" else LeaseLost(row.id)
-            uow = self.uows.over(session, correlation_id=row.correlation_id)
-            await uow.emit(
-                NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now)
-            )
 
         async def before_end() -> None:
             if previous is not None:
