@@ -41,6 +41,7 @@ from services.notifications import queries
 from services.notifications.domain import MailingAudience, first_name_of, mailing_is_due
 from services.notifications.fanout import run_passes
 from services.notifications.markdown_email import links_in, render_markdown
+from services.notifications.rendering import Stencil, hole
 from services.notifications.service import NotificationService
 from shared import tokens
 from shared.auth import OrganiserScope
@@ -52,6 +53,7 @@ KIND = "mailing"
 TEST_KIND = "mailing_test"
 LINK_PURPOSE = "mailing-link"
 LINK_MAX_AGE_S = 5 * 365 * 24 * 3600
+STENCIL_SLOTS = ("first_name", "preferences_url", "unsubscribe_url")
 
 
 def _now() -> datetime:
@@ -374,7 +376,7 @@ class Mailings:
         self, mailing: Any, wording: dict[str, str], member_id: str, name: str | None, links: dict[str, str] | None
     ) -> tuple[str, str]:
         """The email to one member: the organiser's words (their {first_name}), the network's footer."""
-        text, html = render_markdown(mailing.body, (lambda url: links.get(url, url)) if links is not None else None)
+        text, html = self._body(mailing, links)
         first = first_name_of(name)
         return self.service.renderer.render(
             "mailing",
@@ -382,6 +384,24 @@ class Mailings:
             body_text=text.replace("{first_name}", first),
             body_html=Markup(html.replace("{first_name}", str(escape(first)))),
             **self.service.footer(member_id),
+        )
+
+    @staticmethod
+    def _body(mailing: Any, links: dict[str, str] | None) -> tuple[str, str]:
+        """The organiser's Markdown as text and HTML, web links through their click-counting addresses."""
+        return render_markdown(mailing.body, (lambda url: links.get(url, url)) if links is not None else None)
+
+    def stencil(self, mailing: Any, wording: dict[str, str], links: dict[str, str]) -> Stencil:
+        """The email rendered once for a batch (the Markdown and the template), the member's first name and
+        footer links left as holes: each member's email is then string joins, as an announcement's is."""
+        text, html = self._body(mailing, links)
+        first = hole("first_name")
+        return self.service.renderer.stencil(
+            "mailing",
+            STENCIL_SLOTS,
+            wording=wording,
+            body_text=text.replace("{first_name}", first),
+            body_html=Markup(html.replace("{first_name}", first)),
         )
 
     async def preview(self, session: AsyncSession, who: OrganiserScope, mailing: Any, member_id: str | None) -> Any:
@@ -436,11 +456,21 @@ class Mailings:
             batch = await self._members(session, job.scope_type, job.scope_id, audience, job.cursor, batch_size)
             wording = await self.service.wording.current(session)
             links = await self._links(session, job)
-            rows = []
+            stencil: Stencil | None = self.stencil(job, wording, links)
+            rows: list[dict[str, Any]] = []
             for member in batch:
                 if member["suppressed"]:
                     continue
-                text, html = self.render(job, wording, member["member_id"], member["name"], links)
+                if stencil is not None:
+                    values = {"first_name": first_name_of(member["name"]), **self.service.footer(member["member_id"])}
+                    text, html = stencil.fill(**values)
+                    if not rows and (text, html) != self.render(
+                        job, wording, member["member_id"], member["name"], links
+                    ):
+                        log.warning("mailing template does not fill in as a stencil; rendering each email")
+                        stencil = None
+                if stencil is None:
+                    text, html = self.render(job, wording, member["member_id"], member["name"], links)
                 rows.append(
                     {
                         "kind": KIND,
