@@ -3,8 +3,10 @@ a preview as one member, a test to the writer, sending now or at a time, and the
 
 Sending is the announcements' way (fanout.py): a background loop starts a due mailing and queues it in batches
 after a cursor (a member id), one transaction a batch; one delivery per member, unique on (kind 'mailing', the
-mailing, the member), so a crash or a restart resumes and never queues anyone twice. The delivery worker sends
-them, throttled to the relay, at bulk priority, with List-Unsubscribe (a 'mailing' is a marketing kind).
+mailing, the member), so a crash or a restart resumes and never queues anyone twice. Each batch renders the email
+once (its Markdown and template, a stencil) and fills in each member's first name and footer links. The delivery
+worker sends them, throttled to the relay, at bulk priority, with List-Unsubscribe (a 'mailing' is a marketing
+kind).
 
 Web links go through `/notifications/r/<token>` (a signed link id): clicks are counted per link, never per person.
 """
