@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO_ROOT, BenchOutcome, fmt, launcher, say  # noqa: E402
 
-BENCHMARKS = ("join", "latency", "catchup", "fanout", "digest", "memory", "pages")
-DEFAULT = BENCHMARKS[:6]  # `pages` generates a national network first (bench/network.py): asked for by name only
+BENCHMARKS = ("join", "latency", "catchup", "fanout", "digest", "memory", "pages", "audience", "mailing")
+# `pages`, `audience` and `mailing` generate a large network first: asked for by name only
+DEFAULT = BENCHMARKS[:6]
 DESCRIPTIONS = {
     "join": "1. join ingest through the gateway",
     "latency": "2. join to welcome email latency at 200 joins/s",
@@ -35,6 +36,8 @@ DESCRIPTIONS = {
     "digest": "5. organisers' weekly digests",
     "memory": "6. memory of each service, idle and under load 1",
     "pages": "7. organiser pages on a national network (bench/pages.py)",
+    "audience": "8. audience count: a mailing's live count at 1,000,000 members",
+    "mailing": "9. mailing: a mailing to 100,000 members, and its scheduled start",
 }
 
 
@@ -80,6 +83,14 @@ async def run_selected(names: list[str], quick: bool, workdir: Path, profile: bo
             from bench import pages
 
             await timed(pages.run(quick))
+        elif name == "audience":
+            from bench import audience
+
+            await timed(audience.run(quick, workdir))
+        elif name == "mailing":
+            from bench import mailing
+
+            await timed(mailing.run(quick, workdir))
     if memory is not None:
         outcomes.append(memory)
     return outcomes

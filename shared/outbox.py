@@ -20,7 +20,8 @@ import json
 import time
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -110,9 +111,16 @@ class Outbox:
         """Queue envelopes for publishing; each goes to its event type's topic unless `topic` is given."""
         if not envelopes:
             return
+        with self.rows(envelopes, topic) as rows:
+            await session.execute(insert(self.table), rows)
+
+    @contextmanager
+    def rows(self, envelopes: Sequence[Envelope], topic: str | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The outbox rows of `envelopes`, for a caller that writes them in a statement of its own (within the
+        block: the trace spans of their emitting last as long as it)."""
         targets = [topic or _topic_of(env) for env in envelopes]
         with tracing.emitting(envelopes, targets) as trace_headers:  # W3C trace context, if tracing is on
-            rows = [
+            yield [
                 {
                     "event_id": env.event_id,
                     "event_type": env.type,
@@ -125,7 +133,6 @@ class Outbox:
                 }
                 for env, target, trace_context in zip(envelopes, targets, trace_headers, strict=True)
             ]  # fmt: skip
-            await session.execute(insert(self.table), rows)
 
     async def add_tombstone(self, session: AsyncSession, topic: str, key: str) -> None:
         """A null value for `key` on a compacted topic: the log cleaner then drops the key's records."""

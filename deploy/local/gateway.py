@@ -67,6 +67,7 @@ ROUTES: dict[str, str] = {
     # notifications: delivery, digests and their feeds
     "/notifications": "notifications",
     "/feeds": "notifications",
+    "/api/v2/messages": "notifications",
     "/static/notifications/": "notifications",
     # campaigns: asks, actions, the organisers' dashboard
     "/campaigns": "campaigns",

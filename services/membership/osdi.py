@@ -184,6 +184,7 @@ async def entry_point(request: Request, caller: Caller, settings: SettingsDep) -
                 "osdi:person_signup_helper": {"href": f"{api}/people"},
                 "osdi:events": {"href": f"{api}/events"},
                 "osdi:petitions": {"href": f"{api}/petitions"},
+                "osdi:messages": {"href": f"{api}/messages"},
                 "curies": CURIES,
             },
         }

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -40,8 +41,15 @@ NOT_OURS = "550 5.1.1 Not a bounce address of ours"
 
 def return_path(mail_from: str, delivery_id: str) -> str:
     """The envelope sender (MAIL FROM) of one delivery: its bounces come back naming it."""
-    local, _, domain = parseaddr(mail_from)[1].partition("@")
+    local, domain = _sender_parts(mail_from)
     return f"{local}+bounce-{delivery_id}@{domain}"
+
+
+@lru_cache(maxsize=8)
+def _sender_parts(mail_from: str) -> tuple[str, str]:
+    """MAIL_FROM's local part and domain (parsed once, not once an email)."""
+    local, _, domain = parseaddr(mail_from)[1].partition("@")
+    return local, domain
 
 
 def delivery_of(address: str, mail_from: str) -> str | None:

@@ -30,6 +30,9 @@ delivery = DeliveryTables(metadata)
 subject_keys = subject_keys_table(metadata)
 parked_events = parked_events_table(metadata)
 
+# Members a mailing can reach at all: the predicate of the audience indexes and of every audience query.
+REACHABLE = "email IS NOT NULL AND email_consent AND status = 'confirmed'"
+
 recipients = Table(
     "recipients",
     metadata,
@@ -47,6 +50,16 @@ recipients = Table(
     Column("interests", ARRAY(Text), nullable=False, server_default=text("'{}'")),  # for mailings' audiences
     Column("joined_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The address as the suppression list keys it (Suppressions.address_key), written with the address: an
+    # audience's count joins the two in SQL rather than hashing a million addresses in Python.
+    Column("address_key", String(64), nullable=True),
+    Index("ix_recipients_address_key", "address_key"),
+    # A mailing's audience in SQL (mailings.audience_conditions): places and interests by GIN, over the members
+    # a mailing can reach at all (confirmed, an address, a yes to email).
+    Index("ix_recipients_reachable_region", "region_id", "engagement_level", postgresql_where=text(REACHABLE)),
+    Index("ix_recipients_reachable_groups", "group_ids", postgresql_using="gin", postgresql_where=text(REACHABLE)),
+    Index("ix_recipients_reachable_subteams", "subteam_ids", postgresql_using="gin", postgresql_where=text(REACHABLE)),
+    Index("ix_recipients_reachable_interests", "interests", postgresql_using="gin", postgresql_where=text(REACHABLE)),
 )
 
 suppressions = Table(
@@ -309,4 +322,20 @@ mailing_links = Table(
     Column("url", Text, nullable=False),
     Column("clicks", Integer, nullable=False, server_default=text("0")),
     UniqueConstraint("mailing_id", "url", name="uq_mailing_links_url"),
+)
+
+saved_audiences = Table(
+    "saved_audiences",
+    metadata,
+    # An audience an organiser saved under a name to reuse ("saved lists"): seen by organisers of its scope and
+    # above it, like the mailings written there.
+    Column("id", String(36), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("organiser_id", String(36), nullable=False),
+    Column("scope_type", String(20), nullable=False),
+    Column("scope_id", String(36), nullable=True),
+    Column("audience", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_saved_audiences_scope", "scope_type", "scope_id"),
 )

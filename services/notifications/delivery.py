@@ -2,9 +2,11 @@
 
 Several senders (one SMTP connection each) run per process and any number of processes may run. A sender
 leases a batch of deliveries (status 'sending', `lease_until`: claimed with FOR UPDATE SKIP LOCKED, so no
-two senders hold one). For each, once the relay holds the whole message, the sender stages its record as sent
-(the row locked, still its own lease, the address not suppressed meanwhile), writes the final '.', and commits
-the record the moment the relay answers "250". So:
+two senders hold one). For each, the sender stages its record as sent (the row locked, still its own lease, the
+address not suppressed meanwhile) while MAIL, RCPT and DATA go out, writes the message and its final '.' only
+once that record is in place, and commits the record the moment the relay answers "250" (that COMMIT runs on a
+second database connection while the next email's commands go out; it must be done before that email's '.', so
+a sender has at most one email accepted and not yet recorded). So:
   * a sender killed before the relay accepted leaves its deliveries 'sending': when their lease runs out the
     reaper makes them due again and another sender sends them (the relay discarded the unfinished message);
   * a sender killed after the relay accepted but before its COMMIT reached PostgreSQL (the relay's reply and
@@ -26,7 +28,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import LargeBinary, Uuid, bindparam, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,6 +57,7 @@ from shared import metrics, tokens
 from shared.config import Settings
 from shared.db import Database
 from shared.events.catalog import NotificationFailed, NotificationSent
+from shared.events.envelope import Envelope
 from shared.logging import get_logger
 from shared.outbox import Outbox
 from shared.uow import UnitsOfWork
@@ -96,9 +100,18 @@ _SUPPRESSED = (
 # The record staged before the final '.' (committed once the relay accepts): still this sender's lease (its
 # `lease_until`, a fencing token: a lease that ran out and was claimed again is another's), and the address not
 # suppressed meanwhile.
-MARK_SENT_SQL = text(
-    "UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, lease_until = NULL "
-    f"WHERE id = :id AND status = 'sending' AND lease_until = :lease_until AND NOT {_SUPPRESSED} RETURNING id"
+# With it, in the same statement (one round trip), its NotificationSent in the outbox (written only when the record
+# is: the event is the record's, as `uow.emit` would write it).
+STAGE_SENT_SQL = text(
+    "WITH marked AS (UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, lease_until = NULL "
+    f"WHERE id = :id AND status = 'sending' AND lease_until = :lease_until AND NOT {_SUPPRESSED} RETURNING id) "
+    "INSERT INTO outbox (event_id, event_type, topic, key, shard, payload, headers) "
+    "SELECT CAST(:event_id AS uuid), :event_type, :topic, :event_key, CAST(:shard AS smallint), "
+    "CAST(:payload AS bytea), CAST(:headers AS jsonb) FROM marked RETURNING event_id"
+).bindparams(
+    bindparam("event_id", type_=Uuid),
+    bindparam("payload", type_=LargeBinary),
+    bindparam("headers", type_=JSONB),
 )
 # When staging the record finds the delivery no longer this sender's to send: marked suppressed if its address was
 # suppressed since the claim; the delivery's status then ('suppressed' too when it was cancelled meanwhile, e.g.
@@ -242,23 +255,34 @@ class DeliveryWorker:
             if len(batch) == self.batch_size:
                 self.wake.set()  # probably more due: bring in the next idle sender
             until = time.monotonic() + self.lease_s / 3
-            # One connection for the batch: each email's record is then one transaction on it, without
-            # a pool checkout (and its pre-ping) per email.
-            async with self.db.engine.connect() as conn:
-                session = AsyncSession(bind=conn, expire_on_commit=False)
+            # Two connections for the batch, taking turns: while one commits the record of the email the relay
+            # has just accepted, the next email's SMTP commands and its staged record go ahead on the other
+            # (no pool checkout, and its pre-ping, per email).
+            async with self.db.engine.connect() as first, self.db.engine.connect() as second:
+                sessions = (
+                    AsyncSession(bind=first, expire_on_commit=False),
+                    AsyncSession(bind=second, expire_on_commit=False),
+                )
+                committing: asyncio.Future[None] | None = None
                 try:
                     for i, row in enumerate(batch):
                         if i and time.monotonic() > until:
                             await self._release([r.id for r in batch[i:]])
                             break
                         try:
-                            await self.deliver(mailer, row, session)
+                            committing = await self._deliver(mailer, row, sessions[i % 2], committing)
                         except BaseException:
                             await self._release([r.id for r in batch[i + 1 :]])
                             raise
                         handled += 1
+                    if committing is not None:
+                        await committing
+                        committing = None
                 finally:
-                    await session.close()
+                    if committing is not None:
+                        await asyncio.wait([committing])
+                    for session in sessions:
+                        await session.close()
         return handled
 
     async def claim(self, n: int) -> list[Any]:
@@ -317,6 +341,20 @@ class DeliveryWorker:
                 finally:
                     await own.close()
             return
+        committing = await self._deliver(mailer, row, session, None)
+        if committing is not None:
+            await committing
+
+    async def _deliver(
+        self, mailer: Mailer, row: Any, session: AsyncSession, previous: asyncio.Future[None] | None
+    ) -> asyncio.Future[None] | None:
+        """`deliver`, its record's COMMIT left running (returned) once the relay has accepted: the caller's next
+        email goes ahead meanwhile on another session and passes it back as `previous`.
+
+        The record is staged while MAIL, RCPT and DATA go out (a database round trip beside the relay's, not
+        after them) and must be in place before the final '.'; the previous email's COMMIT must be done by then
+        too, so a sender never has more than one email accepted by the relay and not yet recorded (the
+        duplicate window of the module's docstring stays one email). `previous` is awaited whatever happens."""
         if not isinstance(row, Claimed):
             row = Claimed(row, self.suppressions.address_key(row.recipient_email) if row.recipient_email else None)
         attempts = row.attempts + 1
@@ -331,28 +369,53 @@ class DeliveryWorker:
 
         async def stage_as_sent() -> None:
             """The record of the email as sent, written (the row locked) but not committed: the relay has the
-            whole message and is about to get its final '.'."""
+            whole message before it gets its final '.'."""
             await session.begin()
             now = datetime.now(UTC)
-            still_mine = await session.execute(MARK_SENT_SQL, {**params, "now": now})
+            sent = Envelope.wrap(
+                NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now),
+                correlation_id=row.correlation_id,
+            )
+            with self.outbox.rows([sent]) as (event,):
+                outbox = {f"event_{k}" if k == "key" else k: v for k, v in event.items()}
+                still_mine = await session.execute(STAGE_SENT_SQL, {**params, **outbox, "now": now})
             if still_mine.first() is None:
                 # Suppressed or cancelled since it was claimed, or another sender has it now: abandon this copy
                 # before its '.'.
                 status = (await session.execute(SUPPRESS_ONE_SQL, params)).scalar()
                 await session.commit()
                 raise SuppressedMeanwhile(row.id) if status == "suppressed" else LeaseLost(row.id)
-            uow = self.uows.over(session, correlation_id=row.correlation_id)
-            await uow.emit(
-                NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now)
-            )
 
-        try:
-            email = await self._prepared(session, row)
-            await self.limiter.wait()
-            await mailer.send(email, before_end=stage_as_sent)
-            # The relay has accepted: only COMMIT is left (the duplicate window of the module's docstring).
+        async def before_end() -> None:
+            if previous is not None:
+                await previous
+            assert staging is not None  # started before the mailer calls this
+            await staging
+
+        async def commit() -> None:
             await session.commit()
             metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
+
+        staging: asyncio.Future[None] | None = None
+        try:
+            try:
+                email = await self._prepared(session, row)
+                await self.limiter.wait()
+                staging = asyncio.ensure_future(stage_as_sent())
+                await mailer.send(email, before_end=before_end)
+            finally:
+                # Neither runs on unobserved: the session is used again below, and a failed COMMIT of the
+                # previous email is this pass's failure.
+                if staging is not None:
+                    await asyncio.wait([staging])
+                if previous is not None:
+                    await asyncio.wait([previous])
+                    previous.result()
+                outcome = staging.exception() if staging is not None and not staging.cancelled() else None
+                if isinstance(outcome, LeaseLost | SuppressedMeanwhile):
+                    raise outcome  # the delivery's own outcome, whatever the relay said meanwhile
+            # The relay has accepted: only COMMIT is left (the duplicate window of the module's docstring).
+            return asyncio.ensure_future(commit())
         except LeaseLost:
             log.warning("delivery lease lost; left to its new sender", delivery_id=row.id)
         except SuppressedMeanwhile:
@@ -368,6 +431,7 @@ class DeliveryWorker:
             await session.begin()
             await self._record_failure(session, row, exc, attempts)
             await session.commit()
+        return None
 
     async def _prepared(self, session: AsyncSession, row: Any) -> OutgoingEmail:
         """The email of `row`; Unsendable when it cannot be prepared (a database error is raised as it is)."""

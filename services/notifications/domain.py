@@ -362,3 +362,40 @@ def mailing_is_due(status: str, send_at: datetime | None, now: datetime) -> bool
 def trackable(url: str) -> bool:
     """Only web links go through the click counter (never mailto:, never anything else)."""
     return url.lower().startswith(("http://", "https://"))
+
+
+# Saved audiences ----------------------------------------------------------------------------------------------
+
+MAX_AUDIENCE_NAME = 100
+
+
+def audience_name_errors(name: str, taken: bool) -> dict[str, str]:
+    """What is wrong with a name to save an audience under (`taken`: the scope has one of that name already)."""
+    if not name.strip():
+        return {"audience_name": "Enter a name for this audience"}
+    if len(name.strip()) > MAX_AUDIENCE_NAME or "\n" in name or "\r" in name:
+        return {"audience_name": f"Enter a name on one line, at most {MAX_AUDIENCE_NAME} characters"}
+    if taken:
+        return {"audience_name": "You have an audience of this name already: choose another name"}
+    return {}
+
+
+def describe_audience(audience: MailingAudience, unit_names: dict[str, str]) -> str:
+    """An audience in words, for the list of saved audiences: "In Leicester; interests housing; …"."""
+    parts = []
+    if audience.unit_ids:
+        parts.append("in " + ", ".join(unit_names.get(u, "a place you no longer organise") for u in audience.unit_ids))
+    if audience.interests:
+        parts.append("interested in " + ", ".join(audience.interests))
+    if audience.levels:
+        parts.append("at " + ", ".join(level.replace("_", " ") for level in audience.levels))
+    if audience.joined_within_days:
+        parts.append(f"joined in the last {audience.joined_within_days} days")
+    if audience.took_part_within_days:
+        parts.append(f"took part in the last {audience.took_part_within_days} days")
+    if audience.quiet_for_days:
+        parts.append(f"not taken part for {audience.quiet_for_days} days")
+    if audience.exclude_unit_ids:
+        parts.append("leaving out " + ", ".join(unit_names.get(u, "a place") for u in audience.exclude_unit_ids))
+    text = "; ".join(parts) or "everyone you organise"
+    return text[0].upper() + text[1:]

@@ -1,11 +1,11 @@
 """The SMTP adapter: email out through the configured relay, with errors classified for retry.
 
-`Mailer.send` lets the caller stage its record of a delivery (`before_end`) once the relay holds the whole
-message, before the final "." that makes the relay accept it, and returns once the relay has accepted; the
-caller then commits that record at once. A crash before the relay's "250" leaves the record uncommitted, so the
-delivery is sent again once its lease ends (the relay discarded an unfinished message, or, if it had accepted
-in the moment before the crash, the receiver gets a second copy with the same Message-ID and can drop it). A
-crash never loses an email marked as sent.
+`Mailer.send` lets the caller stage its record of a delivery (`before_end`) once the relay is ready for the
+message (its 354 to DATA), before the message and the final "." that makes the relay accept it are written, and
+returns once the relay has accepted; the caller then commits that record at once. A crash before the relay's
+"250" leaves the record uncommitted, so the delivery is sent again once its lease ends (the relay discarded an
+unfinished message, or, if it had accepted in the moment before the crash, the receiver gets a second copy with
+the same Message-ID and can drop it). A crash never loses an email marked as sent.
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ def message_domain(mail_from: str) -> str:
     return parseaddr(mail_from)[1].rpartition("@")[2] or "groundswell.localhost"
 
 
+@lru_cache(maxsize=64)
 def from_header(sender_name: str, mail_from: str) -> str:
     """The From header: the organisers' sender name with the configured sending address."""
     return formataddr((" ".join(sender_name.split()), parseaddr(mail_from)[1]))
@@ -210,8 +211,9 @@ class Mailer:
             self._smtp = None
 
     async def send(self, email: OutgoingEmail, before_end: BeforeEnd | None = None) -> None:
-        """Send one email; `before_end` runs once the relay holds the whole message, just before the final '.'
-        (raising there abandons the message: the relay discards it). Returns once the relay has accepted it.
+        """Send one email; `before_end` runs once the relay is ready for the message, just before the message and
+        its final '.' are written (raising there abandons the message: the relay discards it). Returns once the
+        relay has accepted it.
 
         Raises Unsendable (before any SMTP command), TemporaryFailure or PermanentFailure. Whatever goes wrong
         inside a mail transaction, the connection is left outside one (RSET, or dropped), so the next email on
@@ -302,7 +304,6 @@ class Mailer:
             start = await protocol.read_response(timeout=30)  # type: ignore[union-attr]
             if start.code != 354:
                 raise aiosmtplib.SMTPDataError(start.code, start.message)
-            protocol.write(body)  # type: ignore[union-attr]
             try:
                 await before_end()
             except BaseException:
@@ -310,7 +311,8 @@ class Mailer:
                 self._drop()
                 raise
             protocol._response_pending = True  # type: ignore[union-attr]
-            protocol.write(b".\r\n")  # type: ignore[union-attr]
+            # The message and its final '.' in one write (one system call, one segment on the wire).
+            protocol.write(body + b".\r\n")  # type: ignore[union-attr]
             response = await protocol.read_response(timeout=30)  # type: ignore[union-attr]
             if response.code != 250:
                 raise aiosmtplib.SMTPDataError(response.code, response.message)

@@ -3,8 +3,10 @@ a preview as one member, a test to the writer, sending now or at a time, and the
 
 Sending is the announcements' way (fanout.py): a background loop starts a due mailing and queues it in batches
 after a cursor (a member id), one transaction a batch; one delivery per member, unique on (kind 'mailing', the
-mailing, the member), so a crash or a restart resumes and never queues anyone twice. The delivery worker sends
-them, throttled to the relay, at bulk priority, with List-Unsubscribe (a 'mailing' is a marketing kind).
+mailing, the member), so a crash or a restart resumes and never queues anyone twice. Each batch renders the email
+once (its Markdown and template, a stencil) and fills in each member's first name and footer links. The delivery
+worker sends them, throttled to the relay, at bulk priority, with List-Unsubscribe (a 'mailing' is a marketing
+kind).
 
 Web links go through `/notifications/r/<token>` (a signed link id): clicks are counted per link, never per person.
 """
@@ -17,7 +19,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from markupsafe import Markup, escape
-from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Text,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +43,7 @@ from services.notifications import queries
 from services.notifications.domain import MailingAudience, first_name_of, mailing_is_due
 from services.notifications.fanout import run_passes
 from services.notifications.markdown_email import links_in, render_markdown
+from services.notifications.rendering import Stencil, hole
 from services.notifications.service import NotificationService
 from shared import tokens
 from shared.auth import OrganiserScope
@@ -37,28 +55,42 @@ KIND = "mailing"
 TEST_KIND = "mailing_test"
 LINK_PURPOSE = "mailing-link"
 LINK_MAX_AGE_S = 5 * 365 * 24 * 3600
+STENCIL_SLOTS = ("first_name", "preferences_url", "unsubscribe_url")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Written out, not bound: PostgreSQL uses a partial index only when the query states its predicate literally.
+REACHABLE = text(" AND ".join(f"recipients.{c.strip()}" for c in tables.REACHABLE.split(" AND ")))
+
+
 def _in_unit(unit_id: str) -> ColumnElement[bool]:
+    """Members of a region, group or sub-team (`@>` so the GIN indexes answer it)."""
     r = tables.recipients
-    return or_(r.c.region_id == unit_id, r.c.group_ids.any(unit_id), r.c.subteam_ids.any(unit_id))
+    return or_(
+        r.c.region_id == unit_id, _texts(r.c.group_ids, "@>", [unit_id]), _texts(r.c.subteam_ids, "@>", [unit_id])
+    )
+
+
+def _texts(column: Any, operator: str, values: list[str]) -> ColumnElement[bool]:
+    """`column <operator> ARRAY[values]` for a text[] column: the array operators its GIN index answers."""
+    return column.op(operator, is_comparison=True)(literal(values, type_=PG_ARRAY(Text)))
 
 
 def audience_conditions(scope_type: str, scope_id: str | None, audience: MailingAudience) -> list[Any]:
-    """The mirror's members a mailing written in (scope_type, scope_id) for `audience` reaches, before
-    suppressions: confirmed, with an address, who said yes to email."""
-    r = tables.recipients
-    conditions: list[Any] = [r.c.email.is_not(None), r.c.email_consent.is_(True), r.c.status == "confirmed"]
+    """The mirror's members a mailing written in (scope_type, scope_id) for `audience` reaches: confirmed, with an
+    address, who said yes to email (db.REACHABLE, the audience indexes' predicate), not on the suppression list
+    (any reason stops a mailing), and chosen by the audience. One WHERE clause: the count is one SQL count."""
+    r, s = tables.recipients, tables.suppressions
+    conditions: list[Any] = [REACHABLE, not_(exists().where(s.c.email == r.c.address_key))]
     if scope_type != "network":
         conditions.append(_in_unit(scope_id) if scope_id else false())
     if audience.unit_ids:
         conditions.append(or_(*(_in_unit(u) for u in audience.unit_ids)))
     if audience.interests:
-        conditions.append(or_(*(r.c.interests.any(i) for i in audience.interests)))
+        conditions.append(_texts(r.c.interests, "&&", list(audience.interests)))
     if audience.levels:
         conditions.append(r.c.engagement_level.in_(audience.levels))
     if audience.joined_within_days:
@@ -73,6 +105,23 @@ def audience_conditions(scope_type: str, scope_id: str | None, audience: Mailing
         since = _now() - timedelta(days=audience.quiet_for_days)
         conditions.append(not_(exists().where(p.c.member_id == r.c.member_id, p.c.last_at >= since)))
     return conditions
+
+
+async def count_audience(
+    session: AsyncSession, scope_type: str, scope_id: str | None, audience: MailingAudience
+) -> int:
+    """How many people a mailing for `audience` written in the scope reaches now: one SQL count."""
+    r = tables.recipients
+    stmt = select(func.count()).select_from(r).where(and_(*audience_conditions(scope_type, scope_id, audience)))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+_FILL_KEY = (
+    update(tables.recipients)
+    .where(tables.recipients.c.member_id == bindparam("mid"))
+    .values(address_key=bindparam("key"))
+    .execution_options(synchronize_session=False)
+)
 
 
 class Mailings:
@@ -123,7 +172,8 @@ class Mailings:
         cursor: str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Members of the audience (by id, after `cursor`), the suppressed left out."""
+        """Members of the audience (by id, after `cursor`). The SQL leaves out the suppressed by `address_key`; the
+        keyed hashes are checked here again for a row whose key is not filled in yet (`fill_address_keys`)."""
         r = tables.recipients
         conditions = audience_conditions(scope_type, scope_id, audience)
         if cursor:
@@ -139,15 +189,43 @@ class Mailings:
         return batch
 
     async def count(self, session: AsyncSession, who: OrganiserScope, audience: MailingAudience) -> int:
-        """How many people the audience reaches now: consent and suppressions applied."""
-        members = await self._members(session, who.scope_type, who.scope_id, audience)
-        return sum(1 for m in members if not m["suppressed"])
+        """How many people the audience reaches now: consent and suppressions applied, in one SQL count."""
+        return await count_audience(session, who.scope_type, who.scope_id, audience)
 
     async def sample(self, session: AsyncSession, who: OrganiserScope, audience: MailingAudience) -> list[Any]:
         """Up to 200 members of the audience by name, for choosing whom to preview the email as."""
-        members = await self._members(session, who.scope_type, who.scope_id, audience)
-        reached = [m for m in members if not m["suppressed"]]
-        return sorted(reached, key=lambda m: (m["name"] or "").lower())[:200]
+        r = tables.recipients
+        conditions = audience_conditions(who.scope_type, who.scope_id, audience)
+        stmt = (
+            select(r.c.member_id, r.c.email, r.c.name)
+            .where(and_(*conditions))
+            .order_by(func.lower(func.coalesce(r.c.name, "")), r.c.member_id)
+            .limit(200)
+        )
+        return [dict(row) for row in (await session.execute(stmt)).mappings()]
+
+    async def fill_address_keys(self, batch_size: int = 1000) -> int:
+        """Give every mirrored address its `address_key` (rows from before it existed); how many were filled."""
+        r = tables.recipients
+        filled = 0
+        while True:
+            async with self.uows.begin() as uow:
+                rows = (
+                    await uow.session.execute(
+                        select(r.c.member_id, r.c.email)
+                        .where(r.c.address_key.is_(None), r.c.email.is_not(None))
+                        .limit(batch_size)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).all()
+                if rows:
+                    keys = [
+                        {"mid": row.member_id, "key": self.service.suppressions.address_key(row.email)} for row in rows
+                    ]
+                    await uow.session.execute(_FILL_KEY, keys)
+            filled += len(rows)
+            if len(rows) < batch_size:
+                return filled
 
     # drafts ------------------------------------------------------------------------------------------------
     async def save(
@@ -180,21 +258,81 @@ class Mailings:
         """The mailing if `who` may see it (written in their scope or one under it), else None."""
         m = tables.mailings
         row = (await session.execute(select(m).where(m.c.id == mailing_id))).first()
-        if row is None:
+        return row if row is not None and await self.covers(session, who, row.scope_type, row.scope_id) else None
+
+    async def covers(self, session: AsyncSession, who: OrganiserScope, scope_type: str, scope_id: str | None) -> bool:
+        """Whether `who` may see what was written in (scope_type, scope_id): their own scope or one under it."""
+        if who.is_network or (scope_type, scope_id) == (who.scope_type, who.scope_id):
+            return True
+        return bool(scope_id) and any(u.unit_id == scope_id for u in await self.units_for(session, who))
+
+    async def scopes_under(self, session: AsyncSession, who: OrganiserScope) -> list[str] | None:
+        """The scope ids whose mailings and audiences `who` sees (None: all of them, a network organiser)."""
+        if who.is_network:
             return None
-        if who.is_network or (row.scope_type, row.scope_id) == (who.scope_type, who.scope_id):
-            return row
-        if row.scope_id and any(u.unit_id == row.scope_id for u in await self.units_for(session, who)):
-            return row
-        return None
+        return [s for s in (who.scope_id, *(u.unit_id for u in await self.units_for(session, who))) if s]
 
     async def list_for(self, session: AsyncSession, who: OrganiserScope) -> list[Any]:
         m = tables.mailings
         stmt = select(m).order_by(m.c.created_at.desc()).limit(200)
-        if not who.is_network:
-            scopes = [who.scope_id, *(u.unit_id for u in await self.units_for(session, who))]
-            stmt = stmt.where(m.c.scope_id.in_([s for s in scopes if s]))
+        scopes = await self.scopes_under(session, who)
+        if scopes is not None:
+            stmt = stmt.where(m.c.scope_id.in_(scopes))
         return list((await session.execute(stmt)).all())
+
+    async def page_for(
+        self, session: AsyncSession, who: OrganiserScope, limit: int, offset: int
+    ) -> tuple[list[Any], int]:
+        """A page of the mailings `who` may see, newest first, and how many there are (the OSDI collection)."""
+        m = tables.mailings
+        scopes = await self.scopes_under(session, who)
+        where = [] if scopes is None else [m.c.scope_id.in_(scopes)]
+        total = (await session.execute(select(func.count()).select_from(m).where(*where))).scalar_one()
+        stmt = select(m).where(*where).order_by(m.c.created_at.desc(), m.c.id).limit(limit).offset(offset)
+        return list((await session.execute(stmt)).all()), int(total)
+
+    async def statistics(self, session: AsyncSession, mailings: list[Any]) -> dict[str, dict[str, int]]:
+        """Per mailing, in aggregate: emails sent, bounced, clicks on its links, and people who unsubscribed
+        since it started going out (by the address it went to)."""
+        ids = [mailing.id for mailing in mailings]
+        if not ids:
+            return {}
+        d, ml, r, s, m = (
+            tables.deliveries,
+            tables.mailing_links,
+            tables.recipients,
+            tables.suppressions,
+            tables.mailings,
+        )
+        found: dict[str, dict[str, int]] = {i: {} for i in ids}
+        by_status = await session.execute(
+            select(d.c.subject_ref, d.c.status, func.count())
+            .where(d.c.kind == KIND, d.c.subject_ref.in_(ids), d.c.status.in_(("sent", "bounced")))
+            .group_by(d.c.subject_ref, d.c.status)
+        )
+        for mailing_id, status, n in by_status:
+            found[mailing_id][status] = n
+        clicks = await session.execute(
+            select(ml.c.mailing_id, func.sum(ml.c.clicks)).where(ml.c.mailing_id.in_(ids)).group_by(ml.c.mailing_id)
+        )
+        for mailing_id, n in clicks:
+            found[mailing_id]["clicked"] = int(n or 0)
+        unsubscribed = await session.execute(
+            select(d.c.subject_ref, func.count())
+            .select_from(d.join(m, m.c.id == d.c.subject_ref).join(r, r.c.member_id == d.c.recipient_id))
+            .join(s, s.c.email == r.c.address_key)
+            .where(
+                d.c.kind == KIND,
+                d.c.subject_ref.in_(ids),
+                d.c.status != "pending",
+                s.c.reason == "unsubscribed",
+                s.c.created_at >= m.c.started_at,
+            )
+            .group_by(d.c.subject_ref)
+        )
+        for mailing_id, n in unsubscribed:
+            found[mailing_id]["unsubscribed"] = n
+        return found
 
     async def schedule(self, uow: UnitOfWork, mailing_id: str, send_at: datetime | None) -> bool:
         """Send the draft now (None) or at `send_at`; False when it is not a draft any more."""
@@ -240,7 +378,7 @@ class Mailings:
         self, mailing: Any, wording: dict[str, str], member_id: str, name: str | None, links: dict[str, str] | None
     ) -> tuple[str, str]:
         """The email to one member: the organiser's words (their {first_name}), the network's footer."""
-        text, html = render_markdown(mailing.body, (lambda url: links.get(url, url)) if links is not None else None)
+        text, html = self._body(mailing, links)
         first = first_name_of(name)
         return self.service.renderer.render(
             "mailing",
@@ -248,6 +386,24 @@ class Mailings:
             body_text=text.replace("{first_name}", first),
             body_html=Markup(html.replace("{first_name}", str(escape(first)))),
             **self.service.footer(member_id),
+        )
+
+    @staticmethod
+    def _body(mailing: Any, links: dict[str, str] | None) -> tuple[str, str]:
+        """The organiser's Markdown as text and HTML, web links through their click-counting addresses."""
+        return render_markdown(mailing.body, (lambda url: links.get(url, url)) if links is not None else None)
+
+    def stencil(self, mailing: Any, wording: dict[str, str], links: dict[str, str]) -> Stencil:
+        """The email rendered once for a batch (the Markdown and the template), the member's first name and
+        footer links left as holes: each member's email is then string joins, as an announcement's is."""
+        text, html = self._body(mailing, links)
+        first = hole("first_name")
+        return self.service.renderer.stencil(
+            "mailing",
+            STENCIL_SLOTS,
+            wording=wording,
+            body_text=text.replace("{first_name}", first),
+            body_html=Markup(html.replace("{first_name}", first)),
         )
 
     async def preview(self, session: AsyncSession, who: OrganiserScope, mailing: Any, member_id: str | None) -> Any:
@@ -302,11 +458,21 @@ class Mailings:
             batch = await self._members(session, job.scope_type, job.scope_id, audience, job.cursor, batch_size)
             wording = await self.service.wording.current(session)
             links = await self._links(session, job)
-            rows = []
+            stencil: Stencil | None = self.stencil(job, wording, links)
+            rows: list[dict[str, Any]] = []
             for member in batch:
                 if member["suppressed"]:
                     continue
-                text, html = self.render(job, wording, member["member_id"], member["name"], links)
+                if stencil is not None:
+                    values = {"first_name": first_name_of(member["name"]), **self.service.footer(member["member_id"])}
+                    text, html = stencil.fill(**values)
+                    if not rows and (text, html) != self.render(
+                        job, wording, member["member_id"], member["name"], links
+                    ):
+                        log.warning("mailing template does not fill in as a stencil; rendering each email")
+                        stencil = None
+                if stencil is None:
+                    text, html = self.render(job, wording, member["member_id"], member["name"], links)
                 rows.append(
                     {
                         "kind": KIND,
@@ -334,7 +500,12 @@ class Mailings:
         return True
 
     async def run(self, poll_interval_s: float = 1.0) -> None:
-        """Start due mailings within a second or so of their time, and queue them to the end."""
+        """Start due mailings within a second or so of their time, and queue them to the end (once every mirrored
+        address has its suppression key, so counts and sends agree)."""
+        try:
+            await self.fill_address_keys()
+        except Exception as exc:  # the count falls back to the send-time check; the sending itself goes on
+            log.warning("filling address keys failed", error=repr(exc))
         await run_passes(self.step, self.wake, poll_interval_s, "mailing")
 
     # clicks and the report ---------------------------------------------------------------------------------

@@ -12,10 +12,18 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 
-from services.notifications.domain import MailingAudience, mailing_errors, mailing_is_editable, parse_mailing_audience
+from services.notifications.domain import (
+    MailingAudience,
+    audience_name_errors,
+    mailing_errors,
+    mailing_is_editable,
+    parse_mailing_audience,
+)
 from services.notifications.mailings import Mailings
+from services.notifications.saved_audiences import SavedAudiences
 from services.notifications.web import Organiser, _page
 from shared.auth import OrganiserScope
 from shared.scope_picker import KIND_WORDS
@@ -61,7 +69,7 @@ def _audience_from(
     )
 
 
-def _form_audience(form: FormData, allowed: set[str]) -> tuple[MailingAudience, dict[str, str]]:
+def form_audience(form: FormData, allowed: set[str]) -> tuple[MailingAudience, dict[str, str]]:
     def many(name: str) -> list[str]:
         return [str(v) for v in form.getlist(name)]
 
@@ -74,6 +82,20 @@ def _form_audience(form: FormData, allowed: set[str]) -> tuple[MailingAudience, 
         allowed,
         str(form.get("took_part_within_days", "")),
         str(form.get("quiet_for_days", "")),
+    )
+
+
+def checked_audience(chosen: MailingAudience, allowed: set[str]) -> tuple[MailingAudience, dict[str, str]]:
+    """A stored audience checked again as if typed: a place the organiser no longer organises is refused."""
+    return _audience_from(
+        list(chosen.unit_ids),
+        list(chosen.interests),
+        list(chosen.levels),
+        str(chosen.joined_within_days or ""),
+        list(chosen.exclude_unit_ids),
+        allowed,
+        str(chosen.took_part_within_days or ""),
+        str(chosen.quiet_for_days or ""),
     )
 
 
@@ -95,28 +117,40 @@ async def _compose(
     errors: dict[str, str],
     status: int = 200,
     saved: str = "",
+    used_name: str = "",
 ) -> HTMLResponse:
     async with mailings.uows.begin() as uow:
-        units = await mailings.units_for(uow.session, who)
-        interests, levels = await mailings.choices(uow.session)
-        count = await mailings.count(uow.session, who, audience)
+        context = await audience_context(uow.session, who, mailings, audience)
+        context["saved_audiences"] = await SavedAudiences(mailings).list_for(uow.session, who)
     return await _page(
         request,
         "organise_mailing.html",
         {
+            **context,
             "organiser": who,
             "mailing": mailing,
             "values": values,
-            "audience": audience,
             "errors": errors,
-            "unit_items": [(u.unit_id, f"{u.name} ({KIND_WORDS.get(u.kind, u.kind)})") for u in units],
-            "interest_items": [(i, i) for i in interests],
-            "level_items": [(level, level.replace("_", " ").capitalize()) for level in levels],
-            "count": count,
             "saved": saved,
+            "used_name": used_name,
         },
         status,
     )
+
+
+async def audience_context(
+    session: AsyncSession, who: OrganiserScope, mailings: Mailings, audience: MailingAudience
+) -> dict[str, Any]:
+    """What a page with the audience fields shows: the choices by name, the chosen ones, the live count."""
+    units = await mailings.units_for(session, who)
+    interests, levels = await mailings.choices(session)
+    return {
+        "audience": audience,
+        "unit_items": [(u.unit_id, f"{u.name} ({KIND_WORDS.get(u.kind, u.kind)})") for u in units],
+        "interest_items": [(i, i) for i in interests],
+        "level_items": [(level, level.replace("_", " ").capitalize()) for level in levels],
+        "count": await mailings.count(session, who, audience),
+    }
 
 
 @router.get("", response_class=HTMLResponse)
@@ -160,16 +194,64 @@ async def _save(request: Request, organiser: OrganiserScope, mailings: Mailings,
     subject, body = str(form.get("subject", "")), str(form.get("body", ""))
     async with mailings.uows.begin() as uow:
         allowed = {u.unit_id for u in await mailings.units_for(uow.session, organiser)}
-    audience, errors = _form_audience(form, allowed)
-    values = {"subject": subject, "body": body, **{f: str(form.get(f, "")) for f in DAY_FIELDS}}
-    if form.get("action") == "count":
+    audience, errors = form_audience(form, allowed)
+    values = {
+        "subject": subject,
+        "body": body,
+        "audience_name": str(form.get("audience_name", "")),
+        **{f: str(form.get(f, "")) for f in DAY_FIELDS},
+    }
+    action = form.get("action")
+    if action == "count":
         return await _compose(request, organiser, mailings, mailing, values, audience, errors, 422 if errors else 200)
+    if action == "use_audience":
+        return await _use_audience(request, organiser, mailings, mailing, values, str(form.get("saved_audience", "")))
+    if action == "save_audience":
+        return await _save_audience(request, organiser, mailings, mailing, values, audience, errors)
     errors.update(mailing_errors(subject, body))
     if errors:
         return await _compose(request, organiser, mailings, mailing, values, audience, errors, 422)
     async with mailings.uows.begin() as uow:
         mailing_id = await mailings.save(uow, organiser, mailing.id if mailing else None, subject, body, audience)
     return RedirectResponse(f"{BASE}/{mailing_id}?saved=draft", status_code=303)
+
+
+async def _use_audience(
+    request: Request, who: OrganiserScope, mailings: Mailings, mailing: Any, values: dict[str, Any], audience_id: str
+) -> Response:
+    """The compose page again with a saved audience chosen (the subject and words as they were typed)."""
+    saved = SavedAudiences(mailings)
+    async with mailings.uows.begin() as uow:
+        row = await saved.get(uow.session, who, audience_id) if audience_id else None
+        allowed = {u.unit_id for u in await mailings.units_for(uow.session, who)}
+    if row is None:
+        errors = {"saved_audience": "Choose one of your saved audiences from the list"}
+        return await _compose(request, who, mailings, mailing, values, MailingAudience(), errors, 422)
+    audience, errors = checked_audience(MailingAudience.from_json(row.audience), allowed)
+    values.update({f: str(row.audience.get(f) or "") for f in DAY_FIELDS})
+    status = 422 if errors else 200
+    return await _compose(request, who, mailings, mailing, values, audience, errors, status, "used", row.name)
+
+
+async def _save_audience(
+    request: Request,
+    who: OrganiserScope,
+    mailings: Mailings,
+    mailing: Any,
+    values: dict[str, Any],
+    audience: MailingAudience,
+    errors: dict[str, str],
+) -> Response:
+    """Keep the audience as chosen under the name typed, and show the compose page again as it was."""
+    saved = SavedAudiences(mailings)
+    name = values["audience_name"]
+    async with mailings.uows.begin() as uow:
+        errors = {**errors, **audience_name_errors(name, await saved.name_taken(uow.session, who, name))}
+        if not errors:
+            await saved.create(uow, who, name, audience)
+    if errors:
+        return await _compose(request, who, mailings, mailing, values, audience, errors, 422)
+    return await _compose(request, who, mailings, mailing, values, audience, {}, saved="audience")
 
 
 @router.post("")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.notifications import db as tables
+from services.notifications import osdi
 from services.notifications import web as organiser_web
 from services.notifications.action_notices import ActionNotices
 from services.notifications.activity import ActivityLog
+from services.notifications.audiences_web import ROUTERS as AUDIENCE_ROUTERS
 from services.notifications.bounces import BounceReceiver, Bounces
 from services.notifications.confirmations import ActionConfirmations
 from services.notifications.consumers import UseCases, build_registry
@@ -25,6 +27,7 @@ from services.notifications.organisers import Organisers
 from services.notifications.service import NotificationService
 from shared import topics
 from shared.config import Settings
+from shared.osdi import install_error_bodies
 from shared.runtime import ServiceRuntime
 
 NAME = "notifications"
@@ -83,8 +86,11 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     runtime.add_background(DigestLoop(digests, loop_interval_s).run)
     runtime.add_background(FollowUpLoop(follow_ups, loop_interval_s).run)
 
-    app = runtime.build_app("Groundswell notifications", routers=(*organiser_web.ROUTERS, *MAILING_ROUTERS))
+    app = runtime.build_app(
+        "Groundswell notifications", routers=(*organiser_web.ROUTERS, *AUDIENCE_ROUTERS, *MAILING_ROUTERS, osdi.router)
+    )
     app.state.notifications = service
     app.state.mailings = mailings
     organiser_web.attach(app, organisers, digests, follow_ups)
+    install_error_bodies(app)
     return app

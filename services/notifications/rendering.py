@@ -44,14 +44,20 @@ class EmailRenderer:
         return {"network_name": wording["network_name"], "sign_off": sign_off_lines(wording)}
 
     def stencil(self, template: str, slots: tuple[str, ...], **context: object) -> Stencil:
-        """Email `template` rendered once, with the per-recipient `slots` left as holes for `Stencil.fill`."""
-        marks = {slot: f"@@{_STENCIL_MARK}:{slot}@@" for slot in slots}
+        """Email `template` rendered once, with the per-recipient `slots` left as holes for `Stencil.fill` (a slot
+        may also be put inside another value of the context with `hole`)."""
+        marks = {slot: hole(slot) for slot in slots}
         text, html = self.render(template, **context, **marks)
         return Stencil(_split(text), _split(html))
 
 
 _STENCIL_MARK = uuid.uuid4().hex
 _STENCIL_RE = re.compile(f"@@{_STENCIL_MARK}:(\\w+)@@")
+
+
+def hole(slot: str) -> str:
+    """Where `slot` goes in a stencil: plain ASCII letters, kept as they are by Markdown and escaping."""
+    return f"@@{_STENCIL_MARK}:{slot}@@"
 
 
 def _split(rendered: str) -> list[str]:

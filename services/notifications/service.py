@@ -46,7 +46,11 @@ log = get_logger(__name__)
 # What an erased person's delivery records keep: the kind, the status and the times; not the address, the words,
 # the Reply-To (a letter's writer) or the relay's error (relays echo the address).
 ERASED_DELIVERY = {
-    "recipient_email": None, "reply_to": None, "body_text": "", "body_html": None, "subject": "(erased)",
+    "recipient_email": None,
+    "reply_to": None,
+    "body_text": "",
+    "body_html": None,
+    "subject": "(erased)",
     "last_error": None,
 }
 
@@ -153,6 +157,7 @@ class NotificationService:
                 {
                     "member_id": event.member_id,
                     "email": email,
+                    "address_key": self.suppressions.address_key(email) if email else None,
                     "name": name,
                     "email_consent": event.email_consent,
                     "status": mirror_status(event.confirmation_required),
@@ -224,6 +229,7 @@ class NotificationService:
             values["name"] = await self.keys.unseal(session, event.name)
         if event.email is not None:
             values["email"] = await self.keys.unseal(session, event.email)
+            values["address_key"] = self.suppressions.address_key(values["email"]) if values["email"] else None
         for field in ("region_id", "group_ids", "subteam_ids", "engagement_level", "interests"):
             if field in event.changed or field.removesuffix("_id") in event.changed:
                 values[field] = getattr(event, field)
@@ -309,8 +315,19 @@ class NotificationService:
         return queued
 
 
-_MIRRORED = ("email", "name", "email_consent", "status", "region_id", "group_ids", "subteam_ids", "engagement_level",
-             "interests", "joined_at")
+_MIRRORED = (
+    "email",
+    "address_key",
+    "name",
+    "email_consent",
+    "status",
+    "region_id",
+    "group_ids",
+    "subteam_ids",
+    "engagement_level",
+    "interests",
+    "joined_at",
+)
 _upsert = pg_insert(tables.recipients)
 # A member's row in the mirror, new or again (executed with many rows at once: one prepared statement).
 _UPSERT_RECIPIENT = _upsert.on_conflict_do_update(

@@ -27,8 +27,10 @@ BASE = "/notifications/organise/mailings"
 @pytest.fixture
 async def people(notifications_db):
     """Members the test puts in the mirror, and organisers, removed afterwards (a reused stack stays small)."""
-    made: dict[str, list[str]] = {"members": [], "organisers": [], "keys": []}
+    made: dict[str, list[str]] = {"members": [], "organisers": [], "keys": [], "units": []}
     yield made
+    await notifications_db.execute("DELETE FROM participation WHERE member_id = ANY($1::text[])", made["members"])
+    await notifications_db.execute("DELETE FROM units WHERE unit_id = ANY($1::text[])", made["units"])
     await notifications_db.execute("DELETE FROM recipients WHERE member_id = ANY($1::text[])", made["members"])
     await notifications_db.execute("DELETE FROM organisers WHERE organiser_id = ANY($1::text[])", made["organisers"])
     await notifications_db.execute("DELETE FROM suppressions WHERE email = ANY($1::text[])", made["keys"])
@@ -39,10 +41,11 @@ async def add_members(conn, made, n: int, *, region: str, interests: list[str], 
     rows = [
         (str(uuid.uuid4()), f"{tag}-{i}-{uuid.uuid4().hex[:8]}@example.org", f"{tag.title()} {i}") for i in range(n)
     ]
+    keys = Suppressions(launcher.secret_key())
     await conn.executemany(
-        "INSERT INTO recipients (member_id, email, name, email_consent, status, region_id, interests, updated_at) "
-        "VALUES ($1, $2, $3, $4, 'confirmed', $5, $6, now())",
-        [(mid, email, name, consent, region, interests) for mid, email, name in rows],
+        "INSERT INTO recipients (member_id, email, name, email_consent, status, region_id, interests, address_key, "
+        "updated_at) VALUES ($1, $2, $3, $4, 'confirmed', $5, $6, $7, now())",
+        [(mid, email, name, consent, region, interests, keys.address_key(email)) for mid, email, name in rows],
     )
     await conn.executemany(
         "INSERT INTO subject_keys (key_id, key) VALUES ($1, $2)", [(mid, os.urandom(32)) for mid, _, _ in rows]
@@ -247,3 +250,92 @@ async def test_the_count_follows_who_took_part_and_who_has_been_quiet(gateway, n
     assert await count(quiet_for_days="30") == 1
     assert await count(quiet_for_days="1") == 2
     await notifications_db.execute("DELETE FROM participation WHERE member_id = $1", active[0])
+
+
+async def add_place(conn, made, kind: str, name: str, parent: str | None = None) -> str:
+    """A region, group or sub-team by name in notifications' mirror, as OrganisationUnitDefined leaves it."""
+    unit_id = str(uuid.uuid4())
+    await conn.execute(
+        "INSERT INTO units (unit_id, kind, name, parent_id) VALUES ($1, $2, $3, $4)", unit_id, kind, name, parent
+    )
+    made["units"].append(unit_id)
+    return unit_id
+
+
+async def add_member(
+    conn,
+    made,
+    name: str,
+    *,
+    region: str,
+    groups: tuple[str, ...] = (),
+    subteams: tuple[str, ...] = (),
+    interests: tuple[str, ...] = (),
+    level: str | None = None,
+    joined_days_ago: int = 10,
+    took_part_days_ago: int | None = None,
+    consent: bool = True,
+    suppressed: bool = False,
+) -> str:
+    """One confirmed member with these traits in the mirror (and their participation, their suppression)."""
+    member_id, email = str(uuid.uuid4()), f"combo-{uuid.uuid4().hex[:10]}@example.org"
+    key = Suppressions(launcher.secret_key()).address_key(email)
+    await conn.execute(
+        "INSERT INTO recipients (member_id, email, name, email_consent, status, region_id, group_ids, subteam_ids, "
+        "interests, engagement_level, joined_at, address_key, updated_at) VALUES ($1, $2, $3, $4, 'confirmed', $5, "
+        "$6, $7, $8, $9, now() - make_interval(days => $10), $11, now())",
+        member_id, email, name, consent, region, list(groups), list(subteams), list(interests), level,
+        joined_days_ago, key,
+    )  # fmt: skip
+    made["members"].append(member_id)
+    if took_part_days_ago is not None:
+        await conn.execute(
+            "INSERT INTO participation (member_id, first_at, last_at) VALUES ($1, now() - make_interval(days => $2), "
+            "now() - make_interval(days => $2))",
+            member_id,
+            took_part_days_ago,
+        )
+    if suppressed:
+        await conn.execute("INSERT INTO suppressions (email, reason) VALUES ($1, 'unsubscribed')", key)
+        made["keys"].append(key)
+    return member_id
+
+
+async def test_a_combination_of_filters_counts_and_lists_exactly_the_people_it_describes(
+    gateway, notifications_db, people
+):
+    db, tag = notifications_db, uuid.uuid4().hex[:6]
+    region = await add_place(db, people, "region", f"Combo region {tag}")
+    group = await add_place(db, people, "group", f"Combo group {tag}", region)
+    subteam = await add_place(db, people, "subteam", f"Combo sub-team {tag}", region)
+    housing, other = f"housing-{tag}", f"transport-{tag}"
+    fits = dict(region=region, groups=(group,), interests=(housing,), level="volunteer", took_part_days_ago=3)
+    await add_member(db, people, "Ada Chosen", **fits)
+    await add_member(db, people, "Bea Chosen", **{**fits, "level": "organiser", "took_part_days_ago": 20})
+    await add_member(db, people, "Cy Never", **{**fits, "took_part_days_ago": None})
+    await add_member(db, people, "Di Long-ago", **{**fits, "took_part_days_ago": 45})
+    await add_member(db, people, "Ed Other-interest", **{**fits, "interests": (other,)})
+    await add_member(db, people, "Fi Supporter", **{**fits, "level": "supporter"})
+    await add_member(db, people, "Gus Subteam", **{**fits, "subteams": (subteam,)})
+    await add_member(db, people, "Hal Unsubscribed", **fits, suppressed=True)
+    await add_member(db, people, "Ivy No-consent", **fits, consent=False)
+    await add_member(db, people, "Jo Region-only", **{**fits, "groups": ()})
+    await add_member(db, people, "Kit Old-joiner", **fits, joined_days_ago=400)
+    await add_member(db, people, "Lou Elsewhere", **{**fits, "region": str(uuid.uuid4()), "groups": ()})
+    headers, _ = await region_organiser(db, people, region)
+    audience = {
+        "unit": group,
+        "interest": [housing, f"unused-{tag}"],
+        "level": ["volunteer", "organiser"],
+        "exclude": subteam,
+        "took_part_within_days": "30",
+        "joined_within_days": "365",
+    }
+
+    counted = await gateway.get(f"{BASE}/count", params=audience, headers=headers)
+    assert counted.status_code == 200 and counted.json() == {"count": 2}, counted.text
+    mailing_id = await create(gateway, headers, {"subject": "Combo", "body": "Hello {first_name}", **audience})
+    preview = await gateway.get(f"{BASE}/{mailing_id}/preview", headers=headers)
+    assert preview.status_code == 200
+    listed = re.findall(r'<option value="[^"]+"(?: selected)?>([^<]+)</option>', preview.text)
+    assert listed == ["Ada Chosen", "Bea Chosen"]

@@ -368,6 +368,17 @@ RULES: dict[str, Rule] = {
         "scoped", F("mailing", mailing_id="*"), form=True, body=lambda s: {}),
     "notifications GET /notifications/organise/mailings/{mailing_id}/report": Rule(
         "scoped", P(mailing_id="mailing")),
+    "notifications GET /notifications/organise/mailings/audiences": Rule("listing", marker="audience_name"),
+    "notifications GET /notifications/organise/mailings/audiences/{audience_id}": Rule(
+        "scoped", P(audience_id="audience")),
+    "notifications POST /notifications/organise/mailings/audiences/{audience_id}": Rule(
+        "scoped", P(audience_id="audience"), form=True, body=lambda s: {"audience_name": s["audience_name"]}),
+    "notifications GET /notifications/organise/mailings/audiences/{audience_id}/delete": Rule(
+        "scoped", P(audience_id="audience")),
+    "notifications POST /notifications/organise/mailings/audiences/{audience_id}/delete": Rule(
+        "scoped", F("audience", audience_id="*"), form=True, body=lambda s: {}),
+    "notifications GET /api/v2/messages": Rule("listing", api=True, marker="mailing_subject"),
+    "notifications GET /api/v2/messages/{message_id}": Rule("scoped", P(message_id="mailing"), api=True),
     "notifications GET /notifications/r/{token}": LINK,  # a mailing's link: counts a click, says nothing
     # campaigns: organiser pages
     "campaigns GET /campaigns/organise": Rule("listing", marker="campaign"),
@@ -582,6 +593,15 @@ async def seed(system: None) -> AsyncIterator[Seed]:
     s.ids["mailing_subject"] = f"Scope check mailing {uuid.uuid4().hex[:8]}"
     s.ids["mailing"] = await new_mailing()
 
+    async def new_audience(name: str) -> str:
+        made = await client.post("/notifications/organise/mailings", headers={**s.sessions["home_region"], **ORIGIN},
+                                 data={"action": "save_audience", "audience_name": name, "subject": "", "body": ""})
+        assert made.status_code == 200, made.text
+        return str(await s.dbs["notifications"].fetchval("SELECT id FROM saved_audiences WHERE name = $1", name))
+
+    s.ids["audience_name"] = f"Scope check audience {uuid.uuid4().hex[:8]}"
+    s.ids["audience"] = await new_audience(s["audience_name"])
+
     keyed = s.keys["network"]
     tag = await client.post("/api/v2/tags", headers=keyed, json={"name": "scope check"})
     assert tag.status_code in (200, 201), tag.text
@@ -654,6 +674,8 @@ async def seed(system: None) -> AsyncIterator[Seed]:
             return (await make_key("region", HOME))[0]
         if kind == "mailing":
             return await new_mailing()
+        if kind == "audience":
+            return await new_audience(f"Scope check audience {uuid.uuid4().hex[:8]}")
         if kind == "grant":
             return await new_grant()
         if kind == "organiser":  # an organiser of the home region nobody's session depends on
@@ -676,7 +698,8 @@ STATE: dict[str, tuple[str, ...]] = {
                    "role_grants", "organisers", "network_profile", "privacy_notices", "tags", "taggings",
                    "api_keys", "member_notes"),
     "events": ("meetings", "rsvps"),
-    "notifications": ("organisers", "digest_subscriptions", "follow_up_steps", "email_settings", "mailings"),
+    "notifications": ("organisers", "digest_subscriptions", "follow_up_steps", "email_settings", "mailings",
+                      "saved_audiences"),
     "campaigns": ("campaigns", "asks", "actions", "engagement_ladder", "constituencies"),
 }
 VOLATILE = ("last_used_at", "last_seen_at", "updated_at", "engagement_level", "level_since")
