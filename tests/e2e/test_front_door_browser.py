@@ -26,9 +26,10 @@ def _soon() -> datetime:
 
 
 def _clock(at: datetime) -> str:
-    """How the page writes the time, in London: 6:30pm."""
+    """How the page writes the time, in London: 6:30pm, 7am."""
     local = at.astimezone(ZoneInfo("Europe/London"))
-    return f"{local.hour % 12 or 12}:{local.minute:02d}{'am' if local.hour < 12 else 'pm'}"
+    minutes = f":{local.minute:02d}" if local.minute else ""  # on the hour the page writes 7am, not 7:00am
+    return f"{local.hour % 12 or 12}{minutes}{'am' if local.hour < 12 else 'pm'}"
 
 
 async def _home_shows(gateway: httpx.AsyncClient, text: str, present: bool = True) -> bool:
