@@ -16,6 +16,7 @@ from services.membership.accounts import AccountProblem, OrganiserAccounts
 from services.membership.address_hashes import AddressHashes
 from services.membership.member_requests import MemberRequests
 from services.membership.member_rights import MemberRights
+from services.membership.ratelimit import RateLimiter
 from shared import auth
 from shared.cli import ExtraCommand
 from shared.config import get_settings
@@ -92,7 +93,9 @@ def _reapply_erasures(args: argparse.Namespace) -> int:
         settings = get_settings()
         database = Database(settings.database_url, 2)
         uows = UnitsOfWork(database, Outbox(tables.delivery.outbox))
-        rights = MemberRights(uows, MemberRequests(settings.secret_key, settings.public_base_url))
+        rights = MemberRights(
+            uows, MemberRequests(settings.secret_key, settings.public_base_url), RateLimiter(settings.secret_key)
+        )
         try:
             erased = [m for m in member_ids if await rights.erase(m, actor="restore")]
         finally:

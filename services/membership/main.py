@@ -118,7 +118,7 @@ def create_app(
     app.state.joins = joins
     app.state.join_forms = JoinForms(joins, JoinBatcher(joins))
     app.state.join_followups = JoinFollowups(runtime.uows, joins, settings.secret_key)
-    app.state.member_rights = MemberRights(runtime.uows, joins.requests)
+    app.state.member_rights = MemberRights(runtime.uows, joins.requests, joins.limiter)
     app.state.member_data = member_data
     app.state.origins = AllowedOrigins(runtime.uows)
     app.state.accounts = accounts

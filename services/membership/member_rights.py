@@ -20,6 +20,7 @@ from services.membership import queries
 from services.membership.domain import OWNER, Preferences, display_name, given_and_family, place
 from services.membership.joins import MemberNotFound, utcnow
 from services.membership.member_requests import MemberRequest, MemberRequests, RequestNotValid
+from services.membership.ratelimit import MEMBER_REQUEST_PER_IP, MEMBER_REQUEST_PER_MEMBER, Attempt, RateLimiter
 from shared import topics
 from shared.crypto import KeyStore
 from shared.events.catalog import (
@@ -33,19 +34,35 @@ from shared.events.envelope import EventData
 from shared.uow import UnitOfWork, UnitsOfWork
 
 
+class TooManyRequests(Exception):
+    """A member's link asked for downloads or erasures more often than the rate limits allow: nothing was sent."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
 class MemberRights:
-    def __init__(self, uows: UnitsOfWork, requests: MemberRequests) -> None:
+    def __init__(self, uows: UnitsOfWork, requests: MemberRequests, limiter: RateLimiter) -> None:
         self.uows = uows
         self.keys = KeyStore(tables.subject_keys, OWNER)
         self.requests = requests
+        self.limiter = limiter
 
     # confirming a download or an erasure by email --------------------------------------------------------
-    async def ask_to_confirm(self, member_id: str, action: str) -> None:
+    async def ask_to_confirm(self, member_id: str, action: str, ip: str | None = None) -> None:
         """Record a download or an erasure to confirm and email the member a short-lived link to it (a newer
-        request replaces an older one of the same kind)."""
+        request replaces an older one of the same kind). Each ask emails the member, so asks are limited per member
+        and per connection (`ip`): over either limit nothing is recorded or sent (`TooManyRequests`)."""
         async with self.uows.begin() as uow:
             session = uow.session
             row = await self._member_for_update(session, member_id)
+            attempts = [Attempt(MEMBER_REQUEST_PER_MEMBER, member_id)]
+            if ip is not None:
+                attempts.append(Attempt(MEMBER_REQUEST_PER_IP, ip, ip))
+            refused = [verdict for verdict in await self.limiter.count(session, attempts) if not verdict.allowed]
+            if refused:
+                raise TooManyRequests(max(verdict.retry_after_s for verdict in refused))
             await uow.emit(await self.requests.record(session, row, action, utcnow()))
 
     async def requested(self, token: str, *, use: bool = False) -> MemberRequest:

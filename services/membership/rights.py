@@ -29,8 +29,8 @@ from services.membership.domain import (
 from services.membership.joins import Joins, MemberNotFound
 from services.membership.member_data import MemberData, download_file
 from services.membership.member_requests import RequestNotValid
-from services.membership.member_rights import MemberRights
-from services.membership.web import message_page, page
+from services.membership.member_rights import MemberRights, TooManyRequests
+from services.membership.web import message_page, page, remote_ip
 from shared import tokens
 from shared.config import Settings
 
@@ -185,6 +185,17 @@ def _check_your_email(request: Request, action: str) -> HTMLResponse:
     )
 
 
+def _too_many(request: Request, exc: TooManyRequests) -> HTMLResponse:
+    minutes = max(1, -(-exc.retry_after_s // 60))
+    return message_page(
+        request,
+        "You have asked several times already",
+        "We have sent you links to confirm in the last hour: the newest one in your email works. "
+        f"If none has arrived, check your spam folder, or ask again in {minutes} minute{'s' if minutes != 1 else ''}.",
+        429,
+    )
+
+
 def _form_for_link(request: Request, settings: Settings, token: str, template: str) -> HTMLResponse:
     """A page whose form acts for the preferences link's member (showing it changes nothing)."""
     try:
@@ -204,11 +215,13 @@ async def download_form(request: Request, settings: SettingsDep, token: str = ""
 async def ask_for_download(request: Request, rights: MemberRightsDep, settings: SettingsDep) -> HTMLResponse:
     form = await request.form()
     try:
-        await rights.ask_to_confirm(member_from(settings, str(form.get("token") or "")), DOWNLOAD)
+        await rights.ask_to_confirm(member_from(settings, str(form.get("token") or "")), DOWNLOAD, remote_ip(request))
     except BadLink:
         return bad_link(request)
     except MemberNotFound:
         return gone(request)
+    except TooManyRequests as exc:
+        return _too_many(request, exc)
     return _check_your_email(request, DOWNLOAD)
 
 
@@ -327,7 +340,9 @@ async def erase(request: Request, rights: MemberRightsDep, settings: SettingsDep
         errors = {"confirm": "Tick the box to confirm that everything about you should be erased"}
         return page(request, "erase.html", {"token": token, "errors": errors}, 422)
     try:
-        await rights.ask_to_confirm(member_id, ERASE)
+        await rights.ask_to_confirm(member_id, ERASE, remote_ip(request))
     except MemberNotFound:
         return gone(request)
+    except TooManyRequests as exc:
+        return _too_many(request, exc)
     return _check_your_email(request, ERASE)

@@ -11,7 +11,10 @@ a sender has at most one email accepted and not yet recorded). So:
     reaper makes them due again and another sender sends them (the relay discarded the unfinished message);
   * a sender killed after the relay accepted but before its COMMIT reached PostgreSQL (the relay's reply and
     one COMMIT message: well under a millisecond on a local relay) sends that email again after the lease;
-    both copies carry the same Message-ID (the delivery's id), so a receiver can drop the second.
+    both copies carry the same Message-ID (the delivery's id), so a receiver can drop the second;
+  * a COMMIT that fails while the sender lives on (PostgreSQL restarted, the connection broke, in that moment) is
+    not such a kill: the sender keeps the accepted email in memory and records it as sent as soon as the database
+    answers again, before it claims anything or makes any lease due again (`record_accepted`).
 A delivery is never marked sent that the relay did not accept: at least once, never lost
 (docs/delivery-guarantees.md).
 
@@ -113,6 +116,21 @@ STAGE_SENT_SQL = text(
     bindparam("payload", type_=LargeBinary),
     bindparam("headers", type_=JSONB),
 )
+# A delivery the relay accepted whose record's COMMIT did not reach PostgreSQL (the database restarted, or the
+# connection broke, in that moment): recorded as sent as soon as the database answers again, whatever became of its
+# lease, since the relay has it. A sender that claimed it again meanwhile then finds it sent when it stages its own
+# record, and abandons its copy before the '.'; already sent, or cancelled, it is left as it is.
+RECORD_ACCEPTED_SQL = text(
+    "WITH marked AS (UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, lease_until = NULL "
+    "WHERE id = :id AND status IN ('sending', 'pending') RETURNING id) "
+    "INSERT INTO outbox (event_id, event_type, topic, key, shard, payload, headers) "
+    "SELECT CAST(:event_id AS uuid), :event_type, :topic, :event_key, CAST(:shard AS smallint), "
+    "CAST(:payload AS bytea), CAST(:headers AS jsonb) FROM marked RETURNING event_id"
+).bindparams(
+    bindparam("event_id", type_=Uuid),
+    bindparam("payload", type_=LargeBinary),
+    bindparam("headers", type_=JSONB),
+)
 # When staging the record finds the delivery no longer this sender's to send: marked suppressed if its address was
 # suppressed since the claim; the delivery's status then ('suppressed' too when it was cancelled meanwhile, e.g.
 # its member erased; otherwise another sender has it).
@@ -129,6 +147,16 @@ class LeaseLost(Exception):
 
 class SuppressedMeanwhile(Exception):
     """The address was suppressed for this kind of email, or the delivery cancelled, after it was claimed."""
+
+
+class Accepted:
+    """An email the relay accepted whose record as sent is not yet in the database (its COMMIT failed)."""
+
+    __slots__ = ("id", "kind", "recipient_id", "correlation_id", "attempts", "sent_at")
+
+    def __init__(self, row: Any, attempts: int, sent_at: datetime) -> None:
+        self.id, self.kind, self.recipient_id = row.id, row.kind, row.recipient_id
+        self.correlation_id, self.attempts, self.sent_at = row.correlation_id, attempts, sent_at
 
 
 class Claimed:
@@ -200,6 +228,9 @@ class DeliveryWorker:
         self.batch_size = max(1, min(batch_size, int(rate * lease_s / 3))) if rate > 0 else batch_size
         self.lease_s = lease_s
         self._listening = asyncio.Lock()
+        # Emails the relay accepted whose records did not commit (record_accepted): by delivery id.
+        self._accepted: dict[str, Accepted] = {}
+        self._recording = asyncio.Lock()
 
     def attach_for(self, kind: str, provider: AttachmentProvider) -> None:
         self.attachments[kind] = provider
@@ -247,6 +278,7 @@ class DeliveryWorker:
 
         A batch is worked on for at most a third of its lease: what is left then (a slow relay) is given back
         and claimed afresh, so a sender never reaches a delivery whose lease ran out under it."""
+        await self.record_accepted()
         handled = 0
         while handled < limit:
             batch = await self.claim(self.batch_size)
@@ -322,10 +354,42 @@ class DeliveryWorker:
     async def release_expired_leases(self) -> int:
         """Deliveries whose sender died are due again: none of them was recorded as sent, so the relay either
         discarded it or (killed in the moment between the relay's "250" and the COMMIT) has a copy already, with
-        the same Message-ID (see the module's docstring)."""
+        the same Message-ID (see the module's docstring). Emails this process knows the relay accepted are
+        recorded first, so that none of them is made due again."""
+        await self.record_accepted()
         async with self.db.transaction() as session:
             result = await session.execute(RELEASE_SQL)
         return int(getattr(result, "rowcount", 0) or 0)
+
+    async def record_accepted(self) -> int:
+        """Record as sent the emails the relay accepted whose COMMIT failed (kept in memory until then); raises
+        while the database cannot be reached, keeping them. Returns how many were recorded."""
+        if not self._accepted:
+            return 0
+        recorded = 0
+        async with self._recording:
+            for accepted in list(self._accepted.values()):
+                async with self.db.transaction() as session:
+                    sent = Envelope.wrap(
+                        NotificationSent(
+                            delivery_id=accepted.id,
+                            kind=accepted.kind,
+                            recipient_id=accepted.recipient_id,
+                            sent_at=accepted.sent_at,
+                        ),
+                        correlation_id=accepted.correlation_id,
+                    )
+                    with self.outbox.rows([sent]) as (event,):
+                        outbox = {f"event_{k}" if k == "key" else k: v for k, v in event.items()}
+                        marked = await session.execute(
+                            RECORD_ACCEPTED_SQL,
+                            {"id": accepted.id, "attempts": accepted.attempts, "now": accepted.sent_at, **outbox},
+                        )
+                        recorded += marked.first() is not None
+                del self._accepted[accepted.id]
+                metrics.EMAILS_SENT.labels(self.service, accepted.kind).inc()
+                log.info("accepted email recorded as sent after its commit failed", delivery_id=accepted.id)
+        return recorded
 
     async def deliver(self, mailer: Mailer, row: Any, session: AsyncSession | None = None) -> None:
         """Send one leased delivery; record it as sent once the relay has accepted it.
@@ -367,11 +431,12 @@ class DeliveryWorker:
             "lease_until": row.lease_until,
         }
 
+        now = datetime.now(UTC)
+
         async def stage_as_sent() -> None:
             """The record of the email as sent, written (the row locked) but not committed: the relay has the
             whole message before it gets its final '.'."""
             await session.begin()
-            now = datetime.now(UTC)
             sent = Envelope.wrap(
                 NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now),
                 correlation_id=row.correlation_id,
@@ -393,7 +458,13 @@ class DeliveryWorker:
             await staging
 
         async def commit() -> None:
-            await session.commit()
+            try:
+                await session.commit()
+            except BaseException:
+                # The relay has the email; its record is recorded when the database answers (record_accepted),
+                # not left for the lease to bring back and send a second time.
+                self._accepted[row.id] = Accepted(row, attempts, now)
+                raise
             metrics.EMAILS_SENT.labels(self.service, row.kind).inc()
 
         staging: asyncio.Future[None] | None = None
@@ -408,10 +479,11 @@ class DeliveryWorker:
                 # previous email is this pass's failure.
                 if staging is not None:
                     await asyncio.wait([staging])
+                # Read before the previous COMMIT's failure may be raised: a staging error is always retrieved.
+                outcome = staging.exception() if staging is not None and not staging.cancelled() else None
                 if previous is not None:
                     await asyncio.wait([previous])
                     previous.result()
-                outcome = staging.exception() if staging is not None and not staging.cancelled() else None
                 if isinstance(outcome, LeaseLost | SuppressedMeanwhile):
                     raise outcome  # the delivery's own outcome, whatever the relay said meanwhile
             # The relay has accepted: only COMMIT is left (the duplicate window of the module's docstring).

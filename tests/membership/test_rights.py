@@ -290,3 +290,52 @@ async def test_erasure_deletes_personal_data_everywhere_and_kafka_copies_no_long
         for key in keys:
             with pytest.raises((InvalidTag, ValueError)):
                 unseal(field, key)
+
+
+async def _asks_and_outbox(db, member_id: str) -> tuple[object, int]:
+    """The member's download request (each ask replaces it) and the confirmations announced for them."""
+    request = await db.fetchval("SELECT id FROM member_requests WHERE member_id = $1 AND kind = 'download'", member_id)
+    announced = await db.fetchval(
+        "SELECT count(*) FROM outbox WHERE key = $1 AND event_type = 'MemberRightsConfirmationRequested'", member_id)
+    return request, announced
+
+
+async def test_a_forwarded_link_cannot_flood_its_owner_with_confirmations(client, db, membership_settings):
+    """Each ask for a download or an erasure emails the member: five an hour per member, then a page that says so,
+    and nothing recorded or sent (whichever connection asks)."""
+    member = await joined(client, db)
+    preferences = tokens.sign(membership_settings.secret_key, tokens.PREFERENCES, {"m": member["id"]})
+    limit = await db.fetchval("SELECT max_count FROM rate_limits WHERE name = 'member-request-per-member'")
+    for _ in range(limit):
+        asked = await client.post("/me/data", data={"token": preferences})
+        assert asked.status_code == 200 and "Check your email" in asked.text
+    before = await _asks_and_outbox(db, member["id"])
+    for path, form in (("/me/data", {}), ("/me/erase", {"confirm": "erase"})):
+        refused = await client.post(
+            path, data={"token": preferences, **form}, headers={"X-Forwarded-For": "192.0.2.61"})
+        assert refused.status_code == 429 and "You have asked several times already" in refused.text
+        assert "minute" in refused.text
+    assert await _asks_and_outbox(db, member["id"]) == before
+    assert await db.fetchval(
+        "SELECT count(*) FROM member_requests WHERE member_id = $1 AND kind = 'erase'", member["id"]) == 0
+
+
+async def test_one_connection_cannot_ask_for_many_members_downloads(client, db, membership_settings):
+    from services.membership.ratelimit import MEMBER_REQUEST_PER_IP, RateLimiter
+
+    ip = "192.0.2.62"
+    limit, window = await db.fetchrow(
+        "SELECT max_count, window_s FROM rate_limits WHERE name = $1", MEMBER_REQUEST_PER_IP)
+    bucket = RateLimiter(membership_settings.secret_key)._bucket(MEMBER_REQUEST_PER_IP, ip)
+    await db.execute(
+        "INSERT INTO rate_limit_hits (bucket, window_start, hits) "
+        "VALUES ($1, to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), $3)",
+        bucket, window, limit,
+    )
+    member = await joined(client, db)
+    preferences = tokens.sign(membership_settings.secret_key, tokens.PREFERENCES, {"m": member["id"]})
+    refused = await client.post("/me/data", data={"token": preferences}, headers={"X-Forwarded-For": ip})
+    assert refused.status_code == 429
+    assert await _asks_and_outbox(db, member["id"]) == (None, 0)
+    allowed = await client.post("/me/data", data={"token": preferences}, headers={"X-Forwarded-For": "192.0.2.63"})
+    assert allowed.status_code == 200 and "Check your email" in allowed.text

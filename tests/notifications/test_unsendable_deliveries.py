@@ -20,6 +20,9 @@ from pathlib import Path
 import aiosmtplib
 import asyncpg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from deploy.local import launcher
 from services.notifications import db as tables
@@ -255,3 +258,47 @@ async def test_a_delivery_cancelled_by_erasure_while_its_batch_is_sent_is_droppe
     assert [((r := await row(db, d))["status"], r["recipient_email"]) for d in ids] == [("suppressed", None)] * 2
     await asyncio.sleep(2)
     assert [await mail.messages(email) for email in (in_flight, given_back)] == [[], []]
+
+
+async def test_an_email_whose_record_could_not_commit_is_recorded_once_the_database_answers_and_not_sent_again(
+    db, worker, mailer, mail, monkeypatch
+):
+    """PostgreSQL restarting in the moment between the relay's "250" and the record's COMMIT (seen in the suite's
+    restart fault test: one welcome sent twice once the lease ran out): the sender knows the relay has the email."""
+    email, after = unique_email("commit-lost"), unique_email("after-commit-lost")
+    delivery_id = await queue(db, email, seconds_ago=10)
+    later = await queue(db, after, seconds_ago=5)
+    real_commit = AsyncSession.commit
+    lost: list[str] = []
+
+    async def commit(session: AsyncSession) -> None:
+        if not lost and session.in_transaction():
+            staged = await session.execute(
+                text("SELECT id FROM deliveries WHERE id = :id AND status = 'sent'"), {"id": delivery_id})
+            if staged.first() is not None:  # this email's record: its connection dies before the COMMIT
+                pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                await db.execute("SELECT pg_terminate_backend($1)", pid)
+                lost.append(delivery_id)
+        await real_commit(session)
+
+    monkeypatch.setattr(AsyncSession, "commit", commit)
+    with pytest.raises(DBAPIError):
+        await worker.send_due(mailer)
+    monkeypatch.setattr(AsyncSession, "commit", real_commit)
+    assert lost == [delivery_id]
+    await mail.wait_for(email, timeout=30)
+    assert (await row(db, delivery_id))["status"] == "sending"  # the relay has it; the database does not know yet
+
+    # The batch's leases run out before the database is reached again: the reaper records the accepted email
+    # first, so only the other one (its '.' never sent) is made due again.
+    await db.execute("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE status = 'sending'")
+    assert await worker.release_expired_leases() == 1
+    recorded = await row(db, delivery_id)
+    assert (recorded["status"], recorded["attempts"], recorded["lease_until"]) == ("sent", 1, None)
+    events = await db.fetch("SELECT payload FROM outbox WHERE event_type = 'NotificationSent'")
+    assert [Envelope.from_bytes(bytes(e["payload"])).data["delivery_id"] for e in events] == [delivery_id]
+
+    assert await worker.send_due(mailer) == 1  # the other email, once
+    await delivered_once_each(mail, [email, after])
+    assert (await row(db, later))["status"] == "sent"
+    assert await worker.send_due(mailer) == 0
