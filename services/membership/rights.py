@@ -187,13 +187,15 @@ def _check_your_email(request: Request, action: str) -> HTMLResponse:
 
 def _too_many(request: Request, exc: TooManyRequests) -> HTMLResponse:
     minutes = max(1, -(-exc.retry_after_s // 60))
-    return message_page(
+    answer = message_page(
         request,
         "You have asked several times already",
         "We have sent you links to confirm in the last hour: the newest one in your email works. "
         f"If none has arrived, check your spam folder, or ask again in {minutes} minute{'s' if minutes != 1 else ''}.",
         429,
     )
+    answer.headers["Retry-After"] = str(exc.retry_after_s)
+    return answer
 
 
 def _form_for_link(request: Request, settings: Settings, token: str, template: str) -> HTMLResponse:
