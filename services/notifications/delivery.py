@@ -100,37 +100,33 @@ _SUPPRESSED = (
     + ", ".join(f"'{reason}'" for reason in sorted(STOPS_EVERYTHING))
     + ") AND NOT (s.reason = 'left' AND :reaches_leavers) OR :marketing))"
 )
+
+
+def _sent_with_its_event(where: str) -> Any:
+    """A delivery marked sent where `where` holds and, in the same statement, its NotificationSent in the outbox
+    (written only when the record is: the event is the record's, as `uow.emit` would write it)."""
+    return text(
+        "WITH marked AS (UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, "
+        f"lease_until = NULL WHERE id = :id AND {where} RETURNING id) "
+        "INSERT INTO outbox (event_id, event_type, topic, key, shard, payload, headers) "
+        "SELECT CAST(:event_id AS uuid), :event_type, :topic, :event_key, CAST(:shard AS smallint), "
+        "CAST(:payload AS bytea), CAST(:headers AS jsonb) FROM marked RETURNING event_id"
+    ).bindparams(
+        bindparam("event_id", type_=Uuid),
+        bindparam("payload", type_=LargeBinary),
+        bindparam("headers", type_=JSONB),
+    )
+
+
 # The record staged before the final '.' (committed once the relay accepts): still this sender's lease (its
 # `lease_until`, a fencing token: a lease that ran out and was claimed again is another's), and the address not
-# suppressed meanwhile.
-# With it, in the same statement (one round trip), its NotificationSent in the outbox (written only when the record
-# is: the event is the record's, as `uow.emit` would write it).
-STAGE_SENT_SQL = text(
-    "WITH marked AS (UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, lease_until = NULL "
-    f"WHERE id = :id AND status = 'sending' AND lease_until = :lease_until AND NOT {_SUPPRESSED} RETURNING id) "
-    "INSERT INTO outbox (event_id, event_type, topic, key, shard, payload, headers) "
-    "SELECT CAST(:event_id AS uuid), :event_type, :topic, :event_key, CAST(:shard AS smallint), "
-    "CAST(:payload AS bytea), CAST(:headers AS jsonb) FROM marked RETURNING event_id"
-).bindparams(
-    bindparam("event_id", type_=Uuid),
-    bindparam("payload", type_=LargeBinary),
-    bindparam("headers", type_=JSONB),
-)
+# suppressed meanwhile; its event in the same statement (one round trip).
+STAGE_SENT_SQL = _sent_with_its_event(f"status = 'sending' AND lease_until = :lease_until AND NOT {_SUPPRESSED}")
 # A delivery the relay accepted whose record's COMMIT did not reach PostgreSQL (the database restarted, or the
 # connection broke, in that moment): recorded as sent as soon as the database answers again, whatever became of its
 # lease, since the relay has it. A sender that claimed it again meanwhile then finds it sent when it stages its own
 # record, and abandons its copy before the '.'; already sent, or cancelled, it is left as it is.
-RECORD_ACCEPTED_SQL = text(
-    "WITH marked AS (UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, lease_until = NULL "
-    "WHERE id = :id AND status IN ('sending', 'pending') RETURNING id) "
-    "INSERT INTO outbox (event_id, event_type, topic, key, shard, payload, headers) "
-    "SELECT CAST(:event_id AS uuid), :event_type, :topic, :event_key, CAST(:shard AS smallint), "
-    "CAST(:payload AS bytea), CAST(:headers AS jsonb) FROM marked RETURNING event_id"
-).bindparams(
-    bindparam("event_id", type_=Uuid),
-    bindparam("payload", type_=LargeBinary),
-    bindparam("headers", type_=JSONB),
-)
+RECORD_ACCEPTED_SQL = _sent_with_its_event("status IN ('sending', 'pending')")
 # When staging the record finds the delivery no longer this sender's to send: marked suppressed if its address was
 # suppressed since the claim; the delivery's status then ('suppressed' too when it was cancelled meanwhile, e.g.
 # its member erased; otherwise another sender has it).
