@@ -182,12 +182,21 @@ class MeetingNotifications:
             extra={"position": event.waitlist_position},
         )
 
+    async def _rsvp_when_ready(self, uow: UnitOfWork, envelope: Envelope, rsvp_id: str) -> dict[str, Any] | None:
+        """The RSVP's mirror row for an event about it. When the row is not there yet, its RsvpReceived waits for
+        the RSVP's key: this event is parked behind it (or dropped, the key destroyed). Once the key is known to be
+        here the row is read again: the keys consumer may have released that RsvpReceived, and written the row,
+        while `key_ready` waited for the subject's lock (the row read before it was from before that commit)."""
+        rsvp = await self._rsvp(uow.session, rsvp_id)
+        if rsvp is None and await self.service.key_ready(uow, envelope, rsvp_id):
+            rsvp = await self._rsvp(uow.session, rsvp_id)
+        return rsvp
+
     async def rsvp_repeated(self, uow: UnitOfWork, envelope: Envelope, event: RsvpRepeated) -> None:
         """Someone RSVPed again with the address of an RSVP that stands: that address (only) gets its link again."""
         session = uow.session
-        rsvp = await self._rsvp(session, event.rsvp_id)
+        rsvp = await self._rsvp_when_ready(uow, envelope, event.rsvp_id)
         if rsvp is None:
-            await self.service.key_ready(uow, envelope, event.rsvp_id)  # parks it, unless its key was destroyed
             return
         meeting = await self._meeting(session, event.meeting_id)
         if meeting is None:
@@ -206,9 +215,8 @@ class MeetingNotifications:
 
     async def promoted(self, uow: UnitOfWork, envelope: Envelope, event: PromotedFromWaitlist) -> None:
         session = uow.session
-        rsvp = await self._rsvp(session, event.rsvp_id)
+        rsvp = await self._rsvp_when_ready(uow, envelope, event.rsvp_id)
         if rsvp is None:
-            await self.service.key_ready(uow, envelope, event.rsvp_id)  # parks it, unless its key was destroyed
             return
         await session.execute(
             update(tables.rsvps).where(tables.rsvps.c.rsvp_id == event.rsvp_id).values(status="going")
@@ -227,12 +235,21 @@ class MeetingNotifications:
             meeting=meeting,
         )
 
+    async def _waits_behind_parked(self, uow: UnitOfWork, envelope: Envelope, rsvp_id: str) -> bool:
+        """Whether an event that changes the RSVP's mirror row was parked behind its RsvpReceived (itself parked
+        until the RSVP's key arrives), so that the change is not made to a row that is not there yet."""
+        session = uow.session
+        if await self._rsvp(session, rsvp_id) is not None:
+            return False
+        await self.service.parking.lock_subjects(session, [rsvp_id])  # not while the keys consumer releases it
+        if await self._rsvp(session, rsvp_id) is None and await self.service.parking.has_parked(session, rsvp_id):
+            await self.service.parking.park(session, envelope, "rsvp not mirrored yet", waits_for=rsvp_id)
+            return True
+        return False
+
     async def rsvp_cancelled(self, uow: UnitOfWork, envelope: Envelope, event: RsvpCancelled) -> None:
         session = uow.session
-        if await self._rsvp(session, event.rsvp_id) is None and await self.service.parking.has_parked(
-            session, event.rsvp_id
-        ):
-            await self.service.parking.park(session, envelope, "rsvp not mirrored yet", waits_for=event.rsvp_id)
+        if await self._waits_behind_parked(uow, envelope, event.rsvp_id):
             return
         await session.execute(
             update(tables.rsvps).where(tables.rsvps.c.rsvp_id == event.rsvp_id).values(status="cancelled")
@@ -240,6 +257,8 @@ class MeetingNotifications:
 
     async def attendance(self, uow: UnitOfWork, envelope: Envelope, event: AttendanceRecorded) -> None:
         session = uow.session
+        if await self._waits_behind_parked(uow, envelope, event.rsvp_id):
+            return
         await session.execute(
             update(tables.rsvps).where(tables.rsvps.c.rsvp_id == event.rsvp_id).values(status="attended")
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import httpx
 import pytest
 
 from deploy.local import launcher, rolling
@@ -58,14 +59,21 @@ async def test_every_instance_is_replaced_while_joins_flow_and_every_join_is_acc
     answers: dict[str, int] = {}
     rolled = asyncio.Event()
 
+    # Each join on a connection of its own, as different people's browsers make them. A reload of the gateway
+    # closes its old workers' idle keep-alive connections; a request sent on one in that instant meets the close
+    # (httpx raises ReadError, as a loaded CI run saw), which browsers answer by sending the request again on a
+    # new connection. What this test asks of Groundswell is that every join reaching it is taken.
+    people = httpx.AsyncClient(base_url=str(gateway.base_url), timeout=gateway.timeout,
+                               limits=httpx.Limits(max_keepalive_connections=0))
+
     async def steady_joins() -> None:  # three at a time, about ten a second, until the roll is over and a bit
         while not rolled.is_set():
             batch = [unique_email("rolling") for _ in range(3)]
-            answers.update(zip(batch, await asyncio.gather(*(join(gateway, e) for e in batch)), strict=True))
+            answers.update(zip(batch, await asyncio.gather(*(join(people, e) for e in batch)), strict=True))
             await asyncio.sleep(0.2)
         for _ in range(5):
             batch = [unique_email("rolling") for _ in range(3)]
-            answers.update(zip(batch, await asyncio.gather(*(join(gateway, e) for e in batch)), strict=True))
+            answers.update(zip(batch, await asyncio.gather(*(join(people, e) for e in batch)), strict=True))
 
     flowing = asyncio.create_task(steady_joins())
     await asyncio.sleep(1)
@@ -74,7 +82,10 @@ async def test_every_instance_is_replaced_while_joins_flow_and_every_join_is_acc
         await asyncio.to_thread(rolling.roll, launcher.SERVICES, progress=steps.append)
     finally:
         rolled.set()
-        await flowing
+        try:
+            await flowing
+        finally:
+            await people.aclose()
 
     after = pids()
     assert set(after) == set(before), "the roll left a different set of instances running"
