@@ -70,13 +70,19 @@ recipients = Table(
     Index("ix_recipients_address_key", "address_key"),
     # Announcements' audience by region (queries.audience_after).
     Index("ix_recipients_reachable_region", "region_id", "engagement_level", postgresql_where=text(REACHABLE)),
-    # A mailing's audience (mailings.audience_conditions): counted by an index-only scan of the first, or through
-    # the second when a few terms pick out few people.
+    # A mailing's audience (mailings.audience_conditions): counted by an index-only scan of the first (or of the
+    # second, for who took part lately), or through the GIN when a few terms pick out few people.
     Index(
         "ix_recipients_audience",
         "joined_at",
         postgresql_include=["audience_terms", "took_part_at"],
         postgresql_where=text(AUDIENCE),
+    ),
+    Index(
+        "ix_recipients_audience_took_part",
+        "took_part_at",
+        postgresql_include=["audience_terms"],
+        postgresql_where=text(f"{AUDIENCE} AND took_part_at IS NOT NULL"),
     ),
     Index("ix_recipients_audience_terms", "audience_terms", postgresql_using="gin", postgresql_where=text(AUDIENCE)),
     # What the count read before 0013; kept while a release that reads them may still serve (expand only), for a
