@@ -63,6 +63,7 @@ def _now() -> datetime:
 
 
 def _qualified(predicate: str) -> str:
+    """A predicate of db.py's columns ("a AND NOT b") with each column named as recipients'."""
     return " AND ".join(
         f"NOT recipients.{c.strip()[4:]}" if c.strip().startswith("NOT ") else f"recipients.{c.strip()}"
         for c in predicate.split(" AND ")
