@@ -339,3 +339,81 @@ async def test_a_combination_of_filters_counts_and_lists_exactly_the_people_it_d
     assert preview.status_code == 200
     listed = re.findall(r'<option value="[^"]+"(?: selected)?>([^<]+)</option>', preview.text)
     assert listed == ["Ada Chosen", "Bea Chosen"]
+
+
+async def test_the_count_follows_suppressions_participation_and_changes_whichever_comes_first(
+    gateway, notifications_db, people
+):
+    """The count reads what the database keeps on each recipient's row (migration 0013): it must follow a
+    suppression added or lifted after the member arrived or before, an address changed onto a suppressed one,
+    participation recorded before the member's row exists or moved later, and a member moving region."""
+    db, tag = notifications_db, uuid.uuid4().hex[:6]
+    region, elsewhere = str(uuid.uuid4()), str(uuid.uuid4())
+    interest = f"parks-{tag}"
+    keys = Suppressions(launcher.secret_key())
+    headers, _ = await region_organiser(db, people, region)
+
+    async def count(**params) -> int:
+        answered = await gateway.get(f"{BASE}/count", params={"interest": interest, **params}, headers=headers)
+        assert answered.status_code == 200, answered.text
+        return int(answered.json()["count"])
+
+    # Participation that arrived before the member's row, and a suppression of an address before it joins.
+    early = str(uuid.uuid4())
+    await db.execute(
+        "INSERT INTO participation (member_id, first_at, last_at) VALUES ($1, now() - interval '2 days', "
+        "now() - interval '2 days')",
+        early,
+    )
+    people["members"].append(early)
+    barred = f"barred-{tag}@example.org"
+    await db.execute("INSERT INTO suppressions (email, reason) VALUES ($1, 'hard_bounces')", keys.address_key(barred))
+    people["keys"].append(keys.address_key(barred))
+    for member_id, email in ((early, f"early-{tag}@example.org"), (str(uuid.uuid4()), barred)):
+        await db.execute(
+            "INSERT INTO recipients (member_id, email, name, email_consent, status, region_id, interests, "
+            "address_key, updated_at) VALUES ($1, $2, 'Early', true, 'confirmed', $3, $4, $5, now())",
+            member_id, email, region, [interest], keys.address_key(email),
+        )  # fmt: skip
+        people["members"].append(member_id)
+    assert await count() == 1
+    assert await count(took_part_within_days="7") == 1
+
+    [(later, later_email, _)] = await add_members(db, people, 1, region=region, interests=[interest], tag="later")
+    assert await count() == 2
+    assert await count(took_part_within_days="120") == 1 and await count(quiet_for_days="120") == 1
+    # Taking part later moves them from the quiet to those who took part.
+    await db.execute(
+        "INSERT INTO participation (member_id, first_at, last_at) VALUES ($1, now() - interval '90 days', "
+        "now() - interval '90 days')",
+        later,
+    )
+    assert await count(took_part_within_days="120") == 2 and await count(quiet_for_days="120") == 0
+    assert await count(took_part_within_days="7") == 1 and await count(quiet_for_days="7") == 1
+    await db.execute("UPDATE participation SET last_at = now() WHERE member_id = $1", later)
+    assert await count(took_part_within_days="7") == 2 and await count(quiet_for_days="7") == 0
+
+    # Suppressed after they arrived, then lifted.
+    later_key = keys.address_key(later_email)
+    people["keys"].append(later_key)
+    await db.execute("INSERT INTO suppressions (email, reason) VALUES ($1, 'unsubscribed')", later_key)
+    assert await count() == 1
+    await db.execute("DELETE FROM suppressions WHERE email = $1", later_key)
+    assert await count() == 2
+    # An address changed onto a suppressed one, and back.
+    await db.execute(
+        "UPDATE recipients SET email = $2, address_key = $3 WHERE member_id = $1",
+        later,
+        barred,
+        keys.address_key(barred),
+    )
+    assert await count() == 1
+    await db.execute(
+        "UPDATE recipients SET email = $2, address_key = $3 WHERE member_id = $1", later, later_email, later_key
+    )
+    assert await count() == 2
+    # Moving to another region takes them out of this one's count; a new interest, out of the interest's.
+    await db.execute("UPDATE recipients SET region_id = $2 WHERE member_id = $1", later, elsewhere)
+    assert await count() == 1
+    await db.execute("UPDATE recipients SET interests = '{}' WHERE member_id = $1", early)
+    assert await count() == 0
