@@ -329,7 +329,7 @@ class DeliveryWorker:
             reasons: dict[str, str] = {}
             if keys:
                 found = await session.execute(SUPPRESSIONS_SQL, {"keys": list(set(keys.values()))})
-                reasons = {email: reason for email, reason in found.tuples()}
+                reasons = {email: reason for email, reason in found}
             blocked = [row.id for row in rows if blocks(reasons.get(keys[row.id]), row.kind)]
             if blocked:
                 await session.execute(SUPPRESS_CLAIMED_SQL, {"ids": blocked})
