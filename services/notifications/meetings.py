@@ -146,9 +146,12 @@ class MeetingNotifications:
     # RSVPs -----------------------------------------------------------------------------------------
     async def rsvp_received(self, uow: UnitOfWork, envelope: Envelope, event: RsvpReceived) -> None:
         session = uow.session
-        email, name = await self._contact(uow, envelope, event)
+        contact = await self._contact(uow, envelope, event)
+        if contact is None:
+            return  # parked until the RSVP's key arrives (handled then, once), or its key was destroyed (erased)
+        email, name = contact
         if email is None and event.member_id is None:
-            return  # parked until the RSVP's key arrives, or its key was destroyed (erased)
+            return
         rv = tables.rsvps
         values = {
             "meeting_id": event.meeting_id,
@@ -300,11 +303,14 @@ class MeetingNotifications:
     # internals -------------------------------------------------------------------------------------
     async def _contact(
         self, uow: UnitOfWork, envelope: Envelope, event: RsvpReceived
-    ) -> tuple[str | None, str | None]:
+    ) -> tuple[str | None, str | None] | None:
+        """The RSVP's address and name; None when the event waits for the RSVP's key (parked, so that it is
+        handled once, whole, when the key arrives: a member's RSVP stored without its address meanwhile was counted
+        as participation twice and let a repeat's notice find a row with no address to write to)."""
         session = uow.session
         if event.email is not None:
             if not await self.service.key_ready(uow, envelope, event.rsvp_id):
-                return None, None
+                return None
             return await self.service.keys.unseal(session, event.email), await self.service.keys.unseal(
                 session, event.name
             )

@@ -128,3 +128,46 @@ async def test_an_event_about_an_rsvp_whose_received_is_being_released_is_handle
     }[then]
     assert (kinds, mirrored) == expected
     assert parked == 0
+
+
+async def test_a_members_rsvp_waiting_for_its_key_is_handled_once_whole_when_it_comes(
+    meetings: tuple[MeetingNotifications, NotificationService], race_db_url: str
+) -> None:
+    """A member's RSVP carries their id as well as its sealed address: before its key arrives it is parked whole
+    (it was stored without its address and counted as the member's participation, then counted again when the key
+    released it, and a repeat meanwhile found a row with no address to write to)."""
+    handlers, service = meetings
+    uows = service.uows
+    meeting_id, rsvp_id, member_id, key = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()), new_key()
+    start = datetime.now(UTC) + timedelta(days=3)
+    scheduled = MeetingScheduled(
+        meeting_id=meeting_id, title="Parked member meeting", kind="in_person", scope_type="network",
+        starts_at=start, ends_at=start + timedelta(hours=2), public_url=f"http://example.org/events/{meeting_id}")
+    received = RsvpReceived(
+        meeting_id=meeting_id, rsvp_id=rsvp_id, member_id=member_id, status="going",
+        email=seal(unique_email("parked-member"), key, key_id=rsvp_id, owner="events"),
+        name=seal("Ada Parked", key, key_id=rsvp_id, owner="events"))
+    repeated = RsvpRepeated(meeting_id=meeting_id, rsvp_id=rsvp_id, member_id=member_id)
+    envelopes = [Envelope.wrap(received), Envelope.wrap(repeated)]
+    async with uows.begin() as uow:
+        await handlers.meeting_scheduled(uow, Envelope.wrap(scheduled), scheduled)
+    async with uows.begin() as uow:
+        await handlers.rsvp_received(uow, envelopes[0], received)
+    async with uows.begin() as uow:
+        await handlers.rsvp_repeated(uow, envelopes[1], repeated)
+
+    conn = await asyncpg.connect(asyncpg_dsn(race_db_url))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM rsvps WHERE rsvp_id = $1", rsvp_id) == 0
+        assert await conn.fetchval("SELECT count(*) FROM participation WHERE member_id = $1", member_id) == 0
+        async with uows.begin() as uow:  # the key comes: both are released, in order, and handled
+            released = await service.remember_keys(uow, [(rsvp_id, encode_key(key))])
+            assert [[e.event_id for e in subject] for subject in released] == [[e.event_id for e in envelopes]]
+            await handlers.rsvp_received(uow, envelopes[0], received)
+            await handlers.rsvp_repeated(uow, envelopes[1], repeated)
+        kinds = sorted(r["kind"] for r in await conn.fetch(
+            "SELECT kind FROM deliveries WHERE subject_ref = ANY($1)", [rsvp_id, str(envelopes[1].event_id)]))
+        assert kinds == ["rsvp_confirmation", "rsvp_repeat"]
+        assert await conn.fetchval("SELECT count FROM participation WHERE member_id = $1", member_id) == 1
+    finally:
+        await conn.close()
