@@ -232,6 +232,32 @@ async def list_meetings(
     return list((await session.execute(q)).all())
 
 
+async def organiser_meetings(session: AsyncSession, within: OrganiserScope, *, page: int, per_page: int,
+                             now: datetime, title: str = "") -> tuple[list[Row], bool]:
+    """One page of the organisers' list of meetings in `within`'s scope (whose title contains `title`): those not
+    over at `now`, soonest first, then those over, latest first; and whether there is a next page. Both parts are
+    read by the end index (`ix_meetings_ends_at`), so a page costs what it shows, not the network's history."""
+    where = [in_scope(within)]
+    if title:
+        where.append(func.lower(m.c.title).contains(title.lower(), autoescape=True))
+    coming = await session.execute(
+        select(func.count()).select_from(m).where(*where, m.c.ends_at >= now)
+    )
+    upcoming = int(coming.scalar_one())
+    start, wanted = (page - 1) * per_page, per_page + 1
+    rows: list[Row] = []
+    if start < upcoming:
+        rows += (await session.execute(
+            select(m).where(*where, m.c.ends_at >= now).order_by(m.c.starts_at, m.c.id).offset(start).limit(wanted)
+        )).all()
+    if len(rows) < wanted:
+        rows += (await session.execute(
+            select(m).where(*where, m.c.ends_at < now).order_by(m.c.ends_at.desc(), m.c.id)
+            .offset(max(start - upcoming, 0)).limit(wanted - len(rows))
+        )).all()
+    return rows[:per_page], len(rows) > per_page
+
+
 async def count_meetings(session: AsyncSession, within: OrganiserScope | None = None) -> int:
     return int((await session.execute(select(func.count()).select_from(m).where(in_scope(within)))).scalar_one())
 
