@@ -34,6 +34,7 @@ from services.events.rsvps import hand_out_freed_places
 from shared.auth import OrganiserScope
 from shared.events import catalog as ev
 from shared.events.envelope import EventData
+from shared.scope_picker import scope_label
 from shared.uow import UnitsOfWork
 
 ORGANISER_PAGE = 25  # meetings a page of the organisers' list
@@ -46,6 +47,7 @@ class MeetingsPage:
     coming: list[Row]
     past: list[Row]
     counts: dict[str, dict[str, int]]
+    for_whom: dict[str, str]  # who each meeting is for, in words
     has_next: bool
 
 
@@ -213,8 +215,10 @@ class Meetings:
             rows, has_next = await queries.organiser_meetings(uow.session, within, page=page, per_page=ORGANISER_PAGE,
                                                               now=now, title=title)
             counts = await queries.rsvp_counts_of(uow.session, [row.id for row in rows])
+            names = {u.unit_id: u.name for u in await queries.units(uow.session)}
+        for_whom = {row.id: scope_label(row.scope_type, row.scope_id, names) for row in rows}
         return MeetingsPage([row for row in rows if row.ends_at >= now], [row for row in rows if row.ends_at < now],
-                            counts, has_next)
+                            counts, for_whom, has_next)
 
     async def count(self, within: OrganiserScope | None = None) -> int:
         async with self.uows.begin() as uow:

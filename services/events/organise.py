@@ -23,7 +23,7 @@ from services.events.rsvps import Rsvps
 from services.events.views import Pages
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
-from shared.scope_picker import UNKNOWN_CHOICE, choice_value, read_choice, scope_choices, scope_label
+from shared.scope_picker import UNKNOWN_CHOICE, choice_value, read_choice, scope_choices
 from shared.web import MAX_PAGE, local_time
 
 router = APIRouter(prefix="/events/organise", tags=["organiser pages"])
@@ -49,12 +49,10 @@ async def my_meetings(pages: PagesDep, meetings: MeetingsDep, organiser: Current
     page_no = min(max(int(page) if page.isdigit() else 1, 1), MAX_PAGE)
     q = q.strip()[:200]
     listed = await meetings.organiser_page(organiser, page_no, q)
-    units = await meetings.units()
-    shown = [*listed.coming, *listed.past]
     query = {"q": q} if q else {}
     return pages.render("organise_list.html", {
         "listed": listed, "organiser": organiser, "counts": listed.counts, "q": q, "query": query,
-        "page_no": page_no, "for_whom": {m.id: scope_label(m.scope_type, m.scope_id, units) for m in shown},
+        "page_no": page_no, "for_whom": listed.for_whom,
     })
 
 
