@@ -190,7 +190,8 @@ class MemberPage:
 
     async def view(self, who: auth.OrganiserScope, member_id: str, *, audit: bool = True) -> MemberView | None:
         """The member page of a member `who` looks after (None otherwise, as if there were none): one transaction
-        of nine statements whatever the member did (it was five transactions and about twenty statements)."""
+        of nine statements whatever the member did, and for notes their authors and keys (it was five transactions
+        and about twenty statements)."""
         async with self.uows.begin() as uow:
             session = uow.session
             row = await Roster.scoped_member(session, who, member_id)
