@@ -66,12 +66,24 @@ def growth_sql(where: str) -> str:
     return f"SELECT region_id, {', '.join(cols)} FROM rpt_members WHERE {where} GROUP BY region_id"
 
 
+def meetings_page(where: str, args: list[Any]) -> list[tuple[str, list[Any]]]:
+    """The first page of the organisers' meetings: how many are still to come, 26 of them (or those over when
+    there are none), and their RSVP counts."""
+    counts = "(SELECT count(*) FILTER (WHERE r.status = 'going') FROM rsvps r WHERE r.meeting_id = m.id)"
+    return [
+        (f"SELECT count(*) FROM meetings m WHERE {where} AND ends_at >= now()", args),
+        (f"SELECT m.*, {counts} FROM meetings m WHERE {where} AND ends_at >= now() ORDER BY starts_at, id LIMIT 26",
+         args),
+    ]
+
+
 def pages_for(m: dict[str, Any], meeting_id: str, digest_organiser: str) -> list[Page]:
     group, region = m["biggest_group"], m["region_of_biggest"]
     sample = m["sample_members"][0]
     surname = sample["name"].split()[-1].lower()
     member_list = "SELECT * FROM members WHERE {w} ORDER BY joined_at DESC, id LIMIT 25"
-    count = "SELECT count(*) FROM members WHERE {w}"
+    # the list counts up to 10,000 matches and says "more than" beyond (services/membership/organise.py)
+    count = "SELECT count(*) FROM (SELECT id FROM members WHERE {w} LIMIT 10001) s"
     in_group = "EXISTS (SELECT 1 FROM member_groups g WHERE g.member_id = members.id AND g.group_id = $1)"
 
     def listing(where: str, args: list[Any]) -> list[tuple[str, list[Any]]]:
@@ -140,14 +152,10 @@ def pages_for(m: dict[str, Any], meeting_id: str, digest_organiser: str) -> list
             ("SELECT * FROM digest_subscriptions WHERE organiser_id = $1", [digest_organiser]),
             ("SELECT * FROM digests WHERE organiser_id = $1 ORDER BY created_at DESC LIMIT 20", [digest_organiser]),
         ]),
-        Page("meetings list (network)", "/events/organise", "network", "events", [
-            ("SELECT m.*, (SELECT count(*) FROM rsvps r WHERE r.meeting_id = m.id AND r.status = 'going') FROM "
-             "meetings m ORDER BY starts_at DESC LIMIT 500", []),
-        ]),
-        Page("meetings list (group)", "/events/organise", "group", "events", [
-            ("SELECT m.*, (SELECT count(*) FROM rsvps r WHERE r.meeting_id = m.id AND r.status = 'going') FROM "
-             "meetings m WHERE scope_type = 'group' AND scope_id = $1 ORDER BY starts_at DESC LIMIT 500", [group]),
-        ]),
+        # 25 a page: the meetings still to come (soonest first), then those over (latest first), with RSVP counts
+        Page("meetings list (network)", "/events/organise", "network", "events", meetings_page("true", [])),
+        Page("meetings list (group)", "/events/organise", "group", "events",
+             meetings_page("scope_type = 'group' AND scope_id = $1", [group])),
         Page("check-in desk search", f"/events/organise/{meeting_id}/check-in?search={surname}", "group", "events", [
             ("SELECT * FROM rsvps WHERE meeting_id = $1 AND status IN ('going', 'waitlisted') AND (lower(name) LIKE $2 "
              "OR lower(email) LIKE $2) ORDER BY status, waitlist_position, lower(name)", [meeting_id, f"%{surname}%"]),

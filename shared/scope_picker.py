@@ -7,7 +7,7 @@ reads a choice back, refusing anything that is not one of them. A choice's value
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,9 +83,14 @@ def read_choice(value: str, groups: Iterable[ChoiceGroup]) -> tuple[str, str | N
     return kind, unit_id
 
 
-def scope_label(scope_type: str, scope_id: str | None, units: Iterable[Any]) -> str:
-    """Who something is for, in words: `the whole network`, `the region West Midlands`."""
+def scope_label(scope_type: str, scope_id: str | None, units: Iterable[Any] | Mapping[str, str]) -> str:
+    """Who something is for, in words: `the whole network`, `the region West Midlands`. `units`: the units (rows
+    with `unit_id` and `name`), or their names by id for a list that labels many things (a lookup, not a search)."""
     if scope_type == NETWORK or not scope_id:
         return "the whole network"
-    name = next((u.name for u in units if u.unit_id == scope_id), None)
+    if isinstance(units, Mapping):
+        name = units.get(scope_id)
+    else:
+        rows: Iterable[Any] = units  # rows, not names by id (Any: a row of any service's units table)
+        name = next((u.name for u in rows if u.unit_id == scope_id), None)
     return f"the {KIND_WORDS.get(scope_type, scope_type)} {name or 'that no longer exists'}"

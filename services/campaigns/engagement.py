@@ -191,15 +191,12 @@ class EngagementService:
         """Active members in the organiser's scope who have taken no action and attended no meeting."""
         async with self.uows.begin() as uow:
             rows = await queries.members_without_part(uow.session, organiser, region_id=region_id,
-                                                      group_id=group_id, joined_before=joined_before)
+                                                      group_id=group_id, joined_before=joined_before, limit=limit)
+            total, counted = await queries.without_part_by_place(uow.session, organiser, region_id=region_id,
+                                                                 group_id=group_id, joined_before=joined_before)
             names = await queries.unit_names(uow.session)
-            contacts = await self.people.contacts(uow.session, [r.member_id for r in rows[:limit]])
-        places: dict[tuple[str | None, str | None], int] = {}
-        for r in rows:
-            for g in (r.group_ids or [None]):
-                if group_id and g != group_id:
-                    continue
-                places[(r.region_id, g)] = places.get((r.region_id, g), 0) + 1
+            contacts = await self.people.contacts(uow.session, [r.member_id for r in rows])
+        places = {(region, group): n for region, group, n in counted}
         by_place = [
             {"region_id": region, "region": names.get(region, region or "No region"), "group_id": group,
              "group": names.get(group, group or "No group"), "members": n}
@@ -210,10 +207,10 @@ class EngagementService:
              "email": contact.email if contact else "", "region_id": r.region_id,
              "region": names.get(r.region_id, r.region_id or ""),
              "groups": [names.get(g, g) for g in r.group_ids or []], "joined_at": r.joined_at}
-            for r in rows[:limit]
+            for r in rows
             for contact in [contacts.get(r.member_id)]
         ]
-        return LongTail(by_place, members, len(rows))
+        return LongTail(by_place, members, total)
 
     async def long_tail_rows(self, organiser: OrganiserScope, *, region_id: str | None = None,
                              group_id: str | None = None,

@@ -249,10 +249,29 @@ def _scope_members(query: Any, m: Any, organiser: OrganiserScope) -> Any:
 
 
 async def members_without_part(session: AsyncSession, organiser: OrganiserScope, *, region_id: str | None,
-                               group_id: str | None, joined_before: datetime | None) -> list[Row]:
-    """Active members in the organiser's scope who have taken no action and attended no meeting, longest first."""
-    return list((await session.execute(without_part(organiser, region_id=region_id, group_id=group_id,
-                                                    joined_before=joined_before))).all())
+                               group_id: str | None, joined_before: datetime | None,
+                               limit: int | None = None) -> list[Row]:
+    """Active members in the organiser's scope who have taken no action and attended no meeting, longest first
+    (the first `limit` of them)."""
+    query = without_part(organiser, region_id=region_id, group_id=group_id, joined_before=joined_before)
+    return list((await session.execute(query.limit(limit))).all())
+
+
+async def without_part_by_place(session: AsyncSession, organiser: OrganiserScope, *, region_id: str | None,
+                                group_id: str | None, joined_before: datetime | None
+                                ) -> tuple[int, list[tuple[str | None, str | None, int]]]:
+    """How many members `members_without_part` finds, and how many of them in each (region, group) (a member in
+    two groups counts in each; one in none under the group None; with `group_id`, that group only), counted by
+    PostgreSQL: the long tail's page no longer reads every member of it into Python."""
+    tail = without_part(organiser, region_id=region_id, group_id=group_id, joined_before=joined_before).order_by(
+        None).subquery()
+    total = int((await session.execute(select(func.count()).select_from(tail))).scalar_one())
+    group = func.unnest(tail.c.group_ids).table_valued("g").render_derived().lateral()
+    counted = (select(tail.c.region_id, group.c.g, func.count())
+               .select_from(tail.outerjoin(group, true())).group_by(tail.c.region_id, group.c.g))
+    if group_id:
+        counted = counted.where(group.c.g == group_id)
+    return total, [(r[0], r[1], int(r[2])) for r in (await session.execute(counted)).all()]
 
 
 def without_part(organiser: OrganiserScope, *, region_id: str | None, group_id: str | None,

@@ -96,6 +96,8 @@ meetings = Table(
     Column("cancel_reason", Text, nullable=True),
     CheckConstraint("ends_at > starts_at", name="ends_after_start"),
     CheckConstraint("capacity IS NULL OR capacity > 0", name="capacity_positive"),
+    # the organisers' list: still to come, then over (migration 0006)
+    Index("ix_meetings_ends_at", "ends_at", "starts_at", "id"),
 )
 
 rsvps = Table(

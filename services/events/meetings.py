@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Unpack
 
 from sqlalchemy.engine import Row
@@ -32,7 +34,21 @@ from services.events.rsvps import hand_out_freed_places
 from shared.auth import OrganiserScope
 from shared.events import catalog as ev
 from shared.events.envelope import EventData
+from shared.scope_picker import scope_label
 from shared.uow import UnitsOfWork
+
+ORGANISER_PAGE = 25  # meetings a page of the organisers' list
+
+
+@dataclass(frozen=True)
+class MeetingsPage:
+    """A page of the organisers' list: the meetings still to come and those over (each with its RSVP counts)."""
+
+    coming: list[Row]
+    past: list[Row]
+    counts: dict[str, dict[str, int]]
+    for_whom: dict[str, str]  # who each meeting is for, in words
+    has_next: bool
 
 
 def plan_of(row: Any) -> MeetingPlan:
@@ -190,6 +206,19 @@ class Meetings:
         """Whether `who` looks after the member: an organiser adds only their own members to a meeting by id."""
         async with self.uows.begin() as uow:
             return await queries.member_covered(uow.session, member_id, who)
+
+    async def organiser_page(self, within: OrganiserScope, page: int, title: str = "") -> MeetingsPage:
+        """A page of the meetings `within` looks after, still to come first (soonest first), then those over (latest
+        first), with how many are going and waitlisted for each."""
+        now: datetime = utcnow()
+        async with self.uows.begin() as uow:
+            rows, has_next = await queries.organiser_meetings(uow.session, within, page=page, per_page=ORGANISER_PAGE,
+                                                              now=now, title=title)
+            counts = await queries.rsvp_counts_of(uow.session, [row.id for row in rows])
+            names = {u.unit_id: u.name for u in await queries.units(uow.session)}
+        for_whom = {row.id: scope_label(row.scope_type, row.scope_id, names) for row in rows}
+        return MeetingsPage([row for row in rows if row.ends_at >= now], [row for row in rows if row.ends_at < now],
+                            counts, for_whom, has_next)
 
     async def count(self, within: OrganiserScope | None = None) -> int:
         async with self.uows.begin() as uow:

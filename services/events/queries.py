@@ -232,6 +232,38 @@ async def list_meetings(
     return list((await session.execute(q)).all())
 
 
+async def organiser_meetings(session: AsyncSession, within: OrganiserScope, *, page: int, per_page: int,
+                             now: datetime, title: str = "") -> tuple[list[Row], bool]:
+    """One page of the organisers' list of meetings in `within`'s scope (whose title contains `title`): those not
+    over at `now`, soonest first, then those over, latest first; and whether there is a next page. Both parts are
+    read by the end index (`ix_meetings_ends_at`: end, start, id), so a page costs the meetings still to come and
+    those it shows, not the network's history of meetings."""
+    where = [in_scope(within)]
+    if title:
+        where.append(func.lower(m.c.title).contains(title.lower(), autoescape=True))
+    upcoming = int((await session.execute(
+        select(func.count()).select_from(m).where(*where, m.c.ends_at >= now)
+    )).scalar_one())
+    start, wanted = (page - 1) * per_page, per_page + 1
+    rows: list[Row] = []
+    if start < upcoming:
+        # The meetings still to come are found by the end index and only then sorted by start: ordered by the start
+        # index, PostgreSQL would walk every meeting that ever started before reaching the first still to come.
+        coming = select(m.c.id, m.c.starts_at).where(*where, m.c.ends_at >= now).cte("coming").prefix_with(
+            "MATERIALIZED")
+        shown = (select(coming.c.id, coming.c.starts_at).order_by(coming.c.starts_at, coming.c.id).offset(start)
+                 .limit(wanted).subquery())
+        rows += (await session.execute(
+            select(m).join(shown, shown.c.id == m.c.id).order_by(shown.c.starts_at, shown.c.id)
+        )).all()
+    if len(rows) < wanted:
+        rows += (await session.execute(
+            select(m).where(*where, m.c.ends_at < now).order_by(m.c.ends_at.desc(), m.c.id)
+            .offset(max(start - upcoming, 0)).limit(wanted - len(rows))
+        )).all()
+    return rows[:per_page], len(rows) > per_page
+
+
 async def count_meetings(session: AsyncSession, within: OrganiserScope | None = None) -> int:
     return int((await session.execute(select(func.count()).select_from(m).where(in_scope(within)))).scalar_one())
 

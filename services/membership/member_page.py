@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
+from services.membership.directory import UnitRow, names_of_units, read_units
 from services.membership.domain import OWNER
 from services.membership.roster import Roster, actor_of
 from shared import auth
@@ -62,6 +63,20 @@ class Note:
     at: datetime
     author_id: str  # the organiser who wrote it
     text: str
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """Everything the member page shows, read in one transaction."""
+
+    details: dict[str, Any]  # Roster.details: the member, their places, consents and roles
+    units: dict[str, list[UnitRow]]
+    timeline: list[Entry]
+    last_action: datetime | None
+    notes: list[Note]
+    authors: dict[str, str]  # the notes' authors' names by organiser id
+    tagged: list[Any]
+    other_tags: list[Any]
 
 
 async def _member_exists(session: AsyncSession, member_id: str | None) -> bool:
@@ -173,25 +188,42 @@ class MemberPage:
         self.uows = uows
         self.keys = KeyStore(tables.subject_keys, OWNER)
 
-    async def timeline(self, member: Any) -> tuple[list[Entry], datetime | None]:
+    async def view(self, who: auth.OrganiserScope, member_id: str, *, audit: bool = True) -> MemberView | None:
+        """The member page of a member `who` looks after (None otherwise, as if there were none): one transaction
+        of nine statements whatever the member did, and for notes their authors and keys (it was five transactions
+        and about twenty statements)."""
+        async with self.uows.begin() as uow:
+            session = uow.session
+            row = await Roster.scoped_member(session, who, member_id)
+            if row is None:
+                return None
+            units = await read_units(session)
+            details = await Roster.details(session, row, names_of_units(units))
+            timeline, last_action = await self._timeline(session, row, details["consents"])
+            tagged, other_tags = await self._tags(session, member_id)
+            notes = await self._notes(session, member_id)
+            authors = await self._authors(session, notes)
+            if audit:
+                await Roster.audit(session, actor_of(who), "member.view", member_id=member_id)
+        return MemberView(details, units, timeline, last_action, notes, authors, tagged, other_tags)
+
+    @staticmethod
+    async def _timeline(session: AsyncSession, member: Any, consents: list[Any]) -> tuple[list[Entry], datetime | None]:
         """Everything the member did, newest first, and when they last took an action."""
-        a, pm, pc, c = tables.member_activity, tables.public_meetings, tables.public_campaigns, tables.consent_records
+        a, pm, pc = tables.member_activity, tables.public_meetings, tables.public_campaigns
         entries = [Entry(member.joined_at, "Joined the network")]
         if member.confirmed_at:
             entries.append(Entry(member.confirmed_at, "Confirmed their email address"))
         if member.left_at:
             entries.append(Entry(member.left_at, "Left the network"))
-        async with self.uows.begin() as uow:
-            session = uow.session
-            rows = (
-                await session.execute(
-                    select(a, pm.c.title.label("meeting_title"), pc.c.title.label("campaign_title"))
-                    .outerjoin(pm, pm.c.meeting_id == a.c.subject_id)
-                    .outerjoin(pc, pc.c.campaign_id == a.c.subject_id)
-                    .where(a.c.member_id == member.id)
-                )
-            ).all()
-            consents = (await session.execute(select(c).where(c.c.member_id == member.id))).all()
+        rows = (
+            await session.execute(
+                select(a, pm.c.title.label("meeting_title"), pc.c.title.label("campaign_title"))
+                .outerjoin(pm, pm.c.meeting_id == a.c.subject_id)
+                .outerjoin(pc, pc.c.campaign_id == a.c.subject_id)
+                .where(a.c.member_id == member.id)
+            )
+        ).all()
         entries += [Entry(r.at, _words(r)) for r in rows]
         entries += [
             Entry(r.recorded_at, "Agreed to be emailed" if r.granted else "Asked not to be emailed")
@@ -201,24 +233,41 @@ class MemberPage:
         last_action = max((r.at for r in rows if r.kind == "action"), default=None)
         return entries, last_action
 
-    # notes ---------------------------------------------------------------------------------------
-    async def notes(self, member_id: str) -> list[Note]:
-        """Organisers' notes about the member, newest first."""
+    @staticmethod
+    async def _tags(session: AsyncSession, member_id: str) -> tuple[list[Any], list[Any]]:
+        """The member's tags and the other tags there are (to pick from), by name: one statement."""
+        t, g = tables.tags, tables.taggings
+        theirs = exists().where(g.c.tag_id == t.c.id, g.c.member_id == member_id)
+        rows = (await session.execute(
+            select(t.c.id, t.c.name, theirs.label("theirs")).order_by(func.lower(t.c.name))
+        )).all()
+        return [r for r in rows if r.theirs], [r for r in rows if not r.theirs]
+
+    async def _notes(self, session: AsyncSession, member_id: str) -> list[Note]:
+        """Organisers' notes about the member, newest first (a note whose key is destroyed is left out)."""
         n = tables.member_notes
-        async with self.uows.begin() as uow:
-            session = uow.session
-            rows = (
-                await session.execute(select(n).where(n.c.member_id == member_id).order_by(n.c.at.desc(), n.c.id))
-            ).all()
-            notes = []
-            for r in rows:
-                try:
-                    text = await self.keys.unseal(session, Sealed.model_validate(r.text)) or ""
-                except KeyDestroyed:
-                    continue
-                notes.append(Note(r.at, r.author_id, text))
+        rows = (
+            await session.execute(select(n).where(n.c.member_id == member_id).order_by(n.c.at.desc(), n.c.id))
+        ).all()
+        notes = []
+        for r in rows:
+            try:
+                text = await self.keys.unseal(session, Sealed.model_validate(r.text)) or ""
+            except KeyDestroyed:
+                continue
+            notes.append(Note(r.at, r.author_id, text))
         return notes
 
+    @staticmethod
+    async def _authors(session: AsyncSession, notes: list[Note]) -> dict[str, str]:
+        if not notes:
+            return {}
+        o = tables.organisers
+        ids = sorted({note.author_id for note in notes})
+        rows = (await session.execute(select(o.c.id, o.c.name).where(o.c.id.in_(ids)))).all()
+        return {r.id: r.name for r in rows if r.name}
+
+    # notes ---------------------------------------------------------------------------------------
     async def add_note(self, who: auth.OrganiserScope, member_id: str, text: str) -> None:
         text = text.strip()
         if not text or len(text) > MAX_NOTE:
@@ -234,20 +283,6 @@ class MemberPage:
             await Roster.audit(session, actor_of(who), "member.note", member_id=member_id)
 
     # tags ----------------------------------------------------------------------------------------
-    async def tags(self, member_id: str) -> tuple[list[Any], list[Any]]:
-        """The member's tags and every tag there is (to pick from), by name."""
-        t, g = tables.tags, tables.taggings
-        async with self.uows.begin() as uow:
-            session = uow.session
-            theirs = (
-                await session.execute(
-                    select(t.c.id, t.c.name).join(g, g.c.tag_id == t.c.id).where(g.c.member_id == member_id)
-                    .order_by(func.lower(t.c.name))
-                )
-            ).all()
-            every = (await session.execute(select(t.c.id, t.c.name).order_by(func.lower(t.c.name)))).all()
-        return list(theirs), list(every)
-
     async def tag(self, who: auth.OrganiserScope, member_id: str, name: str) -> None:
         """Tag the member with the tag of that name (any case), made if there is none yet."""
         name = " ".join(name.split())

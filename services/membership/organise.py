@@ -37,7 +37,7 @@ from services.membership.deps import (
 )
 from services.membership.directory import KIND_NAMES, ROLES, Directory
 from services.membership.front_door import FrontDoor
-from services.membership.member_page import MemberPage
+from services.membership.member_page import MemberPage, MemberView
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
 from services.membership.revoking import CannotRevoke
@@ -203,14 +203,20 @@ def _int(value: str | None, default: int) -> int:
         return default
 
 
+# The member list counts matches up to this many and says "more than" beyond: an exact count reads every member in
+# scope at each page view (a million for a network organiser); the dashboard counts the network from its tallies.
+COUNT_UP_TO = 10_000
+
+
 @router.get("/members", response_class=HTMLResponse)
 async def member_list(request: Request, who: CurrentOrganiser, roster: RosterDep, joins: JoinsDep) -> HTMLResponse:
     filters = _filters(request)
     page_no = min(max(_int(request.query_params.get("page"), 1), 1), MAX_PAGE)
     per_page = min(max(_int(request.query_params.get("per_page"), 25), 1), 100)
-    rows, total = await roster.page(who, filters, page_no, per_page)
+    rows, total = await roster.page(who, filters, page_no, per_page, count_up_to=COUNT_UP_TO)
     options = await joins.options()
     query = {k: v for k, v in filters.as_dict().items()}
+    more = total > COUNT_UP_TO
     return page(
         request,
         "members.html",
@@ -218,8 +224,11 @@ async def member_list(request: Request, who: CurrentOrganiser, roster: RosterDep
             who,
             rows=rows,
             total=total,
+            more=more,
+            count_up_to=COUNT_UP_TO,
             page_no=page_no,
-            pages=max(math.ceil(total / per_page), 1),
+            pages=None if more else max(math.ceil(total / per_page), 1),
+            has_next=len(rows) == per_page if more else page_no < math.ceil(total / per_page),
             filters=filters,
             options=options,
             query=query,
@@ -239,36 +248,36 @@ NOT_YOURS = "There is no member with that id in the part of the network you look
 
 @router.get("/members/{member_id}", response_class=HTMLResponse)
 async def member_details(
-    request: Request, who: CurrentOrganiser, roster: RosterDep, directory: DirectoryDep, member_page: MemberPageDep,
-    member_id: str,
+    request: Request, who: CurrentOrganiser, member_page: MemberPageDep, member_id: str,
 ) -> HTMLResponse:
-    details = await roster.member(who, member_id)
-    if details is None:
+    view = await member_page.view(who, member_id)
+    if view is None:
         raise HTTPException(404, NOT_YOURS)
-    return await _member_page(request, who, directory, member_page, details)
+    return _member_page(request, who, view)
 
 
-async def _member_page(
+def _member_page(
     request: Request,
     who: auth.OrganiserScope,
-    directory: Directory,
-    member_page: MemberPage,
-    details: dict[str, Any],
+    view: MemberView,
     errors: dict[str, str] | None = None,
     values: dict[str, str] | None = None,
 ) -> HTMLResponse:
     """The member page: their details, what they did across the services, organisers' notes and their tags."""
-    member = details["member"]
-    timeline, last_action = await member_page.timeline(member)
-    tagged, every_tag = await member_page.tags(member.id)
-    notes = await member_page.notes(member.id)
-    authors = await directory.names_of([], sorted({n.author_id for n in notes})) if notes else {}
     context = _context(
-        who, **details, role_names=ROLES, units=await directory.units(), timeline=timeline, last_action=last_action,
-        notes=notes, authors=authors, tagged=tagged, other_tags=[t for t in every_tag if t not in tagged],
-        errors=errors or {}, values=values or {},
+        who, **view.details, role_names=ROLES, units=view.units, timeline=view.timeline,
+        last_action=view.last_action, notes=view.notes, authors=view.authors, tagged=view.tagged,
+        other_tags=view.other_tags, errors=errors or {}, values=values or {},
     )
     return page(request, "member.html", context, 422 if errors else 200)
+
+
+async def _view_or_404(who: auth.OrganiserScope, member_page: MemberPage, member_id: str) -> MemberView:
+    """The member page as it is now (not audited again: the change that failed is what is recorded)."""
+    view = await member_page.view(who, member_id, audit=False)
+    if view is None:
+        raise HTTPException(404, NOT_YOURS)
+    return view
 
 
 async def _member_or_404(who: auth.OrganiserScope, roster: Roster, member_id: str) -> dict[str, Any]:
@@ -281,33 +290,33 @@ async def _member_or_404(who: auth.OrganiserScope, roster: Roster, member_id: st
 @router.post("/members/{member_id}/notes", response_class=HTMLResponse,
              responses={404: {"description": NOT_YOURS}, 422: {"description": "The note is empty or too long"}})
 async def add_note(
-    request: Request, who: CurrentOrganiser, roster: RosterDep, directory: DirectoryDep, member_page: MemberPageDep,
-    member_id: str,
+    request: Request, who: CurrentOrganiser, roster: RosterDep, member_page: MemberPageDep, member_id: str,
 ) -> Response:
     """An organiser notes something about a member (a call, what they offered); others in scope read it."""
-    details = await _member_or_404(who, roster, member_id)
+    await _member_or_404(who, roster, member_id)
     text = str((await request.form()).get("note") or "")
     try:
         await member_page.add_note(who, member_id, text)
     except InvalidInput as problem:
-        return await _member_page(request, who, directory, member_page, details, problem.errors, {"note": text})
+        view = await _view_or_404(who, member_page, member_id)
+        return _member_page(request, who, view, problem.errors, {"note": text})
     return RedirectResponse(f"/members/{member_id}#notes", status_code=303)
 
 
 @router.post("/members/{member_id}/tags", response_class=HTMLResponse,
              responses={404: {"description": NOT_YOURS}, 422: {"description": "No tag was chosen or written"}})
 async def add_tag(
-    request: Request, who: CurrentOrganiser, roster: RosterDep, directory: DirectoryDep, member_page: MemberPageDep,
-    member_id: str,
+    request: Request, who: CurrentOrganiser, roster: RosterDep, member_page: MemberPageDep, member_id: str,
 ) -> Response:
     """Tag a member with a tag there is (chosen from a list) or a new one (written)."""
-    details = await _member_or_404(who, roster, member_id)
+    await _member_or_404(who, roster, member_id)
     form = await request.form()
     name = str(form.get("new_tag") or "").strip() or str(form.get("tag") or "")
     try:
         await member_page.tag(who, member_id, name)
     except InvalidInput as problem:
-        return await _member_page(request, who, directory, member_page, details, problem.errors, {"new_tag": name})
+        view = await _view_or_404(who, member_page, member_id)
+        return _member_page(request, who, view, problem.errors, {"new_tag": name})
     return RedirectResponse(f"/members/{member_id}#tags", status_code=303)
 
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, any_, exists, func, insert, literal, or_, select
+from sqlalchemy import ColumnElement, and_, any_, exists, func, insert, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
+from services.membership.directory import names_of_units, read_units
 from shared import auth
 from shared.exports import EXPORT_BATCH, csv_chunks
 from shared.uow import UnitsOfWork
@@ -153,16 +154,22 @@ class Roster:
         page: int = 1,
         per_page: int = 25,
         also: Sequence[ColumnElement[bool]] = (),
+        count_up_to: int | None = None,
     ) -> tuple[list[Any], int]:
         """One page of the members in scope matching the filters (and the conditions `also`, an API's own
-        filter), and how many match; audited."""
+        filter), and how many match; audited. With `count_up_to`, the count stops there: more than that many
+        match when it is `count_up_to + 1` (a count of every match reads every member at a million)."""
         m = tables.members
         per_page = max(1, min(per_page, MAX_PER_PAGE))
         page = max(page, 1)
         where = and_(in_scope(who), *_filtered(filters), *also)
+        counted = select(func.count()).select_from(m).where(where)
+        if count_up_to is not None:
+            matches = select(m.c.id).where(where).limit(count_up_to + 1).subquery()
+            counted = select(func.count()).select_from(matches)
         async with self.uows.begin() as uow:
             session = uow.session
-            total = (await session.execute(select(func.count()).select_from(m).where(where))).scalar_one()
+            total = (await session.execute(counted)).scalar_one()
             rows = (
                 await session.execute(
                     select(m)
@@ -202,12 +209,9 @@ class Roster:
 
     async def member(self, who: auth.OrganiserScope, member_id: str, *, audit: bool = True) -> dict[str, Any] | None:
         """Everything an organiser may see of one member in their scope, or None (also when out of scope)."""
-        m = tables.members
         async with self.uows.begin() as uow:
             session = uow.session
-            row = (
-                await session.execute(select(m).where(m.c.id == member_id, m.c.status != "erased", in_scope(who)))
-            ).first()
+            row = await self.scoped_member(session, who, member_id)
             if row is None:
                 return None
             details = await self.details(session, row)
@@ -215,23 +219,38 @@ class Roster:
                 await self.audit(session, actor_of(who), "member.view", member_id=member_id)
         return details
 
-    async def details(self, session: AsyncSession, row: Any) -> dict[str, Any]:
-        return (await self.details_of(session, [row]))[0]
+    @staticmethod
+    async def scoped_member(session: AsyncSession, who: auth.OrganiserScope, member_id: str) -> Any | None:
+        """The member's row if `who` looks after them (and they are not erased), else None."""
+        m = tables.members
+        found = await session.execute(select(m).where(m.c.id == member_id, m.c.status != "erased", in_scope(who)))
+        return found.first()
 
-    async def details_of(self, session: AsyncSession, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    @staticmethod
+    async def details(session: AsyncSession, row: Any, names: dict[str, str] | None = None) -> dict[str, Any]:
+        return (await Roster.details_of(session, [row], names))[0]
+
+    @staticmethod
+    async def details_of(session: AsyncSession, rows: Sequence[Any],
+                         names: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """`details` of each member of `rows`, with one query per table for them all (a page of the OSDI people
-        collection read about eight per person before: bench/pages.py)."""
+        collection read about eight per person before: bench/pages.py); `names`: the units' names, if the caller
+        has read them already."""
         mg, ms, c, g = tables.member_groups, tables.member_subteams, tables.consent_records, tables.role_grants
         ids = [row.id for row in rows]
-        names = await self.unit_names(session)
+        if names is None:
+            names = await Roster.unit_names(session)
         groups: dict[str, list[str]] = {i: [] for i in ids}
         subteams: dict[str, list[str]] = {i: [] for i in ids}
         consents: dict[str, list[Any]] = {i: [] for i in ids}
         roles: dict[str, list[Any]] = {i: [] for i in ids}
-        for r in (await session.execute(select(mg.c.member_id, mg.c.group_id).where(mg.c.member_id.in_(ids)))).all():
-            groups[r.member_id].append(r.group_id)
-        for r in (await session.execute(select(ms.c.member_id, ms.c.subteam_id).where(ms.c.member_id.in_(ids)))).all():
-            subteams[r.member_id].append(r.subteam_id)
+        places = union_all(
+            select(literal("group").label("kind"), mg.c.member_id, mg.c.group_id.label("unit_id"))
+            .where(mg.c.member_id.in_(ids)),
+            select(literal("subteam"), ms.c.member_id, ms.c.subteam_id).where(ms.c.member_id.in_(ids)),
+        )
+        for r in (await session.execute(places)).all():
+            (groups if r.kind == "group" else subteams)[r.member_id].append(r.unit_id)
         for r in (await session.execute(select(c).where(c.c.member_id.in_(ids)).order_by(c.c.recorded_at))).all():
             consents[r.member_id].append(r)
         for r in (await session.execute(select(g).where(g.c.member_id.in_(ids), g.c.revoked_at.is_(None)))).all():
@@ -252,11 +271,8 @@ class Roster:
 
     @staticmethod
     async def unit_names(session: AsyncSession) -> dict[str, str]:
-        names: dict[str, str] = {}
-        for table in (tables.regions, tables.local_groups, tables.subteams, tables.partner_organisations):
-            for r in (await session.execute(select(table.c.id, table.c.name))).all():
-                names[r.id] = r.name
-        return names
+        """Every region's, group's, sub-team's and partner's name by id (one statement)."""
+        return names_of_units(await read_units(session))
 
     async def audit_entries(self, who: auth.OrganiserScope, limit: int = 200) -> list[Any]:
         """The audit log, for network organisers; others see what they did themselves."""

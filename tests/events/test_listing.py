@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from tests.events.conftest import schedule
+from tests.events.conftest import organiser_headers, schedule
 
 
 def _at(days: int) -> dict[str, str]:
@@ -45,7 +45,7 @@ async def test_an_organiser_cancels_from_their_meetings_page(client, organiser, 
     meeting = await schedule(client, organiser)
     client.cookies.update({"gs_organiser": organiser["Authorization"][7:]})
     try:
-        listed = await client.get("/events/organise")
+        listed = await client.get("/events/organise", params={"q": meeting["title"]})  # 25 a page: by its title
         assert meeting["title"] in listed.text and meeting["check_in_code"] in listed.text
         confirm = await client.get(f"/events/organise/{meeting['id']}/cancel")
         assert confirm.status_code == 200 and "Yes, cancel the meeting" in confirm.text
@@ -55,3 +55,38 @@ async def test_an_organiser_cancels_from_their_meetings_page(client, organiser, 
         client.cookies.clear()
     assert response.status_code == 303
     assert await db.fetchval("SELECT cancel_reason FROM meetings WHERE id = $1", meeting["id"]) == "Snow"
+
+
+async def test_an_organisers_meetings_come_25_a_page_those_to_come_soonest_first_then_those_over_latest_first(
+        client, organiser, db):
+    region = f"region-{uuid.uuid4().hex[:6]}"
+    coming = [await schedule(client, organiser, scope_type="region", scope_id=region, title=f"Coming {region} {d:02}",
+                             **_at(d)) for d in range(1, 28)]
+    over = []
+    for d in (3, 1, 2):  # meetings that ended days ago, stored out of order
+        start = datetime.now(UTC) - timedelta(days=d, hours=3)
+        over.append(f"Over {region} {d}")
+        await db.execute(
+            "INSERT INTO meetings (id, title, kind, scope_type, scope_id, region_id, starts_at, ends_at, check_in_code)"
+            " VALUES ($1, $2, 'in_person', 'region', $3, $3, $4, $5, 'PAST01')",
+            str(uuid.uuid4()), over[-1], region, start, start + timedelta(hours=2))
+    mine = organiser_headers("region", region)
+
+    first = await client.get("/events/organise", headers=mine)
+    assert first.status_code == 200 and "Still to come" in first.text and ">Over<" not in first.text
+    shown = [m["title"] for m in coming if m["title"] in first.text]
+    assert shown == [m["title"] for m in coming[:25]]
+    assert first.text.index(coming[0]["title"]) < first.text.index(coming[24]["title"])  # soonest first
+    assert "0 going" in first.text and 'rel="next" href="/events/organise?page=2"' in first.text
+
+    second = await client.get("/events/organise", params={"page": 2}, headers=mine)
+    assert coming[25]["title"] in second.text and coming[26]["title"] in second.text
+    assert coming[24]["title"] not in second.text and ">Over<" in second.text
+    positions = [second.text.index(f"Over {region} {d}<") for d in (1, 2, 3)]
+    assert positions == sorted(positions)  # latest first
+    assert 'rel="prev" href="/events/organise?page=1"' in second.text and 'rel="next"' not in second.text
+
+    found = await client.get("/events/organise", params={"q": f"over {region} 2"}, headers=mine)
+    assert f"Over {region} 2<" in found.text and coming[0]["title"] not in found.text
+    beyond = await client.get("/events/organise", params={"page": "nine"}, headers=mine)
+    assert beyond.status_code == 200 and coming[0]["title"] in beyond.text  # a page that is not a number: the first

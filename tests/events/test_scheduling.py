@@ -183,7 +183,7 @@ async def _pick_by_name(client, db, tag: str, region: str, group: str, elsewhere
     assert chosen.status_code == 303
     row = await db.fetchrow("SELECT scope_type, scope_id, region_id FROM meetings WHERE title = $1", title)
     assert (row["scope_type"], row["scope_id"], row["region_id"]) == ("group", group, region)
-    listed = await client.get("/events/organise")
+    listed = await client.get("/events/organise", params={"q": title})  # 25 a page: found by its title
     assert f"For the group Testtown {tag}" in listed.text and "0 going" in listed.text
 
 

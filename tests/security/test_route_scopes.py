@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import importlib
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -748,9 +750,18 @@ async def call(s: Seed, route: str, rule: Rule, headers: dict[str, str], params:
 
 async def whole_listing(s: Seed, route: str, rule: Rule, headers: dict[str, str], params: dict[str, str],
                         first: httpx.Response) -> str:
-    """Every page of a listing (OSDI collections come 25 at a time), as text."""
+    """Every page of a listing (OSDI collections come 25 at a time), as text; an organiser page's pages are
+    followed by their `rel="next"` links until the marker shows (at most 40 pages)."""
     if not rule.api:
-        return first.text
+        assert s.client is not None
+        texts = [first.text]
+        for _ in range(40):
+            if s[rule.marker] in texts[-1] or (found := re.search(r'<a rel="next" href="([^"]+)"', texts[-1])) is None:
+                break
+            more = await s.client.get(html.unescape(found[1]), headers=headers)
+            assert more.status_code == 200, (more.status_code, more.text[:300])
+            texts.append(more.text)
+        return "".join(texts)
     texts, pages = [first.text], int(first.json().get("total_pages") or 1)
     for page in range(2, min(pages, 400) + 1):
         more = await call(s, route, Rule(rule.kind, api=True, query={**rule.query, "page": str(page)}), headers, params)
