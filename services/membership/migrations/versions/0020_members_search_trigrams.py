@@ -5,8 +5,8 @@ pg_trgm ships with PostgreSQL (Debian's packages, the official image) and is a t
 owner may create it. Where it cannot be created (a managed service that refuses it), the migration says so and
 goes on without the indexes: the search then works as before, by reading the members.
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 """
 
 import logging
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0019"
-down_revision: str | None = "0018"
+revision: str = "0020"
+down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
