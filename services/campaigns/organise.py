@@ -41,8 +41,8 @@ async def my_campaigns(pages: PagesDep, organiser: Organiser, campaigns: Campaig
                        actions: Actions) -> HTMLResponse:
     rows = await campaigns.campaigns_for(organiser)
     totals = {r.id: sum((await actions.counts(r.id)).values()) for r in rows}
-    units = await campaigns.units()
-    for_whom = {r.id: scope_label(r.scope_type, r.scope_id, units) for r in rows}
+    names = {u.unit_id: u.name for u in await campaigns.units()}  # a lookup per campaign, not a search
+    for_whom = {r.id: scope_label(r.scope_type, r.scope_id, names) for r in rows}
     return pages.render("organise_list.html", {"campaigns": rows, "totals": totals, "organiser": organiser,
                                                "for_whom": for_whom})
 
