@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -366,26 +367,28 @@ class DeliveryWorker:
         async with self._recording:
             for accepted in list(self._accepted.values()):
                 async with self.db.transaction() as session:
-                    sent = Envelope.wrap(
-                        NotificationSent(
-                            delivery_id=accepted.id,
-                            kind=accepted.kind,
-                            recipient_id=accepted.recipient_id,
-                            sent_at=accepted.sent_at,
-                        ),
-                        correlation_id=accepted.correlation_id,
-                    )
-                    with self.outbox.rows([sent]) as (event,):
-                        outbox = {f"event_{k}" if k == "key" else k: v for k, v in event.items()}
+                    with self._sent_event(accepted, accepted.sent_at) as event:
                         marked = await session.execute(
                             RECORD_ACCEPTED_SQL,
-                            {"id": accepted.id, "attempts": accepted.attempts, "now": accepted.sent_at, **outbox},
+                            {"id": accepted.id, "attempts": accepted.attempts, "now": accepted.sent_at, **event},
                         )
                         recorded += marked.first() is not None
                 del self._accepted[accepted.id]
                 metrics.EMAILS_SENT.labels(self.service, accepted.kind).inc()
                 log.info("accepted email recorded as sent after its commit failed", delivery_id=accepted.id)
         return recorded
+
+    @contextmanager
+    def _sent_event(self, delivery: Any, sent_at: datetime) -> Iterator[dict[str, Any]]:
+        """The NotificationSent of `delivery` (a claimed row or an Accepted) as the parameters of its outbox row in
+        `_sent_with_its_event`'s statement (within the block: the trace span of its emitting lasts as long)."""
+        sent = Envelope.wrap(
+            NotificationSent(delivery_id=delivery.id, kind=delivery.kind, recipient_id=delivery.recipient_id,
+                             sent_at=sent_at),
+            correlation_id=delivery.correlation_id,
+        )
+        with self.outbox.rows([sent]) as (event,):
+            yield {f"event_{k}" if k == "key" else k: v for k, v in event.items()}
 
     async def deliver(self, mailer: Mailer, row: Any, session: AsyncSession | None = None) -> None:
         """Send one leased delivery; record it as sent once the relay has accepted it.
@@ -433,13 +436,8 @@ class DeliveryWorker:
             """The record of the email as sent, written (the row locked) but not committed: the relay has the
             whole message before it gets its final '.'."""
             await session.begin()
-            sent = Envelope.wrap(
-                NotificationSent(delivery_id=row.id, kind=row.kind, recipient_id=row.recipient_id, sent_at=now),
-                correlation_id=row.correlation_id,
-            )
-            with self.outbox.rows([sent]) as (event,):
-                outbox = {f"event_{k}" if k == "key" else k: v for k, v in event.items()}
-                still_mine = await session.execute(STAGE_SENT_SQL, {**params, **outbox, "now": now})
+            with self._sent_event(row, now) as event:
+                still_mine = await session.execute(STAGE_SENT_SQL, {**params, **event, "now": now})
             if still_mine.first() is None:
                 # Suppressed or cancelled since it was claimed, or another sender has it now: abandon this copy
                 # before its '.'.
