@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.database_url import libpq_url
@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     mail_from: str = "Groundswell <hello@groundswell.localhost>"
     smtp_max_per_second: float = 0.0  # the relay's allowed rate; 0: no limit
     smtp_connections: int = 4  # concurrent SMTP connections per notifications process
+    # How long a sender holds the deliveries it claimed (services/notifications/delivery.py): a killed sender's
+    # emails wait this long before another sends them. Never part of what prevents a second copy (the staged
+    # record's fencing does that), so any value from a few seconds up is safe; `make test` runs with 6.
+    delivery_lease_seconds: float = Field(default=30.0, ge=3.0, le=3600.0)
     # The receiver of bounces that arrive later (notifications/bounces.py); port 0: not started.
     bounce_smtp_host: str = "127.0.0.1"
     bounce_smtp_port: int = 0

@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
         settings,
         service.deliveries_queued,
         connections=settings.smtp_connections,
+        lease_s=settings.delivery_lease_seconds,
         wording=service.wording,
     )
     for kind in RSVP_EMAIL_KINDS:
