@@ -76,3 +76,17 @@ def test_each_service_keeps_the_tls_parameters_of_the_servers_database_url(monke
         "postgresql+asyncpg://gs:pw@pg.example.org/groundswell_events?sslmode=verify-full"
         "&sslrootcert=/run/secrets/pg-ca.pem"
     )
+
+
+@pytest.mark.parametrize("value", ["0", "2.5", "-1", "soon", "7200"])
+def test_a_delivery_lease_too_short_too_long_or_not_a_number_is_refused(value, monkeypatch):
+    monkeypatch.setenv("DELIVERY_LEASE_SECONDS", value)
+    with pytest.raises(ValidationError, match="delivery_lease_seconds"):
+        settings()
+
+
+def test_the_delivery_lease_is_30_seconds_unless_set(monkeypatch):
+    monkeypatch.delenv("DELIVERY_LEASE_SECONDS", raising=False)
+    assert settings().delivery_lease_seconds == 30.0
+    monkeypatch.setenv("DELIVERY_LEASE_SECONDS", "6")
+    assert settings().delivery_lease_seconds == 6.0
