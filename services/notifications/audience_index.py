@@ -4,12 +4,14 @@ of PostgreSQL visiting every matching index entry (0.5 s for 774,000 people on t
 
 Kept exactly live from the database, never from events: a trigger stamps each recipient's row with the writing
 transaction's id (`audience_xid`) whenever something a count reads changes, and a deleted row leaves a tombstone
-with the deleting transaction's id. Before each count the index refreshes: one statement reads its snapshot's xmin
-and every row and tombstone stamped at or after the previous refresh's xmin, and each is applied whole (the member
-is taken out of every bitmap and put back by its current state), so applying one twice is harmless. A transaction
-still running at a refresh has an id at or above that refresh's xmin, so whatever it commits later is read by the
-next one: commits out of order are never missed (a sequence would be). Decision 0013 says why, and how tombstones
-are pruned.
+with the deleting transaction's id. Before each count the index refreshes: one statement reads its own snapshot
+and every row and tombstone stamped by a transaction the previous refresh's snapshot could not see (one still
+running then, in its xip list, or one begun after it, at or above its xmax), and each is applied whole (the member
+is taken out of every bitmap and put back by its current state), so applying one twice is harmless. Whatever a
+transaction running at a refresh commits later is read by the next one: commits out of order are never missed (a
+sequence would be). Not "every id at or above the last xmin": xmin is the whole cluster's, and one long
+transaction anywhere (a dump, a bulk load in another database) would make every refresh re-read all that was
+written since it began. Decision 0013 says why, and how tombstones are pruned.
 
 Each instance of the service keeps its own index, loaded in the background when it starts; until it is loaded,
 or if loading or a refresh failed, `count` answers None and the caller counts in SQL.
@@ -54,20 +56,21 @@ _NO_STATE = (
     "NULL::text AS engagement_level, NULL::text[] AS interests, NULL::bigint AS joined_us, "
     "NULL::bigint AS took_part_us"
 )
-# One statement, so one snapshot: its xmin, the generation (a TRUNCATE) and the prune horizon, then every row and
-# tombstone stamped at or after the last refresh's xmin.
+# One statement, so one snapshot: the snapshot itself, the generation (a TRUNCATE) and the prune horizon, then
+# every row and tombstone stamped by a transaction the last refresh's snapshot did not see.
 REFRESH_SQL = text(
-    "SELECT 's' AS kind, NULL::bigint AS audience_no, pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, "
+    "SELECT 's' AS kind, NULL::bigint AS audience_no, pg_current_snapshot()::text AS snapshot, "
     "generation, prune_horizon::text AS horizon, " + _NO_STATE + " FROM audience_index_state "
     "UNION ALL "
     f"SELECT 'r', {_STATE.replace('audience_no, ', 'audience_no, NULL, NULL, NULL, ', 1)} "
-    "FROM recipients WHERE audience_xid >= CAST(:since AS xid8) AND audience_no IS NOT NULL "
+    "FROM recipients WHERE (audience_xid >= CAST(:xmax AS xid8) OR audience_xid = ANY(CAST(:xip AS xid8[]))) "
+    "AND audience_no IS NOT NULL "
     "UNION ALL "
     "SELECT 'd', audience_no, NULL, NULL, NULL, " + _NO_STATE + " FROM audience_tombstones "
-    "WHERE xid >= CAST(:since AS xid8)"
+    "WHERE xid >= CAST(:xmax AS xid8) OR xid = ANY(CAST(:xip AS xid8[]))"
 )
 START_SQL = text(
-    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, generation, prune_horizon::text AS horizon "
+    "SELECT pg_current_snapshot()::text AS snapshot, generation, prune_horizon::text AS horizon "
     "FROM audience_index_state"
 )
 LOAD_SQL = text(
@@ -75,7 +78,7 @@ LOAD_SQL = text(
     "ORDER BY audience_no LIMIT :limit"
 )
 # Tombstones a day old that every refresh since has read (decision 0013): gone, and the horizon raised past them;
-# an instance whose last xmin is at or below the horizon may have missed one and loads afresh.
+# an instance whose last snapshot's xmin is at or below the horizon may have missed one and loads afresh.
 PRUNE_SQL = text(
     "WITH gone AS (DELETE FROM audience_tombstones WHERE deleted_at < now() - interval '1 day' "
     "AND xid < pg_snapshot_xmin(pg_current_snapshot()) RETURNING xid) "
@@ -154,7 +157,11 @@ def _bitmap_bytes(bm: BitMap) -> int:
 
 @dataclass
 class _Snapshot:
+    """What a refresh needs of the last one: its snapshot (xmin:xmax:xip), the table's generation, the horizon."""
+
     xmin: int
+    xmax: int
+    xip: list[int]
     generation: int
     horizon: int
 
@@ -284,6 +291,12 @@ def _xid(value: str | None) -> int:
     return int(value) if value is not None else 0
 
 
+def _snapshot(head: Any) -> _Snapshot:
+    """From pg_current_snapshot()'s text, 'xmin:xmax:xip,xip,...', and the state row."""
+    xmin, xmax, xip = head.snapshot.split(":")
+    return _Snapshot(int(xmin), int(xmax), [int(x) for x in xip.split(",") if x], head.generation, _xid(head.horizon))
+
+
 class AudienceIndex:
     """One instance's audience index: loaded once, refreshed before every count (see the module's docstring)."""
 
@@ -323,8 +336,8 @@ class AudienceIndex:
             await asyncio.sleep(REFRESH_INTERVAL_S)
 
     async def load(self) -> None:
-        """Read every reachable recipient in batches. The watermark is the xmin of a snapshot taken before the
-        first batch: whatever changes while the batches are read is stamped at or after it, read again by the
+        """Read every reachable recipient in batches. The watermark is a snapshot taken before the first batch:
+        whatever changes while the batches are read is stamped by a transaction it did not see, read again by the
         first refresh."""
         async with self._lock:
             started = time.monotonic()
@@ -342,7 +355,7 @@ class AudienceIndex:
                     after = rows[-1].audience_no
                     await asyncio.sleep(0)  # let requests in between batches
             self._bitmaps = bitmaps
-            self._snapshot = _Snapshot(_xid(head.xmin), head.generation, _xid(head.horizon))
+            self._snapshot = _snapshot(head)
             self.load_seconds = time.monotonic() - started
             log.info("audience_index_loaded", members=n, seconds=round(self.load_seconds, 2), bytes=self.nbytes())
 
@@ -352,12 +365,13 @@ class AudienceIndex:
         async with self._lock:
             if self._bitmaps is None or self._snapshot is None:
                 return False
+            unseen = {"xmax": self._snapshot.xmax, "xip": self._snapshot.xip}
             if session is None:
                 async with self.sessions() as own:
-                    rows = (await own.execute(REFRESH_SQL, {"since": self._snapshot.xmin})).all()
+                    rows = (await own.execute(REFRESH_SQL, unseen)).all()
                     await own.commit()
             else:
-                rows = (await session.execute(REFRESH_SQL, {"since": self._snapshot.xmin})).all()
+                rows = (await session.execute(REFRESH_SQL, unseen)).all()
             head = next(row for row in rows if row.kind == "s")
             if head.generation != self._snapshot.generation or self._snapshot.xmin <= _xid(head.horizon):
                 self._bitmaps = None
@@ -370,7 +384,7 @@ class AudienceIndex:
                 except Exception:
                     self._bitmaps = None
                     raise
-            self._snapshot = _Snapshot(_xid(head.xmin), head.generation, _xid(head.horizon))
+            self._snapshot = _snapshot(head)
             return True
 
     async def count(
