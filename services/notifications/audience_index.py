@@ -41,7 +41,7 @@ log = get_logger(__name__)
 DAY_US = 86_400_000_000
 _UTC_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 NULL_TS = -(2**63)  # no timestamp (NULL)
-LOAD_BATCH = 50_000
+LOAD_BATCH = 100_000  # numbers a load reads at once
 REFRESH_INTERVAL_S = 5.0  # a refresh between counts keeps the next count's delta small
 PRUNE_INTERVAL_S = 3600.0
 
@@ -70,12 +70,25 @@ REFRESH_SQL = text(
     "WHERE xid >= CAST(:xmax AS xid8) OR xid = ANY(CAST(:xip AS xid8[]))"
 )
 START_SQL = text(
-    "SELECT pg_current_snapshot()::text AS snapshot, generation, prune_horizon::text AS horizon "
-    "FROM audience_index_state"
+    "SELECT pg_current_snapshot()::text AS snapshot, generation, prune_horizon::text AS horizon, "
+    "(SELECT max(audience_no) FROM recipients) AS last FROM audience_index_state"
 )
+# A load's batch (a range of numbers) grouped by PostgreSQL, so Python gets an array of numbers a bitmap, not a row
+# a member: who can be reached, by unit, level and interest, and by join and participation day with each member's
+# exact timestamp (in the same order as the numbers).
 LOAD_SQL = text(
-    f"SELECT {_STATE} FROM recipients WHERE audience_no > :after AND {tables.AUDIENCE} "
-    "ORDER BY audience_no LIMIT :limit"
+    f"WITH m AS MATERIALIZED (SELECT {_STATE} FROM recipients "
+    f"WHERE audience_no > :low AND audience_no <= :high AND {tables.AUDIENCE}) "
+    "SELECT 'reachable' AS kind, NULL AS key, array_agg(audience_no) AS numbers, NULL::bigint[] AS stamps FROM m "
+    "UNION ALL SELECT 'unit', u, array_agg(DISTINCT audience_no), NULL FROM m, "
+    "unnest(region_id::text || group_ids || subteam_ids) AS u WHERE u IS NOT NULL GROUP BY u "
+    "UNION ALL SELECT 'level', engagement_level, array_agg(audience_no), NULL FROM m "
+    "WHERE engagement_level IS NOT NULL GROUP BY engagement_level "
+    "UNION ALL SELECT 'interest', i, array_agg(DISTINCT audience_no), NULL FROM m, unnest(interests) AS i GROUP BY i "
+    "UNION ALL SELECT 'joined', NULL, array_agg(audience_no ORDER BY audience_no), "
+    "array_agg(joined_us ORDER BY audience_no) FROM m WHERE joined_us IS NOT NULL "
+    "UNION ALL SELECT 'took_part', NULL, array_agg(audience_no ORDER BY audience_no), "
+    "array_agg(took_part_us ORDER BY audience_no) FROM m WHERE took_part_us IS NOT NULL"
 )
 # Tombstones a day old that every refresh since has read (decision 0013): gone, and the horizon raised past them;
 # an instance whose last snapshot's xmin is at or below the horizon may have missed one and loads afresh.
@@ -102,18 +115,16 @@ class _Timeline:
         self.days: dict[int, BitMap] = {}
         self.at = array("q")
 
-    def set(self, no: int, us: int | None) -> None:
-        if no >= len(self.at):
-            self.at.extend([NULL_TS] * (max(no + 1, len(self.at) * 2) - len(self.at)))
-        if us is None:
-            self.at[no] = NULL_TS
-            return
-        self.at[no] = us
-        day = us // DAY_US
-        bm = self.days.get(day)
-        if bm is None:
-            bm = self.days[day] = BitMap()
-        bm.add(no)
+    def set_many(self, numbers: list[int], stamps: list[int]) -> None:
+        """Members (ascending) and their timestamps, none of them here yet."""
+        at = self.at
+        if numbers[-1] >= len(at):
+            at.extend([NULL_TS] * (max(numbers[-1] + 1, len(at) * 2) - len(at)))
+        by_day: dict[int, list[int]] = defaultdict(list)
+        for no, us in zip(numbers, stamps, strict=True):
+            at[no] = us
+            by_day[us // DAY_US].append(no)
+        self.add_many(by_day)
 
     def add_many(self, by_day: dict[int, list[int]]) -> None:
         for day, numbers in by_day.items():
@@ -225,6 +236,25 @@ class _Bitmaps:
         self.joined.add_many(joined_days)
         self.took_part.add_many(took_days)
         return n
+
+    def add_grouped(self, rows: Iterable[Any]) -> None:
+        """Add a load's batch (rows of LOAD_SQL: numbers grouped by what they share)."""
+        keyed = {"unit": self.units, "level": self.levels, "interest": self.interests}
+        for row in rows:
+            if not row.numbers:
+                continue
+            if row.kind == "reachable":
+                self.reachable.update(row.numbers)
+            elif row.kind in keyed:
+                target = keyed[row.kind]
+                bm = target.get(row.key)
+                if bm is None:
+                    target[row.key] = BitMap(row.numbers)
+                else:
+                    bm.update(row.numbers)
+            else:
+                timeline = self.joined if row.kind == "joined" else self.took_part
+                timeline.set_many(row.numbers, row.stamps)
 
     def forget(self, numbers: BitMap) -> None:
         """Take members out of every bitmap they are in."""
@@ -345,15 +375,12 @@ class AudienceIndex:
             async with self.sessions() as session:
                 head = (await session.execute(START_SQL)).one()
                 await session.commit()
-                after, n = 0, 0
-                while True:
-                    rows = (await session.execute(LOAD_SQL, {"after": after, "limit": self.load_batch})).all()
+                for low in range(0, head.last or 0, self.load_batch):
+                    batch = {"low": low, "high": low + self.load_batch}
+                    bitmaps.add_grouped((await session.execute(LOAD_SQL, batch)).all())
                     await session.commit()
-                    if not rows:
-                        break
-                    n += bitmaps.add_rows(rows)
-                    after = rows[-1].audience_no
                     await asyncio.sleep(0)  # let requests in between batches
+            n = len(bitmaps.reachable)
             self._bitmaps = bitmaps
             self._snapshot = _snapshot(head)
             self.load_seconds = time.monotonic() - started

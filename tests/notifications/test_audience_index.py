@@ -33,7 +33,7 @@ async def index(system: None) -> AsyncIterator[tuple[AudienceIndex, async_sessio
     """An audience index of this test's own over the running notifications database, loaded."""
     engine = create_async_engine(launcher.database_url("notifications"), pool_size=2)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    built = AudienceIndex(sessions, load_batch=500)  # several batches even on a small database
+    built = AudienceIndex(sessions, load_batch=50)  # several batches even on a small database
     await built.load()
     yield built, sessions
     await engine.dispose()
@@ -163,7 +163,7 @@ async def test_the_index_counts_what_sql_counts_for_every_filter_through_every_k
     await _took_part(conn, members[:80], boundary)
     await _took_part(conn, members[80:140], [now - timedelta(days=rng.uniform(0, 400)) for _ in range(60)])
     assert await _agree(built, sessions, made, now) > 40
-    loaded_now = AudienceIndex(sessions, load_batch=500)  # the same members read by a load, not by refreshes
+    loaded_now = AudienceIndex(sessions, load_batch=50)  # the same members read by a load, not by refreshes
     await loaded_now.load()
     assert await _agree(loaded_now, sessions, made, now) > 40
 
