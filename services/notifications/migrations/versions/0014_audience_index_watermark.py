@@ -125,6 +125,9 @@ $$
         "CREATE TRIGGER recipients_audience_truncated AFTER TRUNCATE ON recipients "
         "FOR EACH STATEMENT EXECUTE FUNCTION recipients_audience_truncated()"
     )
+    # Statistics for the new columns: without them a refresh's "audience_xid >= x" is guessed at a third of the
+    # table, and its plan's cost is JIT-compiled on every refresh (60-80 ms at a million rows).
+    op.execute("ANALYZE recipients")
 
 
 def downgrade() -> None:
