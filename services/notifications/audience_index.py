@@ -23,14 +23,14 @@ import asyncio
 import time
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pyroaring import BitMap
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
 from services.notifications.domain import MailingAudience
@@ -330,7 +330,7 @@ def _snapshot(head: Any) -> _Snapshot:
 class AudienceIndex:
     """One instance's audience index: loaded once, refreshed before every count (see the module's docstring)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, load_batch: int = LOAD_BATCH) -> None:
+    def __init__(self, sessions: Callable[[], AsyncSession], *, load_batch: int = LOAD_BATCH) -> None:
         self.sessions = sessions
         self.load_batch = load_batch
         self._bitmaps: _Bitmaps | None = None

@@ -185,7 +185,7 @@ class Mailings:
         self.wake = asyncio.Event()
         # Each instance's own, loaded by `audience_index.run` (a background task of the service's app); a Mailings
         # made without it (the command line) counts in SQL.
-        self.audience_index = AudienceIndex(service.uows.db.sessions)
+        self.audience_index = AudienceIndex(lambda: self.uows.db.sessions())
 
     # the audience ------------------------------------------------------------------------------------------
     async def units_for(self, session: AsyncSession, who: OrganiserScope) -> list[Any]:
