@@ -289,3 +289,34 @@ async def test_the_compose_page_counts_a_member_committed_just_before(gateway, n
             "DELETE FROM organisers WHERE organiser_id = ANY($1::text[])", people["organisers"]
         )
 
+
+
+async def test_an_index_that_may_have_missed_a_pruned_tombstone_loads_afresh(index, network, notifications_db):
+    """A tombstone a day old is pruned and the horizon raised past it: an index whose last snapshot came before
+    that deletion cannot know what it missed, so it stops answering until loaded again, then counts right."""
+    built, sessions = index
+    made = network
+    now = datetime.now(UTC)
+    row = (str(uuid.uuid4()), f"gone-{made['tag']}@example.org", True, "confirmed", made["regions"][0], [], [], None,
+           [], now)
+    made["members"].append(row[0])
+    await _insert(notifications_db, [row])
+    in_region = ("region", made["regions"][0], MailingAudience())
+    async with sessions() as session:
+        assert await built.count(session, *in_region, now) == 1
+    stale = AudienceIndex(sessions)
+    await stale.load()  # its snapshot comes before the deletion
+    number = await notifications_db.fetchval("SELECT audience_no FROM recipients WHERE member_id = $1", row[0])
+    await notifications_db.execute("DELETE FROM recipients WHERE member_id = $1", row[0])
+    await notifications_db.execute(
+        "UPDATE audience_tombstones SET deleted_at = now() - interval '2 days' WHERE audience_no = $1", number
+    )
+    async with sessions() as session:
+        assert await built.count(session, *in_region, now) == 0  # refreshed while the tombstone was there
+    await built.prune()
+    assert not await notifications_db.fetchval("SELECT count(*) FROM audience_tombstones WHERE audience_no = $1",
+                                               number)
+    async with sessions() as session:
+        assert await stale.count(session, *in_region, now) is None
+        await stale.load()
+        assert await stale.count(session, *in_region, now) == 0
