@@ -67,6 +67,10 @@ recipients = Table(
     Column("suppressed", Boolean, nullable=False, server_default=text("false")),
     Column("took_part_at", DateTime(timezone=True), nullable=True),
     Column("audience_terms", ARRAY(BigInteger), Computed(AUDIENCE_TERMS_SQL, persisted=True)),
+    # The audience index's (audience_index.py, migration 0014): the member's number in its bitmaps, from a
+    # sequence. Beside it, `audience_xid` (xid8, not declared here: only the database's trigger writes it and only
+    # the index's refresh reads it): the transaction that last changed what a count reads.
+    Column("audience_no", Integer, nullable=False, server_default=text("nextval('recipients_audience_no_seq')")),
     Index("ix_recipients_address_key", "address_key"),
     # Announcements' audience by region (queries.audience_after).
     Index("ix_recipients_reachable_region", "region_id", "engagement_level", postgresql_where=text(REACHABLE)),

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
 from services.notifications import queries
+from services.notifications.audience_index import AudienceIndex
 from services.notifications.domain import MailingAudience, first_name_of, mailing_is_due
 from services.notifications.fanout import run_passes
 from services.notifications.markdown_email import links_in, render_markdown
@@ -92,13 +93,17 @@ def _has_any(kind: str, values: list[str] | tuple[str, ...]) -> ColumnElement[bo
     return tables.recipients.c.audience_terms.op("&&", is_comparison=True)(_terms(kind, values))
 
 
-def audience_conditions(scope_type: str, scope_id: str | None, audience: MailingAudience) -> list[Any]:
+def audience_conditions(
+    scope_type: str, scope_id: str | None, audience: MailingAudience, now: datetime | None = None
+) -> list[Any]:
     """The mirror's members a mailing written in (scope_type, scope_id) for `audience` reaches: confirmed, with an
     address, who said yes to email and are not on the suppression list (any reason stops a mailing): db.AUDIENCE,
     the audience indexes' predicate; and chosen by the audience. Places, levels and interests are tests on the
     member's audience terms (a region, group or sub-team alike: 'unit:<id>'), activity on `took_part_at`. One WHERE
-    clause over columns one index holds: the count is one SQL count, an index-only scan."""
+    clause over columns one index holds: the count is one SQL count, an index-only scan. The days are counted back
+    from `now` (by default, now)."""
     r = tables.recipients
+    now = now or _now()
     conditions: list[Any] = [AUDIENCE]
     if scope_type != "network":
         conditions.append(_has_all("unit", [scope_id]) if scope_id else false())
@@ -109,13 +114,13 @@ def audience_conditions(scope_type: str, scope_id: str | None, audience: Mailing
     if audience.levels:
         conditions.append(_has_any("level", audience.levels))
     if audience.joined_within_days:
-        conditions.append(r.c.joined_at >= _now() - timedelta(days=audience.joined_within_days))
+        conditions.append(r.c.joined_at >= now - timedelta(days=audience.joined_within_days))
     for unit in audience.exclude_unit_ids:
         conditions.append(not_(_has_all("unit", [unit])))
     if audience.took_part_within_days:
-        conditions.append(r.c.took_part_at >= _now() - timedelta(days=audience.took_part_within_days))
+        conditions.append(r.c.took_part_at >= now - timedelta(days=audience.took_part_within_days))
     if audience.quiet_for_days:
-        since = _now() - timedelta(days=audience.quiet_for_days)
+        since = now - timedelta(days=audience.quiet_for_days)
         conditions.append(or_(r.c.took_part_at.is_(None), r.c.took_part_at < since))
     return conditions
 
@@ -147,11 +152,17 @@ def exact_conditions(scope_type: str, scope_id: str | None, audience: MailingAud
 
 
 async def count_audience(
-    session: AsyncSession, scope_type: str, scope_id: str | None, audience: MailingAudience
+    session: AsyncSession,
+    scope_type: str,
+    scope_id: str | None,
+    audience: MailingAudience,
+    now: datetime | None = None,
 ) -> int:
-    """How many people a mailing for `audience` written in the scope reaches now: one SQL count."""
+    """How many people a mailing for `audience` written in the scope reaches now (or at `now`): one SQL count.
+    What the audience index (audience_index.py) answers from memory, and the count while it cannot."""
     r = tables.recipients
-    stmt = select(func.count()).select_from(r).where(and_(*audience_conditions(scope_type, scope_id, audience)))
+    conditions = audience_conditions(scope_type, scope_id, audience, now)
+    stmt = select(func.count()).select_from(r).where(and_(*conditions))
     await session.execute(CUSTOM_PLANS)
     return int((await session.execute(stmt)).scalar_one())
 
@@ -172,6 +183,9 @@ class Mailings:
         self.uows = service.uows
         self.settings = service.settings
         self.wake = asyncio.Event()
+        # Each instance's own, loaded by `audience_index.run` (a background task of the service's app); a Mailings
+        # made without it (the command line) counts in SQL.
+        self.audience_index = AudienceIndex(lambda: self.uows.db.sessions())
 
     # the audience ------------------------------------------------------------------------------------------
     async def units_for(self, session: AsyncSession, who: OrganiserScope) -> list[Any]:
@@ -233,8 +247,13 @@ class Mailings:
         return batch
 
     async def count(self, session: AsyncSession, who: OrganiserScope, audience: MailingAudience) -> int:
-        """How many people the audience reaches now: consent and suppressions applied, in one SQL count."""
-        return await count_audience(session, who.scope_type, who.scope_id, audience)
+        """How many people the audience reaches now, consent and suppressions applied: from the audience index
+        (every change committed before the count applied first), or in one SQL count while it cannot answer."""
+        now = _now()
+        counted = await self.audience_index.count(session, who.scope_type, who.scope_id, audience, now)
+        if counted is None:
+            counted = await count_audience(session, who.scope_type, who.scope_id, audience, now)
+        return counted
 
     async def sample(self, session: AsyncSession, who: OrganiserScope, audience: MailingAudience) -> list[Any]:
         """Up to 200 members of the audience by name, for choosing whom to preview the email as."""

@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     runtime.add_background(fanout.run)
     mailings = Mailings(service)
     runtime.add_background(mailings.run)
+    runtime.add_background(mailings.audience_index.run)
     runtime.add_background(DigestLoop(digests, loop_interval_s).run)
     runtime.add_background(FollowUpLoop(follow_ups, loop_interval_s).run)
 
