@@ -26,6 +26,9 @@ revision: str = "0014"
 down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The one tightening (audience_no SET NOT NULL) comes after the column's default (the sequence) is in place and
+# every row is numbered: the previous release's inserts, which do not name the column, get a number from it.
+CONTRACT = "audience_no is NOT NULL only once its default numbers every insert the previous release makes"
 
 BATCH = 50_000
 # The columns a count reads (db.AUDIENCE's, the audience terms' sources, the two dates); the address only as
