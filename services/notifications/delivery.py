@@ -335,47 +335,68 @@ class DeliveryWorker:
         """Claim and send due deliveries in batches; return how many were handled.
 
         A batch is worked on for at most a third of its lease: what is left then (a slow relay) is given back
-        and claimed afresh, so a sender never reaches a delivery whose lease ran out under it."""
+        and claimed afresh, so a sender never reaches a delivery whose lease ran out under it (the next batch is
+        claimed while one goes out: its lease has run for at most a third when its turn comes, two thirds when it
+        is done). Should one still run out, staging a record finds that and drops the email before its '.'."""
         await self.record_accepted()
         handled = 0
-        while handled < limit:
-            batch = await self.claim(self.batch_size)
-            if not batch:
-                break
-            if len(batch) == self.batch_size:
-                self.wake.set()  # probably more due: bring in the next idle sender
-            until = time.monotonic() + self.lease_s / 3
-            # Two connections for the batch, taking turns: while one commits the record of the email the relay
-            # has just accepted, the next email's SMTP commands and its staged record go ahead on the other
-            # (no pool checkout, and its pre-ping, per email).
-            async with self.db.engine.connect() as first, self.db.engine.connect() as second:
-                sessions = (
-                    AsyncSession(bind=first, expire_on_commit=False),
-                    AsyncSession(bind=second, expire_on_commit=False),
-                )
-                records = (await RecordConnection.of(first), await RecordConnection.of(second))
-                committing: asyncio.Future[None] | None = None
-                try:
-                    for i, row in enumerate(batch):
-                        if i and time.monotonic() > until:
-                            await self._release([r.id for r in batch[i:]])
-                            break
-                        try:
-                            committing = await self._deliver(mailer, row, sessions[i % 2], records[i % 2], committing)
-                        except BaseException:
-                            await self._release([r.id for r in batch[i + 1 :]])
-                            raise
-                        handled += 1
-                    if committing is not None:
-                        await committing
-                        committing = None
-                finally:
-                    if committing is not None:
-                        await asyncio.wait([committing])
-                    for record in records:
-                        await record.release()
-                    for session in sessions:
-                        await session.close()
+        claiming: asyncio.Future[list[Any]] | None = asyncio.ensure_future(self.claim(self.batch_size))
+        try:
+            while claiming is not None:
+                batch = await claiming
+                claiming = None
+                if not batch:
+                    break
+                if len(batch) == self.batch_size:
+                    self.wake.set()  # probably more due: bring in the next idle sender
+                    if handled + len(batch) < limit:
+                        # The next batch is leased while this one goes out (the claim's round trips and COMMIT
+                        # off the sender's path).
+                        claiming = asyncio.ensure_future(self.claim(self.batch_size))
+                handled += await self._send_batch(mailer, batch)
+        finally:
+            if claiming is not None:  # leased for nothing (this pass failed or was cancelled): given back
+                await asyncio.wait([claiming])
+                if not claiming.cancelled() and claiming.exception() is None:
+                    await self._release([r.id for r in claiming.result()])
+        return handled
+
+    async def _send_batch(self, mailer: Mailer, batch: list[Any]) -> int:
+        """Send a leased batch; return how many were handled (what is left once a third of the lease is gone is
+        given back)."""
+        handled = 0
+        until = time.monotonic() + self.lease_s / 3
+        # Two connections for the batch, taking turns: while one commits the record of the email the relay
+        # has just accepted, the next email's SMTP commands and its staged record go ahead on the other
+        # (no pool checkout, and its pre-ping, per email).
+        async with self.db.engine.connect() as first, self.db.engine.connect() as second:
+            sessions = (
+                AsyncSession(bind=first, expire_on_commit=False),
+                AsyncSession(bind=second, expire_on_commit=False),
+            )
+            records = (await RecordConnection.of(first), await RecordConnection.of(second))
+            committing: asyncio.Future[None] | None = None
+            try:
+                for i, row in enumerate(batch):
+                    if i and time.monotonic() > until:
+                        await self._release([r.id for r in batch[i:]])
+                        break
+                    try:
+                        committing = await self._deliver(mailer, row, sessions[i % 2], records[i % 2], committing)
+                    except BaseException:
+                        await self._release([r.id for r in batch[i + 1 :]])
+                        raise
+                    handled += 1
+                if committing is not None:
+                    await committing
+                    committing = None
+            finally:
+                if committing is not None:
+                    await asyncio.wait([committing])
+                for record in records:
+                    await record.release()
+                for session in sessions:
+                    await session.close()
         return handled
 
     async def claim(self, n: int) -> list[Any]:
