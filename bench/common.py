@@ -114,6 +114,29 @@ def service_pid(name: str) -> int | None:
     return record.pid if record else None
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command's name (the state first); [] if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
+def cpu_s(pid: int | None, *, children: bool = False) -> float:
+    """CPU time (user and system) a process has used so far, in seconds; 0 if it is gone. With `children`, that of
+    its children too, live (PostgreSQL's backends) and ended (counted in its own stat once reaped)."""
+    fields = _stat(pid) if pid else []
+    if not fields:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and (child := _stat(int(entry.name))) and child[1] == str(pid):
+                ticks += sum(int(f) for f in child[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int | None) -> float:
     """Resident memory of a process (VmRSS of /proc/<pid>/status), in MiB; 0 if it is gone."""
     if not pid:

@@ -151,6 +151,8 @@ class EventConsumer:
             records = [msg.raw_message]
             kafka = getattr(msg, "consumer", None)
             if self.max_batch > 1 and kafka is not None and hasattr(kafka, "getmany"):
+                if self.handlers.gather_s > 0:
+                    await asyncio.sleep(self.handlers.gather_s)  # the fetcher goes on fetching meanwhile
                 more = await kafka.getmany(timeout_ms=0, max_records=self.max_batch - 1)
                 for partition_records in more.values():
                     records.extend(partition_records)

@@ -33,10 +33,13 @@ class UnhandledEvent(LookupError):
 class Handlers:
     """What one consumer group does with each event type on its topics."""
 
-    def __init__(self, group: str, topics: tuple[str, ...], description: str = "") -> None:
+    def __init__(self, group: str, topics: tuple[str, ...], description: str = "", *, gather_s: float = 0.0) -> None:
         self.group = group
         self.topics = topics
         self.description = description
+        # A group nobody waits on (a timeline) may let a record gather the ones behind it for this long and handle
+        # them as one batch (one transaction, one offset commit) instead of a batch each as they trickle in.
+        self.gather_s = gather_s
         self.handlers: dict[str, tuple[type[EventData], Handler]] = {}
         self.run_handlers: dict[str, RunHandler] = {}
         self.ignored: dict[str, str] = {}  # event type -> why this group does nothing with it
@@ -104,10 +107,10 @@ class Registry:
         self.service = service
         self.groups: dict[str, Handlers] = {}
 
-    def group(self, name: str, topics: tuple[str, ...], description: str = "") -> Handlers:
+    def group(self, name: str, topics: tuple[str, ...], description: str = "", *, gather_s: float = 0.0) -> Handlers:
         if name in self.groups:
             raise ValueError(f"consumer group {name} registered twice")
-        handlers = self.groups[name] = Handlers(name, topics, description)
+        handlers = self.groups[name] = Handlers(name, topics, description, gather_s=gather_s)
         return handlers
 
     def __getitem__(self, group: str) -> Handlers:

@@ -79,7 +79,9 @@ class ServiceRuntime:
     (docs/decisions/0004-faststream-broker-in-the-fastapi-lifespan.md).
     """
 
-    def __init__(self, name: str, tables: DeliveryTables, settings: Settings | None = None) -> None:
+    def __init__(
+        self, name: str, tables: DeliveryTables, settings: Settings | None = None, *, relay_gather_s: float = 0.0
+    ) -> None:
         self.settings = settings or get_settings()
         self.name = name
         self.db = Database(self.settings.database_url, self.settings.database_pool_size)
@@ -96,6 +98,7 @@ class ServiceRuntime:
             batch_size=self.settings.outbox_batch_size,
             poll_interval_s=self.settings.outbox_poll_interval_s,
             retention=timedelta(hours=self.settings.outbox_retention_hours),
+            gather_s=relay_gather_s,
             kafka_options=self.kafka_options,
         )
         self.dlq = DeadLetterPublisher(

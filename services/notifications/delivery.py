@@ -26,16 +26,18 @@ failed after `max_attempts`. Either way it never holds up, nor is blamed on, any
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy import LargeBinary, Uuid, bindparam, text, update
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.notifications import db as tables
 from services.notifications.bounces import return_path
@@ -103,39 +105,98 @@ _SUPPRESSED = (
 )
 
 
-def _sent_with_its_event(where: str) -> Any:
+def _sent_with_its_event_sql(where: str) -> str:
     """A delivery marked sent where `where` holds and, in the same statement, its NotificationSent in the outbox
     (written only when the record is: the event is the record's, as `uow.emit` would write it)."""
-    return text(
+    return (
         "WITH marked AS (UPDATE deliveries SET status = 'sent', attempts = :attempts, sent_at = :now, "
         f"lease_until = NULL WHERE id = :id AND {where} RETURNING id) "
         "INSERT INTO outbox (event_id, event_type, topic, key, shard, payload, headers) "
         "SELECT CAST(:event_id AS uuid), :event_type, :topic, :event_key, CAST(:shard AS smallint), "
-        "CAST(:payload AS bytea), CAST(:headers AS jsonb) FROM marked RETURNING event_id"
-    ).bindparams(
-        bindparam("event_id", type_=Uuid),
-        bindparam("payload", type_=LargeBinary),
-        bindparam("headers", type_=JSONB),
+        "CAST(:payload AS bytea), CAST(CAST(:headers AS text) AS jsonb) FROM marked RETURNING event_id"
     )
+
+
+class RawStatement:
+    """A statement every email runs, sent on the asyncpg connection itself (its `:name` parameters numbered once):
+    SQLAlchemy's compiling of parameters and its transaction bookkeeping cost more CPU than the statement's round
+    trip, three times an email."""
+
+    def __init__(self, sql: str) -> None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        self.sql = re.sub(r"(?<![:\w]):(\w+)", number, sql)
+        self.names = tuple(names)
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
 
 
 # The record staged before the final '.' (committed once the relay accepts): still this sender's lease (its
 # `lease_until`, a fencing token: a lease that ran out and was claimed again is another's), and the address not
 # suppressed meanwhile; its event in the same statement (one round trip).
-STAGE_SENT_SQL = _sent_with_its_event(f"status = 'sending' AND lease_until = :lease_until AND NOT {_SUPPRESSED}")
+STAGE_SENT = RawStatement(
+    _sent_with_its_event_sql(f"status = 'sending' AND lease_until = :lease_until AND NOT {_SUPPRESSED}")
+)
 # A delivery the relay accepted whose record's COMMIT did not reach PostgreSQL (the database restarted, or the
 # connection broke, in that moment): recorded as sent as soon as the database answers again, whatever became of its
 # lease, since the relay has it. A sender that claimed it again meanwhile then finds it sent when it stages its own
 # record, and abandons its copy before the '.'; already sent, or cancelled, it is left as it is.
-RECORD_ACCEPTED_SQL = _sent_with_its_event("status IN ('sending', 'pending')")
+RECORD_ACCEPTED_SQL = text(_sent_with_its_event_sql("status IN ('sending', 'pending')")).bindparams(
+    bindparam("event_id", type_=Uuid), bindparam("payload", type_=LargeBinary)
+)
 # When staging the record finds the delivery no longer this sender's to send: marked suppressed if its address was
 # suppressed since the claim; the delivery's status then ('suppressed' too when it was cancelled meanwhile, e.g.
 # its member erased; otherwise another sender has it).
-SUPPRESS_ONE_SQL = text(
+SUPPRESS_ONE = RawStatement(
     "WITH s AS (UPDATE deliveries SET status = 'suppressed', lease_until = NULL "
     f"WHERE id = :id AND status = 'sending' AND {_SUPPRESSED} RETURNING status) "
     "SELECT coalesce((SELECT status FROM s), (SELECT status FROM deliveries WHERE id = :id))"
 )
+
+
+class RecordConnection:
+    """The asyncpg connection under a sender's session, for what every email does on it: BEGIN and its staged
+    record, then COMMIT (or ROLLBACK). Everything else on the connection (a failure's record, attachments) goes
+    through the session, outside these transactions."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    async def of(cls, connection: AsyncConnection) -> RecordConnection:
+        raw = await connection.get_raw_connection()
+        return cls(raw.driver_connection)
+
+    async def stage(self, params: dict[str, Any]) -> str | None:
+        """BEGIN and the staged record; None when it is in place, else the delivery's status (the staging
+        committed: the delivery suppressed meanwhile, cancelled or another's)."""
+        await self.conn.execute("BEGIN")
+        if await self.conn.fetchval(STAGE_SENT.sql, *STAGE_SENT.args(params)) is not None:
+            return None
+        status = await self.conn.fetchval(SUPPRESS_ONE.sql, *SUPPRESS_ONE.args(params))
+        await self.commit()
+        return str(status)
+
+    async def commit(self) -> None:
+        await self.conn.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        if not self.conn.is_closed() and self.conn.is_in_transaction():
+            await self.conn.execute("ROLLBACK")
+
+    async def release(self) -> None:
+        """Before the connection goes back to the pool: no transaction of ours left open on it (SQLAlchemy's reset
+        does not know of them), a staged record dropped; a connection that cannot is closed, and replaced."""
+        try:
+            await self.rollback()
+        except Exception:
+            self.conn.terminate()
 
 
 class LeaseLost(Exception):
@@ -274,44 +335,68 @@ class DeliveryWorker:
         """Claim and send due deliveries in batches; return how many were handled.
 
         A batch is worked on for at most a third of its lease: what is left then (a slow relay) is given back
-        and claimed afresh, so a sender never reaches a delivery whose lease ran out under it."""
+        and claimed afresh, so a sender never reaches a delivery whose lease ran out under it (the next batch is
+        claimed while one goes out: its lease has run for at most a third when its turn comes, two thirds when it
+        is done). Should one still run out, staging a record finds that and drops the email before its '.'."""
         await self.record_accepted()
         handled = 0
-        while handled < limit:
-            batch = await self.claim(self.batch_size)
-            if not batch:
-                break
-            if len(batch) == self.batch_size:
-                self.wake.set()  # probably more due: bring in the next idle sender
-            until = time.monotonic() + self.lease_s / 3
-            # Two connections for the batch, taking turns: while one commits the record of the email the relay
-            # has just accepted, the next email's SMTP commands and its staged record go ahead on the other
-            # (no pool checkout, and its pre-ping, per email).
-            async with self.db.engine.connect() as first, self.db.engine.connect() as second:
-                sessions = (
-                    AsyncSession(bind=first, expire_on_commit=False),
-                    AsyncSession(bind=second, expire_on_commit=False),
-                )
-                committing: asyncio.Future[None] | None = None
-                try:
-                    for i, row in enumerate(batch):
-                        if i and time.monotonic() > until:
-                            await self._release([r.id for r in batch[i:]])
-                            break
-                        try:
-                            committing = await self._deliver(mailer, row, sessions[i % 2], committing)
-                        except BaseException:
-                            await self._release([r.id for r in batch[i + 1 :]])
-                            raise
-                        handled += 1
-                    if committing is not None:
-                        await committing
-                        committing = None
-                finally:
-                    if committing is not None:
-                        await asyncio.wait([committing])
-                    for session in sessions:
-                        await session.close()
+        claiming: asyncio.Future[list[Any]] | None = asyncio.ensure_future(self.claim(self.batch_size))
+        try:
+            while claiming is not None:
+                batch = await claiming
+                claiming = None
+                if not batch:
+                    break
+                if len(batch) == self.batch_size:
+                    self.wake.set()  # probably more due: bring in the next idle sender
+                    if handled + len(batch) < limit:
+                        # The next batch is leased while this one goes out (the claim's round trips and COMMIT
+                        # off the sender's path).
+                        claiming = asyncio.ensure_future(self.claim(self.batch_size))
+                handled += await self._send_batch(mailer, batch)
+        finally:
+            if claiming is not None:  # leased for nothing (this pass failed or was cancelled): given back
+                await asyncio.wait([claiming])
+                if not claiming.cancelled() and claiming.exception() is None:
+                    await self._release([r.id for r in claiming.result()])
+        return handled
+
+    async def _send_batch(self, mailer: Mailer, batch: list[Any]) -> int:
+        """Send a leased batch; return how many were handled (what is left once a third of the lease is gone is
+        given back)."""
+        handled = 0
+        until = time.monotonic() + self.lease_s / 3
+        # Two connections for the batch, taking turns: while one commits the record of the email the relay
+        # has just accepted, the next email's SMTP commands and its staged record go ahead on the other
+        # (no pool checkout, and its pre-ping, per email).
+        async with self.db.engine.connect() as first, self.db.engine.connect() as second:
+            sessions = (
+                AsyncSession(bind=first, expire_on_commit=False),
+                AsyncSession(bind=second, expire_on_commit=False),
+            )
+            records = (await RecordConnection.of(first), await RecordConnection.of(second))
+            committing: asyncio.Future[None] | None = None
+            try:
+                for i, row in enumerate(batch):
+                    if i and time.monotonic() > until:
+                        await self._release([r.id for r in batch[i:]])
+                        break
+                    try:
+                        committing = await self._deliver(mailer, row, sessions[i % 2], records[i % 2], committing)
+                    except BaseException:
+                        await self._release([r.id for r in batch[i + 1 :]])
+                        raise
+                    handled += 1
+                if committing is not None:
+                    await committing
+                    committing = None
+            finally:
+                if committing is not None:
+                    await asyncio.wait([committing])
+                for record in records:
+                    await record.release()
+                for session in sessions:
+                    await session.close()
         return handled
 
     async def claim(self, n: int) -> list[Any]:
@@ -388,31 +473,40 @@ class DeliveryWorker:
             correlation_id=delivery.correlation_id,
         )
         with self.outbox.rows([sent]) as (event,):
-            yield {f"event_{k}" if k == "key" else k: v for k, v in event.items()}
+            yield {
+                "event_id": event["event_id"], "event_type": event["event_type"], "topic": event["topic"],
+                "event_key": event["key"], "shard": event["shard"], "payload": event["payload"],
+                "headers": json.dumps(event["headers"]),
+            }  # fmt: skip
 
-    async def deliver(self, mailer: Mailer, row: Any, session: AsyncSession | None = None) -> None:
+    async def deliver(self, mailer: Mailer, row: Any) -> None:
         """Send one leased delivery; record it as sent once the relay has accepted it.
 
         `row` comes from `claim` (suppressions already checked for the batch). The record staged before the
         final '.' checks them again, and that the delivery is still this sender's, so an address suppressed, or
         a delivery cancelled (its member erased), while the batch was going out is not emailed either."""
-        if session is None:
-            async with self.db.engine.connect() as conn:
-                own = AsyncSession(bind=conn, expire_on_commit=False)
-                try:
-                    await self.deliver(mailer, row, own)
-                finally:
-                    await own.close()
-            return
-        committing = await self._deliver(mailer, row, session, None)
-        if committing is not None:
-            await committing
+        async with self.db.engine.connect() as conn:
+            session = AsyncSession(bind=conn, expire_on_commit=False)
+            record = await RecordConnection.of(conn)
+            try:
+                committing = await self._deliver(mailer, row, session, record, None)
+                if committing is not None:
+                    await committing
+            finally:
+                await record.release()
+                await session.close()
 
     async def _deliver(
-        self, mailer: Mailer, row: Any, session: AsyncSession, previous: asyncio.Future[None] | None
+        self,
+        mailer: Mailer,
+        row: Any,
+        session: AsyncSession,
+        record: RecordConnection,
+        previous: asyncio.Future[None] | None,
     ) -> asyncio.Future[None] | None:
         """`deliver`, its record's COMMIT left running (returned) once the relay has accepted: the caller's next
-        email goes ahead meanwhile on another session and passes it back as `previous`.
+        email goes ahead meanwhile on another connection and passes it back as `previous`. `record` is the
+        connection under `session` (the staged record and its COMMIT go straight through it).
 
         The record is staged while MAIL, RCPT and DATA go out (a database round trip beside the relay's, not
         after them) and must be in place before the final '.'; the previous email's COMMIT must be done by then
@@ -435,14 +529,11 @@ class DeliveryWorker:
         async def stage_as_sent() -> None:
             """The record of the email as sent, written (the row locked) but not committed: the relay has the
             whole message before it gets its final '.'."""
-            await session.begin()
             with self._sent_event(row, now) as event:
-                still_mine = await session.execute(STAGE_SENT_SQL, {**params, **event, "now": now})
-            if still_mine.first() is None:
+                status = await record.stage({**params, **event, "now": now})
+            if status is not None:
                 # Suppressed or cancelled since it was claimed, or another sender has it now: abandon this copy
                 # before its '.'.
-                status = (await session.execute(SUPPRESS_ONE_SQL, params)).scalar()
-                await session.commit()
                 raise SuppressedMeanwhile(row.id) if status == "suppressed" else LeaseLost(row.id)
 
         async def before_end() -> None:
@@ -453,7 +544,7 @@ class DeliveryWorker:
 
         async def commit() -> None:
             try:
-                await session.commit()
+                await record.commit()
             except BaseException:
                 # The relay has the email; its record is recorded when the database answers (record_accepted),
                 # not left for the lease to bring back and send a second time.
@@ -486,14 +577,13 @@ class DeliveryWorker:
             log.warning("delivery lease lost; left to its new sender", delivery_id=row.id)
         except SuppressedMeanwhile:
             log.info("delivery suppressed or cancelled while its batch was sent", delivery_id=row.id)
-        except (SQLAlchemyError, OSError):
+        except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             raise  # the database, not this delivery: the pass fails and its lease brings the delivery back
         except Exception as exc:
             # The relay's answer, an email that cannot be sent, or an error of ours while sending (the mailer
             # has left its connection outside any transaction): recorded on this delivery alone, the staged
             # record (if any) dropped.
-            if session.in_transaction():
-                await session.rollback()
+            await record.rollback()
             await session.begin()
             await self._record_failure(session, row, exc, attempts)
             await session.commit()

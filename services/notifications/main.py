@@ -31,6 +31,10 @@ from shared.osdi import install_error_bodies
 from shared.runtime import ServiceRuntime
 
 NAME = "notifications"
+# The sender commits one NotificationSent an email: its relay lets a wake gather the next ones for this long, so a
+# mailing's events go out a pass (and a Kafka request) every 0.2 s, not one each (docs/benchmarks.md, issue #17).
+# Nobody waits on these events for anything but a timeline.
+RELAY_GATHER_S = 0.2
 RSVP_EMAIL_KINDS = ("rsvp_confirmation", "rsvp_promoted", "meeting_changed", "meeting_cancelled", "reminder")
 
 
@@ -44,7 +48,7 @@ def digests_and_follow_ups(service: NotificationService) -> tuple[Organisers, Di
 def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop_interval_s: float = 60.0) -> FastAPI:
     """The service's app. Tests pass their own settings, a suffix giving them consumer groups of their own,
     and a long pause between digest and follow-up passes (they run those passes themselves)."""
-    runtime = ServiceRuntime(NAME, tables.delivery, settings)
+    runtime = ServiceRuntime(NAME, tables.delivery, settings, relay_gather_s=RELAY_GATHER_S)
     settings = runtime.settings
     service = NotificationService(runtime.uows, settings)
     meetings = MeetingNotifications(service)

@@ -20,13 +20,10 @@ from pathlib import Path
 import aiosmtplib
 import asyncpg
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from deploy.local import launcher
 from services.notifications import db as tables
-from services.notifications.delivery import DeliveryWorker
+from services.notifications.delivery import DeliveryWorker, RecordConnection
 from services.notifications.mailer import Mailer
 from services.notifications.service import NotificationService
 from shared.config import Settings
@@ -268,23 +265,22 @@ async def test_an_email_whose_record_could_not_commit_is_recorded_once_the_datab
     email, after = unique_email("commit-lost"), unique_email("after-commit-lost")
     delivery_id = await queue(db, email, seconds_ago=10)
     later = await queue(db, after, seconds_ago=5)
-    real_commit = AsyncSession.commit
+    real_commit = RecordConnection.commit
     lost: list[str] = []
 
-    async def commit(session: AsyncSession) -> None:
-        if not lost and session.in_transaction():
-            staged = await session.execute(
-                text("SELECT id FROM deliveries WHERE id = :id AND status = 'sent'"), {"id": delivery_id})
-            if staged.first() is not None:  # this email's record: its connection dies before the COMMIT
-                pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-                await db.execute("SELECT pg_terminate_backend($1)", pid)
+    async def commit(record: RecordConnection) -> None:
+        if not lost and record.conn.is_in_transaction():
+            staged = await record.conn.fetchval(
+                "SELECT id FROM deliveries WHERE id = $1 AND status = 'sent'", delivery_id)
+            if staged is not None:  # this email's record: its connection dies before the COMMIT
+                await db.execute("SELECT pg_terminate_backend($1)", record.conn.get_server_pid())
                 lost.append(delivery_id)
-        await real_commit(session)
+        await real_commit(record)
 
-    monkeypatch.setattr(AsyncSession, "commit", commit)
-    with pytest.raises(DBAPIError):
+    monkeypatch.setattr(RecordConnection, "commit", commit)
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
         await worker.send_due(mailer)
-    monkeypatch.setattr(AsyncSession, "commit", real_commit)
+    monkeypatch.setattr(RecordConnection, "commit", real_commit)
     assert lost == [delivery_id]
     await mail.wait_for(email, timeout=30)
     assert (await row(db, delivery_id))["status"] == "sending"  # the relay has it; the database does not know yet
