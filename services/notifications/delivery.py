@@ -577,7 +577,7 @@ class DeliveryWorker:
             log.warning("delivery lease lost; left to its new sender", delivery_id=row.id)
         except SuppressedMeanwhile:
             log.info("delivery suppressed or cancelled while its batch was sent", delivery_id=row.id)
-        except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
             raise  # the database, not this delivery: the pass fails and its lease brings the delivery back
         except Exception as exc:
             # The relay's answer, an email that cannot be sent, or an error of ours while sending (the mailer
