@@ -439,6 +439,6 @@ def add_failing_route(app: FastAPI) -> None:
         raise FailureOnPurpose("failing on purpose (GROUNDSWELL_TEST_FAILURES)")
 
 
-def client_ip(request: Request) -> str:
+async def client_ip(request: Request) -> str:
     """The client's address, as `shared/client_address.py` resolved it (proxy headers only from trusted proxies)."""
     return request.client.host if request.client else "unknown"

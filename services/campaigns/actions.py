@@ -243,6 +243,18 @@ class ActionsService:
                 .group_by(x.c.ask_id))).all()
         return {ask_id: int(n) for ask_id, n in rows}
 
+    async def totals(self, campaign_ids: Sequence[str]) -> dict[str, int]:
+        """The actions counted for each of these campaigns (as `counts` counts them), in one query; 0 for none."""
+        if not campaign_ids:
+            return {}
+        x = tables.actions
+        async with self.uows.begin() as uow:
+            rows = (await uow.session.execute(
+                select(x.c.campaign_id, func.count()).where(x.c.campaign_id.in_(list(campaign_ids)), COUNTED)
+                .group_by(x.c.campaign_id))).all()
+        found = {campaign_id: int(n) for campaign_id, n in rows}
+        return {campaign_id: found.get(campaign_id, 0) for campaign_id in campaign_ids}
+
     async def pledges(self, *, ask_id: str | None = None, campaign_ids: Sequence[str] | None = None,
                       moderation: str = "approved", limit: int = 100) -> list[Row]:
         x = tables.actions

@@ -25,7 +25,7 @@ REPORTS = ("growth", "funnel", "attendance", "actions", "partners")
 MaybeOrganiser = Annotated[OrganiserScope | None, Depends(optional_organiser)]
 
 
-def _signed_in(organiser: MaybeOrganiser) -> OrganiserScope:
+async def _signed_in(organiser: MaybeOrganiser) -> OrganiserScope:
     if organiser is None:
         raise HTTPException(401, "Sign in as an organiser to see the dashboard")
     return organiser

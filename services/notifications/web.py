@@ -52,15 +52,21 @@ def _digests(request: Request) -> Digests:
     return request.app.state.digests  # type: ignore[no-any-return]
 
 
-def _follow_ups(request: Request) -> FollowUps:
+# Dependencies are coroutines, so FastAPI calls them on the event loop: a plain function would be sent to a worker
+# thread and back on every request.
+async def _digests_dep(request: Request) -> Digests:
+    return _digests(request)
+
+
+async def _follow_ups(request: Request) -> FollowUps:
     return request.app.state.follow_ups  # type: ignore[no-any-return]
 
 
-def _organisers(request: Request) -> Organisers:
+async def _organisers(request: Request) -> Organisers:
     return request.app.state.organisers  # type: ignore[no-any-return]
 
 
-DigestsDep = Annotated[Digests, Depends(_digests)]
+DigestsDep = Annotated[Digests, Depends(_digests_dep)]
 FollowUpsDep = Annotated[FollowUps, Depends(_follow_ups)]
 OrganisersDep = Annotated[Organisers, Depends(_organisers)]
 
@@ -202,7 +208,7 @@ def _sample_digest(network_name: str) -> dict[str, Any]:
 
 async def _previews(request: Request, wording: dict[str, str]) -> list[dict[str, str]]:
     """The confirmations, the digest and the first follow-up step as they would look with `wording`."""
-    digests, follow_ups = _digests(request), _follow_ups(request)
+    digests, follow_ups = _digests(request), request.app.state.follow_ups
     previews = autoresponder_previews(digests.notifications, wording)
     text_part, html_part = digests.render(_sample_digest(wording["network_name"]), wording, "Alex Organiser")
     previews.append(
