@@ -13,7 +13,6 @@ from services.campaigns.actions import ActionsService
 from services.campaigns.domain import CampaignNotFound
 from services.campaigns.engagement import EngagementService
 from services.campaigns.letters import MpLetters
-from services.campaigns.reports import Reports
 from services.campaigns.service import CampaignsService
 from shared.auth import OrganiserScope, require_api_token, require_organiser
 from shared.config import Settings
@@ -62,10 +61,6 @@ async def _base_url(settings: Annotated[Settings, Depends(_settings)]) -> str:
     return settings.public_base_url.rstrip("/")
 
 
-async def _reports(engagement: Annotated[EngagementService, Depends(_engagement)]) -> Reports:
-    return Reports(await engagement.ladder())
-
-
 Campaigns = Annotated[CampaignsService, Depends(_campaigns)]
 Actions = Annotated[ActionsService, Depends(_actions)]
 Letters = Annotated[MpLetters, Depends(_letters)]
@@ -77,7 +72,6 @@ Templates = Annotated[Jinja2Templates, Depends(_templates)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SecretKey = Annotated[str, Depends(_secret_key)]
 BaseUrl = Annotated[str, Depends(_base_url)]
-ReportsDep = Annotated[Reports, Depends(_reports)]
 Organiser = Annotated[OrganiserScope, Depends(require_organiser)]
 ApiCaller = Annotated[OrganiserScope, Depends(require_api_token)]
 
