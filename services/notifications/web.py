@@ -5,6 +5,7 @@ delivery log of their scope. Also `attach`, which hands the pages the organisers
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications.confirmations import autoresponder_previews
 from services.notifications.digest_schedule import PERIODS
@@ -435,6 +437,45 @@ DELIVERY_STATUSES = ("pending", "sending", "sent", "bounced", "failed", "suppres
 SUMMARY_UP_TO = 10_000
 
 
+class WeekSummaries:
+    """The delivery log's last-week summary of each scope, kept for SUMMARY_TTL_S: it is the same on every page of
+    the log and whatever its filters, and a week's counts need not be fresher than that. A few hundred scopes at most
+    (the oldest is forgotten first)."""
+
+    def __init__(self, ttl_s: float, most: int = 500) -> None:
+        self.ttl_s, self.most = ttl_s, most
+        self._kept: dict[tuple[str, str | None], tuple[float, list[Any]]] = {}
+
+    def get(self, scope: tuple[str, str | None]) -> list[Any] | None:
+        kept = self._kept.get(scope)
+        return kept[1] if kept is not None and time.monotonic() - kept[0] < self.ttl_s else None
+
+    def put(self, scope: tuple[str, str | None], summary: list[Any]) -> None:
+        self._kept.pop(scope, None)
+        self._kept[scope] = (time.monotonic(), summary)
+        while len(self._kept) > self.most:
+            del self._kept[next(iter(self._kept))]
+
+
+SUMMARY_TTL_S = 15.0
+_week_summaries = WeekSummaries(SUMMARY_TTL_S)
+
+
+async def _week_summary(session: AsyncSession, organiser: OrganiserScope, join: str, in_scope: str) -> list[Any]:
+    """The last seven days' deliveries to the organiser's scope by status, each counted up to SUMMARY_UP_TO + 1."""
+    rows = await session.execute(
+        text(
+            f"SELECT s.status, (SELECT count(*) FROM (SELECT 1 FROM deliveries d {join} recipients r "
+            f"ON r.member_id = d.recipient_id WHERE {in_scope} AND d.status = s.status "
+            "AND d.created_at >= :since LIMIT :up_to) x) AS n "
+            "FROM unnest(CAST(:statuses AS varchar[])) AS s(status) ORDER BY s.status"
+        ),
+        {"scope_id": organiser.scope_id or "", "since": datetime.now(UTC) - timedelta(days=7),
+         "statuses": list(DELIVERY_STATUSES), "up_to": SUMMARY_UP_TO + 1},
+    )
+    return [r for r in rows.all() if r.n]
+
+
 @router.get("/deliveries", response_class=HTMLResponse)
 async def delivery_log(
     request: Request, organiser: Organiser, digests: DigestsDep, status: str = "", kind: str = "", page: int = 1
@@ -469,21 +510,10 @@ async def delivery_log(
             )
         ).all()
         kinds = (await uow.session.execute(text(KINDS_SENT))).scalars().all()
-        since = datetime.now(UTC) - timedelta(days=7)
-        summary = [
-            r for r in (
-                await uow.session.execute(
-                    text(
-                        f"SELECT s.status, (SELECT count(*) FROM (SELECT 1 FROM deliveries d {join} recipients r "
-                        f"ON r.member_id = d.recipient_id WHERE {filters[0]} AND d.status = s.status "
-                        "AND d.created_at >= :since LIMIT :up_to) x) AS n "
-                        "FROM unnest(CAST(:statuses AS varchar[])) AS s(status) ORDER BY s.status"
-                    ),
-                    {"scope_id": organiser.scope_id or "", "since": since, "statuses": list(DELIVERY_STATUSES),
-                     "up_to": SUMMARY_UP_TO + 1},
-                )
-            ).all() if r.n
-        ]
+        summary = _week_summaries.get((organiser.scope_type, organiser.scope_id))
+        if summary is None:
+            summary = await _week_summary(uow.session, organiser, join, filters[0])
+            _week_summaries.put((organiser.scope_type, organiser.scope_id), summary)
     return await _page(
         request,
         "organise_deliveries.html",
