@@ -217,7 +217,7 @@ GROUP_CHOICES = 20
 def _pick_group(typed: str, groups: Sequence[Unit]) -> tuple[Unit | None, list[Unit]]:
     """The members list's group picker: a group searched for by part of its name (a network has hundreds, too many
     to send as a list at every view). The group whose whole name was typed, or the only one whose name contains it;
-    otherwise no group and those that match, for the organiser to choose from."""
+    otherwise no group and every one that matches, for the organiser to choose from."""
     typed = collapse_spaces(typed).lower()
     if not typed:
         return None, []
@@ -227,7 +227,7 @@ def _pick_group(typed: str, groups: Sequence[Unit]) -> tuple[Unit | None, list[U
         return exact[0], []
     if len(matches) == 1:
         return matches[0], []
-    return None, (exact or matches)[:GROUP_CHOICES]
+    return None, sorted(exact or matches, key=lambda g: g.name.lower())
 
 
 @router.get("/members", response_class=HTMLResponse)
@@ -262,7 +262,8 @@ async def member_list(request: Request, who: CurrentOrganiser, roster: RosterDep
             query=query,
             unit_names={u.id: u.name for u in (*options.regions, *options.groups)},
             group_name=group.name if group else ("" if filters.group_id else typed_group),
-            group_choices=group_choices,
+            group_choices=group_choices[:GROUP_CHOICES],
+            group_matches=len(group_choices),
             typed_group=typed_group.strip() if not filters.group_id else "",
         ),
     )
