@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, and_, delete, func, or_, select
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, delete, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -85,35 +85,48 @@ async def record(session: AsyncSession, table: Table, event: EventData) -> None:
 
 
 class Revocations:
-    """One service's revocation record: `is_revoked` for `shared/auth.py`, `prune` for ended sessions."""
+    """One service's revocation record: `is_revoked` for `shared/auth.py`, `prune` for ended sessions.
+
+    The check runs on every organiser request, so it is one fixed statement sent straight to the pool's asyncpg
+    connection: no statement built and compiled per request, no BEGIN and ROLLBACK around it, and asyncpg keeps it
+    prepared on each connection. A service may refuse more in the same statement (membership: a session of an
+    account no longer active, `services/membership/accounts.py`), by extending `session_sql`.
+    """
 
     def __init__(self, db: Database, table: Table) -> None:
         self.db = db
         self.table = table
-
-    def _matches(self, who: OrganiserScope) -> Any:
-        r = self.table
-        signed_at = who.issued_at or datetime.now(UTC)  # unknown: as if signed now, so every revocation applies
-        earlier = r.c.revoked_at >= signed_at - timedelta(seconds=1)  # tokens carry whole seconds
-        by_organiser = and_(r.c.kind == "organiser", r.c.organiser_id == who.organiser_id, earlier)
-        if who.key_id is not None:  # an API key: itself, or the organiser who made it disabled or their role taken
-            return or_(
-                and_(r.c.kind == "key", r.c.key_id == who.key_id),
-                by_organiser,
-                and_(r.c.kind == "role", r.c.organiser_id == who.organiser_id, earlier),
-            )
-        same_scope = and_(r.c.scope_type == who.scope_type, r.c.scope_id.is_not_distinct_from(who.scope_id))
-        return or_(
-            and_(r.c.kind == "session", r.c.session_id == (who.session_id or "")),
-            by_organiser,
-            and_(r.c.kind == "role", r.c.organiser_id == who.organiser_id, same_scope, earlier),
+        name = table.fullname
+        # $1 the organiser, $2 when the token was signed less a second (tokens carry whole seconds); then $3 the
+        # session's id, $4 and $5 its scope, or $3 the key's id. A revocation of the organiser or of their role
+        # applies to what was signed before it.
+        by_organiser = "(kind = 'organiser' AND organiser_id = $1 AND revoked_at >= $2)"
+        self.session_sql = (
+            f"SELECT EXISTS (SELECT 1 FROM {name} WHERE (kind = 'session' AND session_id = $3) OR {by_organiser} "
+            "OR (kind = 'role' AND organiser_id = $1 AND scope_type = $4 AND scope_id IS NOT DISTINCT FROM $5 "
+            "AND revoked_at >= $2))"
         )
+        self.key_sql = (
+            f"SELECT EXISTS (SELECT 1 FROM {name} WHERE (kind = 'key' AND key_id = $3) OR {by_organiser} "
+            "OR (kind = 'role' AND organiser_id = $1 AND revoked_at >= $2))"
+        )
+
+    def statement(self, who: OrganiserScope) -> tuple[str, tuple[Any, ...]]:
+        """The check for `who` as SQL (a boolean) and its arguments."""
+        signed_at = who.issued_at or datetime.now(UTC)  # unknown: as if signed now, so every revocation applies
+        since = signed_at - timedelta(seconds=1)
+        if who.key_id is not None:  # an API key: itself, or the organiser who made it disabled or their role taken
+            return self.key_sql, (who.organiser_id, since, who.key_id)
+        return self.session_sql, (who.organiser_id, since, who.session_id or "", who.scope_type, who.scope_id)
 
     async def is_revoked(self, who: OrganiserScope) -> bool:
         """Whether `who`'s session or key was revoked. Raises when the record cannot be read: the caller refuses."""
+        sql, args = self.statement(who)
         async with self.db.engine.connect() as conn:
-            found = await conn.execute(select(self.table.c.id).where(self._matches(who)).limit(1))
-            return found.first() is not None
+            driver = (await conn.get_raw_connection()).driver_connection
+            if driver is None:
+                raise LookupError("no connection to read the revocation record on")
+            return bool(await driver.fetchval(sql, *args))
 
     async def prune(self) -> None:
         """Forget sessions that would have expired anyway."""

@@ -284,7 +284,9 @@ def _origin(url: str) -> str | None:
 def make_templates(service_templates: Path | None, globals_: dict[str, Any] | None = None) -> Jinja2Templates:
     loaders = [FileSystemLoader(str(service_templates))] if service_templates else []
     loaders.append(FileSystemLoader(str(SHARED_TEMPLATES)))
-    env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html", "xml"]))
+    # auto_reload off: templates change only with a new release, so a page does not stat every template it extends
+    # and includes on each render to see whether it changed.
+    env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html", "xml"]), auto_reload=False)
     env.globals.update(globals_ or {})
     env.globals["signed_in_organiser"] = signed_in_organiser
     env.globals["organiser_menu"] = organiser_menu
@@ -439,6 +441,6 @@ def add_failing_route(app: FastAPI) -> None:
         raise FailureOnPurpose("failing on purpose (GROUNDSWELL_TEST_FAILURES)")
 
 
-def client_ip(request: Request) -> str:
+async def client_ip(request: Request) -> str:
     """The client's address, as `shared/client_address.py` resolved it (proxy headers only from trusted proxies)."""
     return request.client.host if request.client else "unknown"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,7 +45,9 @@ from shared.events import catalog as ev
 from shared.uow import UnitOfWork, UnitsOfWork
 
 # What counts: every action but a letter still waiting for its writer's confirmation.
-COUNTED = or_(tables.actions.c.kind != "write_to_mp", tables.actions.c.letter_confirmed_at.is_not(None))
+# Written out in each statement (not a parameter), so the planner sees it is ix_actions_counted_campaign's condition.
+COUNTED = or_(tables.actions.c.kind != literal_column("'write_to_mp'"),
+              tables.actions.c.letter_confirmed_at.is_not(None))
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,18 @@ class ActionsService:
                 select(x.c.ask_id, func.count()).where(x.c.campaign_id == campaign_id, COUNTED)
                 .group_by(x.c.ask_id))).all()
         return {ask_id: int(n) for ask_id, n in rows}
+
+    async def totals(self, campaign_ids: Sequence[str]) -> dict[str, int]:
+        """The actions counted for each of these campaigns (as `counts` counts them), in one query; 0 for none."""
+        if not campaign_ids:
+            return {}
+        x = tables.actions
+        async with self.uows.begin() as uow:
+            rows = (await uow.session.execute(
+                select(x.c.campaign_id, func.count()).where(x.c.campaign_id.in_(list(campaign_ids)), COUNTED)
+                .group_by(x.c.campaign_id))).all()
+        found = {campaign_id: int(n) for campaign_id, n in rows}
+        return {campaign_id: found.get(campaign_id, 0) for campaign_id in campaign_ids}
 
     async def pledges(self, *, ask_id: str | None = None, campaign_ids: Sequence[str] | None = None,
                       moderation: str = "approved", limit: int = 100) -> list[Row]:

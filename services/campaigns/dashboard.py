@@ -13,7 +13,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from services.campaigns import charts
-from services.campaigns.deps import ReportsDep, SettingsDep, UnitsOfWorkDep
+from services.campaigns.deps import Engagement, SettingsDep, UnitsOfWorkDep
+from services.campaigns.engagement import EngagementService
 from services.campaigns.reports import Reports, Scope, units_by_id
 from services.campaigns.views import PagesDep
 from shared.auth import OrganiserScope, optional_organiser
@@ -25,18 +26,13 @@ REPORTS = ("growth", "funnel", "attendance", "actions", "partners")
 MaybeOrganiser = Annotated[OrganiserScope | None, Depends(optional_organiser)]
 
 
-def _signed_in(organiser: MaybeOrganiser) -> OrganiserScope:
+async def _signed_in(organiser: MaybeOrganiser) -> OrganiserScope:
     if organiser is None:
         raise HTTPException(401, "Sign in as an organiser to see the dashboard")
     return organiser
 
 
 SignedIn = Annotated[OrganiserScope, Depends(_signed_in)]
-
-
-async def _units(uows: UnitsOfWork) -> dict[str, Any]:
-    async with uows.begin() as uow:
-        return await units_by_id(uow.session)
 
 
 def _ancestors(units: dict[str, Any], unit_id: str) -> list[str]:
@@ -48,21 +44,25 @@ def _ancestors(units: dict[str, Any], unit_id: str) -> list[str]:
     return found
 
 
-async def scope_for(uows: UnitsOfWork, organiser: OrganiserScope, region: str = "", group: str = "") -> Scope:
+def scope_within(units: dict[str, Any], organiser: OrganiserScope, region: str = "", group: str = "") -> Scope:
     """The organiser's scope, or the region or group inside it they asked for (403 outside it)."""
     own = Scope.of(organiser)
     wanted = ("group", group) if group else ("region", region) if region else None
     if wanted is None:
         return own
-    units = await _units(uows)
     if own.network or own.scope_id == wanted[1] or own.scope_id in _ancestors(units, wanted[1]):
         return Scope(*wanted)
     raise HTTPException(403, f"You organise {organiser.describe()}: you can only see figures inside it")
 
 
-async def _snapshot(uows: UnitsOfWork, reports: Reports, scope: Scope, weeks: int) -> dict[str, Any]:
+async def _figures(uows: UnitsOfWork, engagement: EngagementService, organiser: OrganiserScope, region: str,
+                   group: str, weeks: int) -> tuple[Scope, dict[str, Any], dict[str, Any]]:
+    """The scope asked for, its figures and the units by id, read in one transaction (the ladder with them)."""
     async with uows.begin() as uow:
-        return await reports.snapshot(uow.session, scope, weeks=weeks)
+        units = await units_by_id(uow.session)
+        scope = scope_within(units, organiser, region, group)
+        reports = Reports(await engagement.ladder(uow.session))
+        return scope, await reports.snapshot(uow.session, scope, weeks=max(4, min(weeks, 104))), units
 
 
 def _scope_name(scope: Scope, units: dict[str, Any], network_name: str) -> str:
@@ -105,7 +105,7 @@ def _charts(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @router.get("", response_class=HTMLResponse)
 async def dashboard(request: Request, pages: PagesDep, organiser: MaybeOrganiser, uows: UnitsOfWorkDep,
-                    reports: ReportsDep, settings: SettingsDep, region: str = "", group: str = "",
+                    engagement: Engagement, settings: SettingsDep, region: str = "", group: str = "",
                     weeks: int = 12) -> HTMLResponse:
     if organiser is None:
         return pages.message(
@@ -113,9 +113,7 @@ async def dashboard(request: Request, pages: PagesDep, organiser: MaybeOrganiser
             "The dashboard is for organisers: sign in, and you will come straight back here.", 401,
             link=f"/signin?next={quote(str(request.url.path))}", link_text="Sign in as an organiser")
     weeks = max(4, min(weeks, 104))
-    scope = await scope_for(uows, organiser, region, group)
-    data = await _snapshot(uows, reports, scope, weeks)
-    units = await _units(uows)
+    scope, data, units = await _figures(uows, engagement, organiser, region, group, weeks)
     own = Scope.of(organiser)
     narrower = sorted(
         (u for u in units.values() if u.kind in ("region", "group")
@@ -130,10 +128,10 @@ async def dashboard(request: Request, pages: PagesDep, organiser: MaybeOrganiser
 
 
 @router.get("/data.json")
-async def dashboard_data(organiser: SignedIn, uows: UnitsOfWorkDep, reports: ReportsDep, region: str = "",
+async def dashboard_data(organiser: SignedIn, uows: UnitsOfWorkDep, engagement: Engagement, region: str = "",
                          group: str = "", weeks: int = 12) -> JSONResponse:
-    scope = await scope_for(uows, organiser, region, group)
-    return JSONResponse(await _snapshot(uows, reports, scope, max(4, min(weeks, 104))))
+    _, data, _ = await _figures(uows, engagement, organiser, region, group, weeks)
+    return JSONResponse(data)
 
 
 def csv_rows(report: str, data: dict[str, Any]) -> list[list[Any]]:
@@ -161,12 +159,11 @@ def csv_rows(report: str, data: dict[str, Any]) -> list[list[Any]]:
 
 
 @router.get("/export/{report}.csv")
-async def export(organiser: SignedIn, uows: UnitsOfWorkDep, reports: ReportsDep, report: str, region: str = "",
+async def export(organiser: SignedIn, uows: UnitsOfWorkDep, engagement: Engagement, report: str, region: str = "",
                  group: str = "", weeks: int = 12) -> Response:
     if report not in REPORTS:
         raise HTTPException(404, f"Choose one of: {', '.join(REPORTS)}")
-    scope = await scope_for(uows, organiser, region, group)
-    data = await _snapshot(uows, reports, scope, max(4, min(weeks, 104)))
+    scope, data, _ = await _figures(uows, engagement, organiser, region, group, weeks)
     name = f"{report}-{scope.scope_type}{'-' + scope.scope_id if scope.scope_id else ''}.csv"
     return Response(csv_text(csv_rows(report, data)), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -117,6 +117,9 @@ actions = Table(
     UniqueConstraint("ask_id", "person_ref", name="uq_actions_ask_person"),
     Index("ix_actions_ask_created", "ask_id", "created_at"),
     Index("ix_actions_pending_pledges", "campaign_id", postgresql_where=text("moderation = 'pending'")),
+    # The actions counted (actions.COUNTED), per campaign: the campaigns list counts them from the index (0006).
+    Index("ix_actions_counted_campaign", "campaign_id",
+          postgresql_where=text("kind <> 'write_to_mp' OR letter_confirmed_at IS NOT NULL")),
 )
 
 # The MP dataset organisers load (docs/campaigns.md): constituencies and the postcode keys that lead to them.

@@ -13,7 +13,6 @@ from services.campaigns.actions import ActionsService
 from services.campaigns.domain import CampaignNotFound
 from services.campaigns.engagement import EngagementService
 from services.campaigns.letters import MpLetters
-from services.campaigns.reports import Reports
 from services.campaigns.service import CampaignsService
 from shared.auth import OrganiserScope, require_api_token, require_organiser
 from shared.config import Settings
@@ -22,48 +21,44 @@ from shared.uow import UnitsOfWork
 from shared.web import client_ip
 
 
-def _campaigns(request: Request) -> CampaignsService:
+async def _campaigns(request: Request) -> CampaignsService:
     return request.app.state.campaigns  # type: ignore[no-any-return]
 
 
-def _actions(request: Request) -> ActionsService:
+async def _actions(request: Request) -> ActionsService:
     return request.app.state.actions  # type: ignore[no-any-return]
 
 
-def _letters(request: Request) -> MpLetters:
+async def _letters(request: Request) -> MpLetters:
     return request.app.state.letters  # type: ignore[no-any-return]
 
 
-def _engagement(request: Request) -> EngagementService:
+async def _engagement(request: Request) -> EngagementService:
     return request.app.state.engagement  # type: ignore[no-any-return]
 
 
-def _limits(request: Request) -> Limits:
+async def _limits(request: Request) -> Limits:
     return request.app.state.limits  # type: ignore[no-any-return]
 
 
-def _uows(request: Request) -> UnitsOfWork:
+async def _uows(request: Request) -> UnitsOfWork:
     return request.app.state.runtime.uows  # type: ignore[no-any-return]
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.runtime.settings  # type: ignore[no-any-return]
 
 
-def _templates(request: Request) -> Jinja2Templates:
+async def _templates(request: Request) -> Jinja2Templates:
     return request.app.state.templates  # type: ignore[no-any-return]
 
 
-def _secret_key(settings: Annotated[Settings, Depends(_settings)]) -> str:
+async def _secret_key(settings: Annotated[Settings, Depends(_settings)]) -> str:
     return settings.secret_key
 
 
-def _base_url(settings: Annotated[Settings, Depends(_settings)]) -> str:
+async def _base_url(settings: Annotated[Settings, Depends(_settings)]) -> str:
     return settings.public_base_url.rstrip("/")
-
-
-async def _reports(engagement: Annotated[EngagementService, Depends(_engagement)]) -> Reports:
-    return Reports(await engagement.ladder())
 
 
 Campaigns = Annotated[CampaignsService, Depends(_campaigns)]
@@ -77,7 +72,6 @@ Templates = Annotated[Jinja2Templates, Depends(_templates)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SecretKey = Annotated[str, Depends(_secret_key)]
 BaseUrl = Annotated[str, Depends(_base_url)]
-ReportsDep = Annotated[Reports, Depends(_reports)]
 Organiser = Annotated[OrganiserScope, Depends(require_organiser)]
 ApiCaller = Annotated[OrganiserScope, Depends(require_api_token)]
 

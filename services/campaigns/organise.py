@@ -31,20 +31,28 @@ from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
 from shared.exports import csv_chunks, csv_download
 from shared.scope_picker import NETWORK, UNKNOWN_CHOICE, choice_value, read_choice, scope_choices, scope_label
-from shared.web import DaysAgo
+from shared.web import MAX_PAGE, DaysAgo
 
 router = APIRouter(prefix="/campaigns/organise", tags=["organiser pages"])
 
 
+CAMPAIGNS_PAGE = 25
+
+
 @router.get("", response_class=HTMLResponse)
-async def my_campaigns(pages: PagesDep, organiser: Organiser, campaigns: Campaigns,
-                       actions: Actions) -> HTMLResponse:
-    rows = await campaigns.campaigns_for(organiser)
-    totals = {r.id: sum((await actions.counts(r.id)).values()) for r in rows}
+async def my_campaigns(pages: PagesDep, organiser: Organiser, campaigns: Campaigns, actions: Actions,
+                       page: str = "1") -> HTMLResponse:
+    """The organiser's campaigns, 25 a page (live first, the latest launched first), each with its actions counted
+    for the page's campaigns in one query."""
+    page_no = min(max(int(page) if page.isdigit() else 1, 1), MAX_PAGE)
+    rows = await campaigns.list_campaigns(limit=CAMPAIGNS_PAGE + 1, offset=(page_no - 1) * CAMPAIGNS_PAGE,
+                                          within=organiser)
+    has_next, rows = len(rows) > CAMPAIGNS_PAGE, rows[:CAMPAIGNS_PAGE]
+    totals = await actions.totals([r.id for r in rows])
     names = {u.unit_id: u.name for u in await campaigns.units()}  # a lookup per campaign, not a search
     for_whom = {r.id: scope_label(r.scope_type, r.scope_id, names) for r in rows}
     return pages.render("organise_list.html", {"campaigns": rows, "totals": totals, "organiser": organiser,
-                                               "for_whom": for_whom})
+                                               "for_whom": for_whom, "page_no": page_no, "has_next": has_next})
 
 
 @router.get("/home.json")

@@ -102,4 +102,10 @@ def ask_json(row: Any, count: int = 0, base: str = "") -> dict[str, Any]:
     }
 
 
-PagesDep = Annotated[Pages, Depends()]
+async def _pages(request: Request, templates: Templates) -> Pages:
+    """A coroutine, so FastAPI builds the request's Pages on the event loop (a class as a dependency is called in a
+    worker thread)."""
+    return Pages(request, templates)
+
+
+PagesDep = Annotated[Pages, Depends(_pages)]

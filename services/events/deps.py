@@ -19,15 +19,15 @@ from shared.ratelimit import Limits
 from shared.web import client_ip
 
 
-def events(request: Request) -> EventsService:
+async def events(request: Request) -> EventsService:
     return request.app.state.events
 
 
-def settings(request: Request) -> Settings:
+async def settings(request: Request) -> Settings:
     return request.app.state.runtime.settings
 
 
-def templates(request: Request) -> Jinja2Templates:
+async def templates(request: Request) -> Jinja2Templates:
     return request.app.state.templates
 
 
@@ -36,31 +36,31 @@ SettingsDep = Annotated[Settings, Depends(settings)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(templates)]
 
 
-def meetings(service: EventsDep) -> Meetings:
+async def meetings(service: EventsDep) -> Meetings:
     return service.meetings
 
 
-def rsvps(service: EventsDep) -> Rsvps:
+async def rsvps(service: EventsDep) -> Rsvps:
     return service.rsvps
 
 
-def check_in(service: EventsDep) -> CheckIn:
+async def check_in(service: EventsDep) -> CheckIn:
     return service.check_in
 
 
-def limits(service: EventsDep) -> Limits:
+async def limits(service: EventsDep) -> Limits:
     return service.limits
 
 
-def pages(request: Request, t: TemplatesDep) -> Pages:
+async def pages(request: Request, t: TemplatesDep) -> Pages:
     return Pages(request, t)
 
 
-def secret_key(s: SettingsDep) -> str:
+async def secret_key(s: SettingsDep) -> str:
     return s.secret_key
 
 
-def base_url(s: SettingsDep) -> str:
+async def base_url(s: SettingsDep) -> str:
     """The address people use (PUBLIC_BASE_URL), without a trailing slash."""
     return s.public_base_url.rstrip("/")
 

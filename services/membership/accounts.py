@@ -444,18 +444,6 @@ class OrganiserAccounts:
         )
         return used.first() is not None
 
-    async def organiser(self, organiser_id: str) -> Any:
-        o = tables.organisers
-        async with self.uows.begin() as uow:
-            session = uow.session
-            return (
-                await session.execute(
-                    select(o.c.id, o.c.email_normalised, o.c.name, o.c.scope_type, o.c.scope_id, o.c.status).where(
-                        o.c.id == organiser_id
-                    )
-                )
-            ).first()
-
     async def list_organisers(self, by: auth.OrganiserScope) -> list[Any]:
         o = tables.organisers
         async with self.uows.begin() as uow:

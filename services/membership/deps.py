@@ -4,7 +4,7 @@ cases the composition root (`main.py`) built, the settings, and the signed-in or
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -28,20 +28,21 @@ from shared.config import Settings
 from shared.uow import UnitsOfWork
 
 
-def _state(name: str) -> Callable[[Request], Any]:
-    """A dependency returning what `main.create_app` put in the app's state under `name`."""
+def _state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency returning what `main.create_app` put in the app's state under `name` (a coroutine, so FastAPI
+    calls it on the event loop: a plain function would be sent to a worker thread and back on every request)."""
 
-    def get(request: Request) -> Any:
+    async def get(request: Request) -> Any:
         return getattr(request.app.state, name)
 
     return get
 
 
-def _uows(request: Request) -> UnitsOfWork:
+async def _uows(request: Request) -> UnitsOfWork:
     return request.app.state.runtime.uows
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.runtime.settings
 
 
@@ -67,14 +68,12 @@ class SignInNeeded(Exception):
     """No valid organiser session: pages send people to sign in, JSON callers get 401."""
 
 
-async def current_organiser(request: Request, accounts: AccountsDep) -> auth.OrganiserScope:
-    """The signed-in organiser: a session not revoked (`shared/auth.py`), of an account still active here.
-    (A form posted from another site never gets this far: `shared/web.py` `RefuseCrossSiteForms`.)"""
+async def current_organiser(request: Request) -> auth.OrganiserScope:
+    """The signed-in organiser: a session not revoked, of an account still active here (both asked in one statement:
+    `revoking.SessionsOfActiveAccounts`, membership's revocation record). (A form posted from another site never
+    gets this far: `shared/web.py` `RefuseCrossSiteForms`.)"""
     who = await auth.optional_organiser(request)
     if who is None:
-        raise SignInNeeded()
-    row = await accounts.organiser(who.organiser_id)
-    if row is None or row.status != "active":
         raise SignInNeeded()
     return who
 

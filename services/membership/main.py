@@ -30,7 +30,7 @@ from services.membership.member_rights import MemberRights
 from services.membership.origins import AllowedOrigins
 from services.membership.privacy import PrivacyNotices
 from services.membership.reactions import Reactions
-from services.membership.revoking import Revoking
+from services.membership.revoking import Revoking, SessionsOfActiveAccounts
 from services.membership.roster import Roster
 from services.membership.workspace import OrganiserHome
 from shared import topics
@@ -109,6 +109,8 @@ def create_app(
         public_base_url=settings.public_base_url,
         network_name=settings.network_name,
     )
+    # sessions of accounts no longer active are refused with the revocations, in the same statement
+    runtime.revocations = SessionsOfActiveAccounts(runtime.db, tables.delivery.revocations)
     app = runtime.build_app(
         "Groundswell membership", routers=[public.router, web.router, organise.router, rights.router, osdi.router]
     )

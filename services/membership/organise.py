@@ -11,7 +11,7 @@ service behind the gateway reads; JSON callers get the token itself to send as a
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -36,6 +36,7 @@ from services.membership.deps import (
     SettingsDep,
 )
 from services.membership.directory import KIND_NAMES, ROLES, Directory
+from services.membership.domain import Unit
 from services.membership.front_door import FrontDoor
 from services.membership.member_page import MemberPage, MemberView
 from services.membership.origins import AllowedOrigins
@@ -44,6 +45,7 @@ from services.membership.revoking import CannotRevoke
 from services.membership.roster import MemberFilters, Roster
 from services.membership.web import message_page, page, remote_ip
 from shared import auth
+from shared.contact import collapse_spaces
 from shared.deadletters import dead_letter_counts, read_dead_letters
 from shared.errors import InvalidInput
 from shared.exports import csv_download
@@ -208,13 +210,39 @@ def _int(value: str | None, default: int) -> int:
 COUNT_UP_TO = 10_000
 
 
+# The most groups a search of the group picker offers to choose from.
+GROUP_CHOICES = 20
+
+
+def _pick_group(typed: str, groups: Sequence[Unit]) -> tuple[Unit | None, list[Unit]]:
+    """The members list's group picker: a group searched for by part of its name (a network has hundreds, too many
+    to send as a list at every view). The group whose whole name was typed, or the only one whose name contains it;
+    otherwise no group and every one that matches, for the organiser to choose from."""
+    typed = collapse_spaces(typed).lower()
+    if not typed:
+        return None, []
+    matches = [g for g in groups if typed in g.name.lower()]
+    exact = [g for g in matches if g.name.lower() == typed]
+    if len(exact) == 1:
+        return exact[0], []
+    if len(matches) == 1:
+        return matches[0], []
+    return None, sorted(exact or matches, key=lambda g: g.name.lower())
+
+
 @router.get("/members", response_class=HTMLResponse)
 async def member_list(request: Request, who: CurrentOrganiser, roster: RosterDep, joins: JoinsDep) -> HTMLResponse:
     filters = _filters(request)
+    options = await joins.options()
+    typed_group = request.query_params.get("group", "")[:200]
+    group_choices: list[Unit] = []
+    if typed_group.strip() and not filters.group_id:
+        picked, group_choices = _pick_group(typed_group, options.groups)
+        filters.group_id = picked.id if picked else ""
+    group = options.resolve(options.groups, filters.group_id) if filters.group_id else None
     page_no = min(max(_int(request.query_params.get("page"), 1), 1), MAX_PAGE)
     per_page = min(max(_int(request.query_params.get("per_page"), 25), 1), 100)
     rows, total = await roster.page(who, filters, page_no, per_page, count_up_to=COUNT_UP_TO)
-    options = await joins.options()
     query = {k: v for k, v in filters.as_dict().items()}
     more = total > COUNT_UP_TO
     return page(
@@ -233,6 +261,10 @@ async def member_list(request: Request, who: CurrentOrganiser, roster: RosterDep
             options=options,
             query=query,
             unit_names={u.id: u.name for u in (*options.regions, *options.groups)},
+            group_name=group.name if group else ("" if filters.group_id else typed_group),
+            group_choices=group_choices[:GROUP_CHOICES],
+            group_matches=len(group_choices),
+            typed_group=typed_group.strip() if not filters.group_id else "",
         ),
     )
 

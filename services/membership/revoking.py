@@ -12,15 +12,29 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 
 from services.membership import db as tables
 from services.membership.accounts import OrganiserAccounts, utcnow
 from services.membership.roster import Roster
 from shared import auth, revocations
+from shared.db import Database
 from shared.events.catalog import ApiKeyRevoked, OrganiserDisabled, OrganiserSignedOut, RoleRevoked
 from shared.events.envelope import EventData
 from shared.uow import UnitOfWork, UnitsOfWork
+
+
+class SessionsOfActiveAccounts(revocations.Revocations):
+    """Membership's revocation record, which also refuses a session whose organiser account is missing or no longer
+    active: the check every organiser page makes, answered by one statement on one connection (where it was the
+    revocation check, then the account's own transaction)."""
+
+    def __init__(self, db: Database, table: Table) -> None:
+        super().__init__(db, table)
+        self.session_sql = (
+            f"SELECT ({self.session_sql}) OR NOT EXISTS (SELECT 1 FROM {tables.organisers.fullname} "
+            "WHERE id = $1 AND status = 'active')"
+        )
 
 
 class CannotRevoke(Exception):

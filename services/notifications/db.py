@@ -212,8 +212,10 @@ deliveries = Table(
     Index("ix_deliveries_due", "priority", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     Index("ix_deliveries_sending", "lease_until", postgresql_where=text("status = 'sending'")),
     Index("ix_deliveries_recipient", "recipient_id"),
-    # The delivery log, newest first, and its last-seven-days summary (migration 0011).
+    # The delivery log, newest first (migration 0011).
     Index("ix_deliveries_created_at_id", text("created_at DESC"), "id"),
+    # The log's last-seven-days summary: each status's count from the index alone (migration 0014).
+    Index("ix_deliveries_status_created_at", "status", "created_at"),
 )
 
 

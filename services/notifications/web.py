@@ -5,6 +5,7 @@ delivery log of their scope. Also `attach`, which hands the pages the organisers
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications.confirmations import autoresponder_previews
 from services.notifications.digest_schedule import PERIODS
@@ -52,23 +54,31 @@ def _digests(request: Request) -> Digests:
     return request.app.state.digests  # type: ignore[no-any-return]
 
 
-def _follow_ups(request: Request) -> FollowUps:
+# Dependencies are coroutines, so FastAPI calls them on the event loop: a plain function would be sent to a worker
+# thread and back on every request.
+async def _digests_dep(request: Request) -> Digests:
+    return _digests(request)
+
+
+async def _follow_ups(request: Request) -> FollowUps:
     return request.app.state.follow_ups  # type: ignore[no-any-return]
 
 
-def _organisers(request: Request) -> Organisers:
+async def _organisers(request: Request) -> Organisers:
     return request.app.state.organisers  # type: ignore[no-any-return]
 
 
-DigestsDep = Annotated[Digests, Depends(_digests)]
+DigestsDep = Annotated[Digests, Depends(_digests_dep)]
 FollowUpsDep = Annotated[FollowUps, Depends(_follow_ups)]
 OrganisersDep = Annotated[Organisers, Depends(_organisers)]
 
 
 async def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     digests = _digests(request)
-    async with digests.uows.begin() as uow:
-        wording = await digests.email_settings.load(uow.session)
+    wording = digests.email_settings.cached()  # the network's name: read at most every few seconds, not per page
+    if wording is None:
+        async with digests.uows.begin() as uow:
+            wording = await digests.email_settings.load(uow.session)
     return templates.TemplateResponse(
         request, name, {"network_name": wording["network_name"], **context}, status_code=status
     )
@@ -202,7 +212,7 @@ def _sample_digest(network_name: str) -> dict[str, Any]:
 
 async def _previews(request: Request, wording: dict[str, str]) -> list[dict[str, str]]:
     """The confirmations, the digest and the first follow-up step as they would look with `wording`."""
-    digests, follow_ups = _digests(request), _follow_ups(request)
+    digests, follow_ups = _digests(request), request.app.state.follow_ups
     previews = autoresponder_previews(digests.notifications, wording)
     text_part, html_part = digests.render(_sample_digest(wording["network_name"]), wording, "Alex Organiser")
     previews.append(
@@ -421,6 +431,51 @@ KINDS_SENT = (
 )
 
 
+DELIVERY_STATUSES = ("pending", "sending", "sent", "bounced", "failed", "suppressed")
+# The last week's summary counts each status up to this many (an index range each, ix_deliveries_status_created_at)
+# and says "more than" beyond: a mailing to a national network is hundreds of thousands of deliveries in a week.
+SUMMARY_UP_TO = 10_000
+
+
+class WeekSummaries:
+    """The delivery log's last-week summary of each scope, kept for SUMMARY_TTL_S: it is the same on every page of
+    the log and whatever its filters, and a week's counts need not be fresher than that. A few hundred scopes at most
+    (the oldest is forgotten first)."""
+
+    def __init__(self, ttl_s: float, most: int = 500) -> None:
+        self.ttl_s, self.most = ttl_s, most
+        self._kept: dict[tuple[str, str | None], tuple[float, list[Any]]] = {}
+
+    def get(self, scope: tuple[str, str | None]) -> list[Any] | None:
+        kept = self._kept.get(scope)
+        return kept[1] if kept is not None and time.monotonic() - kept[0] < self.ttl_s else None
+
+    def put(self, scope: tuple[str, str | None], summary: list[Any]) -> None:
+        self._kept.pop(scope, None)
+        self._kept[scope] = (time.monotonic(), summary)
+        while len(self._kept) > self.most:
+            del self._kept[next(iter(self._kept))]
+
+
+SUMMARY_TTL_S = 15.0
+_week_summaries = WeekSummaries(SUMMARY_TTL_S)
+
+
+async def _week_summary(session: AsyncSession, organiser: OrganiserScope, join: str, in_scope: str) -> list[Any]:
+    """The last seven days' deliveries to the organiser's scope by status, each counted up to SUMMARY_UP_TO + 1."""
+    rows = await session.execute(
+        text(
+            f"SELECT s.status, (SELECT count(*) FROM (SELECT 1 FROM deliveries d {join} recipients r "
+            f"ON r.member_id = d.recipient_id WHERE {in_scope} AND d.status = s.status "
+            "AND d.created_at >= :since LIMIT :up_to) x) AS n "
+            "FROM unnest(CAST(:statuses AS varchar[])) AS s(status) ORDER BY s.status"
+        ),
+        {"scope_id": organiser.scope_id or "", "since": datetime.now(UTC) - timedelta(days=7),
+         "statuses": list(DELIVERY_STATUSES), "up_to": SUMMARY_UP_TO + 1},
+    )
+    return [r for r in rows.all() if r.n]
+
+
 @router.get("/deliveries", response_class=HTMLResponse)
 async def delivery_log(
     request: Request, organiser: Organiser, digests: DigestsDep, status: str = "", kind: str = "", page: int = 1
@@ -455,17 +510,10 @@ async def delivery_log(
             )
         ).all()
         kinds = (await uow.session.execute(text(KINDS_SENT))).scalars().all()
-        since = datetime.now(UTC) - timedelta(days=7)
-        summary = (
-            await uow.session.execute(
-                text(
-                    f"SELECT d.status, count(*) AS n FROM deliveries d {join} recipients r "
-                    f"ON r.member_id = d.recipient_id WHERE {filters[0]} AND d.created_at >= :since "
-                    "GROUP BY d.status ORDER BY d.status"
-                ),
-                {"scope_id": organiser.scope_id or "", "since": since},
-            )
-        ).all()
+        summary = _week_summaries.get((organiser.scope_type, organiser.scope_id))
+        if summary is None:
+            summary = await _week_summary(uow.session, organiser, join, filters[0])
+            _week_summaries.put((organiser.scope_type, organiser.scope_id), summary)
     return await _page(
         request,
         "organise_deliveries.html",
@@ -477,7 +525,8 @@ async def delivery_log(
             "status": status,
             "kind": kind,
             "kinds": kinds,
-            "statuses": ("pending", "sending", "sent", "bounced", "failed", "suppressed"),
+            "statuses": DELIVERY_STATUSES,
             "summary": summary,
+            "summary_up_to": SUMMARY_UP_TO,
         },
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 
-from tests.campaigns.conftest import SAMPLE_MPS, ask_path, launch, of_type, organiser_token
+from tests.campaigns.conftest import PETITION, SAMPLE_MPS, ask_path, launch, of_type, organiser_token
 
 
 @asynccontextmanager
@@ -109,3 +110,30 @@ async def test_network_organisers_load_the_mp_dataset_from_a_file(campaigns_serv
         assert loaded.status_code == 200 and "The dataset is loaded" in loaded.text
         ladder = await c.get("/campaigns/organise/ladder")
         assert "Activist" in ladder.text
+
+
+async def test_an_organisers_campaigns_come_25_a_page_latest_first_with_their_actions_counted(campaigns_server, client):
+    group = str(uuid.uuid4())  # a group of this test's own: its organiser sees only these campaigns
+    headers = {"Authorization": f"Bearer {organiser_token('group', group)}"}
+    launched = [await launch(client, headers, scope_type="group", scope_id=group, asks=[PETITION]) for _ in range(26)]
+    for email in ("ada-1@example.org", "ada-2@example.org"):
+        signed = await client.post(ask_path(launched[-1], "petition"), data={"name": "Ada Lovelace", "email": email})
+        assert signed.status_code == 303
+
+    def rows(html: str) -> list[tuple[str, str]]:
+        """(title, actions) of each campaign listed."""
+        row = r'<th scope="row"><a href="[^"]+">([^<]+)</a></th><td>[^<]*</td><td>[^<]*</td><td>([^<]+)</td>'
+        return re.findall(row, html)
+
+    async with signed_in(campaigns_server, "group", group) as c:
+        first = await c.get("/campaigns/organise")
+        assert first.status_code == 200
+        listed = rows(first.text)
+        assert len(listed) == 25 and listed[0] == (launched[-1]["title"], "2")
+        assert {t for t, _ in listed} == {x["title"] for x in launched[1:]} and 'rel="next"' in first.text
+        second = await c.get("/campaigns/organise", params={"page": "2"})
+        assert rows(second.text) == [(launched[0]["title"], "0")]
+        assert 'rel="prev"' in second.text and 'rel="next"' not in second.text
+        assert rows((await c.get("/campaigns/organise", params={"page": "many"})).text) == listed
+        beyond = await c.get("/campaigns/organise", params={"page": "9"})
+        assert beyond.status_code == 200 and rows(beyond.text) == [] and "no more campaigns" in beyond.text

@@ -241,6 +241,34 @@ async def test_member_list_searches_filters_exports_csv_and_every_view_and_expor
     assert '"exported": 2' in next(a["detail"] for a in audit if a["action"] == "members.export")
 
 
+async def test_member_list_group_picker_finds_a_group_by_part_of_its_name_and_offers_a_choice_when_several_match(
+    client, db
+):
+    tag = unique_email("x").split("@")[0][-12:]
+    coventry = f"picker-{tag}-cov@example.org"
+    await client.post("/join", data=join_form(coventry, name=f"Dee {tag}", postcode="CV1 2AB"))
+    _, headers = await make_organiser(db)
+
+    typed = await client.get("/members", params={"q": tag, "group": "  coventry "}, headers=headers)
+    assert typed.status_code == 200 and coventry in typed.text
+    assert 'name="group" value="Coventry"' in typed.text  # the group chosen, by name
+    chosen = await client.get("/members", params={"q": tag, "group_id": COVENTRY}, headers=headers)
+    assert coventry in chosen.text and 'name="group" value="Coventry"' in chosen.text
+    assert f'<option value="{COVENTRY}"' not in chosen.text  # no list of every group sent with each page
+
+    several = await client.get("/members", params={"q": tag, "group": "birmingham"}, headers=headers)
+    assert several.status_code == 200 and "which one?" in several.text
+    links = dict(re.findall(r'<li><a href="(/members\?[^"]+)">([^<]+)</a></li>', several.text))
+    assert {"Birmingham Central", "Birmingham South"} <= set(links.values())
+    central = next(href for href, name in links.items() if name == "Birmingham Central")
+    assert parse_qs(urlsplit(central.replace("&amp;", "&")).query)["group_id"] == [
+        seeds.unit_id("group", "birmingham-central")]
+    assert coventry in several.text  # no group chosen yet: the list is not narrowed to one
+
+    nowhere = await client.get("/members", params={"q": tag, "group": "atlantis"}, headers=headers)
+    assert nowhere.status_code == 200 and "No local group" in nowhere.text and coventry in nowhere.text
+
+
 async def test_organiser_pages_need_a_valid_session(client, db, membership_settings):
     garbled = await client.post("/signin", content=b"{", headers={"content-type": "application/json"})
     assert garbled.status_code == 400

@@ -177,6 +177,16 @@ async def test_the_delivery_log_shows_only_the_organisers_scope(notifications_se
     assert north_email in north_page.text and south_email not in north_page.text
     group_page = await client.get("/notifications/organise/deliveries", headers=organiser_session("o2", "group", stoke))
     assert north_email in group_page.text and south_email not in group_page.text
+
+    async def summary_counts_the_groups_deliveries_by_status() -> bool:
+        """The last week's summary says what the group's one member was sent (statuses move as emails go)."""
+        page = await client.get("/notifications/organise/deliveries", headers=organiser_session("o2", "group", stoke))
+        rows = await db.fetch("SELECT status, count(*) AS n FROM deliveries WHERE recipient_id = $1 "
+                              "GROUP BY status ORDER BY status", north_member)
+        said = ", ".join(f"{r['n']} {r['status']}" for r in rows)
+        return f"Last 7 days: {said}." in page.text
+
+    await poll(summary_counts_the_groups_deliveries_by_status)
     everyone = await client.get(
         "/notifications/organise/deliveries", params={"kind": "welcome"}, headers=organiser_session("o3")
     )
