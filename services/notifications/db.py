@@ -214,7 +214,7 @@ deliveries = Table(
     Index("ix_deliveries_recipient", "recipient_id"),
     # The delivery log, newest first (migration 0011).
     Index("ix_deliveries_created_at_id", text("created_at DESC"), "id"),
-    # The log's last-seven-days summary: each status's count from the index alone (migration 0014).
+    # The log's last-seven-days summary: each status's count from the index alone (migration 0015).
     Index("ix_deliveries_status_created_at", "status", "created_at"),
 )
 
