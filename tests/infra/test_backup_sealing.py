@@ -30,7 +30,7 @@ def test_what_is_sealed_comes_back_whole(size):
     key, data = secrets.token_bytes(32), secrets.token_bytes(size)
     sealed = seal(data, key)
     assert unseal(sealed, key) == data
-    if size:
+    if size >= 16:  # a shorter run of random bytes turns up by chance in any ciphertext (1 byte: about 1 in 6)
         assert data[:64] not in sealed
 
 
