@@ -90,7 +90,7 @@ class Revocations:
     The check runs on every organiser request, so it is one fixed statement sent straight to the pool's asyncpg
     connection: no statement built and compiled per request, no BEGIN and ROLLBACK around it, and asyncpg keeps it
     prepared on each connection. A service may refuse more in the same statement (membership: a session of an
-    account no longer active, `services/membership/accounts.py`), by extending `session_sql`.
+    account no longer active, `services/membership/revoking.py`), by extending `session_sql`.
     """
 
     def __init__(self, db: Database, table: Table) -> None:

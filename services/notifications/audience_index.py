@@ -109,6 +109,13 @@ def epoch_micros(moment: datetime) -> int:
     return (moment - _UTC_EPOCH) // timedelta(microseconds=1)
 
 
+def _add_to(bitmaps: dict[Any, BitMap], key: Any, numbers: Iterable[int]) -> None:
+    """Put `numbers` in the bitmap of `key`, made when it is the key's first."""
+    bm = bitmaps.get(key)
+    if bm is None:
+        bitmaps[key] = BitMap(numbers)
+    else:
+        bm.update(numbers)
 
 
 class _Timeline:
@@ -119,11 +126,15 @@ class _Timeline:
         self.days: dict[int, BitMap] = {}
         self.at = array("q")
 
+    def reserve(self, no: int) -> None:
+        """Room in `at` for member `no` (doubling, so a load's members cost few extensions)."""
+        if no >= len(self.at):
+            self.at.extend([NULL_TS] * (max(no + 1, len(self.at) * 2) - len(self.at)))
+
     def set_many(self, numbers: list[int], stamps: list[int]) -> None:
         """Members (ascending) and their timestamps, none of them here yet."""
+        self.reserve(numbers[-1])
         at = self.at
-        if numbers[-1] >= len(at):
-            at.extend([NULL_TS] * (max(numbers[-1] + 1, len(at) * 2) - len(at)))
         by_day: dict[int, list[int]] = defaultdict(list)
         for no, us in zip(numbers, stamps, strict=True):
             at[no] = us
@@ -132,11 +143,7 @@ class _Timeline:
 
     def add_many(self, by_day: dict[int, list[int]]) -> None:
         for day, numbers in by_day.items():
-            bm = self.days.get(day)
-            if bm is None:
-                self.days[day] = BitMap(numbers)
-            else:
-                bm.update(numbers)
+            _add_to(self.days, day, numbers)
 
     def forget(self, numbers: Iterable[int]) -> None:
         """Take members out of their day (found by their timestamp) and forget the timestamp."""
@@ -222,8 +229,7 @@ class _Bitmaps:
                 (self.joined, joined_days, row.joined_us),
                 (self.took_part, took_days, row.took_part_us),
             ):
-                if no >= len(timeline.at):
-                    timeline.at.extend([NULL_TS] * (max(no + 1, len(timeline.at) * 2) - len(timeline.at)))
+                timeline.reserve(no)
                 if us is None:
                     timeline.at[no] = NULL_TS
                 else:
@@ -232,11 +238,7 @@ class _Bitmaps:
         self.reachable.update(reach)
         for target, source in zip(self._keyed(), by_key, strict=True):
             for key, numbers in source.items():
-                bm = target.get(key)
-                if bm is None:
-                    target[key] = BitMap(numbers)
-                else:
-                    bm.update(numbers)
+                _add_to(target, key, numbers)
         self.joined.add_many(joined_days)
         self.took_part.add_many(took_days)
         return n
@@ -250,12 +252,7 @@ class _Bitmaps:
             if row.kind == "reachable":
                 self.reachable.update(row.numbers)
             elif row.kind in keyed:
-                target = keyed[row.kind]
-                bm = target.get(row.key)
-                if bm is None:
-                    target[row.key] = BitMap(row.numbers)
-                else:
-                    bm.update(row.numbers)
+                _add_to(keyed[row.kind], row.key, row.numbers)
             else:
                 timeline = self.joined if row.kind == "joined" else self.took_part
                 timeline.set_many(row.numbers, row.stamps)
