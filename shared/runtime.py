@@ -43,6 +43,11 @@ from shared.web import (
 
 log = get_logger(__name__)
 
+# How long a stopping service waits for its background loops to finish the work in hand (an email in the middle
+# of its mail transaction: at most the relay's 30 s reply timeout, usually milliseconds), well inside the
+# launcher's and Kubernetes' 30 s before SIGKILL.
+BACKGROUND_STOP_GRACE_S = 15.0
+
 
 class DeliveryTables:
     """The outbox, inbox and revocation tables, added to a service's own metadata."""
@@ -106,6 +111,7 @@ class ServiceRuntime:
         )
         self.consumers: list[EventConsumer] = []
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._stops: dict[int, Callable[[], None]] = {}  # by index in `background`: loops asked to finish first
         self._tasks: list[asyncio.Task] = []
         self.add_background(self._prune_revocations)
 
@@ -136,9 +142,31 @@ class ServiceRuntime:
             consumers.append(consumer)
         return consumers
 
-    def add_background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """A long-running coroutine started with the service and cancelled when it stops."""
+    def add_background(
+        self, loop: Callable[[], Coroutine[Any, Any, None]], *, stop: Callable[[], None] | None = None
+    ) -> None:
+        """A long-running coroutine started with the service and cancelled when it stops.
+
+        A loop whose work must not be cut in the middle (an email the relay may have accepted, and its record)
+        gives `stop`: when the service stops, it is called first and the loop given `BACKGROUND_STOP_GRACE_S`
+        to finish what it holds and return, before it is cancelled."""
+        if stop is not None:
+            self._stops[len(self.background)] = stop
         self.background.append(loop)
+
+    async def _stop_background(self) -> None:
+        """Ask the loops that can finish their work to do so, give them a moment, then cancel every loop."""
+        finishing = [self._tasks[i] for i in self._stops if i < len(self._tasks)]
+        for stop in self._stops.values():
+            stop()
+        if finishing:
+            _, unfinished = await asyncio.wait(finishing, timeout=BACKGROUND_STOP_GRACE_S)
+            if unfinished:
+                log.warning("background work still running when the service stopped; cancelled",
+                            loops=len(unfinished))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def measure_consumer_lag(self, interval_s: float = 15.0) -> None:
         """Keep `groundswell_consumer_lag` current: end offset minus committed offset, per group and partition."""
@@ -193,9 +221,7 @@ class ServiceRuntime:
                 yield
             finally:
                 await self.broker.stop()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._stop_background()
             await self.relay.stop()
             await self.dlq.stop()
             await self.db.dispose()

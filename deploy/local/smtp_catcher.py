@@ -14,7 +14,9 @@ Fault injection for tests, decided per RCPT TO address:
   * local part starting with ``stall``: the first message's final "." is never answered, and the message not
     kept, until the client goes away (a sender killed before the relay accepted);
   * local part starting with ``lostreply``: the first message is kept, but its "250" never sent until the
-    client goes away (a sender killed after the relay accepted, before it recorded so).
+    client goes away (a sender killed after the relay accepted, before it recorded so);
+  * local part starting with ``slowreply``: the first message is kept and its "250" sent only after
+    ``SLOW_REPLY_S`` (a service asked to stop while its email's reply is on the way).
   Held messages are listed by ``GET /api/held`` (their recipients) while they are held.
 """
 
@@ -52,6 +54,7 @@ TEMPFAIL_REPLY = "451 4.3.0 Try again later"
 REJECT_REPLY = "550 5.1.1 No such user"
 PARSED_CACHE_SIZE = 512
 HOLD_LIMIT_S = 600.0
+SLOW_REPLY_S = 4.0  # how long a ``slowreply`` message waits for its "250"
 HELD_TOO_LONG_REPLY = "451 4.4.2 Held too long"
 
 log = logging.getLogger("smtp_catcher")
@@ -362,25 +365,28 @@ class CatcherHandler:
         mail = self.store.add(envelope.mail_from or "", list(envelope.rcpt_tos), raw, peer)
         if hold == "lostreply":
             await self._held(envelope.rcpt_tos)
+        elif hold == "slowreply":
+            await self._held(envelope.rcpt_tos, SLOW_REPLY_S)
         return f"250 OK id={mail.id}"
 
     def _hold(self, rcpt_tos: list[str]) -> str | None:
-        """Which reply-holding fault (``stall``, ``lostreply``) the message's first recipient asks for, the
-        first time only."""
+        """Which reply-holding fault (``stall``, ``lostreply``, ``slowreply``) the message's first recipient asks
+        for, the first time only."""
         for address in rcpt_tos[:1]:
             local, key = address.split("@", 1)[0].lower(), address.lower()
-            for fault in ("stall", "lostreply"):
+            for fault in ("stall", "lostreply", "slowreply"):
                 if local.startswith(fault) and key not in self.store.held_before:
                     self.store.held_before.add(key)
                     return fault
         return None
 
-    async def _held(self, rcpt_tos: list[str]) -> None:
-        """Wait without answering, up to HOLD_LIMIT_S; aiosmtpd cancels this when the client's connection ends."""
+    async def _held(self, rcpt_tos: list[str], seconds: float = 0.0) -> None:
+        """Wait without answering, `seconds` or up to HOLD_LIMIT_S; aiosmtpd cancels this when the client's
+        connection ends."""
         addresses = {a.lower() for a in rcpt_tos}
         self.store.held.update(addresses)
         try:
-            await asyncio.sleep(HOLD_LIMIT_S)
+            await asyncio.sleep(seconds or HOLD_LIMIT_S)
         finally:
             self.store.held.difference_update(addresses)
 

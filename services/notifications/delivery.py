@@ -289,13 +289,32 @@ class DeliveryWorker:
         # Emails the relay accepted whose records did not commit (record_accepted): by delivery id.
         self._accepted: dict[str, Accepted] = {}
         self._recording = asyncio.Lock()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Let `run` return once every sender has finished the email in hand (the relay's answer to it and its
+        record's COMMIT), giving back the rest of its batch: what a stopping service asks (a rolling upgrade's
+        SIGTERM). Cancelling a sender instead may cut it between the final '.' and the relay's "250": the relay
+        keeps the email, its record rolls back, and the lease sends it a second time."""
+        self._stopping.set()
+        self.wake.set()
 
     def attach_for(self, kind: str, provider: AttachmentProvider) -> None:
         self.attachments[kind] = provider
 
     async def run(self) -> None:
-        """Run the senders, and the reaper of expired leases, until cancelled."""
-        await asyncio.gather(self._reaper(), *(self._sender(self.mailer_factory()) for _ in range(self.connections)))
+        """Run the senders, and the reaper of expired leases, until cancelled or stopped (`stop`)."""
+        reaper = asyncio.ensure_future(self._reaper())
+        try:
+            await asyncio.gather(*(self._sender(self.mailer_factory()) for _ in range(self.connections)))
+        finally:
+            reaper.cancel()
+            await asyncio.gather(reaper, return_exceptions=True)
+        try:
+            await self.record_accepted()  # an accepted email whose COMMIT failed: recorded before the process goes
+        except Exception as exc:
+            log.warning("emails the relay accepted could not be recorded before stopping; their lease sends them "
+                        "again", error=repr(exc), emails=len(self._accepted))
 
     async def _reaper(self) -> None:
         while True:
@@ -310,7 +329,7 @@ class DeliveryWorker:
 
     async def _sender(self, mailer: Mailer) -> None:
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     sent = await self.send_due(mailer)
                 except asyncio.CancelledError:
@@ -323,11 +342,14 @@ class DeliveryWorker:
                     # One idle sender at a time listens for the wake (and polls): a welcome wakes one sender, not
                     # all of them, each claiming for one row. Senders that find a full batch wake the next one.
                     async with self._listening:
+                        if self._stopping.is_set():
+                            break
                         try:
                             await asyncio.wait_for(self.wake.wait(), timeout=self.poll_interval_s)
                         except TimeoutError:
                             pass
-                        self.wake.clear()
+                        if not self._stopping.is_set():  # left set: every sender waiting here sees the stop
+                            self.wake.clear()
         finally:
             await mailer.close()
 
@@ -349,7 +371,7 @@ class DeliveryWorker:
                     break
                 if len(batch) == self.batch_size:
                     self.wake.set()  # probably more due: bring in the next idle sender
-                    if handled + len(batch) < limit:
+                    if handled + len(batch) < limit and not self._stopping.is_set():
                         # The next batch is leased while this one goes out (the claim's round trips and COMMIT
                         # off the sender's path).
                         claiming = asyncio.ensure_future(self.claim(self.batch_size))
@@ -362,8 +384,8 @@ class DeliveryWorker:
         return handled
 
     async def _send_batch(self, mailer: Mailer, batch: list[Any]) -> int:
-        """Send a leased batch; return how many were handled (what is left once a third of the lease is gone is
-        given back)."""
+        """Send a leased batch; return how many were handled (what is left once a third of the lease is gone, or
+        when the worker is asked to stop, is given back)."""
         handled = 0
         until = time.monotonic() + self.lease_s / 3
         # Two connections for the batch, taking turns: while one commits the record of the email the relay
@@ -378,7 +400,7 @@ class DeliveryWorker:
             committing: asyncio.Future[None] | None = None
             try:
                 for i, row in enumerate(batch):
-                    if i and time.monotonic() > until:
+                    if self._stopping.is_set() or (i and time.monotonic() > until):
                         await self._release([r.id for r in batch[i:]])
                         break
                     try:

@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, *, group_suffix: str = "", loop
     for kind in RSVP_EMAIL_KINDS:
         worker.attach_for(kind, meetings.ics_for_delivery)
     fanout = AnnouncementFanOut(service)
-    runtime.add_background(worker.run)
+    runtime.add_background(worker.run, stop=worker.stop)
     if settings.bounce_smtp_port:
         runtime.add_background(BounceReceiver(Bounces(runtime.uows, settings)).run)
     runtime.add_background(fanout.run)

@@ -3,12 +3,14 @@ has accepted it, and a killed sender's deliveries are sent again when their leas
 
 The SMTP catcher holds its reply to the final "." for addresses starting with `stall` (the message not kept: the
 relay did not accept) or `lostreply` (the message kept: the relay accepted, its "250" never reached the sender),
-so the test kills notifications exactly inside that window.
+so the test kills notifications exactly inside that window. For `slowreply` it keeps the message and sends its
+"250" a few seconds late: a service asked to stop (SIGTERM, as a rolling upgrade does) in that moment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import httpx
 import pytest
@@ -73,4 +75,27 @@ async def test_a_sender_killed_after_the_relay_accepted_sends_a_second_copy_with
     assert len(copies) == 2  # at least once: the documented duplicate, never a loss
     message_ids = {copy["headers"]["Message-ID"] for copy in copies}
     assert message_ids == {first["headers"]["Message-ID"]}  # one Message-ID: the receiver can drop the second
+    assert (await notifications_db.fetchrow(WELCOME_SQL, email))["status"] == "sent"
+
+
+async def test_a_sender_asked_to_stop_while_the_relay_answers_records_the_email_and_never_sends_it_again(
+    gateway, mail: MailCatcher, notifications_db
+):
+    """SIGTERM is not a crash: the sender finishes the email in hand (the relay's "250" and its record's COMMIT)
+    before the service exits. A fresh-clone CI run (2026-12-07) saw the rolling upgrade send one welcome twice:
+    the stopping service cancelled its sender while it waited for the relay's answer, the relay kept the email,
+    the record was rolled back, and the lease sent it again."""
+    email = unique_email("slowreply")
+    assert await join(gateway, email) == 303
+    await wait_until_held(email)
+    assert (await notifications_db.fetchrow(WELCOME_SQL, email))["status"] == "sending"
+
+    assert launcher.stop_service("notifications", sig=signal.SIGTERM, timeout=30)  # not SIGKILLed after a wait
+    sent = await notifications_db.fetchrow(WELCOME_SQL, email)
+    assert (sent["status"], sent["attempts"]) == ("sent", 1)  # recorded before the process went
+    launcher.start_service("notifications")
+    assert launcher.service_ready("notifications", 60)
+
+    [welcome] = await mail.settle(email, seconds=3)
+    assert welcome["subject"].startswith("Welcome")
     assert (await notifications_db.fetchrow(WELCOME_SQL, email))["status"] == "sent"
