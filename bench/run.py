@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO_ROOT, BenchOutcome, fmt, launcher, say  # noqa: E402
 
-BENCHMARKS = ("join", "latency", "catchup", "fanout", "digest", "memory", "pages", "audience", "mailing")
-# `pages`, `audience` and `mailing` generate a large network first: asked for by name only
+BENCHMARKS = ("join", "latency", "catchup", "fanout", "digest", "memory", "pages", "audience", "mailing", "ladder")
+# `pages`, `audience`, `mailing` and `ladder` generate a large network first: asked for by name only
 DEFAULT = BENCHMARKS[:6]
 DESCRIPTIONS = {
     "join": "1. join ingest through the gateway",
@@ -38,6 +38,7 @@ DESCRIPTIONS = {
     "pages": "7. organiser pages on a national network (bench/pages.py)",
     "audience": "8. audience count: a mailing's live count at 1,000,000 members",
     "mailing": "9. mailing: a mailing to 100,000 members, and its scheduled start",
+    "ladder": "10. ladder: an organiser saves a new engagement ladder for 100,000 members",
 }
 
 
@@ -91,6 +92,10 @@ async def run_selected(names: list[str], quick: bool, workdir: Path, profile: bo
             from bench import mailing
 
             await timed(mailing.run(quick, workdir))
+        elif name == "ladder":
+            from bench import ladder
+
+            await timed(ladder.run(quick, workdir))
     if memory is not None:
         outcomes.append(memory)
     return outcomes

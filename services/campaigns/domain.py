@@ -701,12 +701,6 @@ def level_for(ladder: Sequence[LadderRung], *, actions: int, attended: int, role
     return level
 
 
-def members_moving(ladder: Sequence[LadderRung], standings: Iterable[Standing]) -> int:
-    """How many members a new ladder would move to another level (what an organiser confirms before saving it)."""
-    return sum(1 for m in standings
-               if level_for(ladder, actions=m.actions, attended=m.attended, roles=m.roles) != m.level)
-
-
 @dataclass(frozen=True)
 class Standing:
     """A member's place on the ladder as last stored: their level (None before the first), what it counted, roles."""

@@ -24,7 +24,6 @@ from services.campaigns.domain import (
     LadderRung,
     Standing,
     assess,
-    members_moving,
     place_changes,
 )
 from services.campaigns.people import People
@@ -51,6 +50,7 @@ class LongTail:
 LONG_TAIL_COLUMNS = ("name", "email", "region", "groups", "joined_at", "member_id")
 NAME_UNAVAILABLE = "(name not available yet)"  # the member's key has not reached campaigns yet
 _LADDER = "campaigns.engagement.ladder"  # session.info: the ladder read in this transaction
+EMIT_CHUNK = 1_000  # EngagementLevelChanged written to the outbox this many at a time when the ladder changes
 
 
 class EngagementService:
@@ -72,19 +72,25 @@ class EngagementService:
         return ladder
 
     async def members_moving(self, ladder: Sequence[LadderRung]) -> int:
-        """How many members `ladder` would move to another level, before it is saved."""
+        """How many members `ladder` would move to another level, before it is saved (counted in SQL)."""
         async with self.uows.begin() as uow:
-            return members_moving(ladder, await queries.active_standings(uow.session))
+            return await queries.count_moving(uow.session, ladder)
 
     async def set_ladder(self, ladder: Sequence[LadderRung]) -> int:
-        """Replace the ladder and recompute every member; returns how many changed level (each published)."""
+        """Replace the ladder and move every active member to the level it gives them (set-based: a national
+        network's organiser is not kept waiting while each member is recomputed in turn); returns how many moved,
+        each published as EngagementLevelChanged."""
         async with self.uows.begin() as uow:
             uow.session.info.pop(_LADDER, None)
             await queries.replace_ladder(uow.session, ladder)
-            changed = 0
-            for member_id in await queries.active_member_ids(uow.session):
-                changed += await self.recompute(uow, member_id, ladder=ladder, reason="the ladder changed")
-        return changed
+            moved = await queries.move_to_ladder(uow.session, ladder, utcnow())
+            # As domain.assess: a first level at the bottom of the ladder (where everyone starts) is not news.
+            events = [ev.EngagementLevelChanged(member_id=member_id, level=level, previous_level=previous,
+                                                reason="the ladder changed")
+                      for member_id, previous, level in moved if previous is not None or level != ladder[0].level]
+            for start in range(0, len(events), EMIT_CHUNK):
+                await uow.emit(*events[start:start + EMIT_CHUNK])
+        return len(events)
 
     # members, units and roles (membership's events) ----------------------------------------------------
     async def member_joined(self, uow: UnitOfWork, event: ev.MemberJoined) -> None:

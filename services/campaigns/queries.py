@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, any_, bindparam, delete, func, literal, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, any_, bindparam, delete, func, literal, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -223,18 +223,47 @@ async def replace_ladder(session: AsyncSession, ladder: Sequence[LadderRung]) ->
     ]))
 
 
-async def active_standings(session: AsyncSession) -> list[Standing]:
-    """Every active member's level and what it counted, as last stored."""
-    m = _m
-    rows = (await session.execute(select(m.c.member_id, m.c.level, m.c.actions, m.c.attended, m.c.roles)
-                                  .where(m.c.status == "active"))).all()
-    return [standing(r) for r in rows]
+def ladder_level_sql(ladder: Sequence[LadderRung]) -> tuple[str, dict[str, Any]]:
+    """The ladder's rule (domain.level_for: the highest level whose rule a member meets, the first one always) as a
+    SQL expression over a member row's stored counts and roles, and its parameters."""
+    params: dict[str, Any] = {"ladder_0": ladder[0].level}
+    whens = []
+    for i in range(len(ladder) - 1, 0, -1):
+        rung = ladder[i]
+        reached = (f"(actions >= :ladder_{i}_actions AND attended >= :ladder_{i}_attended "
+                   f"AND actions + attended >= :ladder_{i}_total)")
+        if rung.roles:
+            reached = f"(roles && CAST(:ladder_{i}_roles AS varchar[]) OR {reached})"
+            params[f"ladder_{i}_roles"] = list(rung.roles)
+        whens.append(f"WHEN {reached} THEN CAST(:ladder_{i} AS varchar)")
+        params.update({f"ladder_{i}": rung.level, f"ladder_{i}_actions": rung.min_actions,
+                       f"ladder_{i}_attended": rung.min_attended, f"ladder_{i}_total": rung.min_total})
+    return f"CASE {' '.join(whens)} ELSE CAST(:ladder_0 AS varchar) END", params
 
 
-async def active_member_ids(session: AsyncSession) -> list[str]:
-    m = _m
-    return list((await session.execute(
-        select(m.c.member_id).where(m.c.status == "active").order_by(m.c.member_id))).scalars().all())
+async def count_moving(session: AsyncSession, ladder: Sequence[LadderRung]) -> int:
+    """How many active members `ladder` would move to another level (counted in SQL)."""
+    level, params = ladder_level_sql(ladder)
+    counted = await session.execute(text(
+        f"SELECT count(*) FROM members WHERE status = 'active' AND level IS DISTINCT FROM ({level})"), params)
+    return int(counted.scalar_one())
+
+
+async def move_to_ladder(session: AsyncSession, ladder: Sequence[LadderRung],
+                         since: datetime) -> list[tuple[str, str | None, str]]:
+    """Give every active member the level `ladder` gives their stored counts and roles; returns (member, previous
+    level, new level) of those who moved. Their rows are locked and read as last committed (a fact counted
+    meanwhile is waited for, and its count used), then updated in one statement: no loop over members here."""
+    level, params = ladder_level_sql(ladder)
+    moved = [(r[0], r[1], r[2]) for r in (await session.execute(text(
+        f"SELECT member_id, level, {level} FROM members WHERE status = 'active' AND level IS DISTINCT FROM ({level}) "
+        "ORDER BY member_id FOR UPDATE"), params)).all()]
+    if moved:
+        await session.execute(text(
+            "UPDATE members SET level = v.level, level_since = :since FROM unnest(CAST(:ids AS varchar[]), "
+            "CAST(:levels AS varchar[])) AS v(member_id, level) WHERE members.member_id = v.member_id"),
+            {"since": since, "ids": [m[0] for m in moved], "levels": [m[2] for m in moved]})
+    return moved
 
 
 def _scope_members(query: Any, m: Any, organiser: OrganiserScope) -> Any:
