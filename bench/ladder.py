@@ -22,13 +22,14 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import REPO_ROOT, BenchOutcome, Result, asyncpg_dsn, launcher, say
+from bench.common import REPO_ROOT, BenchOutcome, Result, asyncpg_dsn, say
 from services.campaigns import db as tables
 from services.campaigns.domain import DEFAULT_LADDER, LadderRung
 from services.campaigns.engagement import EngagementService
 from shared.db import Database
 from shared.outbox import Outbox
 from shared.uow import UnitsOfWork
+from tests.support.inprocess import fresh_test_database
 
 BENCH_DB = "groundswell_bench_ladder"
 # Harder thresholds than the default ladder's, and a role at the top: a change that moves thousands.
@@ -50,19 +51,8 @@ COUNT_BY_HAND = "SELECT count(*) FROM members WHERE status = 'active' AND level 
 
 
 async def _database() -> str:
-    """A fresh database beside campaigns', migrated with campaigns' migrations; its SQLAlchemy URL."""
-    url = launcher.database_url("campaigns").rsplit("/", 1)[0] + f"/{BENCH_DB}"
-    maintenance = asyncpg_dsn("campaigns").rsplit("/", 1)[0] + "/postgres"
-    conn = await asyncpg.connect(maintenance)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    finally:
-        await conn.close()
-    from shared.migrations import upgrade
-
-    await asyncio.to_thread(upgrade, REPO_ROOT / "services" / "campaigns", url)  # runs its own event loop
-    return url
+    """A fresh database beside campaigns', migrated with campaigns' migrations (as the tests make theirs); its URL."""
+    return await asyncio.to_thread(fresh_test_database, "campaigns", BENCH_DB, REPO_ROOT / "services" / "campaigns")
 
 
 async def _drop() -> None:
