@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.campaigns import db as tables
 from services.campaigns.domain import CampaignNotFound, Constituency, LadderRung, Standing, postcode_keys
 from shared.auth import OrganiserScope
+from shared.db import any_of
 
 
 async def one(session: AsyncSession, query: Any, missing: LookupError) -> Row:
@@ -185,7 +186,7 @@ async def sealed_members(session: AsyncSession, member_ids: Sequence[str]) -> li
     return list((await session.execute(
         select(_m.c.member_id, _m.c.name, _m.c.email, k.c.key)
         .join(k, k.c.key_id == _m.c.member_id)
-        .where(_m.c.member_id.in_(list(member_ids)), k.c.key.is_not(None))
+        .where(any_of(_m.c.member_id, member_ids), k.c.key.is_not(None))
     )).all())
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.events import db as tables
 from services.events.domain import MeetingNotFound, RsvpNotFound
 from shared.auth import OrganiserScope
+from shared.db import any_of
 
 m, r, u, rem, members = tables.meetings, tables.rsvps, tables.units, tables.reminders, tables.members
 
@@ -58,22 +59,16 @@ async def member_with_hash(session: AsyncSession, email_hash: str) -> str | None
 
 
 async def sealed_members(session: AsyncSession, member_ids: set[str]) -> list[Row]:
-    """Members' sealed names and addresses (member_id, name, email)."""
+    """Members' sealed names and addresses (member_id, name, email) with the copy of their key, where it is here
+    and not destroyed: one statement."""
     if not member_ids:
         return []
-    return list((await session.execute(
-        select(members.c.member_id, members.c.name, members.c.email).where(members.c.member_id.in_(member_ids))
-    )).all())
-
-
-async def member_keys_of(session: AsyncSession, member_ids: Sequence[str]) -> dict[str, bytes]:
-    """The copies of these members' keys that are here and not destroyed."""
-    if not member_ids:
-        return {}
     k = tables.member_keys
-    rows = await session.execute(select(k.c.key_id, k.c.key).where(k.c.key_id.in_(list(member_ids)),
-                                                                   k.c.key.is_not(None)))
-    return {key_id: key for key_id, key in rows.all()}
+    return list((await session.execute(
+        select(members.c.member_id, members.c.name, members.c.email, k.c.key)
+        .join(k, k.c.key_id == members.c.member_id)
+        .where(any_of(members.c.member_id, member_ids), k.c.key.is_not(None))
+    )).all())
 
 
 async def update_member(session: AsyncSession, member_id: str, values: dict[str, Any]) -> None:
