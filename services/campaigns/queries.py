@@ -10,7 +10,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, any_, bindparam, delete, func, literal, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -68,6 +81,30 @@ async def region_of(session: AsyncSession, scope_type: str, scope_id: str | None
         if kind == "region":
             return unit
     return None
+
+
+# What counts: every action but a letter still waiting for its writer's confirmation.
+# Written out in each statement (not a parameter), so the planner sees it is ix_actions_counted_campaign's condition.
+COUNTED = or_(tables.actions.c.kind != literal_column("'write_to_mp'"),
+              tables.actions.c.letter_confirmed_at.is_not(None))
+
+
+async def counted_actions(session: AsyncSession, campaign_ids: Sequence[str]) -> dict[str, int]:
+    """The actions counted (COUNTED) for each of these campaigns, in one statement; 0 for none."""
+    if not campaign_ids:
+        return {}
+    x = tables.actions
+    rows = (await session.execute(
+        select(x.c.campaign_id, func.count()).where(any_of(x.c.campaign_id, campaign_ids), COUNTED)
+        .group_by(x.c.campaign_id))).all()
+    found = {campaign_id: int(n) for campaign_id, n in rows}
+    return {campaign_id: found.get(campaign_id, 0) for campaign_id in campaign_ids}
+
+
+async def unit_names_of(session: AsyncSession, unit_ids: Sequence[str]) -> dict[str, str]:
+    """The names of these units, by id (those the read model knows)."""
+    u = tables.units
+    return dict((await session.execute(select(u.c.unit_id, u.c.name).where(any_of(u.c.unit_id, unit_ids)))).all())
 
 
 async def units(session: AsyncSession) -> list[Row]:
