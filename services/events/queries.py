@@ -109,6 +109,11 @@ async def units(session: AsyncSession) -> list[Row]:
     return list((await session.execute(select(u).order_by(u.c.kind, u.c.name))).all())
 
 
+async def unit_names_of(session: AsyncSession, unit_ids: Sequence[str]) -> dict[str, str]:
+    """The names of these units, by id (those known here)."""
+    return dict((await session.execute(select(u.c.unit_id, u.c.name).where(any_of(u.c.unit_id, unit_ids)))).all())
+
+
 # Meetings -----------------------------------------------------------------------------------------------------
 async def meeting_exists(session: AsyncSession, meeting_id: str, within: OrganiserScope | None = None) -> bool:
     """Whether the meeting exists (and lies in `within`'s scope, when given)."""
@@ -425,7 +430,7 @@ async def rsvp_counts_of(session: AsyncSession, meeting_ids: Sequence[str]) -> d
         return counts
     rows = await session.execute(
         select(r.c.meeting_id, r.c.status, func.count())
-        .where(r.c.meeting_id.in_(list(meeting_ids)), r.c.status.in_(("going", "waitlisted")))
+        .where(any_of(r.c.meeting_id, meeting_ids), r.c.status.in_(("going", "waitlisted")))
         .group_by(r.c.meeting_id, r.c.status)
     )
     for meeting_id, status, n in rows:
