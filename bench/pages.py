@@ -11,6 +11,15 @@ by hand in SQL and run against the same database in the same run (asyncpg, one c
 ratio is of the p95s. Targets (issue 20): p95 <= 300 ms and <= 3x the hand-written query. Exports also report time
 to first byte and the service's peak resident memory during the download (VmRSS sampled every 10 ms).
 
+Before the pages, the same run measures each service's floor (`floors`): an address under its prefix that no route
+answers, and a signed-in organiser's (or the API key's) request for an id that does not exist, answered at once
+with a 404. Each page's note gives its service's signed-in floor, requested by the page's caller once after each of
+the page's requests (so under the same load), and the best ratio the page could reach at the medians,
+(floor + SQL) / SQL; where that is above 3 the page is marked "below the floor": no page through the gateway
+answers within 3x of so quick a query. With the default 20 requests a page, the nearest-rank p95 is the slowest of
+the 20 (10: also the slowest): one slow request (a consumer's batch, a garbage collection) is the page's p95;
+`--repeats 60` makes it the third slowest, `--samples` prints every request's time.
+
 The network comes from bench/network.py, generated once per stack (20,000 members with --quick, 1,000,000
 without; a stack that holds a network already reuses it, whatever its size, and says so).
 """
@@ -181,6 +190,49 @@ def pages_for(m: dict[str, Any], meeting_id: str, digest_organiser: str) -> list
     ]
 
 
+@dataclass
+class Floor:
+    """What a request through the gateway costs before any page work, for one service: `path` asked `repeats` times
+    by `who` (None: nobody signed in) answers `status` at once."""
+
+    name: str
+    path: str
+    who: str | None
+    service: str
+    status: int
+
+
+NOBODY = "00000000-0000-4000-8000-000000000000"  # an id no row has
+
+
+def floors() -> list[Floor]:
+    """For each service: an address under its prefix that no route answers (the gateway, the server, the
+    middlewares and FastAPI's routing, then the 404 page in the shared layout), and a signed-in organiser's request
+    for something that does not exist (the same, plus the session's signature and revocation check and one lookup by
+    primary key that finds nothing). No page can answer faster than the second; a page's ratio to its SQL cannot come
+    under (floor + SQL) / SQL."""
+    unrouted = "/-/-/-/-/-"
+    return [
+        Floor("membership: no route", f"/members{unrouted}", None, "membership", 404),
+        Floor("membership: organiser, no such member", f"/members/{NOBODY}", "network", "membership", 404),
+        Floor("membership: API key, no such person", f"/api/v2/people/{NOBODY}", "api", "membership", 404),
+        Floor("events: no route", f"/events/organise{unrouted}", None, "events", 404),
+        Floor("events: organiser, no such meeting", f"/events/organise/{NOBODY}/check-in", "network", "events", 404),
+        Floor("campaigns: no route", f"/campaigns/organise{unrouted}", None, "campaigns", 404),
+        Floor("campaigns: organiser, no such campaign", f"/campaigns/organise/campaigns/{NOBODY}", "network",
+              "campaigns", 404),
+        Floor("notifications: no route", f"/notifications/organise{unrouted}", None, "notifications", 404),
+        Floor("notifications: organiser, no such digest", f"/notifications/organise/digests/{NOBODY}", "network",
+              "notifications", 404),
+    ]
+
+
+def floor_of(page: Page) -> str:
+    """The name of the floor a page is compared with: its service's signed-in floor (the API key's for OSDI)."""
+    return next(f.name for f in floors() if f.service == page.service and f.who is not None
+                and (f.who == "api") == (page.who == "api"))
+
+
 class RssWatch:
     """The highest VmRSS of a process while the block runs, sampled every 10 ms from a thread."""
 
@@ -216,6 +268,26 @@ async def timed_get(client: httpx.AsyncClient, path: str, headers: dict[str, str
         status = response.status_code
     done = time.perf_counter()
     return ((first or done) - started) * 1000, (done - started) * 1000, status, size
+
+
+async def measure_floors(client: httpx.AsyncClient, callers: dict[str, dict[str, str]], repeats: int,
+                         outcome: BenchOutcome) -> None:
+    """Each floor's p50 and p95 (after one warm-up), as results of their own. (Each page's note has its floor
+    measured again in the page's own loop, as the page's caller, one request after each of the page's.)"""
+    medians: dict[str, float] = {}
+    for floor in floors():
+        headers = {"Accept": "text/html", **(callers[floor.who] if floor.who else {})}
+        await timed_get(client, floor.path, headers)
+        totals = []
+        for _ in range(repeats):
+            _, total, status, size = await timed_get(client, floor.path, headers)
+            if status != floor.status:
+                raise RuntimeError(f"floor {floor.name}: {floor.path} answered {status}, not {floor.status}")
+            totals.append(total)
+        medians[floor.name] = percentile(totals, 50)
+        outcome.add(Result(f"floor: {floor.name} p95", percentile(totals, 95), "ms",
+                           note=f"p50 {medians[floor.name]:.1f} ms; HTTP {status}, {size:,} bytes",
+                           higher_is_better=False))
 
 
 async def hand_written(conn: asyncpg.Connection, statements: list[tuple[str, list[Any]]]) -> float:
@@ -276,7 +348,8 @@ async def sign_in(m: dict[str, Any], membership: asyncpg.Connection, client: htt
     return headers
 
 
-async def run(quick: bool, repeats: int | None = None, only: list[str] | None = None) -> BenchOutcome:
+async def run(quick: bool, repeats: int | None = None, only: list[str] | None = None, samples: bool = False
+              ) -> BenchOutcome:
     outcome = BenchOutcome("Organiser pages")
     m = network.read_manifest()
     if m is None:
@@ -290,11 +363,13 @@ async def run(quick: bool, repeats: int | None = None, only: list[str] | None = 
     outcome.sizes["requests per page"] = repeats
     dbs = {s: await asyncpg.connect(asyncpg_dsn(s)) for s in launcher.SERVICES}
     misses: list[str] = []
+    below_floor: list[str] = []
     try:
         meeting_id, digest_organiser = await setup(m, dbs)
         pages = [p for p in pages_for(m, meeting_id, digest_organiser) if not only or any(o in p.name for o in only)]
         async with httpx.AsyncClient(base_url=launcher.GATEWAY_URL, timeout=600) as client:
             callers = await sign_in(m, dbs["membership"], client, digest_organiser)
+            await measure_floors(client, callers, repeats, outcome)
             for page in pages:
                 headers = callers[page.who]
                 conn = dbs[page.service]
@@ -304,7 +379,10 @@ async def run(quick: bool, repeats: int | None = None, only: list[str] | None = 
                     outcome.notes.append(f"{page.name}: HTTP {status}")
                     continue
                 await hand_written(conn, page.baseline)
-                totals, firsts, sql = [], [], []
+                floor = next(f for f in floors() if f.name == floor_of(page))
+                floor_headers = {"Accept": "text/html", **headers}
+                await timed_get(client, floor.path, floor_headers)
+                totals, firsts, sql, floor_totals = [], [], [], []
                 peak = 0.0
                 pid = service_pid(page.service)
                 for _ in range(repeats if not page.export else max(3, repeats // 4)):
@@ -314,11 +392,26 @@ async def run(quick: bool, repeats: int | None = None, only: list[str] | None = 
                     totals.append(total)
                     firsts.append(first)
                     sql.append(await hand_written(conn, page.baseline))
+                    # the floor in the same loop, as the same caller: what this page could cost at least just now
+                    _, floor_ms, floor_status, _ = await timed_get(client, floor.path, floor_headers)
+                    if floor_status != floor.status:
+                        raise RuntimeError(f"floor {floor.name} as {page.who}: {floor.path} answered {floor_status}")
+                    floor_totals.append(floor_ms)
                 p50, p95 = percentile(totals, 50), percentile(totals, 95)
+                if samples:
+                    say(f"pages: {page.name}: " + " ".join(f"{t:.1f}" for t in totals) + " ms; SQL "
+                        + " ".join(f"{t:.1f}" for t in sql) + " ms")
                 b50, b95 = percentile(sql, 50), percentile(sql, 95)
                 ratio = p95 / b95 if b95 else float("inf")
                 met = p95 <= P95_TARGET_MS and ratio <= RATIO_TARGET
                 note = f"p50 {p50:.0f} ms against {b50:.1f} ms; {size:,} bytes"
+                # A page costs at least its floor and its SQL: at the medians, the best ratio it could reach.
+                f50 = percentile(floor_totals, 50)
+                best = (f50 + b50) / b50 if b50 else float("inf")
+                note += f"; floor p50 {f50:.1f} ms, best reachable ratio {best:.1f}"
+                if best > RATIO_TARGET:
+                    note += " (below the floor: 3x unreachable)"
+                    below_floor.append(page.name)
                 if page.export:
                     note += (f"; first byte p50 {percentile(firsts, 50):.0f} ms; {page.service} RSS peak "
                              f"{peak:.0f} MiB (before {rss_mib(pid):.0f})")
@@ -329,6 +422,9 @@ async def run(quick: bool, repeats: int | None = None, only: list[str] | None = 
     finally:
         for conn in dbs.values():
             await conn.close()
+    if below_floor:
+        outcome.notes.append("pages whose SQL is too quick for 3x through the gateway (floor + SQL > 3x SQL at the "
+                             "medians): " + ", ".join(below_floor))
     if misses:
         outcome.notes.append("pages that miss a target: " + ", ".join(misses))
         say("pages that miss a target: " + ", ".join(misses))
@@ -344,9 +440,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int)
+    parser.add_argument("--samples", action="store_true", help="print every request's time, in order")
     parser.add_argument("only", nargs="*", help="only pages whose name contains one of these")
     args = parser.parse_args()
-    outcome = asyncio.run(run(args.quick, args.repeats, args.only))
+    outcome = asyncio.run(run(args.quick, args.repeats, args.only, args.samples))
     for r in outcome.results:
         print(r.line())
     for note in outcome.notes:

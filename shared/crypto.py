@@ -62,6 +62,21 @@ def unseal(sealed: Sealed, key: bytes) -> str:
     return plaintext.decode()
 
 
+def unseal_stored(key: bytes, *stored: dict[str, str] | None) -> list[str]:
+    """Several values sealed with one key, as stored (a member's name and address, each a `Sealed` as JSON; None
+    is empty), with the key set up once: a page opens hundreds of members' names and addresses."""
+    aead = AESGCM(key)
+    opened = []
+    for value in stored:
+        if value is None:
+            opened.append("")
+            continue
+        sealed = Sealed.model_validate(value)
+        opened.append(aead.decrypt(base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext),
+                                   sealed.key_id.encode()).decode())
+    return opened
+
+
 class KeyStore:
     """A service's table of subject keys: the owner's originals or a consumer's copies."""
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from sqlalchemy import MetaData, event, exc
+from sqlalchemy import ColumnElement, MetaData, any_, event, exc, literal
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.database_url import libpq_url
@@ -105,3 +106,10 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def any_of(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
+    """SQL `column = ANY($1)` with the values bound as one array: the same statement whatever their number, so it
+    is compiled and prepared once, where `column.in_(values)` writes a placeholder per value into a new statement
+    (hundreds for a page of members) and compiles it at each call."""
+    return column == any_(literal(list(values), ARRAY(column.type)))

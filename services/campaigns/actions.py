@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, literal_column, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,10 +44,7 @@ from shared.errors import InvalidInput
 from shared.events import catalog as ev
 from shared.uow import UnitOfWork, UnitsOfWork
 
-# What counts: every action but a letter still waiting for its writer's confirmation.
-# Written out in each statement (not a parameter), so the planner sees it is ix_actions_counted_campaign's condition.
-COUNTED = or_(tables.actions.c.kind != literal_column("'write_to_mp'"),
-              tables.actions.c.letter_confirmed_at.is_not(None))
+COUNTED = queries.COUNTED
 
 
 @dataclass(frozen=True)
@@ -249,13 +246,8 @@ class ActionsService:
         """The actions counted for each of these campaigns (as `counts` counts them), in one query; 0 for none."""
         if not campaign_ids:
             return {}
-        x = tables.actions
         async with self.uows.begin() as uow:
-            rows = (await uow.session.execute(
-                select(x.c.campaign_id, func.count()).where(x.c.campaign_id.in_(list(campaign_ids)), COUNTED)
-                .group_by(x.c.campaign_id))).all()
-        found = {campaign_id: int(n) for campaign_id, n in rows}
-        return {campaign_id: found.get(campaign_id, 0) for campaign_id in campaign_ids}
+            return await queries.counted_actions(uow.session, campaign_ids)
 
     async def pledges(self, *, ask_id: str | None = None, campaign_ids: Sequence[str] | None = None,
                       moderation: str = "approved", limit: int = 100) -> list[Row]:

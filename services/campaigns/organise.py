@@ -40,16 +40,13 @@ CAMPAIGNS_PAGE = 25
 
 
 @router.get("", response_class=HTMLResponse)
-async def my_campaigns(pages: PagesDep, organiser: Organiser, campaigns: Campaigns, actions: Actions,
-                       page: str = "1") -> HTMLResponse:
+async def my_campaigns(pages: PagesDep, organiser: Organiser, campaigns: Campaigns, page: str = "1") -> HTMLResponse:
     """The organiser's campaigns, 25 a page (live first, the latest launched first), each with its actions counted
     for the page's campaigns in one query."""
     page_no = min(max(int(page) if page.isdigit() else 1, 1), MAX_PAGE)
-    rows = await campaigns.list_campaigns(limit=CAMPAIGNS_PAGE + 1, offset=(page_no - 1) * CAMPAIGNS_PAGE,
-                                          within=organiser)
+    rows, totals, names = await campaigns.organiser_page(organiser, limit=CAMPAIGNS_PAGE + 1,
+                                                         offset=(page_no - 1) * CAMPAIGNS_PAGE)
     has_next, rows = len(rows) > CAMPAIGNS_PAGE, rows[:CAMPAIGNS_PAGE]
-    totals = await actions.totals([r.id for r in rows])
-    names = {u.unit_id: u.name for u in await campaigns.units()}  # a lookup per campaign, not a search
     for_whom = {r.id: scope_label(r.scope_type, r.scope_id, names) for r in rows}
     return pages.render("organise_list.html", {"campaigns": rows, "totals": totals, "organiser": organiser,
                                                "for_whom": for_whom, "page_no": page_no, "has_next": has_next})

@@ -14,9 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import db as tables
 from services.campaigns import queries
-from shared.crypto import KeyStore, decode_key, unseal
+from shared.crypto import KeyStore, decode_key, unseal_stored
 from shared.events import catalog as ev
-from shared.events.envelope import Sealed
 from shared.uow import UnitOfWork
 
 
@@ -43,8 +42,5 @@ class People:
         for r in await queries.sealed_members(session, list(member_ids)):
             if r.name is None:
                 continue
-            found[r.member_id] = MemberContact(
-                unseal(Sealed.model_validate(r.name), r.key),
-                unseal(Sealed.model_validate(r.email), r.key) if r.email else "",
-            )
+            found[r.member_id] = MemberContact(*unseal_stored(r.key, r.name, r.email or None))
         return found

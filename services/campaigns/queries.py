@@ -10,7 +10,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, any_, bindparam, delete, func, literal, or_, select, text, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.campaigns import db as tables
 from services.campaigns.domain import CampaignNotFound, Constituency, LadderRung, Standing, postcode_keys
 from shared.auth import OrganiserScope
+from shared.db import any_of
 
 
 async def one(session: AsyncSession, query: Any, missing: LookupError) -> Row:
@@ -67,6 +82,30 @@ async def region_of(session: AsyncSession, scope_type: str, scope_id: str | None
         if kind == "region":
             return unit
     return None
+
+
+# What counts: every action but a letter still waiting for its writer's confirmation.
+# Written out in each statement (not a parameter), so the planner sees it is ix_actions_counted_campaign's condition.
+COUNTED = or_(tables.actions.c.kind != literal_column("'write_to_mp'"),
+              tables.actions.c.letter_confirmed_at.is_not(None))
+
+
+async def counted_actions(session: AsyncSession, campaign_ids: Sequence[str]) -> dict[str, int]:
+    """The actions counted (COUNTED) for each of these campaigns, in one statement; 0 for none."""
+    if not campaign_ids:
+        return {}
+    x = tables.actions
+    rows = (await session.execute(
+        select(x.c.campaign_id, func.count()).where(any_of(x.c.campaign_id, campaign_ids), COUNTED)
+        .group_by(x.c.campaign_id))).all()
+    found = {campaign_id: int(n) for campaign_id, n in rows}
+    return {campaign_id: found.get(campaign_id, 0) for campaign_id in campaign_ids}
+
+
+async def unit_names_of(session: AsyncSession, unit_ids: Sequence[str]) -> dict[str, str]:
+    """The names of these units, by id (those the read model knows)."""
+    u = tables.units
+    return dict((await session.execute(select(u.c.unit_id, u.c.name).where(any_of(u.c.unit_id, unit_ids)))).all())
 
 
 async def units(session: AsyncSession) -> list[Row]:
@@ -185,7 +224,7 @@ async def sealed_members(session: AsyncSession, member_ids: Sequence[str]) -> li
     return list((await session.execute(
         select(_m.c.member_id, _m.c.name, _m.c.email, k.c.key)
         .join(k, k.c.key_id == _m.c.member_id)
-        .where(_m.c.member_id.in_(list(member_ids)), k.c.key.is_not(None))
+        .where(any_of(_m.c.member_id, member_ids), k.c.key.is_not(None))
     )).all())
 
 

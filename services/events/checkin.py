@@ -67,12 +67,14 @@ class CheckIn:
         self.members = members
         self.secret_key = secret_key
 
-    async def desk(self, meeting_id: str, *, search: str = "") -> list[DeskEntry]:
-        """Everyone going or waitlisted whose name or address matches `search`. Members' names are sealed here
-        (opened with the copy of their key), so the match is made on the opened names, not in SQL."""
+    async def desk(self, meeting_id: str, *, search: str = "") -> tuple[list[DeskEntry], dict[str, int]]:
+        """Everyone going or waitlisted whose name or address matches `search`, and the meeting's counts (as
+        `Rsvps.counts`), in one transaction. Members' names are sealed here (opened with the copy of their key), so
+        the match is made on the opened names, not in SQL."""
         async with self.uows.begin() as uow:
             rows = await queries.list_rsvps(uow.session, meeting_id, statuses=("going", "waitlisted"), limit=100_000)
             contacts = await self.members.contacts(uow.session, (r.member_id for r in rows))
+            counts = await queries.count_rsvps(uow.session, meeting_id)
         entries = []
         for r in rows:
             known = contacts.get(r.member_id or "")
@@ -81,7 +83,7 @@ class CheckIn:
             if desk_matches(search, name, email, known.name if known else None, known.email if known else None):
                 entries.append(DeskEntry(r.id, name, email, r.member_id is not None, r.guests, r.status,
                                          r.waitlist_position, r.attended_at))
-        return sorted(entries, key=lambda e: (e.status, e.waitlist_position or 0, e.name.lower()))
+        return sorted(entries, key=lambda e: (e.status, e.waitlist_position or 0, e.name.lower())), counts
 
     async def record_attendance(self, meeting_id: str, rsvp_id: str, method: str = "organiser",
                                 organiser: OrganiserScope | None = None) -> bool:

@@ -215,7 +215,7 @@ class Meetings:
             rows, has_next = await queries.organiser_meetings(uow.session, within, page=page, per_page=ORGANISER_PAGE,
                                                               now=now, title=title)
             counts = await queries.rsvp_counts_of(uow.session, [row.id for row in rows])
-            names = {u.unit_id: u.name for u in await queries.units(uow.session)}
+            names = await queries.unit_names_of(uow.session, sorted({row.scope_id for row in rows if row.scope_id}))
         for_whom = {row.id: scope_label(row.scope_type, row.scope_id, names) for row in rows}
         return MeetingsPage([row for row in rows if row.ends_at >= now], [row for row in rows if row.ends_at < now],
                             counts, for_whom, has_next)

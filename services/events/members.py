@@ -21,7 +21,7 @@ from services.events.domain import profile_changes
 from services.events.queries import utcnow
 from shared import topics
 from shared.contact import address_ref_of
-from shared.crypto import KeyStore, decode_key, unseal
+from shared.crypto import KeyStore, decode_key, unseal_stored
 from shared.events import catalog as ev
 from shared.events.envelope import Sealed
 from shared.uow import UnitOfWork
@@ -105,14 +105,9 @@ class MemberReadModel:
     # what organisers read ------------------------------------------------------------------------------------
     async def contacts(self, session: AsyncSession, member_ids: Iterable[str]) -> dict[str, MemberContact]:
         """The names and addresses of these members that can be read here (known, and their key not destroyed)."""
-        rows = await queries.sealed_members(session, {m for m in member_ids if m})
-        keys = await queries.member_keys_of(session, [r.member_id for r in rows])
         found: dict[str, MemberContact] = {}
-        for r in rows:
-            key = keys.get(r.member_id)
-            if key is None or r.name is None:
+        for r in await queries.sealed_members(session, {m for m in member_ids if m}):
+            if r.name is None:
                 continue
-            name = unseal(Sealed.model_validate(r.name), key)
-            email = unseal(Sealed.model_validate(r.email), key) if r.email else ""
-            found[r.member_id] = MemberContact(name, email)
+            found[r.member_id] = MemberContact(*unseal_stored(r.key, r.name, r.email or None))
         return found

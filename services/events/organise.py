@@ -19,7 +19,6 @@ from services.events.domain import (
     RsvpNotFound,
     validate_rsvp,
 )
-from services.events.rsvps import Rsvps
 from services.events.views import Pages
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
@@ -170,26 +169,26 @@ async def edit_meeting(request: Request, pages: PagesDep, meetings: MeetingsDep,
     return RedirectResponse("/events/organise", status_code=303)
 
 
-async def _check_in_page(pages: Pages, rsvps: Rsvps, check_in: CheckIn, meeting: Any, *, search: str = "",
+async def _check_in_page(pages: Pages, check_in: CheckIn, meeting: Any, *, search: str = "",
                          values: dict[str, Any] | None = None, errors: dict[str, str] | None = None, notice: str = "",
                          status: int = 200) -> HTMLResponse:
-    listed = await check_in.desk(meeting.id, search=search)
+    listed, counts = await check_in.desk(meeting.id, search=search)
     return pages.render(
         "organise_check_in.html",
-        {"meeting": meeting, "rsvps": listed, "counts": await rsvps.counts(meeting.id), "search": search,
+        {"meeting": meeting, "rsvps": listed, "counts": counts, "search": search,
          "values": values or {}, "errors": errors or {}, "notice": notice},
         status,
     )
 
 
 @router.get("/{meeting_id}/check-in", response_class=HTMLResponse)
-async def check_in_desk(pages: PagesDep, rsvps: RsvpsDep, check_in: CheckInDep, meeting: OwnMeeting,
+async def check_in_desk(pages: PagesDep, check_in: CheckInDep, meeting: OwnMeeting,
                         search: str = "", notice: str = "") -> HTMLResponse:
-    return await _check_in_page(pages, rsvps, check_in, meeting, search=search, notice=notice)
+    return await _check_in_page(pages, check_in, meeting, search=search, notice=notice)
 
 
 @router.post("/{meeting_id}/check-in/{rsvp_id}")
-async def mark_attended(pages: PagesDep, rsvps: RsvpsDep, check_in: CheckInDep, meeting: OwnMeeting, rsvp_id: str,
+async def mark_attended(pages: PagesDep, check_in: CheckInDep, meeting: OwnMeeting, rsvp_id: str,
                         organiser: CurrentOrganiser, search: Annotated[str, Form()] = "") -> Response:
     meeting_id = meeting.id
     try:
@@ -197,7 +196,7 @@ async def mark_attended(pages: PagesDep, rsvps: RsvpsDep, check_in: CheckInDep, 
     except RsvpNotFound:
         raise HTTPException(404, "There is no such RSVP for this meeting") from None
     except CheckInRefused as exc:
-        return await _check_in_page(pages, rsvps, check_in, meeting, errors={"search": str(exc)}, status=409)
+        return await _check_in_page(pages, check_in, meeting, errors={"search": str(exc)}, status=409)
     return RedirectResponse(f"/events/organise/{meeting_id}/check-in?notice=checked-in&search={search}",
                             status_code=303)
 
@@ -205,7 +204,6 @@ async def mark_attended(pages: PagesDep, rsvps: RsvpsDep, check_in: CheckInDep, 
 @router.post("/{meeting_id}/walk-ins", response_class=HTMLResponse)
 async def walk_in(
     pages: PagesDep,
-    rsvps: RsvpsDep,
     check_in: CheckInDep,
     meeting: OwnMeeting,
     organiser: CurrentOrganiser,
@@ -219,9 +217,9 @@ async def walk_in(
         form = validate_rsvp(name=name, email=email, join_network=bool(join_network), postcode=postcode)
         await check_in.walk_in(meeting.id, form, organiser)
     except InvalidInput as exc:
-        return await _check_in_page(pages, rsvps, check_in, meeting, values=values, errors=exc.errors, status=422)
+        return await _check_in_page(pages, check_in, meeting, values=values, errors=exc.errors, status=422)
     except CheckInRefused as exc:
-        return await _check_in_page(pages, rsvps, check_in, meeting, values=values, errors={"name": str(exc)},
+        return await _check_in_page(pages, check_in, meeting, values=values, errors={"name": str(exc)},
                                     status=409)
     return RedirectResponse(f"/events/organise/{meeting.id}/check-in?notice=walk-in", status_code=303)
 

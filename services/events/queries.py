@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.events import db as tables
 from services.events.domain import MeetingNotFound, RsvpNotFound
 from shared.auth import OrganiserScope
+from shared.db import any_of
 
 m, r, u, rem, members = tables.meetings, tables.rsvps, tables.units, tables.reminders, tables.members
 
@@ -58,22 +59,16 @@ async def member_with_hash(session: AsyncSession, email_hash: str) -> str | None
 
 
 async def sealed_members(session: AsyncSession, member_ids: set[str]) -> list[Row]:
-    """Members' sealed names and addresses (member_id, name, email)."""
+    """Members' sealed names and addresses (member_id, name, email) with the copy of their key, where it is here
+    and not destroyed: one statement."""
     if not member_ids:
         return []
-    return list((await session.execute(
-        select(members.c.member_id, members.c.name, members.c.email).where(members.c.member_id.in_(member_ids))
-    )).all())
-
-
-async def member_keys_of(session: AsyncSession, member_ids: Sequence[str]) -> dict[str, bytes]:
-    """The copies of these members' keys that are here and not destroyed."""
-    if not member_ids:
-        return {}
     k = tables.member_keys
-    rows = await session.execute(select(k.c.key_id, k.c.key).where(k.c.key_id.in_(list(member_ids)),
-                                                                   k.c.key.is_not(None)))
-    return {key_id: key for key_id, key in rows.all()}
+    return list((await session.execute(
+        select(members.c.member_id, members.c.name, members.c.email, k.c.key)
+        .join(k, k.c.key_id == members.c.member_id)
+        .where(any_of(members.c.member_id, member_ids), k.c.key.is_not(None))
+    )).all())
 
 
 async def update_member(session: AsyncSession, member_id: str, values: dict[str, Any]) -> None:
@@ -112,6 +107,11 @@ async def parent_of(session: AsyncSession, unit_id: str) -> str | None:
 
 async def units(session: AsyncSession) -> list[Row]:
     return list((await session.execute(select(u).order_by(u.c.kind, u.c.name))).all())
+
+
+async def unit_names_of(session: AsyncSession, unit_ids: Sequence[str]) -> dict[str, str]:
+    """The names of these units, by id (those known here)."""
+    return dict((await session.execute(select(u.c.unit_id, u.c.name).where(any_of(u.c.unit_id, unit_ids)))).all())
 
 
 # Meetings -----------------------------------------------------------------------------------------------------
@@ -430,7 +430,7 @@ async def rsvp_counts_of(session: AsyncSession, meeting_ids: Sequence[str]) -> d
         return counts
     rows = await session.execute(
         select(r.c.meeting_id, r.c.status, func.count())
-        .where(r.c.meeting_id.in_(list(meeting_ids)), r.c.status.in_(("going", "waitlisted")))
+        .where(any_of(r.c.meeting_id, meeting_ids), r.c.status.in_(("going", "waitlisted")))
         .group_by(r.c.meeting_id, r.c.status)
     )
     for meeting_id, status, n in rows:

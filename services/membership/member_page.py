@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
-from services.membership.directory import UnitRow, names_of_units, read_units
+from services.membership.directory import UnitRow, read_units_of
 from services.membership.domain import OWNER
 from services.membership.roster import Roster, actor_of
 from shared import auth
@@ -219,8 +219,8 @@ class MemberPage:
             row = await Roster.scoped_member(session, who, member_id)
             if row is None:
                 return None
-            units = await read_units(session)
-            details = await Roster.details(session, row, names_of_units(units))
+            details = await Roster.details(session, row)  # with the names of the member's own units
+            units = await read_units_of(session, [r.scope_id for r in details["roles"]])  # for their roles' words
             timeline, last_action = await self._timeline(session, row, details["consents"])
             tagged, other_tags = await self._tags(session, member_id)
             notes = await self._notes(session, member_id)

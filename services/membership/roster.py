@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.membership import db as tables
-from services.membership.directory import names_of_units, read_units
+from services.membership.directory import names_of_units, read_units, read_units_of
 from shared import auth
 from shared.exports import EXPORT_BATCH, csv_chunks
 from shared.uow import UnitsOfWork
@@ -247,11 +247,9 @@ class Roster:
                          names: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """`details` of each member of `rows`, with one query per table for them all (a page of the OSDI people
         collection read about eight per person before: bench/pages.py); `names`: the units' names, if the caller
-        has read them already."""
+        has read them already (otherwise those of the members' own units are read, not every unit's)."""
         mg, ms, c, g = tables.member_groups, tables.member_subteams, tables.consent_records, tables.role_grants
         ids = [row.id for row in rows]
-        if names is None:
-            names = await Roster.unit_names(session)
         groups: dict[str, list[str]] = {i: [] for i in ids}
         subteams: dict[str, list[str]] = {i: [] for i in ids}
         consents: dict[str, list[Any]] = {i: [] for i in ids}
@@ -267,6 +265,11 @@ class Roster:
             consents[r.member_id].append(r)
         for r in (await session.execute(select(g).where(g.c.member_id.in_(ids), g.c.revoked_at.is_(None)))).all():
             roles[r.member_id].append(r)
+        if names is None:
+            names = names_of_units(await read_units_of(session, [
+                *(u for row in rows for u in (row.region_id, row.suggested_group_id, row.organisation_id)),
+                *(u for found in (groups, subteams) for units in found.values() for u in units),
+            ]))
         return [
             {
                 "member": row,
