@@ -160,15 +160,27 @@ async def mailer(worker: DeliveryWorker) -> AsyncIterator[Mailer]:
     await m.close()
 
 
-async def test_an_error_between_mail_and_data_costs_only_its_own_delivery(db, worker, mailer, mail, monkeypatch):
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-command-a-time"])
+async def test_an_error_between_mail_and_data_costs_only_its_own_delivery(
+    db, worker, mailer, mail, monkeypatch, pipelining
+):
     real_rcpt = aiosmtplib.SMTP.rcpt
+    real_pipelined = Mailer._pipelined
 
     async def rcpt(smtp: aiosmtplib.SMTP, recipient: str, *args: object, **kwargs: object) -> object:
         if recipient.startswith("explodes-"):
             raise RuntimeError("injected after MAIL FROM, before DATA")
         return await real_rcpt(smtp, recipient, *args, **kwargs)
 
+    async def pipelined(self: Mailer, smtp: aiosmtplib.SMTP, sender: str, recipient: str) -> object:
+        replies = await real_pipelined(self, smtp, sender, recipient)
+        if recipient.startswith("explodes-"):
+            raise RuntimeError("injected after the relay's go-ahead to DATA, before the message")
+        return replies
+
+    mailer.pipelining = pipelining
     monkeypatch.setattr(aiosmtplib.SMTP, "rcpt", rcpt)
+    monkeypatch.setattr(Mailer, "_pipelined", pipelined)
     bad = [unique_email("explodes"), unique_email("explodes")]
     ordinary = [unique_email("after-explosion") for _ in range(5)]
     bad_ids = [await queue(db, bad[0], seconds_ago=60)]
