@@ -115,13 +115,27 @@ def from_header(sender_name: str, mail_from: str) -> str:
     return formataddr((" ".join(sender_name.split()), parseaddr(mail_from)[1]))
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# An address that is a plain dot-atom (every address the service writes, VERP return paths included): quoted as
+# aiosmtplib's quote_address quotes it (its RFC 5322 parsing gives it back unchanged), at a fraction of the cost.
+_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def smtp_path(address: str) -> bytes:
+    """`address` as MAIL FROM and RCPT TO carry it (`<…>`, ASCII); ValueError (UnicodeEncodeError included) when it
+    cannot be."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return b"<" + address.encode("ascii") + b">"
+    return quote_address(address).encode("ascii")
+
+
 def envelope_recipient(address: str | None) -> str:
     """`address` once it is known to be usable in RCPT TO (ASCII, no characters that could smuggle a command),
     else Unsendable. The reason never repeats the address: it is logged and published."""
     if not address or not address.strip():
         raise Unsendable("no recipient address")
     try:
-        quote_address(address).encode("ascii")
+        smtp_path(address)
     except ValueError:  # UnicodeEncodeError included; the original message holds the address
         raise Unsendable("recipient address not usable in RCPT TO") from None
     return address
@@ -357,7 +371,7 @@ class Mailer:
 
         aiosmtplib reads one reply a command and drops what arrives while a reply waits to be picked up, so for
         the group `_Replies` stands in for its reply waiter and keeps every reply, in order."""
-        mail_from, rcpt_to = quote_address(sender).encode("ascii"), quote_address(recipient).encode("ascii")
+        mail_from, rcpt_to = smtp_path(sender), smtp_path(recipient)
         if COMMAND_INJECTION_REGEX.search(mail_from) or COMMAND_INJECTION_REGEX.search(rcpt_to):
             raise ValueError("Command arg contains a prohibited control character")
         protocol = smtp.protocol

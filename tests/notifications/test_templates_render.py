@@ -193,3 +193,29 @@ def test_links_a_member_confirms_render_with_the_link_and_when_it_ends(template,
     )
     for part in (text, html):
         assert "Ada" in part and link in part and "7 December 2026, 10:00 UTC" in part and words in part
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ada@example.org", "first.last+tag@example.org", "o'brien@sub.example.co.uk", "hello+bounce-1f2e@gs.localhost",
+        "a..b@c.d", ".a@b.c", "Name <a@b.c>", "a@[192.0.2.1]", '"q r"@ex.org', "a b@c.d", "émile@ex.org",
+        "a@b.c\r\nRSET",
+    ],
+)
+def test_an_smtp_path_is_what_aiosmtplib_would_send(address):
+    """The mailer's fast quoting of plain addresses for MAIL FROM and RCPT TO (smtp_path) gives what
+    aiosmtplib's quote_address gives, and refuses what it refuses."""
+    from aiosmtplib.email import quote_address
+
+    from services.notifications.mailer import smtp_path
+
+    try:
+        expected: bytes | type[Exception] = quote_address(address).encode("ascii")
+    except ValueError:
+        expected = ValueError
+    if expected is ValueError:
+        with pytest.raises(ValueError):
+            smtp_path(address)
+    else:
+        assert smtp_path(address) == expected
