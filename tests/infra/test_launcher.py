@@ -86,6 +86,24 @@ def test_tempfail_recipient_is_refused_twice_then_accepted(catcher: httpx.Client
     assert len(catcher.get("/api/messages", params={"to": to}).json()) == 1
 
 
+def test_catcher_offers_pipelining_and_answers_a_group_of_commands_in_order(catcher: httpx.Client) -> None:
+    ok, refused = unique_address("piped"), unique_address("reject")
+    with smtplib.SMTP(launcher.HOST, launcher.SMTP_CATCHER_SMTP_PORT, timeout=10) as smtp:
+        smtp.ehlo()
+        assert smtp.has_extn("pipelining")
+        # A refused recipient: DATA is refused too (no recipient), and the connection goes on.
+        smtp.sock.sendall(f"MAIL FROM:<hello@groundswell.localhost>\r\nRCPT TO:<{refused}>\r\nDATA\r\n".encode())
+        assert [smtp.getreply()[0] for _ in range(3)] == [250, 550, 503]
+        smtp.rset()
+        smtp.sock.sendall(f"MAIL FROM:<hello@groundswell.localhost>\r\nRCPT TO:<{ok}>\r\nDATA\r\n".encode())
+        assert [smtp.getreply()[0] for _ in range(3)] == [250, 250, 354]
+        smtp.sock.sendall(b"Subject: piped\r\n\r\nhi\r\n.\r\n")
+        assert smtp.getreply()[0] == 250
+    [caught] = catcher.get("/api/messages", params={"to": ok, "wait": 5}).json()
+    assert caught["subject"] == "piped"
+    assert catcher.get("/api/messages", params={"to": refused}).json() == []
+
+
 def test_reject_recipient_is_always_refused_with_550(catcher: httpx.Client) -> None:
     to = unique_address("reject")
     for _ in range(3):
