@@ -443,7 +443,20 @@ async def test_api_keys_are_created_within_scope_shown_once_and_revoked(client, 
         "/organisers/api-keys", headers=headers, data={"name": "Everything", "scope_type": "network", "scope_id": ""}
     )
     assert wider.status_code == 422
+    # Its last use is recorded, to the minute: a sync calling again and again writes it once a minute, not each call.
+    api = {"OSDI-API-Token": key}
+    assert row["last_used_at"] is None
+    assert (await client.get("/api/v2/people", headers=api)).status_code == 200
+    first = await db.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", caller.key_id)
+    assert first is not None
+    assert (await client.get("/api/v2/people", headers=api)).status_code == 200
+    assert await db.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", caller.key_id) == first
+    await db.execute("UPDATE api_keys SET last_used_at = last_used_at - interval '61 seconds' WHERE id = $1",
+                     caller.key_id)
+    assert (await client.get("/api/v2/people", headers=api)).status_code == 200
+    assert await db.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", caller.key_id) > first
     assert (await client.post(f"/organisers/api-keys/{caller.key_id}/revoke", headers=headers)).status_code == 303
     assert await db.fetchval("SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = $1", caller.key_id)
+    assert (await client.get("/api/v2/people", headers=api)).status_code == 401  # refused at once, whenever last used
     _, other = await make_organiser(db, "region", EAST_MIDLANDS)
     assert (await client.post(f"/organisers/api-keys/{caller.key_id}/revoke", headers=other)).status_code == 404
