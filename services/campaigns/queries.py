@@ -292,11 +292,18 @@ async def move_to_ladder(session: AsyncSession, ladder: Sequence[LadderRung],
                          since: datetime) -> list[tuple[str, str | None, str]]:
     """Give every active member the level `ladder` gives their stored counts and roles; returns (member, previous
     level, new level) of those who moved. Their rows are locked and read as last committed (a fact counted
-    meanwhile is waited for, and its count used), then updated in one statement: no loop over members here."""
+    meanwhile is waited for, and its count used), then the movers updated in one statement: no loop over members
+    in Python."""
     level, params = ladder_level_sql(ladder)
+    # Every active member's row first (in the order the per-member recompute always took them): a consumer counting
+    # a fact holds its member's row, so this waits for it to commit, and no count changes until this commits. Only
+    # then, in a statement of its own (a newer snapshot), who moves: a row that did not move on the counts read
+    # before the wait is not left behind (a FOR UPDATE on the filter alone skips it).
+    await session.execute(text(
+        "SELECT count(*) FROM (SELECT 1 FROM members WHERE status = 'active' ORDER BY member_id FOR UPDATE) locked"))
     moved = [(r[0], r[1], r[2]) for r in (await session.execute(text(
         f"SELECT member_id, level, {level} FROM members WHERE status = 'active' AND level IS DISTINCT FROM ({level}) "
-        "ORDER BY member_id FOR UPDATE"), params)).all()]
+        "ORDER BY member_id"), params)).all()]
     if moved:
         await session.execute(text(
             "UPDATE members SET level = v.level, level_since = :since FROM unnest(CAST(:ids AS varchar[]), "
