@@ -55,11 +55,13 @@ def seal(value: str, key: bytes, *, key_id: str, owner: str) -> Sealed:
     )
 
 
+def _open(aead: AESGCM, sealed: Sealed) -> str:
+    return aead.decrypt(base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext),
+                        sealed.key_id.encode()).decode()
+
+
 def unseal(sealed: Sealed, key: bytes) -> str:
-    plaintext = AESGCM(key).decrypt(
-        base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext), sealed.key_id.encode()
-    )
-    return plaintext.decode()
+    return _open(AESGCM(key), sealed)
 
 
 def unseal_stored(key: bytes, *stored: dict[str, str] | None) -> list[str]:
@@ -71,9 +73,7 @@ def unseal_stored(key: bytes, *stored: dict[str, str] | None) -> list[str]:
         if value is None:
             opened.append("")
             continue
-        sealed = Sealed.model_validate(value)
-        opened.append(aead.decrypt(base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext),
-                                   sealed.key_id.encode()).decode())
+        opened.append(_open(aead, Sealed.model_validate(value)))
     return opened
 
 
