@@ -58,6 +58,7 @@ TEST_KIND = "mailing_test"
 LINK_PURPOSE = "mailing-link"
 LINK_MAX_AGE_S = 5 * 365 * 24 * 3600
 STENCIL_SLOTS = ("first_name", "preferences_url", "unsubscribe_url")
+PEOPLE_PER_PAGE = 100  # the report's "Who it went to", a page at a time
 YIELD_EVERY = 50  # members rendered between two turns of the event loop (`step`)
 
 
@@ -596,8 +597,9 @@ class Mailings:
             ).scalar()
         return url if url and url.lower().startswith(("http://", "https://")) else None
 
-    async def report(self, session: AsyncSession, mailing: Any) -> dict[str, Any]:
-        """Queued, sent, failed, bounced, suppressed; unsubscribed since it was sent; clicks per link; who got it."""
+    async def report(self, session: AsyncSession, mailing: Any, page: int = 1) -> dict[str, Any]:
+        """Queued, sent, failed, bounced, suppressed; unsubscribed since it was sent; clicks per link; who got it,
+        a page of `PEOPLE_PER_PAGE` at a time by name (those who have since left or were erased are not named)."""
         d = tables.deliveries
         rows = (
             await session.execute(
@@ -616,30 +618,37 @@ class Mailings:
             )
         ).all()
         r = tables.recipients
+        this_mailing = (d.c.kind == KIND, d.c.subject_ref == mailing.id)
+        to_named = d.join(r, r.c.member_id == d.c.recipient_id)
+        listed = (await session.execute(select(func.count()).select_from(to_named).where(*this_mailing))).scalar_one()
+        pages = max(1, -(-listed // PEOPLE_PER_PAGE))
+        page = min(max(1, page), pages)
         people = (
             await session.execute(
                 select(r.c.name, r.c.email, d.c.status, d.c.sent_at)
-                .join(r, r.c.member_id == d.c.recipient_id)
-                .where(d.c.kind == KIND, d.c.subject_ref == mailing.id)
-                .order_by(r.c.name)
-                .limit(500)
+                .select_from(to_named)
+                .where(*this_mailing)
+                .order_by(r.c.name, r.c.member_id)
+                .limit(PEOPLE_PER_PAGE)
+                .offset((page - 1) * PEOPLE_PER_PAGE)
             )
         ).all()
         unsubscribed = 0
         if mailing.started_at is not None:
-            keys = [self.service.suppressions.address_key(p.email) for p in people if p.email and p.status != "pending"]
+            # Everyone it was sent to, whatever page is shown: their address's key is on the recipient's row.
             s = tables.suppressions
             unsubscribed = (
-                (
-                    await session.execute(
-                        select(func.count())
-                        .select_from(s)
-                        .where(s.c.email.in_(keys), s.c.reason == "unsubscribed", s.c.created_at >= mailing.started_at)
+                await session.execute(
+                    select(func.count(func.distinct(s.c.email)))
+                    .select_from(to_named.join(s, s.c.email == r.c.address_key))
+                    .where(
+                        *this_mailing,
+                        d.c.status != "pending",
+                        s.c.reason == "unsubscribed",
+                        s.c.created_at >= mailing.started_at,
                     )
-                ).scalar_one()
-                if keys
-                else 0
-            )
+                )
+            ).scalar_one()
         return {
             "queued": sum(by_status.values()),
             "waiting": by_status.get("pending", 0) + by_status.get("sending", 0),
@@ -650,4 +659,8 @@ class Mailings:
             "unsubscribed": unsubscribed,
             "links": links,
             "people": people,
+            "listed": listed,
+            "gone": max(0, sum(by_status.values()) - listed),
+            "page": page,
+            "pages": pages,
         }

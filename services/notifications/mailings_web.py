@@ -377,15 +377,18 @@ async def unschedule(request: Request, mailing_id: str, organiser: Organiser, ma
 
 
 @router.get("/{mailing_id}/report", response_class=HTMLResponse)
-async def report(request: Request, mailing_id: str, organiser: Organiser, mailings: MailingsDep) -> HTMLResponse:
+async def report(
+    request: Request, mailing_id: str, organiser: Organiser, mailings: MailingsDep, page: int = 1
+) -> HTMLResponse:
+    """What happened to a mailing's emails, its clicks in aggregate, and who it went to (a page at a time)."""
     mailing = await _mailing(mailings, organiser, mailing_id)
     async with mailings.uows.begin() as uow:
-        numbers = await mailings.report(uow.session, mailing)
+        numbers = await mailings.report(uow.session, mailing, page)
     send_at = mailing.send_at.astimezone(NETWORK_TZ) if mailing.send_at else None
     return await _page(
         request,
         "organise_mailing_report.html",
-        {"organiser": organiser, "mailing": mailing, "r": numbers, "send_at": send_at},
+        {"organiser": organiser, "mailing": mailing, "r": numbers, "send_at": send_at, "tz": NETWORK_TZ},
     )
 
 

@@ -172,6 +172,51 @@ async def test_a_mailing_reaches_exactly_the_regions_members_who_chose_the_inter
     assert suppressed[2] not in report.text and elsewhere[0][2] not in report.text
 
 
+async def test_the_report_names_everyone_a_page_at_a_time_and_counts_unsubscribes_beyond_the_first_page(
+    gateway, mail, notifications_db, people
+):
+    region = str(uuid.uuid4())
+    members = await add_members(notifications_db, people, 520, region=region, interests=[], tag="many")
+    by_name = {name: (member_id, email) for member_id, email, name in members}
+    headers, _ = await region_organiser(notifications_db, people, region)
+    mailing_id = await create(gateway, headers, {"subject": f"Report {uuid.uuid4().hex[:6]}", "body": "Hi"})
+    sent = await gateway.post(f"{BASE}/{mailing_id}/send", headers=headers, data={"when": "now"})
+    assert sent.status_code == 303, sent.text
+
+    async def all_sent():
+        page = await gateway.get(f"{BASE}/{mailing_id}/report", headers=headers)
+        return page if 'id="sent">520<' in page.text else None
+
+    first = await wait_until(all_sent, "all 520 sent", tries=600)
+    assert "520 people, by name; page 1 of 6." in first.text
+
+    def named(page_text: str) -> list[str]:
+        return re.findall(r'<li>(Many \d+)<br><span class="hint">[^<]* · sent \d', page_text)
+
+    seen: list[str] = []
+    for page in range(1, 7):
+        answer = await gateway.get(f"{BASE}/{mailing_id}/report", params={"page": page}, headers=headers)
+        assert answer.status_code == 200 and f"page {page} of 6." in answer.text
+        seen += named(answer.text)
+    assert sorted(seen) == sorted(by_name) and len(seen) == 520
+    # A page past the end shows the last one; nonsense is refused without a 500.
+    beyond = await gateway.get(f"{BASE}/{mailing_id}/report", params={"page": 99999999999999999999}, headers=headers)
+    assert beyond.status_code == 200 and named(beyond.text) == seen[-20:]
+    assert (await gateway.get(f"{BASE}/{mailing_id}/report", params={"page": "x"}, headers=headers)).status_code == 422
+
+    # Someone named on the last page unsubscribes (the mirror's suppression, as membership's event leaves it), and
+    # someone else is erased: the report counts the one and says the other is no longer named.
+    unsubscriber, erased = seen[-1], seen[0]
+    key = Suppressions(launcher.secret_key()).address_key(by_name[unsubscriber][1])
+    await notifications_db.execute("INSERT INTO suppressions (email, reason) VALUES ($1, 'unsubscribed')", key)
+    people["keys"].append(key)
+    await notifications_db.execute("DELETE FROM recipients WHERE member_id = $1", by_name[erased][0])
+    report = await gateway.get(f"{BASE}/{mailing_id}/report", headers=headers)
+    assert 'id="unsubscribed">1<' in report.text
+    assert "519 people, by name" in report.text and erased not in named(report.text)
+    assert "1 person it went to has since left or asked to be forgotten" in report.text
+
+
 async def test_another_regions_organiser_cannot_see_count_into_or_send_a_mailing(gateway, notifications_db, people):
     region = str(uuid.uuid4())
     headers, _ = await region_organiser(notifications_db, people, region)
