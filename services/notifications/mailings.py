@@ -340,13 +340,12 @@ class Mailings:
             return None
         return [s for s in (who.scope_id, *(u.unit_id for u in await self.units_for(session, who))) if s]
 
-    async def list_for(self, session: AsyncSession, who: OrganiserScope) -> list[Any]:
+    async def count_for(self, session: AsyncSession, who: OrganiserScope) -> int:
+        """How many mailings `who` may see."""
         m = tables.mailings
-        stmt = select(m).order_by(m.c.created_at.desc()).limit(200)
         scopes = await self.scopes_under(session, who)
-        if scopes is not None:
-            stmt = stmt.where(m.c.scope_id.in_(scopes))
-        return list((await session.execute(stmt)).all())
+        where = [] if scopes is None else [m.c.scope_id.in_(scopes)]
+        return int((await session.execute(select(func.count()).select_from(m).where(*where))).scalar_one())
 
     async def page_for(
         self, session: AsyncSession, who: OrganiserScope, limit: int, offset: int
@@ -355,9 +354,9 @@ class Mailings:
         m = tables.mailings
         scopes = await self.scopes_under(session, who)
         where = [] if scopes is None else [m.c.scope_id.in_(scopes)]
-        total = (await session.execute(select(func.count()).select_from(m).where(*where))).scalar_one()
+        total = await self.count_for(session, who)
         stmt = select(m).where(*where).order_by(m.c.created_at.desc(), m.c.id).limit(limit).offset(offset)
-        return list((await session.execute(stmt)).all()), int(total)
+        return list((await session.execute(stmt)).all()), total
 
     async def statistics(self, session: AsyncSession, mailings: list[Any]) -> dict[str, dict[str, int]]:
         """Per mailing, in aggregate: emails sent, bounced, clicks on its links, and people who unsubscribed

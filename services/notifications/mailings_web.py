@@ -33,6 +33,7 @@ clicks_router = APIRouter(tags=["mailings"])
 # Times organisers type are the network's local time.
 NETWORK_TZ = ZoneInfo("Europe/London")
 BASE = "/notifications/organise/mailings"
+MAILINGS_PER_PAGE = 50
 DAY_FIELDS = ("joined_within_days", "took_part_within_days", "quiet_for_days")
 
 
@@ -154,10 +155,18 @@ async def audience_context(
 
 
 @router.get("", response_class=HTMLResponse)
-async def list_mailings(request: Request, organiser: Organiser, mailings: MailingsDep) -> HTMLResponse:
+async def list_mailings(request: Request, organiser: Organiser, mailings: MailingsDep, page: int = 1) -> HTMLResponse:
+    """The mailings the organiser may see, newest first, `MAILINGS_PER_PAGE` a page; times in UK time."""
     async with mailings.uows.begin() as uow:
-        rows = await mailings.list_for(uow.session, organiser)
-    return await _page(request, "organise_mailings.html", {"organiser": organiser, "mailings": rows})
+        total = await mailings.count_for(uow.session, organiser)
+        pages = max(1, -(-total // MAILINGS_PER_PAGE))
+        page = min(max(1, page), pages)
+        rows, _ = await mailings.page_for(uow.session, organiser, MAILINGS_PER_PAGE, (page - 1) * MAILINGS_PER_PAGE)
+    return await _page(
+        request,
+        "organise_mailings.html",
+        {"organiser": organiser, "mailings": rows, "page": page, "pages": pages, "total": total, "tz": NETWORK_TZ},
+    )
 
 
 @router.get("/new", response_class=HTMLResponse)

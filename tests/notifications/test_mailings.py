@@ -217,6 +217,38 @@ async def test_the_report_names_everyone_a_page_at_a_time_and_counts_unsubscribe
     assert "1 person it went to has since left or asked to be forgotten" in report.text
 
 
+async def test_the_mailings_list_pages_through_a_regions_mailings_newest_first_in_uk_time(
+    gateway, notifications_db, people
+):
+    region = str(uuid.uuid4())
+    headers, _ = await region_organiser(notifications_db, people, region)
+    tag = uuid.uuid4().hex[:6]
+    for i in range(53):
+        await create(gateway, headers, {"subject": f"Draft {tag} {i:02d}", "body": "Hello"})
+    later = await create(gateway, headers, {"subject": f"Later {tag}", "body": "Soon"})
+    summer = datetime(datetime.now(NETWORK_TZ).year + 1, 7, 1, 18, 30)
+    scheduled = await gateway.post(
+        f"{BASE}/{later}/send", headers=headers, data={"when": "later", "send_at": summer.isoformat()}
+    )
+    assert scheduled.status_code == 303, scheduled.text
+
+    def subjects(text: str) -> list[str]:
+        return re.findall(rf">((?:Draft|Later) {tag}[^<]*)</a>", text)
+
+    first = await gateway.get(BASE, headers=headers)
+    assert first.status_code == 200 and "54 mailings; page 1 of 2." in first.text
+    assert subjects(first.text)[:2] == [f"Later {tag}", f"Draft {tag} 52"] and len(subjects(first.text)) == 50
+    # The time an organiser chose, as they chose it (18:30 in July is British Summer Time, 17:30 UTC).
+    assert f"01 Jul {summer.year}, 18:30" in first.text
+    second = await gateway.get(BASE, params={"page": 2}, headers=headers)
+    assert subjects(second.text) == [f"Draft {tag} {i:02d}" for i in (3, 2, 1, 0)]
+    assert subjects((await gateway.get(BASE, params={"page": 400}, headers=headers)).text) == subjects(second.text)
+    # Another region's organiser sees none of them.
+    stranger, _ = await region_organiser(notifications_db, people, str(uuid.uuid4()))
+    assert subjects((await gateway.get(BASE, headers=stranger)).text) == []
+    await notifications_db.execute("DELETE FROM mailings WHERE subject LIKE $1", f"% {tag}%")
+
+
 async def test_another_regions_organiser_cannot_see_count_into_or_send_a_mailing(gateway, notifications_db, people):
     region = str(uuid.uuid4())
     headers, _ = await region_organiser(notifications_db, people, region)
