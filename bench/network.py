@@ -120,6 +120,8 @@ def _wrap(event: EventData, at: datetime) -> tuple[str, bytes, bytes]:
 class Publisher:
     """One batched producer (acks=all, as the outbox relay sends) for the whole history."""
 
+    enabled = True
+
     def __init__(self) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=launcher.KAFKA_BOOTSTRAP, acks="all", linger_ms=50,
                                          max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
@@ -146,6 +148,27 @@ class Publisher:
     async def flush(self) -> None:
         await asyncio.gather(*self._pending)
         self._pending.clear()
+
+
+class Discard(Publisher):
+    """A publisher for `--own-records-only`: the history's events are not made at all (nothing would consume them)."""
+
+    enabled = False
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+    async def send(self, records: Iterator[tuple[str, bytes, bytes]]) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
 
 
 class Network:
@@ -243,6 +266,8 @@ async def members(net: Network, dbs: dict[str, asyncpg.Connection], pub: Publish
             recipients.append((m.id, m.email, m.name, profile.email_consent,
                                "left" if m.status == "left" else ("pending" if m.status == "pending" else "confirmed"),
                                rid, profile.engagement_level, [gid], profile.interests, m.joined_at, m.joined_at))
+            if not pub.enabled:
+                continue
             for e in joined_events(m.id, key, profile, [gid], [], consent_version="email-2026-11",
                                    source="join-form", confirm=True, now=m.joined_at,
                                    email_hash=address_hash(secret, m.email)):
@@ -313,8 +338,9 @@ async def campaigns(net: Network, dbs: dict[str, asyncpg.Connection], pub: Publi
             rows.append((act, aid, cid, kind, f"member:{m.id}", m.id, m.name, m.email,
                          "approved" if kind == "pledge" else None, "email" if kind == "share" else None, "form",
                          rid, gid, at))
-            records.append(_wrap(ActionTaken(action_id=act, ask_id=aid, campaign_id=cid, kind=kind, member_id=m.id,
-                                             region_id=rid, group_id=gid, taken_at=at), at))
+            if pub.enabled:
+                records.append(_wrap(ActionTaken(action_id=act, ask_id=aid, campaign_id=cid, kind=kind,
+                                                 member_id=m.id, region_id=rid, group_id=gid, taken_at=at), at))
             confirmations += kind != "share"
         if len(rows) >= CHUNK:
             await copy(c_db, "actions", cols, rows)
@@ -379,10 +405,13 @@ async def meetings(net: Network, dbs: dict[str, asyncpg.Connection], pub: Publis
             came = starts < net.now and rnd.random() < 0.55
             rsvp_rows.append((rsvp_id, mtid, m.id, f"member:{m.id}", m.name, m.email, "going", "form", at, at,
                               starts if came else None, "organiser" if came else None))
-            records.append(_wrap(RsvpReceived(meeting_id=mtid, rsvp_id=rsvp_id, member_id=m.id, status="going"), at))
-            if came:
+            if pub.enabled:
+                records.append(_wrap(RsvpReceived(meeting_id=mtid, rsvp_id=rsvp_id, member_id=m.id, status="going"),
+                                     at))
+            if came and pub.enabled:
                 records.append(_wrap(AttendanceRecorded(meeting_id=mtid, rsvp_id=rsvp_id, member_id=m.id,
                                                         method="organiser", attended_at=starts), starts))
+            if came:
                 attended += 1
         made_rsvps += len(chosen)
         if len(rsvp_rows) >= CHUNK or k == n_meetings - 1:
@@ -431,6 +460,39 @@ async def deliveries(net: Network, dbs: dict[str, asyncpg.Connection], facts: di
             await add("announcement", mtid, m, "A meeting near you", m.joined_at, priority=1)
     if rows:
         await copy(n_db, "deliveries", cols, rows)
+    return made
+
+
+DELIVERIES_IN_SQL = """
+INSERT INTO deliveries (id, kind, subject_ref, recipient_id, recipient_email, subject, body_text, status, priority,
+                        attempts, next_attempt_at, created_at, sent_at)
+SELECT gen_random_uuid()::text, k.kind, CASE WHEN k.kind = 'welcome' THEN r.member_id ELSE gen_random_uuid()::text END,
+       r.member_id, r.email, k.subject, k.subject || E'\n\n(bench)', 'sent', k.priority, 1, t.at, t.at,
+       t.at + interval '30 seconds'
+FROM recipients r
+CROSS JOIN generate_series(1, $2::int) AS i
+CROSS JOIN LATERAL (SELECT CASE WHEN i = 1 THEN 'welcome'
+                                WHEN i <= 6
+                                THEN (ARRAY['petition_signed', 'pledge_received', 'rsvp_confirmation'])[1 + i % 3]
+                                ELSE 'announcement' END AS kind,
+                           CASE WHEN i = 1 THEN 'Welcome to the network' WHEN i <= 6 THEN 'Thank you'
+                                ELSE 'A meeting near you' END AS subject,
+                           CASE WHEN i > 6 THEN 1 ELSE 0 END AS priority) k
+CROSS JOIN LATERAL (SELECT CASE WHEN i = 1 THEN r.joined_at
+                                ELSE r.joined_at + (now() - r.joined_at) * random() END AS at) t
+WHERE r.joined_at IS NOT NULL AND abs(hashtext(r.member_id)) % $3::int = $1::int
+"""
+
+
+async def deliveries_in_sql(net: Network, dbs: dict[str, asyncpg.Connection]) -> int:
+    """The delivery log of `--own-records-only`, made by the database from the recipients (Python's 20 rows a
+    member would take most of an hour at a million): a welcome, 5 confirmations and 14 meeting announcements a
+    member, each after they joined, all sent."""
+    made, parts = 0, max(1, net.n // 50_000)
+    for part in range(parts):
+        status = await dbs["notifications"].execute(DELIVERIES_IN_SQL, part, DELIVERIES_PER_MEMBER, parts)
+        made += int(status.split()[-1])
+        say(f"network: {made:,} deliveries")
     return made
 
 
@@ -521,7 +583,11 @@ async def from_databases(dbs: dict[str, asyncpg.Connection], seed: int = 20) -> 
     return net, facts
 
 
-async def generate(n: int, seed: int = 20, *, resume: bool = False) -> dict[str, Any]:
+async def generate(n: int, seed: int = 20, *, resume: bool = False, own_records_only: bool = False) -> dict[str, Any]:
+    """Make the network (see the module's docstring). `own_records_only`: each service's own records and the
+    delivery log only, no history on the topics, so no mirror or read model is built from it (the regions and
+    groups are still announced): the pages that read a service's own tables can then be measured at sizes whose
+    history this machine could not consume (`bench/pages.py` skips the others)."""
     from shared.topics import CONSUMER_GROUPS
 
     existing = read_manifest()
@@ -543,16 +609,18 @@ async def generate(n: int, seed: int = 20, *, resume: bool = False) -> dict[str,
             net.make_members()
             async with Publisher() as pub:
                 await units(net, dbs, pub)
-                await members(net, dbs, pub)
-                facts = await campaigns(net, dbs, pub)
-                facts.update(await meetings(net, dbs, pub))
+                history = Discard() if own_records_only else pub
+                await members(net, dbs, history)
+                facts = await campaigns(net, dbs, history)
+                facts.update(await meetings(net, dbs, history))
                 await pub.flush()
                 produced = pub.sent
             say(f"network: {produced:,} events produced in {time.monotonic() - started:.0f} s; the delivery log "
                 "next")
-        sent = await deliveries(net, dbs, facts)
-        async with Publisher() as pub:
-            produced += await publish_deliveries(dbs["notifications"], pub)
+        sent = await (deliveries_in_sql(net, dbs) if own_records_only else deliveries(net, dbs, facts))
+        if not own_records_only:
+            async with Publisher() as pub:
+                produced += await publish_deliveries(dbs["notifications"], pub)
         await skip_group_to_end("notifications", notifications_topics)
     except BaseException:
         say("network: generation stopped; notifications is left stopped (its group would email the history): "
@@ -589,7 +657,7 @@ async def generate(n: int, seed: int = 20, *, resume: bool = False) -> dict[str,
         "campaigns": facts["campaigns"], "asks": facts["asks"], "actions": facts["actions"],
         "active_members": facts["active_members"], "deliveries": sent, "events_produced": produced,
         "seconds_generating": round(waited - started), "seconds_consuming": round(time.monotonic() - waited),
-        "generated_at": net.now.isoformat(),
+        "generated_at": net.now.isoformat(), "read_models": not own_records_only,
     }
     path = manifest_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -618,12 +686,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--announce-deliveries", action="store_true",
                         help="only publish NotificationSent for the delivery log already written (a network "
                              "generated before the generator did it)")
+    parser.add_argument("--own-records-only", action="store_true",
+                        help="only each service's own records and the delivery log, no history on the topics (so "
+                             "no read model): what a size whose history this machine cannot consume allows")
     args = parser.parse_args(argv)
     launcher.ensure_up(services=True)
     if args.announce_deliveries:
         asyncio.run(_announce_only())
         return 0
-    asyncio.run(generate(QUICK_MEMBERS if args.quick else args.members, resume=args.resume))
+    asyncio.run(generate(QUICK_MEMBERS if args.quick else args.members, resume=args.resume,
+                         own_records_only=args.own_records_only))
     return 0
 
 

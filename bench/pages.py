@@ -54,6 +54,7 @@ class Page:
     baseline: list[tuple[str, list[Any]]]  # the hand-written SQL: statements run one after another
     export: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    read_model: bool = False  # reads what a service's consumers built from the history (not `--own-records-only`)
 
 
 def _weeks(n: int = 12) -> list[tuple[datetime, datetime]]:
@@ -86,7 +87,17 @@ def meetings_page(where: str, args: list[Any]) -> list[tuple[str, list[Any]]]:
     ]
 
 
+READ_MODEL_PAGES = ("member page with timeline", "long tail", "dashboard")  # their data comes from consumers
+
+
 def pages_for(m: dict[str, Any], meeting_id: str, digest_organiser: str) -> list[Page]:
+    pages = _pages(m, meeting_id, digest_organiser)
+    for page in pages:
+        page.read_model = page.name.startswith(READ_MODEL_PAGES)
+    return pages
+
+
+def _pages(m: dict[str, Any], meeting_id: str, digest_organiser: str) -> list[Page]:
     group, region = m["biggest_group"], m["region_of_biggest"]
     sample = m["sample_members"][0]
     surname = sample["name"].split()[-1].lower()
@@ -367,6 +378,12 @@ async def run(quick: bool, repeats: int | None = None, only: list[str] | None = 
     try:
         meeting_id, digest_organiser = await setup(m, dbs)
         pages = [p for p in pages_for(m, meeting_id, digest_organiser) if not only or any(o in p.name for o in only)]
+        if not m.get("read_models", True):
+            skipped = [p.name for p in pages if p.read_model]
+            pages = [p for p in pages if not p.read_model]
+            outcome.notes.append("a network of the services' own records only (bench/network.py "
+                                 "--own-records-only): not measured, as their data comes from the history's "
+                                 "consumers: " + ", ".join(skipped))
         async with httpx.AsyncClient(base_url=launcher.GATEWAY_URL, timeout=600) as client:
             callers = await sign_in(m, dbs["membership"], client, digest_organiser)
             await measure_floors(client, callers, repeats, outcome)
