@@ -671,7 +671,7 @@ def validate_ladder(raw: Sequence[dict[str, Any]]) -> tuple[LadderRung, ...]:
         raise InvalidInput({"levels": f"A ladder has at most {MAX_LEVELS} levels"})
     for i, r in enumerate(raw):
         try:
-            level = re.sub(r"[^a-z0-9_]", "_", collapse_spaces(r.get("level")).lower())
+            level = re.sub(r"[^a-z0-9_]", "_", collapse_spaces(r.get("level")).lower())[:40]
             rung = LadderRung(
                 level=level,
                 label=collapse_spaces(r.get("label")) or level.capitalize(),
@@ -689,7 +689,7 @@ def validate_ladder(raw: Sequence[dict[str, Any]]) -> tuple[LadderRung, ...]:
             errors[f"levels[{i}]"] = "Thresholds cannot be negative"
         if max(rung.min_actions, rung.min_attended, rung.min_total) > MAX_THRESHOLD:
             errors[f"levels[{i}]"] = f"Thresholds can be at most {MAX_THRESHOLD:,}"
-        if len(rung.level) > 40 or len(rung.label) > 80 or any(len(x) > 40 for x in rung.roles):
+        if len(rung.label) > 80 or any(len(x) > 40 for x in rung.roles):
             errors[f"levels[{i}]"] = "Names of levels can be at most 80 characters, and of roles 40"
         rungs.append(rung)
     if len({r.level for r in rungs}) != len(rungs):
