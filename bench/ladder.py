@@ -8,13 +8,14 @@ Each is timed beside a baseline in the same run on the same data: the same count
 by hand as one UPDATE (no events).
 
 It runs on a database of its own beside the stack's campaigns database (created, migrated with campaigns' real
-migrations, and dropped afterwards), seeded with 100,000 members (20,000 with --quick) and their facts: most have
-done nothing, a few a lot. Nothing reaches the running services.
+migrations, and dropped afterwards), seeded with 100,000 members (20,000 with --quick; LADDER_MEMBERS=1000000 for a
+national network's size) and their facts: most have done nothing, a few a lot. Nothing reaches the running services.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 import uuid
@@ -94,7 +95,8 @@ async def _reset(conn: asyncpg.Connection, service: EngagementService) -> None:
 
 
 async def run(quick: bool, workdir: Path) -> BenchOutcome:
-    n = 20_000 if quick else 100_000
+    # LADDER_MEMBERS: another size (a national network's million); the default 100,000, 20,000 with --quick.
+    n = int(os.environ.get("LADDER_MEMBERS") or (20_000 if quick else 100_000))
     out = BenchOutcome("Engagement ladder change")
     url = await _database()
     db = Database(url, pool_size=2)
