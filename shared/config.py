@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = 1.0
     outbox_batch_size: int = 500
     outbox_retention_hours: float = 72.0
+    # Campaigns: members moved to a newly saved engagement ladder a transaction at a time (ladder_moves.py).
+    ladder_move_chunk: int = 1000
     consumer_max_retries: int = 3
     consumer_retry_backoff_s: float = 0.2
     consumer_retry_backoff_max_s: float = 5.0

@@ -166,20 +166,26 @@ async def lookup_mp(postcode: str, organiser: Organiser, letters: Letters) -> di
 
 @router.get("/engagement/ladder")
 async def get_ladder(organiser: Organiser, engagement: Engagement) -> dict[str, Any]:
-    return {"levels": [r.as_dict() for r in await engagement.ladder()]}
+    """The ladder in force, and how far moving the members to the last one saved has got (`change`)."""
+    change = await engagement.ladder_change()
+    return {"levels": [r.as_dict() for r in await engagement.ladder()],
+            "change": change.as_dict() if change else None}
 
 
 @router.put("/engagement/ladder")
 async def set_ladder(organiser: Organiser, engagement: Engagement,
                      levels: Annotated[list[dict[str, Any]], Body(embed=True)]) -> JSONResponse:
-    """Replace the ladder (lowest level first); every member's level is recomputed and changes published."""
+    """Replace the ladder (lowest level first), in force at once; the members it moves are moved and each move
+    published. 200 when all have moved (`members_changed`), 202 while the rest move in the background (`change`;
+    GET this address to follow it)."""
     _network_only(organiser, "change the engagement ladder")
     try:
         ladder = validate_ladder(levels)
     except InvalidInput as exc:
         return invalid(exc)
-    changed = await engagement.set_ladder(ladder)
-    return JSONResponse({"levels": [r.as_dict() for r in ladder], "members_changed": changed})
+    change = await engagement.set_ladder(ladder)
+    return JSONResponse({"levels": [r.as_dict() for r in ladder], "members_changed": change.moved,
+                         "change": change.as_dict()}, 202 if change.moving else 200)
 
 
 @router.get("/engagement/members/{member_id}")

@@ -99,8 +99,10 @@ def _ladder(args: argparse.Namespace) -> int:
                 except (InvalidInput, ValueError) as exc:
                     print(f"{args.file}: {exc}", file=sys.stderr)
                     return 1
-                changed = await svc.set_ladder(ladder)
-                print(f"ladder saved; {changed} member(s) changed level")
+                change = await svc.set_ladder(ladder)
+                # The running service's background loop would move the rest; this command waits and helps.
+                change = await svc.moves.finish(change.id) or await svc.moves.get(change.id)
+                print(f"ladder saved; {change.moved} member(s) changed level ({change.status})")
             print(json.dumps([r.as_dict() for r in await svc.ladder()], indent=2))
             return 0
         finally:

@@ -154,6 +154,25 @@ engagement_ladder = Table(
     Column("roles", ARRAY(String(40)), nullable=False, server_default=text("'{}'")),
 )
 
+# A saved ladder and the moving of the members to it, done in chunks by the service's background loop
+# (ladder_moves.py): `cursor` is the last member id a committed chunk passed; at most one row `moving` at a time.
+ladder_changes = Table(
+    "ladder_changes",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("ladder", JSONB, nullable=False),  # the rungs saved, lowest first (LadderRung.as_dict)
+    Column("status", String(20), nullable=False),  # moving | done | superseded
+    Column("expected", Integer, nullable=False),  # members the ladder moved when it was saved
+    Column("moved", Integer, nullable=False, server_default=text("0")),
+    Column("published", Integer, nullable=False, server_default=text("0")),  # EngagementLevelChanged written
+    Column("chunks", Integer, nullable=False, server_default=text("0")),
+    Column("cursor", String(36), nullable=True),
+    Column("saved_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_ladder_changes_saved_at", "saved_at"),
+    Index("ux_ladder_changes_one_moving", text("(true)"), unique=True, postgresql_where=text("status = 'moving'")),
+)
+
 # Kept from membership's events (consumer group campaigns.engagement): ids and places; the name and address only
 # sealed with the member's key (opened with the copy in member_keys when an organiser reads a list).
 members = Table(

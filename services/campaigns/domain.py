@@ -657,15 +657,21 @@ DEFAULT_LADDER: tuple[LadderRung, ...] = (
 )
 
 
+MAX_THRESHOLD = 1_000_000  # actions or meetings a level can ask for (the columns are 32-bit)
+MAX_LEVELS = 20
+
+
 def validate_ladder(raw: Sequence[dict[str, Any]]) -> tuple[LadderRung, ...]:
     """A ladder as an organiser wrote it: two or more distinct levels, lowest first, the first open to everyone."""
     errors: dict[str, str] = {}
     rungs: list[LadderRung] = []
     if not isinstance(raw, Sequence) or isinstance(raw, str | bytes) or len(raw) < 2:
         raise InvalidInput({"levels": "Give at least two levels, lowest first"})
+    if len(raw) > MAX_LEVELS:
+        raise InvalidInput({"levels": f"A ladder has at most {MAX_LEVELS} levels"})
     for i, r in enumerate(raw):
         try:
-            level = re.sub(r"[^a-z0-9_]", "_", collapse_spaces(r.get("level")).lower())
+            level = re.sub(r"[^a-z0-9_]", "_", collapse_spaces(r.get("level")).lower())[:40]
             rung = LadderRung(
                 level=level,
                 label=collapse_spaces(r.get("label")) or level.capitalize(),
@@ -681,6 +687,10 @@ def validate_ladder(raw: Sequence[dict[str, Any]]) -> tuple[LadderRung, ...]:
             errors[f"levels[{i}]"] = "Each level needs a name"
         if min(rung.min_actions, rung.min_attended, rung.min_total) < 0:
             errors[f"levels[{i}]"] = "Thresholds cannot be negative"
+        if max(rung.min_actions, rung.min_attended, rung.min_total) > MAX_THRESHOLD:
+            errors[f"levels[{i}]"] = f"Thresholds can be at most {MAX_THRESHOLD:,}"
+        if len(rung.label) > 80 or any(len(x) > 40 for x in rung.roles):
+            errors[f"levels[{i}]"] = "Names of levels can be at most 80 characters, and of roles 40"
         rungs.append(rung)
     if len({r.level for r in rungs}) != len(rungs):
         errors["levels"] = "Each level must have its own name"

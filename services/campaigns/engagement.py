@@ -1,8 +1,10 @@
 """The engagement ladder: each member's level, computed from the actions they took and the meetings they attended.
 
 Facts (an action, an attendance) are stored once each; a member's counts and level are recomputed under their
-row lock whenever a fact, a role or the ladder changes (the rule is domain.assess), and a changed level is
-published as EngagementLevelChanged in the same unit of work. Someone who took an action (or RSVPed) before
+row lock whenever a fact or a role changes (the rule is domain.assess), and a changed level is published as
+EngagementLevelChanged in the same unit of work. A new ladder is saved at once and its members moved in the
+background (ladder_moves.py); every transaction here applies the ladder under its lock (queries.hold_ladder), taken
+before any member's row. Someone who took an action (or RSVPed) before
 joining has facts without a member id; the `action:<id>` / `rsvp:<id>` source of their MemberJoined links them.
 """
 
@@ -26,6 +28,7 @@ from services.campaigns.domain import (
     assess,
     place_changes,
 )
+from services.campaigns.ladder_moves import LadderChange, LadderMoves
 from services.campaigns.people import People
 from shared.auth import OrganiserScope
 from shared.events import catalog as ev
@@ -49,24 +52,32 @@ class LongTail:
 
 LONG_TAIL_COLUMNS = ("name", "email", "region", "groups", "joined_at", "member_id")
 NAME_UNAVAILABLE = "(name not available yet)"  # the member's key has not reached campaigns yet
-_LADDER = "campaigns.engagement.ladder"  # session.info: the ladder read in this transaction
-EMIT_CHUNK = 1_000  # EngagementLevelChanged written to the outbox this many at a time when the ladder changes
+_LADDER = "campaigns.engagement.ladder"  # session.info: the ladder applied in this transaction, under its lock
 
 
 class EngagementService:
-    def __init__(self, uows: UnitsOfWork, people: People | None = None) -> None:
+    def __init__(self, uows: UnitsOfWork, people: People | None = None, moves: LadderMoves | None = None) -> None:
         self.uows = uows
         self.people = people or People()
+        self.moves = moves or LadderMoves(uows)
 
     # the ladder ----------------------------------------------------------------------------------------
     async def ladder(self, session: AsyncSession | None = None) -> tuple[LadderRung, ...]:
+        """The ladder in force, to show (a transaction that applies it to members uses `applying_ladder`)."""
         if session is None:
             async with self.uows.begin() as uow:
                 return await self.ladder(uow.session)
+        return await queries.ladder(session) or DEFAULT_LADDER
+
+    async def applying_ladder(self, session: AsyncSession) -> tuple[LadderRung, ...]:
+        """The ladder this transaction applies to members, read once (a consumer's batch) under the ladder's shared
+        lock, held to the commit: a new ladder's save waits for this transaction, so none applies a replaced ladder
+        after its replacement's members have been moved. Taken before any member's row is locked."""
         transaction = session.sync_session.get_transaction()
         cached = session.info.get(_LADDER)
-        if cached is not None and cached[0] is transaction:  # read once per transaction (a consumer's batch)
+        if cached is not None and cached[0] is transaction:
             return cached[1]  # type: ignore[no-any-return]
+        await queries.hold_ladder(session)
         ladder = await queries.ladder(session) or DEFAULT_LADDER
         session.info[_LADDER] = (transaction, ladder)
         return ladder
@@ -76,26 +87,27 @@ class EngagementService:
         async with self.uows.begin() as uow:
             return await queries.count_moving(uow.session, ladder)
 
-    async def set_ladder(self, ladder: Sequence[LadderRung]) -> int:
-        """Replace the ladder and move every active member to the level it gives them (set-based: a national
-        network's organiser is not kept waiting while each member is recomputed in turn); returns how many moved,
-        each published as EngagementLevelChanged."""
-        async with self.uows.begin() as uow:
-            uow.session.info.pop(_LADDER, None)
-            await queries.replace_ladder(uow.session, ladder)
-            moved = await queries.move_to_ladder(uow.session, ladder, utcnow())
-            # As domain.assess: a first level at the bottom of the ladder (where everyone starts) is not news.
-            events = [ev.EngagementLevelChanged(member_id=member_id, level=level, previous_level=previous,
-                                                reason="the ladder changed")
-                      for member_id, previous, level in moved if previous is not None or level != ladder[0].level]
-            for start in range(0, len(events), EMIT_CHUNK):
-                await uow.emit(*events[start:start + EMIT_CHUNK])
-        return len(events)
+    async def set_ladder(self, ladder: Sequence[LadderRung], *, expected: int | None = None) -> LadderChange:
+        """Put `ladder` in force at once and move the members whose level it changes: the first chunk now (a small
+        change is then done), the rest in the background (ladder_moves.py). `expected`: how many it moves, if the
+        caller has just counted them. Returns the change as far as it got."""
+        if expected is None:
+            expected = await self.members_moving(ladder)
+        change = await self.moves.save(ladder, expected)
+        progressed = await self.moves.step(change.id) or await self.moves.get(change.id)
+        if progressed.moving:
+            self.moves.wake.set()
+        return progressed
+
+    async def ladder_change(self) -> LadderChange | None:
+        """The latest ladder saved and how far moving its members has got."""
+        return await self.moves.latest()
 
     # members, units and roles (membership's events) ----------------------------------------------------
     async def member_joined(self, uow: UnitOfWork, event: ev.MemberJoined) -> None:
         """Keep the member (their address's keyed hash, their name and address sealed with their key) and count
         what they did; the caller has linked their earlier actions (linking.py) first."""
+        await self.applying_ladder(uow.session)  # its lock before the member's row
         member = await queries.upsert_joined_member(uow.session, {
             "member_id": event.member_id, "region_id": event.region_id, "group_ids": event.group_ids,
             "subteam_ids": event.subteam_ids, "status": "active", "source": event.source,
@@ -106,6 +118,7 @@ class EngagementService:
         await self.recompute(uow, event.member_id, member=member)
 
     async def member_profile_updated(self, uow: UnitOfWork, event: ev.MemberProfileUpdated) -> None:
+        await self.applying_ladder(uow.session)  # its lock before the member's row (a recompute may follow)
         m = tables.members
         values: dict[str, Any] = {"updated_at": utcnow(), **place_changes(event)}
         if event.name is not None:
@@ -117,6 +130,7 @@ class EngagementService:
         await uow.session.execute(update(m).where(m.c.member_id == event.member_id).values(**values))
 
     async def member_left(self, uow: UnitOfWork, member_id: str) -> None:
+        await self.applying_ladder(uow.session)  # its lock before the member's row, as every handler here
         m = tables.members
         await uow.session.execute(
             update(m).where(m.c.member_id == member_id).values(status="left", updated_at=utcnow()))
@@ -124,6 +138,7 @@ class EngagementService:
     async def member_erased(self, uow: UnitOfWork, member_id: str) -> None:
         """Forget the member here: their row (address hash, sealed name and address). Their facts keep the member
         id (no personal data): what they did still counts for campaigns, and stays theirs."""
+        await self.applying_ladder(uow.session)  # its lock before the member's row, as every handler here
         await uow.session.execute(delete(tables.members).where(tables.members.c.member_id == member_id))
         f = tables.engagement_facts
         await uow.session.execute(update(f).where(f.c.member_id == member_id).values(link_ref=None))
@@ -139,6 +154,7 @@ class EngagementService:
     async def role_granted(self, uow: UnitOfWork, event: ev.RoleGranted) -> None:
         if not event.member_id:
             return
+        await self.applying_ladder(uow.session)  # its lock before the member's row
         m = tables.members
         await uow.session.execute(
             update(m).where(m.c.member_id == event.member_id, ~(literal(event.role) == any_(m.c.roles)))
@@ -171,13 +187,13 @@ class EngagementService:
 
         `member`: their standing, if the caller has just written (and so locked) their row."""
         session = uow.session
+        ladder = ladder or await self.applying_ladder(session)  # its lock before the member's row
         if member is None:
             member = await queries.standing_for_update(session, member_id)
         if member is None:
             return 0  # not joined (yet): their facts wait for MemberJoined
         actions, attended = await queries.fact_counts(session, member_id)
-        outcome = assess(member, actions=actions, attended=attended, ladder=ladder or await self.ladder(session),
-                         reason=reason)
+        outcome = assess(member, actions=actions, attended=attended, ladder=ladder, reason=reason)
         if outcome.level_changed:
             await queries.set_counts_and_level(session, member_id, actions, attended, outcome.level, utcnow())
         elif outcome.counts_changed:

@@ -11,6 +11,7 @@ from services.campaigns import db as tables
 from services.campaigns.actions import ActionsService
 from services.campaigns.consumers import ENGAGEMENT_GROUP, REPORTING_GROUP, REVOCATIONS_GROUP, build_registry
 from services.campaigns.engagement import EngagementService
+from services.campaigns.ladder_moves import LadderMoves
 from services.campaigns.letters import MpLetters
 from services.campaigns.service import CampaignsService
 from shared import topics
@@ -38,7 +39,7 @@ def create_app(
     settings = runtime.settings
     campaigns = CampaignsService(runtime.uows)
     actions = ActionsService(runtime.uows, secret_key=settings.secret_key)
-    engagement = EngagementService(runtime.uows)
+    engagement = EngagementService(runtime.uows, moves=LadderMoves(runtime.uows, chunk=settings.ladder_move_chunk))
     registry = build_registry(campaigns, actions, engagement, engagement_group=engagement_group,
                               reporting_group=reporting_group, revocations_group=revocations_group)
     runtime.add_consumer(EventConsumer(registry[engagement_group]))
@@ -53,6 +54,7 @@ def create_app(
     runtime.document_publisher(topics.CAMPAIGNS_MEMBER_DATA, "A member's actions and letters, for their download")
     limits = Limits(runtime.uows, settings.secret_key)
     runtime.add_background(limits.keep_pruned)
+    runtime.add_background(engagement.moves.run)  # a saved ladder's members moved in chunks, resumed after a restart
     app = runtime.build_app(
         "Groundswell campaigns",
         routers=[organise.router, dashboard.router, api.router, osdi.router, web.router],

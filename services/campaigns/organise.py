@@ -25,7 +25,7 @@ from services.campaigns.domain import (
     validate_campaign,
     validate_ladder,
 )
-from services.campaigns.engagement import LONG_TAIL_COLUMNS, LongTail
+from services.campaigns.engagement import LONG_TAIL_COLUMNS, EngagementService, LongTail
 from services.campaigns.views import Pages, PagesDep
 from shared.auth import OrganiserScope
 from shared.errors import InvalidInput
@@ -276,24 +276,28 @@ def _ladder_errors(errors: dict[str, str]) -> dict[str, str]:
     return {(f"label-{k[7:-1]}" if k.startswith("levels[") else k): v for k, v in errors.items()}
 
 
-async def _ladder_page(pages: Pages, organiser: OrganiserScope, rows: list[dict[str, str]],
-                       errors: dict[str, str], status: int = 200) -> HTMLResponse:
+async def _ladder_page(pages: Pages, organiser: OrganiserScope, engagement: EngagementService,
+                       rows: list[dict[str, str]], errors: dict[str, str], status: int = 200) -> HTMLResponse:
     blank = {f: "" for f in LADDER_FIELDS}
-    return pages.render("organise_ladder.html", {"rows": [*rows, blank], "errors": errors, "organiser": organiser},
-                        status)
+    return pages.render("organise_ladder.html", {"rows": [*rows, blank], "errors": errors, "organiser": organiser,
+                                                 "change": await engagement.ladder_change()}, status)
 
 
 @router.get("/ladder", response_class=HTMLResponse)
 async def ladder(pages: PagesDep, organiser: Organiser, engagement: Engagement) -> HTMLResponse:
+    """The ladder's rules (a form for network organisers), and how far moving the members to the last one saved has
+    got."""
     rows = [{k: (", ".join(v) if k == "roles" else str(v)) for k, v in r.as_dict().items()}
             for r in await engagement.ladder()]
-    return await _ladder_page(pages, organiser, rows, {})
+    return await _ladder_page(pages, organiser, engagement, rows, {})
 
 
 @router.post("/ladder", response_class=HTMLResponse)
 async def change_ladder(request: Request, pages: PagesDep, organiser: Organiser,
                         engagement: Engagement) -> Response:
-    """Validate the ladder as edited; when members would change level, say how many and ask first (`confirm`)."""
+    """Validate the ladder as edited; when members would change level, say how many and ask first (`confirm`).
+    Saved, it is in force at once; the members it moves are moved in the background (the first of them before this
+    answers: a small change is done), and the page says how far it has got."""
     if not organiser.is_network:
         raise HTTPException(403, "Only network organisers can change the engagement ladder")
     form = await request.form()
@@ -301,9 +305,9 @@ async def change_ladder(request: Request, pages: PagesDep, organiser: Organiser,
     try:
         new = validate_ladder(_as_ladder_input(rows))
     except InvalidInput as exc:
-        return await _ladder_page(pages, organiser, rows, _ladder_errors(exc.errors), 422)
+        return await _ladder_page(pages, organiser, engagement, rows, _ladder_errors(exc.errors), 422)
     moving = await engagement.members_moving(new)
     if moving and form.get("confirm") != "yes":
         return pages.render("organise_ladder_confirm.html", {"rows": rows, "moving": moving, "ladder": new})
-    changed = await engagement.set_ladder(new)
-    return pages.render("organise_ladder_saved.html", {"changed": changed, "ladder": new})
+    change = await engagement.set_ladder(new, expected=moving)
+    return pages.render("organise_ladder_saved.html", {"change": change, "ladder": new})

@@ -288,28 +288,91 @@ async def count_moving(session: AsyncSession, ladder: Sequence[LadderRung]) -> i
     return int(counted.scalar_one())
 
 
-async def move_to_ladder(session: AsyncSession, ladder: Sequence[LadderRung],
-                         since: datetime) -> list[tuple[str, str | None, str]]:
-    """Give every active member the level `ladder` gives their stored counts and roles; returns (member, previous
-    level, new level) of those who moved. Their rows are locked and read as last committed (a fact counted
-    meanwhile is waited for, and its count used), then the movers updated in one statement: no loop over members
-    in Python."""
+# Who applies a ladder to members holds this lock: shared by the engagement consumer's transactions and by each
+# chunk of a ladder's moves, taken before any member's row; exclusive by the save of a new ladder. So the save waits
+# for every transaction that read the ladder it replaces, and no transaction applies a ladder once it is replaced.
+_LADDER_LOCK = "hashtext(current_schema() || '.engagement_ladder')"
+
+
+async def hold_ladder(session: AsyncSession, *, exclusive: bool = False) -> None:
+    """Take the ladder's lock for the rest of the transaction: shared to apply the ladder, exclusive to replace it."""
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    await session.execute(text(f"SELECT {function}({_LADDER_LOCK})"))
+
+
+async def next_to_move(session: AsyncSession, ladder: Sequence[LadderRung], after: str | None,
+                       limit: int) -> list[str]:
+    """The first `limit` active members after `after` (by id) whose level `ladder` changes, as last committed."""
     level, params = ladder_level_sql(ladder)
-    # Every active member's row first (in the order the per-member recompute always took them): a consumer counting
-    # a fact holds its member's row, so this waits for it to commit, and no count changes until this commits. Only
-    # then, in a statement of its own (a newer snapshot), who moves: a row that did not move on the counts read
-    # before the wait is not left behind (a FOR UPDATE on the filter alone skips it).
+    return list((await session.execute(text(
+        f"SELECT member_id FROM members WHERE status = 'active' AND member_id > :after AND level IS DISTINCT FROM "
+        f"({level}) ORDER BY member_id LIMIT :limit"), {**params, "after": after or "", "limit": limit})).scalars())
+
+
+async def move_to_ladder(session: AsyncSession, ladder: Sequence[LadderRung], member_ids: Sequence[str],
+                         since: datetime) -> list[tuple[str, str | None, str]]:
+    """Give these members the level `ladder` gives their stored counts and roles; returns (member, previous level,
+    new level) of those who moved. Their rows are locked first (a consumer counting one of their facts is waited
+    for), then who moves is read in a statement of its own (a newer snapshot: the counts it committed), and the
+    movers updated in one statement: no loop over members in Python."""
+    if not member_ids:
+        return []
+    level, params = ladder_level_sql(ladder)
+    ids = sorted(member_ids)  # in the order the per-member recompute always took them
     await session.execute(text(
-        "SELECT count(*) FROM (SELECT 1 FROM members WHERE status = 'active' ORDER BY member_id FOR UPDATE) locked"))
+        "SELECT count(*) FROM (SELECT 1 FROM members WHERE member_id = ANY(CAST(:ids AS varchar[])) "
+        "ORDER BY member_id FOR UPDATE) locked"), {"ids": ids})
     moved = [(r[0], r[1], r[2]) for r in (await session.execute(text(
-        f"SELECT member_id, level, {level} FROM members WHERE status = 'active' AND level IS DISTINCT FROM ({level}) "
-        "ORDER BY member_id"), params)).all()]
+        f"SELECT member_id, level, {level} FROM members WHERE member_id = ANY(CAST(:ids AS varchar[])) "
+        f"AND status = 'active' AND level IS DISTINCT FROM ({level}) ORDER BY member_id"), {**params, "ids": ids})
+    ).all()]
     if moved:
         await session.execute(text(
             "UPDATE members SET level = v.level, level_since = :since FROM unnest(CAST(:ids AS varchar[]), "
             "CAST(:levels AS varchar[])) AS v(member_id, level) WHERE members.member_id = v.member_id"),
             {"since": since, "ids": [m[0] for m in moved], "levels": [m[2] for m in moved]})
     return moved
+
+
+# A saved ladder's moves (ladder_moves.py) --------------------------------------------------------------------
+_lc = tables.ladder_changes
+
+
+async def start_ladder_change(session: AsyncSession, change_id: Any, ladder: Sequence[LadderRung], expected: int,
+                              now: datetime) -> int:
+    """Record a new ladder's moves as the one in progress; the one it replaces (if any) is superseded, where it got
+    to. Returns how many were superseded (0 or 1)."""
+    superseded = await session.execute(
+        update(_lc).where(_lc.c.status == "moving").values(status="superseded", finished_at=now))
+    await session.execute(pg_insert(_lc).values(
+        id=change_id, ladder=[r.as_dict() for r in ladder], status="moving", expected=expected, saved_at=now))
+    return int(superseded.rowcount)  # type: ignore[attr-defined]
+
+
+async def moving_ladder_change(session: AsyncSession, change_id: Any = None, *, skip_locked: bool = True
+                               ) -> Row | None:
+    """The ladder change in progress (this one, if given), locked: one chunk at a time across instances."""
+    query = select(_lc).where(_lc.c.status == "moving")
+    if change_id is not None:
+        query = query.where(_lc.c.id == change_id)
+    return (await session.execute(query.with_for_update(skip_locked=skip_locked))).first()
+
+
+async def record_ladder_chunk(session: AsyncSession, change_id: Any, *, cursor: str | None, moved: int,
+                              published: int, done: bool, now: datetime) -> Row:
+    """Count a chunk's moves on its ladder change and move its cursor; `done`: the last chunk."""
+    return (await session.execute(
+        update(_lc).where(_lc.c.id == change_id)
+        .values(cursor=cursor, moved=_lc.c.moved + moved, published=_lc.c.published + published,
+                chunks=_lc.c.chunks + 1, status="done" if done else "moving", finished_at=now if done else None)
+        .returning(*_lc.c))).one()
+
+
+async def ladder_change(session: AsyncSession, change_id: Any = None) -> Row | None:
+    """A ladder change (the latest saved, without an id)."""
+    query = select(_lc).where(_lc.c.id == change_id) if change_id is not None else \
+        select(_lc).order_by(_lc.c.saved_at.desc()).limit(1)
+    return (await session.execute(query)).first()
 
 
 def _scope_members(query: Any, m: Any, organiser: OrganiserScope) -> Any:

@@ -29,6 +29,7 @@ from services.campaigns.domain import (
     repeat_events,
     validate_action,
     validate_ask,
+    validate_ladder,
 )
 from shared.crypto import new_key, unseal
 from shared.events import catalog as ev
@@ -254,3 +255,22 @@ def test_an_integrations_signature_may_give_an_email_address_alone_but_a_letter_
         validate_action("write_to_mp", email="only@example.org", postcode="B1 1AA", letter_subject="Hi",
                         letter_body="Dear MP", name_optional=True)
     assert "name" in letter.value.errors
+
+
+@pytest.mark.parametrize(("levels", "field", "message"), [
+    ([{"level": "a"}, {"level": "b", "min_total": 1_000_001}], "levels[1]", "at most 1,000,000"),
+    ([{"level": "a"}, {"level": "b", "min_actions": 2**40}], "levels[1]", "at most 1,000,000"),
+    ([{"level": "a"}, {"level": "b", "label": "x" * 81}], "levels[1]", "at most 80 characters"),
+    ([{"level": "a"}, {"level": "b", "roles": ["r" * 41]}], "levels[1]", "roles 40"),
+    ([{"level": f"l{i}"} for i in range(21)], "levels", "at most 20 levels"),
+    ([{"level": "a"}, {"level": "b", "min_total": "two"}], "levels[1]", "whole numbers"),
+])
+def test_a_ladder_the_tables_cannot_hold_is_refused_with_what_to_fix(levels, field, message):
+    with pytest.raises(InvalidInput) as refused:
+        validate_ladder(levels)
+    assert message in refused.value.errors[field]
+
+
+def test_a_new_levels_name_becomes_its_id_cut_to_what_the_table_holds():
+    ladder = validate_ladder([{"level": "a"}, {"level": "", "label": "A very long name " * 4}])
+    assert len(ladder[1].level) == 40 and ladder[1].label == ("A very long name " * 4).strip()
