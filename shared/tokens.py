@@ -11,12 +11,11 @@ import hashlib
 import hmac
 import json
 import struct
-import time
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 
 class InvalidToken(ValueError):
@@ -30,7 +29,7 @@ def _serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
 
 
 # A payload's JSON up to this long is signed here, with the HMAC keyed once a purpose and without itsdangerous's try
-# at compressing it (which cannot shorten a member's id by the two bytes it must save): 11 µs a link against 26 for
+# at compressing it (which cannot shorten a member's id by the two bytes it must save): a third of the time of
 # itsdangerous's signer, made, keyed and tried anew for each (a mailing signs two or three links a member). Longer
 # payloads go through itsdangerous as they are.
 _UNCOMPRESSED_UP_TO = 64
@@ -54,7 +53,9 @@ def sign(secret_key: str, purpose: str, payload: Any) -> str:
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     if len(data) > _UNCOMPRESSED_UP_TO:
         return _serializer(secret_key, purpose).dumps(payload)
-    value = _b64(data) + b"." + _b64(_TIMESTAMP.pack(int(time.time())).lstrip(b"\x00"))
+    # The time as itsdangerous's signer reads it (its method ignores its instance): one clock for every token.
+    signed_at = int(TimestampSigner.get_timestamp(None))  # type: ignore[arg-type]
+    value = _b64(data) + b"." + _b64(_TIMESTAMP.pack(signed_at).lstrip(b"\x00"))
     mac = _hmac(secret_key, purpose).copy()
     mac.update(value)
     return (value + b"." + _b64(mac.digest())).decode()
