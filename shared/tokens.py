@@ -6,11 +6,16 @@ made for one purpose is refused for another.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import struct
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 
 class InvalidToken(ValueError):
@@ -23,8 +28,37 @@ def _serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret_key, salt=f"groundswell:{purpose}")
 
 
+# A payload's JSON up to this long is signed here, with the HMAC keyed once a purpose and without itsdangerous's try
+# at compressing it (which cannot shorten a member's id by the two bytes it must save): a third of the time of
+# itsdangerous's signer, made, keyed and tried anew for each (a mailing signs two or three links a member). Longer
+# payloads go through itsdangerous as they are.
+_UNCOMPRESSED_UP_TO = 64
+_TIMESTAMP = struct.Struct(">Q")
+
+
+@lru_cache(maxsize=64)
+def _hmac(secret_key: str, purpose: str) -> hmac.HMAC:
+    """itsdangerous's HMAC for the purpose (SHA-1, its key derived as its Signer derives it), keyed once."""
+    key = hashlib.sha1(f"groundswell:{purpose}".encode() + b"signer" + secret_key.encode()).digest()
+    return hmac.new(key, digestmod=hashlib.sha1)
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 def sign(secret_key: str, purpose: str, payload: Any) -> str:
-    return _serializer(secret_key, purpose).dumps(payload)
+    """A token of `payload` for `purpose`: itsdangerous's URL-safe timed token, byte for byte (a short payload
+    written as it is: the same token whenever compressing would not have shortened it)."""
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    if len(data) > _UNCOMPRESSED_UP_TO:
+        return _serializer(secret_key, purpose).dumps(payload)
+    # The time as itsdangerous's signer reads it (its method ignores its instance): one clock for every token.
+    signed_at = int(TimestampSigner.get_timestamp(None))  # type: ignore[arg-type]
+    value = _b64(data) + b"." + _b64(_TIMESTAMP.pack(signed_at).lstrip(b"\x00"))
+    mac = _hmac(secret_key, purpose).copy()
+    mac.update(value)
+    return (value + b"." + _b64(mac.digest())).decode()
 
 
 def verify(secret_key: str, purpose: str, token: str, max_age_s: int) -> Any:

@@ -159,7 +159,7 @@ class AnnouncementFanOut:
             texts.append(body_text)
             htmls.append(body_html)
         result = await session.execute(
-            queries.QUEUE_ANNOUNCEMENTS_SQL,
+            queries.QUEUE_BATCH_SQL,
             {
                 "kind": KIND,
                 "subject_ref": meeting["meeting_id"],

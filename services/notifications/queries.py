@@ -388,8 +388,9 @@ async def key_states(session: AsyncSession, ids: list[str]) -> dict[str, tuple[b
 
 # Announcements -------------------------------------------------------------------------------------------
 
-# A batch's deliveries in one statement; the unique (kind, subject, recipient) skips those queued before.
-QUEUE_ANNOUNCEMENTS_SQL = text(
+# A batch's deliveries (an announcement's, a mailing's) in one statement; the unique (kind, subject, recipient)
+# skips those queued before.
+QUEUE_BATCH_SQL = text(
     "INSERT INTO deliveries (id, kind, subject_ref, recipient_id, recipient_email, subject, body_text, body_html, "
     "correlation_id, priority) "
     "SELECT t.id, :kind, :subject_ref, t.recipient_id, t.recipient_email, :subject, t.body_text, t.body_html, "

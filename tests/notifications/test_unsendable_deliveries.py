@@ -280,14 +280,14 @@ async def test_an_email_whose_record_could_not_commit_is_recorded_once_the_datab
     real_commit = RecordConnection.commit
     lost: list[str] = []
 
-    async def commit(record: RecordConnection) -> None:
+    async def commit(record: RecordConnection, begin_next: bool = False) -> None:
         if not lost and record.conn.is_in_transaction():
             staged = await record.conn.fetchval(
                 "SELECT id FROM deliveries WHERE id = $1 AND status = 'sent'", delivery_id)
             if staged is not None:  # this email's record: its connection dies before the COMMIT
                 await db.execute("SELECT pg_terminate_backend($1)", record.conn.get_server_pid())
                 lost.append(delivery_id)
-        await real_commit(record)
+        await real_commit(record, begin_next)
 
     monkeypatch.setattr(RecordConnection, "commit", commit)
     # A connection killed under a COMMIT fails the pass as the database's error, whichever of asyncpg's errors the
