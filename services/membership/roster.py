@@ -81,12 +81,20 @@ def in_scope(who: auth.OrganiserScope) -> ColumnElement[bool]:
     return literal(False)
 
 
+def _search(f: MemberFilters) -> ColumnElement[bool] | None:
+    """The search box: a part of the name or of the address (the trigram indexes answer it), or None."""
+    if not f.q.strip():
+        return None
+    m = tables.members
+    pattern = f"%{f.q.strip().lower().replace('%', '').replace('_', '')}%"
+    return or_(func.lower(m.c.name).like(pattern), m.c.email_normalised.like(pattern))
+
+
 def _filtered(f: MemberFilters) -> list[ColumnElement[bool]]:
     m, mg, ms = tables.members, tables.member_groups, tables.member_subteams
     conditions: list[ColumnElement[bool]] = [m.c.status != "erased"]
-    if f.q.strip():
-        pattern = f"%{f.q.strip().lower().replace('%', '').replace('_', '')}%"
-        conditions.append(or_(func.lower(m.c.name).like(pattern), m.c.email_normalised.like(pattern)))
+    if (search := _search(f)) is not None:
+        conditions.append(search)
     if f.region_id:
         conditions.append(m.c.region_id == f.region_id)
     if f.group_id:
@@ -106,13 +114,24 @@ def _filtered(f: MemberFilters) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _capped_count_and_page(where: ColumnElement[bool], up_to: int, per_page: int, offset: int) -> Any:
+def _capped_count_and_page(
+    where: ColumnElement[bool], up_to: int, per_page: int, offset: int, search: ColumnElement[bool] | None = None
+) -> Any:
     """How many members match `where`, counting up to `up_to + 1`, and the ids of one page of them newest first when
     no more than `up_to` match: one statement that reads each match once. Walking the newest-first index instead finds
     a page of a few matches (a group organiser's search: 185 members read for 25 at 20,000) only after reading
-    thousands that do not match; sorting the counted matches costs nothing beside counting them."""
+    thousands that do not match; sorting the counted matches costs nothing beside counting them.
+
+    With `search` (part of `where` too), the members it finds are read first, from the trigram indexes, and the
+    rest of `where` checked on them alone: left to itself, the planner walked every member in id order to meet a
+    big group's members (1.4 s for a surname in a group of 121,631 at a million; 0.15 s this way)."""
     m = tables.members
-    matches = select(m.c.id, m.c.joined_at).where(where).limit(up_to + 1).cte("matches").prefix_with("MATERIALIZED")
+    candidates: Any = m
+    if search is not None:
+        found = select(m.c.id).where(search).cte("found").prefix_with("MATERIALIZED")
+        candidates = found.join(m, m.c.id == found.c.id)
+    matches = (select(m.c.id, m.c.joined_at).select_from(candidates).where(where).limit(up_to + 1)
+               .cte("matches").prefix_with("MATERIALIZED"))
     one_page = (select(matches.c.id, matches.c.joined_at).order_by(matches.c.joined_at.desc(), matches.c.id)
                 .limit(per_page).offset(offset).subquery())
     ids = select(func.array_agg(aggregate_order_by(one_page.c.id, one_page.c.joined_at.desc(), one_page.c.id)))
@@ -185,7 +204,8 @@ class Roster:
                 total = (await session.execute(select(func.count()).select_from(m).where(where))).scalar_one()
                 rows = (await session.execute(newest_first.limit(per_page).offset(offset))).all()
             else:
-                total, ids = (await session.execute(_capped_count_and_page(where, count_up_to, per_page, offset))).one()
+                capped = _capped_count_and_page(where, count_up_to, per_page, offset, _search(filters))
+                total, ids = (await session.execute(capped)).one()
                 if total <= count_up_to:  # the page comes from the matches just counted, sorted
                     wanted = select(m).where(m.c.id.in_(ids or [])).order_by(m.c.joined_at.desc(), m.c.id)
                     rows = (await session.execute(wanted)).all() if ids else []
