@@ -182,6 +182,9 @@ members = Table(
     # The organisers' member list and the OSDI people collection, newest first: a page is read from the index
     # instead of sorting every member (migration 0018).
     Index("ix_members_joined_at_id", text("joined_at DESC"), "id"),
+    # An OSDI sync's `filter=modified_date gt '…'` and its exact total_records: the members changed since, counted
+    # from the index alone instead of every member (migration 0021).
+    Index("ix_members_updated_at", "updated_at", postgresql_where=text("status <> 'erased'")),
 )
 
 member_groups = Table(
