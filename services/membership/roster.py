@@ -204,7 +204,9 @@ class Roster:
                 total = (await session.execute(select(func.count()).select_from(m).where(where))).scalar_one()
                 rows = (await session.execute(newest_first.limit(per_page).offset(offset))).all()
             else:
-                capped = _capped_count_and_page(where, count_up_to, per_page, offset, _search(filters))
+                # A part of the network: its search's finds first (the whole network's own plan is quicker).
+                search = _search(filters) if who.scope_type != "network" else None
+                capped = _capped_count_and_page(where, count_up_to, per_page, offset, search)
                 total, ids = (await session.execute(capped)).one()
                 if total <= count_up_to:  # the page comes from the matches just counted, sorted
                     wanted = select(m).where(m.c.id.in_(ids or [])).order_by(m.c.joined_at.desc(), m.c.id)
