@@ -13,7 +13,6 @@ email is then a few string joins, and the batch's deliveries are one INSERT.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +26,6 @@ from services.notifications.domain import announcement_audience, announcement_go
 from services.notifications.meetings import format_when
 from services.notifications.rendering import Stencil
 from services.notifications.service import NotificationService
-from services.notifications.suppression import BULK_KINDS
 from shared import tokens
 from shared.logging import get_logger
 
@@ -136,7 +134,7 @@ class AnnouncementFanOut:
         when = format_when(meeting)
         wording = await service.wording.current(session)
         stencil: Stencil | None = service.renderer.stencil(KIND, SLOTS, wording=wording, meeting=meeting, when=when)
-        ids, recipient_ids, emails, texts, htmls = [], [], [], [], []
+        emails: list[tuple[str, str, str, str]] = []
         for i, member in enumerate(members):
             values = {"name": first_name_of(member["name"]), "rsvp_url": self._rsvp_url(meeting, member)}
             values.update(service.footer(member["member_id"]))
@@ -153,27 +151,15 @@ class AnnouncementFanOut:
                 body_text, body_html = service.renderer.render(
                     KIND, wording=wording, meeting=meeting, when=when, **values
                 )
-            ids.append(str(uuid.uuid4()))
-            recipient_ids.append(member["member_id"])
-            emails.append(member["email"])
-            texts.append(body_text)
-            htmls.append(body_html)
-        result = await session.execute(
-            queries.QUEUE_BATCH_SQL,
-            {
-                "kind": KIND,
-                "subject_ref": meeting["meeting_id"],
-                "subject": f"New: {meeting['title']}, {when}",
-                "correlation_id": cid,
-                "priority": 1 if KIND in BULK_KINDS else 0,
-                "ids": ids,
-                "recipient_ids": recipient_ids,
-                "emails": emails,
-                "texts": texts,
-                "htmls": htmls,
-            },
+            emails.append((member["member_id"], member["email"], body_text, body_html))
+        return await queries.queue_batch(
+            session,
+            kind=KIND,
+            subject_ref=meeting["meeting_id"],
+            subject=f"New: {meeting['title']}, {when}",
+            correlation_id=cid,
+            emails=emails,
         )
-        return len(result.all())
 
     def _rsvp_url(self, meeting: dict[str, Any], member: dict[str, Any]) -> str:
         secret = self.service.settings.secret_key

@@ -6,6 +6,7 @@ explained.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import db as tables
 from services.notifications.domain import GONE, Audience
+from services.notifications.suppression import BULK_KINDS
 
 UPCOMING_DAYS = 60
 MAX_UPCOMING = 12
@@ -399,6 +401,39 @@ QUEUE_BATCH_SQL = text(
     "CAST(:texts AS text[]), CAST(:htmls AS text[])) AS t(id, recipient_id, recipient_email, body_text, body_html) "
     "ON CONFLICT ON CONSTRAINT uq_deliveries_kind_subject_recipient DO NOTHING RETURNING 1"
 )
+
+
+async def queue_batch(
+    session: AsyncSession,
+    *,
+    kind: str,
+    subject_ref: str,
+    subject: str,
+    correlation_id: str | None,
+    emails: list[tuple[str, str, str, str]],
+) -> int:
+    """One email to many, `emails` each (recipient id, address, text, HTML), in one statement of arrays (a batch's
+    rows through SQLAlchemy's executemany cost more CPU than rendering them); bulk kinds after what people are
+    waiting for. How many were new."""
+    if not emails:
+        return 0
+    recipient_ids, addresses, texts, htmls = (list(column) for column in zip(*emails, strict=True))
+    result = await session.execute(
+        QUEUE_BATCH_SQL,
+        {
+            "kind": kind,
+            "subject_ref": subject_ref,
+            "subject": subject,
+            "correlation_id": correlation_id,
+            "priority": 1 if kind in BULK_KINDS else 0,
+            "ids": [str(uuid.uuid4()) for _ in emails],
+            "recipient_ids": recipient_ids,
+            "emails": addresses,
+            "texts": texts,
+            "htmls": htmls,
+        },
+    )
+    return len(result.all())
 
 
 async def audience_after(
