@@ -47,7 +47,6 @@ from services.notifications.fanout import run_passes
 from services.notifications.markdown_email import links_in, render_markdown
 from services.notifications.rendering import Stencil, hole
 from services.notifications.service import NotificationService
-from services.notifications.suppression import BULK_KINDS
 from services.notifications.wording import one_line
 from shared import tokens
 from shared.auth import OrganiserScope
@@ -348,13 +347,6 @@ class Mailings:
             return None
         return [s for s in (who.scope_id, *(u.unit_id for u in await self.units_for(session, who))) if s]
 
-    async def count_for(self, session: AsyncSession, who: OrganiserScope) -> int:
-        """How many mailings `who` may see."""
-        m = tables.mailings
-        scopes = await self.scopes_under(session, who)
-        where = [] if scopes is None else [m.c.scope_id.in_(scopes)]
-        return int((await session.execute(select(func.count()).select_from(m).where(*where))).scalar_one())
-
     async def page_for(
         self, session: AsyncSession, who: OrganiserScope, limit: int, offset: int
     ) -> tuple[list[Any], int]:
@@ -362,9 +354,9 @@ class Mailings:
         m = tables.mailings
         scopes = await self.scopes_under(session, who)
         where = [] if scopes is None else [m.c.scope_id.in_(scopes)]
-        total = await self.count_for(session, who)
+        total = (await session.execute(select(func.count()).select_from(m).where(*where))).scalar_one()
         stmt = select(m).where(*where).order_by(m.c.created_at.desc(), m.c.id).limit(limit).offset(offset)
-        return list((await session.execute(stmt)).all()), total
+        return list((await session.execute(stmt)).all()), int(total)
 
     async def statistics(self, session: AsyncSession, mailings: list[Any]) -> dict[str, dict[str, int]]:
         """Per mailing, in aggregate: emails sent, bounced, clicks on its links, and people who unsubscribed
@@ -534,11 +526,7 @@ class Mailings:
             wording = await self.service.wording.current(session)
             links = await self._links(session, job)
             stencil: Stencil | None = self.stencil(job, wording, links)
-            ids: list[str] = []
-            recipient_ids: list[str] = []
-            emails: list[str] = []
-            texts: list[str] = []
-            htmls: list[str] = []
+            emails: list[tuple[str, str, str, str]] = []
             for i, member in enumerate(batch):
                 if i % YIELD_EVERY == YIELD_EVERY - 1:
                     # Rendering a batch is a few hundred milliseconds of CPU: the senders, on the same event loop,
@@ -549,29 +537,19 @@ class Mailings:
                 if stencil is not None:
                     values = {"first_name": first_name_of(member["name"]), **self.service.footer(member["member_id"])}
                     text, html = stencil.fill(**values)
-                    if not ids and (text, html) != self.render(
+                    if not emails and (text, html) != self.render(
                         job, wording, member["member_id"], member["name"], links
                     ):
                         log.warning("mailing template does not fill in as a stencil; rendering each email")
                         stencil = None
                 if stencil is None:
                     text, html = self.render(job, wording, member["member_id"], member["name"], links)
-                ids.append(str(uuid.uuid4()))
-                recipient_ids.append(member["member_id"])
-                emails.append(member["email"])
-                texts.append(text)
-                htmls.append(html)
-            if ids:
-                # One statement of five arrays: a batch's 500 rows of nine values each through SQLAlchemy's
-                # executemany cost more CPU than rendering them.
-                await session.execute(
-                    queries.QUEUE_BATCH_SQL,
-                    {
-                        "kind": KIND, "subject_ref": job.id, "subject": one_line(job.subject), "correlation_id": None,
-                        "priority": 1 if KIND in BULK_KINDS else 0, "ids": ids, "recipient_ids": recipient_ids,
-                        "emails": emails, "texts": texts, "htmls": htmls,
-                    },
-                )  # fmt: skip
+                emails.append((member["member_id"], member["email"], text, html))
+            if emails:
+                await queries.queue_batch(
+                    session, kind=KIND, subject_ref=job.id, subject=one_line(job.subject), correlation_id=None,
+                    emails=emails,
+                )
                 uow.on_commit(self.service.deliveries_queued.set)
             done = len(batch) < batch_size
             await session.execute(
@@ -580,7 +558,7 @@ class Mailings:
                 .values(
                     status="sent" if done else "sending",
                     cursor=batch[-1]["member_id"] if batch else job.cursor,
-                    queued=m.c.queued + len(ids),
+                    queued=m.c.queued + len(emails),
                     started_at=func.coalesce(m.c.started_at, _now()),
                     finished_at=_now() if done else None,
                 )

@@ -27,6 +27,7 @@ from services.notifications.saved_audiences import SavedAudiences
 from services.notifications.web import Organiser, _page
 from shared.auth import OrganiserScope
 from shared.scope_picker import KIND_WORDS
+from shared.web import MAX_PAGE
 
 router = APIRouter(prefix="/notifications/organise/mailings", tags=["organiser pages"])
 clicks_router = APIRouter(tags=["mailings"])
@@ -157,11 +158,15 @@ async def audience_context(
 @router.get("", response_class=HTMLResponse)
 async def list_mailings(request: Request, organiser: Organiser, mailings: MailingsDep, page: int = 1) -> HTMLResponse:
     """The mailings the organiser may see, newest first, `MAILINGS_PER_PAGE` a page; times in UK time."""
+    page = min(max(1, page), MAX_PAGE)
     async with mailings.uows.begin() as uow:
-        total = await mailings.count_for(uow.session, organiser)
+        rows, total = await mailings.page_for(uow.session, organiser, MAILINGS_PER_PAGE, (page - 1) * MAILINGS_PER_PAGE)
         pages = max(1, -(-total // MAILINGS_PER_PAGE))
-        page = min(max(1, page), pages)
-        rows, _ = await mailings.page_for(uow.session, organiser, MAILINGS_PER_PAGE, (page - 1) * MAILINGS_PER_PAGE)
+        if page > pages:  # past the end (an old link): the last page
+            page = pages
+            rows, total = await mailings.page_for(
+                uow.session, organiser, MAILINGS_PER_PAGE, (page - 1) * MAILINGS_PER_PAGE
+            )
     return await _page(
         request,
         "organise_mailings.html",
