@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from unittest import mock
 
 from playwright.async_api import Browser, async_playwright
 
@@ -29,10 +31,17 @@ def chromium_path() -> str:
 
 @asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
-    # Playwright gives each launch a new, empty profile of its own.
-    async with async_playwright() as pw:
+    # Playwright gives each launch a new, empty profile of its own. Its driver copies Chromium's own output
+    # (a crash's reason) to stderr, which pytest shows beside a failure: a browser that went away in the middle of a
+    # test ("Target page, context or browser has been closed", seen once in a loaded CI run) says why.
+    with mock.patch.dict(os.environ, {"DEBUG": "pw:browser"}):
+        manager = async_playwright()
+        pw = await manager.__aenter__()
+    try:
         browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
             await browser.close()
+    finally:
+        await manager.__aexit__(None, None, None)
