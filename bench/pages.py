@@ -382,14 +382,12 @@ async def run(quick: bool, repeats: int | None = None, only: list[str] | None = 
     try:
         meeting_id, digest_organiser = await setup(m, dbs)
         pages = [p for p in pages_for(m, meeting_id, digest_organiser) if not only or any(o in p.name for o in only)]
-        if not m.get("read_models", True):
-            skipped = [p.name for p in pages if p.read_model]
+        if not m.get("read_models", True) and (skipped := [p.name for p in pages if p.read_model]):
             pages = [p for p in pages if not p.read_model]
             outcome.notes.append("a network of the services' own records only (bench/network.py "
                                  "--own-records-only): not measured, as their data comes from the history's "
                                  "consumers: " + ", ".join(skipped))
-        if m.get("membership_only"):
-            skipped = [p.name for p in pages if p.service != "membership"]
+        if m.get("membership_only") and (skipped := [p.name for p in pages if p.service != "membership"]):
             pages = [p for p in pages if p.service == "membership"]
             outcome.notes.append("a network of membership's records only (bench/network.py --membership-only): "
                                  "not measured, as campaigns, events and notifications hold nothing: "
