@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, BrowserContext, async_playwright
 
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -36,3 +37,14 @@ async def chromium() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+@asynccontextmanager
+async def own_context(browser: Browser, **options: Any) -> AsyncIterator[BrowserContext]:
+    """A context of the browser for one test: its own empty profile (cookies, storage, cache), closed after; what
+    a separate launch gives, without launching Chromium again (a module's tests share one: the `browser` fixture)."""
+    context = await browser.new_context(**options)
+    try:
+        yield context
+    finally:
+        await context.close()
