@@ -52,7 +52,7 @@ async def wait_for_records(
         found = [r for r in await read_topic(topic) if predicate(r)]
         if len(found) >= count:
             return found
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.25)
     raise AssertionError(f"expected {count} matching record(s) on {topic}, found {len(found)}")
 
 
