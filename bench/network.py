@@ -24,6 +24,10 @@ How it gets into the services (so their read models are the ones the services bu
 Run once per stack (it refuses to run twice: `network.json` in the state directory's bench/ folder records
 what it made); `bench/pages.py` reads that file. Sizes: `--quick` is 20,000 members; the full size 1,000,000.
 
+`--own-records-only` writes each service's own records (and the delivery log) without the history on the topics;
+`--membership-only` (implying it) writes membership's alone: the regions, groups and members (their groups, consent
+and keys), nothing of campaigns, events or notifications, for the member list's pages at a size made in minutes.
+
     .venv/bin/python bench/network.py --members 20000
 """
 
@@ -230,8 +234,9 @@ async def units(net: Network, dbs: dict[str, asyncpg.Connection], pub: Publisher
     await pub.send(_wrap(e, net.start) for e in events)
 
 
-async def members(net: Network, dbs: dict[str, asyncpg.Connection], pub: Publisher) -> None:
-    """Members through membership's own row and event code; notifications' mirror beside them."""
+async def members(net: Network, dbs: dict[str, asyncpg.Connection], pub: Publisher, *, mirror: bool = True) -> None:
+    """Members through membership's own row and event code; notifications' mirror beside them (unless not
+    `mirror`)."""
     secret = launcher.secret_key()
     m_db, n_db = dbs["membership"], dbs["notifications"]
     rnd = net.rnd
@@ -281,7 +286,8 @@ async def members(net: Network, dbs: dict[str, asyncpg.Connection], pub: Publish
         await copy(m_db, "consent_records", ["id", "member_id", "channel", "granted", "wording_version", "source",
                                              "recorded_at"], consents)
         await copy(m_db, "subject_keys", ["key_id", "key", "created_at"], keys)
-        await copy(n_db, "recipients", recipient_cols, recipients)
+        if mirror:
+            await copy(n_db, "recipients", recipient_cols, recipients)
         await pub.send(iter(records))
         say(f"network: {min(lo + CHUNK, net.n):,} of {net.n:,} members")
 
@@ -583,13 +589,19 @@ async def from_databases(dbs: dict[str, asyncpg.Connection], seed: int = 20) -> 
     return net, facts
 
 
-async def generate(n: int, seed: int = 20, *, resume: bool = False, own_records_only: bool = False) -> dict[str, Any]:
+async def generate(n: int, seed: int = 20, *, resume: bool = False, own_records_only: bool = False,
+                   membership_only: bool = False) -> dict[str, Any]:
     """Make the network (see the module's docstring). `own_records_only`: each service's own records and the
     delivery log only, no history on the topics, so no mirror or read model is built from it (the regions and
     groups are still announced): the pages that read a service's own tables can then be measured at sizes whose
-    history this machine could not consume (`bench/pages.py` skips the others)."""
+    history this machine could not consume (`bench/pages.py` skips the others). `membership_only` (implies
+    `own_records_only`): membership's records alone, no campaigns, meetings, recipients or deliveries
+    (`bench/pages.py` skips the other services' pages)."""
     from shared.topics import CONSUMER_GROUPS
 
+    own_records_only = own_records_only or membership_only
+    if resume and membership_only:
+        raise ValueError("--resume finishes a full generation; a membership-only one has nothing to resume")
     existing = read_manifest()
     if existing:
         say(f"network: already generated on this stack ({existing['members']:,} members); reusing it")
@@ -610,14 +622,21 @@ async def generate(n: int, seed: int = 20, *, resume: bool = False, own_records_
             async with Publisher() as pub:
                 await units(net, dbs, pub)
                 history = Discard() if own_records_only else pub
-                await members(net, dbs, history)
-                facts = await campaigns(net, dbs, history)
-                facts.update(await meetings(net, dbs, history))
+                await members(net, dbs, history, mirror=not membership_only)
+                if membership_only:
+                    facts = {"campaigns": 0, "asks": 0, "actions": 0, "active_members": 0, "confirmations": 0,
+                             "meetings": 0, "rsvps": 0, "attended": 0, "group_meetings": []}
+                else:
+                    facts = await campaigns(net, dbs, history)
+                    facts.update(await meetings(net, dbs, history))
                 await pub.flush()
                 produced = pub.sent
             say(f"network: {produced:,} events produced in {time.monotonic() - started:.0f} s; the delivery log "
                 "next")
-        sent = await (deliveries_in_sql(net, dbs) if own_records_only else deliveries(net, dbs, facts))
+        if membership_only:
+            sent = 0
+        else:
+            sent = await (deliveries_in_sql(net, dbs) if own_records_only else deliveries(net, dbs, facts))
         if not own_records_only:
             async with Publisher() as pub:
                 produced += await publish_deliveries(dbs["notifications"], pub)
@@ -658,6 +677,7 @@ async def generate(n: int, seed: int = 20, *, resume: bool = False, own_records_
         "active_members": facts["active_members"], "deliveries": sent, "events_produced": produced,
         "seconds_generating": round(waited - started), "seconds_consuming": round(time.monotonic() - waited),
         "generated_at": net.now.isoformat(), "read_models": not own_records_only,
+        "membership_only": membership_only,
     }
     path = manifest_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -689,13 +709,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--own-records-only", action="store_true",
                         help="only each service's own records and the delivery log, no history on the topics (so "
                              "no read model): what a size whose history this machine cannot consume allows")
+    parser.add_argument("--membership-only", action="store_true",
+                        help="only membership's records (regions, groups, members; implies --own-records-only): "
+                             "for the member list's pages, no campaigns, meetings or deliveries")
     args = parser.parse_args(argv)
     launcher.ensure_up(services=True)
     if args.announce_deliveries:
         asyncio.run(_announce_only())
         return 0
     asyncio.run(generate(QUICK_MEMBERS if args.quick else args.members, resume=args.resume,
-                         own_records_only=args.own_records_only))
+                         own_records_only=args.own_records_only, membership_only=args.membership_only))
     return 0
 
 

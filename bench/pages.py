@@ -21,7 +21,11 @@ the 20 (10: also the slowest): one slow request (a consumer's batch, a garbage c
 `--repeats 60` makes it the third slowest, `--samples` prints every request's time.
 
 The network comes from bench/network.py, generated once per stack (20,000 members with --quick, 1,000,000
-without; a stack that holds a network already reuses it, whatever its size, and says so).
+without; a stack that holds a network already reuses it, whatever its size, and says so). On a network of the
+services' own records only (`--own-records-only`) the pages that read a read model are skipped; on membership's
+alone (`--membership-only`) every other service's page too; the run's notes name them.
+
+    .venv/bin/python bench/pages.py [--quick] [--repeats N] [--samples] ["part of a page's name" ...]
 """
 
 from __future__ import annotations
@@ -378,12 +382,16 @@ async def run(quick: bool, repeats: int | None = None, only: list[str] | None = 
     try:
         meeting_id, digest_organiser = await setup(m, dbs)
         pages = [p for p in pages_for(m, meeting_id, digest_organiser) if not only or any(o in p.name for o in only)]
-        if not m.get("read_models", True):
-            skipped = [p.name for p in pages if p.read_model]
+        if not m.get("read_models", True) and (skipped := [p.name for p in pages if p.read_model]):
             pages = [p for p in pages if not p.read_model]
             outcome.notes.append("a network of the services' own records only (bench/network.py "
                                  "--own-records-only): not measured, as their data comes from the history's "
                                  "consumers: " + ", ".join(skipped))
+        if m.get("membership_only") and (skipped := [p.name for p in pages if p.service != "membership"]):
+            pages = [p for p in pages if p.service == "membership"]
+            outcome.notes.append("a network of membership's records only (bench/network.py --membership-only): "
+                                 "not measured, as campaigns, events and notifications hold nothing: "
+                                 + ", ".join(skipped))
         async with httpx.AsyncClient(base_url=launcher.GATEWAY_URL, timeout=600) as client:
             callers = await sign_in(m, dbs["membership"], client, digest_organiser)
             await measure_floors(client, callers, repeats, outcome)

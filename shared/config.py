@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # emails wait this long before another sends them. Never part of what prevents a second copy (the staged
     # record's fencing does that), so any value from a few seconds up is safe; `make test` runs with 6.
     delivery_lease_seconds: float = Field(default=30.0, ge=3.0, le=3600.0)
+    # How often membership looks for data downloads that waited PART_WAIT for a part (services/membership/
+    # member_data.py) and emails their link: a download goes out up to this much later than PART_WAIT. `make test`
+    # runs with 2, so the suite's overdue download is not waited out for up to half a minute.
+    member_data_check_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
     # The receiver of bounces that arrive later (notifications/bounces.py); port 0: not started.
     bounce_smtp_host: str = "127.0.0.1"
     bounce_smtp_port: int = 0

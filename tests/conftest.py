@@ -9,8 +9,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from playwright.async_api import Browser
 
 from deploy.local import launcher
+from tests.support.browser import chromium
 from tests.support.mail import MailCatcher
 
 # Which infrastructure the suite runs against (docs/operations.md, "Testing"):
@@ -99,3 +101,11 @@ async def notifications_db(system: None) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(asyncpg_dsn("notifications"))
     yield conn
     await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium for a module's tests; each test opens its own context in it
+    (tests/support/browser.py, own_context)."""
+    async with chromium() as launched:
+        yield launched

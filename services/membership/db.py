@@ -191,9 +191,11 @@ member_groups = Table(
     "member_groups",
     metadata,
     Column("member_id", String(36), ForeignKey("members.id", ondelete="CASCADE"), nullable=False),
-    Column("group_id", String(36), ForeignKey("local_groups.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("group_id", String(36), ForeignKey("local_groups.id", ondelete="CASCADE"), nullable=False),
     Column("joined_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("member_id", "group_id"),
+    # A group's members read from the index alone (a group organiser's search checks its scope with them: 0022).
+    Index("ix_member_groups_group_id_member_id", "group_id", "member_id"),
 )
 
 member_subteams = Table(

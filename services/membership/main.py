@@ -85,7 +85,7 @@ def create_app(
                 await member_data.send_overdue()
             except Exception as exc:  # the next pass tries again
                 log.warning("sending overdue data downloads failed", error=repr(exc))
-            await asyncio.sleep(30)
+            await asyncio.sleep(settings.member_data_check_seconds)
 
     runtime.add_background(send_overdue_downloads)
     address_hashes = AddressHashes(runtime.uows, settings.secret_key)

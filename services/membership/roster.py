@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, any_, exists, func, insert, literal, or_, select, union_all
+from sqlalchemy import Column, ColumnElement, and_, any_, exists, func, insert, literal, or_, select, union_all
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.util import ClauseAdapter
 
 from services.membership import db as tables
 from services.membership.directory import names_of_units, read_units, read_units_of
@@ -90,10 +92,11 @@ def _search(f: MemberFilters) -> ColumnElement[bool] | None:
     return or_(func.lower(m.c.name).like(pattern), m.c.email_normalised.like(pattern))
 
 
-def _filtered(f: MemberFilters) -> list[ColumnElement[bool]]:
+def _filtered(f: MemberFilters, *, with_search: bool = True) -> list[ColumnElement[bool]]:
+    """The conditions of the filters (and of the search box, unless not `with_search`)."""
     m, mg, ms = tables.members, tables.member_groups, tables.member_subteams
     conditions: list[ColumnElement[bool]] = [m.c.status != "erased"]
-    if (search := _search(f)) is not None:
+    if with_search and (search := _search(f)) is not None:
         conditions.append(search)
     if f.region_id:
         conditions.append(m.c.region_id == f.region_id)
@@ -122,15 +125,22 @@ def _capped_count_and_page(
     a page of a few matches (a group organiser's search: 185 members read for 25 at 20,000) only after reading
     thousands that do not match; sorting the counted matches costs nothing beside counting them.
 
-    With `search` (part of `where` too), the members it finds are read first, from the trigram indexes, and the
-    rest of `where` checked on them alone: left to itself, the planner walked every member in id order to meet a
-    big group's members (1.4 s for a surname in a group of 121,631 at a million; 0.15 s this way)."""
+    With `search` (the members who match are those of `where` it finds), the members it finds are read first, from
+    the trigram indexes, with the columns `where` reads, and `where` is checked on those columns: left to itself,
+    the planner walked every member in id order to meet a big group's members (1.4 s for a surname in a group of
+    121,631 at a million). Each find is read from the table once (reading them again by id cost a lookup each), and
+    with no second LIKE on them the planner expects as many finds as there are, so a group's scope is checked by
+    one hash join with the group's members, read from member_groups' (group_id, member_id) index alone (membership
+    migration 0022; the EXPLAIN and the numbers: docs/benchmarks.md, "Issue 20 at a million members")."""
     m = tables.members
-    candidates: Any = m
+    source: Any = m
     if search is not None:
-        found = select(m.c.id).where(search).cte("found").prefix_with("MATERIALIZED")
-        candidates = found.join(m, m.c.id == found.c.id)
-    matches = (select(m.c.id, m.c.joined_at).select_from(candidates).where(where).limit(up_to + 1)
+        read = {c.key for c in visitors.iterate(where) if isinstance(c, Column) and c.table is m}
+        found = (select(*(c for c in m.c if c.key in read | {"id", "joined_at"})).where(search)
+                 .cte("found").prefix_with("MATERIALIZED"))
+        where = ClauseAdapter(found).traverse(where)
+        source = found
+    matches = (select(source.c.id, source.c.joined_at).select_from(source).where(where).limit(up_to + 1)
                .cte("matches").prefix_with("MATERIALIZED"))
     one_page = (select(matches.c.id, matches.c.joined_at).order_by(matches.c.joined_at.desc(), matches.c.id)
                 .limit(per_page).offset(offset).subquery())
@@ -196,6 +206,8 @@ class Roster:
         per_page = max(1, min(per_page, MAX_PER_PAGE))
         page = max(page, 1)
         where = and_(in_scope(who), *_filtered(filters), *also)
+        # A part of the network searching: its search's finds first (the whole network's own plan is quicker).
+        search = _search(filters) if who.scope_type != "network" else None
         newest_first = select(m).where(where).order_by(m.c.joined_at.desc(), m.c.id)
         offset = (page - 1) * per_page
         async with self.uows.begin() as uow:
@@ -204,9 +216,11 @@ class Roster:
                 total = (await session.execute(select(func.count()).select_from(m).where(where))).scalar_one()
                 rows = (await session.execute(newest_first.limit(per_page).offset(offset))).all()
             else:
-                # A part of the network: its search's finds first (the whole network's own plan is quicker).
-                search = _search(filters) if who.scope_type != "network" else None
-                capped = _capped_count_and_page(where, count_up_to, per_page, offset, search)
+                if search is None:
+                    capped = _capped_count_and_page(where, count_up_to, per_page, offset)
+                else:  # the rest of `where`, checked on the search's finds
+                    rest = and_(in_scope(who), *_filtered(filters, with_search=False), *also)
+                    capped = _capped_count_and_page(rest, count_up_to, per_page, offset, search)
                 total, ids = (await session.execute(capped)).one()
                 if total <= count_up_to:  # the page comes from the matches just counted, sorted
                     wanted = select(m).where(m.c.id.in_(ids or [])).order_by(m.c.joined_at.desc(), m.c.id)

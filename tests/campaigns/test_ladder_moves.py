@@ -30,7 +30,7 @@ from shared.events.envelope import Envelope
 from shared.outbox import Outbox
 from shared.uow import UnitsOfWork
 from tests.campaigns.conftest import SERVICE_DIR
-from tests.support.inprocess import asyncpg_dsn, fresh_test_database
+from tests.support.inprocess import asyncpg_dsn, fresh_test_database, until_blocked_by
 
 TEST_DB = "groundswell_campaigns_ladder_test"
 LADDER_LOCK = "hashtext(current_schema() || '.engagement_ladder')"  # queries.hold_ladder's
@@ -169,7 +169,7 @@ async def test_a_fact_counted_while_the_ladder_changes_is_waited_for_and_its_cou
         await consumer.execute("SELECT 1 FROM members WHERE member_id = $1 FOR UPDATE", member_id)
         await consumer.execute("UPDATE members SET actions = 2 WHERE member_id = $1", member_id)
         saving = asyncio.ensure_future(engagement.set_ladder(ladder))
-        await asyncio.sleep(1)
+        await until_blocked_by(db, consumer.get_server_pid())
         assert not saving.done()  # waiting for the consumer
         await tx.commit()
         saved = await asyncio.wait_for(saving, 30)
@@ -191,8 +191,9 @@ async def test_a_consumer_that_read_the_old_ladder_is_waited_for_before_the_new_
     new = (LadderRung("supporter", "Supporter"), LadderRung("participant", "Participant", min_total=2))
     async with engagement.uows.begin() as uow:  # the consumer's batch, on the default ladder
         await engagement.recompute(uow, left)  # its first event reads the ladder (a member who left: not moved)
+        batch_pid = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         saving = asyncio.ensure_future(engagement.set_ladder(new))
-        await asyncio.sleep(1)
+        await until_blocked_by(db, batch_pid)
         assert not saving.done()  # the save waits for the batch that read the ladder it replaces
         # Its next event: an action by `late`, counted on the ladder the batch read (1 action: participant there).
         await engagement.action_taken(uow, ActionTaken(
@@ -228,7 +229,7 @@ async def test_moves_cut_short_are_resumed_by_another_process_each_published_onc
         await tx.start()
         await consumer.execute("SELECT 1 FROM members WHERE member_id = $1 FOR UPDATE", third)
         chunk = asyncio.ensure_future(engagement.moves.step())
-        await asyncio.sleep(1)
+        await until_blocked_by(db, consumer.get_server_pid())
         assert not chunk.done()
         chunk.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -13,7 +13,7 @@ from shared.config import Settings
 from shared.events.envelope import Envelope
 from shared.topics import MEMBERSHIP_MEMBERS
 from tests.support.joins import join, join_many, member_ids, wait_for_welcomes
-from tests.support.kafka import produce, read_topic, wait_for_records
+from tests.support.kafka import produce, read_topic, wait_for_records, wait_until_group_passes
 
 pytestmark = pytest.mark.fault
 
@@ -54,7 +54,7 @@ async def test_joins_accepted_while_kafka_is_down_are_all_published_in_order_and
                            for m in received if e in m["to"]) for e in emails}  # fmt: skip
         if all(len(k) >= 2 for k in kinds.values()) or asyncio.get_running_loop().time() > deadline:
             break
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.25)
     assert all(k == ["changes", "welcome"] for k in kinds.values()), {e: k for e, k in kinds.items() if len(k) != 2}
 
 
@@ -65,11 +65,11 @@ async def test_the_same_event_delivered_twice_has_one_effect(gateway, mail, memb
     member_id = (await member_ids(membership_db, [email]))[email]
     [record] = await wait_for_records(MEMBERSHIP_MEMBERS, lambda r: r.key.decode() == member_id, count=1)
 
-    await produce(MEMBERSHIP_MEMBERS, record.value, key=record.key, headers=list(record.headers))
+    copy = await produce(MEMBERSHIP_MEMBERS, record.value, key=record.key, headers=list(record.headers))
 
     event_id = Envelope.from_bytes(record.value).event_id
-    for _ in range(50):  # until notifications has seen the copy (its offset moves past it)
-        await asyncio.sleep(0.2)
+    # Until notifications has handled the copy (its committed offset moves past it).
+    await wait_until_group_passes("notifications", MEMBERSHIP_MEMBERS, copy.partition, copy.offset)
     assert len(await mail.settle(email, seconds=2)) == 1
     assert (
         await notifications_db.fetchval(

@@ -107,7 +107,7 @@ async def test_every_instance_is_replaced_while_joins_flow_and_every_join_is_acc
     async def outbox_empty() -> bool:
         return await membership_db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
 
-    await poll(outbox_empty, timeout=60, interval=1)  # raises if the outbox keeps rows after the roll
+    await poll(outbox_empty, timeout=60, interval=0.25)  # raises if the outbox keeps rows after the roll
 
 
 def test_a_service_with_one_instance_gets_a_temporary_second_one_so_one_always_serves(monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 from deploy.local import launcher
 from tests.campaigns.conftest import launch
 from tests.events.conftest import schedule
-from tests.support.browser import chromium
+from tests.support.browser import own_context
 from tests.support.inprocess import poll
 from tests.support.organisers import organiser_headers
 
@@ -36,7 +36,7 @@ async def _home_shows(gateway: httpx.AsyncClient, text: str, present: bool = Tru
     return (text in (await gateway.get("/")).text) == present
 
 
-async def test_home_page_lists_a_scheduled_meeting_and_a_launched_campaign(gateway):
+async def test_home_page_lists_a_scheduled_meeting_and_a_launched_campaign(gateway, browser):
     organiser = organiser_headers()
     starts = _soon()
     meeting = await schedule(
@@ -47,8 +47,8 @@ async def test_home_page_lists_a_scheduled_meeting_and_a_launched_campaign(gatew
     await poll(lambda: _home_shows(gateway, meeting["title"]), timeout=60)
     await poll(lambda: _home_shows(gateway, campaign["title"]), timeout=60)
 
-    async with chromium() as browser:
-        page = await browser.new_page()
+    async with own_context(browser) as context:
+        page = await context.new_page()
         await page.goto(f"{launcher.GATEWAY_URL}/")
         assert await page.get_by_role("heading", level=1).inner_text() == "Groundswell Network"
         assert await page.get_by_role("link", name="Join Groundswell Network").get_attribute("href") == "/join"
@@ -81,9 +81,9 @@ async def test_a_cancelled_meeting_and_a_closed_campaign_leave_the_home_page(gat
     await poll(lambda: _home_shows(gateway, campaign["title"], present=False), timeout=60)
 
 
-async def test_privacy_notice_is_a_page_with_what_we_collect_and_how_to_erase(system):
-    async with chromium() as browser:
-        page = await browser.new_page()
+async def test_privacy_notice_is_a_page_with_what_we_collect_and_how_to_erase(system, browser):
+    async with own_context(browser) as context:
+        page = await context.new_page()
         await page.goto(f"{launcher.GATEWAY_URL}/join")
         await page.get_by_role("link", name="How we use your data").click()
         await page.wait_for_url("**/privacy")
@@ -94,9 +94,9 @@ async def test_privacy_notice_is_a_page_with_what_we_collect_and_how_to_erase(sy
             assert await page.get_by_role("heading", name=heading).is_visible()
 
 
-async def test_an_unknown_address_is_a_page_with_a_way_home_and_to_join(system):
-    async with chromium() as browser:
-        page = await browser.new_page()
+async def test_an_unknown_address_is_a_page_with_a_way_home_and_to_join(system, browser):
+    async with own_context(browser) as context:
+        page = await context.new_page()
         for path in ("/no-such-page", "/events/no-such-meeting/nothing"):
             response = await page.goto(f"{launcher.GATEWAY_URL}{path}")
             assert response is not None and response.status == 404

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from deploy.local import launcher
-from tests.support.browser import chromium
+from tests.support.browser import own_context
 from tests.support.people import unique_email
 
 pytestmark = pytest.mark.browser
 
 
-async def test_person_joins_in_a_browser_and_gets_welcome_email(system, mail):
+async def test_person_joins_in_a_browser_and_gets_welcome_email(system, mail, browser):
     email = unique_email("browser")
-    async with chromium() as browser:
-        page = await browser.new_page()
+    async with own_context(browser) as context:
+        page = await context.new_page()
         await page.goto(f"{launcher.GATEWAY_URL}/join")
         await page.get_by_label("Your name").fill("Mary Seacole")
         await page.get_by_label("Email address").fill(email)
@@ -28,9 +28,9 @@ async def test_person_joins_in_a_browser_and_gets_welcome_email(system, mail):
     assert "Dear Mary," in welcome["text"]
 
 
-async def test_browser_shows_errors_next_to_fields_and_keeps_input(system):
-    async with chromium() as browser:
-        page = await browser.new_page()
+async def test_browser_shows_errors_next_to_fields_and_keeps_input(system, browser):
+    async with own_context(browser) as context:
+        page = await context.new_page()
         await page.goto(f"{launcher.GATEWAY_URL}/join")
         await page.get_by_label("Your name").fill("No Consent")
         await page.get_by_label("Email address").fill("not-an-email")

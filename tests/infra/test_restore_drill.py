@@ -45,7 +45,7 @@ def wait_until(check, timeout: float = 180, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
+        time.sleep(0.25)
 
 
 async def test_a_lost_system_comes_back_from_its_backup(drill):
@@ -96,7 +96,7 @@ async def test_a_lost_system_comes_back_from_its_backup(drill):
     deadline = time.monotonic() + 120
     while not await settled():
         assert time.monotonic() < deadline, "the drill network did not settle"
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.25)
     await asyncio.sleep(3)  # the consumers handle what was just published
     drill.run("-m", "deploy.local.backup", "create")
     first = sorted(drill.backups.glob("*Z"))[-1]

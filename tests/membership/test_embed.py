@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.membership.conftest import join_form, member_by_email, poll, unique_email
-from tests.support.browser import chromium
+from tests.support.browser import own_context
 from tests.support.inprocess import free_port
 
 pytestmark = pytest.mark.browser
@@ -81,11 +81,12 @@ def embedded_form(action: str, redirect: str) -> str:
 </form></html>"""
 
 
-async def test_plain_form_on_another_site_joins_and_returns_to_its_thank_you_page(site, allowed, membership_server, db):
+async def test_plain_form_on_another_site_joins_and_returns_to_its_thank_you_page(
+    site, allowed, membership_server, db, browser
+):
     url = site.page("form.html", embedded_form(f"{membership_server.base_url}/join", f"{site.origin}/thanks.html"))
     email = unique_email("embedded")
-    async with chromium() as browser:
-        context = await browser.new_context(java_script_enabled=False)
+    async with own_context(browser, java_script_enabled=False) as context:
         page = await context.new_page()
         await page.goto(url)
         await page.get_by_label("Your name").fill("Claudia Jones")
@@ -95,7 +96,6 @@ async def test_plain_form_on_another_site_joins_and_returns_to_its_thank_you_pag
         await page.get_by_role("button", name="Sign up").click()
         await page.wait_for_url(f"{site.origin}/thanks.html")
         assert await page.get_by_role("heading", name="Thanks from our site").is_visible()
-        await context.close()
     member = await member_by_email(db, email)
     assert member["name"] == "Claudia Jones" and member["interests"] == ["racism-in-healthcare"]
     assert member["source"] == "partner-campaign-page"
@@ -104,12 +104,11 @@ async def test_plain_form_on_another_site_joins_and_returns_to_its_thank_you_pag
 
 
 async def test_embedded_form_with_a_mistake_is_corrected_on_our_page_then_returns_to_the_site(
-    site, allowed, membership_server, db
+    site, allowed, membership_server, db, browser
 ):
     url = site.page("form2.html", embedded_form(f"{membership_server.base_url}/join", f"{site.origin}/thanks.html"))
     email = unique_email("corrected")
-    async with chromium() as browser:
-        context = await browser.new_context(java_script_enabled=False)
+    async with own_context(browser, java_script_enabled=False) as context:
         page = await context.new_page()
         await page.goto(url)
         await page.get_by_label("Your name").fill("Claudia Jones")
@@ -122,7 +121,6 @@ async def test_embedded_form_with_a_mistake_is_corrected_on_our_page_then_return
         await page.get_by_label("Postcode").fill("NG7 2RD")
         await page.get_by_role("button", name="Join").click()
         await page.wait_for_url(f"{site.origin}/thanks.html")
-        await context.close()
     assert (await member_by_email(db, email))["interests"] == ["racism-in-healthcare"]
 
 
@@ -138,12 +136,12 @@ fetch("{endpoint}", {{method: "POST", headers: {{"Content-Type": "application/js
 
 
 async def test_json_join_from_an_allowed_site_passes_cors_and_tells_where_the_person_is_placed(
-    site, allowed, membership_server, db
+    site, allowed, membership_server, db, browser
 ):
     email = unique_email("script")
     url = site.page("script.html", json_page(f"{membership_server.base_url}/join", email))
-    async with chromium() as browser:
-        page = await browser.new_page()
+    async with own_context(browser) as context:
+        page = await context.new_page()
         await page.goto(url)
         await page.wait_for_function("document.getElementById('result').textContent !== 'waiting'")
         result = await page.locator("#result").text_content()
@@ -153,11 +151,11 @@ async def test_json_join_from_an_allowed_site_passes_cors_and_tells_where_the_pe
     assert await db.fetchval("SELECT site FROM consent_records WHERE member_id = $1", member["id"]) == site.origin
 
 
-async def test_json_join_from_a_site_not_allowed_is_blocked_and_stores_nothing(site, membership_server, db):
+async def test_json_join_from_a_site_not_allowed_is_blocked_and_stores_nothing(site, membership_server, db, browser):
     email = unique_email("notallowed")
     url = site.page("rogue.html", json_page(f"{membership_server.base_url}/join", email))
-    async with chromium() as browser:
-        page = await browser.new_page()
+    async with own_context(browser) as context:
+        page = await context.new_page()
         await page.goto(url)
         await page.wait_for_function("document.getElementById('result').textContent !== 'waiting'")
         assert (await page.locator("#result").text_content()).startswith("blocked")

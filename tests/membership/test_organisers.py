@@ -241,6 +241,44 @@ async def test_member_list_searches_filters_exports_csv_and_every_view_and_expor
     assert '"exported": 2' in next(a["detail"] for a in audit if a["action"] == "members.export")
 
 
+async def test_a_group_organisers_search_lists_their_groups_members_who_match_with_the_filters_newest_first(client, db):
+    # Their search reads its finds first and checks the scope, status and filters on them (roster.py): the same
+    # members, in the same order, as the whole list's conditions would give.
+    tag = unique_email("x").split("@")[0][-12:]
+    emails = {k: f"scoped-{tag}-{k}@example.org" for k in ("old", "new", "left", "erased", "other", "notts")}
+    for k, email in emails.items():
+        postcode = "NG1 5FS" if k == "notts" else "CV1 2AB"
+        name = "Olive Morris" if k == "other" else f"Dee {tag}"  # `other`: found by the address alone
+        interests = ["racism-at-work"] if k in ("new", "left") else []
+        assert (await client.post("/join", data=join_form(email, name=name, postcode=postcode,
+                                                          interests=interests))).status_code == 303
+    not_found = unique_email("scoped-elsewhere")  # in the group, matching nothing
+    await client.post("/join", data=join_form(not_found, name="Olive Morris", postcode="CV1 2AB"))
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    for days, k in enumerate(("old", "other", "left", "erased", "new", "notts")):
+        await db.execute("UPDATE members SET joined_at = $2 WHERE email_normalised = $1", emails[k],
+                         at + timedelta(days=days))
+    await db.execute("UPDATE members SET status = 'left' WHERE email_normalised = $1", emails["left"])
+    await db.execute("UPDATE members SET status = 'erased' WHERE email_normalised = $1", emails["erased"])
+    _, headers = await make_organiser(db, "group", COVENTRY)
+
+    async def listed(**params: str) -> list[str]:
+        response = await client.get("/members", params={"q": tag, **params}, headers=headers)
+        assert response.status_code == 200
+        shown = {e: response.text.index(e) for e in (*emails.values(), not_found) if e in response.text}
+        return sorted(shown, key=shown.__getitem__)
+
+    newest_first = [emails[k] for k in ("new", "left", "other", "old")]
+    assert await listed() == newest_first
+    assert await listed(status="left") == [emails["left"]]
+    assert await listed(interest="racism-at-work") == [emails["new"], emails["left"]]
+    assert await listed(interest="racism-at-work", status="confirmed") == []
+    assert await listed(per_page="1", page="2") == [emails["left"]]
+    assert await listed(per_page="2", page="2") == [emails["other"], emails["old"]]
+    response = await client.get("/members", params={"q": tag}, headers=headers)
+    assert "4 members." in response.text
+
+
 async def test_member_list_group_picker_finds_a_group_by_part_of_its_name_and_offers_a_choice_when_several_match(
     client, db
 ):

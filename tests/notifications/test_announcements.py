@@ -89,11 +89,11 @@ class Tally:
         launcher.start_service("notifications")
         assert launcher.service_ready("notifications", 60)
 
-        for _ in range(240):
+        for _ in range(960):  # up to 240 s
             counts = await self.update()
             if all(counts.values()):
                 break
-            await asyncio.sleep(1)
+            await asyncio.sleep(0.25)
         await asyncio.sleep(3)
         counts = await self.update()
         assert all(counts.values()), {e: c for e, c in counts.items() if not c}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 
 from services.notifications import db as tables
 from services.notifications.meetings import MeetingNotifications
@@ -38,7 +39,7 @@ from shared.events.catalog import (
 from shared.events.envelope import Envelope
 from shared.outbox import Outbox
 from shared.uow import UnitsOfWork
-from tests.support.inprocess import asyncpg_dsn, fresh_test_database
+from tests.support.inprocess import asyncpg_dsn, fresh_test_database, until_blocked_by
 from tests.support.people import unique_email
 
 SERVICE_DIR = Path(__file__).resolve().parents[2] / "services" / "notifications"
@@ -103,14 +104,19 @@ async def test_an_event_about_an_rsvp_whose_received_is_being_released_is_handle
             await handle(uow, later_envelope, later)  # type: ignore[operator]
 
     # The keys consumer keeps the key and releases the parked RsvpReceived, its transaction still open...
-    async with uows.begin() as keys_uow:
-        released = await service.remember_keys(keys_uow, [(rsvp_id, encode_key(key))])
-        assert [[e.event_id for e in subject] for subject in released] == [[received_envelope.event_id]]
-        await handlers.rsvp_received(keys_uow, received_envelope, received)
-        # ... while the members consumer handles the later event: it waits for the subject's lock.
-        later_handled = asyncio.create_task(members_consumer())
-        await asyncio.sleep(1)
-        assert not later_handled.done()
+    looking = await asyncpg.connect(asyncpg_dsn(race_db_url))
+    try:
+        async with uows.begin() as keys_uow:
+            released = await service.remember_keys(keys_uow, [(rsvp_id, encode_key(key))])
+            assert [[e.event_id for e in subject] for subject in released] == [[received_envelope.event_id]]
+            await handlers.rsvp_received(keys_uow, received_envelope, received)
+            # ... while the members consumer handles the later event: it waits for the subject's lock.
+            keys_pid = (await keys_uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            later_handled = asyncio.create_task(members_consumer())
+            await until_blocked_by(looking, keys_pid)
+            assert not later_handled.done()
+    finally:
+        await looking.close()
     await asyncio.wait_for(later_handled, 30)
 
     conn = await asyncpg.connect(asyncpg_dsn(race_db_url))

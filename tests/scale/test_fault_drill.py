@@ -157,7 +157,7 @@ async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: f
     deadline = time.monotonic() + timeout
     while not await check():
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
 
 
 async def test_killing_a_broker_and_instances_mid_load_loses_and_repeats_nothing(drill, dbs):

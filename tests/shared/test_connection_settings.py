@@ -90,3 +90,13 @@ def test_the_delivery_lease_is_30_seconds_unless_set(monkeypatch):
     assert settings().delivery_lease_seconds == 30.0
     monkeypatch.setenv("DELIVERY_LEASE_SECONDS", "6")
     assert settings().delivery_lease_seconds == 6.0
+
+
+def test_membership_looks_for_overdue_data_downloads_every_30_seconds_unless_set(monkeypatch):
+    monkeypatch.delenv("MEMBER_DATA_CHECK_SECONDS", raising=False)
+    assert settings().member_data_check_seconds == 30.0
+    monkeypatch.setenv("MEMBER_DATA_CHECK_SECONDS", "2")
+    assert settings().member_data_check_seconds == 2.0
+    monkeypatch.setenv("MEMBER_DATA_CHECK_SECONDS", "0")
+    with pytest.raises(ValidationError, match="member_data_check_seconds"):
+        settings()

@@ -6,9 +6,10 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from unittest import mock
 
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, BrowserContext, async_playwright
 
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -45,3 +46,14 @@ async def chromium() -> AsyncIterator[Browser]:
             await browser.close()
     finally:
         await manager.__aexit__(None, None, None)
+
+
+@asynccontextmanager
+async def own_context(browser: Browser, **options: Any) -> AsyncIterator[BrowserContext]:
+    """A context of the browser for one test: its own empty profile (cookies, storage, cache), closed after; what
+    a separate launch gives, without launching Chromium again (a module's tests share one: the `browser` fixture)."""
+    context = await browser.new_context(**options)
+    try:
+        yield context
+    finally:
+        await context.close()

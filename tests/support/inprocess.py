@@ -112,3 +112,11 @@ async def poll(check: Callable[[], Any], timeout: float = 20.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+async def until_blocked_by(conn: asyncpg.Connection, holder_pid: int, timeout: float = 30.0) -> None:
+    """Wait until a PostgreSQL session waits for a lock the session `holder_pid` holds (pg_blocking_pids): the proof
+    that a transaction started meanwhile is waiting for the holder, seen as soon as it waits. `conn` only looks."""
+    await poll(lambda: conn.fetchval(
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", holder_pid),
+        timeout, 0.05)

@@ -42,4 +42,4 @@ async def wait_for_welcomes(mail, emails: list[str], timeout: float = 120.0, sin
                     counts[rcpt] += 1
         if all(counts.values()) or asyncio.get_running_loop().time() > deadline:
             return counts
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.25)

@@ -12,6 +12,7 @@ from typing import Any, Self
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.local import launcher
 from shared.events.envelope import Envelope, EventData
@@ -51,17 +52,37 @@ async def wait_for_records(
         found = [r for r in await read_topic(topic) if predicate(r)]
         if len(found) >= count:
             return found
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.25)
     raise AssertionError(f"expected {count} matching record(s) on {topic}, found {len(found)}")
 
 
-async def produce(topic: str, value: bytes | None, key: bytes | None = None, headers: list | None = None) -> None:
+async def produce(topic: str, value: bytes | None, key: bytes | None = None, headers: list | None = None) -> Any:
+    """Publish one record; its metadata (partition, offset)."""
     producer = AIOKafkaProducer(bootstrap_servers=launcher.KAFKA_BOOTSTRAP, acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value=value, key=key, headers=headers or [])
+        return await producer.send_and_wait(topic, value=value, key=key, headers=headers or [])
     finally:
         await producer.stop()
+
+
+async def wait_until_group_passes(group: str, topic: str, partition: int, offset: int, timeout: float = 60.0) -> None:
+    """Wait until consumer group `group` has committed past `offset` on the partition: it handled that record (the
+    services commit an offset only once its message was handled or dead-lettered, shared/consumer.py)."""
+    tp = TopicPartition(topic, partition)
+    admin = AIOKafkaAdminClient(bootstrap_servers=launcher.KAFKA_BOOTSTRAP)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            committed = (await admin.list_consumer_group_offsets(group, partitions=[tp])).get(tp)
+            if committed is not None and committed.offset > offset:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{group} did not get past offset {offset} of {topic}[{partition}]: {committed}")
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
 
 
 async def group_starts_at_the_end(group: str, topic_names: tuple[str, ...]) -> None:
