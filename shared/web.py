@@ -294,7 +294,17 @@ def make_templates(service_templates: Path | None, globals_: dict[str, Any] | No
     env.filters["short_date"] = short_date
     env.filters["short_date_time"] = short_date_time
     env.filters["numeric_date_time"] = numeric_date_time
+    env.filters["person"] = person_name
     return Jinja2Templates(env=env)
+
+
+NO_NAME = "Name not given"
+
+
+def person_name(name: str | None) -> str:
+    """A person as pages name them: someone added with an email address alone (an OSDI client's signup may give no
+    name) is "Name not given", never an empty link or heading."""
+    return (name or "").strip() or NO_NAME
 
 
 def signed_in_organiser(request: Request | None) -> auth.OrganiserScope | None:

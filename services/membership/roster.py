@@ -19,6 +19,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 
 from services.membership import db as tables
 from services.membership.directory import names_of_units, read_units, read_units_of
+from services.membership.domain import DEFAULT_SOURCE
 from shared import auth
 from shared.exports import EXPORT_BATCH, csv_chunks
 from shared.uow import UnitsOfWork
@@ -146,6 +147,21 @@ def _capped_count_and_page(
                 .limit(per_page).offset(offset).subquery())
     ids = select(func.array_agg(aggregate_order_by(one_page.c.id, one_page.c.joined_at.desc(), one_page.c.id)))
     return select(select(func.count()).select_from(matches).scalar_subquery(), ids.scalar_subquery())
+
+
+def consent_source(source: str, key_names: dict[str, str]) -> str:
+    """Where a consent was given, in words for an organiser (the record keeps an id: an API key's, an RSVP's)."""
+    kind, _, ref = source.partition(":")
+    if kind == "api" and ref:
+        name = key_names.get(ref)
+        return f"Added through the API with the key \u201c{name}\u201d" if name else "Added through the API"
+    if kind == "rsvp" and ref:
+        return "An RSVP to a meeting"
+    if kind == "action" and ref:
+        return "Taking action in a campaign"
+    if source == DEFAULT_SOURCE:
+        return "The join form"
+    return source  # a form's own label for itself, e.g. a partner site's "partner-campaign-page"
 
 
 def _export_row(r: Any, names: dict[str, str]) -> list[Any]:
@@ -301,6 +317,10 @@ class Roster:
             consents[r.member_id].append(r)
         for r in (await session.execute(select(g).where(g.c.member_id.in_(ids), g.c.revoked_at.is_(None)))).all():
             roles[r.member_id].append(r)
+        key_ids = {r.source[4:] for found in consents.values() for r in found if r.source.startswith("api:")}
+        k = tables.api_keys
+        key_names = dict((await session.execute(select(k.c.id, k.c.name).where(k.c.id.in_(key_ids)))).all()
+                         ) if key_ids else {}
         if names is None:
             names = names_of_units(await read_units_of(session, [
                 *(u for row in rows for u in (row.region_id, row.suggested_group_id, row.organisation_id)),
@@ -315,6 +335,7 @@ class Roster:
                 "groups": [(gid, names.get(gid, gid)) for gid in groups[row.id]],
                 "subteams": [(sid, names.get(sid, sid)) for sid in subteams[row.id]],
                 "consents": consents[row.id],
+                "consent_sources": {r.source: consent_source(r.source, key_names) for r in consents[row.id]},
                 "roles": roles[row.id],
             }
             for row in rows

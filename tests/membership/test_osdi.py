@@ -203,3 +203,28 @@ async def test_missing_forged_or_unknown_keys_are_refused(client, db, membership
     assert (await client.get("/api/v2/people", headers={"OSDI-API-Token": never_issued})).status_code == 401
     session = auth.issue(membership_settings.secret_key, auth.OrganiserScope("x", "network"))
     assert (await client.get("/api/v2/people", headers={"OSDI-API-Token": session})).status_code == 401
+
+
+async def test_a_person_added_with_an_email_alone_is_named_name_not_given_on_the_organisers_pages(
+    client, db, network_key
+):
+    """Action Network's clients add people by email alone: the member list links them by words, never by an empty
+    link (axe's link-name); their page says so and names the API key they came through, not its id."""
+    email = unique_email("nameless")
+    added = await client.post(
+        "/api/v2/people", json={"person": {"email_addresses": [{"address": email}]}}, headers=network_key
+    )
+    assert added.status_code == 201, added.text
+    member = await member_by_email(db, email)
+    assert member["name"] == ""
+    _, organiser = await make_organiser(db, "network", None)
+    listed = await client.get("/members", params={"q": email}, headers=organiser)
+    assert listed.status_code == 200
+    assert f'<a href="/members/{member["id"]}">Name not given</a>' in listed.text
+    page = await client.get(f"/members/{member['id']}", headers=organiser)
+    assert "<h1>Name not given</h1>" in page.text
+    key_name = await db.fetchval("SELECT name FROM api_keys WHERE id = $1", member["source"].removeprefix("api:"))
+    assert f"Added through the API with the key \u201c{key_name}\u201d" in page.text  # the key by name, not its id
+    assert member["source"] not in page.text
+    erase = await client.get(f"/members/{member['id']}/erase", headers=organiser)
+    assert f"<h1>Erase {email}?</h1>" in erase.text  # asked by the address, the one thing known of them
