@@ -132,7 +132,8 @@ def _capped_count_and_page(
     121,631 at a million). Each find is read from the table once (reading them again by id cost a lookup each), and
     with no second LIKE on them the planner expects as many finds as there are, so a group's scope is checked by
     one hash join with the group's members, read from member_groups' (group_id, member_id) index alone (membership
-    migration 0022; the EXPLAIN and the numbers: docs/benchmarks.md, "Issue 20 at a million members")."""
+    migration 0022; the EXPLAIN and the numbers: docs/benchmarks.md, "The group organiser's search at a million,
+    again")."""
     m = tables.members
     source: Any = m
     if search is not None:

@@ -3,8 +3,8 @@
 A group organiser's search checks its scope on the search's finds by one hash join with the group's members
 (`roster._capped_count_and_page`); read through the index on group_id, those 121,631 rows of the biggest group at a
 million lay on 14,284 pages of the table (0.15-0.2 s, most of the search); from this index they are read from about
-1,500 of its pages and no table page (0.02-0.05 s; docs/benchmarks.md, "Issue 20 at a million members"). It serves
-whatever the index on group_id served (the same first column), so that one goes.
+1,500 of its pages and no table page (0.02-0.05 s; docs/benchmarks.md, "The group organiser's search at a million,
+again"). It serves whatever the index on group_id served (the same first column), so that one goes.
 
 Revision ID: 0022
 Revises: 0021
