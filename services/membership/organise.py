@@ -81,7 +81,11 @@ async def sign_in_form(request: Request, next: str = "/admin") -> HTMLResponse:
     return page(request, "signin.html", {"values": {"next": _safe_next(next)}, "error": None})
 
 
-@router.post("/signin", responses={401: {"description": "The email address, password or code is not right"}})
+@router.post("/signin", responses={
+    400: {"description": "A JSON body that is not an object"},
+    401: {"description": "The email address, password or code is not right"},
+    429: {"description": "Too many attempts for this account or from this address: Retry-After says how long to wait"},
+})
 async def sign_in(request: Request, accounts: AccountsDep, settings: SettingsDep) -> Response:
     as_json = "application/json" in request.headers.get("content-type", "")
     try:
