@@ -222,9 +222,9 @@ class Roster:
         m = tables.members
         per_page = max(1, min(per_page, MAX_PER_PAGE))
         page = max(page, 1)
-        where = and_(in_scope(who), *_filtered(filters), *also)
-        # A part of the network searching: its search's finds first (the whole network's own plan is quicker).
-        search = _search(filters) if who.scope_type != "network" else None
+        search = _search(filters)
+        rest = and_(in_scope(who), *_filtered(filters, with_search=False), *also)
+        where = rest if search is None else and_(rest, search)
         newest_first = select(m).where(where).order_by(m.c.joined_at.desc(), m.c.id)
         offset = (page - 1) * per_page
         async with self.uows.begin() as uow:
@@ -233,11 +233,12 @@ class Roster:
                 total = (await session.execute(select(func.count()).select_from(m).where(where))).scalar_one()
                 rows = (await session.execute(newest_first.limit(per_page).offset(offset))).all()
             else:
-                if search is None:
-                    capped = _capped_count_and_page(where, count_up_to, per_page, offset)
-                else:  # the rest of `where`, checked on the search's finds
-                    rest = and_(in_scope(who), *_filtered(filters, with_search=False), *also)
+                if search is not None and who.scope_type != "network":
+                    # A part of the network searching: the search's finds first, the rest of `where` checked on
+                    # them (the whole network's own plan is quicker).
                     capped = _capped_count_and_page(rest, count_up_to, per_page, offset, search)
+                else:
+                    capped = _capped_count_and_page(where, count_up_to, per_page, offset)
                 total, ids = (await session.execute(capped)).one()
                 if total <= count_up_to:  # the page comes from the matches just counted, sorted
                     wanted = select(m).where(m.c.id.in_(ids or [])).order_by(m.c.joined_at.desc(), m.c.id)
