@@ -36,6 +36,19 @@ MAX_CHOICES = 50  # of any multiple choice: more is not a person filling a form
 MAX_SHORT = 500
 
 DEFAULT_SOURCE = "join-form"
+API_SOURCE_PREFIX = "api:"  # a person added or changed through the API: "api:<the key's id>"
+
+
+def api_source(key_id: str | None) -> str:
+    """The source recorded for what an API key added or changed."""
+    return f"{API_SOURCE_PREFIX}{key_id}"
+
+
+def api_key_of(source: str) -> str | None:
+    """The API key's id of an `api_source`, or None for any other source."""
+    if not source.startswith(API_SOURCE_PREFIX):
+        return None
+    return source.removeprefix(API_SOURCE_PREFIX) or None
 OWNER = "membership"  # the owner named in what membership seals with its members' keys
 
 

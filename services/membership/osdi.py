@@ -23,7 +23,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from services.membership import db as tables
 from services.membership import queries
 from services.membership.deps import JoinsDep, MemberRightsDep, RosterDep, SettingsDep, UnitsOfWorkDep
-from services.membership.domain import JoinApplication, display_name, given_and_family, new_member_row, place
+from services.membership.domain import (
+    JoinApplication,
+    api_source,
+    display_name,
+    given_and_family,
+    new_member_row,
+    place,
+)
 from services.membership.joins import JoinOutcome, MemberNotFound
 from services.membership.roster import MemberFilters, Roster, actor_of, in_scope
 from shared import auth, osdi
@@ -343,7 +350,7 @@ async def update_person(
         raise_api(400, "An email address is changed by the person themselves (it needs confirming)")
     async with uows.begin() as uow:
         try:
-            await rights.update_person(uow, person_id, **_changes(fields), source=f"api:{caller.key_id}")
+            await rights.update_person(uow, person_id, **_changes(fields), source=api_source(caller.key_id))
         except MemberNotFound:
             raise_api(404, "There is no person with that id that this API key may see")
     return hal(await _person_or_404(request, roster, caller, person_id))
@@ -381,7 +388,7 @@ async def person_signup_helper(
         isinstance(t, str) and 0 < len(t.strip()) <= MAX_TAG for t in add_tags
     ):
         raise_api(400, f"add_tags must be a list of tag names of up to {MAX_TAG} characters")
-    source = f"api:{caller.key_id}"
+    source = api_source(caller.key_id)
     m = tables.members
     async with uows.begin() as uow:
         session = uow.session

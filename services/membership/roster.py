@@ -19,7 +19,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 
 from services.membership import db as tables
 from services.membership.directory import names_of_units, read_units, read_units_of
-from services.membership.domain import DEFAULT_SOURCE
+from services.membership.domain import DEFAULT_SOURCE, api_key_of
 from shared import auth
 from shared.exports import EXPORT_BATCH, csv_chunks
 from shared.uow import UnitsOfWork
@@ -152,10 +152,10 @@ def _capped_count_and_page(
 
 def consent_source(source: str, key_names: dict[str, str]) -> str:
     """Where a consent was given, in words for an organiser (the record keeps an id: an API key's, an RSVP's)."""
-    kind, _, ref = source.partition(":")
-    if kind == "api" and ref:
-        name = key_names.get(ref)
+    if (key_id := api_key_of(source)) is not None:
+        name = key_names.get(key_id)
         return f"Added through the API with the key \u201c{name}\u201d" if name else "Added through the API"
+    kind, _, ref = source.partition(":")
     if kind == "rsvp" and ref:
         return "An RSVP to a meeting"
     if kind == "action" and ref:
@@ -319,7 +319,7 @@ class Roster:
             consents[r.member_id].append(r)
         for r in (await session.execute(select(g).where(g.c.member_id.in_(ids), g.c.revoked_at.is_(None)))).all():
             roles[r.member_id].append(r)
-        key_ids = {r.source[4:] for found in consents.values() for r in found if r.source.startswith("api:")}
+        key_ids = {key for found in consents.values() for r in found if (key := api_key_of(r.source)) is not None}
         k = tables.api_keys
         key_names = dict((await session.execute(select(k.c.id, k.c.name).where(k.c.id.in_(key_ids)))).all()
                          ) if key_ids else {}
