@@ -9,7 +9,7 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -646,6 +646,11 @@ class LadderRung:
     def as_dict(self) -> dict[str, Any]:
         return {"level": self.level, "label": self.label, "min_actions": self.min_actions,
                 "min_attended": self.min_attended, "min_total": self.min_total, "roles": list(self.roles)}
+
+    @classmethod
+    def of(cls, r: Mapping[Any, Any]) -> LadderRung:
+        """A rung from its stored form: a row of engagement_ladder, or `as_dict` kept as JSON."""
+        return cls(r["level"], r["label"], r["min_actions"], r["min_attended"], r["min_total"], tuple(r["roles"]))
 
 
 DEFAULT_LADDER: tuple[LadderRung, ...] = (

@@ -60,9 +60,8 @@ class LadderChange:
 
     @classmethod
     def of(cls, row: Any) -> LadderChange:
-        return cls(row.id, tuple(LadderRung(r["level"], r["label"], r["min_actions"], r["min_attended"],
-                                            r["min_total"], tuple(r["roles"])) for r in row.ladder),
-                   row.status, row.expected, row.moved, row.published, row.chunks, row.saved_at, row.finished_at)
+        return cls(row.id, tuple(LadderRung.of(r) for r in row.ladder), row.status, row.expected, row.moved,
+                   row.published, row.chunks, row.saved_at, row.finished_at)
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "members_to_move": self.expected, "members_moved": self.moved,

@@ -248,8 +248,7 @@ async def ladder(session: AsyncSession) -> tuple[LadderRung, ...] | None:
     """The organisers' ladder, lowest first, or None when they have not set one."""
     t = tables.engagement_ladder
     rows = (await session.execute(select(t).order_by(t.c.position))).all()
-    return tuple(LadderRung(r.level, r.label, r.min_actions, r.min_attended, r.min_total, tuple(r.roles))
-                 for r in rows) if rows else None
+    return tuple(LadderRung.of(r._mapping) for r in rows) if rows else None
 
 
 async def replace_ladder(session: AsyncSession, ladder: Sequence[LadderRung]) -> None:
