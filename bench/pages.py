@@ -49,6 +49,9 @@ P95_TARGET_MS = 300.0
 RATIO_TARGET = 3.0
 
 
+READ_MODEL_PAGES = ("member page with timeline", "long tail", "dashboard")  # their data comes from consumers
+
+
 @dataclass
 class Page:
     name: str
@@ -58,7 +61,11 @@ class Page:
     baseline: list[tuple[str, list[Any]]]  # the hand-written SQL: statements run one after another
     export: bool = False
     params: dict[str, Any] = field(default_factory=dict)
-    read_model: bool = False  # reads what a service's consumers built from the history (not `--own-records-only`)
+
+    @property
+    def read_model(self) -> bool:
+        """It reads what a service's consumers built from the history (not there with `--own-records-only`)."""
+        return self.name.startswith(READ_MODEL_PAGES)
 
 
 def _weeks(n: int = 12) -> list[tuple[datetime, datetime]]:
@@ -91,17 +98,7 @@ def meetings_page(where: str, args: list[Any]) -> list[tuple[str, list[Any]]]:
     ]
 
 
-READ_MODEL_PAGES = ("member page with timeline", "long tail", "dashboard")  # their data comes from consumers
-
-
 def pages_for(m: dict[str, Any], meeting_id: str, digest_organiser: str) -> list[Page]:
-    pages = _pages(m, meeting_id, digest_organiser)
-    for page in pages:
-        page.read_model = page.name.startswith(READ_MODEL_PAGES)
-    return pages
-
-
-def _pages(m: dict[str, Any], meeting_id: str, digest_organiser: str) -> list[Page]:
     group, region = m["biggest_group"], m["region_of_biggest"]
     sample = m["sample_members"][0]
     surname = sample["name"].split()[-1].lower()
