@@ -40,6 +40,13 @@ CONTROL_CHARACTERS_IN_PATH = re.compile(r"[\x00-\x1f\x7f]")
 FORM = "application/x-www-form-urlencoded"
 # The highest page number any list serves: its offset stays far inside PostgreSQL's bigint (a bigger one was a 500).
 MAX_PAGE = 100_000
+
+
+def page_count(total: int, per_page: int) -> int:
+    """How many pages `total` rows fill, `per_page` a page: at least one (an empty list is one empty page)."""
+    return max(1, -(-total // per_page))
+
+
 # "Joined at least this many days ago": a century, so the date it means stays a date (a bigger one was a 500).
 DaysAgo = Annotated[int, Query(le=36_500)]
 

@@ -52,6 +52,7 @@ from shared import tokens
 from shared.auth import OrganiserScope
 from shared.logging import get_logger
 from shared.uow import UnitOfWork
+from shared.web import page_count
 
 log = get_logger(__name__)
 KIND = "mailing"
@@ -615,7 +616,7 @@ class Mailings:
         this_mailing = (d.c.kind == KIND, d.c.subject_ref == mailing.id)
         to_named = d.join(r, r.c.member_id == d.c.recipient_id)
         listed = (await session.execute(select(func.count()).select_from(to_named).where(*this_mailing))).scalar_one()
-        pages = max(1, -(-listed // PEOPLE_PER_PAGE))
+        pages = page_count(listed, PEOPLE_PER_PAGE)
         page = min(max(1, page), pages)
         people = (
             await session.execute(

@@ -27,7 +27,7 @@ from services.notifications.saved_audiences import SavedAudiences
 from services.notifications.web import Organiser, _page
 from shared.auth import OrganiserScope
 from shared.scope_picker import KIND_WORDS
-from shared.web import MAX_PAGE
+from shared.web import MAX_PAGE, page_count
 
 router = APIRouter(prefix="/notifications/organise/mailings", tags=["organiser pages"])
 clicks_router = APIRouter(tags=["mailings"])
@@ -161,7 +161,7 @@ async def list_mailings(request: Request, organiser: Organiser, mailings: Mailin
     page = min(max(1, page), MAX_PAGE)
     async with mailings.uows.begin() as uow:
         rows, total = await mailings.page_for(uow.session, organiser, MAILINGS_PER_PAGE, (page - 1) * MAILINGS_PER_PAGE)
-        pages = max(1, -(-total // MAILINGS_PER_PAGE))
+        pages = page_count(total, MAILINGS_PER_PAGE)
         if page > pages:  # past the end (an old link): the last page
             page = pages
             rows, total = await mailings.page_for(
